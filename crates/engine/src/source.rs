@@ -1,0 +1,263 @@
+//! The read contract every data holder implements: [`SeriesSource`].
+//!
+//! A source answers `select(matchers, [min_t, max_t])` with a stream of [`SeriesBatch`]es: series in
+//! label order, each series whole inside one batch, its samples sorted by timestamp with no duplicate
+//! timestamps. Implementations: bucket blocks (Parquet), the in-memory [`MemSource`], and later the
+//! head, the StoreAPI client and remote read. Merging sources and replica dedup happen above, in `query`.
+//!
+//! ```text
+//!   matchers, [min_t, max_t] ──► SeriesSource ──► SeriesBatch { labels[i], offsets, (timestamp, value) }
+//!                                                   series i = rows offsets[i]..offsets[i+1]
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use futures::Stream;
+
+use crate::error::{Error, Result};
+use crate::labels::{Labels, Matcher, matches_all};
+
+/// Schema of [`SeriesBatch::samples`]: `timestamp` (Int64 ms), `value` (Float64).
+pub fn sample_schema() -> SchemaRef {
+    static S: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("timestamp", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]))
+    })
+    .clone()
+}
+
+/// A batch of whole series and their samples.
+#[derive(Debug, Clone)]
+pub struct SeriesBatch {
+    /// Label sets, one per series, in label order.
+    pub labels: Vec<Labels>,
+    /// Row ranges into `samples`: series `i` owns rows `offsets[i]..offsets[i + 1]`.
+    pub offsets: Vec<usize>,
+    /// The samples, schema [`sample_schema`].
+    pub samples: RecordBatch,
+}
+
+impl SeriesBatch {
+    /// Builds a batch from per-series sample vectors.
+    pub fn from_series(series: Vec<(Labels, Vec<i64>, Vec<f64>)>) -> Result<Self> {
+        let mut labels = Vec::with_capacity(series.len());
+        let mut offsets = Vec::with_capacity(series.len() + 1);
+        offsets.push(0);
+        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        for (l, t, v) in series {
+            if t.len() != v.len() {
+                return Err(Error::BadLabels { labels: l.to_string(), reason: "timestamps and values differ in length".into() });
+            }
+            ts.extend_from_slice(&t);
+            vs.extend_from_slice(&v);
+            labels.push(l);
+            offsets.push(ts.len());
+        }
+        let samples = RecordBatch::try_new(
+            sample_schema(),
+            vec![Arc::new(Int64Array::from(ts)), Arc::new(Float64Array::from(vs))],
+        )
+        .map_err(|e| Error::arrow("building series batch", e))?;
+        Ok(SeriesBatch { labels, offsets, samples })
+    }
+
+    /// Number of series.
+    pub fn num_series(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Timestamps column.
+    pub fn timestamps(&self) -> &[i64] {
+        self.samples
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .map(|a| a.values().as_ref())
+            .unwrap_or(&[])
+    }
+
+    /// Values column.
+    pub fn values(&self) -> &[f64] {
+        self.samples
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .map(|a| a.values().as_ref())
+            .unwrap_or(&[])
+    }
+
+    /// Series `i`: its labels, timestamps and values.
+    pub fn series(&self, i: usize) -> (&Labels, &[i64], &[f64]) {
+        let (a, b) = (self.offsets[i], self.offsets[i + 1]);
+        (&self.labels[i], &self.timestamps()[a..b], &self.values()[a..b])
+    }
+}
+
+/// A stream of series batches.
+pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesBatch>> + Send>>;
+
+/// Hints a query engine may pass to a source (sources may ignore them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SelectHints {
+    /// Query step in ms (0 for instant queries).
+    pub step_ms: i64,
+    /// Range of the range selector in ms (0 for instant selectors).
+    pub range_ms: i64,
+    /// The function around the selector, if any (e.g. `rate`).
+    pub func: Option<String>,
+}
+
+/// What to select.
+#[derive(Debug, Clone, Default)]
+pub struct SelectRequest {
+    /// All must match.
+    pub matchers: Vec<Matcher>,
+    /// Inclusive start (ms).
+    pub min_t: i64,
+    /// Inclusive end (ms).
+    pub max_t: i64,
+    /// Optional hints.
+    pub hints: SelectHints,
+}
+
+/// Anything that holds series and samples.
+#[async_trait]
+pub trait SeriesSource: Send + Sync + fmt::Debug {
+    /// Series matching all matchers with their samples in `[min_t, max_t]`; series with no sample in
+    /// range are left out. Series in label order, each whole in one batch.
+    async fn select(&self, req: &SelectRequest) -> Result<SeriesStream>;
+
+    /// Label sets of the series matching all matchers that have data in `[min_t, max_t]`, sorted.
+    async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>>;
+
+    /// Sorted label names of the matching series (all series when `matchers` is empty).
+    async fn label_names(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let mut out = BTreeSet::new();
+        for l in self.series(matchers, min_t, max_t).await? {
+            out.extend(l.iter().map(|l| l.name.clone()));
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Sorted values of label `name` over the matching series.
+    async fn label_values(&self, name: &str, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let mut out = BTreeSet::new();
+        for l in self.series(matchers, min_t, max_t).await? {
+            if let Some(v) = l.get(name) {
+                out.insert(v.to_string());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// An in-memory series source: a sorted map of series to samples. Used by tests, the PromQL test
+/// runner and as a building block of the head.
+#[derive(Debug, Default)]
+pub struct MemSource {
+    series: RwLock<std::collections::BTreeMap<Labels, (Vec<i64>, Vec<f64>)>>,
+}
+
+/// Series per batch emitted by [`MemSource`].
+const MEM_BATCH_SERIES: usize = 1024;
+
+impl MemSource {
+    /// An empty source.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds samples to a series; samples are kept sorted by timestamp and a later sample with an
+    /// existing timestamp replaces the earlier one.
+    pub fn add(&self, labels: Labels, ts: &[i64], vs: &[f64]) {
+        let mut g = match self.series.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let e = g.entry(labels).or_default();
+        let mut pairs: Vec<(i64, f64)> = e.0.iter().copied().zip(e.1.iter().copied()).collect();
+        pairs.extend(ts.iter().copied().zip(vs.iter().copied()));
+        // stable sort keeps insertion order among equal timestamps; keep the last one
+        pairs.sort_by_key(|p| p.0);
+        let mut out: Vec<(i64, f64)> = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            match out.last_mut() {
+                Some(last) if last.0 == p.0 => *last = p,
+                _ => out.push(p),
+            }
+        }
+        *e = (out.iter().map(|p| p.0).collect(), out.iter().map(|p| p.1).collect());
+    }
+
+    fn matching(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Vec<(Labels, Vec<i64>, Vec<f64>)> {
+        let g = match self.series.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.iter()
+            .filter(|(l, _)| matches_all(matchers, l))
+            .filter_map(|(l, (t, v))| {
+                let a = t.partition_point(|&x| x < min_t);
+                let b = t.partition_point(|&x| x <= max_t);
+                (a < b).then(|| (l.clone(), t[a..b].to_vec(), v[a..b].to_vec()))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl SeriesSource for MemSource {
+    async fn select(&self, req: &SelectRequest) -> Result<SeriesStream> {
+        let all = self.matching(&req.matchers, req.min_t, req.max_t);
+        let mut batches = Vec::new();
+        let mut it = all.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<_> = it.by_ref().take(MEM_BATCH_SERIES).collect();
+            batches.push(SeriesBatch::from_series(chunk));
+        }
+        Ok(Box::pin(futures::stream::iter(batches)))
+    }
+
+    async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
+        Ok(self.matching(matchers, min_t, max_t).into_iter().map(|s| s.0).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    #[tokio::test]
+    async fn mem_source_selects_in_order_and_range() {
+        let s = MemSource::new();
+        s.add(Labels::from_pairs([("__name__", "b")]), &[1, 2, 3], &[1.0, 2.0, 3.0]);
+        s.add(Labels::from_pairs([("__name__", "a")]), &[5, 1], &[5.0, 1.0]);
+        s.add(Labels::from_pairs([("__name__", "a")]), &[5], &[6.0]);
+        let req = SelectRequest {
+            matchers: vec![Matcher::new(crate::MatchOp::RegexMatch, "__name__", "a|b").unwrap()],
+            min_t: 2,
+            max_t: 5,
+            ..Default::default()
+        };
+        let batches: Vec<SeriesBatch> = s.select(&req).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert_eq!(b.num_series(), 2);
+        let (l, t, v) = b.series(0);
+        assert_eq!((l.metric_name(), t, v), (Some("a"), &[5][..], &[6.0][..]));
+        let (_, t, _) = b.series(1);
+        assert_eq!(t, &[2, 3]);
+        assert_eq!(s.label_values("__name__", &[], 0, 10).await.unwrap(), vec!["a".to_string(), "b".to_string()]);
+        assert!(s.series(&[], 6, 10).await.unwrap().is_empty());
+    }
+}

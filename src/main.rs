@@ -1,1 +1,134 @@
-fn main() {}
+//! `strata`: Prometheus long-term storage on Parquet, DataFusion and Arrow Flight.
+//!
+//! One binary, one subcommand per component (DESIGN.md §1). This file only parses the command line
+//! and wires components together; the logic lives in the workspace crates.
+
+mod cli_tools;
+mod convert_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `strata`.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about = "Prometheus long-term storage on Parquet, DataFusion and Arrow Flight")]
+struct Cli {
+    /// Log filtering level (error, warn, info, debug), as Thanos's --log.level.
+    #[arg(long = "log.level", default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prometheus TSDB tools.
+    Tsdb {
+        #[command(subcommand)]
+        command: TsdbCommand,
+    },
+    /// Operator tools.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TsdbCommand {
+    /// Convert Prometheus TSDB blocks into Strata blocks in a bucket.
+    Convert(convert_cmd::ConvertArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ToolsCommand {
+    /// Bucket tools: ls, inspect, verify.
+    Bucket {
+        #[command(subcommand)]
+        command: cli_tools::BucketCommand,
+    },
+}
+
+/// Errors the CLI reports before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    #[error(transparent)]
+    Ingest(#[from] ingest::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.command {
+            Command::Tsdb { command: TsdbCommand::Convert(args) } => convert_cmd::run(args).await,
+            Command::Tools { command: ToolsCommand::Bucket { command } } => cli_tools::run_bucket(command).await,
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("strata: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses Thanos-style external label flags (`name="value"`) into a map.
+fn parse_labels(flags: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+    let mut out = std::collections::BTreeMap::new();
+    for f in flags {
+        let (name, raw) = f
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--label {f:?}: expected name=\"value\"")))?;
+        let name = name.trim();
+        let valid_name = !name.is_empty()
+            && name.chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if !valid_name {
+            return Err(CliError::Usage(format!("--label {f:?}: invalid label name {name:?}")));
+        }
+        let value: String = serde_json::from_str(raw.trim())
+            .map_err(|_| CliError::Usage(format!("--label {f:?}: the value must be a double-quoted string")))?;
+        if out.insert(name.to_string(), value).is_some() {
+            return Err(CliError::Usage(format!("--label {f:?}: label {name:?} given twice")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn label_flags() {
+        let m = parse_labels(&["cluster=\"eu1\"".into(), "replica=\"a \\\"b\\\"\"".into()]).unwrap();
+        assert_eq!(m["cluster"], "eu1");
+        assert_eq!(m["replica"], "a \"b\"");
+        assert!(parse_labels(&["cluster=eu1".into()]).is_err());
+        assert!(parse_labels(&["1x=\"a\"".into()]).is_err());
+        assert!(parse_labels(&["a=\"1\"".into(), "a=\"2\"".into()]).is_err());
+    }
+}

@@ -92,6 +92,32 @@ pub enum Error {
         #[source]
         source: Box<datafusion::error::DataFusionError>,
     },
+    /// A chunk's bytes are not a valid chunk of its encoding.
+    #[error("bad chunk {chunk}: {reason}")]
+    BadChunk {
+        /// Which chunk (its size, sample count, or where it came from).
+        chunk: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The write-ahead log cannot be read, written or is closed.
+    #[error("write-ahead log {path} at offset {offset}: {reason}")]
+    Wal {
+        /// The WAL segment file (or directory).
+        path: PathBuf,
+        /// Byte offset in the segment (0 when not applicable).
+        offset: u64,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The in-memory head cannot do what was asked (bad options, corrupt in-memory chunk, ...).
+    #[error("head at {dir}: {reason}")]
+    Head {
+        /// The head's directory.
+        dir: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// Local I/O failed.
     #[error("i/o on {path}: {source}")]
     Io {

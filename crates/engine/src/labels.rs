@@ -244,6 +244,7 @@ pub fn matches_all(ms: &[Matcher], l: &Labels) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -4,12 +4,25 @@
 //! the bucket (object storage), and the read contract [`SeriesSource`] with its implementations.
 //! It knows nothing of PromQL, HTTP or gRPC.
 
+pub mod bucket;
+pub mod bucket_source;
 pub mod error;
+pub mod format;
 pub mod labels;
+pub mod merge;
 pub mod meta;
+pub mod reader;
 pub mod source;
+pub mod sql;
+pub mod verify;
+pub mod writer;
 
+pub use bucket::Bucket;
+pub use bucket_source::BucketSource;
 pub use error::{Error, Result};
 pub use labels::{Label, Labels, MatchOp, Matcher};
+pub use merge::merge_series_streams;
 pub use meta::BlockMeta;
+pub use reader::BlockReader;
 pub use source::{MemSource, SelectHints, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
+pub use writer::{BlockWriter, BlockWriterOptions};

@@ -164,8 +164,11 @@ pub trait SeriesSource: Send + Sync + fmt::Debug {
 /// runner and as a building block of the head.
 #[derive(Debug, Default)]
 pub struct MemSource {
-    series: RwLock<std::collections::BTreeMap<Labels, (Vec<i64>, Vec<f64>)>>,
+    series: RwLock<std::collections::BTreeMap<Labels, MemSeries>>,
 }
+
+/// Timestamps and values of one in-memory series.
+type MemSeries = (Vec<i64>, Vec<f64>);
 
 /// Series per batch emitted by [`MemSource`].
 const MEM_BATCH_SERIES: usize = 1024;
@@ -233,6 +236,7 @@ impl SeriesSource for MemSource {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use futures::TryStreamExt;

@@ -1,0 +1,369 @@
+//! [`BucketSource`]: the [`SeriesSource`] over all raw-resolution blocks of a bucket, as the Thanos
+//! store gateway serves them.
+//!
+//! ```text
+//!   sync(): list blocks ──► open new BlockReaders (cached by ULID), drop deleted ones
+//!   select(): blocks overlapping [min_t, max_t]
+//!      per block: external-label matchers decide the block; other matchers resolve on series.parquet;
+//!                 external labels added to every series; re-sorted; samples read in chunks
+//!      ──► merge_series_streams (same series across blocks = one series, duplicate timestamps dropped)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+
+use crate::bucket::Bucket;
+use crate::error::Result;
+use crate::labels::{Labels, Matcher};
+use crate::merge::merge_series_streams;
+use crate::reader::BlockReader;
+use crate::source::{SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
+
+/// Samples read from a block per request (whole series; a bigger series goes alone).
+pub const BLOCK_CHUNK_SAMPLES: u64 = 1 << 20;
+
+/// Serves the raw blocks of a bucket. Call [`BucketSource::sync`] to pick up block changes.
+#[derive(Debug)]
+pub struct BucketSource {
+    bucket: Bucket,
+    blocks: RwLock<BTreeMap<String, Arc<BlockReader>>>,
+    /// Blocks seen that are not raw resolution (not served).
+    skipped: RwLock<HashSet<String>>,
+}
+
+impl BucketSource {
+    /// A source with no blocks loaded yet; call [`BucketSource::sync`].
+    pub fn new(bucket: Bucket) -> Self {
+        BucketSource { bucket, blocks: RwLock::new(BTreeMap::new()), skipped: RwLock::new(HashSet::new()) }
+    }
+
+    /// Re-reads the block list: opens new complete blocks, forgets deleted or deletion-marked ones.
+    /// A block that cannot be opened is logged and retried at the next sync.
+    pub async fn sync(&self) -> Result<()> {
+        let listed = self.bucket.list_blocks().await?;
+        let known: HashSet<String> = {
+            let b = self.blocks.read().unwrap_or_else(|p| p.into_inner());
+            let s = self.skipped.read().unwrap_or_else(|p| p.into_inner());
+            b.keys().chain(s.iter()).cloned().collect()
+        };
+        let mut opened = Vec::new();
+        let mut skipped = Vec::new();
+        for u in listed.iter().filter(|u| !known.contains(*u)) {
+            match self.bucket.read_meta(u).await {
+                Ok(m) if m.thanos.downsample.resolution != 0 || m.strata.is_none() => {
+                    skipped.push(u.clone());
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(block = %u, error = %e, "cannot read block meta; will retry");
+                    continue;
+                }
+            }
+            match BlockReader::open(&self.bucket, u).await {
+                Ok(r) => opened.push((u.clone(), Arc::new(r))),
+                Err(e) => tracing::warn!(block = %u, error = %e, "cannot open block; will retry"),
+            }
+        }
+        let live: HashSet<&String> = listed.iter().collect();
+        {
+            let mut b = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            b.retain(|u, _| live.contains(u));
+            b.extend(opened);
+        }
+        let mut s = self.skipped.write().unwrap_or_else(|p| p.into_inner());
+        s.retain(|u| live.contains(u));
+        s.extend(skipped);
+        Ok(())
+    }
+
+    /// The currently loaded blocks, by ULID.
+    pub fn blocks(&self) -> Vec<Arc<BlockReader>> {
+        self.blocks.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    fn overlapping(&self, min_t: i64, max_t: i64) -> Vec<Arc<BlockReader>> {
+        let mut v: Vec<Arc<BlockReader>> =
+            self.blocks().into_iter().filter(|b| b.meta().overlaps(min_t, max_t)).collect();
+        v.sort_by(|a, b| (a.meta().min_time, a.ulid()).cmp(&(b.meta().min_time, b.ulid())));
+        v
+    }
+}
+
+/// Series of `block` matching `matchers` with data in range, with external labels added, sorted by
+/// the resulting labels. Series that become equal once external labels override one of their labels
+/// are grouped (their samples are merged when read).
+fn block_series(block: &BlockReader, matchers: &[Matcher], min_t: i64, max_t: i64) -> Vec<(Labels, Vec<u32>)> {
+    let ext = &block.meta().thanos.labels;
+    let mut rest = Vec::with_capacity(matchers.len());
+    for m in matchers {
+        match ext.get(&m.name) {
+            Some(v) if !m.matches(v) => return Vec::new(),
+            Some(_) => {}
+            None => rest.push(m.clone()),
+        }
+    }
+    let idx = block.index();
+    let mut all: Vec<(Labels, u32)> = idx
+        .resolve_in_range(&rest, min_t, max_t)
+        .into_iter()
+        .map(|id| {
+            let mut l = idx.labels[id as usize].clone();
+            for (n, v) in ext {
+                l.set(n, v);
+            }
+            (l, id)
+        })
+        .collect();
+    all.sort();
+    let mut out: Vec<(Labels, Vec<u32>)> = Vec::with_capacity(all.len());
+    for (l, id) in all {
+        match out.last_mut() {
+            Some(last) if last.0 == l => last.1.push(id),
+            _ => out.push((l, vec![id])),
+        }
+    }
+    out
+}
+
+fn block_stream(block: Arc<BlockReader>, series: Vec<(Labels, Vec<u32>)>, min_t: i64, max_t: i64) -> SeriesStream {
+    let mut chunks: Vec<Vec<(Labels, Vec<u32>)>> = Vec::new();
+    let mut acc = 0u64;
+    for s in series {
+        let n: u64 = s.1.iter().map(|&id| block.index().num_samples[id as usize]).sum();
+        match chunks.last_mut() {
+            Some(c) if acc + n <= BLOCK_CHUNK_SAMPLES => {
+                c.push(s);
+                acc += n;
+            }
+            _ => {
+                chunks.push(vec![s]);
+                acc = n;
+            }
+        }
+    }
+    Box::pin(futures::stream::unfold(chunks.into_iter(), move |mut it| {
+        let block = Arc::clone(&block);
+        async move {
+            let chunk = it.next()?;
+            let ids: Vec<u32> = chunk.iter().flat_map(|s| s.1.iter().copied()).collect();
+            let res = block.read_samples(&ids, min_t, max_t).await.and_then(|read| {
+                let mut by_id: BTreeMap<u32, (Vec<i64>, Vec<f64>)> =
+                    read.into_iter().map(|s| (s.series_id, (s.timestamps, s.values))).collect();
+                let mut series = Vec::with_capacity(chunk.len());
+                for (l, ids) in chunk {
+                    let mut parts = ids.iter().filter_map(|id| by_id.remove(id));
+                    let Some(mut acc) = parts.next() else { continue };
+                    for (t, v) in parts {
+                        let mut pairs: Vec<(i64, f64)> = acc.0.into_iter().zip(acc.1).collect();
+                        pairs.extend(t.into_iter().zip(v));
+                        pairs.sort_by_key(|p| p.0);
+                        pairs.dedup_by_key(|p| p.0);
+                        acc = pairs.into_iter().unzip();
+                    }
+                    series.push((l, acc.0, acc.1));
+                }
+                SeriesBatch::from_series(series)
+            });
+            Some((res, it))
+        }
+    }))
+}
+
+#[async_trait]
+impl SeriesSource for BucketSource {
+    async fn select(&self, req: &SelectRequest) -> Result<SeriesStream> {
+        let streams: Vec<SeriesStream> = self
+            .overlapping(req.min_t, req.max_t)
+            .into_iter()
+            .filter_map(|b| {
+                let series = block_series(&b, &req.matchers, req.min_t, req.max_t);
+                (!series.is_empty()).then(|| block_stream(b, series, req.min_t, req.max_t))
+            })
+            .collect();
+        Ok(merge_series_streams(streams))
+    }
+
+    async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
+        let mut out = BTreeSet::new();
+        for b in self.overlapping(min_t, max_t) {
+            out.extend(block_series(&b, matchers, min_t, max_t).into_iter().map(|s| s.0));
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::labels::MatchOp;
+    use crate::source::MemSource;
+    use crate::writer::tests::{STALE, synthetic, write_block};
+    use futures::TryStreamExt;
+
+    type Flat = Vec<(Labels, Vec<i64>, Vec<u64>)>;
+
+    async fn flat(src: &dyn SeriesSource, req: &SelectRequest) -> Flat {
+        let batches: Vec<SeriesBatch> = src.select(req).await.unwrap().try_collect().await.unwrap();
+        let mut out = Vec::new();
+        for b in &batches {
+            assert_eq!(b.offsets.len(), b.num_series() + 1);
+            for i in 0..b.num_series() {
+                let (l, t, v) = b.series(i);
+                out.push((l.clone(), t.to_vec(), v.iter().map(|x| x.to_bits()).collect()));
+            }
+        }
+        out
+    }
+
+    fn with_ext(data: &[(Labels, Vec<i64>, Vec<f64>)], ext: &[(&str, &str)]) -> Vec<(Labels, Vec<i64>, Vec<f64>)> {
+        data.iter()
+            .map(|(l, t, v)| {
+                let mut l = l.clone();
+                for (n, x) in ext {
+                    l.set(n, x);
+                }
+                (l, t.clone(), v.clone())
+            })
+            .collect()
+    }
+
+    fn requests() -> Vec<SelectRequest> {
+        let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+        let req = |ms: Vec<Matcher>, a, b| SelectRequest { matchers: ms, min_t: a, max_t: b, ..Default::default() };
+        vec![
+            req(vec![m(MatchOp::Equal, "__name__", "metric_3")], 0, 7_200_000),
+            req(vec![m(MatchOp::NotEqual, "job", "job1")], 1_000_000, 2_000_000),
+            req(vec![m(MatchOp::RegexMatch, "instance", "host-00[0-4].")], 0, 7_200_000),
+            req(vec![m(MatchOp::RegexNoMatch, "__name__", "metric_[0-5]")], 0, 7_200_000),
+            // label absent in some series / in the block / in the overflow map / external
+            req(vec![m(MatchOp::Equal, "zone", "")], 0, 500_000),
+            req(vec![m(MatchOp::RegexMatch, "nope", "")], 0, 300_000),
+            req(vec![m(MatchOp::Equal, "nope", "x")], 0, 7_200_000),
+            req(vec![m(MatchOp::Equal, "min_time", "odd"), m(MatchOp::RegexMatch, "job", "job[02]")], 0, 7_200_000),
+            req(vec![m(MatchOp::Equal, "region", "eu")], 3_000_000, 3_100_000),
+            req(vec![m(MatchOp::NotEqual, "region", "eu")], 0, 7_200_000),
+            req(vec![], 7_000_000, 7_200_000),
+        ]
+    }
+
+    #[tokio::test]
+    async fn round_trip_matches_an_in_memory_reference_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let data = synthetic(500, 0);
+        let ext = [("region", "eu")];
+        write_block(&bucket, ulid::Ulid::new(), &ext, &data).await;
+        let src = BucketSource::new(bucket);
+        src.sync().await.unwrap();
+        let mem = MemSource::new();
+        for (l, t, v) in with_ext(&data, &ext) {
+            mem.add(l, &t, &v);
+        }
+        let mut nonempty = 0;
+        for req in requests() {
+            let got = flat(&src, &req).await;
+            let want = flat(&mem, &req).await;
+            assert_eq!(got.len(), want.len(), "{:?}", req.matchers);
+            assert_eq!(got, want, "{:?}", req.matchers);
+            nonempty += usize::from(!got.is_empty());
+            let names: Vec<Labels> = got.iter().map(|s| s.0.clone()).collect();
+            let series = src.series(&req.matchers, req.min_t, req.max_t).await.unwrap();
+            assert_eq!(series, names, "{:?}", req.matchers);
+        }
+        assert_eq!(nonempty, 9);
+        // NaN and stale markers survived bitwise.
+        let all = flat(&src, &SelectRequest { min_t: 0, max_t: i64::MAX, ..Default::default() }).await;
+        assert!(all.iter().any(|s| s.2.contains(&STALE)));
+        assert!(all.iter().any(|s| s.2.contains(&f64::NAN.to_bits())));
+        assert_eq!(all.len(), 500);
+        assert_eq!(src.label_values("zone", &[], 0, i64::MAX).await.unwrap(), vec!["z0".to_string(), "z1".to_string()]);
+        assert_eq!(
+            src.label_names(&[Matcher::equal("__name__", "metric_0")], 0, i64::MAX).await.unwrap(),
+            vec!["__name__", "instance", "job", "min_time", "region", "zone"]
+        );
+    }
+
+    #[tokio::test]
+    async fn merges_blocks_and_follows_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let a = |n: &str, extra: &str| Labels::from_pairs([("__name__", n), ("b", extra)]);
+        // Block 1: x{b="1"} and x{b="3"}; block 2: x{b="1"} overlapping, x{b="2"}; external label
+        // "b" on block 3 overrides and re-sorts its series.
+        let b1 = vec![(a("x", "1"), vec![10, 20, 30], vec![1.0, 2.0, 3.0]), (a("x", "3"), vec![5], vec![5.0])];
+        let b2 = vec![(a("x", "1"), vec![20, 40], vec![99.0, 4.0]), (a("x", "2"), vec![7], vec![7.0])];
+        let u1 = ulid::Ulid::from_parts(1, 1);
+        let u2 = ulid::Ulid::from_parts(2, 2);
+        write_block(&bucket, u1, &[], &b1).await;
+        write_block(&bucket, u2, &[], &b2).await;
+        let src = BucketSource::new(bucket.clone());
+        src.sync().await.unwrap();
+        let all = SelectRequest { min_t: 0, max_t: 100, ..Default::default() };
+        let got = flat(&src, &all).await;
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            vec![
+                (a("x", "1"), vec![10, 20, 30, 40], bits(&[1.0, 2.0, 3.0, 4.0])),
+                (a("x", "2"), vec![7], bits(&[7.0])),
+                (a("x", "3"), vec![5], bits(&[5.0])),
+            ]
+        );
+        // A block whose external labels change the order of its series.
+        let b3 = vec![
+            (Labels::from_pairs([("__name__", "x"), ("c", "1")]), vec![1], vec![1.0]),
+            (Labels::from_pairs([("__name__", "x"), ("c", "2"), ("a", "0")]), vec![2], vec![2.0]),
+        ];
+        let mut b3s = b3.clone();
+        b3s.sort_by(|p, q| p.0.cmp(&q.0));
+        let u3 = ulid::Ulid::from_parts(3, 3);
+        write_block(&bucket, u3, &[("b", "9")], &b3s).await;
+        src.sync().await.unwrap();
+        assert_eq!(src.blocks().len(), 3);
+        let got = flat(&src, &SelectRequest { matchers: vec![Matcher::equal("b", "9")], ..all.clone() }).await;
+        let labels: Vec<String> = got.iter().map(|s| s.0.to_string()).collect();
+        assert_eq!(labels, vec![r#"x{a="0", b="9", c="2"}"#, r#"x{b="9", c="1"}"#]);
+        // Series equal after overriding by external labels are merged into one.
+        let b4 = vec![
+            (Labels::from_pairs([("__name__", "y"), ("b", "1")]), vec![1, 3], vec![1.0, 3.0]),
+            (Labels::from_pairs([("__name__", "y"), ("b", "2")]), vec![2, 3], vec![2.0, 30.0]),
+        ];
+        write_block(&bucket, ulid::Ulid::from_parts(4, 4), &[("b", "7")], &b4).await;
+        src.sync().await.unwrap();
+        let got = flat(&src, &SelectRequest { matchers: vec![Matcher::equal("__name__", "y")], ..all.clone() }).await;
+        assert_eq!(
+            got,
+            vec![(Labels::from_pairs([("__name__", "y"), ("b", "7")]), vec![1, 2, 3], bits(&[1.0, 2.0, 3.0]))]
+        );
+        bucket.delete_block(&ulid::Ulid::from_parts(4, 4).to_string()).await.unwrap();
+        // Deletion mark and deleted blocks disappear at the next sync.
+        bucket.put(&Bucket::block_path(&u3.to_string(), "deletion-mark.json"), "{}".into()).await.unwrap();
+        bucket.delete_block(&u2.to_string()).await.unwrap();
+        src.sync().await.unwrap();
+        assert_eq!(src.blocks().iter().map(|b| b.ulid().to_string()).collect::<Vec<_>>(), vec![u1.to_string()]);
+        let got = flat(&src, &all).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1, vec![10, 20, 30]);
+    }
+
+    #[tokio::test]
+    async fn s3_round_trip_against_moto() {
+        let Some(moto) = crate::bucket::tests::Moto::start("strata-source-test").await else { return };
+        let bucket = Bucket::from_yaml(&moto.yaml("strata-source-test")).unwrap();
+        let data = synthetic(200, 0);
+        write_block(&bucket, ulid::Ulid::new(), &[], &data).await;
+        let src = BucketSource::new(bucket);
+        src.sync().await.unwrap();
+        let mem = MemSource::new();
+        for (l, t, v) in data {
+            mem.add(l, &t, &v);
+        }
+        for req in requests() {
+            assert_eq!(flat(&src, &req).await, flat(&mem, &req).await, "{:?}", req.matchers);
+        }
+    }
+}

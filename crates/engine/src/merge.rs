@@ -1,0 +1,216 @@
+//! K-way merge of [`SeriesStream`]s into one stream with the same contract: series in label order,
+//! each whole in one batch, samples sorted by timestamp without duplicates.
+//!
+//! ```text
+//!   stream 0: a{..} c{..}        ─┐
+//!   stream 1: a{..} b{..}        ─┼─► a{0 ∪ 1} b{1} c{0}   (same labels: samples merged by timestamp;
+//!   stream 2: c{..}              ─┘                          on equal timestamps the lower stream wins)
+//! ```
+//!
+//! Used by the bucket source across blocks and by the query layer across sources.
+
+use futures::StreamExt;
+
+use crate::error::Result;
+use crate::labels::Labels;
+use crate::source::{SeriesBatch, SeriesStream};
+
+/// Output batches close once they hold this many samples (a series is never split).
+pub const MERGE_BATCH_SAMPLES: usize = 1 << 20;
+/// Output batches close once they hold this many series.
+pub const MERGE_BATCH_SERIES: usize = 16 * 1024;
+
+struct Cursor {
+    stream: SeriesStream,
+    batch: Option<SeriesBatch>,
+    pos: usize,
+    done: bool,
+}
+
+impl Cursor {
+    /// Makes `batch[pos]` a valid series unless the stream is exhausted.
+    async fn fill(&mut self) -> Result<()> {
+        loop {
+            if self.done {
+                return Ok(());
+            }
+            if let Some(b) = &self.batch
+                && self.pos < b.num_series()
+            {
+                return Ok(());
+            }
+            match self.stream.next().await {
+                None => {
+                    self.done = true;
+                    self.batch = None;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Some(Ok(b)) => {
+                    self.batch = Some(b);
+                    self.pos = 0;
+                }
+            }
+        }
+    }
+
+    fn head(&self) -> Option<&Labels> {
+        if self.done {
+            return None;
+        }
+        self.batch.as_ref().and_then(|b| b.labels.get(self.pos))
+    }
+}
+
+/// Merges `a` (earlier, wins ties) with `b`, both sorted by timestamp.
+fn merge_samples(a: (&[i64], &[f64]), b: (&[i64], &[f64]), out_t: &mut Vec<i64>, out_v: &mut Vec<f64>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.0.len() || j < b.0.len() {
+        let take_a = j >= b.0.len() || (i < a.0.len() && a.0[i] <= b.0[j]);
+        if take_a {
+            if j < b.0.len() && a.0[i] == b.0[j] {
+                j += 1;
+            }
+            out_t.push(a.0[i]);
+            out_v.push(a.1[i]);
+            i += 1;
+        } else {
+            out_t.push(b.0[j]);
+            out_v.push(b.1[j]);
+            j += 1;
+        }
+    }
+}
+
+struct State {
+    cursors: Vec<Cursor>,
+    finished: bool,
+}
+
+impl State {
+    async fn next_batch(&mut self) -> Result<Option<SeriesBatch>> {
+        let mut out: Vec<(Labels, Vec<i64>, Vec<f64>)> = Vec::new();
+        let mut samples = 0usize;
+        loop {
+            for c in &mut self.cursors {
+                c.fill().await?;
+            }
+            let Some(min) = self.cursors.iter().filter_map(Cursor::head).min().cloned() else { break };
+            let mut ts: Vec<i64> = Vec::new();
+            let mut vs: Vec<f64> = Vec::new();
+            for c in &mut self.cursors {
+                if c.head() != Some(&min) {
+                    continue;
+                }
+                if let Some(b) = &c.batch {
+                    let (_, t, v) = b.series(c.pos);
+                    if ts.is_empty() {
+                        ts.extend_from_slice(t);
+                        vs.extend_from_slice(v);
+                    } else {
+                        let (mut mt, mut mv) =
+                            (Vec::with_capacity(ts.len() + t.len()), Vec::with_capacity(ts.len() + t.len()));
+                        merge_samples((&ts, &vs), (t, v), &mut mt, &mut mv);
+                        ts = mt;
+                        vs = mv;
+                    }
+                }
+                c.pos += 1;
+            }
+            if ts.is_empty() {
+                continue;
+            }
+            samples += ts.len();
+            out.push((min, ts, vs));
+            if samples >= MERGE_BATCH_SAMPLES || out.len() >= MERGE_BATCH_SERIES {
+                break;
+            }
+        }
+        if out.is_empty() { Ok(None) } else { SeriesBatch::from_series(out).map(Some) }
+    }
+}
+
+/// Merges streams that each satisfy the [`crate::SeriesSource`] contract into one that does too.
+/// Series with equal labels are joined; on equal timestamps the sample of the stream listed first
+/// is kept. Batches hold at most about [`MERGE_BATCH_SAMPLES`] samples (more only for one huge
+/// series).
+pub fn merge_series_streams(mut streams: Vec<SeriesStream>) -> SeriesStream {
+    if streams.len() == 1
+        && let Some(s) = streams.pop()
+    {
+        return s;
+    }
+    let state = State {
+        cursors: streams.into_iter().map(|stream| Cursor { stream, batch: None, pos: 0, done: false }).collect(),
+        finished: false,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        if st.finished {
+            return None;
+        }
+        match st.next_batch().await {
+            Ok(Some(b)) => Some((Ok(b), st)),
+            Ok(None) => None,
+            Err(e) => {
+                st.finished = true;
+                Some((Err(e), st))
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    fn l(name: &str) -> Labels {
+        Labels::from_pairs([("__name__", name)])
+    }
+
+    type Series = (Labels, Vec<i64>, Vec<f64>);
+
+    fn stream(batches: Vec<Vec<Series>>) -> SeriesStream {
+        let bs: Vec<Result<SeriesBatch>> = batches.into_iter().map(SeriesBatch::from_series).collect();
+        Box::pin(futures::stream::iter(bs))
+    }
+
+    #[tokio::test]
+    async fn merges_series_and_samples() {
+        let s0 = stream(vec![vec![(l("a"), vec![1, 3], vec![1.0, 3.0])], vec![], vec![(l("c"), vec![5], vec![5.0])]]);
+        let s1 = stream(vec![vec![(l("a"), vec![2, 3, 4], vec![2.0, 30.0, 4.0]), (l("b"), vec![7], vec![7.0])]]);
+        let s2 = stream(vec![vec![(l("c"), vec![4, 5], vec![40.0, 50.0])]]);
+        let out: Vec<SeriesBatch> = merge_series_streams(vec![s0, s1, s2]).try_collect().await.unwrap();
+        let mut got = Vec::new();
+        for b in &out {
+            for i in 0..b.num_series() {
+                let (lab, t, v) = b.series(i);
+                got.push((lab.metric_name().unwrap().to_string(), t.to_vec(), v.to_vec()));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
+                ("b".to_string(), vec![7], vec![7.0]),
+                ("c".to_string(), vec![4, 5], vec![40.0, 5.0]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn propagates_errors_and_handles_empty() {
+        let empty: Vec<SeriesBatch> = merge_series_streams(vec![]).try_collect().await.unwrap();
+        assert!(empty.is_empty());
+        let bad: SeriesStream = Box::pin(futures::stream::iter(vec![Err(crate::Error::BadInput {
+            block: "b".into(),
+            reason: "boom".into(),
+        })]));
+        let ok = stream(vec![vec![(l("a"), vec![1], vec![1.0])]]);
+        let r: Result<Vec<SeriesBatch>> = merge_series_streams(vec![ok, bad]).try_collect().await;
+        assert!(r.unwrap_err().to_string().contains("boom"));
+    }
+}

@@ -1,0 +1,668 @@
+//! [`BlockReader`]: one block of format v1, opened from a bucket.
+//!
+//! Opening reads `meta.json`, loads `series.parquet` whole into memory (Arrow, plus the decoded
+//! label sets) and the footer and page index of `samples.parquet`. Matchers resolve on the cached
+//! series table; samples of the chosen series are read with a Parquet `RowSelection` built from each
+//! series' `first_row`/`num_samples`, so only the row groups and pages holding them are fetched.
+//!
+//! ```text
+//!   matchers ──► series table (cached) ──► series ids ──► row ranges ──► samples.parquet pages
+//! ```
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Float64Array, Int64Array, MapArray, RecordBatch};
+use arrow::datatypes::{DataType, Int32Type};
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+
+use crate::bucket::Bucket;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::labels::{Label, Labels, Matcher};
+use crate::meta::BlockMeta;
+
+/// The decoded series table of a block: per series its labels and sample bookkeeping, indexed by
+/// `series_id`.
+#[derive(Debug, Clone)]
+pub struct SeriesIndex {
+    /// Label sets, sorted (index = series_id).
+    pub labels: Vec<Labels>,
+    /// `series_hash` column.
+    pub hashes: Vec<u64>,
+    /// First sample timestamp per series.
+    pub min_time: Vec<i64>,
+    /// Last sample timestamp per series (inclusive).
+    pub max_time: Vec<i64>,
+    /// Sample count per series.
+    pub num_samples: Vec<u64>,
+    /// First row in samples.parquet per series.
+    pub first_row: Vec<u64>,
+    /// Label name -> its dictionary column (values, keys) for fast matching.
+    columns: HashMap<String, DictionaryArray<Int32Type>>,
+    /// The raw series table as read.
+    pub batch: RecordBatch,
+}
+
+impl SeriesIndex {
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when the block has no series.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Names of the label columns (not counting overflow labels), unordered.
+    pub fn label_columns(&self) -> impl Iterator<Item = &str> {
+        self.columns.keys().map(String::as_str)
+    }
+
+    /// Per series: does `m` accept it? A label absent from the block (or the series) is `""`.
+    fn eval(&self, m: &Matcher) -> Vec<bool> {
+        if let Some(dict) = self.columns.get(&m.name) {
+            let values = dict.values().as_string::<i32>();
+            let hits: Vec<bool> = (0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect();
+            let empty = m.matches("");
+            let keys = dict.keys();
+            (0..keys.len())
+                .map(
+                    |i| {
+                        if keys.is_valid(i) {
+                            hits.get(keys.value(i) as usize).copied().unwrap_or(false)
+                        } else {
+                            empty
+                        }
+                    },
+                )
+                .collect()
+        } else {
+            self.labels.iter().map(|l| m.matches_labels(l)).collect()
+        }
+    }
+
+    /// Ids of the series accepted by every matcher, ascending.
+    pub fn resolve(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let mut keep = vec![true; self.len()];
+        for m in matchers {
+            for (k, hit) in keep.iter_mut().zip(self.eval(m)) {
+                *k &= hit;
+            }
+        }
+        keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i as u32).collect()
+    }
+
+    /// Like [`SeriesIndex::resolve`], keeping only series with samples in `[min_t, max_t]`.
+    pub fn resolve_in_range(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Vec<u32> {
+        self.resolve(matchers)
+            .into_iter()
+            .filter(|&i| self.min_time[i as usize] <= max_t && self.max_time[i as usize] >= min_t)
+            .collect()
+    }
+
+    pub(crate) fn decode(batch: RecordBatch, path: &str) -> Result<Self> {
+        let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
+        let schema = batch.schema();
+        let col = |name: &str| -> Result<ArrayRef> {
+            batch.column_by_name(name).cloned().ok_or_else(|| bad(format!("missing column {name}")))
+        };
+        let typed = |name: &str, dt: DataType| -> Result<ArrayRef> {
+            let c = col(name)?;
+            if c.data_type() != &dt {
+                return Err(bad(format!("column {name} has type {} instead of {dt}", c.data_type())));
+            }
+            Ok(c)
+        };
+        let ids = typed(format::COL_SERIES_ID, DataType::UInt32)?;
+        let ids = ids.as_primitive::<arrow::datatypes::UInt32Type>();
+        if let Some(i) = (0..ids.len()).find(|&i| ids.value(i) as usize != i) {
+            return Err(bad(format!("series_id at row {i} is {} (ids must be dense 0..n)", ids.value(i))));
+        }
+        let u64s = |name: &str| -> Result<Vec<u64>> {
+            Ok(typed(name, DataType::UInt64)?.as_primitive::<arrow::datatypes::UInt64Type>().values().to_vec())
+        };
+        let i64s = |name: &str| -> Result<Vec<i64>> {
+            Ok(typed(name, DataType::Int64)?.as_primitive::<arrow::datatypes::Int64Type>().values().to_vec())
+        };
+        let hashes = u64s(format::COL_SERIES_HASH)?;
+        let (min_time, max_time) = (i64s(format::COL_MIN_TIME)?, i64s(format::COL_MAX_TIME)?);
+        let (num_samples, first_row) = (u64s(format::COL_NUM_SAMPLES)?, u64s(format::COL_FIRST_ROW)?);
+
+        let n = batch.num_rows();
+        let mut pairs: Vec<Vec<Label>> = vec![Vec::new(); n];
+        let mut columns = HashMap::new();
+        for (fi, field) in schema.fields().iter().enumerate() {
+            let name = field.name();
+            if format::RESERVED_SERIES_COLUMNS.contains(&name.as_str()) {
+                continue;
+            }
+            let arr = batch.column(fi);
+            let arr = if arr.data_type() == &format::label_column_type() {
+                Arc::clone(arr)
+            } else {
+                arrow::compute::cast(arr, &format::label_column_type())
+                    .map_err(|_| bad(format!("label column {name} has type {}", arr.data_type())))?
+            };
+            let dict = arr.as_dictionary::<Int32Type>().clone();
+            {
+                let values = dict.values().as_string::<i32>();
+                let keys = dict.keys();
+                for (row, p) in pairs.iter_mut().enumerate() {
+                    if keys.is_valid(row) {
+                        let v = values.value(keys.value(row) as usize);
+                        if !v.is_empty() {
+                            p.push(Label { name: name.clone(), value: v.to_string() });
+                        }
+                    }
+                }
+            }
+            columns.insert(name.clone(), dict);
+        }
+        if let Some(ov) = batch.column_by_name(format::COL_LABELS) {
+            let map: &MapArray = ov
+                .as_map_opt()
+                .ok_or_else(|| bad(format!("column labels has type {} instead of a map", ov.data_type())))?;
+            let keys = map.keys().as_string_opt::<i32>().ok_or_else(|| bad("overflow map keys are not Utf8".into()))?;
+            let vals =
+                map.values().as_string_opt::<i32>().ok_or_else(|| bad("overflow map values are not Utf8".into()))?;
+            let offs = map.value_offsets();
+            for (row, p) in pairs.iter_mut().enumerate() {
+                if map.is_valid(row) {
+                    for j in offs[row] as usize..offs[row + 1] as usize {
+                        if vals.is_valid(j) && !vals.value(j).is_empty() {
+                            p.push(Label { name: keys.value(j).to_string(), value: vals.value(j).to_string() });
+                        }
+                    }
+                }
+            }
+        }
+        let mut labels = Vec::with_capacity(n);
+        for (row, p) in pairs.into_iter().enumerate() {
+            let l = Labels::try_from_pairs(p.into_iter().map(|l| (l.name, l.value)))
+                .map_err(|e| bad(format!("series_id {row}: {e}")))?;
+            labels.push(l);
+        }
+        Ok(SeriesIndex { labels, hashes, min_time, max_time, num_samples, first_row, columns, batch })
+    }
+}
+
+/// Reads and decodes a block's `series.parquet` whole.
+pub async fn read_series_index(bucket: &Bucket, ulid: &str) -> Result<SeriesIndex> {
+    let series_path = Bucket::block_path(ulid, format::SERIES_FILE);
+    let bytes = bucket.get(&series_path).await?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(&series_path, e))?;
+    let schema = Arc::clone(builder.schema());
+    let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| Error::parquet(&series_path, e))?;
+    let batches: Vec<RecordBatch> =
+        reader.collect::<std::result::Result<_, _>>().map_err(|e| Error::arrow(format!("reading {series_path}"), e))?;
+    let batch = arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| Error::arrow(format!("concatenating {series_path}"), e))?;
+    SeriesIndex::decode(batch, series_path.as_ref())
+}
+
+/// One opened block. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct BlockReader {
+    bucket: Bucket,
+    meta: BlockMeta,
+    index: SeriesIndex,
+    samples_path: ObjPath,
+    samples_size: u64,
+    samples_meta: ArrowReaderMetadata,
+    /// Pages of the timestamp column: global row range and min/max timestamp (when known).
+    ts_pages: Vec<TsPage>,
+}
+
+/// One data page of the `timestamp` column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TsPage {
+    start: usize,
+    end: usize,
+    min: Option<i64>,
+    max: Option<i64>,
+}
+
+/// Pages of the timestamp column from the page index (empty when the file has none).
+fn timestamp_pages(md: &ParquetMetaData) -> Vec<TsPage> {
+    let (Some(offsets), Some(cols)) = (md.offset_index(), md.column_index()) else { return Vec::new() };
+    let Some(ts_col) =
+        md.file_metadata().schema_descr().columns().iter().position(|c| c.name() == format::COL_TIMESTAMP)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut rg_start = 0usize;
+    for (rg, rgm) in md.row_groups().iter().enumerate() {
+        let rows = rgm.num_rows() as usize;
+        let (Some(oi), Some(ci)) =
+            (offsets.get(rg).and_then(|c| c.get(ts_col)), cols.get(rg).and_then(|c| c.get(ts_col)))
+        else {
+            return Vec::new();
+        };
+        let locs = oi.page_locations();
+        for (p, loc) in locs.iter().enumerate() {
+            let start = rg_start + loc.first_row_index as usize;
+            let end = locs.get(p + 1).map_or(rg_start + rows, |n| rg_start + n.first_row_index as usize);
+            let (min, max) = match ci {
+                parquet::file::page_index::column_index::ColumnIndexMetaData::INT64(ix) => {
+                    (ix.min_value(p).copied(), ix.max_value(p).copied())
+                }
+                _ => (None, None),
+            };
+            out.push(TsPage { start, end, min, max });
+        }
+        rg_start += rows;
+    }
+    out
+}
+
+/// Samples of one series as read from a block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// The series id inside the block.
+    pub series_id: u32,
+    /// Timestamps (ms), ascending.
+    pub timestamps: Vec<i64>,
+    /// Values, bit-exact as written.
+    pub values: Vec<f64>,
+}
+
+impl BlockReader {
+    /// Opens block `ulid`: meta.json, series.parquet (loaded whole) and the samples footer.
+    pub async fn open(bucket: &Bucket, ulid: &str) -> Result<Self> {
+        let meta = bucket.read_meta(ulid).await?;
+        let index = read_series_index(bucket, ulid).await?;
+
+        let samples_path = Bucket::block_path(ulid, format::SAMPLES_FILE);
+        let samples_size = bucket.head(&samples_path).await?.size;
+        let mut r = ObjectReader::new(bucket.store(), &samples_path, samples_size);
+        let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let samples_meta =
+            ArrowReaderMetadata::load_async(&mut r, opts).await.map_err(|e| Error::parquet(&samples_path, e))?;
+        let want = format::samples_schema();
+        for f in want.fields() {
+            match samples_meta.schema().field_with_name(f.name()) {
+                Ok(g) if g.data_type() == f.data_type() => {}
+                _ => {
+                    return Err(Error::BadBlockFile {
+                        path: samples_path.to_string(),
+                        reason: format!("missing column {} of type {}", f.name(), f.data_type()),
+                    });
+                }
+            }
+        }
+        let ts_pages = timestamp_pages(samples_meta.metadata());
+        Ok(BlockReader { bucket: bucket.clone(), meta, index, samples_path, samples_size, samples_meta, ts_pages })
+    }
+
+    /// The block's meta.json.
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    /// The block's ULID.
+    pub fn ulid(&self) -> &str {
+        &self.meta.ulid
+    }
+
+    /// The cached series table.
+    pub fn index(&self) -> &SeriesIndex {
+        &self.index
+    }
+
+    /// Rows of series `i` in samples.parquet, without the pages that lie wholly inside the series
+    /// and hold only timestamps outside `[min_t, max_t]`.
+    fn series_ranges(&self, i: usize, min_t: i64, max_t: i64) -> Vec<Range<usize>> {
+        let a = self.index.first_row[i] as usize;
+        let b = a + self.index.num_samples[i] as usize;
+        let mut out: Vec<Range<usize>> = Vec::new();
+        let mut push = |r: Range<usize>| match out.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => out.push(r),
+        };
+        if self.ts_pages.is_empty() {
+            push(a..b);
+            return out;
+        }
+        let first = self.ts_pages.partition_point(|p| p.end <= a);
+        for p in self.ts_pages[first..].iter().take_while(|p| p.start < b) {
+            let inside = p.start >= a && p.end <= b;
+            let outside = matches!((p.min, p.max), (Some(lo), Some(hi)) if hi < min_t || lo > max_t);
+            if inside && outside {
+                continue;
+            }
+            push(p.start.max(a)..p.end.min(b));
+        }
+        out
+    }
+
+    /// Reads the samples of `ids` (any order; duplicates ignored) restricted to `[min_t, max_t]`.
+    /// Returns one entry per id, ascending by id; series without samples in range are left out.
+    pub async fn read_samples(&self, ids: &[u32], min_t: i64, max_t: i64) -> Result<Vec<SeriesSamples>> {
+        let mut ids: Vec<u32> = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let path = &self.samples_path;
+        let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
+        if let Some(&i) = ids.iter().find(|&&i| i as usize >= self.index.len()) {
+            return Err(bad(format!("series_id {i} is not in the block ({} series)", self.index.len())));
+        }
+        ids.retain(|&i| self.index.min_time[i as usize] <= max_t && self.index.max_time[i as usize] >= min_t);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Row ranges of the series minus pages wholly outside the time range; adjacent ones merged.
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        let mut per_series: Vec<(u32, usize)> = Vec::with_capacity(ids.len());
+        for &i in &ids {
+            let mut n = 0;
+            for r in self.series_ranges(i as usize, min_t, max_t) {
+                n += r.len();
+                match ranges.last_mut() {
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ => ranges.push(r),
+                }
+            }
+            if n > 0 {
+                per_series.push((i, n));
+            }
+        }
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Row groups touched, and the selection relative to them.
+        let md = self.samples_meta.metadata();
+        let mut rg_start = Vec::with_capacity(md.num_row_groups());
+        let mut acc = 0usize;
+        for rg in md.row_groups() {
+            rg_start.push((acc, acc + rg.num_rows() as usize));
+            acc += rg.num_rows() as usize;
+        }
+        if let Some(r) = ranges.last()
+            && r.end > acc
+        {
+            return Err(bad(format!("series rows end at {} but the file has {acc} rows", r.end)));
+        }
+        let groups: Vec<usize> = rg_start
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, e))| ranges.iter().any(|r| r.start < *e && r.end > *s))
+            .map(|(g, _)| g)
+            .collect();
+        let mut rel: Vec<Range<usize>> = Vec::new();
+        let mut base = 0usize;
+        for &g in &groups {
+            let (s, e) = rg_start[g];
+            for r in &ranges {
+                let (a, b) = (r.start.max(s), r.end.min(e));
+                if a < b {
+                    rel.push(base + a - s..base + b - s);
+                }
+            }
+            base += e - s;
+        }
+        let selection = RowSelection::from_consecutive_ranges(rel.into_iter(), base);
+        let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
+        let mask =
+            ProjectionMask::columns(md.file_metadata().schema_descr(), [format::COL_TIMESTAMP, format::COL_VALUE]);
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_projection(mask)
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| Error::parquet(path, e))?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::parquet(path, e))?;
+        let (mut ts, mut vs): (Vec<i64>, Vec<f64>) = (Vec::new(), Vec::new());
+        for b in &batches {
+            let t = b.column_by_name(format::COL_TIMESTAMP).and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+            let v = b.column_by_name(format::COL_VALUE).and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+            let (Some(t), Some(v)) = (t, v) else { return Err(bad("timestamp/value columns have wrong types".into())) };
+            ts.extend_from_slice(t.values());
+            vs.extend_from_slice(v.values());
+        }
+        let want: usize = per_series.iter().map(|s| s.1).sum();
+        if ts.len() != want {
+            return Err(bad(format!("read {} sample rows for {} series, expected {want}", ts.len(), per_series.len())));
+        }
+        let mut out = Vec::with_capacity(per_series.len());
+        let mut at = 0usize;
+        for &(i, n) in &per_series {
+            let (t, v) = (&ts[at..at + n], &vs[at..at + n]);
+            at += n;
+            let a = t.partition_point(|&x| x < min_t);
+            let b = t.partition_point(|&x| x <= max_t);
+            if a < b {
+                out.push(SeriesSamples { series_id: i, timestamps: t[a..b].to_vec(), values: v[a..b].to_vec() });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parquet's async reader over one object of known size (ranged GETs, footer by known size).
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+    size: u64,
+}
+
+impl ObjectReader {
+    /// A reader of `path` whose size is `size` bytes.
+    pub(crate) fn new(store: &Arc<dyn ObjectStore>, path: &ObjPath, size: u64) -> Self {
+        ObjectReader { store: Arc::clone(store), path: path.clone(), size }
+    }
+}
+
+fn ext_err(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move { self.store.get_range(&self.path, range).await.map_err(ext_err) }.boxed()
+    }
+
+    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(ext_err) }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let md =
+                ParquetMetaDataReader::new().with_arrow_reader_options(options).load_and_finish(self, size).await?;
+            Ok(Arc::new(md))
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::format::SamplesEncoding;
+    use crate::labels::MatchOp;
+    use crate::writer::tests::synthetic;
+    use crate::writer::{BlockWriter, BlockWriterOptions};
+    use futures::stream::BoxStream;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutMultipartOptions, PutOptions,
+        PutPayload, PutResult,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Counts bytes fetched by GETs.
+    #[derive(Debug)]
+    struct Counting {
+        inner: object_store::memory::InMemory,
+        bytes: AtomicU64,
+    }
+
+    impl std::fmt::Display for Counting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Counting")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Counting {
+        async fn put_opts(&self, p: &ObjPath, v: PutPayload, o: PutOptions) -> object_store::Result<PutResult> {
+            self.inner.put_opts(p, v, o).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            p: &ObjPath,
+            o: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(p, o).await
+        }
+        async fn get_opts(&self, p: &ObjPath, o: GetOptions) -> object_store::Result<GetResult> {
+            let r = self.inner.get_opts(p, o).await?;
+            self.bytes.fetch_add(r.range.end - r.range.start, Ordering::Relaxed);
+            Ok(r)
+        }
+        fn delete_stream(
+            &self,
+            l: BoxStream<'static, object_store::Result<ObjPath>>,
+        ) -> BoxStream<'static, object_store::Result<ObjPath>> {
+            self.inner.delete_stream(l)
+        }
+        fn list(&self, p: Option<&ObjPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&ObjPath>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, a: &ObjPath, b: &ObjPath, o: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(a, b, o).await
+        }
+    }
+
+    #[tokio::test]
+    async fn row_selection_reads_only_the_needed_pages_and_row_groups() {
+        let store = Arc::new(Counting { inner: object_store::memory::InMemory::new(), bytes: AtomicU64::new(0) });
+        let bucket = Bucket::from_store(store.clone(), "counting");
+        let data = synthetic(600, 0);
+        let u = ulid::Ulid::new();
+        // Small row groups and pages so that series straddle both.
+        let enc = SamplesEncoding { row_group_rows: 5_000, page_rows: 500, ..SamplesEncoding::V1 };
+        let mut w = BlockWriter::with_encoding(bucket.clone(), BlockWriterOptions::new(u, 0, 7_200_000), enc).unwrap();
+        for (l, t, v) in &data {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        let r = BlockReader::open(&bucket, &u.to_string()).await.unwrap();
+        let file_size = r.samples_size;
+        assert!(r.samples_meta.metadata().num_row_groups() > 10);
+
+        // Every 37th series, a time window: exact values.
+        let ids: Vec<u32> = (0..600).step_by(37).collect();
+        let got = r.read_samples(&ids, 1_000_000, 5_000_000).await.unwrap();
+        let want: Vec<SeriesSamples> = ids
+            .iter()
+            .filter_map(|&i| {
+                let (_, t, v) = &data[i as usize];
+                let (a, b) = (t.partition_point(|&x| x < 1_000_000), t.partition_point(|&x| x <= 5_000_000));
+                (a < b).then(|| SeriesSamples { series_id: i, timestamps: t[a..b].to_vec(), values: v[a..b].to_vec() })
+            })
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.series_id, &g.timestamps), (w.series_id, &w.timestamps));
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&g.values), bits(&w.values));
+        }
+
+        // One series: far fewer bytes than the file.
+        store.bytes.store(0, Ordering::Relaxed);
+        let one = r.read_samples(&[300], i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(one[0].timestamps, data[300].1);
+        let read = store.bytes.load(Ordering::Relaxed);
+        assert!(read * 10 < file_size, "read {read} bytes of a {file_size}-byte file for one series");
+    }
+
+    #[tokio::test]
+    async fn time_range_skips_pages_inside_long_series() {
+        let bucket = Bucket::from_store(Arc::new(object_store::memory::InMemory::new()), "memory");
+        let u = ulid::Ulid::new();
+        let enc = SamplesEncoding { row_group_rows: 10_000, page_rows: 500, ..SamplesEncoding::V1 };
+        let mut w =
+            BlockWriter::with_encoding(bucket.clone(), BlockWriterOptions::new(u, 0, 1_000_000_000), enc).unwrap();
+        let mut data = Vec::new();
+        for s in 0..3u32 {
+            let l = crate::labels::Labels::from_pairs([("__name__", format!("long{s}"))]);
+            let ts: Vec<i64> = (0..20_000i64).map(|k| k * 15_000 + i64::from(s)).collect();
+            let vs: Vec<f64> = (0..20_000).map(|k| f64::from(k) * 1.5 + f64::from(s)).collect();
+            w.append_series(&l, &ts, &vs).await.unwrap();
+            data.push((ts, vs));
+        }
+        w.finish().await.unwrap();
+        let r = BlockReader::open(&bucket, &u.to_string()).await.unwrap();
+        assert!(r.ts_pages.len() >= 50, "{} pages", r.ts_pages.len());
+
+        let all = r.read_samples(&[1], i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(all[0].timestamps, data[1].0);
+        assert_eq!(r.series_ranges(1, i64::MIN, i64::MAX), vec![20_000..40_000]);
+
+        // A window of 1/30 of the series: only the pages around it are selected.
+        let (lo, hi) = (100_000_000, 110_000_000);
+        let selected: usize = r.series_ranges(1, lo, hi).iter().map(|x| x.len()).sum();
+        assert!((667..=3_000).contains(&selected), "{selected} rows selected");
+        let part = r.read_samples(&[1, 2], lo, hi).await.unwrap();
+        assert_eq!(part.len(), 2);
+        for (k, got) in part.iter().enumerate() {
+            let (t, v) = &data[k + 1];
+            let (a, b) = (t.partition_point(|&x| x < lo), t.partition_point(|&x| x <= hi));
+            assert_eq!(got.series_id, k as u32 + 1);
+            assert_eq!((&got.timestamps[..], &got.values[..]), (&t[a..b], &v[a..b]));
+        }
+        assert!(r.read_samples(&[0], 400_000_000, 500_000_000).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn matchers_on_columns_absent_labels_and_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let data = synthetic(100, 0);
+        let u = ulid::Ulid::new();
+        crate::writer::tests::write_block(&bucket, u, &[], &data).await;
+        let r = BlockReader::open(&bucket, &u.to_string()).await.unwrap();
+        assert_eq!(r.index().labels, data.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
+        let check = |ms: Vec<Matcher>| {
+            let want: Vec<u32> =
+                (0..data.len() as u32).filter(|&i| crate::labels::matches_all(&ms, &data[i as usize].0)).collect();
+            assert_eq!(r.index().resolve(&ms), want, "{ms:?}");
+            want.len()
+        };
+        let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+        assert_eq!(check(vec![m(MatchOp::Equal, "job", "job1")]), 33);
+        assert_eq!(check(vec![m(MatchOp::NotEqual, "zone", "")]), 20);
+        assert_eq!(check(vec![m(MatchOp::RegexMatch, "zone", "z1|")]), 90);
+        assert_eq!(check(vec![m(MatchOp::RegexNoMatch, "__name__", "metric_[1-6]")]), 15);
+        assert_eq!(check(vec![m(MatchOp::Equal, "absent", "")]), 100);
+        assert_eq!(check(vec![m(MatchOp::RegexMatch, "absent", ".+")]), 0);
+        assert_eq!(check(vec![m(MatchOp::Equal, "min_time", "odd")]), 10);
+        assert_eq!(check(vec![m(MatchOp::NotEqual, "min_time", "odd"), m(MatchOp::Equal, "job", "job0")]), 30);
+    }
+}

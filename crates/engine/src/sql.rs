@@ -1,0 +1,320 @@
+//! SQL over a bucket: DataFusion tables `samples` and `series` spanning all complete blocks.
+//!
+//! ```text
+//!   samples: block (Utf8 ULID) | series_id | timestamp | value
+//!   series:  block | series_id | series_hash | __name__ | <label columns, union over blocks> | labels
+//!            | min_time | max_time | num_samples | first_row
+//!
+//!   view (column order, `block` first) ─► BlockFilesTable ─► DataSourceExec(ParquetSource)
+//!                                          one PartitionedFile per block, partition value = ULID
+//! ```
+//!
+//! Scans are DataFusion's own Parquet scan (row-group/page pruning, filter pushdown); the block
+//! ULID is a per-file partition value. The tables are a snapshot of the block list at registration;
+//! register again to see new blocks. A label column absent from a block reads as NULL there; a
+//! label named `block` is exposed as `label_block` (the name `block` is the ULID column).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::Array;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+
+use crate::bucket::Bucket;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::reader::ObjectReader;
+
+/// Name of the block column (ULID of the block a row comes from).
+pub const BLOCK_COLUMN: &str = "block";
+/// Internal name of the partition column inside the providers.
+const PARTITION_COLUMN: &str = "__strata_block";
+
+/// A table over one Parquet file per block, with the block ULID as a partition column.
+#[derive(Debug)]
+pub struct BlockFilesTable {
+    url: ObjectStoreUrl,
+    file_schema: SchemaRef,
+    schema: SchemaRef,
+    /// (block ULID, object path, size)
+    files: Vec<(String, String, u64)>,
+}
+
+impl BlockFilesTable {
+    fn new(url: ObjectStoreUrl, file_schema: SchemaRef, files: Vec<(String, String, u64)>) -> Self {
+        let mut fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
+        fields.push(partition_field());
+        let schema = Arc::new(Schema::new(fields));
+        BlockFilesTable { url, file_schema, schema, files }
+    }
+}
+
+fn partition_field() -> FieldRef {
+    Arc::new(Field::new(PARTITION_COLUMN, DataType::Utf8, false))
+}
+
+#[async_trait]
+impl TableProvider for BlockFilesTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        // Files whose block is excluded by a filter on the block column are skipped; filters on
+        // file columns go to the Parquet scan for row-group and page pruning.
+        let mut block_filters = Vec::new();
+        let mut file_filters = Vec::new();
+        for f in filters {
+            let refs = f.column_refs();
+            if refs.iter().all(|c| c.name == PARTITION_COLUMN) && !refs.is_empty() {
+                block_filters.push(f.clone());
+            } else if refs.iter().all(|c| c.name != PARTITION_COLUMN) {
+                file_filters.push(f.clone());
+            }
+        }
+        let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
+            .with_table_partition_cols(vec![partition_field()])
+            .build();
+        let mut source = ParquetSource::new(table_schema).with_enable_page_index(true);
+        if let Some(pred) = conjunction(file_filters) {
+            let df_schema = DFSchema::try_from(Arc::clone(&self.file_schema))?;
+            let phys = state.create_physical_expr(pred, &df_schema)?;
+            source = source.with_predicate(phys);
+        }
+        let keep_block = |ulid: &str| -> datafusion::error::Result<bool> {
+            let Some(pred) = conjunction(block_filters.clone()) else { return Ok(true) };
+            let part_schema = Arc::new(Schema::new(vec![partition_field()]));
+            let df_schema = DFSchema::try_from(Arc::clone(&part_schema))?;
+            let phys = state.create_physical_expr(pred, &df_schema)?;
+            let batch = arrow::array::RecordBatch::try_new(
+                part_schema,
+                vec![Arc::new(arrow::array::StringArray::from(vec![ulid]))],
+            )?;
+            let v = phys.evaluate(&batch)?.into_array(1)?;
+            let b = v.as_any().downcast_ref::<arrow::array::BooleanArray>();
+            Ok(b.is_some_and(|b| b.is_valid(0) && b.value(0)))
+        };
+        let n_groups = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n_groups];
+        let mut i = 0usize;
+        for (ulid, path, size) in &self.files {
+            if !keep_block(ulid)? {
+                continue;
+            }
+            let f = PartitionedFile::new(path.clone(), *size)
+                .with_partition_values(vec![ScalarValue::Utf8(Some(ulid.clone()))]);
+            groups[i % n_groups].push(f);
+            i += 1;
+        }
+        let groups: Vec<FileGroup> = groups.into_iter().filter(|g| !g.is_empty()).map(FileGroup::new).collect();
+        let config = FileScanConfigBuilder::new(self.url.clone(), Arc::new(source))
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+async fn footer_schema(bucket: &Bucket, ulid: &str, name: &str) -> Result<(SchemaRef, u64)> {
+    let path = Bucket::block_path(ulid, name);
+    let size = bucket.head(&path).await?.size;
+    let mut r = ObjectReader::new(bucket.store(), &path, size);
+    let md = ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new())
+        .await
+        .map_err(|e| Error::parquet(&path, e))?;
+    Ok((Arc::clone(md.schema()), size))
+}
+
+/// Registers tables `samples` and `series` over every complete block of `bucket` (a snapshot; call
+/// again to refresh) and registers the bucket's object store with the context's runtime.
+///
+/// Column order: `samples(block, series_id, timestamp, value)`; `series(block, series_id,
+/// series_hash, __name__, <labels sorted>, labels, min_time, max_time, num_samples, first_row)`.
+pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<()> {
+    let url_text = bucket.object_store_url();
+    let url =
+        ObjectStoreUrl::parse(&url_text).map_err(|e| Error::datafusion(format!("object store url {url_text}"), e))?;
+    let store_url = url::Url::parse(&url_text)
+        .map_err(|e| Error::BadObjstoreConfig { path: url_text.clone().into(), reason: e.to_string() })?;
+    ctx.runtime_env().register_object_store(&store_url, Arc::clone(bucket.store()));
+
+    let blocks = bucket.list_blocks().await?;
+    let mut samples_files = Vec::new();
+    let mut series_files = Vec::new();
+    let mut label_names: BTreeSet<String> = BTreeSet::new();
+    for u in &blocks {
+        let meta = bucket.read_meta(u).await?;
+        if meta.strata.is_none() {
+            continue; // not a Strata block (e.g. a Prometheus block in the same bucket)
+        }
+        let (_, size) = footer_schema(bucket, u, format::SAMPLES_FILE).await?;
+        samples_files.push((u.clone(), Bucket::block_path(u, format::SAMPLES_FILE).to_string(), size));
+        let (schema, size) = footer_schema(bucket, u, format::SERIES_FILE).await?;
+        for f in schema.fields() {
+            if !format::RESERVED_SERIES_COLUMNS.contains(&f.name().as_str()) && f.name() != format::COL_METRIC_NAME {
+                label_names.insert(f.name().clone());
+            }
+        }
+        series_files.push((u.clone(), Bucket::block_path(u, format::SERIES_FILE).to_string(), size));
+    }
+    let mut cols = vec![format::COL_METRIC_NAME.to_string()];
+    cols.extend(label_names);
+    let series_schema = format::series_schema(&cols);
+
+    let samples = Arc::new(BlockFilesTable::new(url.clone(), format::samples_schema(), samples_files));
+    let series = Arc::new(BlockFilesTable::new(url, Arc::clone(&series_schema), series_files));
+    let df_err = |what: &'static str| move |e| Error::datafusion(what, e);
+
+    let samples_view = ctx
+        .read_table(samples)
+        .map_err(df_err("reading samples table"))?
+        .select(vec![
+            col(PARTITION_COLUMN).alias(BLOCK_COLUMN),
+            col(format::COL_SERIES_ID),
+            col(format::COL_TIMESTAMP),
+            col(format::COL_VALUE),
+        ])
+        .map_err(df_err("projecting samples table"))?;
+    ctx.register_table("samples", samples_view.into_view()).map_err(df_err("registering samples"))?;
+
+    let mut exprs = vec![col(PARTITION_COLUMN).alias(BLOCK_COLUMN)];
+    for f in series_schema.fields() {
+        let c = datafusion::common::Column::new_unqualified(f.name());
+        let e = Expr::Column(c);
+        exprs.push(if f.name() == BLOCK_COLUMN { e.alias("label_block") } else { e });
+    }
+    let series_view = ctx
+        .read_table(series)
+        .map_err(df_err("reading series table"))?
+        .select(exprs)
+        .map_err(df_err("projecting series table"))?;
+    ctx.register_table("series", series_view.into_view()).map_err(df_err("registering series"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::labels::Labels;
+    use crate::writer::tests::{synthetic, write_block};
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int64Type, UInt64Type};
+
+    async fn query(ctx: &SessionContext, sql: &str) -> Vec<arrow::array::RecordBatch> {
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    }
+
+    fn one_i64(b: &[arrow::array::RecordBatch]) -> i64 {
+        b[0].column(0).as_primitive::<Int64Type>().value(0)
+    }
+
+    #[tokio::test]
+    async fn sql_tables_over_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let d1 = synthetic(200, 0);
+        let u1 = ulid::Ulid::from_parts(1, 1);
+        write_block(&bucket, u1, &[], &d1).await;
+        // Second block: other labels (a label named `block`, one named `extra`).
+        let mut d2: Vec<(Labels, Vec<i64>, Vec<f64>)> = (0..10)
+            .map(|i| {
+                let l = Labels::from_pairs([("__name__", "other"), ("extra", &format!("e{i}")), ("block", "b")]);
+                (l, vec![1000, 2000, 3000], vec![i as f64, 1.5, f64::NAN])
+            })
+            .collect();
+        d2.sort_by(|a, b| a.0.cmp(&b.0));
+        let u2 = ulid::Ulid::from_parts(2, 2);
+        write_block(&bucket, u2, &[], &d2).await;
+
+        let ctx = SessionContext::new();
+        register_bucket_tables(&ctx, &bucket).await.unwrap();
+        let total: usize = d1.iter().chain(&d2).map(|s| s.1.len()).sum();
+        assert_eq!(one_i64(&query(&ctx, "SELECT count(*) FROM samples").await), total as i64);
+        let b1: usize = d1.iter().map(|s| s.1.len()).sum();
+        let q = format!("SELECT count(*) FROM samples WHERE block = '{u1}'");
+        assert_eq!(one_i64(&query(&ctx, &q).await), b1 as i64);
+        assert_eq!(one_i64(&query(&ctx, "SELECT count(*) FROM series").await), 210);
+
+        // Join on (block, series_id): samples of metric_3 per job, checked against the input.
+        let b = query(
+            &ctx,
+            "SELECT s.job, count(*) AS n, sum(x.timestamp) AS ts FROM samples x \
+             JOIN series s ON x.block = s.block AND x.series_id = s.series_id \
+             WHERE s.__name__ = 'metric_3' GROUP BY s.job ORDER BY s.job",
+        )
+        .await;
+        let mut want: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        for (l, t, _) in d1.iter().filter(|s| s.0.metric_name() == Some("metric_3")) {
+            let e = want.entry(l.get("job").unwrap().to_string()).or_default();
+            e.0 += t.len() as i64;
+            e.1 += t.iter().sum::<i64>();
+        }
+        let mut got: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        for batch in &b {
+            let job = arrow::compute::cast(batch.column(0), &DataType::Utf8).unwrap();
+            let job = job.as_string::<i32>();
+            for i in 0..batch.num_rows() {
+                got.insert(
+                    job.value(i).to_string(),
+                    (
+                        batch.column(1).as_primitive::<Int64Type>().value(i),
+                        batch.column(2).as_primitive::<Int64Type>().value(i),
+                    ),
+                );
+            }
+        }
+        assert_eq!(got, want);
+
+        // Union of label columns: `extra` is NULL in block 1; the `block` label is renamed.
+        let b = query(&ctx, "SELECT count(extra), count(label_block), count(zone), sum(num_samples) FROM series").await;
+        assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 10);
+        assert_eq!(b[0].column(1).as_primitive::<Int64Type>().value(0), 10);
+        let zones = d1.iter().filter(|s| s.0.get("zone").is_some()).count() as i64;
+        assert_eq!(b[0].column(2).as_primitive::<Int64Type>().value(0), zones);
+        assert_eq!(b[0].column(3).as_primitive::<UInt64Type>().value(0), total as u64);
+        // Overflow labels are in the map column.
+        let q = "SELECT count(*) FROM series WHERE labels['min_time'] = 'odd'";
+        let odd = d1.iter().filter(|s| s.0.get("min_time") == Some("odd")).count() as i64;
+        assert_eq!(one_i64(&query(&ctx, q).await), odd);
+        // NaNs read back as NaN.
+        let q = "SELECT count(*) FROM samples WHERE isnan(value)";
+        let nans = d1.iter().chain(&d2).flat_map(|s| s.2.iter()).filter(|v| v.is_nan()).count() as i64;
+        assert_eq!(one_i64(&query(&ctx, q).await), nans);
+        let b = query(&ctx, "SELECT block FROM series LIMIT 1").await;
+        assert_eq!(b[0].column(0).data_type(), &DataType::Utf8);
+        assert!(b[0].column(0).is_valid(0));
+    }
+}

@@ -1,0 +1,471 @@
+//! Block verification: checks one block of the bucket against format v1 and reports every
+//! [`Problem`] found (rather than stopping at the first).
+//!
+//! ```text
+//!   meta.json parses ─► files exist with recorded sizes ─► Parquet footers: key-value metadata,
+//!   schema, row counts vs meta ─► series: sorted, dense ids, hashes, first_row chain
+//!   ─► samples (streamed): sorted by (series_id, timestamp), no duplicates, per-series counts and
+//!      time ranges agree with series.parquet
+//! ```
+
+use std::fmt;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
+use futures::TryStreamExt;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+
+use crate::bucket::Bucket;
+use crate::error::Result;
+use crate::format;
+use crate::meta::{BlockMeta, META_FILE};
+use crate::reader::{ObjectReader, SeriesIndex, read_series_index};
+
+/// Problems of one kind reported at most this many times per file.
+const MAX_REPORTS: usize = 10;
+
+/// One thing wrong with a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Block ULID.
+    pub block: String,
+    /// File of the block (`meta.json`, `samples.parquet`, ...).
+    pub file: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "block {} file {}: {}", self.block, self.file, self.what)
+    }
+}
+
+struct Report {
+    block: String,
+    problems: Vec<Problem>,
+}
+
+impl Report {
+    fn add(&mut self, file: &str, what: impl Into<String>) {
+        self.problems.push(Problem { block: self.block.clone(), file: file.to_string(), what: what.into() });
+    }
+}
+
+/// Verifies block `ulid`. Returns the problems found (empty when the block is sound); an `Err`
+/// only for failures to talk to the bucket that are not about the block itself.
+pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
+    let mut r = Report { block: ulid.to_string(), problems: Vec::new() };
+    let meta = match bucket.read_meta(ulid).await {
+        Ok(m) => m,
+        Err(e) => {
+            r.add(META_FILE, format!("cannot be read: {e}"));
+            return Ok(r.problems);
+        }
+    };
+    match &meta.strata {
+        None => r.add(META_FILE, "has no strata section (not a Strata block)"),
+        Some(s) if s.format_version != format::FORMAT_VERSION => r.add(
+            META_FILE,
+            format!("strata.format_version is {}, expected {}", s.format_version, format::FORMAT_VERSION),
+        ),
+        Some(_) => {}
+    }
+    let mut sizes = std::collections::HashMap::new();
+    for f in &meta.thanos.files {
+        let path = Bucket::block_path(ulid, &f.rel_path);
+        match bucket.head(&path).await {
+            Ok(o) => {
+                sizes.insert(f.rel_path.clone(), o.size);
+                if let Some(want) = f.size_bytes
+                    && want != o.size
+                {
+                    r.add(&f.rel_path, format!("size is {} bytes, meta.json records {want}", o.size));
+                }
+            }
+            Err(_) => r.add(&f.rel_path, "listed in meta.json but missing"),
+        }
+    }
+    for name in [format::SAMPLES_FILE, format::SERIES_FILE] {
+        if !meta.thanos.files.iter().any(|f| f.rel_path == name) {
+            r.add(META_FILE, format!("thanos.files does not list {name}"));
+            if let Ok(o) = bucket.head(&Bucket::block_path(ulid, name)).await {
+                sizes.insert(name.to_string(), o.size);
+            }
+        }
+    }
+
+    // Footers: metadata keys, schema, row counts.
+    let mut samples_md = None;
+    for name in [format::SAMPLES_FILE, format::SERIES_FILE] {
+        let Some(&size) = sizes.get(name) else {
+            if !meta.thanos.files.iter().any(|f| f.rel_path == name) {
+                r.add(name, "missing");
+            }
+            continue;
+        };
+        let path = Bucket::block_path(ulid, name);
+        let mut rd = ObjectReader::new(bucket.store(), &path, size);
+        let md = match ArrowReaderMetadata::load_async(&mut rd, ArrowReaderOptions::new()).await {
+            Ok(m) => m,
+            Err(e) => {
+                r.add(name, format!("is not readable Parquet: {e}"));
+                continue;
+            }
+        };
+        check_footer(&mut r, name, &md, &meta);
+        if name == format::SAMPLES_FILE {
+            samples_md = Some((md, size));
+        }
+    }
+
+    // Series table.
+    let index = match sizes.contains_key(format::SERIES_FILE) {
+        true => match read_series_index(bucket, ulid).await {
+            Ok(ix) => Some(ix),
+            Err(e) => {
+                r.add(format::SERIES_FILE, format!("cannot be decoded: {e}"));
+                None
+            }
+        },
+        false => None,
+    };
+    if let Some(ix) = &index {
+        check_series(&mut r, ix, &meta);
+    }
+    if let Some((md, size)) = samples_md {
+        check_samples(&mut r, bucket, ulid, md, size, index.as_ref()).await;
+    }
+    Ok(r.problems)
+}
+
+fn check_footer(r: &mut Report, name: &str, md: &ArrowReaderMetadata, meta: &BlockMeta) {
+    let fm = md.metadata().file_metadata();
+    let kv =
+        |k: &str| fm.key_value_metadata().and_then(|kvs| kvs.iter().find(|x| x.key == k)).and_then(|x| x.value.clone());
+    match kv(format::KV_FORMAT_VERSION) {
+        Some(v) if v == format::FORMAT_VERSION.to_string() => {}
+        other => r.add(
+            name,
+            format!("key-value {} is {other:?}, expected \"{}\"", format::KV_FORMAT_VERSION, format::FORMAT_VERSION),
+        ),
+    }
+    match kv(format::KV_BLOCK_ULID) {
+        Some(v) if v == meta.ulid => {}
+        other => r.add(name, format!("key-value {} is {other:?}, expected {:?}", format::KV_BLOCK_ULID, meta.ulid)),
+    }
+    let rows = fm.num_rows() as u64;
+    let (stat, stat_name) = if name == format::SAMPLES_FILE {
+        (meta.stats.num_samples, "stats.numSamples")
+    } else {
+        (meta.stats.num_series, "stats.numSeries")
+    };
+    if rows != stat {
+        r.add(name, format!("has {rows} rows but meta.json {stat_name} is {stat}"));
+    }
+    if let Some(want) = meta.strata.as_ref().and_then(|s| s.files.iter().find(|f| f.name == name)).map(|f| f.rows)
+        && want != rows
+    {
+        r.add(name, format!("has {rows} rows but meta.json strata.files records {want}"));
+    }
+    if name == format::SAMPLES_FILE {
+        let schema = md.schema();
+        for f in format::samples_schema().fields() {
+            match schema.field_with_name(f.name()) {
+                Ok(g) if g.data_type() == f.data_type() => {}
+                Ok(g) => {
+                    r.add(name, format!("column {} has type {}, expected {}", f.name(), g.data_type(), f.data_type()))
+                }
+                Err(_) => r.add(name, format!("column {} is missing", f.name())),
+            }
+        }
+    }
+}
+
+fn check_series(r: &mut Report, ix: &SeriesIndex, meta: &BlockMeta) {
+    let f = format::SERIES_FILE;
+    let mut reported = 0;
+    for (i, w) in ix.labels.windows(2).enumerate() {
+        if w[0] >= w[1] && reported < MAX_REPORTS {
+            r.add(f, format!("series {} (series_id {}) does not sort after {} (series_id {i})", w[1], i + 1, w[0]));
+            reported += 1;
+        }
+    }
+    let mut reported = 0;
+    let mut next_row = 0u64;
+    for i in 0..ix.len() {
+        if reported >= MAX_REPORTS {
+            break;
+        }
+        let l = &ix.labels[i];
+        let mut bad = Vec::new();
+        if ix.hashes[i] != l.stable_hash() {
+            bad.push(format!("series_hash {:#x} differs from the label hash {:#x}", ix.hashes[i], l.stable_hash()));
+        }
+        if ix.first_row[i] != next_row {
+            bad.push(format!("first_row is {}, expected {next_row}", ix.first_row[i]));
+        }
+        if ix.num_samples[i] == 0 {
+            bad.push("has num_samples 0".to_string());
+        }
+        if ix.min_time[i] > ix.max_time[i] || ix.min_time[i] < meta.min_time || ix.max_time[i] >= meta.max_time {
+            bad.push(format!(
+                "time range [{}, {}] is not inside the block's [{}, {})",
+                ix.min_time[i], ix.max_time[i], meta.min_time, meta.max_time
+            ));
+        }
+        next_row = ix.first_row[i].max(next_row) + ix.num_samples[i];
+        for b in bad {
+            r.add(f, format!("series_id {i} {l}: {b}"));
+            reported += 1;
+        }
+    }
+}
+
+async fn check_samples(
+    r: &mut Report,
+    bucket: &Bucket,
+    ulid: &str,
+    md: ArrowReaderMetadata,
+    size: u64,
+    index: Option<&SeriesIndex>,
+) {
+    let f = format::SAMPLES_FILE;
+    let path = Bucket::block_path(ulid, f);
+    let rd = ObjectReader::new(bucket.store(), &path, size);
+    let stream = match ParquetRecordBatchStreamBuilder::new_with_metadata(rd, md).with_batch_size(64 * 1024).build() {
+        Ok(s) => s,
+        Err(e) => {
+            r.add(f, format!("cannot be read: {e}"));
+            return;
+        }
+    };
+    // Per series as found in the file: (series_id, first_row, count, min_t, max_t).
+    let mut found: Vec<(u32, u64, u64, i64, i64)> = Vec::new();
+    let mut prev: Option<(u32, i64)> = None;
+    let mut row = 0u64;
+    let mut order_reports = 0;
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let batch = match stream.try_next().await {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e) => {
+                r.add(f, format!("cannot be read at row {row}: {e}"));
+                return;
+            }
+        };
+        let (Some(ids), Some(ts), Some(_vs)) = (
+            batch.column_by_name(format::COL_SERIES_ID).and_then(|c| c.as_primitive_opt::<UInt32Type>()),
+            batch.column_by_name(format::COL_TIMESTAMP).and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            batch.column_by_name(format::COL_VALUE).and_then(|c| c.as_primitive_opt::<Float64Type>()),
+        ) else {
+            return; // schema problems were reported from the footer
+        };
+        if ids.null_count() > 0 || ts.null_count() > 0 {
+            r.add(f, format!("nulls in series_id or timestamp near row {row}"));
+        }
+        for (id, t) in ids.values().iter().copied().zip(ts.values().iter().copied()) {
+            if let Some((pid, pt)) = prev {
+                let ok = id > pid || (id == pid && t > pt);
+                if !ok && order_reports < MAX_REPORTS {
+                    let what = if id == pid && t == pt { "duplicate" } else { "out of order" };
+                    r.add(f, format!("row {row}: (series_id {id}, timestamp {t}) is {what} after (series_id {pid}, timestamp {pt})"));
+                    order_reports += 1;
+                }
+            }
+            match found.last_mut() {
+                Some(s) if s.0 == id => {
+                    s.2 += 1;
+                    s.3 = s.3.min(t);
+                    s.4 = s.4.max(t);
+                }
+                _ => found.push((id, row, 1, t, t)),
+            }
+            prev = Some((id, t));
+            row += 1;
+        }
+    }
+    let Some(ix) = index else { return };
+    if order_reports > 0 {
+        return; // per-series bookkeeping is meaningless on unsorted samples
+    }
+    let mut reported = 0;
+    let mut expect = 0usize;
+    for &(id, first, n, lo, hi) in &found {
+        let i = id as usize;
+        if i >= ix.len() {
+            r.add(f, format!("series_id {id} at row {first} is not in {}", format::SERIES_FILE));
+            return;
+        }
+        if i != expect && reported < MAX_REPORTS {
+            r.add(f, format!("series_id {} ({}) has no samples", expect, ix.labels[expect]));
+            reported += 1;
+        }
+        expect = i + 1;
+        let got = (first, n, lo, hi);
+        let want = (ix.first_row[i], ix.num_samples[i], ix.min_time[i], ix.max_time[i]);
+        if got != want && reported < MAX_REPORTS {
+            r.add(
+                f,
+                format!(
+                    "series_id {id} ({}): samples have (first_row, num_samples, min_time, max_time) = {got:?}, {} says {want:?}",
+                    ix.labels[i],
+                    format::SERIES_FILE
+                ),
+            );
+            reported += 1;
+        }
+    }
+    if expect < ix.len() && reported < MAX_REPORTS {
+        r.add(f, format!("series_id {expect} ({}) and later have no samples", ix.labels[expect]));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::writer::tests::{synthetic, write_block};
+    use arrow::array::{Float64Array, Int64Array, RecordBatch, UInt32Array};
+    use std::sync::Arc;
+
+    async fn setup() -> (tempfile::TempDir, Bucket, String, BlockMeta) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        let u = ulid::Ulid::new();
+        let meta = write_block(&b, u, &[("region", "eu")], &synthetic(120, 0)).await;
+        (dir, b, u.to_string(), meta)
+    }
+
+    fn whats(p: &[Problem]) -> Vec<String> {
+        p.iter().map(|p| format!("{}: {}", p.file, p.what)).collect()
+    }
+
+    #[tokio::test]
+    async fn good_block_has_no_problems() {
+        let (_d, b, u, _) = setup().await;
+        assert_eq!(verify_block(&b, &u).await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn wrong_row_counts_in_meta() {
+        let (_d, b, u, mut meta) = setup().await;
+        meta.stats.num_samples += 1;
+        meta.strata.as_mut().unwrap().files[1].rows = 7;
+        b.put(&Bucket::block_path(&u, META_FILE), meta.to_json().into()).await.unwrap();
+        let p = verify_block(&b, &u).await.unwrap();
+        let n = meta.stats.num_samples - 1;
+        assert_eq!(
+            whats(&p),
+            vec![
+                format!("samples.parquet: has {n} rows but meta.json stats.numSamples is {}", n + 1),
+                "series.parquet: has 120 rows but meta.json strata.files records 7".to_string(),
+            ]
+        );
+        assert!(p[0].to_string().starts_with(&format!("block {u} file samples.parquet")));
+    }
+
+    #[tokio::test]
+    async fn deleted_file_and_broken_meta() {
+        let (_d, b, u, _) = setup().await;
+        b.delete(&Bucket::block_path(&u, format::SERIES_FILE)).await.unwrap();
+        let p = verify_block(&b, &u).await.unwrap();
+        assert_eq!(whats(&p), vec!["series.parquet: listed in meta.json but missing".to_string()]);
+        b.put(&Bucket::block_path(&u, META_FILE), "{not json".into()).await.unwrap();
+        let p = verify_block(&b, &u).await.unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].file == META_FILE && p[0].what.starts_with("cannot be read"), "{p:?}");
+    }
+
+    #[tokio::test]
+    async fn unsorted_and_duplicate_samples_written_by_hand() {
+        let (_d, b, u, mut meta) = setup().await;
+        // Replace samples.parquet with rows that keep the counts but break the order.
+        let ix = read_series_index(&b, &u).await.unwrap();
+        let mut ids = Vec::new();
+        let mut ts = Vec::new();
+        for i in 0..ix.len() {
+            for k in 0..ix.num_samples[i] as i64 {
+                ids.push(i as u32);
+                ts.push(ix.min_time[i] + k * 10);
+            }
+        }
+        let s = (0..ix.len()).find(|&i| ix.num_samples[i] >= 11).unwrap();
+        let r0 = ix.first_row[s] as usize;
+        ts.swap(r0 + 3, r0 + 4); // out of order
+        ts[r0 + 10] = ts[r0 + 9]; // a duplicate timestamp
+        let n = ids.len();
+        let batch = RecordBatch::try_new(
+            format::samples_schema(),
+            vec![
+                Arc::new(UInt32Array::from(ids)),
+                Arc::new(Int64Array::from(ts)),
+                Arc::new(Float64Array::from(vec![1.0; n])),
+            ],
+        )
+        .unwrap();
+        let props = format::samples_writer_properties(
+            format::SamplesEncoding::V1,
+            format::key_value_metadata(&u, &meta.thanos.labels),
+        );
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let size = buf.len() as u64;
+        b.put(&Bucket::block_path(&u, format::SAMPLES_FILE), buf.into()).await.unwrap();
+        for f in &mut meta.thanos.files {
+            if f.rel_path == format::SAMPLES_FILE {
+                f.size_bytes = Some(size);
+            }
+        }
+        b.put(&Bucket::block_path(&u, META_FILE), meta.to_json().into()).await.unwrap();
+        let p = verify_block(&b, &u).await.unwrap();
+        let t = |k: usize| ix.min_time[s] + k as i64 * 10;
+        assert_eq!(
+            whats(&p),
+            vec![
+                format!(
+                    "samples.parquet: row {}: (series_id {s}, timestamp {}) is out of order after (series_id {s}, timestamp {})",
+                    r0 + 4,
+                    t(3),
+                    t(4)
+                ),
+                format!(
+                    "samples.parquet: row {}: (series_id {s}, timestamp {}) is duplicate after (series_id {s}, timestamp {})",
+                    r0 + 10,
+                    t(9),
+                    t(9)
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn inconsistent_series_table() {
+        let (_d, b, u, meta) = setup().await;
+        // A series table whose first_row/num_samples disagree with samples: swap two rows' counts.
+        let ix = read_series_index(&b, &u).await.unwrap();
+        let mut cols = ix.batch.columns().to_vec();
+        let schema = ix.batch.schema();
+        let pos = schema.index_of(format::COL_NUM_SAMPLES).unwrap();
+        let mut ns = ix.num_samples.clone();
+        ns.swap(0, 1);
+        cols[pos] = Arc::new(arrow::array::UInt64Array::from(ns));
+        let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+        let mut buf = Vec::new();
+        let props = format::series_writer_properties(format::key_value_metadata(&u, &meta.thanos.labels));
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let size = buf.len() as u64;
+        b.put(&Bucket::block_path(&u, format::SERIES_FILE), buf.into()).await.unwrap();
+        let p = verify_block(&b, &u).await.unwrap();
+        let w = whats(&p);
+        assert!(w[0].starts_with(&format!("series.parquet: size is {size} bytes, meta.json records")), "{w:?}");
+        assert!(w.iter().any(|x| x.starts_with("series.parquet: series_id 1 ") && x.contains("first_row is")), "{w:?}");
+        assert!(w.iter().any(|x| x.starts_with("samples.parquet: series_id 0 ")), "{w:?}");
+    }
+}

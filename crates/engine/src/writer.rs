@@ -1,0 +1,541 @@
+//! [`BlockWriter`]: streams one block of format v1 into a [`Bucket`].
+//!
+//! ```text
+//!   append_series(labels, ts, vs) x N  (strictly increasing labels)
+//!        │ samples ──► AsyncArrowWriter ──► BufWriter ──► <ulid>/samples.parquet  (row groups as they fill)
+//!        │ series rows buffered (small)
+//!   finish() ──► samples.parquet closed ──► series.parquet ──► meta.json (last: the block becomes visible)
+//!   abort()  ──► deletes whatever was uploaded
+//! ```
+//!
+//! A writer dropped without `finish` never writes `meta.json`, so the block stays invisible; its
+//! leftovers are a partial upload that `Bucket::list_partial_blocks` finds and cleanup removes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StringDictionaryBuilder, UInt32Array, UInt64Array,
+};
+use arrow::array::{Float64Array, Int64Array};
+use arrow::datatypes::Int32Type;
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
+
+use crate::bucket::Bucket;
+use crate::error::{Error, Result};
+use crate::format::{self, SamplesEncoding};
+use crate::labels::{Labels, METRIC_NAME};
+use crate::meta::{
+    BlockDesc, BlockMeta, BlockStats, Compaction, Downsample, FileMeta, META_FILE, StrataFile, StrataMeta, ThanosMeta,
+};
+
+/// What a new block is: identity, time range, labels and lineage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockWriterOptions {
+    /// The block's ULID (directory name).
+    pub ulid: ulid::Ulid,
+    /// First covered timestamp (ms, inclusive).
+    pub min_time: i64,
+    /// End of the covered range (ms, exclusive).
+    pub max_time: i64,
+    /// External labels (meta.json `thanos.labels`).
+    pub external_labels: BTreeMap<String, String>,
+    /// Component that wrote the block: `sidecar`, `receive`, `converter`, `compactor` ...
+    pub source: String,
+    /// Compaction level (1 for fresh blocks).
+    pub compaction_level: u32,
+    /// Level-1 ULIDs contained; empty means just this block.
+    pub compaction_sources: Vec<String>,
+    /// Direct parents when produced by compaction.
+    pub compaction_parents: Vec<BlockDesc>,
+    /// ULID of the Prometheus block this one was converted from.
+    pub source_ulid: Option<String>,
+    /// Downsampling resolution in ms (0 = raw).
+    pub resolution: i64,
+}
+
+impl BlockWriterOptions {
+    /// Options for a fresh level-1 raw block without external labels.
+    pub fn new(ulid: ulid::Ulid, min_time: i64, max_time: i64) -> Self {
+        BlockWriterOptions {
+            ulid,
+            min_time,
+            max_time,
+            external_labels: BTreeMap::new(),
+            source: "strata".into(),
+            compaction_level: 1,
+            compaction_sources: Vec::new(),
+            compaction_parents: Vec::new(),
+            source_ulid: None,
+            resolution: 0,
+        }
+    }
+}
+
+struct SeriesRow {
+    labels: Labels,
+    min_time: i64,
+    max_time: i64,
+    num_samples: u64,
+    first_row: u64,
+}
+
+/// Streams one block into a bucket. See the module docs.
+pub struct BlockWriter {
+    bucket: Bucket,
+    opts: BlockWriterOptions,
+    ulid: String,
+    samples: Option<AsyncArrowWriter<BufWriter>>,
+    pending_ids: Vec<u32>,
+    pending_ts: Vec<i64>,
+    pending_vs: Vec<f64>,
+    series: Vec<SeriesRow>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for BlockWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockWriter")
+            .field("ulid", &self.ulid)
+            .field("series", &self.series.len())
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+/// Samples handed to the Parquet writer at a time.
+const WRITE_CHUNK_ROWS: usize = 64 * 1024;
+
+impl BlockWriter {
+    /// Starts a block; nothing is visible until [`BlockWriter::finish`].
+    pub fn new(bucket: Bucket, opts: BlockWriterOptions) -> Result<Self> {
+        Self::with_encoding(bucket, opts, SamplesEncoding::V1)
+    }
+
+    /// Like [`BlockWriter::new`] with explicit samples encodings (for measurements; readers accept
+    /// any of them).
+    pub fn with_encoding(bucket: Bucket, opts: BlockWriterOptions, enc: SamplesEncoding) -> Result<Self> {
+        let ulid = opts.ulid.to_string();
+        if opts.min_time >= opts.max_time {
+            return Err(Error::BadInput {
+                block: ulid,
+                reason: format!("empty time range: minTime {} >= maxTime {}", opts.min_time, opts.max_time),
+            });
+        }
+        let path = Bucket::block_path(&ulid, format::SAMPLES_FILE);
+        let props = format::samples_writer_properties(enc, format::key_value_metadata(&ulid, &opts.external_labels));
+        let w = BufWriter::new(Arc::clone(bucket.store()), path.clone());
+        let samples = AsyncArrowWriter::try_new(w, format::samples_schema(), Some(props))
+            .map_err(|e| Error::parquet(&path, e))?;
+        Ok(BlockWriter {
+            bucket,
+            opts,
+            ulid,
+            samples: Some(samples),
+            pending_ids: Vec::new(),
+            pending_ts: Vec::new(),
+            pending_vs: Vec::new(),
+            series: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// ULID of the block being written.
+    pub fn ulid(&self) -> &str {
+        &self.ulid
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        Error::BadInput { block: self.ulid.clone(), reason }
+    }
+
+    /// Appends one whole series. Series must come in strictly increasing label order, timestamps
+    /// strictly increasing inside `[min_time, max_time)`. Values are stored bit for bit (NaNs and
+    /// stale markers included). A series without samples is skipped.
+    pub async fn append_series(&mut self, labels: &Labels, timestamps: &[i64], values: &[f64]) -> Result<()> {
+        if timestamps.len() != values.len() {
+            return Err(self.bad(format!(
+                "series {labels}: {} timestamps but {} values",
+                timestamps.len(),
+                values.len()
+            )));
+        }
+        let (Some(&first), Some(&last)) = (timestamps.first(), timestamps.last()) else { return Ok(()) };
+        if let Some(prev) = self.series.last()
+            && prev.labels >= *labels
+        {
+            return Err(self.bad(format!("series {labels} does not sort after the previous series {}", prev.labels)));
+        }
+        if labels.iter().any(|l| l.name.is_empty()) {
+            return Err(self.bad(format!("series {labels} has an empty label name")));
+        }
+        if let Some(i) = timestamps.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(self.bad(format!(
+                "series {labels}: timestamp {} at index {} does not increase after {}",
+                timestamps[i + 1],
+                i + 1,
+                timestamps[i]
+            )));
+        }
+        if first < self.opts.min_time || last >= self.opts.max_time {
+            return Err(self.bad(format!(
+                "series {labels}: samples [{first}, {last}] fall outside the block range [{}, {})",
+                self.opts.min_time, self.opts.max_time
+            )));
+        }
+        let id = u32::try_from(self.series.len()).map_err(|_| self.bad("more than 2^32 series".into()))?;
+        self.series.push(SeriesRow {
+            labels: labels.clone(),
+            min_time: first,
+            max_time: last,
+            num_samples: timestamps.len() as u64,
+            first_row: self.rows,
+        });
+        self.rows += timestamps.len() as u64;
+        self.pending_ids.extend(std::iter::repeat_n(id, timestamps.len()));
+        self.pending_ts.extend_from_slice(timestamps);
+        self.pending_vs.extend_from_slice(values);
+        if self.pending_ts.len() >= WRITE_CHUNK_ROWS {
+            self.flush_samples().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_samples(&mut self) -> Result<()> {
+        if self.pending_ts.is_empty() {
+            return Ok(());
+        }
+        let batch = RecordBatch::try_new(
+            format::samples_schema(),
+            vec![
+                Arc::new(UInt32Array::from(std::mem::take(&mut self.pending_ids))),
+                Arc::new(Int64Array::from(std::mem::take(&mut self.pending_ts))),
+                Arc::new(Float64Array::from(std::mem::take(&mut self.pending_vs))),
+            ],
+        )
+        .map_err(|e| Error::arrow(format!("samples batch of block {}", self.ulid), e))?;
+        let path = Bucket::block_path(&self.ulid, format::SAMPLES_FILE);
+        match self.samples.as_mut() {
+            Some(w) => w.write(&batch).await.map_err(|e| Error::parquet(&path, e)),
+            None => Err(self.bad("writer already finished".into())),
+        }
+    }
+
+    /// Writes the remaining samples, `series.parquet` and finally `meta.json`; returns the meta.
+    /// On error the uploaded files are deleted (best effort).
+    pub async fn finish(mut self) -> Result<BlockMeta> {
+        match self.finish_inner().await {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                self.cleanup().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish_inner(&mut self) -> Result<BlockMeta> {
+        self.flush_samples().await?;
+        let samples_path = Bucket::block_path(&self.ulid, format::SAMPLES_FILE);
+        let series_path = Bucket::block_path(&self.ulid, format::SERIES_FILE);
+        if let Some(w) = self.samples.take() {
+            w.close().await.map_err(|e| Error::parquet(&samples_path, e))?;
+        }
+        let batch = self.series_batch()?;
+        let props =
+            format::series_writer_properties(format::key_value_metadata(&self.ulid, &self.opts.external_labels));
+        let w = BufWriter::new(Arc::clone(self.bucket.store()), series_path.clone());
+        let mut sw =
+            AsyncArrowWriter::try_new(w, batch.schema(), Some(props)).map_err(|e| Error::parquet(&series_path, e))?;
+        sw.write(&batch).await.map_err(|e| Error::parquet(&series_path, e))?;
+        sw.close().await.map_err(|e| Error::parquet(&series_path, e))?;
+
+        let samples_size = self.bucket.head(&samples_path).await?.size;
+        let series_size = self.bucket.head(&series_path).await?.size;
+        let o = &self.opts;
+        let meta = BlockMeta {
+            ulid: self.ulid.clone(),
+            min_time: o.min_time,
+            max_time: o.max_time,
+            stats: BlockStats { num_samples: self.rows, num_series: self.series.len() as u64, ..Default::default() },
+            compaction: Compaction {
+                level: o.compaction_level.max(1),
+                sources: if o.compaction_sources.is_empty() {
+                    vec![self.ulid.clone()]
+                } else {
+                    o.compaction_sources.clone()
+                },
+                parents: o.compaction_parents.clone(),
+                hints: Vec::new(),
+            },
+            version: 1,
+            thanos: ThanosMeta {
+                labels: o.external_labels.clone(),
+                downsample: Downsample { resolution: o.resolution },
+                source: o.source.clone(),
+                files: vec![
+                    FileMeta { rel_path: META_FILE.into(), size_bytes: None },
+                    FileMeta { rel_path: format::SAMPLES_FILE.into(), size_bytes: Some(samples_size) },
+                    FileMeta { rel_path: format::SERIES_FILE.into(), size_bytes: Some(series_size) },
+                ],
+            },
+            strata: Some(StrataMeta {
+                format_version: format::FORMAT_VERSION,
+                source_ulid: o.source_ulid.clone(),
+                files: vec![
+                    StrataFile {
+                        name: format::SAMPLES_FILE.into(),
+                        rows: self.rows,
+                        schema_version: format::FORMAT_VERSION,
+                    },
+                    StrataFile {
+                        name: format::SERIES_FILE.into(),
+                        rows: self.series.len() as u64,
+                        schema_version: format::FORMAT_VERSION,
+                    },
+                ],
+            }),
+        };
+        self.bucket.put(&Bucket::block_path(&self.ulid, META_FILE), meta.to_json().into()).await?;
+        Ok(meta)
+    }
+
+    /// Chooses the label columns: `__name__` always, then the most frequent names up to
+    /// [`format::MAX_LABEL_COLUMNS`]; reserved names never get a column.
+    fn label_columns(&self) -> Vec<String> {
+        let mut freq: HashMap<&str, usize> = HashMap::new();
+        for s in &self.series {
+            for l in s.labels.iter() {
+                *freq.entry(l.name.as_str()).or_default() += 1;
+            }
+        }
+        let mut cands: Vec<(&str, usize)> = freq
+            .into_iter()
+            .filter(|(n, _)| *n != METRIC_NAME && !format::RESERVED_SERIES_COLUMNS.contains(n))
+            .collect();
+        cands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut names: Vec<String> =
+            cands.into_iter().take(format::MAX_LABEL_COLUMNS - 1).map(|(n, _)| n.to_string()).collect();
+        names.sort();
+        let mut out = vec![METRIC_NAME.to_string()];
+        out.extend(names);
+        out
+    }
+
+    fn series_batch(&self) -> Result<RecordBatch> {
+        let cols = self.label_columns();
+        let col_index: HashMap<&str, usize> = cols.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let n = self.series.len();
+        let mut label_builders: Vec<StringDictionaryBuilder<Int32Type>> =
+            cols.iter().map(|_| StringDictionaryBuilder::new()).collect();
+        let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
+        let mut overflow = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+        let mut row_vals: Vec<Option<&str>> = vec![None; cols.len()];
+        for s in &self.series {
+            row_vals.iter_mut().for_each(|v| *v = None);
+            let mut any_overflow = false;
+            for l in s.labels.iter() {
+                match col_index.get(l.name.as_str()) {
+                    Some(&i) => row_vals[i] = Some(l.value.as_str()),
+                    None => {
+                        overflow.keys().append_value(&l.name);
+                        overflow.values().append_value(&l.value);
+                        any_overflow = true;
+                    }
+                }
+            }
+            for (b, v) in label_builders.iter_mut().zip(&row_vals) {
+                b.append_option(*v);
+            }
+            overflow.append(any_overflow).map_err(|e| {
+                Error::arrow(format!("overflow labels of series {} in block {}", s.labels, self.ulid), e)
+            })?;
+        }
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from_iter_values(0..n as u32)),
+            Arc::new(UInt64Array::from_iter_values(self.series.iter().map(|s| s.labels.stable_hash()))),
+        ];
+        arrays.extend(label_builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        arrays.push(Arc::new(overflow.finish()));
+        arrays.push(Arc::new(Int64Array::from_iter_values(self.series.iter().map(|s| s.min_time))));
+        arrays.push(Arc::new(Int64Array::from_iter_values(self.series.iter().map(|s| s.max_time))));
+        arrays.push(Arc::new(UInt64Array::from_iter_values(self.series.iter().map(|s| s.num_samples))));
+        arrays.push(Arc::new(UInt64Array::from_iter_values(self.series.iter().map(|s| s.first_row))));
+        RecordBatch::try_new(format::series_schema(&cols), arrays)
+            .map_err(|e| Error::arrow(format!("series batch of block {}", self.ulid), e))
+    }
+
+    async fn cleanup(&mut self) {
+        if let Some(w) = self.samples.take() {
+            // Abort the multipart upload if one was started (LocalFileSystem keeps a staging file).
+            let _ = w.into_inner().abort().await;
+        }
+        if let Err(e) = self.bucket.delete_block(&self.ulid).await {
+            tracing::warn!(block = %self.ulid, error = %e, "cleaning up an unfinished block failed");
+        }
+    }
+
+    /// Gives up on the block and deletes whatever was uploaded.
+    pub async fn abort(mut self) {
+        self.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::meta::DELETION_MARK_FILE;
+
+    /// The Prometheus stale marker.
+    pub(crate) const STALE: u64 = 0x7ff0_0000_0000_0002;
+
+    /// `n` synthetic series (sorted) over `[0, 7_200_000)`: counters, gauges, NaN, stale markers, a
+    /// label named like a fixed column (`min_time`) and one only some series have (`zone`).
+    pub(crate) fn synthetic(n: usize, t0: i64) -> Vec<(Labels, Vec<i64>, Vec<f64>)> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut pairs = vec![
+                ("__name__".to_string(), format!("metric_{}", i % 7)),
+                ("job".to_string(), format!("job{}", i % 3)),
+                ("instance".to_string(), format!("host-{i:04}")),
+            ];
+            if i % 5 == 0 {
+                pairs.push(("zone".to_string(), format!("z{}", i % 2)));
+            }
+            if i % 11 == 0 {
+                pairs.push(("min_time".to_string(), "odd".to_string()));
+            }
+            let step = 15_000 + (i as i64 % 4) * 15_000;
+            let count = (1 + (i * 37) % 480).min((7_100_000 / step) as usize);
+            let ts: Vec<i64> = (0..count as i64).map(|k| t0 + k * step + (k * 7 + i as i64) % 13).collect();
+            let vs: Vec<f64> = (0..count)
+                .map(|k| match (i % 9, k % 50) {
+                    (0, 49) => f64::from_bits(STALE),
+                    (1, 10) => f64::NAN,
+                    (2, _) => -(k as f64) * 0.25,
+                    _ => (i * 1000 + k * (1 + i % 5)) as f64,
+                })
+                .collect();
+            out.push((Labels::from_pairs(pairs), ts, vs));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub(crate) async fn write_block(
+        bucket: &Bucket,
+        ulid: ulid::Ulid,
+        ext: &[(&str, &str)],
+        series: &[(Labels, Vec<i64>, Vec<f64>)],
+    ) -> BlockMeta {
+        let mut o = BlockWriterOptions::new(ulid, 0, 7_200_000);
+        o.external_labels = ext.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        o.source = "test".into();
+        let mut w = BlockWriter::new(bucket.clone(), o).unwrap();
+        for (l, t, v) in series {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        w.finish().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_meta_last_with_counts_and_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        let data = synthetic(300, 0);
+        let ulid = ulid::Ulid::new();
+        let meta = write_block(&b, ulid, &[("replica", "a")], &data).await;
+        let total: usize = data.iter().map(|s| s.1.len()).sum();
+        assert_eq!(meta.stats.num_samples, total as u64);
+        assert_eq!(meta.stats.num_series, 300);
+        assert_eq!(meta.compaction.sources, vec![ulid.to_string()]);
+        assert_eq!(meta.thanos.labels.get("replica").map(String::as_str), Some("a"));
+        let strata = meta.strata.as_ref().unwrap();
+        assert_eq!(strata.format_version, 1);
+        assert_eq!(strata.files[0].rows, total as u64);
+        for f in meta.thanos.files.iter().filter(|f| f.size_bytes.is_some()) {
+            let len = std::fs::metadata(dir.path().join(ulid.to_string()).join(&f.rel_path)).unwrap().len();
+            assert_eq!(Some(len), f.size_bytes, "{}", f.rel_path);
+        }
+        assert_eq!(b.read_meta(&ulid.to_string()).await.unwrap(), meta);
+        assert_eq!(b.list_blocks().await.unwrap(), vec![ulid.to_string()]);
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_input_naming_the_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        let mut w = BlockWriter::new(b.clone(), BlockWriterOptions::new(ulid::Ulid::new(), 0, 1000)).unwrap();
+        let x = Labels::from_pairs([("__name__", "x")]);
+        let a = Labels::from_pairs([("__name__", "a")]);
+        let e = w.append_series(&x, &[1, 1], &[1.0, 2.0]).await.unwrap_err().to_string();
+        assert!(e.contains("x") && e.contains("does not increase"), "{e}");
+        let e = w.append_series(&x, &[1, 1000], &[1.0, 2.0]).await.unwrap_err().to_string();
+        assert!(e.contains("outside the block range"), "{e}");
+        let e = w.append_series(&x, &[1], &[1.0, 2.0]).await.unwrap_err().to_string();
+        assert!(e.contains("1 timestamps but 2 values"), "{e}");
+        w.append_series(&x, &[], &[]).await.unwrap(); // skipped: no samples
+        w.append_series(&x, &[5], &[1.0]).await.unwrap();
+        let e = w.append_series(&a, &[5], &[1.0]).await.unwrap_err().to_string();
+        assert!(e.contains("a does not sort after the previous series x"), "{e}");
+        let e = w.append_series(&x, &[6], &[1.0]).await.unwrap_err().to_string();
+        assert!(e.contains("does not sort after"), "{e}");
+        let meta = w.finish().await.unwrap();
+        assert_eq!((meta.stats.num_series, meta.stats.num_samples), (1, 1));
+        assert!(BlockWriter::new(b, BlockWriterOptions::new(ulid::Ulid::new(), 5, 5)).is_err());
+    }
+
+    #[tokio::test]
+    async fn dropped_or_aborted_writer_leaves_no_visible_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        // Big enough that samples reach object storage before the drop.
+        let data = synthetic(400, 0);
+        let mut w = BlockWriter::new(b.clone(), BlockWriterOptions::new(ulid::Ulid::new(), 0, 7_200_000)).unwrap();
+        for (l, t, v) in &data {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        drop(w);
+        assert!(b.list_blocks().await.unwrap().is_empty());
+
+        let u = ulid::Ulid::new();
+        let mut w = BlockWriter::new(b.clone(), BlockWriterOptions::new(u, 0, 7_200_000)).unwrap();
+        for (l, t, v) in &data {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        w.abort().await;
+        assert!(b.list_blocks().await.unwrap().is_empty());
+        assert!(!b.list_partial_blocks().await.unwrap().contains(&u.to_string()));
+        assert!(!b.exists(&Bucket::block_path(&u.to_string(), DELETION_MARK_FILE)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn label_columns_reserved_names_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        let u = ulid::Ulid::new();
+        let mut w = BlockWriter::new(b.clone(), BlockWriterOptions::new(u, 0, 100)).unwrap();
+        // 300 distinct label names besides __name__: l000 on every series, l001.. on fewer.
+        let mut series = Vec::new();
+        for i in 0..300usize {
+            let mut p = vec![("__name__".to_string(), "m".to_string()), (format!("l{i:03}"), "v".to_string())];
+            p.push(("l000".into(), format!("{i}")));
+            p.push(("series_id".into(), "x".into()));
+            series.push(Labels::from_pairs(p));
+        }
+        series.sort();
+        for l in &series {
+            w.append_series(l, &[1], &[1.0]).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        let r = crate::reader::BlockReader::open(&b, &u.to_string()).await.unwrap();
+        let schema = r.index().batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names.len(), 2 + format::MAX_LABEL_COLUMNS + 5);
+        assert_eq!(&names[..4], &["series_id", "series_hash", "__name__", "l000"]);
+        assert_eq!(names.iter().filter(|n| **n == "series_id").count(), 1);
+        // Every label set, overflow included, reads back.
+        assert_eq!(r.index().labels, series);
+    }
+}

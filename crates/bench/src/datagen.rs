@@ -1,0 +1,201 @@
+//! Synthetic Prometheus-like data as OpenMetrics text, for `promtool tsdb create-blocks-from openmetrics`.
+//!
+//! The mix imitates a scraped fleet: per target an `up` gauge, request counters by method and status
+//! with uneven increments, memory and temperature gauges with decimals, a constant `build_info`, and a
+//! classic histogram (`_bucket` with `le`, `_sum`, `_count`). Timestamps carry a little jitter
+//! (milliseconds) like real scrapes. Everything is deterministic for a given [`GenSpec::seed`].
+
+use std::io::{self, Write};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenSpec {
+    /// Number of scrape targets (`instance` values). Each target has [`SERIES_PER_TARGET`] series.
+    pub targets: usize,
+    /// First scrape, in ms since the epoch.
+    pub start_ms: i64,
+    /// Length of the generated range in ms.
+    pub duration_ms: i64,
+    /// Scrape interval in ms.
+    pub interval_ms: i64,
+    /// Maximum timestamp jitter in ms (0 for exact grid timestamps).
+    pub jitter_ms: i64,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl Default for GenSpec {
+    fn default() -> Self {
+        GenSpec {
+            targets: 10,
+            start_ms: 1_700_000_000_000,
+            duration_ms: 4 * 3_600_000,
+            interval_ms: 15_000,
+            jitter_ms: 3,
+            seed: 42,
+        }
+    }
+}
+
+/// Histogram bucket bounds of the generated classic histogram.
+pub const BUCKETS: [&str; 8] = ["0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "+Inf"];
+const METHODS: [&str; 2] = ["GET", "POST"];
+const STATUSES: [&str; 3] = ["200", "404", "500"];
+
+/// Series per target: up, 6 request counters, memory, temperature, build_info, and a histogram of
+/// `BUCKETS.len()` buckets plus `_sum` and `_count`.
+pub const SERIES_PER_TARGET: usize = 1 + METHODS.len() * STATUSES.len() + 3 + BUCKETS.len() + 2;
+
+/// Number of scrapes per series for a spec.
+pub fn scrapes(spec: &GenSpec) -> usize {
+    (spec.duration_ms / spec.interval_ms.max(1)).max(0) as usize
+}
+
+/// Total samples the spec produces.
+pub fn total_samples(spec: &GenSpec) -> u64 {
+    (spec.targets * SERIES_PER_TARGET * scrapes(spec)) as u64
+}
+
+fn job_of(target: usize) -> &'static str {
+    ["api", "web", "db", "cache"][target % 4]
+}
+
+/// Writes the OpenMetrics text (ending in `# EOF`) for `spec` to `w`.
+pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
+    let n = scrapes(spec);
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    // Scrape times per target (jittered), shared by all series of the target as in a real scrape.
+    let times: Vec<Vec<i64>> = (0..spec.targets)
+        .map(|_| {
+            (0..n)
+                .map(|i| {
+                    let j = if spec.jitter_ms > 0 { rng.random_range(0..=spec.jitter_ms) } else { 0 };
+                    spec.start_ms + i as i64 * spec.interval_ms + j
+                })
+                .collect()
+        })
+        .collect();
+    let ts = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+    let lbl = |t: usize| format!("job=\"{}\",instance=\"host-{t:05}:9100\"", job_of(t));
+
+    writeln!(w, "# TYPE up gauge")?;
+    for t in 0..spec.targets {
+        for (i, &tm) in times[t].iter().enumerate() {
+            // an occasional failed scrape
+            let v = if (i + t) % 997 == 5 { 0 } else { 1 };
+            writeln!(w, "up{{{}}} {v} {}", lbl(t), ts(tm))?;
+        }
+    }
+    writeln!(w, "# TYPE http_requests counter")?;
+    for t in 0..spec.targets {
+        for m in METHODS {
+            for s in STATUSES {
+                let rate = match s {
+                    "200" => 50.0,
+                    "404" => 2.0,
+                    _ => 0.3,
+                } * if m == "GET" { 1.0 } else { 0.2 };
+                let mut v: u64 = rng.random_range(0..10_000);
+                for &tm in &times[t] {
+                    let inc = (rate * rng.random_range(0.5..1.5_f64)).round() as u64;
+                    v += inc;
+                    if rng.random_range(0..20_000) == 0 {
+                        v = 0; // counter reset (process restart)
+                    }
+                    writeln!(w, "http_requests_total{{{},method=\"{m}\",status=\"{s}\"}} {v} {}", lbl(t), ts(tm))?;
+                }
+            }
+        }
+    }
+    writeln!(w, "# TYPE process_resident_memory_bytes gauge")?;
+    for t in 0..spec.targets {
+        let mut v: f64 = rng.random_range(50e6..500e6_f64).round();
+        for &tm in &times[t] {
+            v = (v + rng.random_range(-1e6..1e6_f64)).max(1e6).round();
+            writeln!(w, "process_resident_memory_bytes{{{}}} {v} {}", lbl(t), ts(tm))?;
+        }
+    }
+    writeln!(w, "# TYPE node_temperature_celsius gauge")?;
+    for t in 0..spec.targets {
+        let mut v: f64 = rng.random_range(30.0..70.0);
+        for &tm in &times[t] {
+            v = (v + rng.random_range(-0.5..0.5)).clamp(20.0, 90.0);
+            writeln!(w, "node_temperature_celsius{{{}}} {:.2} {}", lbl(t), v, ts(tm))?;
+        }
+    }
+    writeln!(w, "# TYPE build_info gauge")?;
+    for t in 0..spec.targets {
+        for &tm in &times[t] {
+            writeln!(w, "build_info{{{},version=\"1.{}.0\"}} 1 {}", lbl(t), t % 3, ts(tm))?;
+        }
+    }
+    // Classic histogram: cumulative bucket counters, sum and count. Written as separate families of
+    // type unknown so that each series can be emitted whole (promtool stores samples either way).
+    let mut hist: Vec<Vec<(Vec<u64>, f64)>> = Vec::with_capacity(spec.targets);
+    for _ in 0..spec.targets {
+        let mut counts = vec![0u64; BUCKETS.len()];
+        let mut sum = 0.0;
+        let mut per = Vec::with_capacity(n);
+        for _ in 0..n {
+            let obs = rng.random_range(0..40);
+            for _ in 0..obs {
+                let x: f64 = rng.random_range(0.0..1.0_f64).powi(3) * 3.0;
+                sum += x;
+                for (b, bound) in BUCKETS.iter().enumerate() {
+                    let le: f64 = bound.parse().unwrap_or(f64::INFINITY);
+                    if x <= le {
+                        counts[b] += 1;
+                    }
+                }
+            }
+            per.push((counts.clone(), (sum * 1000.0).round() / 1000.0));
+        }
+        hist.push(per);
+    }
+    writeln!(w, "# TYPE request_duration_seconds_bucket unknown")?;
+    for t in 0..spec.targets {
+        for (b, bound) in BUCKETS.iter().enumerate() {
+            for (i, &tm) in times[t].iter().enumerate() {
+                writeln!(w, "request_duration_seconds_bucket{{{},le=\"{bound}\"}} {} {}", lbl(t), hist[t][i].0[b], ts(tm))?;
+            }
+        }
+    }
+    writeln!(w, "# TYPE request_duration_seconds_sum unknown")?;
+    for t in 0..spec.targets {
+        for (i, &tm) in times[t].iter().enumerate() {
+            writeln!(w, "request_duration_seconds_sum{{{}}} {} {}", lbl(t), hist[t][i].1, ts(tm))?;
+        }
+    }
+    writeln!(w, "# TYPE request_duration_seconds_count unknown")?;
+    for t in 0..spec.targets {
+        for (i, &tm) in times[t].iter().enumerate() {
+            let c = hist[t][i].0.last().copied().unwrap_or(0);
+            writeln!(w, "request_duration_seconds_count{{{}}} {c} {}", lbl(t), ts(tm))?;
+        }
+    }
+    writeln!(w, "# EOF")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn deterministic_and_counted() {
+        let spec = GenSpec { targets: 2, duration_ms: 600_000, ..Default::default() };
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        write_openmetrics(&spec, &mut a).unwrap();
+        write_openmetrics(&spec, &mut b).unwrap();
+        assert_eq!(a, b);
+        let text = String::from_utf8(a).unwrap();
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count() as u64;
+        assert_eq!(samples, total_samples(&spec));
+        assert_eq!(samples, 2 * SERIES_PER_TARGET as u64 * 40);
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

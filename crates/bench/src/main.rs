@@ -1,0 +1,62 @@
+//! `cargo run --release -p bench -- <benchmark>`: Strata's benchmarks. Each prints its measurements
+//! and the ratio against a reference measured in the same run.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod convert_bench;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "Strata benchmarks and data generators")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Write synthetic fleet data as OpenMetrics text to stdout (input for promtool's backfill).
+    Gen {
+        /// Scrape targets (each has bench::datagen::SERIES_PER_TARGET series).
+        #[arg(long, default_value_t = 10)]
+        targets: usize,
+        /// Hours of data.
+        #[arg(long, default_value_t = 4.0)]
+        hours: f64,
+        /// Scrape interval in seconds.
+        #[arg(long, default_value_t = 15.0)]
+        interval: f64,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Storage engine: bytes per sample and conversion throughput vs the Prometheus TSDB block.
+    Convert(convert_bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Cmd::Gen { targets, hours, interval, seed } => {
+            let spec = bench::datagen::GenSpec {
+                targets,
+                duration_ms: (hours * 3_600_000.0) as i64,
+                interval_ms: (interval * 1000.0) as i64,
+                seed,
+                ..Default::default()
+            };
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            bench::datagen::write_openmetrics(&spec, &mut w).map_err(|e| format!("writing OpenMetrics: {e}"))
+        }
+        Cmd::Convert(a) => convert_bench::run(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

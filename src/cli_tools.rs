@@ -1,0 +1,186 @@
+//! `strata tools bucket ls|inspect|verify`: operator views of a bucket.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use engine::BlockMeta;
+use engine::bucket::Bucket;
+
+use crate::CliError;
+
+/// Bucket subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BucketCommand {
+    /// List the blocks of the bucket.
+    Ls(ListArgs),
+    /// List blocks with their statistics, time ranges and external labels.
+    Inspect(ListArgs),
+    /// Check every block (or the ones given with --id) for format problems; exits non-zero on any.
+    Verify(VerifyArgs),
+}
+
+/// Output format of ls and inspect.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Output {
+    /// Human-readable table.
+    Table,
+    /// One JSON document (array of meta.json objects).
+    Json,
+}
+
+/// Arguments of ls and inspect.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Object storage configuration file (Thanos objstore YAML).
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: Output,
+}
+
+/// Arguments of verify.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Object storage configuration file (Thanos objstore YAML).
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: PathBuf,
+    /// Only verify these block ULIDs (repeatable).
+    #[arg(long = "id")]
+    ids: Vec<String>,
+}
+
+pub(crate) async fn run_bucket(cmd: BucketCommand) -> Result<(), CliError> {
+    match cmd {
+        BucketCommand::Ls(a) => list(a, false).await,
+        BucketCommand::Inspect(a) => list(a, true).await,
+        BucketCommand::Verify(a) => verify(a).await,
+    }
+}
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn duration(ms: i64) -> String {
+    let s = ms / 1000;
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    if h > 0 { format!("{h}h{m}m{sec}s") } else if m > 0 { format!("{m}m{sec}s") } else { format!("{sec}s") }
+}
+
+fn labels(m: &BlockMeta) -> String {
+    let parts: Vec<String> = m.thanos.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    parts.join(",")
+}
+
+fn bytes(m: &BlockMeta) -> u64 {
+    m.thanos.files.iter().filter_map(|f| f.size_bytes).sum()
+}
+
+fn resolution(m: &BlockMeta) -> String {
+    match m.thanos.downsample.resolution {
+        0 => "raw".into(),
+        r => duration(r),
+    }
+}
+
+/// Renders rows as an aligned table.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        s.join("  ").trim_end().to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+async fn list(a: ListArgs, detailed: bool) -> Result<(), CliError> {
+    let bucket = Bucket::from_config_file(&a.objstore_config_file)?;
+    let mut metas = Vec::new();
+    for id in bucket.list_blocks().await? {
+        metas.push(bucket.read_meta(&id).await?);
+    }
+    metas.sort_by(|x, y| (x.min_time, &x.ulid).cmp(&(y.min_time, &y.ulid)));
+    match a.output {
+        Output::Json => {
+            let v: Vec<serde_json::Value> =
+                metas.iter().map(|m| serde_json::to_value(m).unwrap_or(serde_json::Value::Null)).collect();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Output::Table if detailed => {
+            let rows: Vec<Vec<String>> = metas
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.ulid.clone(),
+                        time(m.min_time),
+                        time(m.max_time),
+                        duration(m.max_time - m.min_time),
+                        m.stats.num_series.to_string(),
+                        m.stats.num_samples.to_string(),
+                        bytes(m).to_string(),
+                        format!("{:.2}", bytes(m) as f64 / m.stats.num_samples.max(1) as f64),
+                        m.compaction.level.to_string(),
+                        resolution(m),
+                        m.thanos.source.clone(),
+                        labels(m),
+                    ]
+                })
+                .collect();
+            let h = [
+                "ULID", "FROM", "UNTIL", "RANGE", "SERIES", "SAMPLES", "BYTES", "B/SAMPLE", "LEVEL", "RESOLUTION", "SOURCE",
+                "LABELS",
+            ];
+            print!("{}", table(&h, &rows));
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = metas
+                .iter()
+                .map(|m| vec![m.ulid.clone(), time(m.min_time), time(m.max_time), resolution(m), labels(m)])
+                .collect();
+            print!("{}", table(&["ULID", "FROM", "UNTIL", "RESOLUTION", "LABELS"], &rows));
+        }
+    }
+    Ok(())
+}
+
+async fn verify(a: VerifyArgs) -> Result<(), CliError> {
+    let bucket = Bucket::from_config_file(&a.objstore_config_file)?;
+    let ids: Vec<String> = if a.ids.is_empty() {
+        bucket.list_blocks().await?
+    } else {
+        a.ids
+    };
+    let mut problems = 0usize;
+    for id in &ids {
+        let found = engine::verify::verify_block(&bucket, id).await?;
+        if found.is_empty() {
+            println!("{id}: ok");
+        }
+        for p in &found {
+            println!("{id}: {p}");
+        }
+        problems += found.len();
+    }
+    for p in bucket.list_partial_blocks().await? {
+        println!("{p}: partial upload (no meta.json); it is ignored by readers");
+    }
+    if problems > 0 {
+        return Err(CliError::Failed(format!("verify: {problems} problem(s) in {} block(s) checked", ids.len())));
+    }
+    println!("verify: {} block(s) ok", ids.len());
+    Ok(())
+}

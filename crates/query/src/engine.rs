@@ -1,0 +1,274 @@
+//! The PromQL [`Engine`]: parses an expression, plans it into a DataFusion logical plan of
+//! Strata's extension nodes, runs the physical plan in the engine's `SessionContext` and turns
+//! the output batches into a [`QueryResult`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use datafusion::execution::TaskContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use engine::SeriesSource;
+use promql_parser::parser::{self, value::ValueType};
+
+use crate::error::{Error, Result};
+use crate::plan::{
+    Annotations, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, SeriesData, batch_to_series, merge_same_labels,
+};
+use crate::planner::Planner;
+use crate::value::{QueryResult, Sample, Series, Value};
+
+/// Engine settings, with Prometheus's defaults.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (ms); default 5 minutes.
+    pub lookback_delta_ms: i64,
+    /// Most samples a query may hold (Prometheus `--query.max-samples`); default 50,000,000.
+    pub max_samples: usize,
+    /// Longest a query may run (Prometheus `--query.timeout`); default 2 minutes.
+    pub timeout: Duration,
+    /// Allow the functions and aggregations Prometheus marks experimental; default off.
+    pub enable_experimental_functions: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 300_000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            enable_experimental_functions: false,
+        }
+    }
+}
+
+struct Inner {
+    opts: EngineOptions,
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+/// A PromQL engine over one series source. Cheap to clone.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// let src = Arc::new(engine::MemSource::new());
+/// src.add(engine::Labels::from_pairs([("__name__", "up"), ("job", "a")]), &[0, 60_000], &[1.0, 0.0]);
+/// let e = query::Engine::new(src, query::EngineOptions::default());
+/// let r = e.instant_query("up * 2", 60_000).await.unwrap();
+/// let query::Value::Vector(v) = r.value else { panic!() };
+/// assert_eq!((v.len(), v[0].v), (1, 0.0));
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Default resolution of subqueries without a step (`x[5m:]`), as Prometheus's default
+/// evaluation interval.
+const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+impl Engine {
+    /// An engine reading from `source`.
+    pub fn new(source: Arc<dyn SeriesSource>, opts: EngineOptions) -> Self {
+        let ext = Arc::new(PromExtensionPlanner { source, ctx: EvalCtx::new(opts.max_samples) });
+        let cfg = SessionConfig::new().with_target_partitions(1);
+        let state = SessionStateBuilder::new()
+            .with_config(cfg)
+            .with_default_features()
+            .with_query_planner(Arc::new(PromQueryPlanner { ext }))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        Engine { inner: Arc::new(Inner { opts, ctx }) }
+    }
+
+    /// Evaluates `expr` at `t_ms`.
+    pub async fn instant_query(&self, expr: &str, t_ms: i64) -> Result<QueryResult> {
+        self.run(expr, t_ms, t_ms, 1, false).await
+    }
+
+    /// Evaluates `expr` at every step from `start_ms` to `end_ms`; the result is a matrix.
+    pub async fn range_query(&self, expr: &str, start_ms: i64, end_ms: i64, step_ms: i64) -> Result<QueryResult> {
+        if step_ms <= 0 {
+            return Err(Error::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(Error::BadData("end timestamp must not be before start time".into()));
+        }
+        self.run(expr, start_ms, end_ms, step_ms, true).await
+    }
+
+    /// Logical and physical plan text; with `analyze`, runs the query and includes per-operator
+    /// metrics. `step_ms` <= 0 or `start_ms == end_ms` plans an instant query.
+    pub async fn explain(&self, expr: &str, start_ms: i64, end_ms: i64, step_ms: i64, analyze: bool) -> Result<String> {
+        let ast = self.parse(expr)?;
+        let is_range = start_ms != end_ms && step_ms > 0;
+        let grid = Grid::new(start_ms, end_ms, if is_range { step_ms } else { 1 });
+        let plan = self.planner(start_ms, end_ms, if is_range { step_ms } else { 0 }).plan_top(&ast, grid)?;
+        let state = self.inner.ctx.state();
+        let optimized = state.optimize(&plan)?;
+        let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
+        let mut out = String::new();
+        out.push_str("logical plan:\n");
+        out.push_str(&optimized.display_indent().to_string());
+        out.push_str("\nphysical plan:\n");
+        if analyze {
+            self.execute(physical.clone()).await?;
+            out.push_str(&displayable(physical.as_ref()).indent(true).to_string());
+            out.push_str("\nmetrics:\n");
+            out.push_str(
+                &datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(physical.as_ref())
+                    .indent(true)
+                    .to_string(),
+            );
+        } else {
+            out.push_str(&displayable(physical.as_ref()).indent(true).to_string());
+        }
+        Ok(out)
+    }
+
+    fn parse(&self, expr: &str) -> Result<parser::Expr> {
+        let ast = parser::parse(expr).map_err(Error::BadData)?;
+        crate::planner::check_experimental(&ast, self.inner.opts.enable_experimental_functions)?;
+        Ok(ast)
+    }
+
+    fn planner(&self, start: i64, end: i64, step: i64) -> Planner {
+        Planner {
+            lookback: self.inner.opts.lookback_delta_ms,
+            query_start: start,
+            query_end: end,
+            query_step: step,
+            default_subquery_step: DEFAULT_SUBQUERY_STEP_MS,
+        }
+    }
+
+    async fn execute(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>> {
+        self.execute_in(physical, self.inner.ctx.task_ctx()).await
+    }
+
+    async fn execute_in(&self, physical: Arc<dyn ExecutionPlan>, task: Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+        match tokio::time::timeout(self.inner.opts.timeout, collect(physical, task)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::Timeout("query timed out in query execution".into())),
+        }
+    }
+
+    async fn run(&self, expr: &str, start: i64, end: i64, step: i64, is_range: bool) -> Result<QueryResult> {
+        let ast = self.parse(expr)?;
+        let vt = ast.value_type();
+        if is_range && !matches!(vt, ValueType::Scalar | ValueType::Vector) {
+            return Err(Error::BadData(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                type_name(vt)
+            )));
+        }
+        let grid = Grid::new(start, end, step);
+        let planner = self.planner(start, end, if is_range { step } else { 0 });
+        if let Some(s) = planner.top_string(&ast) {
+            return Ok(QueryResult { value: Value::String { t: start, v: s }, warnings: vec![], infos: vec![] });
+        }
+        let plan = planner.plan_top(&ast, grid)?;
+        let ann = Arc::new(Annotations::default());
+        let mut state = self.inner.ctx.state();
+        state.config_mut().set_extension(ann.clone());
+        let physical = state.create_physical_plan(&plan).await?;
+        let batches = self.execute_in(physical, Arc::new(TaskContext::from(&state))).await?;
+        let (mut warnings, infos) = ann.take();
+        if is_range && uses_sort(&ast) {
+            warnings.push(format!(
+                "PromQL warning: sort is ineffective for range queries since results are always ordered by labels{}",
+                sort_position(expr)
+            ));
+        }
+        let mut series: Vec<SeriesData> = Vec::new();
+        for b in &batches {
+            series.extend(batch_to_series(b)?);
+        }
+        let series = merge_same_labels(series)?;
+        let value = match (is_range, vt) {
+            (false, ValueType::Scalar) => {
+                let v = series.first().and_then(|s| s.vs.first().copied()).unwrap_or(f64::NAN);
+                Value::Scalar { t: start, v }
+            }
+            (false, ValueType::Vector) => Value::Vector(
+                series
+                    .into_iter()
+                    .filter_map(|s| {
+                        let v = *s.vs.first()?;
+                        Some(Sample { labels: s.labels, t: start, v })
+                    })
+                    .collect(),
+            ),
+            _ => {
+                let mut m: Vec<Series> = series
+                    .into_iter()
+                    .map(|s| Series { labels: s.labels, points: s.ts.into_iter().zip(s.vs).collect() })
+                    .collect();
+                m.sort_by(|a, b| a.labels.cmp(&b.labels));
+                Value::Matrix(m)
+            }
+        };
+        Ok(QueryResult { value, warnings, infos })
+    }
+}
+
+/// ` (line:column)` of the first sorting function call in the query text, as Prometheus
+/// positions annotations; empty when it cannot be found.
+fn sort_position(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+    let mut i = 0;
+    while let Some(off) = text[i..].find("sort") {
+        let at = i + off;
+        let mut end = at + 4;
+        while end < bytes.len() && is_ident(bytes[end]) {
+            end += 1;
+        }
+        let word = &text[at..end];
+        let before_ok = at == 0 || !is_ident(bytes[at - 1]);
+        let after = text[end..].trim_start();
+        if before_ok
+            && matches!(word, "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc")
+            && after.starts_with('(')
+        {
+            let line = text[..at].matches('\n').count() + 1;
+            let col = at - text[..at].rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+            return format!(" ({line}:{col})");
+        }
+        i = end;
+    }
+    String::new()
+}
+
+/// True when the expression calls one of the sorting functions.
+fn uses_sort(e: &parser::Expr) -> bool {
+    let mut found = false;
+    crate::planner::walk(e, &mut |e| {
+        if let parser::Expr::Call(c) = e {
+            found |= matches!(c.func.name, "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc");
+        }
+    });
+    found
+}
+
+/// Prometheus's name of a value type in error messages.
+pub(crate) fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Scalar => "scalar",
+        ValueType::Matrix => "range vector",
+        ValueType::String => "string",
+    }
+}

@@ -1,0 +1,530 @@
+//! `PromBinary`: binary operators between vectors and scalars: arithmetic (`+ - * / % ^ atan2`),
+//! comparisons (filters, or 0/1 with `bool`) and the set operators `and`, `or`, `unless`, with
+//! vector matching (`on` / `ignoring`, `group_left` / `group_right`).
+//!
+//! ```text
+//!   lhs (labels, t, v)            rhs (labels, t, v)
+//!        │  signature = on(labels) or labels − ignoring − __name__
+//!        └──────── join on (signature, t) ────────┘
+//!                         ▼
+//!   one-to-one / many-to-one / one-to-many: (result labels, t, lhs op rhs)
+//!   and: lhs rows whose (sig, t) is on the right   (semi join)
+//!   unless: lhs rows whose (sig, t) is not        (anti join)
+//!   or: all lhs rows + rhs rows whose (sig, t) is not on the left   (union)
+//!   vector ∘ scalar: each row with the scalar of its step
+//! ```
+//!
+//! Matching errors carry Prometheus's messages (duplicate series for a match group,
+//! many-to-one matching must be explicit, grouping labels must ensure unique matches).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use engine::Labels;
+
+use super::{EvalCtx, F64, Grid, NodeSpec, SeriesData, scalar_per_step};
+use crate::error::{Error, Result};
+
+/// A binary operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    And,
+    Or,
+    Unless,
+    /// `min_of(a, b)` (scalars).
+    MinOf,
+    /// `max_of(a, b)` (scalars).
+    MaxOf,
+}
+
+impl BinOp {
+    /// The operator of a PromQL token text.
+    pub(crate) fn from_token(s: &str) -> Option<BinOp> {
+        use BinOp::*;
+        Some(match s.to_ascii_lowercase().as_str() {
+            "+" => Add,
+            "-" => Sub,
+            "*" => Mul,
+            "/" => Div,
+            "%" => Mod,
+            "^" => Pow,
+            "atan2" => Atan2,
+            "==" => Eq,
+            "!=" => Ne,
+            ">" => Gt,
+            "<" => Lt,
+            ">=" => Ge,
+            "<=" => Le,
+            "and" => And,
+            "or" => Or,
+            "unless" => Unless,
+            _ => return None,
+        })
+    }
+
+    fn text(&self) -> &'static str {
+        use BinOp::*;
+        match self {
+            Add => "+",
+            Sub => "-",
+            Mul => "*",
+            Div => "/",
+            Mod => "%",
+            Pow => "^",
+            Atan2 => "atan2",
+            Eq => "==",
+            Ne => "!=",
+            Gt => ">",
+            Lt => "<",
+            Ge => ">=",
+            Le => "<=",
+            And => "and",
+            Or => "or",
+            Unless => "unless",
+            MinOf => "min_of",
+            MaxOf => "max_of",
+        }
+    }
+
+    /// True for comparisons.
+    pub(crate) fn is_comparison(&self) -> bool {
+        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le)
+    }
+
+    fn is_set(&self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+
+    /// Applies the operator: `(value, keep)`; comparisons return the left value and whether
+    /// the comparison holds.
+    pub(crate) fn apply(&self, l: f64, r: f64) -> (f64, bool) {
+        use BinOp::*;
+        match self {
+            Add => (l + r, true),
+            Sub => (l - r, true),
+            Mul => (l * r, true),
+            Div => (l / r, true),
+            Mod => (l % r, true),
+            Pow => (l.powf(r), true),
+            Atan2 => (l.atan2(r), true),
+            Eq => (l, l == r),
+            Ne => (l, l != r),
+            Gt => (l, l > r),
+            Lt => (l, l < r),
+            Ge => (l, l >= r),
+            Le => (l, l <= r),
+            And | Or | Unless => (l, true),
+            MinOf if l.is_nan() || r.is_nan() => (f64::NAN, true),
+            MaxOf if l.is_nan() || r.is_nan() => (f64::NAN, true),
+            MinOf => (l.min(r), true),
+            MaxOf => (l.max(r), true),
+        }
+    }
+
+    /// Arithmetic drops the metric name; comparisons without `bool` keep it.
+    fn drops_name(&self) -> bool {
+        matches!(self, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod | BinOp::Pow | BinOp::Atan2)
+    }
+}
+
+/// Matching cardinality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) enum Card {
+    OneToOne,
+    /// `group_left`: many on the left.
+    ManyToOne,
+    /// `group_right`: many on the right.
+    OneToMany,
+    ManyToMany,
+}
+
+/// Parameters of the binary operation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) struct BinarySpec {
+    /// Evaluation steps.
+    pub(crate) grid: Grid,
+    /// The operator.
+    pub(crate) op: BinOp,
+    /// The left side is a scalar.
+    pub(crate) lhs_scalar: bool,
+    /// The right side is a scalar.
+    pub(crate) rhs_scalar: bool,
+    /// `bool` modifier.
+    pub(crate) return_bool: bool,
+    /// `on` (true) or `ignoring` (false, also the default).
+    pub(crate) on: bool,
+    /// The `on` / `ignoring` labels.
+    pub(crate) matching: Vec<String>,
+    /// Cardinality.
+    pub(crate) card: Card,
+    /// `group_left(...)` / `group_right(...)` labels copied from the "one" side.
+    pub(crate) include: Vec<String>,
+    /// `fill_left(v)` / `fill(v)`: value for a missing left-hand sample.
+    pub(crate) fill_left: Option<F64>,
+    /// `fill_right(v)` / `fill(v)`: value for a missing right-hand sample.
+    pub(crate) fill_right: Option<F64>,
+}
+
+impl NodeSpec for BinarySpec {
+    const NAME: &'static str = "PromBinary";
+
+    fn fmt_params(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = |s: bool| if s { "scalar" } else { "vector" };
+        write!(
+            f,
+            "{} {}{} {}",
+            kind(self.lhs_scalar),
+            self.op.text(),
+            if self.return_bool { " bool" } else { "" },
+            kind(self.rhs_scalar)
+        )?;
+        if !self.lhs_scalar && !self.rhs_scalar {
+            write!(f, ", {}({})", if self.on { "on" } else { "ignoring" }, self.matching.join(", "))?;
+            match self.card {
+                Card::ManyToOne => write!(f, " group_left({})", self.include.join(", "))?,
+                Card::OneToMany => write!(f, " group_right({})", self.include.join(", "))?,
+                _ => {}
+            }
+        }
+        write!(f, ", {}", self.grid)
+    }
+
+    fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
+        let rhs = params.first().cloned().unwrap_or_default();
+        let out = match (self.lhs_scalar, self.rhs_scalar) {
+            (true, true) => self.scalar_scalar(&main, &rhs),
+            (false, true) => self.vector_scalar(main, &rhs, false),
+            (true, false) => self.vector_scalar(rhs, &main, true),
+            (false, false) if self.op.is_set() => self.set_op(main, rhs),
+            (false, false) => self.vector_vector(main, rhs)?,
+        };
+        ctx.check_samples(out.iter().map(|s| s.ts.len()).sum())?;
+        Ok(out)
+    }
+}
+
+/// Accumulates output points per result label set, in step order.
+#[derive(Default)]
+struct Out {
+    idx: HashMap<Labels, usize>,
+    series: Vec<SeriesData>,
+}
+
+impl Out {
+    fn push(&mut self, l: Labels, t: i64, v: f64) {
+        let i = match self.idx.get(&l) {
+            Some(&i) => i,
+            None => {
+                self.idx.insert(l.clone(), self.series.len());
+                self.series.push(SeriesData::new(l));
+                self.series.len() - 1
+            }
+        };
+        self.series[i].push(t, v);
+    }
+}
+
+/// Rows of a side grouped by step: `steps[i]` = (series index, value).
+fn by_step(side: &[SeriesData], grid: &Grid) -> Vec<Vec<(usize, f64)>> {
+    let mut steps = vec![Vec::new(); grid.len()];
+    for (si, s) in side.iter().enumerate() {
+        for (&t, &v) in s.ts.iter().zip(&s.vs) {
+            if let Some(i) = grid.index_of(t) {
+                steps[i].push((si, v));
+            }
+        }
+    }
+    steps
+}
+
+impl BinarySpec {
+    /// The match-group signature; set operators also ignore the type-and-unit labels, as
+    /// Prometheus does with them enabled.
+    fn signature(&self, l: &Labels) -> Labels {
+        let ignored = |n: &str| if self.op.is_set() { super::is_name_label(n) } else { n == "__name__" };
+        if self.on {
+            Labels::from_pairs(
+                l.iter()
+                    .filter(|x| self.matching.iter().any(|n| n == &x.name))
+                    .map(|x| (x.name.clone(), x.value.clone())),
+            )
+        } else {
+            Labels::from_pairs(
+                l.iter()
+                    .filter(|x| !ignored(&x.name) && !self.matching.iter().any(|n| n == &x.name))
+                    .map(|x| (x.name.clone(), x.value.clone())),
+            )
+        }
+    }
+
+    fn scalar_scalar(&self, l: &[SeriesData], r: &[SeriesData]) -> Vec<SeriesData> {
+        let (lv, rv) = (scalar_per_step(l, &self.grid), scalar_per_step(r, &self.grid));
+        let mut s = SeriesData::new(Labels::default());
+        for (i, t) in self.grid.times().enumerate() {
+            let (v, keep) = self.op.apply(lv[i], rv[i]);
+            let v = if self.op.is_comparison() { if keep { 1.0 } else { 0.0 } } else { v };
+            s.push(t, v);
+        }
+        vec![s]
+    }
+
+    /// `vector op scalar`, or `scalar op vector` when `swap`.
+    fn vector_scalar(&self, vec: Vec<SeriesData>, scalar: &[SeriesData], swap: bool) -> Vec<SeriesData> {
+        let sv = scalar_per_step(scalar, &self.grid);
+        let mut out = Out::default();
+        for s in vec {
+            let mut labels = s.labels.clone();
+            if self.op.drops_name() || self.return_bool {
+                super::drop_name(&mut labels);
+            }
+            for (&t, &v) in s.ts.iter().zip(&s.vs) {
+                let Some(i) = self.grid.index_of(t) else { continue };
+                let (l, r) = if swap { (sv[i], v) } else { (v, sv[i]) };
+                let (mut value, mut keep) = self.op.apply(l, r);
+                if self.op.is_comparison() && swap {
+                    value = r;
+                }
+                if self.return_bool {
+                    value = if keep { 1.0 } else { 0.0 };
+                    keep = true;
+                }
+                if keep {
+                    out.push(labels.clone(), t, value);
+                }
+            }
+        }
+        out.series
+    }
+
+    fn set_op(&self, lhs: Vec<SeriesData>, rhs: Vec<SeriesData>) -> Vec<SeriesData> {
+        let lsig: Vec<Labels> = lhs.iter().map(|s| self.signature(&s.labels)).collect();
+        let rsig: Vec<Labels> = rhs.iter().map(|s| self.signature(&s.labels)).collect();
+        let (ls, rs) = (by_step(&lhs, &self.grid), by_step(&rhs, &self.grid));
+        let mut out = Out::default();
+        for (i, t) in self.grid.times().enumerate() {
+            match self.op {
+                BinOp::And | BinOp::Unless => {
+                    let right: HashSet<&Labels> = rs[i].iter().map(|(s, _)| &rsig[*s]).collect();
+                    for &(s, v) in &ls[i] {
+                        if right.contains(&lsig[s]) == (self.op == BinOp::And) {
+                            out.push(lhs[s].labels.clone(), t, v);
+                        }
+                    }
+                }
+                _ => {
+                    let left: HashSet<&Labels> = ls[i].iter().map(|(s, _)| &lsig[*s]).collect();
+                    for &(s, v) in &ls[i] {
+                        out.push(lhs[s].labels.clone(), t, v);
+                    }
+                    for &(s, v) in &rs[i] {
+                        if !left.contains(&rsig[s]) {
+                            out.push(rhs[s].labels.clone(), t, v);
+                        }
+                    }
+                }
+            }
+        }
+        out.series
+    }
+
+    fn vector_vector(&self, lhs: Vec<SeriesData>, rhs: Vec<SeriesData>) -> Result<Vec<SeriesData>> {
+        // "many" side iterates, "one" side is looked up; group_right swaps them.
+        let swapped = self.card == Card::OneToMany;
+        let (many, one) = if swapped { (&rhs, &lhs) } else { (&lhs, &rhs) };
+        let msig: Vec<Labels> = many.iter().map(|s| self.signature(&s.labels)).collect();
+        let osig: Vec<Labels> = one.iter().map(|s| self.signature(&s.labels)).collect();
+        let (ms, os) = (by_step(many, &self.grid), by_step(one, &self.grid));
+        let mut out = Out::default();
+        for (i, t) in self.grid.times().enumerate() {
+            let mut lookup: HashMap<&Labels, (usize, f64)> = HashMap::new();
+            for &(s, v) in &os[i] {
+                if let Some((prev, _)) = lookup.insert(&osig[s], (s, v)) {
+                    let side = if swapped { "left" } else { "right" };
+                    return Err(Error::Execution(format!(
+                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                        fmt_sig(&osig[s]),
+                        fmt_sig(&one[prev].labels),
+                        fmt_sig(&one[s].labels)
+                    )));
+                }
+            }
+            // As Prometheus does, `fill_left` stands in for a missing "many" side sample and
+            // `fill_right` for a missing "one" side sample, also with group_right.
+            let (fill_many, fill_one) = (self.fill_left.map(|f| f.0), self.fill_right.map(|f| f.0));
+            let mut matched: HashSet<&Labels> = HashSet::new();
+            let mut inserted: HashSet<Labels> = HashSet::new();
+            let empty = Labels::default();
+            for &(s, v) in &ms[i] {
+                let Some(&(o, ov)) = lookup.get(&msig[s]) else {
+                    // No partner on the "one" side: only with a fill value for it.
+                    if let Some(f) = fill_one {
+                        let (l, r) = if swapped { (f, v) } else { (v, f) };
+                        if let Some(value) = self.compute(l, r) {
+                            out.push(self.result_labels(&many[s].labels, &empty), t, value);
+                        }
+                    }
+                    continue;
+                };
+                if self.card == Card::OneToOne && !matched.insert(&msig[s]) {
+                    return Err(Error::Execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                            .into(),
+                    ));
+                }
+                let (l, r) = if swapped { (ov, v) } else { (v, ov) };
+                let (mut value, mut keep) = self.op.apply(l, r);
+                if self.return_bool {
+                    value = if keep { 1.0 } else { 0.0 };
+                    keep = true;
+                }
+                if !keep {
+                    continue;
+                }
+                let labels = self.result_labels(&many[s].labels, &one[o].labels);
+                if self.card != Card::OneToOne && !inserted.insert(labels.clone()) {
+                    return Err(Error::Execution(
+                        "multiple matches for labels: grouping labels must ensure unique matches".into(),
+                    ));
+                }
+                out.push(labels, t, value);
+            }
+            if let Some(f) = fill_many {
+                // "One" side samples nothing matched, paired with the fill value.
+                let hit: HashSet<&Labels> = ms[i].iter().map(|(s, _)| &msig[*s]).collect();
+                for &(o, ov) in &os[i] {
+                    if hit.contains(&osig[o]) {
+                        continue;
+                    }
+                    let (l, r) = if swapped { (ov, f) } else { (f, ov) };
+                    if let Some(value) = self.compute(l, r) {
+                        out.push(osig[o].clone(), t, value);
+                    }
+                }
+            }
+        }
+        Ok(out.series)
+    }
+
+    /// The operator with `bool` applied; `None` when a comparison filters the sample out.
+    fn compute(&self, l: f64, r: f64) -> Option<f64> {
+        let (value, keep) = self.op.apply(l, r);
+        if self.return_bool {
+            return Some(if keep { 1.0 } else { 0.0 });
+        }
+        keep.then_some(value)
+    }
+
+    fn result_labels(&self, many: &Labels, one: &Labels) -> Labels {
+        let mut l = many.clone();
+        if self.op.drops_name() || self.return_bool {
+            super::drop_name(&mut l);
+        }
+        if self.card == Card::OneToOne {
+            if self.on {
+                l = Labels::from_pairs(
+                    l.iter()
+                        .filter(|x| self.matching.iter().any(|n| n == &x.name))
+                        .map(|x| (x.name.clone(), x.value.clone())),
+                );
+            } else {
+                for n in &self.matching {
+                    l.remove(n);
+                }
+            }
+        }
+        for n in &self.include {
+            match one.get(n) {
+                Some(v) => l.set(n, v),
+                None => l.remove(n),
+            }
+        }
+        l
+    }
+}
+
+/// A match-group signature as Prometheus prints it: `{a="b", c="d"}`.
+fn fmt_sig(l: &Labels) -> String {
+    let parts: Vec<String> = l.iter().map(|x| format!("{}={:?}", x.name, x.value)).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn s(pairs: &[(&str, &str)], v: f64) -> SeriesData {
+        SeriesData { labels: Labels::from_pairs(pairs.iter().copied()), ts: vec![0], vs: vec![v] }
+    }
+
+    fn spec(op: BinOp, card: Card, on: bool, matching: &[&str], include: &[&str]) -> BinarySpec {
+        BinarySpec {
+            grid: Grid::new(0, 0, 1),
+            op,
+            lhs_scalar: false,
+            rhs_scalar: false,
+            return_bool: false,
+            on,
+            matching: matching.iter().map(|x| x.to_string()).collect(),
+            card,
+            include: include.iter().map(|x| x.to_string()).collect(),
+            fill_left: None,
+            fill_right: None,
+        }
+    }
+
+    #[test]
+    fn one_to_one_divides_and_drops_name() {
+        let l = vec![s(&[("__name__", "a"), ("i", "1")], 6.0), s(&[("__name__", "a"), ("i", "2")], 8.0)];
+        let r = vec![s(&[("__name__", "b"), ("i", "1")], 2.0)];
+        let out = spec(BinOp::Div, Card::OneToOne, false, &[], &[]).eval(l, &[r], &EvalCtx::new(10)).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].labels.to_string(), out[0].vs[0]), ("{i=\"1\"}".to_string(), 3.0));
+    }
+
+    #[test]
+    fn group_left_copies_labels_and_many_to_many_fails() {
+        let l = vec![s(&[("i", "1"), ("x", "a")], 1.0), s(&[("i", "1"), ("x", "b")], 2.0)];
+        let r = vec![s(&[("i", "1"), ("team", "t")], 10.0)];
+        let ctx = EvalCtx::new(10);
+        let out = spec(BinOp::Mul, Card::ManyToOne, true, &["i"], &["team"])
+            .eval(l.clone(), std::slice::from_ref(&r), &ctx)
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].labels.get("team"), Some("t"));
+        assert_eq!(out[1].vs[0], 20.0);
+        let e = spec(BinOp::Mul, Card::OneToOne, true, &["i"], &[]).eval(l.clone(), &[r], &ctx).unwrap_err();
+        assert!(e.to_string().starts_with("multiple matches for labels: many-to-one"), "{e}");
+        let e = spec(BinOp::Mul, Card::OneToOne, true, &["i"], &[]).eval(vec![], &[l], &ctx).unwrap_err();
+        assert!(e.to_string().starts_with("found duplicate series for the match group {i=\"1\"} on the right"), "{e}");
+    }
+
+    #[test]
+    fn set_operators() {
+        let l = vec![s(&[("i", "1")], 1.0), s(&[("i", "2")], 2.0)];
+        let r = vec![s(&[("i", "2")], 20.0), s(&[("i", "3")], 30.0)];
+        let ctx = EvalCtx::new(10);
+        let and = spec(BinOp::And, Card::ManyToMany, false, &[], &[])
+            .eval(l.clone(), std::slice::from_ref(&r), &ctx)
+            .unwrap();
+        assert_eq!((and.len(), and[0].vs[0]), (1, 2.0));
+        let or =
+            spec(BinOp::Or, Card::ManyToMany, false, &[], &[]).eval(l.clone(), std::slice::from_ref(&r), &ctx).unwrap();
+        assert_eq!(or.iter().map(|s| s.vs[0]).collect::<Vec<_>>(), vec![1.0, 2.0, 30.0]);
+        let unless = spec(BinOp::Unless, Card::ManyToMany, false, &[], &[]).eval(l, &[r], &ctx).unwrap();
+        assert_eq!((unless.len(), unless[0].vs[0]), (1, 1.0));
+    }
+}

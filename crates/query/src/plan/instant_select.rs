@@ -1,0 +1,119 @@
+//! `PromInstantSelect`: an instant vector selector evaluated at every step, with lookback,
+//! staleness, `offset` and `@`.
+//!
+//! ```text
+//!   raw samples of series s          PromInstantSelect(grid, lookback, offset, @)
+//!   ──●────●──────●──────────►        for each step t:  te = (@ or t) - offset
+//!        t-δ ( ........ ] t           take the last sample with te - lookback < ts <= te;
+//!                                     none, or a stale marker: no point at t
+//!        ▼
+//!   (labels, t, value) one row per step that has a value; timestamps are the steps
+//! ```
+//!
+//! With `sample_timestamp` (the argument of `timestamp()`), the value emitted is the chosen
+//! sample's own timestamp in seconds, as Prometheus's `timestamp(v)` does for selectors.
+//! Series are independent, so the node streams batch by batch.
+
+use std::fmt;
+
+use super::{EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, fmt_duration, is_stale};
+use crate::error::Result;
+
+/// Parameters of the instant selection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) struct InstantSelectSpec {
+    /// Evaluation steps.
+    pub(crate) grid: Grid,
+    /// Lookback delta (ms).
+    pub(crate) lookback: i64,
+    /// `offset` / `@`.
+    pub(crate) shift: TimeShift,
+    /// Emit the sample's timestamp (seconds) instead of its value.
+    pub(crate) sample_timestamp: bool,
+}
+
+impl NodeSpec for InstantSelectSpec {
+    const NAME: &'static str = "PromInstantSelect";
+
+    fn fmt_params(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, lookback={}", self.grid, fmt_duration(self.lookback))?;
+        self.shift.fmt_suffix(f)?;
+        if self.sample_timestamp {
+            f.write_str(", emit=sample_timestamp")?;
+        }
+        Ok(())
+    }
+
+    fn streaming(&self) -> bool {
+        true
+    }
+
+    fn eval(&self, main: Vec<SeriesData>, _params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
+        let mut out = Vec::with_capacity(main.len());
+        let mut total = 0usize;
+        for s in main {
+            let mut o = SeriesData::new(s.labels);
+            for t in self.grid.times() {
+                let te = self.shift.eval_time(t);
+                let end = s.ts.partition_point(|&x| x <= te);
+                if end == 0 {
+                    continue;
+                }
+                let i = end - 1;
+                if s.ts[i] <= te - self.lookback || is_stale(s.vs[i]) {
+                    continue;
+                }
+                let v = if self.sample_timestamp { s.ts[i] as f64 / 1000.0 } else { s.vs[i] };
+                o.push(t, v);
+            }
+            total += o.ts.len();
+            ctx.check_samples(total)?;
+            out.push(o);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::plan::STALE_NAN_BITS;
+    use engine::Labels;
+
+    #[test]
+    fn lookback_is_left_open_and_stale_ends_series() {
+        let spec = InstantSelectSpec {
+            grid: Grid::new(0, 600_000, 60_000),
+            lookback: 300_000,
+            shift: TimeShift::default(),
+            sample_timestamp: false,
+        };
+        let s = SeriesData {
+            labels: Labels::from_pairs([("__name__", "x")]),
+            ts: vec![60_000, 120_000, 240_000],
+            vs: vec![1.0, 2.0, f64::from_bits(STALE_NAN_BITS)],
+        };
+        let out = spec.eval(vec![s], &[], &EvalCtx::new(100)).unwrap();
+        // 60s: 1, 120s & 180s: 2, 240s..: stale marker hides everything.
+        assert_eq!(out[0].ts, vec![60_000, 120_000, 180_000]);
+        assert_eq!(out[0].vs, vec![1.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn lookback_excludes_sample_exactly_lookback_old() {
+        let spec = InstantSelectSpec {
+            grid: Grid::new(360_000, 420_000, 60_000),
+            lookback: 300_000,
+            shift: TimeShift { offset: 0, at: None },
+            sample_timestamp: true,
+        };
+        let s = SeriesData { labels: Labels::default(), ts: vec![60_000], vs: vec![7.0] };
+        let out = spec.eval(vec![s.clone()], &[], &EvalCtx::new(100)).unwrap();
+        assert!(out[0].ts.is_empty());
+        let spec2 = InstantSelectSpec { shift: TimeShift { offset: 60_000, at: None }, ..spec };
+        let out = spec2.eval(vec![s], &[], &EvalCtx::new(100)).unwrap();
+        assert_eq!(out[0].ts, vec![360_000]);
+        assert_eq!(out[0].vs, vec![60.0]);
+    }
+}

@@ -1,0 +1,428 @@
+//! `PromRangeFunc`: range-vector windows and the functions over them (`rate`, `increase`,
+//! `delta`, `irate`, `idelta`, `deriv`, `predict_linear`, `changes`, `resets`, the
+//! `*_over_time` family, `double_exponential_smoothing`), plus the raw window of a top-level
+//! range selector (`Matrix`).
+//!
+//! ```text
+//!   raw samples of series s (stale markers dropped)      scalar params (one series each)
+//!   ──●──●──●──●──●──●──●──►                              e.g. φ of quantile_over_time
+//!        (te-range ......... te]    te = (@ or t) - offset
+//!        └── window slice ──┘
+//!                 ▼  kernel(ts[a..b], vs[a..b], te, range, params at t)
+//!   (labels', t, f(window)) one row per step whose window yields a value
+//! ```
+//!
+//! Windows are left-open, as in Prometheus 3. Each window is a pair of indices into the
+//! series' sorted timestamp array found with two moving pointers, and the kernels work on the
+//! slices directly. `labels'` drops `__name__` except for `last_over_time`, `first_over_time`
+//! and the raw window. Series are independent, so the node streams batch by batch.
+
+use std::fmt;
+
+use super::functions::{MeanAcc, kahan_sum, linear_regression, quantile, variance};
+use super::{EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, fmt_duration, is_stale};
+use crate::error::{Error, Result};
+
+/// A function over a range window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) enum RangeFn {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    PredictLinear,
+    Changes,
+    Resets,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    SumOverTime,
+    CountOverTime,
+    LastOverTime,
+    FirstOverTime,
+    PresentOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    QuantileOverTime,
+    MadOverTime,
+    TsOfFirstOverTime,
+    TsOfLastOverTime,
+    TsOfMaxOverTime,
+    TsOfMinOverTime,
+    DoubleExponentialSmoothing,
+    /// The raw samples of the window (a top-level range selector of an instant query).
+    Matrix,
+}
+
+impl RangeFn {
+    /// The function of a PromQL name.
+    pub(crate) fn from_name(name: &str) -> Option<RangeFn> {
+        use RangeFn::*;
+        Some(match name {
+            "rate" => Rate,
+            "increase" => Increase,
+            "delta" => Delta,
+            "irate" => Irate,
+            "idelta" => Idelta,
+            "deriv" => Deriv,
+            "predict_linear" => PredictLinear,
+            "changes" => Changes,
+            "resets" => Resets,
+            "avg_over_time" => AvgOverTime,
+            "min_over_time" => MinOverTime,
+            "max_over_time" => MaxOverTime,
+            "sum_over_time" => SumOverTime,
+            "count_over_time" => CountOverTime,
+            "last_over_time" => LastOverTime,
+            "first_over_time" => FirstOverTime,
+            "present_over_time" => PresentOverTime,
+            "stddev_over_time" => StddevOverTime,
+            "stdvar_over_time" => StdvarOverTime,
+            "quantile_over_time" => QuantileOverTime,
+            "mad_over_time" => MadOverTime,
+            "ts_of_first_over_time" => TsOfFirstOverTime,
+            "ts_of_last_over_time" => TsOfLastOverTime,
+            "ts_of_max_over_time" => TsOfMaxOverTime,
+            "ts_of_min_over_time" => TsOfMinOverTime,
+            "double_exponential_smoothing" => DoubleExponentialSmoothing,
+            _ => return None,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        use RangeFn::*;
+        match self {
+            Rate => "rate",
+            Increase => "increase",
+            Delta => "delta",
+            Irate => "irate",
+            Idelta => "idelta",
+            Deriv => "deriv",
+            PredictLinear => "predict_linear",
+            Changes => "changes",
+            Resets => "resets",
+            AvgOverTime => "avg_over_time",
+            MinOverTime => "min_over_time",
+            MaxOverTime => "max_over_time",
+            SumOverTime => "sum_over_time",
+            CountOverTime => "count_over_time",
+            LastOverTime => "last_over_time",
+            FirstOverTime => "first_over_time",
+            PresentOverTime => "present_over_time",
+            StddevOverTime => "stddev_over_time",
+            StdvarOverTime => "stdvar_over_time",
+            QuantileOverTime => "quantile_over_time",
+            MadOverTime => "mad_over_time",
+            TsOfFirstOverTime => "ts_of_first_over_time",
+            TsOfLastOverTime => "ts_of_last_over_time",
+            TsOfMaxOverTime => "ts_of_max_over_time",
+            TsOfMinOverTime => "ts_of_min_over_time",
+            DoubleExponentialSmoothing => "double_exponential_smoothing",
+            Matrix => "matrix",
+        }
+    }
+
+    /// Whether the output keeps the metric name.
+    fn keeps_name(&self) -> bool {
+        matches!(self, RangeFn::LastOverTime | RangeFn::FirstOverTime | RangeFn::Matrix)
+    }
+}
+
+/// Parameters of the range function node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) struct RangeFuncSpec {
+    /// Evaluation steps.
+    pub(crate) grid: Grid,
+    /// Window length (ms).
+    pub(crate) range: i64,
+    /// `offset` / `@` of the selector.
+    pub(crate) shift: TimeShift,
+    /// The function.
+    pub(crate) func: RangeFn,
+}
+
+impl NodeSpec for RangeFuncSpec {
+    const NAME: &'static str = "PromRangeFunc";
+
+    fn fmt_params(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, {}, range={}", self.func.name(), self.grid, fmt_duration(self.range))?;
+        self.shift.fmt_suffix(f)
+    }
+
+    fn streaming(&self) -> bool {
+        true
+    }
+
+    fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
+        let steps: Vec<i64> = self.grid.times().collect();
+        // Scalar parameters, one value per step (NaN where absent).
+        let pvals: Vec<Vec<f64>> = params.iter().map(|p| super::scalar_per_step(p, &self.grid)).collect();
+        if self.func == RangeFn::QuantileOverTime
+            && let Some(q) = pvals.first()
+        {
+            q.iter().for_each(|q| ctx.check_quantile(*q));
+        }
+        let mut out = Vec::with_capacity(main.len());
+        let mut total = 0usize;
+        let mut max_window = 0usize;
+        for mut s in main {
+            if s.vs.iter().any(|v| is_stale(*v)) {
+                let keep: Vec<bool> = s.vs.iter().map(|v| !is_stale(*v)).collect();
+                s.ts = s.ts.iter().zip(&keep).filter(|p| *p.1).map(|p| *p.0).collect();
+                s.vs = s.vs.iter().zip(&keep).filter(|p| *p.1).map(|p| *p.0).collect();
+            }
+            let mut labels = s.labels.clone();
+            if !self.func.keeps_name() {
+                super::drop_name(&mut labels);
+            }
+            let mut o = SeriesData::new(labels);
+            let (mut lo, mut hi) = (0usize, 0usize);
+            for (i, &t) in steps.iter().enumerate() {
+                let te = self.shift.eval_time(t);
+                let start = te - self.range;
+                if self.shift.at.is_some() || i == 0 {
+                    lo = s.ts.partition_point(|&x| x <= start);
+                    hi = s.ts.partition_point(|&x| x <= te);
+                } else {
+                    while lo < s.ts.len() && s.ts[lo] <= start {
+                        lo += 1;
+                    }
+                    while hi < s.ts.len() && s.ts[hi] <= te {
+                        hi += 1;
+                    }
+                }
+                let hi_c = hi.max(lo);
+                let (wt, wv) = (&s.ts[lo..hi_c], &s.vs[lo..hi_c]);
+                max_window = max_window.max(wt.len());
+                if self.func == RangeFn::Matrix {
+                    for (&t, &v) in wt.iter().zip(wv) {
+                        o.push(t, v);
+                    }
+                    continue;
+                }
+                if wt.is_empty() {
+                    continue;
+                }
+                let p = |k: usize| pvals.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
+                if let Some(v) = self.kernel(wt, wv, start, te, t, &p)? {
+                    o.push(t, v);
+                }
+            }
+            total += o.ts.len();
+            ctx.check_samples(total + max_window)?;
+            out.push(o);
+        }
+        Ok(out)
+    }
+}
+
+impl RangeFuncSpec {
+    /// Applies the function to one non-empty window.
+    fn kernel(
+        &self,
+        ts: &[i64],
+        vs: &[f64],
+        range_start: i64,
+        range_end: i64,
+        intercept_t: i64,
+        p: &dyn Fn(usize) -> f64,
+    ) -> Result<Option<f64>> {
+        use RangeFn::*;
+        let n = vs.len();
+        let last = vs[n - 1];
+        Ok(match self.func {
+            Rate => extrapolated_rate(ts, vs, range_start, range_end, true, true),
+            Increase => extrapolated_rate(ts, vs, range_start, range_end, true, false),
+            Delta => extrapolated_rate(ts, vs, range_start, range_end, false, false),
+            Irate | Idelta => {
+                if n < 2 {
+                    return Ok(None);
+                }
+                let (prev, cur) = (vs[n - 2], vs[n - 1]);
+                let dv = if self.func == Irate && cur < prev { cur } else { cur - prev };
+                if self.func == Idelta {
+                    Some(dv)
+                } else {
+                    let dt = ts[n - 1] - ts[n - 2];
+                    if dt == 0 {
+                        return Ok(None);
+                    }
+                    Some(dv / (dt as f64 / 1000.0))
+                }
+            }
+            Deriv => {
+                if n < 2 {
+                    return Ok(None);
+                }
+                Some(linear_regression(ts, vs, ts[0]).0)
+            }
+            PredictLinear => {
+                if n < 2 {
+                    return Ok(None);
+                }
+                let (slope, intercept) = linear_regression(ts, vs, intercept_t);
+                Some(intercept + slope * p(0))
+            }
+            Changes => {
+                Some(vs.windows(2).filter(|w| !(w[0] == w[1] || (w[0].is_nan() && w[1].is_nan()))).count() as f64)
+            }
+            Resets => Some(vs.windows(2).filter(|w| w[1] < w[0]).count() as f64),
+            AvgOverTime => {
+                let mut m = MeanAcc::default();
+                vs.iter().for_each(|v| m.add(*v));
+                Some(m.mean())
+            }
+            MinOverTime => Some(vs.iter().fold(f64::NAN, |m, &v| if v < m || m.is_nan() { v } else { m })),
+            MaxOverTime => Some(vs.iter().fold(f64::NAN, |m, &v| if v > m || m.is_nan() { v } else { m })),
+            SumOverTime => Some(kahan_sum(vs.iter().copied())),
+            CountOverTime => Some(n as f64),
+            LastOverTime => Some(last),
+            FirstOverTime => Some(vs[0]),
+            PresentOverTime => Some(1.0),
+            StddevOverTime => Some(variance(vs.iter().copied()).sqrt()),
+            StdvarOverTime => Some(variance(vs.iter().copied())),
+            QuantileOverTime => Some(quantile(p(0), &mut vs.to_vec())),
+            MadOverTime if vs.iter().any(|v| v.is_nan()) => Some(f64::NAN),
+            MadOverTime => {
+                let mut w = vs.to_vec();
+                let med = quantile(0.5, &mut w);
+                let mut dev: Vec<f64> = vs.iter().map(|v| (v - med).abs()).collect();
+                Some(quantile(0.5, &mut dev))
+            }
+            TsOfFirstOverTime => Some(ts[0] as f64 / 1000.0),
+            TsOfLastOverTime => Some(ts[n - 1] as f64 / 1000.0),
+            TsOfMaxOverTime | TsOfMinOverTime => {
+                let mut best = 0usize;
+                for i in 1..n {
+                    let (b, v) = (vs[best], vs[i]);
+                    let better = if self.func == TsOfMaxOverTime { v >= b } else { v <= b };
+                    if better || b.is_nan() {
+                        best = i;
+                    }
+                }
+                Some(ts[best] as f64 / 1000.0)
+            }
+            DoubleExponentialSmoothing => {
+                let (sf, tf) = (p(0), p(1));
+                if !(sf > 0.0 && sf < 1.0) {
+                    return Err(Error::Execution(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}")));
+                }
+                if !(tf > 0.0 && tf < 1.0) {
+                    return Err(Error::Execution(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf}")));
+                }
+                if n < 2 {
+                    return Ok(None);
+                }
+                let (mut s0, mut s1) = (0.0, vs[0]);
+                let mut b = vs[1] - vs[0];
+                for (i, &v) in vs.iter().enumerate().skip(1) {
+                    if i > 1 {
+                        b = tf * (s1 - s0) + (1.0 - tf) * b;
+                    }
+                    let next = sf * v + (1.0 - sf) * (s1 + b);
+                    s0 = s1;
+                    s1 = next;
+                }
+                Some(s1)
+            }
+            Matrix => None,
+        })
+    }
+}
+
+/// `rate`, `increase` and `delta` with Prometheus 3's extrapolation: towards each window edge
+/// by at most half the average sample interval unless the samples reach within 1.1 intervals
+/// of it, and (counters) never below the point where the counter would have been zero.
+fn extrapolated_rate(
+    ts: &[i64],
+    vs: &[f64],
+    range_start: i64,
+    range_end: i64,
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
+    let n = vs.len();
+    if n < 2 {
+        return None;
+    }
+    let mut result = vs[n - 1] - vs[0];
+    if counter {
+        for w in vs.windows(2) {
+            if w[1] < w[0] {
+                result += w[0];
+            }
+        }
+    }
+    let mut to_start = (ts[0] - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - ts[n - 1]) as f64 / 1000.0;
+    let sampled = (ts[n - 1] - ts[0]) as f64 / 1000.0;
+    let avg = sampled / (n - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if counter && result > 0.0 && vs[0] >= 0.0 {
+        let to_zero = sampled * (vs[0] / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if rate {
+        factor /= (range_end - range_start) as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use engine::Labels;
+
+    fn run(func: RangeFn, grid: Grid, range: i64, ts: Vec<i64>, vs: Vec<f64>) -> SeriesData {
+        let spec = RangeFuncSpec { grid, range, shift: TimeShift::default(), func };
+        let s = SeriesData { labels: Labels::from_pairs([("__name__", "x"), ("a", "b")]), ts, vs };
+        spec.eval(vec![s], &[], &EvalCtx::new(1000)).unwrap().remove(0)
+    }
+
+    #[test]
+    fn rate_of_a_steady_counter() {
+        // 0, 10, 20, ... every 15s: 10 per 15 s = 2/3 per second.
+        let ts: Vec<i64> = (0..40).map(|i| i * 15_000).collect();
+        let vs: Vec<f64> = (0..40).map(|i| i as f64 * 10.0).collect();
+        let o = run(RangeFn::Rate, Grid::new(300_000, 300_000, 1), 60_000, ts.clone(), vs.clone());
+        assert!((o.vs[0] - 10.0 / 15.0).abs() < 1e-12, "{}", o.vs[0]);
+        assert_eq!(o.labels.get("__name__"), None);
+        let o = run(RangeFn::Increase, Grid::new(300_000, 300_000, 1), 60_000, ts, vs);
+        assert!((o.vs[0] - 40.0).abs() < 1e-9, "{}", o.vs[0]);
+    }
+
+    #[test]
+    fn counter_reset_and_window_is_left_open() {
+        let ts = vec![10_000, 20_000, 30_000, 40_000];
+        let vs = vec![5.0, 10.0, 2.0, 4.0];
+        let o = run(RangeFn::Resets, Grid::new(40_000, 40_000, 1), 30_000, ts.clone(), vs.clone());
+        // window (10s, 40s]: 10, 2, 4 -> one reset.
+        assert_eq!(o.vs, vec![1.0]);
+        let o = run(RangeFn::CountOverTime, Grid::new(40_000, 40_000, 1), 30_000, ts.clone(), vs.clone());
+        assert_eq!(o.vs, vec![3.0]);
+        let o = run(RangeFn::LastOverTime, Grid::new(40_000, 40_000, 1), 30_000, ts, vs);
+        assert_eq!((o.vs[0], o.labels.get("__name__")), (4.0, Some("x")));
+    }
+
+    #[test]
+    fn windows_follow_steps() {
+        let ts: Vec<i64> = (0..10).map(|i| i * 10_000).collect();
+        let vs: Vec<f64> = (0..10).map(|i| i as f64).collect();
+        let o = run(RangeFn::SumOverTime, Grid::new(20_000, 90_000, 35_000), 20_000, ts, vs);
+        // t=20s: (0,20] = 1+2; t=55s: (35,55] = 4+5; t=90s: (70,90] = 8+9
+        assert_eq!(o.ts, vec![20_000, 55_000, 90_000]);
+        assert_eq!(o.vs, vec![3.0, 9.0, 17.0]);
+    }
+}

@@ -1,0 +1,217 @@
+//! `PromSeriesScan`: the leaf of every PromQL plan, reading raw samples from a `SeriesSource`.
+//!
+//! ```text
+//!   SeriesSource.select(matchers, [min_t, max_t])
+//!        │  SeriesBatch { labels[i], offsets, timestamp, value }
+//!        ▼
+//!   PromSeriesScanExec ──► (labels dict, timestamp, value): raw samples, each series whole,
+//!                          sorted by time, stale markers kept (the selector above honours them)
+//! ```
+//!
+//! The scan does no PromQL logic: it only converts the source's batches into the plan's batch
+//! layout (the label sets become the batch's dictionary, the sample columns pass through
+//! untouched). With `or` matcher sets (`{a="1" or b="2"}`) it selects once per set and merges.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BinaryArray, DictionaryArray, RecordBatch, UInt32Array};
+use arrow::datatypes::UInt32Type;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use engine::{MatchOp, Matcher, SelectHints, SelectRequest, SeriesBatch, SeriesSource};
+use futures::{StreamExt, TryStreamExt};
+
+use super::{EvalCtx, NodeSpec, PromLogical, SeriesData, encode_labels, prom_properties, prom_schema, to_df};
+use crate::error::{Error, Result};
+
+/// One label matcher as a plain, hashable value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct MatcherSpec {
+    /// Label name.
+    pub(crate) name: String,
+    /// `=`, `!=`, `=~` or `!~`.
+    pub(crate) op: String,
+    /// Value or regex source.
+    pub(crate) value: String,
+}
+
+impl MatcherSpec {
+    /// Builds the engine matcher (anchored, dot-all regexes as in Prometheus 3).
+    pub(crate) fn to_matcher(&self) -> Result<Matcher> {
+        let op = match self.op.as_str() {
+            "=" => MatchOp::Equal,
+            "!=" => MatchOp::NotEqual,
+            "=~" => MatchOp::RegexMatch,
+            _ => MatchOp::RegexNoMatch,
+        };
+        Matcher::new(op, self.name.clone(), self.value.clone())
+            .map_err(|e| Error::BadData(format!("invalid matcher {}{}{:?}: {e}", self.name, self.op, self.value)))
+    }
+}
+
+/// Parameters of the scan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) struct ScanSpec {
+    /// Alternative matcher sets (`or`); a series matching any set is selected.
+    pub(crate) matcher_sets: Vec<Vec<MatcherSpec>>,
+    /// Inclusive start of the data range (ms).
+    pub(crate) min_t: i64,
+    /// Inclusive end of the data range (ms).
+    pub(crate) max_t: i64,
+    /// Range of the enclosing range selector (ms), 0 for instant selectors.
+    pub(crate) range_ms: i64,
+    /// Step of the enclosing evaluation (ms).
+    pub(crate) step_ms: i64,
+    /// Function the selector feeds, if any (a hint for sources).
+    pub(crate) func: Option<String>,
+}
+
+impl NodeSpec for ScanSpec {
+    const NAME: &'static str = "PromSeriesScan";
+
+    fn fmt_params(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, set) in self.matcher_sets.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            f.write_str("{")?;
+            for (j, m) in set.iter().enumerate() {
+                if j > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{}{}{:?}", m.name, m.op, m.value)?;
+            }
+            f.write_str("}")?;
+        }
+        write!(f, ", range=[{}, {}]", self.min_t, self.max_t)
+    }
+
+    fn eval(&self, _main: Vec<SeriesData>, _params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
+        Err(Error::Internal("PromSeriesScan runs only as PromSeriesScanExec".into()))
+    }
+}
+
+/// The logical scan node.
+pub(crate) type SeriesScan = PromLogical<ScanSpec>;
+
+/// The physical scan over a [`SeriesSource`].
+#[derive(Debug)]
+pub(crate) struct SeriesScanExec {
+    spec: ScanSpec,
+    source: Arc<dyn SeriesSource>,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl SeriesScanExec {
+    /// A scan of `node` over `source`.
+    pub(crate) fn new(node: SeriesScan, source: Arc<dyn SeriesSource>, _ctx: EvalCtx) -> Self {
+        SeriesScanExec { spec: node.spec, source, props: prom_properties(), metrics: ExecutionPlanMetricsSet::new() }
+    }
+}
+
+impl DisplayAs for SeriesScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("PromSeriesScanExec: ")?;
+        self.spec.fmt_params(f)
+    }
+}
+
+/// Converts a source batch to the plan layout without copying the sample columns.
+fn convert(b: SeriesBatch) -> Result<RecordBatch> {
+    let mut dict = Vec::new();
+    let mut offs: Vec<i32> = vec![0];
+    let mut keys = Vec::with_capacity(b.samples.num_rows());
+    for (i, l) in b.labels.iter().enumerate() {
+        encode_labels(l, &mut dict);
+        offs.push(dict.len() as i32);
+        let n = b.offsets.get(i + 1).copied().unwrap_or(0).saturating_sub(b.offsets.get(i).copied().unwrap_or(0));
+        keys.extend(std::iter::repeat_n(i as u32, n));
+    }
+    let values = BinaryArray::try_new(arrow::buffer::OffsetBuffer::new(offs.into()), dict.into(), None)
+        .map_err(|e| Error::Internal(format!("scan labels: {e}")))?;
+    let d = DictionaryArray::<UInt32Type>::try_new(UInt32Array::from(keys), Arc::new(values))
+        .map_err(|e| Error::Internal(format!("scan labels: {e}")))?;
+    let cols: Vec<ArrayRef> = vec![Arc::new(d), b.samples.column(0).clone(), b.samples.column(1).clone()];
+    RecordBatch::try_new(prom_schema(), cols).map_err(|e| Error::Internal(format!("scan batch: {e}")))
+}
+
+impl ExecutionPlan for SeriesScanExec {
+    fn name(&self) -> &str {
+        "PromSeriesScanExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        let spec = self.spec.clone();
+        let source = self.source.clone();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let fut = async move {
+            let hints = SelectHints { step_ms: spec.step_ms, range_ms: spec.range_ms, func: spec.func.clone() };
+            let mut reqs = Vec::new();
+            for set in &spec.matcher_sets {
+                let matchers = set.iter().map(MatcherSpec::to_matcher).collect::<Result<Vec<_>>>().map_err(to_df)?;
+                reqs.push(SelectRequest { matchers, min_t: spec.min_t, max_t: spec.max_t, hints: hints.clone() });
+            }
+            let out: futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> = if reqs.len() == 1 {
+                let s = source.select(&reqs[0]).await.map_err(|e| to_df(Error::Storage(e)))?;
+                s.map(move |b| {
+                    let b = b.map_err(|e| to_df(Error::Storage(e)))?;
+                    let rb = convert(b).map_err(to_df)?;
+                    baseline.record_output(rb.num_rows());
+                    Ok(rb)
+                })
+                .boxed()
+            } else {
+                // `or` matcher sets: union of the selections, each series once, in label order.
+                let mut all: std::collections::BTreeMap<engine::Labels, (Vec<i64>, Vec<f64>)> = Default::default();
+                for r in &reqs {
+                    let s = source.select(r).await.map_err(|e| to_df(Error::Storage(e)))?;
+                    let batches: Vec<SeriesBatch> = s.try_collect().await.map_err(|e| to_df(Error::Storage(e)))?;
+                    for b in &batches {
+                        for i in 0..b.num_series() {
+                            let (l, t, v) = b.series(i);
+                            all.entry(l.clone()).or_insert_with(|| (t.to_vec(), v.to_vec()));
+                        }
+                    }
+                }
+                let series: Vec<SeriesData> =
+                    all.into_iter().map(|(labels, (ts, vs))| SeriesData { labels, ts, vs }).collect();
+                let rb = super::series_to_batch(&series).map_err(to_df)?;
+                baseline.record_output(rb.num_rows());
+                futures::stream::once(async move { Ok(rb) }).boxed()
+            };
+            Ok::<_, datafusion::error::DataFusionError>(out)
+        };
+        let stream = futures::stream::once(fut).try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(prom_schema(), stream)))
+    }
+}

@@ -1,0 +1,541 @@
+//! The PromQL planner: walks a promql-parser AST and builds a DataFusion logical plan out of
+//! Strata's extension nodes (see [`crate::plan`]). Every AST node is dispatched here to the plan
+//! node that implements it; the planner also works out each selector's data range, resolves
+//! `@ start()` / `@ end()` and the evaluation grid of subqueries.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::logical_expr::LogicalPlan;
+use promql_parser::label::MatchOp;
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, Offset, VectorMatchCardinality, VectorSelector,
+};
+
+use crate::error::{Error, Result};
+use crate::plan::aggregate::{AggOp, AggregateSpec};
+use crate::plan::binary::{BinOp, BinarySpec, Card};
+use crate::plan::histogram::{HistFn, HistogramSpec};
+use crate::plan::instant_fn::{InstFn, InstantFnSpec};
+use crate::plan::instant_select::InstantSelectSpec;
+use crate::plan::label_fn::{LabelFnSpec, LabelOp};
+use crate::plan::literal::{LiteralKind, LiteralSpec};
+use crate::plan::range_func::{RangeFn, RangeFuncSpec};
+use crate::plan::series_scan::{MatcherSpec, ScanSpec};
+use crate::plan::step_fn::{StepFnSpec, StepOp};
+use crate::plan::subquery::SubquerySpec;
+use crate::plan::{F64, Grid, PromLogical, TimeShift};
+
+/// Plans one query.
+#[derive(Debug, Clone)]
+pub(crate) struct Planner {
+    /// Lookback delta (ms).
+    pub(crate) lookback: i64,
+    /// Start of the whole query (`@ start()`), ms.
+    pub(crate) query_start: i64,
+    /// End of the whole query (`@ end()`), ms.
+    pub(crate) query_end: i64,
+    /// Step of the whole query (ms, 0 for instant queries).
+    pub(crate) query_step: i64,
+    /// Resolution of subqueries that give none (ms).
+    pub(crate) default_subquery_step: i64,
+}
+
+/// Milliseconds of a parser duration.
+pub(crate) fn dur_ms(d: &Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// Milliseconds since the epoch of a parser timestamp (negative before 1970).
+fn time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Functions and aggregations a stock Prometheus 3 marks experimental.
+const EXPERIMENTAL_FUNCS: &[&str] = &[
+    "double_exponential_smoothing",
+    "mad_over_time",
+    "ts_of_first_over_time",
+    "ts_of_last_over_time",
+    "ts_of_max_over_time",
+    "ts_of_min_over_time",
+    "sort_by_label",
+    "sort_by_label_desc",
+    "info",
+    "histogram_quantiles",
+    "start",
+    "end",
+    "range",
+    "step",
+    "min_of",
+    "max_of",
+    "start_timestamp",
+];
+
+/// Rejects experimental functions unless enabled, with Prometheus's message.
+pub(crate) fn check_experimental(e: &Expr, enabled: bool) -> Result<()> {
+    if enabled {
+        return Ok(());
+    }
+    let mut err = None;
+    walk(e, &mut |e| {
+        if err.is_some() {
+            return;
+        }
+        match e {
+            Expr::Call(c) if EXPERIMENTAL_FUNCS.contains(&c.func.name) => {
+                err = Some(Error::BadData(format!(
+                    "function \"{}\" is not enabled (enable with --enable-feature=promql-experimental-functions)",
+                    c.func.name
+                )));
+            }
+            Expr::Aggregate(a) if matches!(a.op.to_string().as_str(), "limitk" | "limit_ratio") => {
+                err = Some(Error::BadData(format!(
+                    "limitk() and limit_ratio() are experimental and must be enabled with --enable-feature=promql-experimental-functions (got {})",
+                    a.op
+                )));
+            }
+            _ => {}
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Visits every AST node, parents first.
+pub(crate) fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                walk(p, f);
+            }
+            walk(&a.expr, f);
+        }
+        Expr::Unary(u) => walk(&u.expr, f),
+        Expr::Binary(b) => {
+            walk(&b.lhs, f);
+            walk(&b.rhs, f);
+        }
+        Expr::Paren(p) => walk(&p.expr, f),
+        Expr::Subquery(s) => walk(&s.expr, f),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                walk(a, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Strips parentheses.
+pub(crate) fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        e => e,
+    }
+}
+
+impl Planner {
+    /// The value of a top-level string expression, if it is one.
+    pub(crate) fn top_string(&self, e: &Expr) -> Option<String> {
+        match unparen(e) {
+            Expr::StringLiteral(s) => Some(s.val.clone()),
+            _ => None,
+        }
+    }
+
+    /// Plans the whole query on `grid`.
+    pub(crate) fn plan_top(&self, e: &Expr, grid: Grid) -> Result<LogicalPlan> {
+        self.plan(e, grid)
+    }
+
+    /// Resolves `offset` and `@` of a selector or subquery.
+    pub(crate) fn shift(&self, offset: &Option<Offset>, at: &Option<AtModifier>) -> TimeShift {
+        let offset = match offset {
+            Some(Offset::Pos(d)) => dur_ms(d),
+            Some(Offset::Neg(d)) => -dur_ms(d),
+            None => 0,
+        };
+        let at = at.as_ref().map(|a| match a {
+            AtModifier::Start => self.query_start,
+            AtModifier::End => self.query_end,
+            AtModifier::At(t) => time_ms(t),
+        });
+        TimeShift { offset, at }
+    }
+
+    /// Inclusive data range a selector needs: `(first te - window, last te]`.
+    pub(crate) fn data_range(grid: Grid, shift: TimeShift, window: i64) -> (i64, i64) {
+        let (lo, hi) = match shift.at {
+            Some(_) => (shift.eval_time(grid.start), shift.eval_time(grid.start)),
+            None => (shift.eval_time(grid.start), shift.eval_time(grid.end)),
+        };
+        (lo - window + 1, hi)
+    }
+
+    /// The scan of a selector's matchers over `[min_t, max_t]`.
+    pub(crate) fn scan(
+        &self,
+        vs: &VectorSelector,
+        min_t: i64,
+        max_t: i64,
+        range_ms: i64,
+        step_ms: i64,
+        func: Option<&str>,
+    ) -> Result<LogicalPlan> {
+        let conv = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<MatcherSpec>> {
+            let mut out: Vec<MatcherSpec> = ms
+                .iter()
+                .map(|m| {
+                    let op = match &m.op {
+                        MatchOp::Equal => "=",
+                        MatchOp::NotEqual => "!=",
+                        MatchOp::Re(_) => "=~",
+                        MatchOp::NotRe(_) => "!~",
+                    };
+                    let spec = MatcherSpec { name: m.name.clone(), op: op.into(), value: m.value.clone() };
+                    spec.to_matcher()?;
+                    Ok(spec)
+                })
+                .collect::<Result<_>>()?;
+            if let Some(n) = &vs.name
+                && !out.iter().any(|m| m.name == "__name__" && m.op == "=" && &m.value == n)
+            {
+                out.insert(0, MatcherSpec { name: "__name__".into(), op: "=".into(), value: n.clone() });
+            }
+            Ok(out)
+        };
+        let mut sets = Vec::new();
+        if !vs.matchers.matchers.is_empty() || vs.matchers.or_matchers.is_empty() {
+            sets.push(conv(&vs.matchers.matchers)?);
+        }
+        for o in &vs.matchers.or_matchers {
+            sets.push(conv(o)?);
+        }
+        let spec = ScanSpec { matcher_sets: sets, min_t, max_t, range_ms, step_ms, func: func.map(str::to_string) };
+        Ok(PromLogical::plan(spec, vec![]))
+    }
+
+    /// A scalar literal on `grid`.
+    pub(crate) fn number(&self, v: f64, grid: Grid) -> LogicalPlan {
+        PromLogical::plan(LiteralSpec { grid, kind: LiteralKind::Number(F64(v)) }, vec![])
+    }
+
+    /// An instant vector selector on `grid`.
+    pub(crate) fn instant_selector(
+        &self,
+        vs: &VectorSelector,
+        grid: Grid,
+        sample_timestamp: bool,
+    ) -> Result<LogicalPlan> {
+        let shift = self.shift(&vs.offset, &vs.at);
+        let (min_t, max_t) = Self::data_range(grid, shift, self.lookback);
+        let scan = self.scan(vs, min_t, max_t, 0, grid.step, None)?;
+        let spec = InstantSelectSpec { grid, lookback: self.lookback, shift, sample_timestamp };
+        Ok(PromLogical::plan(spec, vec![scan]))
+    }
+
+    /// Plans `e` evaluated on `grid`.
+    pub(crate) fn plan(&self, e: &Expr, grid: Grid) -> Result<LogicalPlan> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(self.number(n.val, grid)),
+            Expr::Paren(p) => self.plan(&p.expr, grid),
+            Expr::VectorSelector(vs) => self.instant_selector(vs, grid, false),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                // Only valid as the whole query: its raw window at the (single) step.
+                self.range_arg(e, RangeFn::Matrix, vec![], grid)
+            }
+            Expr::StringLiteral(_) => {
+                Err(Error::BadData("a string is only allowed as a function argument or the whole query".into()))
+            }
+            Expr::Unary(u) => {
+                let inner = self.plan(&u.expr, grid)?;
+                Ok(PromLogical::plan(InstantFnSpec { grid, func: InstFn::Neg }, vec![inner]))
+            }
+            Expr::Binary(b) => self.plan_binary(b, grid),
+            Expr::Aggregate(a) => self.plan_aggregate(a, grid),
+            Expr::Call(c) => self.plan_call(c, grid),
+            Expr::Extension(_) => Err(Error::BadData("unsupported extension expression".into())),
+        }
+    }
+
+    fn plan_binary(&self, b: &BinaryExpr, grid: Grid) -> Result<LogicalPlan> {
+        let op_text = b.op.to_string();
+        let op = BinOp::from_token(&op_text)
+            .ok_or_else(|| Error::BadData(format!("unsupported binary operator {op_text:?}")))?;
+        let lhs_scalar = b.lhs.value_type() == ValueType::Scalar;
+        let rhs_scalar = b.rhs.value_type() == ValueType::Scalar;
+        let (mut on, mut matching, mut card, mut include) = (false, Vec::new(), Card::OneToOne, Vec::new());
+        let mut return_bool = false;
+        let (mut fill_left, mut fill_right) = (None, None);
+        if let Some(m) = &b.modifier {
+            return_bool = m.return_bool;
+            fill_left = m.fill_values.lhs.map(F64);
+            fill_right = m.fill_values.rhs.map(F64);
+            if let Some(lm) = &m.matching {
+                on = matches!(lm, LabelModifier::Include(_));
+                matching = lm.labels().labels.clone();
+            }
+            card = match &m.card {
+                VectorMatchCardinality::OneToOne => Card::OneToOne,
+                VectorMatchCardinality::ManyToOne(l) => {
+                    include = l.labels.clone();
+                    Card::ManyToOne
+                }
+                VectorMatchCardinality::OneToMany(l) => {
+                    include = l.labels.clone();
+                    Card::OneToMany
+                }
+                VectorMatchCardinality::ManyToMany => Card::ManyToMany,
+            };
+        }
+        if matches!(op, BinOp::And | BinOp::Or | BinOp::Unless) {
+            card = Card::ManyToMany;
+        }
+        let l = self.plan(&b.lhs, grid)?;
+        let r = self.plan(&b.rhs, grid)?;
+        let spec = BinarySpec {
+            grid,
+            op,
+            lhs_scalar,
+            rhs_scalar,
+            return_bool,
+            on,
+            matching,
+            card,
+            include,
+            fill_left,
+            fill_right,
+        };
+        Ok(PromLogical::plan(spec, vec![l, r]))
+    }
+
+    fn plan_aggregate(&self, a: &AggregateExpr, grid: Grid) -> Result<LogicalPlan> {
+        let name = a.op.to_string();
+        let op = AggOp::from_name(&name).ok_or_else(|| Error::BadData(format!("unsupported aggregation {name:?}")))?;
+        let (by, labels) = match &a.modifier {
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+            None => (true, vec![]),
+        };
+        let mut inputs = vec![self.plan(&a.expr, grid)?];
+        let mut value_label = None;
+        if let Some(p) = &a.param {
+            if op == AggOp::CountValues {
+                match unparen(p) {
+                    Expr::StringLiteral(s) => {
+                        if s.val.is_empty() {
+                            return Err(Error::BadData(format!("invalid label name {:?}", s.val)));
+                        }
+                        value_label = Some(s.val.clone())
+                    }
+                    _ => return Err(Error::BadData("count_values needs a string parameter".into())),
+                }
+            } else {
+                inputs.push(self.plan(p, grid)?);
+            }
+        }
+        let spec = AggregateSpec { grid, op, by, labels, value_label };
+        Ok(PromLogical::plan(spec, inputs))
+    }
+
+    /// A range-vector argument (matrix selector or subquery) feeding range function `func`.
+    fn range_arg(&self, e: &Expr, func: RangeFn, params: Vec<LogicalPlan>, grid: Grid) -> Result<LogicalPlan> {
+        match unparen(e) {
+            Expr::MatrixSelector(ms) => {
+                let shift = self.shift(&ms.vs.offset, &ms.vs.at);
+                let range = dur_ms(&ms.range);
+                let (min_t, max_t) = Self::data_range(grid, shift, range);
+                let fname = format!("{func:?}");
+                let scan = self.scan(&ms.vs, min_t, max_t, range, grid.step, Some(&fname))?;
+                let mut inputs = vec![scan];
+                inputs.extend(params);
+                Ok(PromLogical::plan(RangeFuncSpec { grid, range, shift, func }, inputs))
+            }
+            Expr::Subquery(sq) => {
+                let shift = self.shift(&sq.offset, &sq.at);
+                let range = dur_ms(&sq.range);
+                let step = sq.step.as_ref().map(dur_ms).filter(|s| *s > 0).unwrap_or(self.default_subquery_step);
+                let (first_te, last_te) = match shift.at {
+                    Some(_) => (shift.eval_time(grid.start), shift.eval_time(grid.start)),
+                    None => (shift.eval_time(grid.start), shift.eval_time(grid.end)),
+                };
+                let inner = SubquerySpec::inner_grid(first_te, last_te, range, step);
+                let inner_plan = self.plan(&sq.expr, inner)?;
+                let sub = PromLogical::plan(SubquerySpec { inner, range }, vec![inner_plan]);
+                let mut inputs = vec![sub];
+                inputs.extend(params);
+                Ok(PromLogical::plan(RangeFuncSpec { grid, range, shift, func }, inputs))
+            }
+            other => Err(Error::BadData(format!(
+                "expected type range vector in call to function, got {}",
+                crate::engine::type_name(other.value_type())
+            ))),
+        }
+    }
+
+    /// The label set `absent()` reports for a selector: its equality matchers except the name.
+    fn absent_labels(vs: &VectorSelector) -> Vec<(String, String)> {
+        // A label is reported when exactly one matcher names it and that matcher is `=`.
+        let ms = &vs.matchers.matchers;
+        ms.iter()
+            .filter(|m| m.name != "__name__" && m.op == MatchOp::Equal)
+            .filter(|m| ms.iter().filter(|o| o.name == m.name).count() == 1)
+            .map(|m| (m.name.clone(), m.value.clone()))
+            .collect()
+    }
+
+    fn string_arg(c: &Call, i: usize) -> Result<String> {
+        match c.args.args.get(i).map(|a| unparen(a)) {
+            Some(Expr::StringLiteral(s)) => Ok(s.val.clone()),
+            _ => Err(Error::BadData(format!("expected a string literal as argument {} of {}()", i + 1, c.func.name))),
+        }
+    }
+
+    fn plan_call(&self, c: &Call, grid: Grid) -> Result<LogicalPlan> {
+        let name = c.func.name;
+        let args = &c.args.args;
+        let arg = |i: usize| -> Result<&Expr> {
+            args.get(i)
+                .map(|b| b.as_ref())
+                .ok_or_else(|| Error::BadData(format!("missing argument {} of {name}()", i + 1)))
+        };
+        if let Some(func) = RangeFn::from_name(name) {
+            let (mi, pis): (usize, &[usize]) = match func {
+                RangeFn::QuantileOverTime => (1, &[0]),
+                RangeFn::PredictLinear => (0, &[1]),
+                RangeFn::DoubleExponentialSmoothing => (0, &[1, 2]),
+                _ => (0, &[]),
+            };
+            let params = pis.iter().map(|&i| self.plan(arg(i)?, grid)).collect::<Result<Vec<_>>>()?;
+            return self.range_arg(arg(mi)?, func, params, grid);
+        }
+        if let Some(func) = InstFn::from_name(name) {
+            if func == InstFn::Timestamp
+                && let Expr::VectorSelector(vs) = unparen(arg(0)?)
+            {
+                let sel = self.instant_selector(vs, grid, true)?;
+                return Ok(PromLogical::plan(InstantFnSpec { grid, func: InstFn::DropName }, vec![sel]));
+            }
+            let main = if func.is_date() && args.is_empty() {
+                PromLogical::plan(LiteralSpec { grid, kind: LiteralKind::Time }, vec![])
+            } else {
+                self.plan(arg(0)?, grid)?
+            };
+            let mut inputs = vec![main];
+            match func {
+                InstFn::Round => inputs.push(match args.get(1) {
+                    Some(a) => self.plan(a, grid)?,
+                    None => self.number(1.0, grid),
+                }),
+                InstFn::Clamp => {
+                    inputs.push(self.plan(arg(1)?, grid)?);
+                    inputs.push(self.plan(arg(2)?, grid)?);
+                }
+                InstFn::ClampMin | InstFn::ClampMax => inputs.push(self.plan(arg(1)?, grid)?),
+                _ => {}
+            }
+            return Ok(PromLogical::plan(InstantFnSpec { grid, func }, inputs));
+        }
+        match name {
+            "time" => Ok(PromLogical::plan(LiteralSpec { grid, kind: LiteralKind::Time }, vec![])),
+            "pi" => Ok(self.number(std::f64::consts::PI, grid)),
+            "start" => Ok(self.number(self.query_start as f64 / 1000.0, grid)),
+            "end" => Ok(self.number(self.query_end as f64 / 1000.0, grid)),
+            "range" => Ok(self.number((self.query_end - self.query_start) as f64 / 1000.0, grid)),
+            "step" => Ok(self.number(self.query_step as f64 / 1000.0, grid)),
+            "min_of" | "max_of" => {
+                let l = self.plan(arg(0)?, grid)?;
+                let r = self.plan(arg(1)?, grid)?;
+                let op = if name == "min_of" { BinOp::MinOf } else { BinOp::MaxOf };
+                let spec = BinarySpec {
+                    grid,
+                    op,
+                    lhs_scalar: true,
+                    rhs_scalar: true,
+                    return_bool: false,
+                    on: false,
+                    matching: vec![],
+                    card: Card::OneToOne,
+                    include: vec![],
+                    fill_left: None,
+                    fill_right: None,
+                };
+                Ok(PromLogical::plan(spec, vec![l, r]))
+            }
+            "vector" => self.plan(arg(0)?, grid),
+            "scalar" => {
+                let inner = self.plan(arg(0)?, grid)?;
+                Ok(PromLogical::plan(StepFnSpec { grid, op: StepOp::Scalar }, vec![inner]))
+            }
+            "absent" => {
+                let a = arg(0)?;
+                let labels = match unparen(a) {
+                    Expr::VectorSelector(vs) => Self::absent_labels(vs),
+                    _ => vec![],
+                };
+                let inner = self.plan(a, grid)?;
+                Ok(PromLogical::plan(StepFnSpec { grid, op: StepOp::Absent(labels) }, vec![inner]))
+            }
+            "absent_over_time" => {
+                let a = arg(0)?;
+                let labels = match unparen(a) {
+                    Expr::MatrixSelector(ms) => Self::absent_labels(&ms.vs),
+                    _ => vec![],
+                };
+                let inner = self.range_arg(a, RangeFn::CountOverTime, vec![], grid)?;
+                Ok(PromLogical::plan(StepFnSpec { grid, op: StepOp::Absent(labels) }, vec![inner]))
+            }
+            "sort" | "sort_desc" => {
+                let inner = self.plan(arg(0)?, grid)?;
+                Ok(PromLogical::plan(StepFnSpec { grid, op: StepOp::SortByValue(name == "sort_desc") }, vec![inner]))
+            }
+            "sort_by_label" | "sort_by_label_desc" => {
+                let inner = self.plan(arg(0)?, grid)?;
+                let labels = (1..args.len()).map(|i| Self::string_arg(c, i)).collect::<Result<Vec<_>>>()?;
+                let op = StepOp::SortByLabel(labels, name == "sort_by_label_desc");
+                Ok(PromLogical::plan(StepFnSpec { grid, op }, vec![inner]))
+            }
+            "label_replace" => {
+                let inner = self.plan(arg(0)?, grid)?;
+                let spec = LabelFnSpec {
+                    op: LabelOp::Replace {
+                        dst: Self::string_arg(c, 1)?,
+                        replacement: Self::string_arg(c, 2)?,
+                        src: Self::string_arg(c, 3)?,
+                        regex: Self::string_arg(c, 4)?,
+                    },
+                };
+                spec.validate()?;
+                Ok(PromLogical::plan(spec, vec![inner]))
+            }
+            "label_join" => {
+                let inner = self.plan(arg(0)?, grid)?;
+                let srcs = (3..args.len()).map(|i| Self::string_arg(c, i)).collect::<Result<Vec<_>>>()?;
+                let spec = LabelFnSpec {
+                    op: LabelOp::Join { dst: Self::string_arg(c, 1)?, sep: Self::string_arg(c, 2)?, srcs },
+                };
+                spec.validate()?;
+                Ok(PromLogical::plan(spec, vec![inner]))
+            }
+            "histogram_quantile" => {
+                let phi = self.plan(arg(0)?, grid)?;
+                let inner = self.plan(arg(1)?, grid)?;
+                Ok(PromLogical::plan(HistogramSpec { grid, func: HistFn::Quantile }, vec![inner, phi]))
+            }
+            "histogram_fraction" => {
+                let lo = self.plan(arg(0)?, grid)?;
+                let hi = self.plan(arg(1)?, grid)?;
+                let inner = self.plan(arg(2)?, grid)?;
+                Ok(PromLogical::plan(HistogramSpec { grid, func: HistFn::Fraction }, vec![inner, lo, hi]))
+            }
+            other => Err(Error::BadData(format!("function {other:?} is not supported by Strata yet"))),
+        }
+    }
+}

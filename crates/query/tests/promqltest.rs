@@ -1,0 +1,758 @@
+//! PromQL conformance: runs every upstream Prometheus promqltest script
+//! (`shared/promqltest-upstream/*.test`, the current set) against Strata's PromQL engine.
+//!
+//! The script language and upstream runner behaviour are described in
+//! `shared/spec/promqltest-format.md`. Each `eval` block is one case; an instant eval includes
+//! upstream's extra checks (the `@`-pinned re-runs and the range-mode re-check). Skipped cases are
+//! listed in `promqltest-skip.txt` (native histograms, or syntax promql-parser cannot parse); the
+//! number of passing cases is held in `promqltest-baseline.txt` and may only go up.
+//!
+//! ```text
+//! cargo test -p query --test promqltest            # run; prints per-file counts and a summary
+//! PROMQLTEST_VERBOSE=1            every failure in full (default: 5 per file, messages shortened)
+//! PROMQLTEST_WRITE_SKIPS=1        regenerate promqltest-skip.txt from the detection
+//! PROMQLTEST_WRITE_BASELINE=1     write the current pass count to promqltest-baseline.txt
+//! PROMQLTEST_FILTER=subquery      only files whose name contains this (skip/baseline checks off)
+//! PROMQLTEST_LOOSE_ANNOTATIONS=1  `expect warn|info` lines only require some annotation of the kind
+//! PROMQLTEST_DIR=/path            the directory of the .test files
+//! PROMQLTEST_TIMEOUT_SECS=10      per-query timeout
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "promqltest/check.rs"]
+mod check;
+#[path = "promqltest/script.rs"]
+mod script;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use engine::{Labels, MemSource};
+use promql_parser::parser::{AtModifier, Expr, VectorSelector};
+use query::{QueryResult, Sample, Value};
+
+use script::{Cmd, EvalCmd, LoadCmd, SeqVal};
+
+/// Failure details printed per file unless `PROMQLTEST_VERBOSE=1`.
+const MAX_DETAILS_PER_FILE: usize = 5;
+/// Name of the runtime threads that run engine queries (panics there are reported, not printed).
+const ENGINE_THREAD: &str = "promqltest-engine";
+
+fn env_on(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `PROMQLTEST_VERBOSE=1`.
+pub(crate) fn verbose() -> bool {
+    static V: OnceLock<bool> = OnceLock::new();
+    *V.get_or_init(|| env_on("PROMQLTEST_VERBOSE"))
+}
+
+fn query_timeout() -> Duration {
+    let secs = std::env::var("PROMQLTEST_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    Duration::from_secs(secs)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine under test.
+// ---------------------------------------------------------------------------------------------
+
+type QueryFuture = Pin<Box<dyn Future<Output = Result<QueryResult, String>> + Send>>;
+
+/// What the runner needs from a PromQL engine. Errors are the engine's error texts.
+trait Backend: Send + Sync {
+    fn instant(&self, expr: String, t_ms: i64) -> QueryFuture;
+    fn range(&self, expr: String, start_ms: i64, end_ms: i64, step_ms: i64) -> QueryFuture;
+}
+
+// ==== ENGINE WIRING: the only place that names `query::Engine`. ===============================
+struct StrataEngine(Arc<query::Engine>);
+
+impl Backend for StrataEngine {
+    fn instant(&self, expr: String, t_ms: i64) -> QueryFuture {
+        let e = self.0.clone();
+        Box::pin(async move { e.instant_query(&expr, t_ms).await.map_err(|e| e.to_string()) })
+    }
+    fn range(&self, expr: String, start_ms: i64, end_ms: i64, step_ms: i64) -> QueryFuture {
+        let e = self.0.clone();
+        Box::pin(async move { e.range_query(&expr, start_ms, end_ms, step_ms).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// A fresh engine over `source`, with the settings the upstream files assume (5m lookback,
+/// experimental functions on). The engine's own timeout is upstream's 100 s; the runner's
+/// per-query timeout is shorter.
+fn new_backend(source: Arc<MemSource>) -> Arc<dyn Backend> {
+    let opts = query::EngineOptions {
+        lookback_delta_ms: 5 * 60 * 1000,
+        timeout: Duration::from_secs(100),
+        enable_experimental_functions: true,
+        ..Default::default()
+    };
+    Arc::new(StrataEngine(Arc::new(query::Engine::new(source as Arc<dyn engine::SeriesSource>, opts))))
+}
+// ==== END ENGINE WIRING =========================================================================
+
+/// The outcome of one query.
+enum Outcome {
+    Ok(QueryResult),
+    /// The engine returned an error.
+    Err(String),
+    /// The engine panicked or hung; always a failure.
+    Crash(String),
+}
+
+async fn exec(fut: QueryFuture) -> Outcome {
+    let handle = tokio::spawn(fut);
+    let abort = handle.abort_handle();
+    let limit = query_timeout();
+    match tokio::time::timeout(limit, handle).await {
+        Err(_) => {
+            abort.abort();
+            Outcome::Crash(format!("query timed out after {limit:?} (runner limit)"))
+        }
+        Ok(Err(join)) => {
+            let msg = if join.is_panic() {
+                let p = join.into_panic();
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "<non-string panic>".into())
+            } else {
+                join.to_string()
+            };
+            Outcome::Crash(format!("engine panicked: {msg}"))
+        }
+        Ok(Ok(Ok(r))) => Outcome::Ok(r),
+        Ok(Ok(Err(e))) => Outcome::Err(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream's extra checks for instant evals.
+// ---------------------------------------------------------------------------------------------
+
+/// Functions whose result changes with the evaluation time even with step-invariant arguments;
+/// an instant eval calling one is not re-run with `@`.
+const AT_UNSAFE_FUNCTIONS: &[&str] = &[
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "hour",
+    "minute",
+    "month",
+    "year",
+    "predict_linear",
+    "time",
+    "timestamp",
+    "start",
+    "end",
+    "range",
+    "step",
+];
+
+fn pin_at(e: &mut Expr, at: &AtModifier, unsafe_fn: &mut bool) {
+    let needs = |a: &Option<AtModifier>| !matches!(a, Some(AtModifier::At(_)));
+    match e {
+        Expr::Aggregate(a) => {
+            pin_at(&mut a.expr, at, unsafe_fn);
+            if let Some(p) = a.param.as_mut() {
+                pin_at(p, at, unsafe_fn);
+            }
+        }
+        Expr::Unary(u) => pin_at(&mut u.expr, at, unsafe_fn),
+        Expr::Binary(b) => {
+            pin_at(&mut b.lhs, at, unsafe_fn);
+            pin_at(&mut b.rhs, at, unsafe_fn);
+        }
+        Expr::Paren(p) => pin_at(&mut p.expr, at, unsafe_fn),
+        // The subquery gets the timestamp; nothing inside it is touched (or inspected).
+        Expr::Subquery(s) => {
+            if needs(&s.at) {
+                s.at = Some(at.clone());
+            }
+        }
+        Expr::VectorSelector(v) => {
+            if needs(&v.at) {
+                v.at = Some(at.clone());
+            }
+        }
+        Expr::MatrixSelector(m) => {
+            if needs(&m.vs.at) {
+                m.vs.at = Some(at.clone());
+            }
+        }
+        Expr::Call(c) => {
+            *unsafe_fn |= AT_UNSAFE_FUNCTIONS.contains(&c.func.name);
+            for a in c.args.args.iter_mut() {
+                pin_at(a, at, unsafe_fn);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// The `@`-pinned variants of an instant eval: every selector and subquery without a fixed `@`
+/// gets `@ <eval time>`, evaluated at -10T, 0, T/5, T, 10T (or -1s, 0, 1s when T = 0).
+/// `Err` when the re-printed query does not parse back (a promql-parser printing limit).
+fn at_variants(expr: &str, t: i64) -> Result<Vec<(String, i64)>, String> {
+    let Ok(mut ast) = promql_parser::parser::parse(expr) else {
+        return Ok(Vec::new());
+    };
+    let Some(when) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(t.max(0) as u64)) else {
+        return Ok(Vec::new());
+    };
+    if t < 0 {
+        return Ok(Vec::new());
+    }
+    let mut unsafe_fn = false;
+    pin_at(&mut ast, &AtModifier::At(when), &mut unsafe_fn);
+    if unsafe_fn {
+        return Ok(Vec::new());
+    }
+    let text = ast.to_string();
+    match promql_parser::parser::parse(&text) {
+        Ok(mut again) => {
+            sort_matchers(&mut again);
+            sort_matchers(&mut ast);
+            if again != ast {
+                return Err(format!("re-printed query {text:?} parses to a different expression"));
+            }
+        }
+        Err(e) => return Err(format!("re-printed query {text:?} does not parse: {e}")),
+    }
+    let times = if t == 0 { vec![-1000, 0, 1000] } else { vec![-10 * t, 0, t / 5, t, 10 * t] };
+    Ok(times.into_iter().map(|et| (text.clone(), et)).collect())
+}
+
+/// Puts the matchers of every selector in one order (the printer reorders them).
+fn sort_matchers(e: &mut Expr) {
+    let sort = |vs: &mut VectorSelector| {
+        let key = |m: &promql_parser::label::Matcher| (m.name.clone(), m.op.to_string(), m.value.clone());
+        vs.matchers.matchers.sort_by_key(key);
+        for g in vs.matchers.or_matchers.iter_mut() {
+            g.sort_by_key(key);
+        }
+    };
+    match e {
+        Expr::Aggregate(a) => {
+            sort_matchers(&mut a.expr);
+            if let Some(p) = a.param.as_mut() {
+                sort_matchers(p);
+            }
+        }
+        Expr::Unary(u) => sort_matchers(&mut u.expr),
+        Expr::Binary(b) => {
+            sort_matchers(&mut b.lhs);
+            sort_matchers(&mut b.rhs);
+        }
+        Expr::Paren(p) => sort_matchers(&mut p.expr),
+        Expr::Subquery(s) => sort_matchers(&mut s.expr),
+        Expr::VectorSelector(v) => sort(v),
+        Expr::MatrixSelector(m) => sort(&mut m.vs),
+        Expr::Call(c) => c.args.args.iter_mut().for_each(|a| sort_matchers(a)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn uses_query_context_fn(expr: &str) -> bool {
+    static R: OnceLock<regex::Regex> = OnceLock::new();
+    R.get_or_init(|| regex::Regex::new(r"(start|end|range|step)\(\)").expect("regex")).is_match(expr)
+}
+
+/// One instant query of an eval plus its range-mode re-check.
+async fn run_instant(ev: &EvalCmd, be: &Arc<dyn Backend>, q: &str, t: i64, loose: bool) -> Result<(), String> {
+    let res = match exec(be.instant(q.to_string(), t)).await {
+        Outcome::Crash(m) => return Err(m),
+        Outcome::Err(e) if ev.is_fail() => return check::check_expected_failure(ev, &e),
+        Outcome::Err(e) => return Err(format!("error evaluating query: {e}")),
+        Outcome::Ok(r) => r,
+    };
+    if ev.is_fail() {
+        return Err(format!("expected an error but got none (result {})", check::fmt_value(&res.value)));
+    }
+    check::check_annotations(ev, &res, loose)?;
+    check::compare_result(ev, &res.value)?;
+    if ev.exclude_from_range || uses_query_context_fn(q) {
+        return Ok(());
+    }
+    let rr = match exec(be.range(q.to_string(), t - 60_000, t + 60_000, 60_000)).await {
+        Outcome::Crash(m) => return Err(format!("range mode: {m}")),
+        Outcome::Err(e) => return Err(format!("error evaluating query in range mode: {e}")),
+        Outcome::Ok(r) => r,
+    };
+    if ev.is_ordered() {
+        return Ok(());
+    }
+    let Value::Matrix(m) = &rr.value else {
+        return Err(format!("range mode: expected a matrix, got {}", check::fmt_value(&rr.value)));
+    };
+    check::assert_matrix_sorted(m).map_err(|e| format!("range mode: {e}"))?;
+    let vec: Vec<Sample> = m
+        .iter()
+        .filter_map(|s| s.points.iter().find(|p| p.0 == t).map(|p| Sample { labels: s.labels.clone(), t, v: p.1 }))
+        .collect();
+    let r = if matches!(res.value, Value::Scalar { .. }) {
+        match vec.first() {
+            Some(s) => check::compare_result(ev, &Value::Scalar { t, v: s.v }),
+            None => Err("no point at the evaluation time".into()),
+        }
+    } else {
+        check::compare_vector(ev, &vec)
+    };
+    r.map_err(|e| format!("range mode: {e}"))
+}
+
+/// Runs one eval with all its checks; `Ok` = pass.
+async fn run_eval(ev: &EvalCmd, be: &Arc<dyn Backend>, stats: &mut FileReport) -> Result<(), String> {
+    let loose = env_on("PROMQLTEST_LOOSE_ANNOTATIONS");
+    if ev.is_range {
+        let end = ev.end.unwrap_or(ev.start);
+        let res = match exec(be.range(ev.expr.clone(), ev.start, end, ev.step)).await {
+            Outcome::Crash(m) => return Err(m),
+            Outcome::Err(e) if ev.is_fail() => return check::check_expected_failure(ev, &e),
+            Outcome::Err(e) => return Err(format!("error evaluating query: {e}")),
+            Outcome::Ok(r) => r,
+        };
+        if ev.is_fail() {
+            return Err(format!("expected an error but got none (result {})", check::fmt_value(&res.value)));
+        }
+        check::check_annotations(ev, &res, loose)?;
+        return check::compare_result(ev, &res.value);
+    }
+    let variants = match at_variants(&ev.expr, ev.eval_t) {
+        Ok(v) => v,
+        Err(e) => {
+            stats.at_unprintable.push((ev.line, e));
+            Vec::new()
+        }
+    };
+    run_instant(ev, be, &ev.expr, ev.eval_t, loose).await?;
+    for (q, t) in variants {
+        run_instant(ev, be, &q, t, loose).await.map_err(|e| format!("[@-variant `{q}` at t={t}ms] {e}"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skip detection.
+// ---------------------------------------------------------------------------------------------
+
+fn selectors<'a>(e: &'a Expr, out: &mut Vec<&'a VectorSelector>) {
+    match e {
+        Expr::Aggregate(a) => {
+            selectors(&a.expr, out);
+            if let Some(p) = &a.param {
+                selectors(p, out);
+            }
+        }
+        Expr::Unary(u) => selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            selectors(&b.lhs, out);
+            selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => selectors(&p.expr, out),
+        Expr::Subquery(s) => selectors(&s.expr, out),
+        Expr::VectorSelector(v) => out.push(v),
+        Expr::MatrixSelector(m) => out.push(&m.vs),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| selectors(a, out)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn selector_matches(vs: &VectorSelector, l: &Labels) -> bool {
+    let val = |n: &str| l.get(n).unwrap_or("").to_string();
+    if let Some(n) = &vs.name
+        && val("__name__") != *n
+    {
+        return false;
+    }
+    let all = |ms: &[promql_parser::label::Matcher]| ms.iter().all(|m| m.is_match(&val(&m.name)));
+    all(&vs.matchers.matchers) && (vs.matchers.or_matchers.is_empty() || vs.matchers.or_matchers.iter().any(|g| all(g)))
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &s[..cut])
+}
+
+/// Names the construct promql-parser 0.11 fails on (heuristic, for the skip list).
+fn unparsable_construct(expr: &str, err: &str) -> String {
+    static CHECKS: OnceLock<Vec<(regex::Regex, &'static str)>> = OnceLock::new();
+    let checks = CHECKS.get_or_init(|| {
+        [
+            (r"\b(anchored|smoothed)\b", "extended range selector modifier (anchored/smoothed)"),
+            (r"\b(fill|fill_left|fill_right)\s*\(", "binary-operator fill modifier (fill/fill_left/fill_right)"),
+            (r"[<>]/", "histogram trim operator (</ or >/)"),
+            (r"(?i)\b(step|range|min_of|max_of)\s*\(", "duration expression with step()/range()/min_of()/max_of()"),
+            (
+                r"\[[^\]:]*[-+*/%^()][^\]]*\]|\[[^\]]*:[^\]]*[-+*/%^()][^\]]*\]|offset\s*\(|offset\s+-?\s*[0-9a-z]+\s*[-+*/%^]|@\s*\(",
+                "duration expression (arithmetic in range/offset/@)",
+            ),
+            (
+                r"\[\s*[0-9.]+\s*[:\]]|\[[^\]]*:\s*[0-9.]+\s*\]|offset\s+-?[0-9.]+(\s|\)|$)",
+                "number without unit used as duration",
+            ),
+            (r"__type__|__unit__", "type/unit label selectors"),
+        ]
+        .into_iter()
+        .map(|(p, n)| (regex::Regex::new(p).expect("regex"), n))
+        .collect()
+    });
+    if let Some(i) = err.find("unknown function with name") {
+        return one_line(&err[i..], 80);
+    }
+    if expr.contains("info(") && err.contains("at least one non-empty matcher") {
+        return "info() data-label selector whose matchers all match the empty string".into();
+    }
+    for (r, name) in checks {
+        if r.is_match(expr) {
+            return (*name).to_string();
+        }
+    }
+    format!("other syntax (parser: {})", one_line(err, 100))
+}
+
+/// Why an eval cannot run on Strata yet, if it cannot: native histograms (in the expected result
+/// or among the series its selectors match), or syntax promql-parser 0.11 cannot parse.
+fn skip_reason(ev: &EvalCmd, hist_series: &[Labels]) -> Option<String> {
+    if ev.expects_histograms() {
+        return Some("native histograms: expected result has histogram values".into());
+    }
+    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(&ev.expr))
+        .unwrap_or_else(|_| Err("promql-parser panicked".to_string()));
+    let ast = match parsed {
+        Ok(a) => a,
+        // A query upstream rejects too is a normal `expect fail` case for Strata's engine, unless
+        // the expected message names a construct promql-parser cannot read at all.
+        Err(e) if ev.is_fail() && check::check_expected_failure(ev, &e).is_ok() => return None,
+        Err(e) => return Some(format!("promql-parser 0.11 cannot parse: {}", unparsable_construct(&ev.expr, &e))),
+    };
+    let mut sels = Vec::new();
+    selectors(&ast, &mut sels);
+    for vs in sels {
+        if let Some(l) = hist_series.iter().find(|l| selector_matches(vs, l)) {
+            return Some(format!("native histograms: selects {}", one_line(&l.to_string(), 80)));
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running files.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct FileReport {
+    name: String,
+    passed: usize,
+    failed: usize,
+    /// (line, expression, message)
+    failures: Vec<(usize, String, String)>,
+    /// (line, reason)
+    skips: Vec<(usize, String)>,
+    /// Instant evals whose `@` re-check was left out because the re-printed query did not parse.
+    at_unprintable: Vec<(usize, String)>,
+    runner_error: Option<String>,
+    elapsed: Duration,
+}
+
+/// The data of one `clear` scope.
+struct Scope {
+    source: Arc<MemSource>,
+    hist_series: Vec<Labels>,
+    backend: Option<Arc<dyn Backend>>,
+}
+
+impl Scope {
+    fn new() -> Self {
+        Scope { source: Arc::new(MemSource::new()), hist_series: Vec::new(), backend: None }
+    }
+
+    fn load(&mut self, cmd: &LoadCmd) {
+        for s in &cmd.series {
+            let (mut ts, mut vs) = (Vec::new(), Vec::new());
+            let mut hist = false;
+            for (i, v) in s.vals.iter().enumerate() {
+                match v {
+                    SeqVal::Float(f) => {
+                        ts.push(i as i64 * cmd.interval);
+                        vs.push(*f);
+                    }
+                    SeqVal::Hist => hist = true,
+                    SeqVal::Omitted => {}
+                }
+            }
+            if hist && !self.hist_series.contains(&s.labels) {
+                self.hist_series.push(s.labels.clone());
+            }
+            if !ts.is_empty() {
+                self.source.add(s.labels.clone(), &ts, &vs);
+            }
+        }
+        if cmd.with_nhcb {
+            for s in &cmd.series {
+                if let Some(base) = nhcb_base(&s.labels)
+                    && !self.hist_series.contains(&base)
+                {
+                    self.hist_series.push(base);
+                }
+            }
+        }
+        self.backend = None;
+    }
+
+    fn backend(&mut self) -> Arc<dyn Backend> {
+        self.backend.get_or_insert_with(|| new_backend(self.source.clone())).clone()
+    }
+}
+
+/// The NHCB series a `load_with_nhcb` builds from a classic-histogram series, if any.
+fn nhcb_base(l: &Labels) -> Option<Labels> {
+    let name = l.metric_name()?;
+    let base = if let Some(b) = name.strip_suffix("_bucket") {
+        let le: f64 = l.get("le")?.trim().parse().ok()?;
+        if le.is_nan() {
+            return None;
+        }
+        b
+    } else if let Some(b) = name.strip_suffix("_count") {
+        b
+    } else {
+        name.strip_suffix("_sum")?
+    };
+    let mut out = l.clone();
+    out.remove("le");
+    out.set("__name__", base);
+    Some(out)
+}
+
+async fn run_file(name: String, text: String) -> FileReport {
+    let started = Instant::now();
+    let mut rep = FileReport { name, ..Default::default() };
+    let cmds = match script::parse_script(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            rep.runner_error = Some(format!("{}: parse error: {e}", rep.name));
+            return rep;
+        }
+    };
+    let mut scope = Scope::new();
+    for cmd in &cmds {
+        match cmd {
+            Cmd::Clear => scope = Scope::new(),
+            Cmd::Load(l) => scope.load(l),
+            Cmd::Eval(ev) => {
+                if let Some(reason) = skip_reason(ev, &scope.hist_series) {
+                    rep.skips.push((ev.line, reason));
+                    continue;
+                }
+                let be = scope.backend();
+                match run_eval(ev, &be, &mut rep).await {
+                    Ok(()) => rep.passed += 1,
+                    Err(msg) => {
+                        rep.failed += 1;
+                        rep.failures.push((ev.line, ev.expr.clone(), msg));
+                    }
+                }
+            }
+        }
+    }
+    rep.elapsed = started.elapsed();
+    rep
+}
+
+fn test_dir() -> PathBuf {
+    match std::env::var("PROMQLTEST_DIR") {
+        Ok(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/promqltest-upstream"),
+    }
+}
+
+fn tests_path(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(file)
+}
+
+/// Reads `promqltest-skip.txt`: `<file>:<line> <reason>` per line; `#` comments.
+fn read_skip_list(path: &Path) -> BTreeMap<(String, usize), String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (n, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (key, reason) = l.split_once(' ').unwrap_or((l, ""));
+        let parsed = key.rsplit_once(':').and_then(|(f, ln)| ln.parse::<usize>().ok().map(|ln| (f.to_string(), ln)));
+        match parsed {
+            Some(k) => {
+                out.insert(k, reason.trim().to_string());
+            }
+            None => panic!("{}:{}: malformed skip-list line {l:?}", path.display(), n + 1),
+        }
+    }
+    out
+}
+
+fn report(out: &mut impl Write, reps: &[FileReport]) {
+    for r in reps {
+        let _ = writeln!(
+            out,
+            "{}: {} passed, {} failed, {} skipped ({:.1}s)",
+            r.name,
+            r.passed,
+            r.failed,
+            r.skips.len(),
+            r.elapsed.as_secs_f64()
+        );
+        let n = if verbose() { usize::MAX } else { MAX_DETAILS_PER_FILE };
+        for (line, expr, msg) in r.failures.iter().take(n) {
+            let _ = writeln!(out, "  FAIL {}:{}: {}\n       {}", r.name, line, expr, msg);
+        }
+        if r.failures.len() > n {
+            let _ = writeln!(out, "  ... {} more failures (PROMQLTEST_VERBOSE=1 shows all)", r.failures.len() - n);
+        }
+        for (line, msg) in &r.at_unprintable {
+            let _ = writeln!(out, "  note {}:{}: @ re-check left out: {}", r.name, line, msg);
+        }
+    }
+}
+
+#[test]
+fn promqltest() {
+    script::self_check();
+    check::self_check();
+
+    let dir = test_dir();
+    let filter = std::env::var("PROMQLTEST_FILTER").unwrap_or_default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("promqltest: cannot read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "test"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "promqltest: no .test files in {}", dir.display());
+    let files: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|p| filter.is_empty() || p.file_name().is_some_and(|n| n.to_string_lossy().contains(&filter)))
+        .collect();
+
+    // Engine panics are reported as failures; keep their default panic output off the terminal.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some(ENGINE_THREAD) {
+            default_hook(info);
+        }
+    }));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name(ENGINE_THREAD)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let started = Instant::now();
+    let reports: Vec<FileReport> = rt.block_on(async {
+        let mut handles = Vec::new();
+        for p in &files {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+            handles.push((name.clone(), tokio::spawn(run_file(name, text))));
+        }
+        let mut out = Vec::new();
+        for (name, h) in handles {
+            out.push(h.await.unwrap_or_else(|e| FileReport {
+                runner_error: Some(format!("{name}: runner task failed: {e}")),
+                name,
+                ..Default::default()
+            }));
+        }
+        out
+    });
+    rt.shutdown_background();
+
+    let mut err = std::io::stderr();
+    report(&mut err, &reports);
+    let passed: usize = reports.iter().map(|r| r.passed).sum();
+    let failed: usize = reports.iter().map(|r| r.failed).sum();
+    let skipped: usize = reports.iter().map(|r| r.skips.len()).sum();
+    let mut problems: Vec<String> = reports.iter().filter_map(|r| r.runner_error.clone()).collect();
+
+    // The skip list: exactly the evals the detection skips.
+    let skip_path = tests_path("promqltest-skip.txt");
+    let detected: BTreeMap<(String, usize), String> =
+        reports.iter().flat_map(|r| r.skips.iter().map(|(l, why)| ((r.name.clone(), *l), why.clone()))).collect();
+    if !filter.is_empty() {
+        let _ = writeln!(err, "promqltest: PROMQLTEST_FILTER set; skip-list and baseline checks not done");
+    } else if env_on("PROMQLTEST_WRITE_SKIPS") {
+        let mut text = String::from(
+            "# Upstream promqltest evals Strata skips: <file>:<line> <reason>. Generated by\n\
+             # PROMQLTEST_WRITE_SKIPS=1 cargo test -p query --test promqltest. Only two reasons are allowed:\n\
+             # native histograms, and syntax promql-parser 0.11 cannot parse. This list only shrinks.\n",
+        );
+        for ((f, l), why) in &detected {
+            text.push_str(&format!("{f}:{l} {why}\n"));
+        }
+        std::fs::write(&skip_path, text).unwrap_or_else(|e| panic!("writing {}: {e}", skip_path.display()));
+        let _ = writeln!(err, "promqltest: wrote {} entries to {}", detected.len(), skip_path.display());
+    } else {
+        let listed = read_skip_list(&skip_path);
+        for ((f, l), why) in &detected {
+            if !listed.contains_key(&(f.clone(), *l)) {
+                problems.push(format!("{f}:{l} is skipped ({why}) but not in promqltest-skip.txt"));
+            }
+        }
+        for ((f, l), why) in &listed {
+            if !detected.contains_key(&(f.clone(), *l)) {
+                problems.push(format!(
+                    "{f}:{l} is in promqltest-skip.txt ({why}) but is not skippable any more: remove it \
+                     (or regenerate with PROMQLTEST_WRITE_SKIPS=1)"
+                ));
+            }
+        }
+    }
+
+    // The baseline: the pass count only goes up.
+    let base_path = tests_path("promqltest-baseline.txt");
+    if filter.is_empty() {
+        let baseline: usize = std::fs::read_to_string(&base_path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        if env_on("PROMQLTEST_WRITE_BASELINE") {
+            std::fs::write(&base_path, format!("{passed}\n"))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", base_path.display()));
+            let _ = writeln!(err, "promqltest: baseline {baseline} -> {passed} written to {}", base_path.display());
+        } else if passed < baseline {
+            problems
+                .push(format!("{passed} evals passed, fewer than the baseline {baseline} (promqltest-baseline.txt)"));
+        } else if passed > baseline {
+            let _ = writeln!(
+                err,
+                "promqltest: {passed} passed > baseline {baseline}: raise it with PROMQLTEST_WRITE_BASELINE=1 cargo test -p query --test promqltest"
+            );
+        }
+    }
+
+    let _ = writeln!(err, "promqltest: {} files in {:.1}s", reports.len(), started.elapsed().as_secs_f64());
+    for p in &problems {
+        let _ = writeln!(err, "promqltest: ERROR {p}");
+    }
+    let _ = writeln!(err, "promqltest: {passed} passed, {failed} failed, {skipped} skipped");
+    assert!(problems.is_empty(), "promqltest: {} problem(s), see above", problems.len());
+}

@@ -67,7 +67,13 @@ fn time(ms: i64) -> String {
 fn duration(ms: i64) -> String {
     let s = ms / 1000;
     let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
-    if h > 0 { format!("{h}h{m}m{sec}s") } else if m > 0 { format!("{m}m{sec}s") } else { format!("{sec}s") }
+    if h > 0 {
+        format!("{h}h{m}m{sec}s")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
+    }
 }
 
 fn labels(m: &BlockMeta) -> String {
@@ -141,7 +147,17 @@ async fn list(a: ListArgs, detailed: bool) -> Result<(), CliError> {
                 })
                 .collect();
             let h = [
-                "ULID", "FROM", "UNTIL", "RANGE", "SERIES", "SAMPLES", "BYTES", "B/SAMPLE", "LEVEL", "RESOLUTION", "SOURCE",
+                "ULID",
+                "FROM",
+                "UNTIL",
+                "RANGE",
+                "SERIES",
+                "SAMPLES",
+                "BYTES",
+                "B/SAMPLE",
+                "LEVEL",
+                "RESOLUTION",
+                "SOURCE",
                 "LABELS",
             ];
             print!("{}", table(&h, &rows));
@@ -159,11 +175,7 @@ async fn list(a: ListArgs, detailed: bool) -> Result<(), CliError> {
 
 async fn verify(a: VerifyArgs) -> Result<(), CliError> {
     let bucket = Bucket::from_config_file(&a.objstore_config_file)?;
-    let ids: Vec<String> = if a.ids.is_empty() {
-        bucket.list_blocks().await?
-    } else {
-        a.ids
-    };
+    let ids: Vec<String> = if a.ids.is_empty() { bucket.list_blocks().await? } else { a.ids };
     let mut problems = 0usize;
     for id in &ids {
         let found = engine::verify::verify_block(&bucket, id).await?;

@@ -37,10 +37,9 @@ impl Reporter {
     fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(0);
-            let style = ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} samples, {msg} ({per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style =
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} samples, {msg} ({per_sec}, eta {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
             b.set_style(style.progress_chars("=> "));
             b
         });

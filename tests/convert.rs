@@ -15,7 +15,8 @@ use futures::TryStreamExt;
 
 /// Generated fleet data plus a family with special float values.
 fn test_openmetrics() -> String {
-    let spec = bench::datagen::GenSpec { targets: 6, duration_ms: 5 * 3_600_000, interval_ms: 30_000, ..Default::default() };
+    let spec =
+        bench::datagen::GenSpec { targets: 6, duration_ms: 5 * 3_600_000, interval_ms: 30_000, ..Default::default() };
     let mut buf = Vec::new();
     bench::datagen::write_openmetrics(&spec, &mut buf).unwrap();
     let mut text = String::from_utf8(buf).unwrap();
@@ -97,7 +98,16 @@ async fn convert_matches_promtool_dump_and_tools_work() {
     let bdir = tmp.path().join("bucket");
     let cfg = fs_bucket_config(tmp.path(), &bdir);
     let cfg_s = cfg.to_str().unwrap();
-    let out = strata_ok(&["tsdb", "convert", "--tsdb.path", data.to_str().unwrap(), "--objstore.config-file", cfg_s, "--label", "cluster=\"eu1\""]);
+    let out = strata_ok(&[
+        "tsdb",
+        "convert",
+        "--tsdb.path",
+        data.to_str().unwrap(),
+        "--objstore.config-file",
+        cfg_s,
+        "--label",
+        "cluster=\"eu1\"",
+    ]);
     assert!(out.contains(&format!("converted {} block(s)", ulids.len())), "{out}");
 
     let bucket = Bucket::from_config_file(&cfg).unwrap();
@@ -108,14 +118,19 @@ async fn convert_matches_promtool_dump_and_tools_work() {
     assert!(with_ext.keys().all(|k| k.contains("cluster=\"eu1\"")));
 
     // ls / inspect: same ULIDs as the source blocks, with labels and counts
-    let ls: serde_json::Value = serde_json::from_str(&strata_ok(&["tools", "bucket", "ls", "--objstore.config-file", cfg_s, "-o", "json"])).unwrap();
-    let mut listed: Vec<String> = ls.as_array().unwrap().iter().map(|m| m["ulid"].as_str().unwrap().to_string()).collect();
+    let ls: serde_json::Value =
+        serde_json::from_str(&strata_ok(&["tools", "bucket", "ls", "--objstore.config-file", cfg_s, "-o", "json"]))
+            .unwrap();
+    let mut listed: Vec<String> =
+        ls.as_array().unwrap().iter().map(|m| m["ulid"].as_str().unwrap().to_string()).collect();
     listed.sort();
     assert_eq!(listed, ulids);
     for m in ls.as_array().unwrap() {
         assert_eq!(m["thanos"]["labels"]["cluster"], "eu1");
         assert_eq!(m["strata"]["source_ulid"], m["ulid"]);
-        let src: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join(m["ulid"].as_str().unwrap()).join("meta.json")).unwrap()).unwrap();
+        let src: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data.join(m["ulid"].as_str().unwrap()).join("meta.json")).unwrap())
+                .unwrap();
         assert_eq!(m["minTime"], src["minTime"]);
         assert_eq!(m["maxTime"], src["maxTime"]);
         assert_eq!(m["stats"]["numSamples"], src["stats"]["numSamples"]);
@@ -124,7 +139,8 @@ async fn convert_matches_promtool_dump_and_tools_work() {
     let table = strata_ok(&["tools", "bucket", "inspect", "--objstore.config-file", cfg_s]);
     assert!(table.starts_with("ULID"), "{table}");
     assert_eq!(table.lines().count(), ulids.len() + 1);
-    let table_samples: u64 = table.lines().skip(1).map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap()).sum();
+    let table_samples: u64 =
+        table.lines().skip(1).map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap()).sum();
     assert_eq!(table_samples, total);
     let v = strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
     assert!(v.contains(&format!("verify: {} block(s) ok", ulids.len())), "{v}");

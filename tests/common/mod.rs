@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 /// Finds a peer program on PATH. Under CI=true a missing peer panics (the test FAILS); otherwise
 /// the caller gets None and skips with a notice.
 pub fn peer(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
     if found.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("required test peer {name:?} is not installed (run scripts/install-test-deps)");
@@ -161,7 +160,8 @@ pub fn start_moto() -> Option<(Daemon, u16)> {
 pub fn create_s3_bucket(port: u16, name: &str) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");

@@ -57,7 +57,10 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         bench::datagen::write_openmetrics(&spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
     }
     let prom = work.path().join("prom");
-    eprintln!("bench convert: promtool tsdb create-blocks-from openmetrics ({} samples) ...", bench::datagen::total_samples(&spec));
+    eprintln!(
+        "bench convert: promtool tsdb create-blocks-from openmetrics ({} samples) ...",
+        bench::datagen::total_samples(&spec)
+    );
     let st = Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&om)
@@ -89,9 +92,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     let bdir = work.path().join("bucket");
     let bucket = Bucket::local(&bdir).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let report = rt
-        .block_on(convert_path(&prom, &bucket, &ConvertOptions::default(), &|_| {}))
-        .map_err(|e| e.to_string())?;
+    let report =
+        rt.block_on(convert_path(&prom, &bucket, &ConvertOptions::default(), &|_| {})).map_err(|e| e.to_string())?;
     let convert_s = t.elapsed().as_secs_f64();
     if let Some((p, e)) = report.failed.first() {
         return Err(format!("conversion of {} failed: {e}", p.display()));
@@ -109,12 +111,24 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     println!("{:<34} {:>14} {:>14} {:>8}", "measure", "strata", "reference", "ratio");
     println!(
         "{:<34} {:>14.3} {:>14.3} {:>8.3}   (target <= 0.8; reference: Prometheus TSDB index+chunks)",
-        "bytes/sample", strata_bps, tsdb_bps, strata_bps / tsdb_bps
+        "bytes/sample",
+        strata_bps,
+        tsdb_bps,
+        strata_bps / tsdb_bps
     );
-    println!("{:<34} {:>14} {:>14} {:>8.3}", "bytes total", strata_bytes, tsdb_bytes, strata_bytes as f64 / tsdb_bytes as f64);
+    println!(
+        "{:<34} {:>14} {:>14} {:>8.3}",
+        "bytes total",
+        strata_bytes,
+        tsdb_bytes,
+        strata_bytes as f64 / tsdb_bytes as f64
+    );
     println!(
         "{:<34} {:>14.0} {:>14.0} {:>8.3}   (target >= 1.0; reference: 10M samples/s)",
-        "convert samples/s (end to end)", rate, 10e6, rate / 10e6
+        "convert samples/s (end to end)",
+        rate,
+        10e6,
+        rate / 10e6
     );
     println!("{:<34} {:>14.0}", "TSDB decode samples/s (1 thread)", decoded as f64 / decode_s);
     if a.keep {

@@ -159,7 +159,13 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
     for t in 0..spec.targets {
         for (b, bound) in BUCKETS.iter().enumerate() {
             for (i, &tm) in times[t].iter().enumerate() {
-                writeln!(w, "request_duration_seconds_bucket{{{},le=\"{bound}\"}} {} {}", lbl(t), hist[t][i].0[b], ts(tm))?;
+                writeln!(
+                    w,
+                    "request_duration_seconds_bucket{{{},le=\"{bound}\"}} {} {}",
+                    lbl(t),
+                    hist[t][i].0[b],
+                    ts(tm)
+                )?;
             }
         }
     }

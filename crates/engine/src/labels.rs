@@ -53,8 +53,7 @@ impl Labels {
 
     /// Builds a label set from pairs and rejects duplicate or empty names instead of fixing them.
     pub fn try_from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self> {
-        let mut v: Vec<Label> =
-            pairs.into_iter().map(|(n, v)| Label { name: n.into(), value: v.into() }).collect();
+        let mut v: Vec<Label> = pairs.into_iter().map(|(n, v)| Label { name: n.into(), value: v.into() }).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         let bad = |reason: String, v: &[Label]| Error::BadLabels { labels: Labels(v.to_vec()).to_string(), reason };
         for w in v.windows(2) {

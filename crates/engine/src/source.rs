@@ -55,7 +55,10 @@ impl SeriesBatch {
         let (mut ts, mut vs) = (Vec::new(), Vec::new());
         for (l, t, v) in series {
             if t.len() != v.len() {
-                return Err(Error::BadLabels { labels: l.to_string(), reason: "timestamps and values differ in length".into() });
+                return Err(Error::BadLabels {
+                    labels: l.to_string(),
+                    reason: "timestamps and values differ in length".into(),
+                });
             }
             ts.extend_from_slice(&t);
             vs.extend_from_slice(&v);
@@ -77,22 +80,12 @@ impl SeriesBatch {
 
     /// Timestamps column.
     pub fn timestamps(&self) -> &[i64] {
-        self.samples
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .map(|a| a.values().as_ref())
-            .unwrap_or(&[])
+        self.samples.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.values().as_ref()).unwrap_or(&[])
     }
 
     /// Values column.
     pub fn values(&self) -> &[f64] {
-        self.samples
-            .column(1)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .map(|a| a.values().as_ref())
-            .unwrap_or(&[])
+        self.samples.column(1).as_any().downcast_ref::<Float64Array>().map(|a| a.values().as_ref()).unwrap_or(&[])
     }
 
     /// Series `i`: its labels, timestamps and values.

@@ -133,10 +133,12 @@ pub async fn convert_block(
     let started = Instant::now();
     let block = Block::open(dir)?;
     let src = block.meta().clone();
-    let ulid = ulid::Ulid::from_string(&src.ulid).map_err(|e| Error::Engine(engine::Error::BadMeta {
-        path: dir.join("meta.json").display().to_string(),
-        reason: format!("ulid {:?}: {e}", src.ulid),
-    }))?;
+    let ulid = ulid::Ulid::from_string(&src.ulid).map_err(|e| {
+        Error::Engine(engine::Error::BadMeta {
+            path: dir.join("meta.json").display().to_string(),
+            reason: format!("ulid {:?}: {e}", src.ulid),
+        })
+    })?;
     if bucket.exists(&Bucket::block_path(&src.ulid, engine::meta::META_FILE)).await? {
         progress(Progress::BlockFinished { ulid: src.ulid.clone(), outcome: Ok(Outcome::Skipped) });
         return Ok(None);

@@ -157,7 +157,9 @@ pub enum Error {
         tenant: String,
     },
     /// The hashring of a tenant has fewer endpoints than the replication factor.
-    #[error("tenant {tenant:?}: insufficient nodes in the hashring; have {have}, want {want} (--receive.replication-factor)")]
+    #[error(
+        "tenant {tenant:?}: insufficient nodes in the hashring; have {have}, want {want} (--receive.replication-factor)"
+    )]
     InsufficientNodes {
         /// The tenant.
         tenant: String,

@@ -6,8 +6,10 @@
 
 pub mod bucket;
 pub mod bucket_source;
+pub mod chunkenc;
 pub mod error;
 pub mod format;
+pub mod head;
 pub mod labels;
 pub mod merge;
 pub mod meta;
@@ -15,6 +17,7 @@ pub mod reader;
 pub mod source;
 pub mod sql;
 pub mod verify;
+pub mod wal;
 pub mod writer;
 
 pub use bucket::Bucket;
@@ -22,6 +25,7 @@ pub use bucket_source::BucketSource;
 pub use error::{Error, Result};
 pub use labels::{Label, Labels, MatchOp, Matcher};
 pub use merge::merge_series_streams;
+pub use head::{AppendReport, Head, HeadOptions, HeadStats};
 pub use meta::BlockMeta;
 pub use reader::BlockReader;
 pub use source::{MemSource, SelectHints, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};

@@ -5,6 +5,9 @@
 
 mod cli_tools;
 mod convert_cmd;
+mod query_cmd;
+mod server;
+mod up_cmd;
 
 use std::process::ExitCode;
 
@@ -33,6 +36,10 @@ enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Serve PromQL over a bucket as the Prometheus HTTP API v1.
+    Query(query_cmd::QueryArgs),
+    /// Run Strata in one process on a local directory (the embedded default).
+    Up(up_cmd::UpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +90,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Tsdb { command: TsdbCommand::Convert(args) } => convert_cmd::run(args).await,
             Command::Tools { command: ToolsCommand::Bucket { command } } => cli_tools::run_bucket(command).await,
+            Command::Query(args) => query_cmd::run(args).await,
+            Command::Up(args) => up_cmd::run(args).await,
         }
     });
     match res {

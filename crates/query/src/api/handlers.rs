@@ -1,0 +1,494 @@
+//! The endpoint handlers: parse the form, call the engine or the source, encode the answer.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use engine::{Labels, Matcher};
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::ApiState;
+use super::json::{self, write_str};
+use super::params::{
+    Form, invalid_param, parse_bool, parse_duration, parse_limit, parse_matches, parse_start_end, parse_time,
+    unescape_label_name, valid_label_name,
+};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::value::Value;
+
+/// Most points per series a range query may ask for, as Prometheus.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// The version reported to clients that pick features by Prometheus version (Grafana): the
+/// Prometheus release whose API and PromQL semantics Strata follows.
+const PROMETHEUS_COMPAT_VERSION: &str = "3.0.0";
+
+/// The warning Prometheus adds when `limit` cut the results.
+const TRUNCATED: &str = "results truncated due to limit";
+
+/// A successful answer: encoded `data` plus annotations.
+struct Answer {
+    data: String,
+    warnings: Vec<String>,
+    infos: Vec<String>,
+}
+
+impl Answer {
+    fn data(data: String) -> Self {
+        Answer { data, warnings: vec![], infos: vec![] }
+    }
+}
+
+/// Builds the request form; a POST body counts only when form-encoded, as in Go's `ParseForm`.
+fn form(method: &Method, headers: &HeaderMap, raw: Option<String>, body: &Bytes) -> Form {
+    let form_body = *method == Method::POST
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    Form::parse(raw.as_deref(), if form_body { body } else { &[] })
+}
+
+fn respond(state: &ApiState, handler: &'static str, started: Instant, res: Result<Answer>) -> Response {
+    let (code, body) = match res {
+        Ok(a) => (200, json::success(&a.data, &a.warnings, &a.infos)),
+        Err(e) => {
+            tracing::debug!(handler, error = %e, "API request failed");
+            (json::http_status(e.error_type()), json::error(&e))
+        }
+    };
+    state.metrics().observe(handler, code, started.elapsed().as_secs_f64());
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn required_query(f: &Form) -> Result<&str> {
+    f.get_non_empty("query").ok_or_else(|| invalid_param("query", "the query must not be empty"))
+}
+
+/// Engine errors about the expression are answered as Prometheus does: bad_data naming `query`.
+fn engine_err(e: Error) -> Error {
+    match e {
+        Error::BadData(m) => invalid_param("query", m),
+        other => other,
+    }
+}
+
+/// Storage failures of the metadata endpoints are `execution` errors in Prometheus.
+fn storage_err(e: engine::Error) -> Error {
+    Error::Execution(e.to_string())
+}
+
+/// Per-request query settings.
+struct QueryOpts {
+    timeout: Duration,
+    engine: Option<Engine>,
+    limit: Option<usize>,
+    stats: bool,
+    stats_warning: Option<String>,
+    explain: bool,
+    analyze: bool,
+}
+
+impl QueryOpts {
+    fn parse(s: &ApiState, f: &Form) -> Result<Self> {
+        let server_timeout = s.inner.config.engine.timeout;
+        let timeout = match f.get_non_empty("timeout") {
+            Some(t) => {
+                let ms = parse_duration(t).map_err(|e| invalid_param("timeout", e))?;
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(server_timeout)
+            }
+            None => server_timeout,
+        };
+        let engine = match f.get_non_empty("lookback_delta") {
+            Some(d) => {
+                let ms = parse_duration(d).map_err(|e| invalid_param("lookback_delta", e))?;
+                if ms < 0 {
+                    return Err(invalid_param("lookback_delta", "lookback delta must not be negative"));
+                }
+                let mut opts = s.inner.config.engine.clone();
+                if ms > 0 {
+                    opts.lookback_delta_ms = ms;
+                }
+                Some(Engine::new(s.inner.source.clone(), opts))
+            }
+            None => None,
+        };
+        let limit = parse_limit(f)?;
+        let stats_param = f.get_non_empty("stats");
+        let stats_warning = stats_param
+            .filter(|v| *v != "all" && *v != "true")
+            .map(|v| format!("stats={v:?} is deprecated; use stats=all"));
+        let explain = parse_bool(f, "explain", false)?;
+        let analyze = parse_bool(f, "analyze", false)?;
+        check_thanos_params(f)?;
+        Ok(QueryOpts { timeout, engine, limit, stats: stats_param.is_some(), stats_warning, explain, analyze })
+    }
+
+    fn engine<'a>(&'a self, s: &'a ApiState) -> &'a Engine {
+        self.engine.as_ref().unwrap_or(&s.inner.engine)
+    }
+}
+
+/// Validates the Thanos querier parameters. `dedup` and `replicaLabels[]` act on `/series`;
+/// `partial_response` and `max_source_resolution` have no effect over a single bucket yet.
+fn check_thanos_params(f: &Form) -> Result<()> {
+    parse_bool(f, "dedup", true)?;
+    parse_bool(f, "partial_response", true)?;
+    if let Some(r) = f.get_non_empty("max_source_resolution")
+        && r != "auto"
+        && parse_duration(r).map_err(|e| invalid_param("max_source_resolution", e))? < 0
+    {
+        return Err(invalid_param("max_source_resolution", "negative resolutions are not accepted"));
+    }
+    match f.get_non_empty("engine") {
+        None | Some("prometheus" | "thanos") => Ok(()),
+        Some(other) => Err(invalid_param("engine", format!("bad engine {other:?}: use prometheus or thanos"))),
+    }
+}
+
+/// Decrements a gauge when dropped (also when the client goes away mid-query).
+struct GaugeGuard<'a>(&'a Gauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn new(g: &'a Gauge) -> Self {
+        g.inc();
+        GaugeGuard(g)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Runs `fut` once a concurrency slot is free, all within `timeout`. Returns the output and the
+/// seconds spent queued.
+async fn run_limited<T>(s: &ApiState, timeout: Duration, fut: impl Future<Output = Result<T>>) -> Result<(T, f64)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let queued_at = Instant::now();
+    let permit = {
+        let _q = GaugeGuard::new(s.metrics().queued());
+        match tokio::time::timeout_at(deadline, s.inner.slots.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(Error::Internal("the query slots were closed".into())),
+            Err(_) => return Err(Error::Timeout("query timed out in query queue".into())),
+        }
+    };
+    let queue_secs = queued_at.elapsed().as_secs_f64();
+    let _r = GaugeGuard::new(s.metrics().running());
+    let out = match tokio::time::timeout_at(deadline, fut).await {
+        Ok(r) => r.map_err(engine_err)?,
+        Err(_) => return Err(Error::Timeout("query timed out in query execution".into())),
+    };
+    drop(permit);
+    Ok((out, queue_secs))
+}
+
+/// Cuts a vector or matrix to `limit` series; true when something was cut.
+fn apply_limit(v: &mut Value, limit: Option<usize>) -> bool {
+    let Some(limit) = limit else { return false };
+    match v {
+        Value::Vector(s) if s.len() > limit => {
+            s.truncate(limit);
+            true
+        }
+        Value::Matrix(m) => {
+            m.retain(|s| !s.points.is_empty());
+            if m.len() > limit {
+                m.truncate(limit);
+                true
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Runs an instant (`step_ms == 0`) or range query with its per-request options and encodes it.
+async fn run_query(s: &ApiState, f: &Form, expr: &str, start: i64, end: i64, step_ms: i64) -> Result<Answer> {
+    let opts = QueryOpts::parse(s, f)?;
+    let engine = opts.engine(s);
+    let started = Instant::now();
+    let fut = async {
+        if step_ms == 0 {
+            engine.instant_query(expr, start).await
+        } else {
+            engine.range_query(expr, start, end, step_ms).await
+        }
+    };
+    let (mut result, queue_secs) = run_limited(s, opts.timeout, fut).await?;
+    let eval_secs = started.elapsed().as_secs_f64() - queue_secs;
+    let explain = if opts.explain || opts.analyze {
+        let fut = engine.explain(expr, start, end, step_ms, opts.analyze);
+        Some(run_limited(s, opts.timeout, fut).await?.0)
+    } else {
+        None
+    };
+    let mut warnings = std::mem::take(&mut result.warnings);
+    if apply_limit(&mut result.value, opts.limit) {
+        warnings.push(TRUNCATED.into());
+    }
+    warnings.extend(opts.stats_warning);
+    let mut data = String::new();
+    json::write_result_open(&mut data, &result.value);
+    if opts.stats {
+        data.push_str(&format!(
+            ",\"stats\":{{\"timings\":{{\"evalTotalTime\":{eval_secs},\"execQueueTime\":{queue_secs},\"execTotalTime\":{}}}}}",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    if let Some(text) = explain {
+        data.push_str(",\"explain\":");
+        write_str(&mut data, &text);
+    }
+    data.push('}');
+    Ok(Answer { data, warnings, infos: result.infos })
+}
+
+async fn do_query(s: &ApiState, f: &Form) -> Result<Answer> {
+    let expr = required_query(f)?;
+    let t = match f.get_non_empty("time") {
+        Some(t) => parse_time(t).map_err(|e| invalid_param("time", e))?,
+        None => now_ms(),
+    };
+    run_query(s, f, expr, t, t, 0).await
+}
+
+async fn do_query_range(s: &ApiState, f: &Form) -> Result<Answer> {
+    let start = parse_time(f.get("start").unwrap_or("")).map_err(|e| invalid_param("start", e))?;
+    let end = parse_time(f.get("end").unwrap_or("")).map_err(|e| invalid_param("end", e))?;
+    if end < start {
+        return Err(invalid_param("end", "end timestamp must not be before start time"));
+    }
+    let step = parse_duration(f.get("step").unwrap_or("")).map_err(|e| invalid_param("step", e))?;
+    if step <= 0 {
+        return Err(invalid_param(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return Err(Error::BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                .into(),
+        ));
+    }
+    let expr = required_query(f)?;
+    run_query(s, f, expr, start, end, step).await
+}
+
+/// Union of the source's series over OR-ed matcher sets.
+async fn series_union(s: &ApiState, sets: &[Vec<Matcher>], start: i64, end: i64) -> Result<BTreeSet<Labels>> {
+    let mut all = BTreeSet::new();
+    for set in sets {
+        all.extend(s.inner.source.series(set, start, end).await.map_err(storage_err)?);
+    }
+    Ok(all)
+}
+
+fn encode_strings(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+/// Truncates to `limit` and returns the warnings to report.
+fn limit_list<T>(list: &mut Vec<T>, limit: Option<usize>) -> Vec<String> {
+    match limit {
+        Some(l) if list.len() > l => {
+            list.truncate(l);
+            vec![TRUNCATED.into()]
+        }
+        _ => vec![],
+    }
+}
+
+async fn do_series(s: &ApiState, f: &Form) -> Result<Answer> {
+    if f.get_all("match[]").is_empty() {
+        return Err(Error::BadData("no match[] parameter provided".into()));
+    }
+    let sets = parse_matches(f)?;
+    let (start, end) = parse_start_end(f)?;
+    let limit = parse_limit(f)?;
+    check_thanos_params(f)?;
+    let mut all = series_union(s, &sets, start, end).await?;
+    let replica_labels = f.get_all("replicaLabels[]");
+    if parse_bool(f, "dedup", true)? && !replica_labels.is_empty() {
+        all = all
+            .into_iter()
+            .map(|mut l| {
+                for r in &replica_labels {
+                    l.remove(r);
+                }
+                l
+            })
+            .collect();
+    }
+    let mut list: Vec<Labels> = all.into_iter().collect();
+    let warnings = limit_list(&mut list, limit);
+    let mut data = String::from("[");
+    for (i, l) in list.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        json::write_labels(&mut data, l);
+    }
+    data.push(']');
+    Ok(Answer { data, warnings, infos: vec![] })
+}
+
+async fn do_labels(s: &ApiState, f: &Form) -> Result<Answer> {
+    let sets = parse_matches(f)?;
+    let (start, end) = parse_start_end(f)?;
+    let limit = parse_limit(f)?;
+    check_thanos_params(f)?;
+    let src = &s.inner.source;
+    let mut names: Vec<String> = if sets.is_empty() {
+        src.label_names(&[], start, end).await.map_err(storage_err)?
+    } else {
+        let mut all = BTreeSet::new();
+        for set in &sets {
+            all.extend(src.label_names(set, start, end).await.map_err(storage_err)?);
+        }
+        all.into_iter().collect()
+    };
+    let warnings = limit_list(&mut names, limit);
+    Ok(Answer { data: encode_strings(&names), warnings, infos: vec![] })
+}
+
+async fn do_label_values(s: &ApiState, f: &Form, raw_name: &str) -> Result<Answer> {
+    let name = unescape_label_name(raw_name);
+    if !valid_label_name(&name) {
+        return Err(Error::BadData(format!("invalid label name: {raw_name:?}")));
+    }
+    let sets = parse_matches(f)?;
+    let (start, end) = parse_start_end(f)?;
+    let limit = parse_limit(f)?;
+    check_thanos_params(f)?;
+    let src = &s.inner.source;
+    let mut values: Vec<String> = if sets.is_empty() {
+        src.label_values(&name, &[], start, end).await.map_err(storage_err)?
+    } else {
+        let mut all = BTreeSet::new();
+        for set in &sets {
+            all.extend(src.label_values(&name, set, start, end).await.map_err(storage_err)?);
+        }
+        all.into_iter().collect()
+    };
+    let warnings = limit_list(&mut values, limit);
+    Ok(Answer { data: encode_strings(&values), warnings, infos: vec![] })
+}
+
+fn do_metadata(f: &Form) -> Result<Answer> {
+    // No metadata is stored yet: validate the parameters and answer an empty map.
+    parse_limit(f)?;
+    if let Some(l) = f.get_non_empty("limit_per_metric") {
+        l.parse::<i64>().map_err(|_| invalid_param("limit_per_metric", format!("cannot parse {l:?} to an integer")))?;
+    }
+    Ok(Answer::data("{}".into()))
+}
+
+fn parse_expr(f: &Form) -> Result<promql_parser::parser::Expr> {
+    let q = required_query(f)?;
+    promql_parser::parser::parse(q).map_err(|e| invalid_param("query", e))
+}
+
+fn do_format_query(f: &Form) -> Result<Answer> {
+    let e = parse_expr(f)?;
+    let mut data = String::new();
+    write_str(&mut data, &e.prettify());
+    Ok(Answer::data(data))
+}
+
+fn do_parse_query(f: &Form) -> Result<Answer> {
+    let e = parse_expr(f)?;
+    Ok(Answer::data(super::ast::to_json(&e).to_string()))
+}
+
+fn do_query_exemplars(f: &Form) -> Result<Answer> {
+    // No exemplars are stored: check the parameters and answer an empty list.
+    parse_expr(f)?;
+    parse_start_end(f)?;
+    Ok(Answer::data("[]".into()))
+}
+
+fn do_buildinfo() -> Answer {
+    let v = serde_json::json!({
+        "version": PROMETHEUS_COMPAT_VERSION,
+        "revision": option_env!("STRATA_GIT_REVISION").unwrap_or("unknown"),
+        "branch": option_env!("STRATA_GIT_BRANCH").unwrap_or("unknown"),
+        "buildUser": option_env!("STRATA_BUILD_USER").unwrap_or("unknown"),
+        "buildDate": option_env!("STRATA_BUILD_DATE").unwrap_or("unknown"),
+        "goVersion": "none (Strata is written in Rust)",
+        "application": "strata",
+        "strataVersion": env!("CARGO_PKG_VERSION"),
+    });
+    Answer::data(v.to_string())
+}
+
+/// Generates a handler that reads the form and answers through `respond`.
+macro_rules! form_handler {
+    ($name:ident, $path:literal, |$s:ident, $f:ident| $body:expr) => {
+        pub(super) async fn $name(
+            State($s): State<ApiState>,
+            method: Method,
+            RawQuery(raw): RawQuery,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            let started = Instant::now();
+            let $f = form(&method, &headers, raw, &body);
+            let res = $body;
+            respond(&$s, $path, started, res)
+        }
+    };
+}
+
+form_handler!(query, "/api/v1/query", |s, f| do_query(&s, &f).await);
+form_handler!(query_range, "/api/v1/query_range", |s, f| do_query_range(&s, &f).await);
+form_handler!(series, "/api/v1/series", |s, f| do_series(&s, &f).await);
+form_handler!(labels, "/api/v1/labels", |s, f| do_labels(&s, &f).await);
+form_handler!(metadata, "/api/v1/metadata", |s, f| do_metadata(&f));
+form_handler!(format_query, "/api/v1/format_query", |s, f| do_format_query(&f));
+form_handler!(parse_query, "/api/v1/parse_query", |s, f| do_parse_query(&f));
+form_handler!(query_exemplars, "/api/v1/query_exemplars", |s, f| do_query_exemplars(&f));
+form_handler!(buildinfo, "/api/v1/status/buildinfo", |s, f| {
+    let _ = &f;
+    Ok(do_buildinfo())
+});
+form_handler!(flags, "/api/v1/status/flags", |s, f| {
+    let _ = &f;
+    Ok(Answer::data(serde_json::to_string(&s.inner.config.flags).unwrap_or_else(|_| "{}".into())))
+});
+
+/// `GET /api/v1/label/<name>/values`.
+pub(super) async fn label_values(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let f = Form::parse(raw.as_deref(), &[]);
+    let res = do_label_values(&s, &f, &name).await;
+    respond(&s, "/api/v1/label/:name/values", started, res)
+}
+
+/// `OPTIONS` on any API path: 204, as Prometheus.
+pub(super) async fn options() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests;

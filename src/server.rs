@@ -1,0 +1,235 @@
+//! The HTTP server every Strata component shares: `/-/healthy`, `/-/ready`, `/metrics` (the
+//! process's own health in the Prometheus/OpenMetrics text format), request logging, the readiness
+//! gate in front of the API (503 `Service Unavailable` until ready, as Prometheus), and graceful
+//! shutdown on SIGINT/SIGTERM.
+//!
+//! ```text
+//!   component router (API) ──► readiness gate ──┐
+//!   /-/healthy  /-/ready  /metrics ─────────────┼──► request log ──► axum::serve(listener)
+//!                                               └── until SIGINT / SIGTERM, then drain
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::CliError;
+
+/// Readiness of a server: false until the component says it can answer (e.g. the first bucket
+/// sync finished).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the server ready.
+    pub(crate) fn set_ready(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// True once ready.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Metrics of the periodic bucket sync.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncMetrics {
+    syncs: Family<[(&'static str, &'static str); 1], Counter>,
+    blocks_loaded: Gauge,
+    last_success: Gauge<f64, AtomicU64>,
+    duration: Histogram,
+}
+
+impl SyncMetrics {
+    /// Creates and registers the sync metrics (`bucket_syncs{result}`, `bucket_blocks_loaded`,
+    /// `bucket_last_successful_sync_timestamp_seconds`, `bucket_sync_duration_seconds`).
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let m = SyncMetrics {
+            syncs: Family::default(),
+            blocks_loaded: Gauge::default(),
+            last_success: Gauge::default(),
+            duration: Histogram::new(exponential_buckets(0.01, 3.0, 10)),
+        };
+        registry.register("bucket_syncs", "Bucket block-list syncs by result (success, failure)", m.syncs.clone());
+        registry.register("bucket_blocks_loaded", "Blocks currently loaded from the bucket", m.blocks_loaded.clone());
+        registry.register(
+            "bucket_last_successful_sync_timestamp_seconds",
+            "Unix time of the last successful bucket sync",
+            m.last_success.clone(),
+        );
+        registry.register("bucket_sync_duration_seconds", "Duration of bucket syncs", m.duration.clone());
+        m
+    }
+
+    /// Records one sync: its outcome, its duration and the blocks loaded afterwards.
+    pub(crate) fn observe(&self, ok: bool, seconds: f64, blocks_loaded: usize) {
+        self.syncs.get_or_create(&[("result", if ok { "success" } else { "failure" })]).inc();
+        self.duration.observe(seconds);
+        if ok {
+            self.blocks_loaded.set(i64::try_from(blocks_loaded).unwrap_or(i64::MAX));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.last_success.set(now);
+        }
+    }
+}
+
+/// A new registry with Strata's metric prefix and a `build_info` gauge.
+pub(crate) fn new_registry(component: &'static str) -> Registry {
+    let mut r = Registry::with_prefix("strata");
+    let info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
+    info.get_or_create(&[("version", env!("CARGO_PKG_VERSION")), ("component", component)]).set(1);
+    r.register("build_info", "Strata build information (always 1)", info);
+    r
+}
+
+#[derive(Debug, Clone)]
+struct ServerState {
+    ready: Readiness,
+    registry: Arc<Registry>,
+}
+
+async fn healthy() -> &'static str {
+    "Strata is Healthy.\n"
+}
+
+async fn ready_check(State(s): State<ServerState>) -> Response {
+    if s.ready.is_ready() {
+        (StatusCode::OK, "Strata is Ready.\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response()
+    }
+}
+
+async fn metrics(State(s): State<ServerState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+        Ok(()) => {
+            let mut resp = Response::new(Body::from(text));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            resp
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")).into_response(),
+    }
+}
+
+/// Answers API requests with a plain 503 until ready, as Prometheus does while starting.
+async fn readiness_gate(State(r): State<Readiness>, req: Request, next: Next) -> Response {
+    if r.is_ready() {
+        return next.run(req).await;
+    }
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+    resp.headers_mut().insert("X-Prometheus-Stopping", HeaderValue::from_static("false"));
+    resp
+}
+
+/// Logs every request at debug level (method, path, status, duration).
+async fn log_requests(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "http");
+    resp
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Binds `address` (e.g. `127.0.0.1:10902`), serves `api` behind the readiness gate plus the
+/// shared endpoints, and returns after a graceful shutdown on SIGINT/SIGTERM.
+pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry: Registry) -> Result<(), CliError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| CliError::Failed(format!("--http-address {address}: cannot listen: {e}")))?;
+    let local = listener.local_addr().map_err(|e| CliError::Failed(format!("--http-address {address}: {e}")))?;
+    let state = ServerState { ready: ready.clone(), registry: Arc::new(registry) };
+    let app = api
+        .layer(middleware::from_fn_with_state(ready, readiness_gate))
+        .merge(
+            Router::new()
+                .route("/-/healthy", get(healthy))
+                .route("/-/ready", get(ready_check))
+                .route("/metrics", get(metrics))
+                .with_state(state),
+        )
+        .layer(middleware::from_fn(log_requests));
+    tracing::info!(address = %local, "HTTP server listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| CliError::Failed(format!("HTTP server on {local}: {e}")))?;
+    tracing::info!("HTTP server stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sync_metrics_exposed() {
+        let mut reg = new_registry("query");
+        let m = SyncMetrics::register(&mut reg);
+        m.observe(true, 0.02, 3);
+        m.observe(false, 0.5, 0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(text.contains("strata_bucket_syncs_total{result=\"success\"} 1"), "{text}");
+        assert!(text.contains("strata_bucket_syncs_total{result=\"failure\"} 1"), "{text}");
+        assert!(text.contains("strata_bucket_blocks_loaded 3"), "{text}");
+        assert!(text.contains("strata_build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn readiness_flag() {
+        let r = Readiness::default();
+        assert!(!r.is_ready());
+        r.clone().set_ready();
+        assert!(r.is_ready());
+    }
+}

@@ -1,0 +1,46 @@
+//! `strata up`: the embedded default. One process on a local directory: the bucket lives in
+//! `<data>/bucket` (a FILESYSTEM bucket, created when missing) unless `--objstore.config-file`
+//! names another, and the Prometheus query API is served on `--http-address`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use engine::bucket::Bucket;
+
+use crate::CliError;
+use crate::query_cmd::{EngineArgs, serve_bucket};
+
+/// Arguments of `strata up`.
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Data directory; the bucket is `<data>/bucket` unless --objstore.config-file is given.
+    #[arg(long = "data", default_value = "./data")]
+    data: PathBuf,
+    /// Listen address of the HTTP API (host:port).
+    #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
+    http_address: String,
+    /// Object storage configuration file (Thanos objstore YAML) to use instead of `<data>/bucket`.
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Runs `strata up`.
+pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
+    std::fs::create_dir_all(&args.data)
+        .map_err(|e| CliError::Failed(format!("--data {}: cannot create the directory: {e}", args.data.display())))?;
+    let mut flags = BTreeMap::from([
+        ("data".to_string(), args.data.display().to_string()),
+        ("http-address".to_string(), args.http_address.clone()),
+    ]);
+    let bucket = match &args.objstore_config_file {
+        Some(cfg) => {
+            flags.insert("objstore.config-file".into(), cfg.display().to_string());
+            Bucket::from_config_file(cfg)?
+        }
+        None => Bucket::local(args.data.join("bucket"))?,
+    };
+    serve_bucket("up", bucket, &args.http_address, &args.engine, flags).await
+}

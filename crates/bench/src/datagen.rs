@@ -82,15 +82,15 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
     let lbl = |t: usize| format!("job=\"{}\",instance=\"host-{t:05}:9100\"", job_of(t));
 
     writeln!(w, "# TYPE up gauge")?;
-    for t in 0..spec.targets {
-        for (i, &tm) in times[t].iter().enumerate() {
+    for (t, tt) in times.iter().enumerate() {
+        for (i, &tm) in tt.iter().enumerate() {
             // an occasional failed scrape
             let v = if (i + t) % 997 == 5 { 0 } else { 1 };
             writeln!(w, "up{{{}}} {v} {}", lbl(t), ts(tm))?;
         }
     }
     writeln!(w, "# TYPE http_requests counter")?;
-    for t in 0..spec.targets {
+    for (t, tt) in times.iter().enumerate() {
         for m in METHODS {
             for s in STATUSES {
                 let rate = match s {
@@ -99,7 +99,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
                     _ => 0.3,
                 } * if m == "GET" { 1.0 } else { 0.2 };
                 let mut v: u64 = rng.random_range(0..10_000);
-                for &tm in &times[t] {
+                for &tm in tt {
                     let inc = (rate * rng.random_range(0.5..1.5_f64)).round() as u64;
                     v += inc;
                     if rng.random_range(0..20_000) == 0 {
@@ -111,24 +111,24 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         }
     }
     writeln!(w, "# TYPE process_resident_memory_bytes gauge")?;
-    for t in 0..spec.targets {
+    for (t, tt) in times.iter().enumerate() {
         let mut v: f64 = rng.random_range(50e6..500e6_f64).round();
-        for &tm in &times[t] {
+        for &tm in tt {
             v = (v + rng.random_range(-1e6..1e6_f64)).max(1e6).round();
             writeln!(w, "process_resident_memory_bytes{{{}}} {v} {}", lbl(t), ts(tm))?;
         }
     }
     writeln!(w, "# TYPE node_temperature_celsius gauge")?;
-    for t in 0..spec.targets {
+    for (t, tt) in times.iter().enumerate() {
         let mut v: f64 = rng.random_range(30.0..70.0);
-        for &tm in &times[t] {
+        for &tm in tt {
             v = (v + rng.random_range(-0.5..0.5)).clamp(20.0, 90.0);
             writeln!(w, "node_temperature_celsius{{{}}} {:.2} {}", lbl(t), v, ts(tm))?;
         }
     }
     writeln!(w, "# TYPE build_info gauge")?;
-    for t in 0..spec.targets {
-        for &tm in &times[t] {
+    for (t, tt) in times.iter().enumerate() {
+        for &tm in tt {
             writeln!(w, "build_info{{{},version=\"1.{}.0\"}} 1 {}", lbl(t), t % 3, ts(tm))?;
         }
     }
@@ -156,9 +156,9 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         hist.push(per);
     }
     writeln!(w, "# TYPE request_duration_seconds_bucket unknown")?;
-    for t in 0..spec.targets {
+    for (t, tt) in times.iter().enumerate() {
         for (b, bound) in BUCKETS.iter().enumerate() {
-            for (i, &tm) in times[t].iter().enumerate() {
+            for (i, &tm) in tt.iter().enumerate() {
                 writeln!(
                     w,
                     "request_duration_seconds_bucket{{{},le=\"{bound}\"}} {} {}",
@@ -170,14 +170,14 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         }
     }
     writeln!(w, "# TYPE request_duration_seconds_sum unknown")?;
-    for t in 0..spec.targets {
-        for (i, &tm) in times[t].iter().enumerate() {
+    for (t, tt) in times.iter().enumerate() {
+        for (i, &tm) in tt.iter().enumerate() {
             writeln!(w, "request_duration_seconds_sum{{{}}} {} {}", lbl(t), hist[t][i].1, ts(tm))?;
         }
     }
     writeln!(w, "# TYPE request_duration_seconds_count unknown")?;
-    for t in 0..spec.targets {
-        for (i, &tm) in times[t].iter().enumerate() {
+    for (t, tt) in times.iter().enumerate() {
+        for (i, &tm) in tt.iter().enumerate() {
             let c = hist[t][i].0.last().copied().unwrap_or(0);
             writeln!(w, "request_duration_seconds_count{{{}}} {c} {}", lbl(t), ts(tm))?;
         }

@@ -5,7 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alloc;
 mod convert_bench;
+mod promql_bench;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
 
 #[derive(Debug, Parser)]
 #[command(name = "bench", about = "Strata benchmarks and data generators")]
@@ -33,6 +38,8 @@ enum Cmd {
     },
     /// Storage engine: bytes per sample and conversion throughput vs the Prometheus TSDB block.
     Convert(convert_bench::Args),
+    /// PromQL engine latency, throughput and peak memory over a bucket (10k-series queries).
+    Promql(promql_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +58,7 @@ fn main() -> ExitCode {
             bench::datagen::write_openmetrics(&spec, &mut w).map_err(|e| format!("writing OpenMetrics: {e}"))
         }
         Cmd::Convert(a) => convert_bench::run(a),
+        Cmd::Promql(a) => promql_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 mod cli_tools;
 mod convert_cmd;
 mod query_cmd;
+mod receive_cmd;
 mod server;
 mod up_cmd;
 
@@ -40,6 +41,8 @@ enum Command {
     Query(query_cmd::QueryArgs),
     /// Run Strata in one process on a local directory (the embedded default).
     Up(up_cmd::UpArgs),
+    /// Receive Prometheus remote write into per-tenant heads and cut them into blocks.
+    Receive(receive_cmd::ReceiveArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,8 +74,10 @@ enum CliError {
 }
 
 fn init_logging(level: &str) {
+    // Our crates log at the chosen level; dependencies (DataFusion, object_store, ...) only warn.
+    let ours = format!("warn,strata={level},engine={level},ingest={level},query={level}");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(ours));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
             Command::Tools { command: ToolsCommand::Bucket { command } } => cli_tools::run_bucket(command).await,
             Command::Query(args) => query_cmd::run(args).await,
             Command::Up(args) => up_cmd::run(args).await,
+            Command::Receive(args) => receive_cmd::run(args).await,
         }
     });
     match res {
@@ -108,12 +114,14 @@ fn main() -> ExitCode {
 fn parse_labels(flags: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
     let mut out = std::collections::BTreeMap::new();
     for f in flags {
-        let (name, raw) = f
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--label {f:?}: expected name=\"value\"")))?;
+        let (name, raw) =
+            f.split_once('=').ok_or_else(|| CliError::Usage(format!("--label {f:?}: expected name=\"value\"")))?;
         let name = name.trim();
         let valid_name = !name.is_empty()
-            && name.chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+            && name
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
         if !valid_name {
             return Err(CliError::Usage(format!("--label {f:?}: invalid label name {name:?}")));
         }

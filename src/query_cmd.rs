@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use engine::bucket::Bucket;
 use engine::bucket_source::BucketSource;
+use engine::{MergedSource, SeriesSource};
 use query::api::params::parse_duration;
 use query::api::{ApiConfig, ApiMetrics, ApiState};
 
@@ -105,30 +106,93 @@ pub(crate) async fn run(args: QueryArgs) -> Result<(), CliError> {
         ("objstore.config-file".to_string(), args.objstore_config_file.display().to_string()),
         ("http-address".to_string(), args.http_address.clone()),
     ]);
-    serve_bucket("query", bucket, &args.http_address, &args.engine, flags).await
+    serve_bucket("query", bucket, &args.http_address, &args.engine, flags, None).await
+}
+
+/// Remote write served beside the query API (`strata up`): the receive state and its cut interval.
+#[derive(Debug)]
+pub(crate) struct EmbeddedReceive {
+    pub(crate) state: ingest::receive::ReceiveState,
+    pub(crate) cut_every: Duration,
 }
 
 /// Serves the query API over the raw blocks of `bucket` on `http_address` until SIGINT/SIGTERM,
-/// re-syncing the block list in the background.
+/// re-syncing the block list in the background. With `receive`, remote write is served on the same
+/// address, PromQL sees the heads and the bucket merged, heads are cut into the bucket every
+/// `cut_every` (the bucket is re-synced right after a cut, so no sample is ever invisible) and
+/// everything left in the heads is cut on shutdown.
 pub(crate) async fn serve_bucket(
     component: &'static str,
     bucket: Bucket,
     http_address: &str,
     engine: &EngineArgs,
     flags: BTreeMap<String, String>,
+    receive: Option<EmbeddedReceive>,
 ) -> Result<(), CliError> {
     let (config, sync_interval) = engine.config(flags)?;
     tracing::info!(bucket = %bucket.describe(), component, "serving PromQL over the bucket");
     let mut registry = server::new_registry(component);
     let api_metrics = ApiMetrics::register(&mut registry);
     let sync_metrics = SyncMetrics::register(&mut registry);
-    let source = Arc::new(BucketSource::new(bucket));
-    let state = ApiState::new(source.clone(), config, api_metrics);
+    let bucket_source = Arc::new(BucketSource::new(bucket));
+    let (source, extra_routes): (Arc<dyn SeriesSource>, axum::Router) = match &receive {
+        Some(r) => {
+            r.state.register_metrics(&mut registry);
+            let merged = MergedSource::new(vec![bucket_source.clone(), r.state.source()]);
+            (Arc::new(merged), ingest::receive::router(r.state.clone()))
+        }
+        None => (bucket_source.clone(), axum::Router::new()),
+    };
+    let state = ApiState::new(source, config, api_metrics);
     let ready = Readiness::default();
-    let sync = tokio::spawn(sync_loop(source, sync_interval, sync_metrics, ready.clone()));
-    let res = server::serve(http_address, query::api::router(state), ready, registry).await;
+    let sync = tokio::spawn(sync_loop(bucket_source.clone(), sync_interval, sync_metrics, ready.clone()));
+    let cutter = receive.as_ref().map(|r| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        (stop, tokio::spawn(cut_loop(r.state.clone(), bucket_source.clone(), r.cut_every, stopped)))
+    });
+    let res = server::serve(http_address, query::api::router(state).merge(extra_routes), ready, registry).await;
     sync.abort();
+    if let Some((stop, task)) = cutter {
+        // let a cut in progress finish rather than abort it half-way
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    if let Some(r) = &receive {
+        match r.state.cut_all(true).await {
+            Ok(blocks) => tracing::info!(blocks, "heads cut on shutdown"),
+            Err(e) => {
+                tracing::error!("cutting the heads on shutdown failed (the WAL keeps the samples): {e}");
+                return Err(CliError::Ingest(e));
+            }
+        }
+    }
     res
+}
+
+/// Cuts finished blocks out of the heads every `every`, and re-syncs the bucket after a cut so the
+/// new blocks are served before anything else happens.
+async fn cut_loop(
+    state: ingest::receive::ReceiveState,
+    bucket: Arc<BucketSource>,
+    every: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut stop => return,
+        }
+        match state.cut_all(false).await {
+            Ok(0) => {}
+            Ok(blocks) => {
+                tracing::info!(blocks, "cut blocks from the heads");
+                if let Err(e) = bucket.sync().await {
+                    tracing::warn!("bucket sync after a cut failed: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cutting the heads failed; will retry: {e}"),
+        }
+    }
 }
 
 /// Re-reads the block list every `interval` (every 5 s at most until the first sync succeeded)

@@ -1,6 +1,9 @@
 //! `strata up`: the embedded default. One process on a local directory: the bucket lives in
 //! `<data>/bucket` (a FILESYSTEM bucket, created when missing) unless `--objstore.config-file`
-//! names another, and the Prometheus query API is served on `--http-address`.
+//! names another; Prometheus remote write (`/api/v1/write`, `/api/v1/receive`) and the Prometheus
+//! query API are served on the same `--http-address`. Received samples live in per-tenant heads
+//! under `<data>/receive` (WAL-backed) and are queryable at once; finished blocks are cut into the
+//! bucket.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,7 +12,8 @@ use clap::Args;
 use engine::bucket::Bucket;
 
 use crate::CliError;
-use crate::query_cmd::{EngineArgs, serve_bucket};
+use crate::query_cmd::{EmbeddedReceive, EngineArgs, serve_bucket};
+use crate::receive_cmd::{ReceiveCoreArgs, RingOptions};
 
 /// Arguments of `strata up`.
 #[derive(Debug, Args)]
@@ -25,6 +29,8 @@ pub(crate) struct UpArgs {
     objstore_config_file: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    receive: ReceiveCoreArgs,
 }
 
 /// Runs `strata up`.
@@ -42,5 +48,8 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
         }
         None => Bucket::local(args.data.join("bucket"))?,
     };
-    serve_bucket("up", bucket, &args.http_address, &args.engine, flags).await
+    let (state, cut_every) =
+        args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
+    let receive = EmbeddedReceive { state, cut_every };
+    serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive)).await
 }

@@ -161,6 +161,43 @@ pub fn merge_series_streams(mut streams: Vec<SeriesStream>) -> SeriesStream {
     }))
 }
 
+/// Several sources seen as one: `select` merges their streams with [`merge_series_streams`]
+/// (the source listed first wins on equal timestamps); `series` is the sorted union.
+///
+/// `strata up` uses it to query the bucket and the receive heads together.
+#[derive(Debug, Clone)]
+pub struct MergedSource {
+    sources: Vec<std::sync::Arc<dyn crate::SeriesSource>>,
+}
+
+impl MergedSource {
+    /// Merges `sources`, in priority order.
+    pub fn new(sources: Vec<std::sync::Arc<dyn crate::SeriesSource>>) -> Self {
+        MergedSource { sources }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::SeriesSource for MergedSource {
+    async fn select(&self, req: &crate::SelectRequest) -> Result<SeriesStream> {
+        let mut streams = Vec::with_capacity(self.sources.len());
+        for s in &self.sources {
+            streams.push(s.select(req).await?);
+        }
+        Ok(merge_series_streams(streams))
+    }
+
+    async fn series(&self, matchers: &[crate::Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            out.extend(s.series(matchers, min_t, max_t).await?);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -212,5 +249,22 @@ mod tests {
         let ok = stream(vec![vec![(l("a"), vec![1], vec![1.0])]]);
         let r: Result<Vec<SeriesBatch>> = merge_series_streams(vec![ok, bad]).try_collect().await;
         assert!(r.unwrap_err().to_string().contains("boom"));
+    }
+
+    #[tokio::test]
+    async fn merged_source_unions_sources() {
+        use crate::{MemSource, SelectRequest, SeriesSource};
+        let a = MemSource::new();
+        a.add(l("x"), &[1, 2], &[1.0, 2.0]);
+        let b = MemSource::new();
+        b.add(l("x"), &[2, 3], &[20.0, 3.0]);
+        b.add(l("y"), &[5], &[5.0]);
+        let m = MergedSource::new(vec![std::sync::Arc::new(a), std::sync::Arc::new(b)]);
+        let req = SelectRequest { min_t: 0, max_t: 10, ..Default::default() };
+        let out: Vec<SeriesBatch> = m.select(&req).await.unwrap().try_collect().await.unwrap();
+        let (lab, t, v) = out[0].series(0);
+        assert_eq!((lab.metric_name(), t, v), (Some("x"), &[1, 2, 3][..], &[1.0, 2.0, 3.0][..]));
+        assert_eq!(m.series(&[], 0, 10).await.unwrap(), vec![l("x"), l("y")]);
+        assert_eq!(m.label_values("__name__", &[], 4, 10).await.unwrap(), vec!["y".to_string()]);
     }
 }

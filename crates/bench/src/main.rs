@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod alloc;
 mod convert_bench;
 mod promql_bench;
+mod receive_bench;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -40,6 +41,8 @@ enum Cmd {
     Convert(convert_bench::Args),
     /// PromQL engine latency, throughput and peak memory over a bucket (10k-series queries).
     Promql(promql_bench::Args),
+    /// Remote-write throughput, latency, memory per series and disk bytes: Strata vs Prometheus 2.42 and VictoriaMetrics.
+    Receive(receive_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         }
         Cmd::Convert(a) => convert_bench::run(a),
         Cmd::Promql(a) => promql_bench::run(a),
+        Cmd::Receive(a) => receive_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

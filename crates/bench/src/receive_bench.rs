@@ -1,0 +1,287 @@
+//! `bench receive`: the same remote-write load against Strata (`strata up`), Prometheus 2.42
+//! (`--web.enable-remote-write-receiver`) and VictoriaMetrics, each started fresh on loopback.
+//!
+//! Load: `--series` series split over `--clients` concurrent writers; each request carries
+//! `--series-per-request` series with `--samples-per-series` samples each (timestamps advance 1 s per
+//! sample, starting 50 minutes ago so every system accepts them). Printed per system: acknowledged
+//! samples/s, p50/p99 request latency, resident memory growth per active series, and (Strata) bytes
+//! per sample of the block cut at shutdown; then the ratios Strata/Prometheus and Strata/VM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use engine::Labels;
+
+/// Arguments of `bench receive`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// Active series.
+    #[arg(long, default_value_t = 20_000)]
+    series: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Series per request.
+    #[arg(long, default_value_t = 100)]
+    series_per_request: usize,
+    /// Samples per series per request.
+    #[arg(long, default_value_t = 10)]
+    samples_per_series: usize,
+    /// Seconds of load per system.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// The strata binary (default: next to this bench binary).
+    #[arg(long)]
+    strata: Option<PathBuf>,
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn dir_bytes(p: &Path, ext: &str) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                n += dir_bytes(&path, ext);
+            } else if path.extension().and_then(|s| s.to_str()) == Some(ext) {
+                n += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    n
+}
+
+struct Target {
+    proc: Proc,
+    write_url: String,
+    ready_url: String,
+}
+
+fn start(name: &'static str, a: &Args, dir: &Path) -> Result<Target, String> {
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let base = format!("http://{addr}");
+    let spawn = |cmd: &mut Command| cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let (child, write, ready) = match name {
+        "strata" => {
+            let bin = match &a.strata {
+                Some(b) => b.clone(),
+                None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata"),
+            };
+            let c = spawn(Command::new(&bin).args(["up", "--data"]).arg(dir).args(["--http-address", &addr]))
+                .map_err(|e| format!("{}: {e} (build it with cargo build --release)", bin.display()))?;
+            (c, format!("{base}/api/v1/write"), format!("{base}/-/ready"))
+        }
+        "prometheus" => {
+            let cfg = dir.join("prometheus.yml");
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
+            let c = spawn(
+                Command::new("prometheus")
+                    .arg(format!("--config.file={}", cfg.display()))
+                    .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+                    .arg(format!("--web.listen-address={addr}"))
+                    .arg("--web.enable-remote-write-receiver"),
+            )
+            .map_err(|e| format!("prometheus (Debian package `prometheus`): {e}"))?;
+            (c, format!("{base}/api/v1/write"), format!("{base}/-/ready"))
+        }
+        _ => {
+            let c = spawn(
+                Command::new("victoria-metrics")
+                    .arg(format!("-httpListenAddr={addr}"))
+                    .arg(format!("-storageDataPath={}", dir.display()))
+                    .arg("-search.latencyOffset=0s"),
+            )
+            .map_err(|e| format!("victoria-metrics (Debian package `victoria-metrics`): {e}"))?;
+            (c, format!("{base}/api/v1/write"), format!("{base}/health"))
+        }
+    };
+    Ok(Target { proc: Proc(child), write_url: write, ready_url: ready })
+}
+
+/// One system's results.
+#[derive(Debug, Default, Clone)]
+struct Outcome {
+    samples_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_per_series: f64,
+    bytes_per_sample: Option<f64>,
+}
+
+async fn run_one(name: &'static str, a: &Args) -> Result<Outcome, String> {
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = work.path().join(name);
+    let t = start(name, a, &dir)?;
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(&t.ready_url).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{name} did not get ready"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = t.proc.0.id();
+    let idle_rss = rss_bytes(pid);
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis()
+            as i64;
+    let start_ts = now_ms - 50 * 60_000;
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(a.seconds);
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let (client, url, acked) = (client.clone(), t.write_url.clone(), acked.clone());
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let mine: Vec<Labels> = (c..a.series)
+                .step_by(a.clients)
+                .map(|i| {
+                    Labels::from_pairs([
+                        ("__name__", format!("bench_metric_{}", i % 50)),
+                        ("instance", format!("host-{:05}", i / 50)),
+                        ("job", "bench".to_string()),
+                    ])
+                })
+                .collect();
+            let mut lat = Vec::new();
+            let mut round = 0i64;
+            'outer: while Instant::now() < stop_at {
+                for group in mine.chunks(a.series_per_request.max(1)) {
+                    let base_t = start_ts + round * a.samples_per_series as i64 * 1000;
+                    let series: Vec<ingest::remote_write::Series> = group
+                        .iter()
+                        .map(|l| {
+                            let s = (0..a.samples_per_series)
+                                .map(|k| (base_t + k as i64 * 1000, (round * 7 + k as i64) as f64))
+                                .collect();
+                            (l.clone(), s)
+                        })
+                        .collect();
+                    let Ok(body) =
+                        ingest::remote_write::encode_write_request(&ingest::remote_write::to_write_request(&series))
+                    else {
+                        break 'outer;
+                    };
+                    let t0 = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("Content-Encoding", "snappy")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .body(body)
+                        .send()
+                        .await;
+                    lat.push(t0.elapsed().as_secs_f64());
+                    if let Ok(r) = r
+                        && r.status().is_success()
+                    {
+                        acked.fetch_add((group.len() * a.samples_per_series) as u64, Ordering::Relaxed);
+                    }
+                    if Instant::now() >= stop_at {
+                        break 'outer;
+                    }
+                }
+                round += 1;
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(|e| e.to_string())?);
+    }
+    let elapsed = a.seconds as f64;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0) * 1000.0;
+    let rss = rss_bytes(pid);
+    let mut out = Outcome {
+        samples_per_s: acked.load(Ordering::Relaxed) as f64 / elapsed,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        rss_per_series: rss.saturating_sub(idle_rss) as f64 / a.series as f64,
+        bytes_per_sample: None,
+    };
+    if name == "strata" {
+        // SIGTERM: strata up cuts its heads into a block; then measure the Parquet bytes.
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let mut t = t;
+        let _ = t.proc.0.wait();
+        let bytes = dir_bytes(&dir.join("bucket"), "parquet");
+        let samples = acked.load(Ordering::Relaxed).max(1);
+        out.bytes_per_sample = Some(bytes as f64 / samples as f64);
+    }
+    Ok(out)
+}
+
+pub(crate) fn run(a: Args) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let mut results = Vec::new();
+    for name in ["strata", "prometheus", "victoria-metrics"] {
+        eprintln!("bench receive: {name} ...");
+        let o = rt.block_on(run_one(name, &a))?;
+        results.push((name, o));
+    }
+    println!(
+        "bench receive: {} series, {} clients, {} samples per request, {} s per system",
+        a.series,
+        a.clients,
+        a.series_per_request * a.samples_per_series,
+        a.seconds
+    );
+    println!(
+        "{:<18} {:>14} {:>9} {:>9} {:>16} {:>14}",
+        "system", "samples/s", "p50 ms", "p99 ms", "RSS B/series", "disk B/sample"
+    );
+    for (n, o) in &results {
+        let disk = o.bytes_per_sample.map(|b| format!("{b:.3}")).unwrap_or_else(|| "n/a".into());
+        println!(
+            "{n:<18} {:>14.0} {:>9.2} {:>9.2} {:>16.0} {:>14}",
+            o.samples_per_s, o.p50_ms, o.p99_ms, o.rss_per_series, disk
+        );
+    }
+    let s = &results[0].1;
+    for (n, o) in &results[1..] {
+        println!(
+            "strata / {n:<17} throughput {:.2}x (target >= {}), p99 {:.2}x, RSS per series {:.2}x (target < 1)",
+            s.samples_per_s / o.samples_per_s.max(1e-9),
+            if *n == "prometheus" { "1.5" } else { "1.0" },
+            s.p99_ms / o.p99_ms.max(1e-9),
+            s.rss_per_series / o.rss_per_series.max(1e-9)
+        );
+    }
+    Ok(())
+}

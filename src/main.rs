@@ -5,6 +5,7 @@
 
 mod cli_tools;
 mod convert_cmd;
+mod promql_cmd;
 mod query_cmd;
 mod receive_cmd;
 mod server;
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 /// Command line of `strata`.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about = "Prometheus long-term storage on Parquet, DataFusion and Arrow Flight")]
+#[command(name = "strata", version, about = "Prometheus long-term storage on Parquet and DataFusion")]
 struct Cli {
     /// Log filtering level (error, warn, info, debug), as Thanos's --log.level.
     #[arg(long = "log.level", default_value = "info", global = true)]
@@ -31,6 +32,11 @@ enum Command {
     Tsdb {
         #[command(subcommand)]
         command: TsdbCommand,
+    },
+    /// PromQL tools: explain (and analyze) the DataFusion plan of an expression.
+    Promql {
+        #[command(subcommand)]
+        command: promql_cmd::PromqlCommand,
     },
     /// Operator tools.
     Tools {
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Tsdb { command: TsdbCommand::Convert(args) } => convert_cmd::run(args).await,
             Command::Tools { command: ToolsCommand::Bucket { command } } => cli_tools::run_bucket(command).await,
+            Command::Promql { command } => promql_cmd::run(command).await,
             Command::Query(args) => query_cmd::run(args).await,
             Command::Up(args) => up_cmd::run(args).await,
             Command::Receive(args) => receive_cmd::run(args).await,
@@ -103,7 +110,6 @@ fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("strata: {e}");
             ExitCode::FAILURE
         }

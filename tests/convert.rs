@@ -145,6 +145,39 @@ async fn convert_matches_promtool_dump_and_tools_work() {
     let v = strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
     assert!(v.contains(&format!("verify: {} block(s) ok", ulids.len())), "{v}");
 
+    // the plan of a query, run against the converted bucket with per-operator metrics
+    let first: i64 = ls[0]["minTime"].as_i64().unwrap();
+    let (start, end) = ((first / 1000 + 600).to_string(), (first / 1000 + 3600).to_string());
+    let q = "sum by (job) (rate(http_requests_total[5m]))";
+    let plan = strata_ok(&[
+        "promql",
+        "explain",
+        q,
+        "--analyze",
+        "--objstore.config-file",
+        cfg_s,
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--step",
+        "60",
+    ]);
+    for node in [
+        "logical plan:",
+        "PromAggregate",
+        "PromRangeFunc",
+        "PromSeriesScan",
+        "physical plan:",
+        "metrics:",
+        "output_rows",
+    ] {
+        assert!(plan.contains(node), "{node} missing from:\n{plan}");
+    }
+    let bad = strata(&["promql", "explain", "sum(", "--time", &start]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad_data"));
+
     // re-running skips everything
     let again = strata_ok(&["tsdb", "convert", "--tsdb.path", data.to_str().unwrap(), "--objstore.config-file", cfg_s]);
     assert!(again.contains(&format!("converted 0 block(s) (0 series, 0 samples), skipped {}", ulids.len())), "{again}");

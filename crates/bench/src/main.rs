@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod alloc;
 mod convert_bench;
+mod http_bench;
 mod promql_bench;
 mod receive_bench;
 
@@ -43,6 +44,8 @@ enum Cmd {
     Promql(promql_bench::Args),
     /// Remote-write throughput, latency, memory per series and disk bytes: Strata vs Prometheus 2.42 and VictoriaMetrics.
     Receive(receive_bench::Args),
+    /// Query-API latency: strata query vs Prometheus 2.42 on the same TSDB blocks.
+    Http(http_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Cmd::Convert(a) => convert_bench::run(a),
         Cmd::Promql(a) => promql_bench::run(a),
         Cmd::Receive(a) => receive_bench::run(a),
+        Cmd::Http(a) => http_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,213 @@
+//! `bench http`: query-API latency, Strata (`strata query` over converted blocks) vs Prometheus 2.42
+//! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP.
+//!
+//! Each request runs `--runs` times per system; the best wall time is kept and the ratio
+//! Strata/Prometheus printed (issue 4 targets: every ratio <= 1.0, heavy aggregations <= 0.5).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use engine::bucket::Bucket;
+use ingest::convert::{ConvertOptions, convert_path};
+
+/// Arguments of `bench http`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Scrape targets (28 series each; 360 gives about 10k series).
+    #[arg(long, default_value_t = 360)]
+    targets: usize,
+    /// Hours of data.
+    #[arg(long, default_value_t = 24.0)]
+    hours: f64,
+    /// Scrape interval in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    interval: f64,
+    /// Repetitions per request (best kept).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for e in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?.flatten() {
+        let t = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &t)?;
+        } else {
+            std::fs::copy(e.path(), &t).map_err(|err| format!("{}: {err}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/-/ready")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not get ready"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn best_time(client: &reqwest::Client, url: &str, runs: usize) -> Result<f64, String> {
+    let mut best = f64::MAX;
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let r = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = r.status();
+        let body = r.text().await.map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() || !body.contains("\"success\"") {
+            return Err(format!("{url}: {status} {}", body.chars().take(300).collect::<String>()));
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub(crate) fn run(a: Args) -> Result<(), String> {
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let spec = bench::datagen::GenSpec {
+        targets: a.targets,
+        duration_ms: (a.hours * 3_600_000.0) as i64,
+        interval_ms: (a.interval * 1000.0) as i64,
+        ..Default::default()
+    };
+    let om = work.path().join("fleet.om");
+    {
+        let f = std::fs::File::create(&om).map_err(|e| format!("{}: {e}", om.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        bench::datagen::write_openmetrics(&spec, &mut w).map_err(|e| e.to_string())?;
+    }
+    let prom_blocks = work.path().join("blocks");
+    eprintln!("bench http: promtool create-blocks ({} samples) ...", bench::datagen::total_samples(&spec));
+    let st = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&om)
+        .arg(&prom_blocks)
+        .output()
+        .map_err(|e| format!("promtool (Debian package `prometheus`): {e}"))?;
+    if !st.status.success() {
+        return Err(format!("promtool: {}", String::from_utf8_lossy(&st.stderr)));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+
+    // Prometheus on a copy of the blocks
+    let prom_data = work.path().join("prom");
+    copy_dir(&prom_blocks, &prom_data)?;
+    let cfg = work.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
+    let pport = free_port()?;
+    let _prom = Proc(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", prom_data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+            .arg("--storage.tsdb.retention.time=100y")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("prometheus: {e}"))?,
+    );
+    // Strata over the converted blocks
+    let bdir = work.path().join("bucket");
+    let bucket = Bucket::local(&bdir).map_err(|e| e.to_string())?;
+    let report = rt
+        .block_on(convert_path(&prom_blocks, &bucket, &ConvertOptions::default(), &|_| {}))
+        .map_err(|e| e.to_string())?;
+    if let Some((p, e)) = report.failed.first() {
+        return Err(format!("convert {}: {e}", p.display()));
+    }
+    let bcfg = work.path().join("bucket.yml");
+    std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bdir.display()))
+        .map_err(|e| e.to_string())?;
+    let sport = free_port()?;
+    let strata_bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
+    let _strata = Proc(
+        Command::new(&strata_bin)
+            .args(["query", "--objstore.config-file"])
+            .arg(&bcfg)
+            .args(["--http-address", &format!("127.0.0.1:{sport}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e} (cargo build --release first)", strata_bin.display()))?,
+    );
+    let client = reqwest::Client::new();
+    let (pbase, sbase) = (format!("http://127.0.0.1:{pport}"), format!("http://127.0.0.1:{sport}"));
+    rt.block_on(wait_ready(&client, &pbase, "prometheus"))?;
+    rt.block_on(wait_ready(&client, &sbase, "strata query"))?;
+
+    let start = spec.start_ms / 1000 + 600;
+    let end = (spec.start_ms + spec.duration_ms) / 1000 - 60;
+    let hour = end - 3600;
+    let range = |q: &str, from: i64| format!("/api/v1/query_range?query={}&start={from}&end={end}&step=60", enc(q));
+    let cases: Vec<(&str, String, bool)> = vec![
+        ("selector 1 series, 1h", range("up{instance=\"host-00000:9100\"}", hour), false),
+        ("selector 1 series, 1d", range("up{instance=\"host-00000:9100\"}", start), false),
+        ("selector 100 series, 1h", range("up{instance=~\"host-000[0-9][0-9]:9100\"}", hour), false),
+        ("selector 100 series, 1d", range("up{instance=~\"host-000[0-9][0-9]:9100\"}", start), false),
+        ("selector all series, 1h", range("{job=~\".+\"}", hour), false),
+        ("selector all series, 1d", range("{job=~\".+\"}", start), false),
+        ("sum by (job) (rate[5m]), 1d", range("sum by (job) (rate(http_requests_total[5m]))", start), true),
+        (
+            "histogram_quantile, 1d",
+            range("histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))", start),
+            true,
+        ),
+        ("topk(10, rate[5m]), 1d", range("topk(10, rate(http_requests_total[5m]))", start), true),
+        ("label values (instance)", "/api/v1/label/instance/values".to_string(), false),
+        ("series match[]=up", format!("/api/v1/series?match[]=up&start={start}&end={end}"), false),
+    ];
+    println!(
+        "bench http: {} series, {} samples, {} h at {} s; best of {}",
+        a.targets * bench::datagen::SERIES_PER_TARGET,
+        report.samples,
+        a.hours,
+        a.interval,
+        a.runs
+    );
+    println!("{:<30} {:>12} {:>14} {:>8}  target", "request", "strata ms", "prometheus ms", "ratio");
+    for (name, path, heavy) in cases {
+        let s = rt.block_on(best_time(&client, &format!("{sbase}{path}"), a.runs))?;
+        let p = rt.block_on(best_time(&client, &format!("{pbase}{path}"), a.runs))?;
+        println!(
+            "{name:<30} {:>12.1} {:>14.1} {:>8.2}  <= {}",
+            s * 1000.0,
+            p * 1000.0,
+            s / p.max(1e-9),
+            if heavy { "0.5" } else { "1.0" }
+        );
+    }
+    Ok(())
+}

@@ -3,12 +3,12 @@
 //!
 //! Targets (issue 2): Strata ≤ 0.8× the TSDB bytes; ≥ 10M samples/s converted on a 2-core machine.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
+
+use crate::util::{dir_bytes, is_parquet, promtool_blocks, spec};
 
 /// Arguments of `bench convert`.
 #[derive(Debug, clap::Args)]
@@ -27,49 +27,10 @@ pub(crate) struct Args {
     keep: bool,
 }
 
-fn dir_bytes(p: &Path, filter: &dyn Fn(&Path) -> bool) -> u64 {
-    let mut n = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                n += dir_bytes(&path, filter);
-            } else if filter(&path) {
-                n += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    n
-}
-
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let spec = bench::datagen::GenSpec {
-        targets: a.targets,
-        duration_ms: (a.hours * 3_600_000.0) as i64,
-        interval_ms: (a.interval * 1000.0) as i64,
-        ..Default::default()
-    };
-    let om = work.path().join("fleet.om");
-    {
-        let f = std::fs::File::create(&om).map_err(|e| format!("{}: {e}", om.display()))?;
-        let mut w = std::io::BufWriter::new(f);
-        bench::datagen::write_openmetrics(&spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
-    }
-    let prom = work.path().join("prom");
-    eprintln!(
-        "bench convert: promtool tsdb create-blocks-from openmetrics ({} samples) ...",
-        bench::datagen::total_samples(&spec)
-    );
-    let st = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om)
-        .arg(&prom)
-        .output()
-        .map_err(|e| format!("running promtool (Debian package `prometheus`): {e}"))?;
-    if !st.status.success() {
-        return Err(format!("promtool failed: {}", String::from_utf8_lossy(&st.stderr)));
-    }
+    let spec = spec(a.targets, a.hours, a.interval);
+    let prom = promtool_blocks("convert", &spec, work.path(), "prom")?;
     let tsdb_bytes = dir_bytes(&prom, &|p| {
         let n = p.file_name().and_then(|s| s.to_str()).unwrap_or("");
         n == "index" || p.parent().and_then(|d| d.file_name()).and_then(|s| s.to_str()) == Some("chunks")
@@ -98,7 +59,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     if let Some((p, e)) = report.failed.first() {
         return Err(format!("conversion of {} failed: {e}", p.display()));
     }
-    let strata_bytes = dir_bytes(&bdir, &|p| p.extension().and_then(|s| s.to_str()) == Some("parquet"));
+    let strata_bytes = dir_bytes(&bdir, &is_parquet);
     let samples = report.samples;
     if samples != decoded {
         return Err(format!("sample counts differ: decoded {decoded}, converted {samples}"));

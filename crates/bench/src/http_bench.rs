@@ -5,11 +5,13 @@
 //! Strata/Prometheus printed (issue 4 targets: every ratio <= 1.0, heavy aggregations <= 0.5).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
+
+use crate::util::{Proc, free_port, promtool_blocks, spec};
 
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]
@@ -26,21 +28,6 @@ pub(crate) struct Args {
     /// Repetitions per request (best kept).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
@@ -97,29 +84,8 @@ fn enc(s: &str) -> String {
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let spec = bench::datagen::GenSpec {
-        targets: a.targets,
-        duration_ms: (a.hours * 3_600_000.0) as i64,
-        interval_ms: (a.interval * 1000.0) as i64,
-        ..Default::default()
-    };
-    let om = work.path().join("fleet.om");
-    {
-        let f = std::fs::File::create(&om).map_err(|e| format!("{}: {e}", om.display()))?;
-        let mut w = std::io::BufWriter::new(f);
-        bench::datagen::write_openmetrics(&spec, &mut w).map_err(|e| e.to_string())?;
-    }
-    let prom_blocks = work.path().join("blocks");
-    eprintln!("bench http: promtool create-blocks ({} samples) ...", bench::datagen::total_samples(&spec));
-    let st = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om)
-        .arg(&prom_blocks)
-        .output()
-        .map_err(|e| format!("promtool (Debian package `prometheus`): {e}"))?;
-    if !st.status.success() {
-        return Err(format!("promtool: {}", String::from_utf8_lossy(&st.stderr)));
-    }
+    let spec = spec(a.targets, a.hours, a.interval);
+    let prom_blocks = promtool_blocks("http", &spec, work.path(), "blocks")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
 
     // Prometheus on a copy of the blocks

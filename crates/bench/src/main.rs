@@ -10,6 +10,7 @@ mod convert_bench;
 mod http_bench;
 mod promql_bench;
 mod receive_bench;
+mod util;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;

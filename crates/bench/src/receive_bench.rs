@@ -8,12 +8,14 @@
 //! per sample of the block cut at shutdown; then the ratios Strata/Prometheus and Strata/VM.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::Labels;
+
+use crate::util::{Proc, dir_bytes, free_port, is_parquet};
 
 /// Arguments of `bench receive`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,21 +40,6 @@ pub(crate) struct Args {
     strata: Option<PathBuf>,
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
 fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -61,21 +48,6 @@ fn rss_bytes(pid: u32) -> u64 {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
-}
-
-fn dir_bytes(p: &Path, ext: &str) -> u64 {
-    let mut n = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                n += dir_bytes(&path, ext);
-            } else if path.extension().and_then(|s| s.to_str()) == Some(ext) {
-                n += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    n
 }
 
 struct Target {
@@ -240,7 +212,7 @@ async fn run_one(name: &'static str, a: &Args) -> Result<Outcome, String> {
         let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         let mut t = t;
         let _ = t.proc.0.wait();
-        let bytes = dir_bytes(&dir.join("bucket"), "parquet");
+        let bytes = dir_bytes(&dir.join("bucket"), &is_parquet);
         let samples = acked.load(Ordering::Relaxed).max(1);
         out.bytes_per_sample = Some(bytes as f64 / samples as f64);
     }

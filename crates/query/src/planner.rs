@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::plan::aggregate::{AggOp, AggregateSpec};
 use crate::plan::binary::{BinOp, BinarySpec, Card};
 use crate::plan::histogram::{HistFn, HistogramSpec};
+use crate::plan::info::InfoSpec;
 use crate::plan::instant_fn::{InstFn, InstantFnSpec};
 use crate::plan::instant_select::InstantSelectSpec;
 use crate::plan::label_fn::{LabelFnSpec, LabelOp};
@@ -25,6 +26,28 @@ use crate::plan::series_scan::{MatcherSpec, ScanSpec};
 use crate::plan::step_fn::{StepFnSpec, StepOp};
 use crate::plan::subquery::SubquerySpec;
 use crate::plan::{F64, Grid, PromLogical, TimeShift};
+
+/// The reference time of an `info()` argument (see [`Planner::info_reference`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InfoRef {
+    /// No vector-producing path (scalars only).
+    None,
+    /// Every vector-producing path reads at this shift of the step.
+    One(TimeShift),
+    /// Paths disagree: the step itself.
+    Mixed,
+}
+
+impl InfoRef {
+    /// Combines the references of two paths.
+    fn and(self, o: InfoRef) -> InfoRef {
+        match (self, o) {
+            (InfoRef::None, x) | (x, InfoRef::None) => x,
+            (InfoRef::One(a), InfoRef::One(b)) if a == b => InfoRef::One(a),
+            _ => InfoRef::Mixed,
+        }
+    }
+}
 
 /// Plans one query.
 #[derive(Debug, Clone)]
@@ -398,6 +421,110 @@ impl Planner {
         }
     }
 
+    /// `info(v [, {selector}])`: `v` joined with the info series, which are read as instant
+    /// vectors (emitting each sample's timestamp) at the reference time of `v`.
+    fn plan_info(&self, c: &Call, grid: Grid) -> Result<LogicalPlan> {
+        let args = &c.args.args;
+        let Some(base_expr) = args.first() else {
+            return Err(Error::BadData("missing argument 1 of info()".into()));
+        };
+        let mut matchers = Vec::new();
+        if let Some(sel) = args.get(1) {
+            let Expr::VectorSelector(vs) = unparen(sel) else {
+                return Err(Error::BadData("expected label selectors as the second argument to info function".into()));
+            };
+            if !vs.matchers.or_matchers.is_empty() {
+                return Err(Error::BadData("info() does not support \"or\" in its label selector".into()));
+            }
+            for m in &vs.matchers.matchers {
+                let op = match &m.op {
+                    MatchOp::Equal => "=",
+                    MatchOp::NotEqual => "!=",
+                    MatchOp::Re(_) => "=~",
+                    MatchOp::NotRe(_) => "!~",
+                };
+                matchers.push(MatcherSpec { name: m.name.clone(), op: op.into(), value: m.value.clone() });
+            }
+            if let Some(n) = &vs.name
+                && !matchers.iter().any(|m| m.name == "__name__" && m.op == "=" && &m.value == n)
+            {
+                matchers.insert(0, MatcherSpec { name: "__name__".into(), op: "=".into(), value: n.clone() });
+            }
+        }
+        let reference = match self.info_reference(base_expr) {
+            InfoRef::One(s) => s,
+            InfoRef::None | InfoRef::Mixed => TimeShift::default(),
+        };
+        let spec = InfoSpec::from_selector(grid, matchers, reference)?;
+        let base = self.plan(base_expr, grid)?;
+        let (min_t, max_t) = Self::data_range(grid, reference, self.lookback);
+        let scan = ScanSpec {
+            matcher_sets: vec![spec.scan_matchers()],
+            min_t,
+            max_t,
+            range_ms: 0,
+            step_ms: grid.step,
+            func: Some("info".into()),
+        };
+        let scan = PromLogical::plan(scan, vec![]);
+        let select = InstantSelectSpec { grid, lookback: self.lookback, shift: reference, sample_timestamp: true };
+        let info = PromLogical::plan(select, vec![scan]);
+        Ok(PromLogical::plan(spec, vec![base, info]))
+    }
+
+    /// When `info()` reads its info series relative to each step: the `@`/`offset` shared by
+    /// every vector-producing path of its argument (an `@` time with an offset is normalised to
+    /// the plain time it reads at, so `@ 180 offset 1m` equals `@ 120`).
+    fn info_reference(&self, e: &Expr) -> InfoRef {
+        fn norm(s: TimeShift) -> TimeShift {
+            match s.at {
+                Some(at) => TimeShift { at: Some(at - s.offset), offset: 0 },
+                None => s,
+            }
+        }
+        match e {
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => InfoRef::None,
+            Expr::Paren(p) => self.info_reference(&p.expr),
+            Expr::Unary(u) => self.info_reference(&u.expr),
+            Expr::VectorSelector(vs) => InfoRef::One(norm(self.shift(&vs.offset, &vs.at))),
+            Expr::MatrixSelector(ms) => InfoRef::One(norm(self.shift(&ms.vs.offset, &ms.vs.at))),
+            Expr::Subquery(sq) => {
+                let outer = self.shift(&sq.offset, &sq.at);
+                match self.info_reference(&sq.expr) {
+                    InfoRef::One(inner) if inner.at.is_some() => InfoRef::One(inner),
+                    InfoRef::One(inner) => {
+                        InfoRef::One(norm(TimeShift { at: outer.at, offset: outer.offset + inner.offset }))
+                    }
+                    other => other,
+                }
+            }
+            Expr::Aggregate(a) => self.info_reference(&a.expr),
+            Expr::Binary(b) => {
+                if e.value_type() == ValueType::Scalar {
+                    return InfoRef::None;
+                }
+                self.info_reference(&b.lhs).and(self.info_reference(&b.rhs))
+            }
+            Expr::Call(c) => {
+                if e.value_type() == ValueType::Scalar {
+                    return InfoRef::None;
+                }
+                let r = c
+                    .args
+                    .args
+                    .iter()
+                    .filter(|a| matches!(a.value_type(), ValueType::Vector | ValueType::Matrix))
+                    .take(if c.func.name == "info" { 1 } else { usize::MAX })
+                    .fold(InfoRef::None, |acc, a| acc.and(self.info_reference(a)));
+                match r {
+                    // A vector made without any selector (`vector(1)`, `hour()`) reads at the step.
+                    InfoRef::None => InfoRef::One(TimeShift::default()),
+                    r => r,
+                }
+            }
+        }
+    }
+
     fn plan_call(&self, c: &Call, grid: Grid) -> Result<LogicalPlan> {
         let name = c.func.name;
         let args = &c.args.args;
@@ -524,10 +651,30 @@ impl Planner {
                 spec.validate()?;
                 Ok(PromLogical::plan(spec, vec![inner]))
             }
+            "info" => self.plan_info(c, grid),
             "histogram_quantile" => {
                 let phi = self.plan(arg(0)?, grid)?;
                 let inner = self.plan(arg(1)?, grid)?;
                 Ok(PromLogical::plan(HistogramSpec { grid, func: HistFn::Quantile }, vec![inner, phi]))
+            }
+            "histogram_quantiles" => {
+                let dst = Self::string_arg(c, 1)?;
+                let phis = args.get(2..).unwrap_or_default();
+                let mut inputs = Vec::with_capacity(2 * phis.len());
+                let mut phi_plans = Vec::with_capacity(phis.len());
+                for a in phis {
+                    let phi = self.plan(a, grid)?;
+                    let inner = self.plan(arg(0)?, grid)?;
+                    inputs.push(PromLogical::plan(
+                        HistogramSpec { grid, func: HistFn::Quantile },
+                        vec![inner, phi.clone()],
+                    ));
+                    phi_plans.push(phi);
+                }
+                inputs.extend(phi_plans);
+                let spec = LabelFnSpec { op: LabelOp::QuantileUnion { dst, n: phis.len() } };
+                spec.validate()?;
+                Ok(PromLogical::plan(spec, inputs))
             }
             "histogram_fraction" => {
                 let lo = self.plan(arg(0)?, grid)?;

@@ -1,4 +1,5 @@
-//! `PromLabelFn`: the label-rewriting functions `label_replace` and `label_join`.
+//! `PromLabelFn`: the label-rewriting functions `label_replace` and `label_join`, and the
+//! labelling union that ends `histogram_quantiles`.
 //!
 //! ```text
 //!   input (labels, t, v)
@@ -6,6 +7,12 @@
 //!        ▼  label_join:    dst = join(sep, src1, src2, ...)
 //!   (labels', t, v), series that end up with the same labels merged; the same labels at the
 //!   same step is "vector cannot contain metrics with the same labelset"
+//!
+//!   histogram_quantiles(v, "q", φ0, φ1, ...):
+//!   histogram_quantile(φ0, v) ─┐ q = OpenMetrics text of φ0 at t (`0.0`, `0.25`, `1.0`, `NaN`)
+//!   histogram_quantile(φ1, v) ─┤ q = ... φ1 ...
+//!   ...        φ0, φ1, ... ────┘
+//!        ▼ union, with the same collision check
 //! ```
 //!
 //! The node needs its whole input to detect collisions between rewritten series.
@@ -24,6 +31,10 @@ pub(crate) enum LabelOp {
     Replace { dst: String, replacement: String, src: String, regex: String },
     /// `label_join(v, dst, separator, src...)`.
     Join { dst: String, sep: String, srcs: Vec<String> },
+    /// The end of `histogram_quantiles(v, dst, φ...)`: inputs `0..n` are
+    /// `histogram_quantile(φ_i, v)`, inputs `n..2n` the scalars `φ_i`; each result gets
+    /// `dst` = its φ and all are united.
+    QuantileUnion { dst: String, n: usize },
 }
 
 /// Parameters of the label function.
@@ -51,6 +62,14 @@ impl LabelFnSpec {
                     return Err(Error::BadData(format!("invalid source label name in label_join(): {s}")));
                 }
             }
+            LabelOp::QuantileUnion { dst, n } => {
+                if dst.is_empty() {
+                    return Err(Error::BadData(format!("invalid quantile label name in histogram_quantiles(): {dst}")));
+                }
+                if *n == 0 {
+                    return Err(Error::BadData("histogram_quantiles() needs at least one quantile".into()));
+                }
+            }
         }
         Ok(())
     }
@@ -70,10 +89,11 @@ impl NodeSpec for LabelFnSpec {
                 write!(f, "label_replace dst={dst:?} replacement={replacement:?} src={src:?} regex={regex:?}")
             }
             LabelOp::Join { dst, sep, srcs } => write!(f, "label_join dst={dst:?} sep={sep:?} src={srcs:?}"),
+            LabelOp::QuantileUnion { dst, n } => write!(f, "histogram_quantiles label={dst:?} quantiles={n}"),
         }
     }
 
-    fn eval(&self, main: Vec<SeriesData>, _params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
+    fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
         let mut out = Vec::with_capacity(main.len());
         match &self.op {
             LabelOp::Replace { dst, replacement, src, regex } => {
@@ -96,8 +116,88 @@ impl NodeSpec for LabelFnSpec {
                     out.push(s);
                 }
             }
+            LabelOp::QuantileUnion { dst, n } => {
+                let n = *n;
+                if params.len() + 1 != 2 * n {
+                    return Err(Error::Internal(format!(
+                        "histogram_quantiles expects {} inputs, got {}",
+                        2 * n,
+                        params.len() + 1
+                    )));
+                }
+                let results = std::iter::once(&main).chain(&params[..n - 1]);
+                for (i, res) in results.enumerate() {
+                    let phi = params[n - 1 + i].first();
+                    let phi_at = |t: i64| -> f64 {
+                        phi.and_then(|p| p.ts.binary_search(&t).ok().map(|k| p.vs[k])).unwrap_or(f64::NAN)
+                    };
+                    for s in res {
+                        // One output series per distinct φ text (φ may vary per step).
+                        let mut by_text: Vec<(String, SeriesData)> = Vec::new();
+                        for (&t, &v) in s.ts.iter().zip(&s.vs) {
+                            let text = open_metrics_float(phi_at(t));
+                            let k = match by_text.iter().position(|(x, _)| *x == text) {
+                                Some(k) => k,
+                                None => {
+                                    let l = set(&s.labels, dst, &text);
+                                    by_text.push((text, SeriesData::new(l)));
+                                    by_text.len() - 1
+                                }
+                            };
+                            by_text[k].1.push(t, v);
+                        }
+                        out.extend(by_text.into_iter().map(|(_, s)| s));
+                    }
+                }
+            }
         }
         merge_same_labels(out)
+    }
+}
+
+/// A float as OpenMetrics writes it (Prometheus's `FormatOpenMetricsFloat`): Go's shortest
+/// `%g` form, with `.0` added to integers (`0.0`, `1.0`, `0.25`, `1e-05`, `NaN`, `+Inf`).
+pub(crate) fn open_metrics_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    let s = go_format_g(f);
+    if s.contains(['.', 'e']) { s } else { format!("{s}.0") }
+}
+
+/// Go's `strconv.FormatFloat(f, 'g', -1, 64)` for finite `f`: the shortest round-trip digits,
+/// in exponent form (`1e-05`, `1.234567e+06`) when the decimal exponent is below -4 or at
+/// least 6, else in plain decimal form.
+fn go_format_g(f: f64) -> String {
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
+    let e = format!("{f:e}");
+    let (mant, exp) = e.split_once('e').unwrap_or((e.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mant) = mant.strip_prefix('-').map(|m| ("-", m)).unwrap_or(("", mant));
+    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    let nd = digits.len() as i32;
+    let dp = exp + 1;
+    if !(-4..6).contains(&exp) {
+        let mut m = digits[..1].to_string();
+        if nd > 1 {
+            m.push('.');
+            m.push_str(&digits[1..]);
+        }
+        let es = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{m}e{es}{:02}", exp.abs());
+    }
+    if dp <= 0 {
+        format!("{sign}0.{}{digits}", "0".repeat((-dp) as usize))
+    } else if dp >= nd {
+        format!("{sign}{digits}{}", "0".repeat((dp - nd) as usize))
+    } else {
+        format!("{sign}{}.{}", &digits[..dp as usize], &digits[dp as usize..])
     }
 }
 
@@ -111,6 +211,55 @@ fn set(l: &Labels, name: &str, v: &str) -> Labels {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_metrics_float_matches_go() {
+        let cases = [
+            (0.0, "0.0"),
+            (1.0, "1.0"),
+            (0.25, "0.25"),
+            (-0.1, "-0.1"),
+            (1.01, "1.01"),
+            (100.0, "100.0"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (123456.0, "123456.0"),
+            (1234567.0, "1.234567e+06"),
+            (1e21, "1e+21"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(open_metrics_float(f), want, "{f}");
+        }
+    }
+
+    #[test]
+    fn quantile_union_labels_and_detects_collisions() {
+        let ctx = EvalCtx::new(100);
+        let q = |v: f64| vec![SeriesData { labels: Labels::default(), ts: vec![0, 60], vs: vec![v, v] }];
+        let r = |l: &[(&str, &str)], v: f64| SeriesData {
+            labels: Labels::from_pairs(l.iter().copied()),
+            ts: vec![0, 60],
+            vs: vec![v, v + 1.0],
+        };
+        let spec = LabelFnSpec { op: LabelOp::QuantileUnion { dst: "q".into(), n: 2 } };
+        spec.validate().unwrap();
+        let out =
+            spec.eval(vec![r(&[("job", "a")], 1.0)], &[vec![r(&[("job", "a")], 5.0)], q(0.5), q(1.0)], &ctx).unwrap();
+        let got: Vec<(String, Vec<f64>)> = out.iter().map(|s| (s.labels.to_string(), s.vs.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (r#"{job="a", q="0.5"}"#.to_string(), vec![1.0, 2.0]),
+                (r#"{job="a", q="1.0"}"#.to_string(), vec![5.0, 6.0]),
+            ]
+        );
+        // Overwriting a label that told two results apart collides.
+        let spec = LabelFnSpec { op: LabelOp::QuantileUnion { dst: "job".into(), n: 1 } };
+        let e = spec.eval(vec![r(&[("job", "a")], 1.0), r(&[("job", "b")], 2.0)], &[q(0.5)], &ctx).unwrap_err();
+        assert_eq!(e.to_string(), "vector cannot contain metrics with the same labelset");
+    }
 
     #[test]
     fn replace_and_join() {

@@ -57,6 +57,7 @@ pub(crate) mod aggregate;
 pub(crate) mod binary;
 pub(crate) mod functions;
 pub(crate) mod histogram;
+pub(crate) mod info;
 pub(crate) mod instant_fn;
 pub(crate) mod instant_select;
 pub(crate) mod label_fn;
@@ -714,7 +715,8 @@ impl ExtensionPlanner for PromExtensionPlanner {
             .or_else(|| self.try_plan::<label_fn::LabelFnSpec>(node, p))
             .or_else(|| self.try_plan::<step_fn::StepFnSpec>(node, p))
             .or_else(|| self.try_plan::<histogram::HistogramSpec>(node, p))
-            .or_else(|| self.try_plan::<subquery::SubquerySpec>(node, p));
+            .or_else(|| self.try_plan::<subquery::SubquerySpec>(node, p))
+            .or_else(|| self.try_plan::<info::InfoSpec>(node, p));
         Ok(planned)
     }
 }

@@ -185,7 +185,9 @@ impl Engine {
         state.config_mut().set_extension(ann.clone());
         let physical = state.create_physical_plan(&plan).await?;
         let batches = self.execute_in(physical, Arc::new(TaskContext::from(&state))).await?;
-        let (mut warnings, infos) = ann.take();
+        let (warnings, infos) = ann.take();
+        let mut warnings = crate::planner::position_annotations(expr, warnings);
+        let infos = crate::planner::position_annotations(expr, infos);
         if is_range && uses_sort(&ast) {
             warnings.push(format!(
                 "PromQL warning: sort is ineffective for range queries since results are always ordered by labels{}",

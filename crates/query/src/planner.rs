@@ -686,3 +686,240 @@ impl Planner {
         }
     }
 }
+
+/// A function or aggregation call found in the query text: its name and each top-level
+/// argument's byte offset and text.
+#[derive(Debug)]
+struct CallSite<'a> {
+    name: &'a str,
+    args: Vec<(usize, &'a str)>,
+}
+
+/// Skips a string literal starting at `i` (a quote); returns the offset after it.
+fn skip_string(b: &[u8], i: usize) -> usize {
+    let q = b[i];
+    let mut j = i + 1;
+    while j < b.len() && b[j] != q {
+        if b[j] == b'\\' && q != b'`' {
+            j += 1;
+        }
+        j += 1;
+    }
+    (j + 1).min(b.len())
+}
+
+/// Skips whitespace and `#` comments from `i`.
+fn skip_space(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() {
+        if b[i].is_ascii_whitespace() {
+            i += 1;
+        } else if b[i] == b'#' {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+}
+
+/// Splits the parenthesised list opening at `open` into top-level arguments; returns them and
+/// the offset after the closing parenthesis.
+fn split_args(text: &str, open: usize) -> (Vec<(usize, &str)>, usize) {
+    fn push<'a>(text: &'a str, s: usize, e: usize, args: &mut Vec<(usize, &'a str)>) {
+        let s = skip_space(text.as_bytes(), s);
+        if s < e {
+            args.push((s, text[s..e].trim_end()));
+        }
+    }
+    let b = text.as_bytes();
+    let (mut depth, mut i, mut start) = (0usize, open + 1, open + 1);
+    let mut args = Vec::new();
+    while i < b.len() {
+        match b[i] {
+            b'"' | b'\'' | b'`' => {
+                i = skip_string(b, i);
+                continue;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' if depth > 0 => depth -= 1,
+            b')' => {
+                push(text, start, i, &mut args);
+                return (args, i + 1);
+            }
+            b',' if depth == 0 => {
+                push(text, start, i, &mut args);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    push(text, start, b.len(), &mut args);
+    (args, b.len())
+}
+
+/// Every call in the query text (functions, and aggregations with or without a leading
+/// `by`/`without` clause), in textual order, outside strings and comments.
+fn call_sites(text: &str) -> Vec<CallSite<'_>> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if matches!(c, b'"' | b'\'' | b'`') {
+            i = skip_string(b, i);
+            continue;
+        }
+        if c == b'#' {
+            i = skip_space(b, i);
+            continue;
+        }
+        if !(c.is_ascii_alphabetic() || c == b'_') || (i > 0 && is_ident_byte(b[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let mut end = i;
+        while end < b.len() && is_ident_byte(b[end]) {
+            end += 1;
+        }
+        let name = &text[i..end];
+        let mut j = skip_space(b, end);
+        // `sum by (job) (x)`: step over the grouping clause.
+        for kw in ["by", "without"] {
+            if text[j..].starts_with(kw) && !b.get(j + kw.len()).is_some_and(|c| is_ident_byte(*c)) {
+                let k = skip_space(b, j + kw.len());
+                if b.get(k) == Some(&b'(') {
+                    j = skip_space(b, split_args(text, k).1);
+                }
+            }
+        }
+        if b.get(j) == Some(&b'(')
+            && !matches!(name, "by" | "without" | "on" | "ignoring" | "group_left" | "group_right")
+        {
+            out.push(CallSite { name, args: split_args(text, j).0 });
+        }
+        i = end;
+    }
+    out
+}
+
+/// `line:column` (1-based, bytes) of a byte offset.
+fn line_col(text: &str, at: usize) -> String {
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+    format!("{line}:{col}")
+}
+
+/// Parses a PromQL number literal the way the quantile warning prints it.
+fn literal_value(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(r) => (true, r.trim_start()),
+        None => (false, s.strip_prefix('+').unwrap_or(s).trim_start()),
+    };
+    let v = match body.to_ascii_lowercase().as_str() {
+        "nan" => f64::NAN,
+        "inf" => f64::INFINITY,
+        b => b.parse::<f64>().ok()?,
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// The argument Prometheus positions an annotation at, found in the query text.
+fn annotation_position(text: &str, calls: &[CallSite<'_>], msg: &str) -> Option<String> {
+    if let Some(got) = msg.split("quantile value should be between 0 and 1, got ").nth(1) {
+        let args: Vec<(usize, &str)> = calls
+            .iter()
+            .flat_map(|c| {
+                let idx: Vec<usize> = match c.name {
+                    "histogram_quantile" | "quantile" | "quantile_over_time" => vec![0],
+                    "histogram_quantiles" => (2..c.args.len()).collect(),
+                    _ => vec![],
+                };
+                idx.into_iter().filter_map(|i| c.args.get(i).copied()).collect::<Vec<_>>()
+            })
+            .collect();
+        let by_value = args
+            .iter()
+            .find(|(_, a)| literal_value(a).is_some_and(|v| crate::plan::aggregate::go_float(v) == got.trim()));
+        return by_value.or(args.first()).map(|(at, _)| line_col(text, *at));
+    }
+    let histogram_vector = msg.contains("bucket label \"le\" is missing")
+        || msg.contains("needed to be fixed for monotonicity")
+        || msg.contains("mix of classic and native histograms");
+    if histogram_vector {
+        let metric = msg.split("for metric name \"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+        let args: Vec<(usize, &str)> = calls
+            .iter()
+            .filter_map(|c| match c.name {
+                "histogram_quantile" => c.args.get(1).copied(),
+                "histogram_quantiles" => c.args.first().copied(),
+                "histogram_fraction" => c.args.get(2).copied(),
+                _ => None,
+            })
+            .collect();
+        let by_name = args.iter().find(|(_, a)| !metric.is_empty() && a.contains(metric));
+        return by_name.or(args.first()).map(|(at, _)| line_col(text, *at));
+    }
+    None
+}
+
+/// True when an annotation already ends with a ` (line:col)` position.
+fn has_position(msg: &str) -> bool {
+    let Some(inner) = msg.strip_suffix(')').and_then(|m| m.rsplit_once(" (")).map(|(_, p)| p) else {
+        return false;
+    };
+    inner.split_once(':').is_some_and(|(l, c)| {
+        !l.is_empty() && !c.is_empty() && l.bytes().all(|x| x.is_ascii_digit()) && c.bytes().all(|x| x.is_ascii_digit())
+    })
+}
+
+/// Adds Prometheus's ` (line:col)` position of the offending argument to the annotations that
+/// carry one (invalid quantile, bad `le` label, forced bucket monotonicity, mixed classic and
+/// native histograms). The parser's AST has no positions, so they are found in the query text.
+pub(crate) fn position_annotations(text: &str, msgs: Vec<String>) -> Vec<String> {
+    let calls = call_sites(text);
+    msgs.into_iter()
+        .map(|m| {
+            if has_position(&m) {
+                return m;
+            }
+            match annotation_position(text, &calls, &m) {
+                Some(p) => format!("{m} ({p})"),
+                None => m,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotation_positions_point_at_the_argument() {
+        let pos = |q: &str, m: &str| position_annotations(q, vec![m.to_string()]).remove(0);
+        let w = "PromQL warning: quantile value should be between 0 and 1, got NaN";
+        assert_eq!(pos("histogram_quantile(NaN, x)", w), format!("{w} (1:20)"));
+        assert_eq!(pos("quantile without(point)(NaN, data)", w), format!("{w} (1:25)"));
+        assert_eq!(pos("histogram_quantiles(x, \"q\", 0.5, NaN)", w), format!("{w} (1:34)"));
+        let le = "PromQL warning: bucket label \"le\" is missing or has a malformed value of \"\" for metric name \"series\"";
+        assert_eq!(pos("histogram_quantile(0.8, series)", le), format!("{le} (1:25)"));
+        assert_eq!(pos("histogram_quantiles(series, \"q\", 0.1)", le), format!("{le} (1:21)"));
+        assert_eq!(pos("histogram_fraction(-Inf, 1, series)", le), format!("{le} (1:29)"));
+        assert_eq!(
+            pos("sum(histogram_quantile(0.5, other{a=\"(\"})) + histogram_quantile(0.5,\n  series)", le),
+            format!("{le} (2:3)")
+        );
+        // Unknown annotations and ones with a position stay as they are.
+        assert_eq!(pos("sort(x)", "PromQL warning: something (1:1)"), "PromQL warning: something (1:1)");
+        assert_eq!(pos("x", "PromQL info: other"), "PromQL info: other");
+    }
+}

@@ -25,7 +25,7 @@ fn engine() -> Engine {
         |v: &str| Labels::from_pairs([("__name__", "target_info"), ("instance", "a"), ("job", "j"), ("version", v)]);
     let stale = f64::from_bits(0x7ff0_0000_0000_0002);
     src.add(ti("old"), &[0, MIN, 2 * MIN, 3 * MIN], &[1.0, 1.0, 1.0, stale]);
-    src.add(ti("new"), &ts[3..], &vec![1.0; 6]);
+    src.add(ti("new"), &ts[3..], &[1.0; 6]);
     src.add(
         Labels::from_pairs([("__name__", "build_info"), ("instance", "a"), ("job", "j"), ("rev", "r1")]),
         &ts,

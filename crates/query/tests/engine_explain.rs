@@ -63,3 +63,22 @@ async fn explain_analyze_reports_rows() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn explain_info_reads_info_series_at_the_reference_time() {
+    let opts = EngineOptions { enable_experimental_functions: true, ..Default::default() };
+    let e = Engine::new(Arc::new(MemSource::new()), opts);
+    let text =
+        e.explain("info(up offset 1m, {__name__=~\".+_info\", k=\"v\"})", 600_000, 600_000, 0, false).await.unwrap();
+    let logical = text.split("physical plan:").next().unwrap();
+    assert_eq!(
+        logical,
+        r#"logical plan:
+PromInfo: t=600000, info={__name__=~".+_info"}, data=[k="v"], join=instance,job, offset=1m
+  PromInstantSelect: t=600000, lookback=5m, offset=1m
+    PromSeriesScan: {__name__="up"}, range=[240001, 540000]
+  PromInstantSelect: t=600000, lookback=5m, offset=1m, emit=sample_timestamp
+    PromSeriesScan: {__name__=~".+_info", k="v"}, range=[240001, 540000]
+"#
+    );
+}

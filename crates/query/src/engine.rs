@@ -139,7 +139,7 @@ impl Engine {
     }
 
     fn parse(&self, expr: &str) -> Result<parser::Expr> {
-        let ast = parser::parse(expr).map_err(Error::BadData)?;
+        let ast = crate::planner::parse(expr).map_err(Error::BadData)?;
         crate::planner::check_experimental(&ast, self.inner.opts.enable_experimental_functions)?;
         Ok(ast)
     }

@@ -436,7 +436,7 @@ impl Planner {
             if !vs.matchers.or_matchers.is_empty() {
                 return Err(Error::BadData("info() does not support \"or\" in its label selector".into()));
             }
-            for m in &vs.matchers.matchers {
+            for m in vs.matchers.matchers.iter().filter(|m| m.name != INFO_SELECTOR_FILLER) {
                 let op = match &m.op {
                     MatchOp::Equal => "=",
                     MatchOp::NotEqual => "!=",
@@ -687,6 +687,45 @@ impl Planner {
     }
 }
 
+/// Label name of the matcher [`parse`] adds to an `info()` label selector whose matchers all
+/// match the empty string; [`Planner`] drops it again when it plans `info()`.
+const INFO_SELECTOR_FILLER: &str = "__strata_info_selector__";
+
+/// Parses a query with promql-parser. Prometheus accepts an `info()` label selector whose
+/// matchers all match the empty string (`info(x, {data=~".*"})`), which promql-parser rejects
+/// like any such selector; on that error each `info()` selector gets a filler matcher that does
+/// not match the empty string, and the query is parsed again. Errors are the parser's text for
+/// the query as written.
+pub(crate) fn parse(text: &str) -> std::result::Result<Expr, String> {
+    let err = match promql_parser::parser::parse(text) {
+        Ok(e) => return Ok(e),
+        Err(e) => e,
+    };
+    if !err.contains("at least one non-empty matcher") {
+        return Err(err);
+    }
+    let mut filled = text.to_string();
+    let mut changed = false;
+    // Back to front, so earlier offsets stay valid.
+    let mut sites: Vec<(usize, bool)> = call_sites(text)
+        .iter()
+        .filter(|c| c.name == "info")
+        .filter_map(|c| c.args.get(1))
+        .filter(|(_, a)| a.starts_with('{') && a.ends_with('}'))
+        .map(|(at, a)| (at + a.len() - 1, a[1..a.len() - 1].trim().is_empty()))
+        .collect();
+    sites.sort_unstable();
+    for (close, empty) in sites.into_iter().rev() {
+        let sep = if empty { "" } else { ", " };
+        filled.insert_str(close, &format!("{sep}{INFO_SELECTOR_FILLER}!=\"\""));
+        changed = true;
+    }
+    if !changed {
+        return Err(err);
+    }
+    promql_parser::parser::parse(&filled).map_err(|_| err)
+}
+
 /// A function or aggregation call found in the query text: its name and each top-level
 /// argument's byte offset and text.
 #[derive(Debug)]
@@ -902,6 +941,17 @@ pub(crate) fn position_annotations(text: &str, msgs: Vec<String>) -> Vec<String>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_selectors_matching_empty_parse() {
+        let e = parse("info(x, {data=~\".*\"}) + info(y, {})").unwrap();
+        let shown = e.to_string();
+        assert_eq!(shown.matches(INFO_SELECTOR_FILLER).count(), 2, "{shown}");
+        // Elsewhere such a selector is still the parser's error, with its text.
+        let err = parse("{data=~\".*\"}").unwrap_err();
+        assert!(err.contains("at least one non-empty matcher"), "{err}");
+        assert!(parse("info(x, {a=~\".*\"}) + {b=\"\"}").is_err());
+    }
 
     #[test]
     fn annotation_positions_point_at_the_argument() {

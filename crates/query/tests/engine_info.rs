@@ -64,6 +64,16 @@ async fn info_adds_target_info_data_labels_per_step() {
     // A data matcher that needs a value drops what no info series enriches.
     let v = vector(e.instant_query("info(up, {version=~\".+\"})", 5 * MIN).await.unwrap().value);
     assert_eq!(v, vec![("up{instance=\"a\", job=\"j\", version=\"new\"}".into(), 5.0)]);
+    // A selector whose matchers all match the empty string parses (as in Prometheus) and keeps
+    // what no info series enriches.
+    let v = vector(e.instant_query("info(up, {version=~\".*\"})", 5 * MIN).await.unwrap().value);
+    assert_eq!(
+        v,
+        vec![
+            ("up{instance=\"a\", job=\"j\", version=\"new\"}".into(), 5.0),
+            ("up{instance=\"b\", job=\"j\"}".into(), 15.0),
+        ]
+    );
     // Several info metrics at once; the info series themselves are not enriched.
     let v = vector(e.instant_query("info({job=\"j\"}, {__name__=~\".+_info\"})", 5 * MIN).await.unwrap().value);
     assert_eq!(

@@ -267,6 +267,8 @@ struct AggAcc {
     ctx: EvalCtx,
     /// The parameter per step (k, φ or ratio), NaN where absent.
     param: Vec<f64>,
+    /// `k` per step for topk/bottomk/limitk (0 when it is below 1).
+    k: Vec<u64>,
     /// Group key -> index into `groups`.
     gidx: HashMap<Vec<u8>, usize>,
     /// Groups in first-seen order.
@@ -286,10 +288,11 @@ impl AggAcc {
         if spec.op == AggOp::Quantile {
             param.iter().for_each(|q| ctx.check_quantile(*q));
         }
+        let mut k = Vec::new();
         match spec.op {
             AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
                 for p in &param {
-                    spec.k_at(*p)?;
+                    k.push(spec.k_at(*p)?.max(0) as u64);
                 }
             }
             AggOp::LimitRatio if param.iter().any(|p| p.is_nan()) => {
@@ -301,6 +304,7 @@ impl AggAcc {
             spec,
             ctx: ctx.clone(),
             param,
+            k,
             gidx: HashMap::new(),
             groups: Vec::new(),
             members: Vec::new(),
@@ -335,8 +339,18 @@ impl Accumulator for AggAcc {
                 }
             }
             let state = &mut self.groups[g].1;
+            // Inputs are step-aligned and sorted, so the next point is usually at the next step.
+            let mut next = 0usize;
             for (&t, &v) in s.ts.iter().zip(s.vs) {
-                let Some(i) = grid.index_of(t) else { continue };
+                let i = if t == grid.start + next as i64 * grid.step {
+                    next
+                } else {
+                    match grid.index_of(t) {
+                        Some(i) => i,
+                        None => continue,
+                    }
+                };
+                next = i + 1;
                 match state {
                     Steps::Sum { s, c, seen } => {
                         (s[i], c[i]) = kahan_inc(v, s[i], c[i]);
@@ -364,12 +378,12 @@ impl Accumulator for AggAcc {
                         }
                     }
                     Steps::Heap(h) => {
-                        let k = self.spec.k_at(self.param[i])?;
-                        if k < 1 {
+                        let k = self.k[i];
+                        if k == 0 {
                             continue;
                         }
                         let cand = Cand { v, member, top: op == AggOp::Topk };
-                        if (h[i].len() as u64) < k as u64 {
+                        if (h[i].len() as u64) < k {
                             h[i].push(cand);
                         } else if let Some(mut worst) = h[i].peek_mut()
                             && cand < *worst
@@ -379,8 +393,7 @@ impl Accumulator for AggAcc {
                     }
                     Steps::Firsts(f) => {
                         if op == AggOp::Limitk {
-                            let k = self.spec.k_at(self.param[i])?;
-                            if k >= 1 && (f[i].len() as u64) < k as u64 {
+                            if (f[i].len() as u64) < self.k[i] {
                                 f[i].push((member, v));
                             }
                         } else {
@@ -543,6 +556,92 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].labels.get("instance"), out[0].ts.clone()), (Some("2"), vec![0]));
         assert_eq!((out[1].labels.get("instance"), out[1].vs.clone()), (Some("1"), vec![9.0]));
+    }
+
+    fn bits(out: &[SeriesData]) -> Vec<(String, Vec<i64>, Vec<u64>)> {
+        out.iter().map(|s| (s.labels.to_string(), s.ts.clone(), s.vs.iter().map(|v| v.to_bits()).collect())).collect()
+    }
+
+    #[test]
+    fn partial_aggregation_over_batches_equals_one_pass() {
+        let nan = f64::NAN;
+        let input = vec![
+            s("a", "1", &[1.0, 5.0, nan]),
+            s("a", "2", &[5.0, 1e308, 2.0]),
+            s("b", "1", &[5.0, -1.0, f64::INFINITY]),
+            s("a", "3", &[nan, 1e308, 2.0]),
+            s("b", "2", &[0.1, 0.2, 0.3]),
+            s("a", "4", &[5.0, 3.0, -0.0]),
+        ];
+        let k = vec![SeriesData { labels: Labels::default(), ts: vec![0, 10, 20], vs: vec![2.0, 1.0, 3.0] }];
+        let q = vec![SeriesData { labels: Labels::default(), ts: vec![0, 10, 20], vs: vec![0.5, 0.9, 0.1] }];
+        use AggOp::*;
+        for op in [Sum, Avg, Min, Max, Count, Group, Stddev, Stdvar, Quantile, Topk, Bottomk, CountValues, Limitk] {
+            for by in [true, false] {
+                let mut sp = spec(op, by, &["job"]);
+                sp.grid = Grid::new(0, 20, 10);
+                sp.value_label = Some("v".into());
+                let params: &[Vec<SeriesData>] = match op {
+                    Topk | Bottomk | Limitk => std::slice::from_ref(&k),
+                    Quantile => std::slice::from_ref(&q),
+                    _ => &[],
+                };
+                let ctx = EvalCtx::new(1000);
+                let whole = sp.eval(input.clone(), params, &ctx).unwrap();
+                let mut acc = sp.accumulator(params, &ctx).unwrap().unwrap();
+                for part in input.chunks(2) {
+                    acc.update(&crate::plan::series_to_batch(part).unwrap()).unwrap();
+                }
+                let parts = acc.finish().unwrap();
+                assert_eq!(bits(&parts), bits(&whole), "{op:?} by={by}");
+                assert!(!whole.is_empty(), "{op:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn topk_ties_go_to_the_first_series_and_nan_ranks_last() {
+        let nan = f64::NAN;
+        let input = vec![s("a", "1", &[nan]), s("a", "2", &[5.0]), s("a", "3", &[5.0]), s("a", "4", &[1.0])];
+        let k = |n: f64| vec![SeriesData { labels: Labels::default(), ts: vec![0], vs: vec![n] }];
+        let mut sp = spec(AggOp::Topk, true, &[]);
+        sp.grid = Grid::new(0, 0, 10);
+        let ctx = EvalCtx::new(100);
+        let out = sp.eval(input.clone(), &[k(2.0)], &ctx).unwrap();
+        let inst: Vec<_> = out.iter().map(|s| s.labels.get("instance").unwrap().to_string()).collect();
+        assert_eq!(inst, vec!["2", "3"]);
+        sp.op = AggOp::Bottomk;
+        let out = sp.eval(input.clone(), &[k(4.0)], &ctx).unwrap();
+        let inst: Vec<_> = out.iter().map(|s| s.labels.get("instance").unwrap().to_string()).collect();
+        assert_eq!(inst, vec!["4", "2", "3", "1"]);
+        sp.op = AggOp::Limitk;
+        let out = sp.eval(input, &[k(3.0)], &ctx).unwrap();
+        let mut inst: Vec<_> = out.iter().map(|s| s.labels.get("instance").unwrap().to_string()).collect();
+        inst.sort();
+        assert_eq!(inst, vec!["1", "2", "3"]);
+    }
+
+    #[test]
+    fn stddev_with_an_infinite_member_is_nan_and_count_values_counts() {
+        let input = vec![s("a", "1", &[1.0, f64::INFINITY]), s("a", "2", &[3.0, 1.0]), s("a", "3", &[1.0, 1.0])];
+        let ctx = EvalCtx::new(100);
+        let out = spec(AggOp::Stddev, true, &[]).eval(input.clone(), &[], &ctx).unwrap();
+        assert!((out[0].vs[0] - (8.0f64 / 9.0).sqrt()).abs() < 1e-12, "{}", out[0].vs[0]);
+        assert!(out[0].vs[1].is_nan());
+        let mut sp = spec(AggOp::CountValues, true, &[]);
+        sp.value_label = Some("val".into());
+        let out = sp.eval(input, &[], &ctx).unwrap();
+        let mut got: Vec<(String, Vec<i64>, Vec<f64>)> =
+            out.iter().map(|s| (s.labels.get("val").unwrap().to_string(), s.ts.clone(), s.vs.clone())).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            vec![
+                ("+Inf".to_string(), vec![10], vec![1.0]),
+                ("1".to_string(), vec![0, 10], vec![2.0, 2.0]),
+                ("3".to_string(), vec![0], vec![1.0]),
+            ]
+        );
     }
 
     #[test]

@@ -129,6 +129,28 @@ mod tests {
     }
 
     #[test]
+    fn batch_path_keeps_the_input_dictionary() {
+        let spec = InstantSelectSpec {
+            grid: Grid::new(0, 180_000, 60_000),
+            lookback: 300_000,
+            shift: TimeShift { offset: 60_000, at: None },
+            sample_timestamp: false,
+        };
+        let input = vec![
+            SeriesData { labels: Labels::from_pairs([("__name__", "x")]), ts: vec![0, 60_000], vs: vec![1.0, 2.0] },
+            SeriesData { labels: Labels::from_pairs([("__name__", "y")]), ts: vec![90_000], vs: vec![3.0] },
+        ];
+        let rb = crate::plan::series_to_batch(&input).unwrap();
+        let out = spec.map_batch(&rb, &[], &EvalCtx::new(100)).unwrap();
+        let got = crate::plan::batch_to_series(&out).unwrap();
+        assert_eq!(got, spec.eval(input, &[], &EvalCtx::new(100)).unwrap());
+        assert_eq!(got[0].ts, vec![60_000, 120_000, 180_000]);
+        assert_eq!(got[0].vs, vec![1.0, 2.0, 2.0]);
+        assert_eq!((got[1].labels.get("__name__"), got[1].ts.clone()), (Some("y"), vec![180_000]));
+        assert!(spec.map_batch(&rb, &[], &EvalCtx::new(3)).is_err());
+    }
+
+    #[test]
     fn lookback_excludes_sample_exactly_lookback_old() {
         let spec = InstantSelectSpec {
             grid: Grid::new(360_000, 420_000, 60_000),

@@ -454,6 +454,45 @@ mod tests {
     }
 
     #[test]
+    fn batch_path_matches_series_path_and_drops_the_name_late() {
+        let stale = f64::from_bits(crate::plan::STALE_NAN_BITS);
+        let mk = |name: &str, inst: &str, vs: Vec<f64>| SeriesData {
+            labels: Labels::from_pairs([("__name__", name), ("instance", inst)]),
+            ts: (0..vs.len() as i64).map(|i| i * 15_000).collect(),
+            vs,
+        };
+        let input = vec![
+            mk("a", "1", vec![1.0, 2.0, 3.0, 10.0, 1.0, 2.0]),
+            mk("b", "2", vec![5.0, stale, 6.0, 7.0, 8.0, 9.0]),
+            mk("c", "3", vec![1.0]),
+        ];
+        for func in [RangeFn::Rate, RangeFn::LastOverTime, RangeFn::CountOverTime] {
+            let spec = RangeFuncSpec {
+                grid: Grid::new(30_000, 75_000, 15_000),
+                range: 45_000,
+                shift: TimeShift::default(),
+                func,
+            };
+            let ctx = EvalCtx::new(1000);
+            let want = spec.eval(input.clone(), &[], &ctx).unwrap();
+            let rb = spec.map_batch(&crate::plan::series_to_batch(&input).unwrap(), &[], &ctx).unwrap();
+            let got = crate::plan::batch_to_series(&rb).unwrap();
+            let want: Vec<SeriesData> = want.into_iter().filter(|s| !s.ts.is_empty()).collect();
+            assert_eq!(got, want, "{func:?}");
+            assert_eq!(got[0].labels.get("__name__"), if func.keeps_name() { Some("a") } else { None });
+        }
+        // The stale marker is not a sample: 2 samples in (0s, 45s] for series b at 45s.
+        let spec = RangeFuncSpec {
+            grid: Grid::new(45_000, 45_000, 1),
+            range: 45_000,
+            shift: TimeShift::default(),
+            func: RangeFn::CountOverTime,
+        };
+        let out = spec.eval(input, &[], &EvalCtx::new(100)).unwrap();
+        assert_eq!(out[1].vs, vec![2.0]);
+    }
+
+    #[test]
     fn windows_follow_steps() {
         let ts: Vec<i64> = (0..10).map(|i| i * 10_000).collect();
         let vs: Vec<f64> = (0..10).map(|i| i as f64).collect();

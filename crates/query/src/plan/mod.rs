@@ -25,6 +25,21 @@
 //! samples (between a scan and the selector that reads it) and step-aligned values (after a
 //! selector: timestamps are the evaluation steps of the node's [`Grid`]). A PromQL scalar is a
 //! single series with an empty label set and a value at every step.
+//!
+//! # How a node consumes its input
+//!
+//! [`PromExec`] runs a [`NodeSpec`] in one of three ways, chosen by the spec:
+//!
+//! - streaming ([`NodeSpec::streaming`]): each batch of the first input is mapped to one output
+//!   batch by [`NodeSpec::map_batch`]; hot nodes read the batch through a [`BatchView`] and build
+//!   the output with a [`BatchBuilder`] against the input's (or a rewritten) label dictionary, so
+//!   labels are never decoded;
+//! - partial aggregation ([`NodeSpec::accumulator`]): each batch is folded into an
+//!   [`Accumulator`] that keeps only what the output needs; the output is emitted at the end;
+//! - collecting (the default): the whole first input is decoded into [`SeriesData`] and handed to
+//!   [`NodeSpec::eval`] once.
+//!
+//! The other inputs (scalar parameters) are always collected first.
 
 use std::cmp::Ordering;
 use std::fmt;

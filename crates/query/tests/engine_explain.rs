@@ -7,11 +7,11 @@ use engine::{Labels, MemSource};
 use query::{Engine, EngineOptions};
 
 const SUM_RATE_GOLDEN: &str = r#"logical plan:
-PromAggregate: sum by (job), t=600000..1200000 step=60000
+PromAggregate: sum by (job), t=600000..1200000 step=60000, partial per batch
   PromRangeFunc: rate, t=600000..1200000 step=60000, range=5m
     PromSeriesScan: {__name__="x"}, range=[300001, 1200000]
 physical plan:
-PromAggregateExec: sum by (job), t=600000..1200000 step=60000
+PromAggregateExec: sum by (job), t=600000..1200000 step=60000, partial per batch
   PromRangeFuncExec: rate, t=600000..1200000 step=60000, range=5m
     CooperativeExec
       PromSeriesScanExec: {__name__="x"}, range=[300001, 1200000]
@@ -59,7 +59,9 @@ async fn explain_analyze_reports_rows() {
         "{text}"
     );
     assert!(
-        text.contains("PromAggregateExec: sum by (job), t=600000..1200000 step=60000, metrics=[output_rows=11"),
+        text.contains(
+            "PromAggregateExec: sum by (job), t=600000..1200000 step=60000, partial per batch, metrics=[output_rows=11"
+        ),
         "{text}"
     );
 }

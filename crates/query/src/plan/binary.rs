@@ -202,6 +202,12 @@ impl NodeSpec for BinarySpec {
         write!(f, ", {}", self.grid)
     }
 
+    /// `vector op scalar` maps each series on its own, so it streams batch by batch (the scalar,
+    /// the second input, is collected first); everything else needs both sides whole.
+    fn streaming(&self) -> bool {
+        !self.lhs_scalar && self.rhs_scalar
+    }
+
     fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
         let rhs = params.first().cloned().unwrap_or_default();
         let out = match (self.lhs_scalar, self.rhs_scalar) {

@@ -56,6 +56,11 @@ impl MeanAcc {
         self.c = c;
     }
 
+    /// Values added so far.
+    pub(crate) fn count(&self) -> f64 {
+        self.count
+    }
+
     /// The mean (NaN when empty).
     pub(crate) fn mean(&self) -> f64 {
         if self.count == 0.0 {
@@ -68,19 +73,41 @@ impl MeanAcc {
     }
 }
 
+/// Running population variance with a compensated running mean and sum of squares (Welford).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct VarAcc {
+    count: f64,
+    mean: f64,
+    cmean: f64,
+    aux: f64,
+    caux: f64,
+}
+
+impl VarAcc {
+    /// Adds one value.
+    pub(crate) fn add(&mut self, v: f64) {
+        self.count += 1.0;
+        let delta = v - (self.mean + self.cmean);
+        (self.mean, self.cmean) = kahan_inc(delta / self.count, self.mean, self.cmean);
+        (self.aux, self.caux) = kahan_inc(delta * (v - (self.mean + self.cmean)), self.aux, self.caux);
+    }
+
+    /// Values added so far.
+    pub(crate) fn count(&self) -> f64 {
+        self.count
+    }
+
+    /// The variance (NaN when empty).
+    pub(crate) fn variance(&self) -> f64 {
+        if self.count == 0.0 { f64::NAN } else { (self.aux + self.caux) / self.count }
+    }
+}
+
 /// Population variance with compensated running mean and sum of squares (Welford).
 pub(crate) fn variance(vs: impl IntoIterator<Item = f64>) -> f64 {
-    let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
-    for v in vs {
-        count += 1.0;
-        let delta = v - (mean + cmean);
-        (mean, cmean) = kahan_inc(delta / count, mean, cmean);
-        (aux, caux) = kahan_inc(delta * (v - (mean + cmean)), aux, caux);
-    }
-    if count == 0.0 {
-        return f64::NAN;
-    }
-    (aux + caux) / count
+    let mut acc = VarAcc::default();
+    vs.into_iter().for_each(|v| acc.add(v));
+    acc.variance()
 }
 
 /// The φ-quantile of `vs` by linear interpolation between closest ranks; φ < 0 gives -Inf,

@@ -12,11 +12,14 @@
 //!
 //! With `sample_timestamp` (the argument of `timestamp()`), the value emitted is the chosen
 //! sample's own timestamp in seconds, as Prometheus's `timestamp(v)` does for selectors.
-//! Series are independent, so the node streams batch by batch.
+//! Series are independent, so the node streams batch by batch, reading the batch's columns in
+//! place; the output shares the input's label dictionary (labels are never decoded here).
 
 use std::fmt;
 
-use super::{EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, fmt_duration, is_stale};
+use arrow::array::RecordBatch;
+
+use super::{BatchBuilder, BatchView, EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, fmt_duration, is_stale};
 use crate::error::Result;
 
 /// Parameters of the instant selection.
@@ -53,24 +56,49 @@ impl NodeSpec for InstantSelectSpec {
         let mut total = 0usize;
         for s in main {
             let mut o = SeriesData::new(s.labels);
-            for t in self.grid.times() {
-                let te = self.shift.eval_time(t);
-                let end = s.ts.partition_point(|&x| x <= te);
-                if end == 0 {
-                    continue;
-                }
-                let i = end - 1;
-                if s.ts[i] <= te - self.lookback || is_stale(s.vs[i]) {
-                    continue;
-                }
-                let v = if self.sample_timestamp { s.ts[i] as f64 / 1000.0 } else { s.vs[i] };
-                o.push(t, v);
-            }
+            self.select_series(&s.ts, &s.vs, &mut |t, v| o.push(t, v));
             total += o.ts.len();
             ctx.check_samples(total)?;
             out.push(o);
         }
         Ok(out)
+    }
+
+    fn map_batch(&self, batch: &RecordBatch, _params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<RecordBatch> {
+        let view = BatchView::new(batch)?;
+        let mut out = BatchBuilder::with_capacity(self.grid.len().min(batch.num_rows()));
+        for s in view.series() {
+            self.select_series(s.ts, s.vs, &mut |t, v| out.push(s.key, t, v));
+            ctx.check_samples(out.len())?;
+        }
+        // The label sets pass through untouched: the output reuses the input's dictionary.
+        out.finish(view.dictionary().clone())
+    }
+}
+
+impl InstantSelectSpec {
+    /// Selects one series at every step, handing each output point to `emit`.
+    fn select_series(&self, ts: &[i64], vs: &[f64], emit: &mut dyn FnMut(i64, f64)) {
+        let mut end = 0usize;
+        for t in self.grid.times() {
+            let te = self.shift.eval_time(t);
+            if self.shift.at.is_some() {
+                end = ts.partition_point(|&x| x <= te);
+            } else {
+                // Without `@` the data time grows with the step: move a cursor forward.
+                while end < ts.len() && ts[end] <= te {
+                    end += 1;
+                }
+            }
+            if end == 0 {
+                continue;
+            }
+            let i = end - 1;
+            if ts[i] <= te - self.lookback || is_stale(vs[i]) {
+                continue;
+            }
+            emit(t, if self.sample_timestamp { ts[i] as f64 / 1000.0 } else { vs[i] });
+        }
     }
 }
 
@@ -98,6 +126,28 @@ mod tests {
         // 60s: 1, 120s & 180s: 2, 240s..: stale marker hides everything.
         assert_eq!(out[0].ts, vec![60_000, 120_000, 180_000]);
         assert_eq!(out[0].vs, vec![1.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn batch_path_keeps_the_input_dictionary() {
+        let spec = InstantSelectSpec {
+            grid: Grid::new(0, 180_000, 60_000),
+            lookback: 300_000,
+            shift: TimeShift { offset: 60_000, at: None },
+            sample_timestamp: false,
+        };
+        let input = vec![
+            SeriesData { labels: Labels::from_pairs([("__name__", "x")]), ts: vec![0, 60_000], vs: vec![1.0, 2.0] },
+            SeriesData { labels: Labels::from_pairs([("__name__", "y")]), ts: vec![90_000], vs: vec![3.0] },
+        ];
+        let rb = crate::plan::series_to_batch(&input).unwrap();
+        let out = spec.map_batch(&rb, &[], &EvalCtx::new(100)).unwrap();
+        let got = crate::plan::batch_to_series(&out).unwrap();
+        assert_eq!(got, spec.eval(input, &[], &EvalCtx::new(100)).unwrap());
+        assert_eq!(got[0].ts, vec![60_000, 120_000, 180_000]);
+        assert_eq!(got[0].vs, vec![1.0, 2.0, 2.0]);
+        assert_eq!((got[1].labels.get("__name__"), got[1].ts.clone()), (Some("y"), vec![180_000]));
+        assert!(spec.map_batch(&rb, &[], &EvalCtx::new(3)).is_err());
     }
 
     #[test]

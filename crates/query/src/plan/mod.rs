@@ -25,6 +25,21 @@
 //! samples (between a scan and the selector that reads it) and step-aligned values (after a
 //! selector: timestamps are the evaluation steps of the node's [`Grid`]). A PromQL scalar is a
 //! single series with an empty label set and a value at every step.
+//!
+//! # How a node consumes its input
+//!
+//! [`PromExec`] runs a [`NodeSpec`] in one of three ways, chosen by the spec:
+//!
+//! - streaming ([`NodeSpec::streaming`]): each batch of the first input is mapped to one output
+//!   batch by [`NodeSpec::map_batch`]; hot nodes read the batch through a [`BatchView`] and build
+//!   the output with a [`BatchBuilder`] against the input's (or a rewritten) label dictionary, so
+//!   labels are never decoded;
+//! - partial aggregation ([`NodeSpec::accumulator`]): each batch is folded into an
+//!   [`Accumulator`] that keeps only what the output needs; the output is emitted at the end;
+//! - collecting (the default): the whole first input is decoded into [`SeriesData`] and handed to
+//!   [`NodeSpec::eval`] once.
+//!
+//! The other inputs (scalar parameters) are always collected first.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -341,6 +356,184 @@ pub(crate) fn batch_to_series(b: &RecordBatch) -> Result<Vec<SeriesData>> {
     Ok(out)
 }
 
+/// A borrowed view of one record batch of [`prom_schema`]: the label dictionary and the sample
+/// columns, read series by series without decoding labels or copying samples.
+pub(crate) struct BatchView<'a> {
+    dict: &'a BinaryArray,
+    dict_ref: &'a ArrayRef,
+    keys: &'a [u32],
+    ts: &'a [i64],
+    vs: &'a [f64],
+}
+
+/// One series of a [`BatchView`]: its dictionary key, encoded labels and samples.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeriesRef<'a> {
+    /// Dictionary key of the series in its batch.
+    pub(crate) key: u32,
+    /// The label set, as [`encode_labels`] wrote it.
+    pub(crate) labels: &'a [u8],
+    /// Timestamps (ms), ascending.
+    pub(crate) ts: &'a [i64],
+    /// Values, one per timestamp.
+    pub(crate) vs: &'a [f64],
+}
+
+impl<'a> BatchView<'a> {
+    /// Views `b`; fails when the batch does not have the plan's layout.
+    pub(crate) fn new(b: &'a RecordBatch) -> Result<Self> {
+        let bad = |what: &str| Error::Internal(format!("PromQL batch has a bad {what} column"));
+        let dict = b.column(0).as_any().downcast_ref::<DictionaryArray<UInt32Type>>().ok_or_else(|| bad("labels"))?;
+        let dict_ref = dict.values();
+        let values = dict_ref.as_any().downcast_ref::<BinaryArray>().ok_or_else(|| bad("labels"))?;
+        let ts = b.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| bad("timestamp"))?.values();
+        let vs = b.column(2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| bad("value"))?.values();
+        let keys = dict.keys().values();
+        if keys.iter().any(|&k| k as usize >= values.len()) {
+            return Err(bad("labels"));
+        }
+        Ok(BatchView { dict: values, dict_ref, keys, ts, vs })
+    }
+
+    /// The label dictionary (shared, to build an output batch with the same label sets).
+    pub(crate) fn dictionary(&self) -> &'a ArrayRef {
+        self.dict_ref
+    }
+
+    /// Number of dictionary entries.
+    pub(crate) fn dictionary_len(&self) -> usize {
+        self.dict.len()
+    }
+
+    /// The encoded labels of dictionary entry `k`.
+    pub(crate) fn dictionary_value(&self, k: usize) -> &'a [u8] {
+        self.dict.value(k)
+    }
+
+    /// The series of the batch, in row order.
+    pub(crate) fn series(&self) -> impl Iterator<Item = SeriesRef<'a>> + use<'a> {
+        let (keys, ts, vs, dict) = (self.keys, self.ts, self.vs, self.dict);
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            if i >= keys.len() {
+                return None;
+            }
+            let k = keys[i];
+            let mut j = i + 1;
+            while j < keys.len() && keys[j] == k {
+                j += 1;
+            }
+            let s = SeriesRef { key: k, labels: dict.value(k as usize), ts: &ts[i..j], vs: &vs[i..j] };
+            i = j;
+            Some(s)
+        })
+    }
+}
+
+/// Builds an output batch row by row against a label dictionary chosen at the end.
+#[derive(Debug, Default)]
+pub(crate) struct BatchBuilder {
+    keys: Vec<u32>,
+    ts: Vec<i64>,
+    vs: Vec<f64>,
+}
+
+impl BatchBuilder {
+    /// A builder with room for `n` rows.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        BatchBuilder { keys: Vec::with_capacity(n), ts: Vec::with_capacity(n), vs: Vec::with_capacity(n) }
+    }
+    /// Appends a point of the series with dictionary key `key`.
+    pub(crate) fn push(&mut self, key: u32, t: i64, v: f64) {
+        self.keys.push(key);
+        self.ts.push(t);
+        self.vs.push(v);
+    }
+    /// Rows so far.
+    pub(crate) fn len(&self) -> usize {
+        self.ts.len()
+    }
+    /// The batch, with `dict` (a `Binary` array of encoded label sets) as the label dictionary.
+    pub(crate) fn finish(self, dict: ArrayRef) -> Result<RecordBatch> {
+        let d = DictionaryArray::<UInt32Type>::try_new(UInt32Array::from(self.keys), dict)
+            .map_err(|e| Error::Internal(format!("building label dictionary: {e}")))?;
+        let cols: Vec<ArrayRef> =
+            vec![Arc::new(d), Arc::new(Int64Array::from(self.ts)), Arc::new(Float64Array::from(self.vs))];
+        RecordBatch::try_new(prom_schema(), cols).map_err(|e| Error::Internal(format!("building batch: {e}")))
+    }
+}
+
+/// The (name, value) pairs of an encoded label set, without decoding them into strings (a
+/// truncated encoding ends the iteration).
+pub(crate) fn encoded_pairs(b: &[u8]) -> EncodedPairs<'_> {
+    EncodedPairs(b)
+}
+
+/// Iterator of [`encoded_pairs`].
+pub(crate) struct EncodedPairs<'a>(&'a [u8]);
+
+impl<'a> Iterator for EncodedPairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        fn field<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+            let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+            let f = b.get(4..4 + n)?;
+            *b = &b[4 + n..];
+            Some(f)
+        }
+        let name = field(&mut self.0)?;
+        let value = field(&mut self.0)?;
+        Some((name, value))
+    }
+}
+
+/// Appends one encoded (name, value) pair, as [`encode_labels`] writes it.
+pub(crate) fn encode_pair(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+/// A label dictionary built from encoded label sets.
+pub(crate) fn dictionary_of<'a>(sets: impl IntoIterator<Item = &'a [u8]>) -> Result<ArrayRef> {
+    let mut dict = Vec::new();
+    let mut offs: Vec<i32> = vec![0];
+    for s in sets {
+        dict.extend_from_slice(s);
+        offs.push(dict.len() as i32);
+    }
+    let values = BinaryArray::try_new(arrow::buffer::OffsetBuffer::new(offs.into()), dict.into(), None)
+        .map_err(|e| Error::Internal(format!("building label dictionary: {e}")))?;
+    Ok(Arc::new(values))
+}
+
+/// The dictionary of `view` with the metric name (see [`is_name_label`]) removed from every
+/// label set.
+pub(crate) fn dictionary_without_name(view: &BatchView<'_>) -> Result<ArrayRef> {
+    let n = view.dictionary_len();
+    let any = (0..n).any(|k| encoded_pairs(view.dictionary_value(k)).any(|(name, _)| is_name_label_bytes(name)));
+    if !any {
+        return Ok(view.dictionary().clone());
+    }
+    let mut sets: Vec<Vec<u8>> = Vec::with_capacity(n);
+    for k in 0..n {
+        let mut out = Vec::new();
+        for (name, value) in encoded_pairs(view.dictionary_value(k)) {
+            if !is_name_label_bytes(name) {
+                encode_pair(name, value, &mut out);
+            }
+        }
+        sets.push(out);
+    }
+    dictionary_of(sets.iter().map(Vec::as_slice))
+}
+
+/// [`is_name_label`] on an encoded name.
+pub(crate) fn is_name_label_bytes(n: &[u8]) -> bool {
+    matches!(n, b"__name__" | b"__type__" | b"__unit__")
+}
+
 /// Merges series that share a label set (as Prometheus does when it builds a result matrix by
 /// label hash); two of them with a point at the same step is the PromQL error
 /// "vector cannot contain metrics with the same labelset".
@@ -484,6 +677,29 @@ pub(crate) trait NodeSpec: fmt::Debug + Clone + Hash + Eq + PartialOrd + Send + 
     /// Runs the kernel: `main` is the first input (one batch when streaming, everything
     /// otherwise, nothing for leaves), `params` the other inputs, fully collected.
     fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>>;
+    /// Maps one batch of the first input (nodes that are [`NodeSpec::streaming`]). The default
+    /// decodes the batch into series, runs [`NodeSpec::eval`] and encodes the result; nodes on
+    /// the hot path override it to work on the batch's columns and dictionary directly.
+    fn map_batch(&self, batch: &RecordBatch, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<RecordBatch> {
+        let series = batch_to_series(batch)?;
+        let out = self.eval(series, params, ctx)?;
+        series_to_batch(&out)
+    }
+    /// For nodes that fold their first input batch by batch (partial aggregation): a fresh
+    /// accumulator, given the other inputs. `None` (the default) makes the node collect its
+    /// whole first input and call [`NodeSpec::eval`] once.
+    fn accumulator(&self, _params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Option<Box<dyn Accumulator>>> {
+        Ok(None)
+    }
+}
+
+/// The running state of a node that folds its input batch by batch (see
+/// [`NodeSpec::accumulator`]): it keeps only what its output needs, not the input.
+pub(crate) trait Accumulator: Send {
+    /// Folds one batch of the first input.
+    fn update(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// The output, once the input is exhausted.
+    fn finish(self: Box<Self>) -> Result<Vec<SeriesData>>;
 }
 
 /// The logical plan node of a PromQL operator: a [`NodeSpec`] plus its inputs.
@@ -632,22 +848,38 @@ impl<S: NodeSpec> ExecutionPlan for PromExec<S> {
             for s in rest {
                 params.push(collect_series(s).await?);
             }
-            let out: futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> = match main {
-                Some(main) if spec.streaming() => {
+            let acc = match &main {
+                Some(_) if !spec.streaming() => spec.accumulator(&params, &ctx).map_err(to_df)?,
+                _ => None,
+            };
+            let out: futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> = match (main, acc) {
+                (Some(main), _) if spec.streaming() => {
                     let baseline = baseline.clone();
                     main.map(move |b| {
                         let b = b?;
                         let timer = baseline.elapsed_compute().timer();
-                        let series = batch_to_series(&b).map_err(to_df)?;
-                        let out = spec.eval(series, &params, &ctx).map_err(to_df)?;
-                        let rb = series_to_batch(&out).map_err(to_df)?;
+                        let rb = spec.map_batch(&b, &params, &ctx).map_err(to_df)?;
                         timer.done();
                         baseline.record_output(rb.num_rows());
                         Ok(rb)
                     })
                     .boxed()
                 }
-                main => {
+                (Some(mut main), Some(mut acc)) => {
+                    while let Some(b) = main.next().await {
+                        let b = b?;
+                        let timer = baseline.elapsed_compute().timer();
+                        acc.update(&b).map_err(to_df)?;
+                        timer.done();
+                    }
+                    let timer = baseline.elapsed_compute().timer();
+                    let out = acc.finish().map_err(to_df)?;
+                    let rb = series_to_batch(&out).map_err(to_df)?;
+                    timer.done();
+                    baseline.record_output(rb.num_rows());
+                    futures::stream::once(async move { Ok(rb) }).boxed()
+                }
+                (main, _) => {
                     let series = match main {
                         Some(m) => collect_series(m).await?,
                         None => Vec::new(),

@@ -15,12 +15,19 @@
 //! Windows are left-open, as in Prometheus 3. Each window is a pair of indices into the
 //! series' sorted timestamp array found with two moving pointers, and the kernels work on the
 //! slices directly. `labels'` drops `__name__` except for `last_over_time`, `first_over_time`
-//! and the raw window. Series are independent, so the node streams batch by batch.
+//! and the raw window. Series are independent, so the node streams batch by batch: it reads the
+//! batch's columns in place and its output shares the input's label dictionary (with the metric
+//! name removed once per label set), so labels are never decoded here.
 
 use std::fmt;
 
+use arrow::array::RecordBatch;
+
 use super::functions::{MeanAcc, kahan_sum, linear_regression, quantile, variance};
-use super::{EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, fmt_duration, is_stale};
+use super::{
+    BatchBuilder, BatchView, EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, dictionary_without_name, fmt_duration,
+    is_stale,
+};
 use crate::error::{Error, Result};
 
 /// A function over a range window.
@@ -156,69 +163,99 @@ impl NodeSpec for RangeFuncSpec {
     }
 
     fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
-        let steps: Vec<i64> = self.grid.times().collect();
-        // Scalar parameters, one value per step (NaN where absent).
-        let pvals: Vec<Vec<f64>> = params.iter().map(|p| super::scalar_per_step(p, &self.grid)).collect();
-        if self.func == RangeFn::QuantileOverTime
-            && let Some(q) = pvals.first()
-        {
-            q.iter().for_each(|q| ctx.check_quantile(*q));
-        }
+        let pvals = self.param_values(params, ctx);
         let mut out = Vec::with_capacity(main.len());
-        let mut total = 0usize;
-        let mut max_window = 0usize;
-        for mut s in main {
-            if s.vs.iter().any(|v| is_stale(*v)) {
-                let keep: Vec<bool> = s.vs.iter().map(|v| !is_stale(*v)).collect();
-                s.ts = s.ts.iter().zip(&keep).filter(|p| *p.1).map(|p| *p.0).collect();
-                s.vs = s.vs.iter().zip(&keep).filter(|p| *p.1).map(|p| *p.0).collect();
-            }
-            let mut labels = s.labels.clone();
+        let (mut total, mut max_window) = (0usize, 0usize);
+        for s in main {
+            let mut labels = s.labels;
             if !self.func.keeps_name() {
                 super::drop_name(&mut labels);
             }
             let mut o = SeriesData::new(labels);
-            let (mut lo, mut hi) = (0usize, 0usize);
-            for (i, &t) in steps.iter().enumerate() {
-                let te = self.shift.eval_time(t);
-                let start = te - self.range;
-                if self.shift.at.is_some() || i == 0 {
-                    lo = s.ts.partition_point(|&x| x <= start);
-                    hi = s.ts.partition_point(|&x| x <= te);
-                } else {
-                    while lo < s.ts.len() && s.ts[lo] <= start {
-                        lo += 1;
-                    }
-                    while hi < s.ts.len() && s.ts[hi] <= te {
-                        hi += 1;
-                    }
-                }
-                let hi_c = hi.max(lo);
-                let (wt, wv) = (&s.ts[lo..hi_c], &s.vs[lo..hi_c]);
-                max_window = max_window.max(wt.len());
-                if self.func == RangeFn::Matrix {
-                    for (&t, &v) in wt.iter().zip(wv) {
-                        o.push(t, v);
-                    }
-                    continue;
-                }
-                if wt.is_empty() {
-                    continue;
-                }
-                let p = |k: usize| pvals.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
-                if let Some(v) = self.kernel(wt, wv, start, te, t, &p)? {
-                    o.push(t, v);
-                }
-            }
+            let w = self.eval_series(&s.ts, &s.vs, &pvals, &mut |t, v| o.push(t, v))?;
+            max_window = max_window.max(w);
             total += o.ts.len();
             ctx.check_samples(total + max_window)?;
             out.push(o);
         }
         Ok(out)
     }
+
+    fn map_batch(&self, batch: &RecordBatch, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<RecordBatch> {
+        let view = BatchView::new(batch)?;
+        let pvals = self.param_values(params, ctx);
+        let mut out = BatchBuilder::with_capacity(self.grid.len().min(batch.num_rows()));
+        let mut max_window = 0usize;
+        for s in view.series() {
+            let w = self.eval_series(s.ts, s.vs, &pvals, &mut |t, v| out.push(s.key, t, v))?;
+            max_window = max_window.max(w);
+            ctx.check_samples(out.len() + max_window)?;
+        }
+        // Labels join late: the output shares the input's label sets, minus the metric name.
+        let dict = if self.func.keeps_name() { view.dictionary().clone() } else { dictionary_without_name(&view)? };
+        out.finish(dict)
+    }
 }
 
 impl RangeFuncSpec {
+    /// Scalar parameters, one value per step (NaN where absent).
+    fn param_values(&self, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Vec<Vec<f64>> {
+        let pvals: Vec<Vec<f64>> = params.iter().map(|p| super::scalar_per_step(p, &self.grid)).collect();
+        if self.func == RangeFn::QuantileOverTime
+            && let Some(q) = pvals.first()
+        {
+            q.iter().for_each(|q| ctx.check_quantile(*q));
+        }
+        pvals
+    }
+
+    /// Evaluates one series at every step, handing each output point to `emit`; returns the
+    /// largest window seen (in samples).
+    fn eval_series(&self, ts: &[i64], vs: &[f64], pvals: &[Vec<f64>], emit: &mut dyn FnMut(i64, f64)) -> Result<usize> {
+        // Stale markers are not samples for range functions.
+        let filtered: (Vec<i64>, Vec<f64>);
+        let (ts, vs) = if vs.iter().any(|v| is_stale(*v)) {
+            filtered = ts.iter().zip(vs).filter(|p| !is_stale(*p.1)).map(|(t, v)| (*t, *v)).unzip();
+            (filtered.0.as_slice(), filtered.1.as_slice())
+        } else {
+            (ts, vs)
+        };
+        let mut max_window = 0usize;
+        let (mut lo, mut hi) = (0usize, 0usize);
+        for (i, t) in self.grid.times().enumerate() {
+            let te = self.shift.eval_time(t);
+            let start = te - self.range;
+            if self.shift.at.is_some() || i == 0 {
+                lo = ts.partition_point(|&x| x <= start);
+                hi = ts.partition_point(|&x| x <= te);
+            } else {
+                while lo < ts.len() && ts[lo] <= start {
+                    lo += 1;
+                }
+                while hi < ts.len() && ts[hi] <= te {
+                    hi += 1;
+                }
+            }
+            let hi_c = hi.max(lo);
+            let (wt, wv) = (&ts[lo..hi_c], &vs[lo..hi_c]);
+            max_window = max_window.max(wt.len());
+            if self.func == RangeFn::Matrix {
+                for (&t, &v) in wt.iter().zip(wv) {
+                    emit(t, v);
+                }
+                continue;
+            }
+            if wt.is_empty() {
+                continue;
+            }
+            let p = |k: usize| pvals.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
+            if let Some(v) = self.kernel(wt, wv, start, te, t, &p)? {
+                emit(t, v);
+            }
+        }
+        Ok(max_window)
+    }
+
     /// Applies the function to one non-empty window.
     fn kernel(
         &self,
@@ -414,6 +451,45 @@ mod tests {
         assert_eq!(o.vs, vec![3.0]);
         let o = run(RangeFn::LastOverTime, Grid::new(40_000, 40_000, 1), 30_000, ts, vs);
         assert_eq!((o.vs[0], o.labels.get("__name__")), (4.0, Some("x")));
+    }
+
+    #[test]
+    fn batch_path_matches_series_path_and_drops_the_name_late() {
+        let stale = f64::from_bits(crate::plan::STALE_NAN_BITS);
+        let mk = |name: &str, inst: &str, vs: Vec<f64>| SeriesData {
+            labels: Labels::from_pairs([("__name__", name), ("instance", inst)]),
+            ts: (0..vs.len() as i64).map(|i| i * 15_000).collect(),
+            vs,
+        };
+        let input = vec![
+            mk("a", "1", vec![1.0, 2.0, 3.0, 10.0, 1.0, 2.0]),
+            mk("b", "2", vec![5.0, stale, 6.0, 7.0, 8.0, 9.0]),
+            mk("c", "3", vec![1.0]),
+        ];
+        for func in [RangeFn::Rate, RangeFn::LastOverTime, RangeFn::CountOverTime] {
+            let spec = RangeFuncSpec {
+                grid: Grid::new(30_000, 75_000, 15_000),
+                range: 45_000,
+                shift: TimeShift::default(),
+                func,
+            };
+            let ctx = EvalCtx::new(1000);
+            let want = spec.eval(input.clone(), &[], &ctx).unwrap();
+            let rb = spec.map_batch(&crate::plan::series_to_batch(&input).unwrap(), &[], &ctx).unwrap();
+            let got = crate::plan::batch_to_series(&rb).unwrap();
+            let want: Vec<SeriesData> = want.into_iter().filter(|s| !s.ts.is_empty()).collect();
+            assert_eq!(got, want, "{func:?}");
+            assert_eq!(got[0].labels.get("__name__"), if func.keeps_name() { Some("a") } else { None });
+        }
+        // The stale marker is not a sample: 2 samples in (0s, 45s] for series b at 45s.
+        let spec = RangeFuncSpec {
+            grid: Grid::new(45_000, 45_000, 1),
+            range: 45_000,
+            shift: TimeShift::default(),
+            func: RangeFn::CountOverTime,
+        };
+        let out = spec.eval(input, &[], &EvalCtx::new(100)).unwrap();
+        assert_eq!(out[1].vs, vec![2.0]);
     }
 
     #[test]

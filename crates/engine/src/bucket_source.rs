@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::bucket::Bucket;
 use crate::error::Result;
@@ -228,6 +229,22 @@ fn block_stream(block: Arc<BlockReader>, series: Vec<(Labels, Vec<u32>)>, min_t:
     }))
 }
 
+/// Drives `s` on its own task, one batch ahead of the consumer, so that the blocks of a query are
+/// read and decoded concurrently rather than one after another as the merge reaches them. The
+/// task ends when the stream ends, fails, or the consumer goes away.
+fn read_ahead(mut s: SeriesStream) -> SeriesStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(item) = s.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
 #[async_trait]
 impl SeriesSource for BucketSource {
     async fn select(&self, req: &SelectRequest) -> Result<SeriesStream> {
@@ -239,7 +256,10 @@ impl SeriesSource for BucketSource {
                 (!series.is_empty()).then(|| block_stream(b, series, req.min_t, req.max_t))
             })
             .collect();
-        Ok(merge_series_streams(streams))
+        if streams.len() == 1 {
+            return Ok(merge_series_streams(streams));
+        }
+        Ok(merge_series_streams(streams.into_iter().map(read_ahead).collect()))
     }
 
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {

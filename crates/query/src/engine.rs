@@ -222,6 +222,9 @@ impl Engine {
     }
 }
 
+/// (timestamp ms, value) points of one series.
+type Points = Vec<(i64, f64)>;
+
 /// The plan's output batches as series, in first-seen order, copying each sample once. A run of
 /// one label key is one series' points; a label set met again (in a later batch) is merged into
 /// the first, as Prometheus builds a result by label hash, and two points of one label set at the
@@ -229,7 +232,7 @@ impl Engine {
 fn collect_series(batches: &[RecordBatch]) -> Result<Vec<Series>> {
     let bad = |what: &str| Error::Internal(format!("PromQL batch has a bad {what} column"));
     let mut at: HashMap<&[u8], usize> = HashMap::new();
-    let mut out: Vec<(&[u8], Vec<(i64, f64)>)> = Vec::new();
+    let mut out: Vec<(&[u8], Points)> = Vec::new();
     let mut merged = false;
     for b in batches {
         if b.num_columns() < 3 {

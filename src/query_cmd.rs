@@ -57,6 +57,10 @@ pub(crate) struct EngineArgs {
     /// How often the bucket's block list is re-read (new blocks are served without a restart).
     #[arg(long = "sync-block-duration", visible_alias = "sync-interval", default_value = "3m")]
     sync_interval: String,
+    /// Memory for decoded sample pages of the bucket's blocks (LRU; e.g. 512MiB, 2GiB; 0 turns
+    /// the cache off). Repeated queries over the same data copy from it instead of decoding.
+    #[arg(long = "store.page-cache-size", default_value = "512MiB")]
+    page_cache_size: String,
 }
 
 fn duration_flag(flag: &str, value: &str) -> Result<Duration, CliError> {
@@ -68,6 +72,13 @@ fn duration_flag(flag: &str, value: &str) -> Result<Duration, CliError> {
 }
 
 impl EngineArgs {
+    fn page_cache_bytes(&self) -> Result<usize, CliError> {
+        match self.page_cache_size.trim() {
+            "0" => Ok(0),
+            v => crate::receive_cmd::parse_size("store.page-cache-size", v),
+        }
+    }
+
     fn config(&self, mut flags: BTreeMap<String, String>) -> Result<(ApiConfig, Duration), CliError> {
         let timeout = duration_flag("query.timeout", &self.timeout)?;
         let lookback = duration_flag("query.lookback-delta", &self.lookback_delta)?;
@@ -95,6 +106,7 @@ impl EngineArgs {
         flags.insert("query.lookback-delta".into(), self.lookback_delta.clone());
         flags.insert("enable-feature".into(), self.features.join(","));
         flags.insert("sync-block-duration".into(), self.sync_interval.clone());
+        flags.insert("store.page-cache-size".into(), self.page_cache_size.clone());
         Ok((ApiConfig { engine, max_concurrent: self.max_concurrent, flags }, sync))
     }
 }
@@ -134,7 +146,7 @@ pub(crate) async fn serve_bucket(
     let mut registry = server::new_registry(component);
     let api_metrics = ApiMetrics::register(&mut registry);
     let sync_metrics = SyncMetrics::register(&mut registry);
-    let bucket_source = Arc::new(BucketSource::new(bucket));
+    let bucket_source = Arc::new(BucketSource::with_page_cache_bytes(bucket, engine.page_cache_bytes()?));
     let (source, extra_routes): (Arc<dyn SeriesSource>, axum::Router) = match &receive {
         Some(r) => {
             r.state.register_metrics(&mut registry);
@@ -261,5 +273,13 @@ mod tests {
         for bad in [["x", "--query.timeout=soon"], ["x", "--enable-feature=nope"], ["x", "--query.max-concurrent=0"]] {
             assert!(Cli::parse_from(bad).engine.config(BTreeMap::new()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn page_cache_size_flag() {
+        assert_eq!(Cli::parse_from(["x"]).engine.page_cache_bytes().unwrap(), 512 << 20);
+        assert_eq!(Cli::parse_from(["x", "--store.page-cache-size=2GiB"]).engine.page_cache_bytes().unwrap(), 2 << 30);
+        assert_eq!(Cli::parse_from(["x", "--store.page-cache-size=0"]).engine.page_cache_bytes().unwrap(), 0);
+        assert!(Cli::parse_from(["x", "--store.page-cache-size=lots"]).engine.page_cache_bytes().is_err());
     }
 }

@@ -143,7 +143,7 @@ fn duration_ms(flag: &str, v: &str) -> Result<i64, CliError> {
 }
 
 /// Parses a size: bytes, or a number with `B`, `KB`, `MB`, `GB`, `KiB`, `MiB`, `GiB`.
-fn parse_size(flag: &str, v: &str) -> Result<usize, CliError> {
+pub(crate) fn parse_size(flag: &str, v: &str) -> Result<usize, CliError> {
     let t = v.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -13,16 +13,20 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::bucket::Bucket;
 use crate::error::Result;
 use crate::labels::{Labels, Matcher};
 use crate::merge::merge_series_streams;
-use crate::reader::BlockReader;
+use crate::reader::{BlockReader, PageCache, PageCacheStats};
 use crate::source::{SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
 
 /// Samples read from a block per request (whole series; a bigger series goes alone).
 pub const BLOCK_CHUNK_SAMPLES: u64 = 1 << 20;
+
+/// Default bound of the decoded-page cache: 512 MiB, about 33M decoded samples.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 512 << 20;
 
 /// Serves the raw blocks of a bucket. Call [`BucketSource::sync`] to pick up block changes.
 #[derive(Debug)]
@@ -31,12 +35,30 @@ pub struct BucketSource {
     blocks: RwLock<BTreeMap<String, Arc<BlockReader>>>,
     /// Blocks seen that are not raw resolution (not served).
     skipped: RwLock<HashSet<String>>,
+    /// Decoded sample pages of the loaded blocks (a block's pages leave with the block).
+    cache: Arc<PageCache>,
 }
 
 impl BucketSource {
-    /// A source with no blocks loaded yet; call [`BucketSource::sync`].
+    /// A source with no blocks loaded yet and a [`DEFAULT_PAGE_CACHE_BYTES`] page cache; call
+    /// [`BucketSource::sync`].
     pub fn new(bucket: Bucket) -> Self {
-        BucketSource { bucket, blocks: RwLock::new(BTreeMap::new()), skipped: RwLock::new(HashSet::new()) }
+        Self::with_page_cache_bytes(bucket, DEFAULT_PAGE_CACHE_BYTES)
+    }
+
+    /// Like [`BucketSource::new`] with a page cache of at most `bytes` (0 turns caching off).
+    pub fn with_page_cache_bytes(bucket: Bucket, bytes: usize) -> Self {
+        BucketSource {
+            bucket,
+            blocks: RwLock::new(BTreeMap::new()),
+            skipped: RwLock::new(HashSet::new()),
+            cache: Arc::new(PageCache::new(bytes)),
+        }
+    }
+
+    /// Usage of the decoded-page cache.
+    pub fn page_cache_stats(&self) -> PageCacheStats {
+        self.cache.stats()
     }
 
     /// Re-reads the block list: opens new complete blocks, forgets deleted or deletion-marked ones.
@@ -63,6 +85,9 @@ impl BucketSource {
                 }
             }
             match BlockReader::open(&self.bucket, u).await {
+                Ok(r) if self.cache.capacity() > 0 => {
+                    opened.push((u.clone(), Arc::new(r.with_page_cache(Arc::clone(&self.cache)))))
+                }
                 Ok(r) => opened.push((u.clone(), Arc::new(r))),
                 Err(e) => tracing::warn!(block = %u, error = %e, "cannot open block; will retry"),
             }
@@ -92,19 +117,51 @@ impl BucketSource {
     }
 }
 
+/// The matchers of `matchers` that the block's external labels do not decide; `None` when an
+/// external label rejects the whole block.
+fn non_external(block: &BlockReader, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
+    let ext = &block.meta().thanos.labels;
+    let mut rest = Vec::with_capacity(matchers.len());
+    for m in matchers {
+        match ext.get(&m.name) {
+            Some(v) if !m.matches(v) => return None,
+            Some(_) => {}
+            None => rest.push(m.clone()),
+        }
+    }
+    Some(rest)
+}
+
+/// True when every sample of the block lies inside `[min_t, max_t]` (so is every series').
+fn covered(block: &BlockReader, min_t: i64, max_t: i64) -> bool {
+    let m = block.meta();
+    m.min_time >= min_t && m.max_time.saturating_sub(1) <= max_t
+}
+
+/// What a block contributes to a label-name or label-value lookup: either all its series (the
+/// cached [`crate::reader::LabelIndex`] answers) or the ids of the matching series in range.
+enum Hits {
+    None,
+    All,
+    Some(Vec<u32>),
+}
+
+fn block_hits(block: &BlockReader, matchers: &[Matcher], min_t: i64, max_t: i64) -> Hits {
+    let Some(rest) = non_external(block, matchers) else { return Hits::None };
+    let idx = block.index();
+    if rest.is_empty() && covered(block, min_t, max_t) {
+        return if idx.label_index().names().next().is_some() { Hits::All } else { Hits::None };
+    }
+    let ids = idx.resolve_in_range(&rest, min_t, max_t);
+    if ids.is_empty() { Hits::None } else { Hits::Some(ids) }
+}
+
 /// Series of `block` matching `matchers` with data in range, with external labels added, sorted by
 /// the resulting labels. Series that become equal once external labels override one of their labels
 /// are grouped (their samples are merged when read).
 fn block_series(block: &BlockReader, matchers: &[Matcher], min_t: i64, max_t: i64) -> Vec<(Labels, Vec<u32>)> {
     let ext = &block.meta().thanos.labels;
-    let mut rest = Vec::with_capacity(matchers.len());
-    for m in matchers {
-        match ext.get(&m.name) {
-            Some(v) if !m.matches(v) => return Vec::new(),
-            Some(_) => {}
-            None => rest.push(m.clone()),
-        }
-    }
+    let Some(rest) = non_external(block, matchers) else { return Vec::new() };
     let idx = block.index();
     let mut all: Vec<(Labels, u32)> = idx
         .resolve_in_range(&rest, min_t, max_t)
@@ -172,6 +229,22 @@ fn block_stream(block: Arc<BlockReader>, series: Vec<(Labels, Vec<u32>)>, min_t:
     }))
 }
 
+/// Drives `s` on its own task, one batch ahead of the consumer, so that the blocks of a query are
+/// read and decoded concurrently rather than one after another as the merge reaches them. The
+/// task ends when the stream ends, fails, or the consumer goes away.
+fn read_ahead(mut s: SeriesStream) -> SeriesStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(item) = s.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
 #[async_trait]
 impl SeriesSource for BucketSource {
     async fn select(&self, req: &SelectRequest) -> Result<SeriesStream> {
@@ -183,7 +256,10 @@ impl SeriesSource for BucketSource {
                 (!series.is_empty()).then(|| block_stream(b, series, req.min_t, req.max_t))
             })
             .collect();
-        Ok(merge_series_streams(streams))
+        if streams.len() == 1 {
+            return Ok(merge_series_streams(streams));
+        }
+        Ok(merge_series_streams(streams.into_iter().map(read_ahead).collect()))
     }
 
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
@@ -192,6 +268,66 @@ impl SeriesSource for BucketSource {
             out.extend(block_series(&b, matchers, min_t, max_t).into_iter().map(|s| s.0));
         }
         Ok(out.into_iter().collect())
+    }
+
+    /// Answered from each block's cached label index when no matcher applies inside the block and
+    /// the block lies wholly in range; otherwise from the matching series' labels (never cloned).
+    async fn label_names(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let blocks = self.overlapping(min_t, max_t);
+        let mut out: Vec<&str> = Vec::new();
+        for b in &blocks {
+            let ext = &b.meta().thanos.labels;
+            let idx = b.index();
+            let own = |n: &&str| !ext.contains_key(*n);
+            match block_hits(b, matchers, min_t, max_t) {
+                Hits::None => continue,
+                Hits::All => out.extend(idx.label_index().names().filter(own)),
+                Hits::Some(ids) => {
+                    let mut names: Vec<&str> = Vec::new();
+                    for id in ids {
+                        names.extend(idx.labels[id as usize].iter().map(|l| l.name.as_str()).filter(own));
+                        if names.len() > 4096 {
+                            names.sort_unstable();
+                            names.dedup();
+                        }
+                    }
+                    out.extend(names);
+                }
+            }
+            out.extend(ext.iter().filter(|(_, v)| !v.is_empty()).map(|(n, _)| n.as_str()));
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out.into_iter().map(str::to_string).collect())
+    }
+
+    /// Like [`BucketSource::label_names`]: the cached label index answers where it can.
+    async fn label_values(&self, name: &str, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let blocks = self.overlapping(min_t, max_t);
+        let mut out: Vec<&str> = Vec::new();
+        for b in &blocks {
+            let idx = b.index();
+            let hits = block_hits(b, matchers, min_t, max_t);
+            if let Some(v) = b.meta().thanos.labels.get(name) {
+                if !matches!(hits, Hits::None) && !v.is_empty() {
+                    out.push(v);
+                }
+                continue;
+            }
+            match hits {
+                Hits::None => {}
+                Hits::All => out.extend(idx.label_index().values(name).iter().map(String::as_str)),
+                Hits::Some(ids) => {
+                    let mut vals: Vec<&str> = ids.iter().filter_map(|&id| idx.labels[id as usize].get(name)).collect();
+                    vals.sort_unstable();
+                    vals.dedup();
+                    out.extend(vals);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out.into_iter().map(str::to_string).collect())
     }
 }
 
@@ -327,6 +463,10 @@ mod tests {
         let got = flat(&src, &SelectRequest { matchers: vec![Matcher::equal("b", "9")], ..all.clone() }).await;
         let labels: Vec<String> = got.iter().map(|s| s.0.to_string()).collect();
         assert_eq!(labels, vec![r#"x{a="0", b="9", c="2"}"#, r#"x{b="9", c="1"}"#]);
+        // The label lookups see the new block (its external label overriding `b`).
+        assert_eq!(src.label_values("c", &[], 0, 100).await.unwrap(), vec!["1", "2"]);
+        assert_eq!(src.label_values("b", &[], 0, 100).await.unwrap(), vec!["1", "2", "3", "9"]);
+        assert_eq!(src.label_names(&[], i64::MIN, i64::MAX).await.unwrap(), vec!["__name__", "a", "b", "c"]);
         // Series equal after overriding by external labels are merged into one.
         let b4 = vec![
             (Labels::from_pairs([("__name__", "y"), ("b", "1")]), vec![1, 3], vec![1.0, 3.0]),
@@ -343,11 +483,79 @@ mod tests {
         // Deletion mark and deleted blocks disappear at the next sync.
         bucket.put(&Bucket::block_path(&u3.to_string(), "deletion-mark.json"), "{}".into()).await.unwrap();
         bucket.delete_block(&u2.to_string()).await.unwrap();
+        let cached_before = src.page_cache_stats();
+        assert!(cached_before.pages >= 3, "{cached_before:?}");
         src.sync().await.unwrap();
         assert_eq!(src.blocks().iter().map(|b| b.ulid().to_string()).collect::<Vec<_>>(), vec![u1.to_string()]);
+        // The unloaded blocks' pages left the cache with them.
+        let cached_after = src.page_cache_stats();
+        assert!(cached_after.pages < cached_before.pages, "{cached_before:?} -> {cached_after:?}");
         let got = flat(&src, &all).await;
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1, vec![10, 20, 30]);
+        // ... and so do the label lookups.
+        assert!(src.label_values("c", &[], i64::MIN, i64::MAX).await.unwrap().is_empty());
+        assert_eq!(src.label_values("b", &[], i64::MIN, i64::MAX).await.unwrap(), vec!["1", "3"]);
+        assert_eq!(src.label_names(&[], 0, 100).await.unwrap(), vec!["__name__", "b"]);
+    }
+
+    /// Label names and values as the trait's default computes them: from the full label sets.
+    async fn walked(src: &BucketSource, name: &str, ms: &[Matcher], a: i64, b: i64) -> (Vec<String>, Vec<String>) {
+        let series = src.series(ms, a, b).await.unwrap();
+        let names: BTreeSet<String> = series.iter().flat_map(|l| l.iter().map(|l| l.name.clone())).collect();
+        let values: BTreeSet<String> = series.iter().filter_map(|l| l.get(name).map(str::to_string)).collect();
+        (names.into_iter().collect(), values.into_iter().collect())
+    }
+
+    #[tokio::test]
+    async fn label_lookups_from_the_index_agree_with_walking_the_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        write_block(&bucket, ulid::Ulid::from_parts(1, 1), &[("region", "eu")], &synthetic(300, 0)).await;
+        write_block(&bucket, ulid::Ulid::from_parts(2, 2), &[("zone", "ext")], &synthetic(200, 0)).await;
+        let src = BucketSource::new(bucket);
+        src.sync().await.unwrap();
+        let blocks = src.blocks();
+        // The whole range takes the index path for every block, a window inside a block does not.
+        assert!(blocks.iter().all(|b| matches!(block_hits(b, &[], i64::MIN, i64::MAX), Hits::All)));
+        assert!(matches!(block_hits(&blocks[0], &[], 1_000_000, 2_000_000), Hits::Some(_)));
+        assert!(matches!(block_hits(&blocks[1], &[Matcher::equal("zone", "z1")], i64::MIN, i64::MAX), Hits::None));
+        let idx = blocks[0].index().label_index();
+        assert_eq!(idx.names().collect::<Vec<_>>(), vec!["__name__", "instance", "job", "min_time", "zone"]);
+        assert_eq!(idx.values("job"), ["job0", "job1", "job2"]);
+        assert_eq!(idx.values("instance").len(), 300);
+        assert!(idx.values("nope").is_empty());
+        // One String per distinct pair: 300 instances, 7 names, 3 jobs, 2 zones, 1 min_time value.
+        let pairs: usize = 300 + 7 + 3 + 2 + 1;
+        let bytes = idx.heap_bytes();
+        assert!((pairs * 24..pairs * 48).contains(&bytes), "{bytes} bytes for {pairs} pairs");
+
+        let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+        let matcher_sets = vec![
+            vec![],
+            vec![m(MatchOp::Equal, "job", "job1")],
+            vec![m(MatchOp::Equal, "region", "eu")],
+            vec![m(MatchOp::NotEqual, "region", "eu")],
+            vec![m(MatchOp::RegexMatch, "zone", "z1|ext")],
+            vec![m(MatchOp::RegexMatch, "instance", "host-00[0-4].")],
+            vec![m(MatchOp::Equal, "nope", "x")],
+        ];
+        let windows = [(i64::MIN, i64::MAX), (0, 7_200_000), (1_000_000, 2_000_000), (7_150_000, 20_000_000)];
+        let names = ["__name__", "job", "instance", "zone", "region", "min_time", "nope"];
+        let mut nonempty = 0;
+        for ms in &matcher_sets {
+            for &(a, b) in &windows {
+                for name in names {
+                    let (want_names, want_values) = walked(&src, name, ms, a, b).await;
+                    assert_eq!(src.label_names(ms, a, b).await.unwrap(), want_names, "{ms:?} [{a}, {b}]");
+                    let got = src.label_values(name, ms, a, b).await.unwrap();
+                    assert_eq!(got, want_values, "{name} {ms:?} [{a}, {b}]");
+                    nonempty += usize::from(!got.is_empty());
+                }
+            }
+        }
+        assert!(nonempty > 60, "{nonempty}");
+        assert_eq!(src.label_values("zone", &[], i64::MIN, i64::MAX).await.unwrap(), vec!["ext", "z0", "z1"]);
     }
 
     #[tokio::test]

@@ -162,7 +162,8 @@ pub fn merge_series_streams(mut streams: Vec<SeriesStream>) -> SeriesStream {
 }
 
 /// Several sources seen as one: `select` merges their streams with [`merge_series_streams`]
-/// (the source listed first wins on equal timestamps); `series` is the sorted union.
+/// (the source listed first wins on equal timestamps); `series`, `label_names` and `label_values`
+/// are the sorted unions of the sources' answers.
 ///
 /// `strata up` uses it to query the bucket and the receive heads together.
 #[derive(Debug, Clone)]
@@ -193,6 +194,32 @@ impl crate::SeriesSource for MergedSource {
             out.extend(s.series(matchers, min_t, max_t).await?);
         }
         out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn label_names(&self, matchers: &[crate::Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            out.extend(s.label_names(matchers, min_t, max_t).await?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[crate::Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            out.extend(s.label_values(name, matchers, min_t, max_t).await?);
+        }
+        out.sort_unstable();
         out.dedup();
         Ok(out)
     }

@@ -55,6 +55,70 @@ pub struct SeriesIndex {
     columns: HashMap<String, DictionaryArray<Int32Type>>,
     /// The raw series table as read.
     pub batch: RecordBatch,
+    /// Label names and their sorted values, built once at decode.
+    label_index: LabelIndex,
+}
+
+/// A block's label index: every label name of its series (those with samples) and the sorted
+/// distinct values of each, built once when the series table is decoded so that `/labels` and
+/// `/label/<name>/values` without matchers never walk the series.
+///
+/// Memory: one `String` (24 bytes plus the text) per distinct (name, value) pair and per name, so
+/// it grows with the distinct values, not with the series: a block of 10,080 series over 360
+/// instances holds a few hundred pairs, tens of KB (see [`LabelIndex::heap_bytes`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelIndex {
+    /// Sorted by name; values sorted, distinct, non-empty.
+    names: Vec<(String, Vec<String>)>,
+}
+
+impl LabelIndex {
+    /// Builds the index over the given label sets.
+    fn build<'a>(labels: impl Iterator<Item = &'a Labels>) -> Self {
+        let mut by_name: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+        for l in labels {
+            for Label { name, value } in l.iter() {
+                by_name.entry(name.as_str()).or_default().insert(value.as_str());
+            }
+        }
+        let mut names: Vec<(String, Vec<String>)> = by_name
+            .into_iter()
+            .map(|(n, vs)| {
+                let mut vs: Vec<String> = vs.into_iter().map(str::to_string).collect();
+                vs.sort_unstable();
+                (n.to_string(), vs)
+            })
+            .collect();
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        LabelIndex { names }
+    }
+
+    /// Label names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Sorted distinct values of label `name` (empty when no series has it).
+    pub fn values(&self, name: &str) -> &[String] {
+        match self.names.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => &self.names[i].1,
+            Err(_) => &[],
+        }
+    }
+
+    /// Approximate heap footprint in bytes (string bytes plus vector and `String` headers).
+    pub fn heap_bytes(&self) -> usize {
+        let s = std::mem::size_of::<String>();
+        self.names
+            .iter()
+            .map(|(n, vs)| {
+                n.capacity()
+                    + std::mem::size_of::<(String, Vec<String>)>()
+                    + vs.capacity() * s
+                    + vs.iter().map(String::capacity).sum::<usize>()
+            })
+            .sum()
+    }
 }
 
 impl SeriesIndex {
@@ -66,6 +130,11 @@ impl SeriesIndex {
     /// True when the block has no series.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The block's label index (names and sorted values of the series with samples).
+    pub fn label_index(&self) -> &LabelIndex {
+        &self.label_index
     }
 
     /// Names of the label columns (not counting overflow labels), unordered.
@@ -197,7 +266,10 @@ impl SeriesIndex {
                 .map_err(|e| bad(format!("series_id {row}: {e}")))?;
             labels.push(l);
         }
-        Ok(SeriesIndex { labels, hashes, min_time, max_time, num_samples, first_row, columns, batch })
+        let label_index = LabelIndex::build(
+            labels.iter().enumerate().filter(|(i, _)| num_samples[*i] > 0 && min_time[*i] <= max_time[*i]).map(|p| p.1),
+        );
+        Ok(SeriesIndex { labels, hashes, min_time, max_time, num_samples, first_row, columns, batch, label_index })
     }
 }
 
@@ -226,6 +298,10 @@ pub struct BlockReader {
     samples_meta: ArrowReaderMetadata,
     /// Pages of the timestamp column: global row range and min/max timestamp (when known).
     ts_pages: Vec<TsPage>,
+    /// Shared cache of decoded pages, if any.
+    cache: Option<Arc<PageCache>>,
+    /// This open's key in the cache.
+    cache_id: u64,
 }
 
 /// One data page of the `timestamp` column.
@@ -307,7 +383,24 @@ impl BlockReader {
             }
         }
         let ts_pages = timestamp_pages(samples_meta.metadata());
-        Ok(BlockReader { bucket: bucket.clone(), meta, index, samples_path, samples_size, samples_meta, ts_pages })
+        let cache_id = NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(BlockReader {
+            bucket: bucket.clone(),
+            meta,
+            index,
+            samples_path,
+            samples_size,
+            samples_meta,
+            ts_pages,
+            cache: None,
+            cache_id,
+        })
+    }
+
+    /// Serves sample reads through `cache` (shared with other blocks).
+    pub fn with_page_cache(mut self, cache: Arc<PageCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The block's meta.json.
@@ -353,6 +446,9 @@ impl BlockReader {
 
     /// Reads the samples of `ids` (any order; duplicates ignored) restricted to `[min_t, max_t]`.
     /// Returns one entry per id, ascending by id; series without samples in range are left out.
+    ///
+    /// With a [`PageCache`] attached, whole timestamp pages are decoded once and later reads copy
+    /// from the cache; without one, only the selected rows are decoded.
     pub async fn read_samples(&self, ids: &[u32], min_t: i64, max_t: i64) -> Result<Vec<SeriesSamples>> {
         let mut ids: Vec<u32> = ids.to_vec();
         ids.sort_unstable();
@@ -366,25 +462,129 @@ impl BlockReader {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // Row ranges of the series minus pages wholly outside the time range; adjacent ones merged.
-        let mut ranges: Vec<Range<usize>> = Vec::new();
-        let mut per_series: Vec<(u32, usize)> = Vec::with_capacity(ids.len());
-        for &i in &ids {
-            let mut n = 0;
-            for r in self.series_ranges(i as usize, min_t, max_t) {
-                n += r.len();
-                match ranges.last_mut() {
-                    Some(last) if last.end == r.start => last.end = r.end,
-                    _ => ranges.push(r),
-                }
-            }
-            if n > 0 {
-                per_series.push((i, n));
-            }
-        }
-        if ranges.is_empty() {
+        // Row ranges of each series minus pages wholly outside the time range.
+        let per_series: Vec<(u32, Vec<Range<usize>>)> = ids
+            .iter()
+            .map(|&i| (i, self.series_ranges(i as usize, min_t, max_t)))
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        if per_series.is_empty() {
             return Ok(Vec::new());
         }
+        let total_rows = self.total_rows();
+        if let Some(end) = per_series.iter().filter_map(|s| s.1.last()).map(|r| r.end).max()
+            && end > total_rows
+        {
+            return Err(bad(format!("series rows end at {end} but the file has {total_rows} rows")));
+        }
+        let cut = |t: &[i64], v: &[f64], i: u32, out: &mut Vec<SeriesSamples>| {
+            let a = t.partition_point(|&x| x < min_t);
+            let b = t.partition_point(|&x| x <= max_t);
+            if a < b {
+                out.push(SeriesSamples { series_id: i, timestamps: t[a..b].to_vec(), values: v[a..b].to_vec() });
+            }
+        };
+        let mut out = Vec::with_capacity(per_series.len());
+        match &self.cache {
+            Some(cache) if !self.ts_pages.is_empty() => {
+                let pages = self.cached_pages(cache, &per_series).await?;
+                let (mut t, mut v): (Vec<i64>, Vec<f64>) = (Vec::new(), Vec::new());
+                for (i, ranges) in &per_series {
+                    t.clear();
+                    v.clear();
+                    for r in ranges {
+                        let first = self.ts_pages.partition_point(|p| p.end <= r.start);
+                        for (p, page) in self.ts_pages[first..].iter().enumerate().take_while(|(_, p)| p.start < r.end)
+                        {
+                            let Some(d) = pages.get(&(first + p)) else {
+                                return Err(bad(format!("page {} of rows {r:?} was not read", first + p)));
+                            };
+                            let (a, b) = (r.start.max(page.start) - page.start, r.end.min(page.end) - page.start);
+                            t.extend_from_slice(&d.ts[a..b]);
+                            v.extend_from_slice(&d.vs[a..b]);
+                        }
+                    }
+                    cut(&t, &v, *i, &mut out);
+                }
+            }
+            _ => {
+                let mut ranges: Vec<Range<usize>> = Vec::new();
+                for r in per_series.iter().flat_map(|s| s.1.iter()) {
+                    match ranges.last_mut() {
+                        Some(last) if last.end == r.start => last.end = r.end,
+                        _ => ranges.push(r.clone()),
+                    }
+                }
+                let (ts, vs) = self.read_rows(&ranges).await?;
+                let mut at = 0usize;
+                for (i, r) in &per_series {
+                    let n: usize = r.iter().map(|r| r.len()).sum();
+                    cut(&ts[at..at + n], &vs[at..at + n], *i, &mut out);
+                    at += n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn total_rows(&self) -> usize {
+        self.samples_meta.metadata().row_groups().iter().map(|rg| rg.num_rows() as usize).sum()
+    }
+
+    /// The decoded timestamp pages (by index into `ts_pages`) that `per_series` touches: from the
+    /// cache, the missing ones read in one pass and added to it.
+    async fn cached_pages(
+        &self,
+        cache: &PageCache,
+        per_series: &[(u32, Vec<Range<usize>>)],
+    ) -> Result<HashMap<usize, Arc<DecodedPage>>> {
+        let mut wanted: Vec<usize> = Vec::new();
+        for r in per_series.iter().flat_map(|s| s.1.iter()) {
+            let first = self.ts_pages.partition_point(|p| p.end <= r.start);
+            for p in (first..self.ts_pages.len()).take_while(|&p| self.ts_pages[p].start < r.end) {
+                if wanted.last() != Some(&p) {
+                    wanted.push(p);
+                }
+            }
+        }
+        wanted.dedup();
+        let mut got = HashMap::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for p in wanted {
+            match cache.get(self.cache_id, p) {
+                Some(d) => {
+                    got.insert(p, d);
+                }
+                None => missing.push(p),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(got);
+        }
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        for &p in &missing {
+            let r = self.ts_pages[p].start..self.ts_pages[p].end;
+            match ranges.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => ranges.push(r),
+            }
+        }
+        let (ts, vs) = self.read_rows(&ranges).await?;
+        let mut at = 0usize;
+        for p in missing {
+            let n = self.ts_pages[p].end - self.ts_pages[p].start;
+            let d = Arc::new(DecodedPage { ts: ts[at..at + n].to_vec(), vs: vs[at..at + n].to_vec() });
+            at += n;
+            cache.insert(self.cache_id, p, Arc::clone(&d));
+            got.insert(p, d);
+        }
+        Ok(got)
+    }
+
+    /// Timestamps and values of the given ascending, non-adjacent global row ranges, in order.
+    async fn read_rows(&self, ranges: &[Range<usize>]) -> Result<(Vec<i64>, Vec<f64>)> {
+        let path = &self.samples_path;
+        let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
         // Row groups touched, and the selection relative to them.
         let md = self.samples_meta.metadata();
         let mut rg_start = Vec::with_capacity(md.num_row_groups());
@@ -392,11 +592,6 @@ impl BlockReader {
         for rg in md.row_groups() {
             rg_start.push((acc, acc + rg.num_rows() as usize));
             acc += rg.num_rows() as usize;
-        }
-        if let Some(r) = ranges.last()
-            && r.end > acc
-        {
-            return Err(bad(format!("series rows end at {} but the file has {acc} rows", r.end)));
         }
         let groups: Vec<usize> = rg_start
             .iter()
@@ -408,7 +603,7 @@ impl BlockReader {
         let mut base = 0usize;
         for &g in &groups {
             let (s, e) = rg_start[g];
-            for r in &ranges {
+            for r in ranges {
                 let (a, b) = (r.start.max(s), r.end.min(e));
                 if a < b {
                     rel.push(base + a - s..base + b - s);
@@ -428,7 +623,8 @@ impl BlockReader {
             .build()
             .map_err(|e| Error::parquet(path, e))?;
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::parquet(path, e))?;
-        let (mut ts, mut vs): (Vec<i64>, Vec<f64>) = (Vec::new(), Vec::new());
+        let want: usize = ranges.iter().map(|r| r.len()).sum();
+        let (mut ts, mut vs): (Vec<i64>, Vec<f64>) = (Vec::with_capacity(want), Vec::with_capacity(want));
         for b in &batches {
             let t = b.column_by_name(format::COL_TIMESTAMP).and_then(|c| c.as_any().downcast_ref::<Int64Array>());
             let v = b.column_by_name(format::COL_VALUE).and_then(|c| c.as_any().downcast_ref::<Float64Array>());
@@ -436,22 +632,145 @@ impl BlockReader {
             ts.extend_from_slice(t.values());
             vs.extend_from_slice(v.values());
         }
-        let want: usize = per_series.iter().map(|s| s.1).sum();
         if ts.len() != want {
-            return Err(bad(format!("read {} sample rows for {} series, expected {want}", ts.len(), per_series.len())));
+            return Err(bad(format!("read {} sample rows, expected {want}", ts.len())));
         }
-        let mut out = Vec::with_capacity(per_series.len());
-        let mut at = 0usize;
-        for &(i, n) in &per_series {
-            let (t, v) = (&ts[at..at + n], &vs[at..at + n]);
-            at += n;
-            let a = t.partition_point(|&x| x < min_t);
-            let b = t.partition_point(|&x| x <= max_t);
-            if a < b {
-                out.push(SeriesSamples { series_id: i, timestamps: t[a..b].to_vec(), values: v[a..b].to_vec() });
+        Ok((ts, vs))
+    }
+}
+
+/// An unloaded block takes its cached pages with it.
+impl Drop for BlockReader {
+    fn drop(&mut self) {
+        if let Some(c) = &self.cache {
+            c.remove_block(self.cache_id);
+        }
+    }
+}
+
+/// One decoded page of `samples.parquet`: the rows of one `timestamp` data page, both columns.
+#[derive(Debug)]
+pub struct DecodedPage {
+    ts: Vec<i64>,
+    vs: Vec<f64>,
+}
+
+impl DecodedPage {
+    /// Heap bytes held (16 per row plus bookkeeping).
+    fn cost(&self) -> usize {
+        self.ts.capacity() * 8 + self.vs.capacity() * 8 + 64
+    }
+}
+
+/// A byte-bounded LRU cache of decoded `samples.parquet` pages, shared by the blocks of a source.
+///
+/// Blocks are immutable, so an entry never goes stale while its block is loaded; a block leaving
+/// the source (deleted, marked for deletion) is dropped with [`PageCache::remove_block`]. Entries are
+/// keyed by a per-open id, so a block opened again (even under the same ULID) never sees the pages
+/// of an earlier open.
+#[derive(Debug)]
+pub struct PageCache {
+    capacity: usize,
+    inner: std::sync::Mutex<LruInner>,
+}
+
+#[derive(Debug, Default)]
+struct LruInner {
+    used: usize,
+    tick: u64,
+    entries: HashMap<(u64, usize), (Arc<DecodedPage>, u64)>,
+    order: std::collections::BTreeMap<u64, (u64, usize)>,
+    hits: u64,
+    misses: u64,
+}
+
+/// Usage of a [`PageCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCacheStats {
+    /// Bytes held.
+    pub bytes: usize,
+    /// Pages held.
+    pub pages: usize,
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that had to read the page.
+    pub misses: u64,
+}
+
+static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl PageCache {
+    /// A cache holding at most `capacity` bytes of decoded pages (0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        PageCache { capacity, inner: std::sync::Mutex::new(LruInner::default()) }
+    }
+
+    /// The bound in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, block: u64, page: usize) -> Option<Arc<DecodedPage>> {
+        let mut g = self.lock();
+        g.tick += 1;
+        let tick = g.tick;
+        let Some((d, old)) = g.entries.get_mut(&(block, page)).map(|e| {
+            let old = e.1;
+            e.1 = tick;
+            (Arc::clone(&e.0), old)
+        }) else {
+            g.misses += 1;
+            return None;
+        };
+        g.order.remove(&old);
+        g.order.insert(tick, (block, page));
+        g.hits += 1;
+        Some(d)
+    }
+
+    fn insert(&self, block: u64, page: usize, d: Arc<DecodedPage>) {
+        let cost = d.cost();
+        if cost > self.capacity {
+            return;
+        }
+        let mut g = self.lock();
+        g.tick += 1;
+        let tick = g.tick;
+        if let Some((old, t)) = g.entries.insert((block, page), (d, tick)) {
+            g.used -= old.cost();
+            g.order.remove(&t);
+        }
+        g.order.insert(tick, (block, page));
+        g.used += cost;
+        while g.used > self.capacity {
+            let Some((_, key)) = g.order.pop_first() else { break };
+            if let Some((old, _)) = g.entries.remove(&key) {
+                g.used -= old.cost();
             }
         }
-        Ok(out)
+    }
+
+    /// Drops every page of the block opened with cache id `block`.
+    fn remove_block(&self, block: u64) {
+        let mut g = self.lock();
+        let keys: Vec<((u64, usize), u64)> =
+            g.entries.iter().filter(|(k, _)| k.0 == block).map(|(k, (_, t))| (*k, *t)).collect();
+        for (k, t) in keys {
+            if let Some((old, _)) = g.entries.remove(&k) {
+                g.used -= old.cost();
+            }
+            g.order.remove(&t);
+        }
+    }
+
+    /// Current usage.
+    pub fn stats(&self) -> PageCacheStats {
+        let g = self.lock();
+        PageCacheStats { bytes: g.used, pages: g.entries.len(), hits: g.hits, misses: g.misses }
     }
 }
 
@@ -638,6 +957,55 @@ mod tests {
             assert_eq!((&got.timestamps[..], &got.values[..]), (&t[a..b], &v[a..b]));
         }
         assert!(r.read_samples(&[0], 400_000_000, 500_000_000).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn page_cache_reads_equal_direct_reads_and_stay_bounded() {
+        let bucket = Bucket::from_store(Arc::new(object_store::memory::InMemory::new()), "memory");
+        let u = ulid::Ulid::new();
+        let enc = SamplesEncoding { row_group_rows: 7_000, page_rows: 500, ..SamplesEncoding::V1 };
+        let mut w =
+            BlockWriter::with_encoding(bucket.clone(), BlockWriterOptions::new(u, 0, 1_000_000_000), enc).unwrap();
+        for s in 0..40u32 {
+            let l = crate::labels::Labels::from_pairs([("__name__", format!("s{s:02}"))]);
+            let n = 100 + 37 * i64::from(s);
+            let ts: Vec<i64> = (0..n).map(|k| k * 10_000 + i64::from(s)).collect();
+            let vs: Vec<f64> = (0..n).map(|k| (k as f64) * 0.5 - f64::from(s)).collect();
+            w.append_series(&l, &ts, &vs).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        let direct = BlockReader::open(&bucket, &u.to_string()).await.unwrap();
+        let cache = Arc::new(PageCache::new(6 * (500 * 16 + 64)));
+        let cached = BlockReader::open(&bucket, &u.to_string()).await.unwrap().with_page_cache(Arc::clone(&cache));
+        assert!(cached.ts_pages.len() > 20, "{} pages", cached.ts_pages.len());
+        let windows = [(i64::MIN, i64::MAX), (0, 1_000_000), (2_000_000, 9_000_000), (15_000_000, 15_000_005)];
+        let id_sets: Vec<Vec<u32>> = vec![vec![0], vec![39], vec![3, 4, 5], (0..40).collect(), vec![38, 1, 20, 1]];
+        for round in 0..2 {
+            for ids in &id_sets {
+                for &(a, b) in &windows {
+                    let want = direct.read_samples(ids, a, b).await.unwrap();
+                    let got = cached.read_samples(ids, a, b).await.unwrap();
+                    assert_eq!(got, want, "round {round} ids {ids:?} [{a}, {b}]");
+                }
+            }
+            let st = cache.stats();
+            assert!(st.bytes <= cache.capacity() && st.pages <= 6, "{st:?}");
+        }
+        let st = cache.stats();
+        assert!(st.hits > 0 && st.misses > 0, "{st:?}");
+        // A repeated small read is answered from the cache alone.
+        cached.read_samples(&[2], 0, 500_000).await.unwrap();
+        let before = cache.stats();
+        assert_eq!(
+            cached.read_samples(&[2], 0, 500_000).await.unwrap(),
+            direct.read_samples(&[2], 0, 500_000).await.unwrap()
+        );
+        let after = cache.stats();
+        assert_eq!((after.misses, after.hits > before.hits), (before.misses, true));
+        // Dropping the block drops its pages.
+        drop(cached);
+        assert_eq!(cache.stats().pages, 0);
+        assert_eq!(cache.stats().bytes, 0);
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use std::collections::HashMap;
+
+use arrow::array::{Array, BinaryArray, DictionaryArray, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::UInt32Type;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
@@ -14,9 +17,7 @@ use engine::SeriesSource;
 use promql_parser::parser::{self, value::ValueType};
 
 use crate::error::{Error, Result};
-use crate::plan::{
-    Annotations, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, SeriesData, batch_to_series, merge_same_labels,
-};
+use crate::plan::{Annotations, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, decode_labels};
 use crate::planner::Planner;
 use crate::value::{QueryResult, Sample, Series, Value};
 
@@ -82,9 +83,13 @@ impl Engine {
     pub fn new(source: Arc<dyn SeriesSource>, opts: EngineOptions) -> Self {
         let ext = Arc::new(PromExtensionPlanner { source, ctx: EvalCtx::new(opts.max_samples) });
         let cfg = SessionConfig::new().with_target_partitions(1);
+        // PromQL plans are trees of Strata's extension nodes only, which DataFusion's logical
+        // analyzer and optimizer rules cannot rewrite: running them is pure per-query overhead.
         let state = SessionStateBuilder::new()
             .with_config(cfg)
             .with_default_features()
+            .with_analyzer_rules(vec![])
+            .with_optimizer_rules(vec![])
             .with_query_planner(Arc::new(PromQueryPlanner { ext }))
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -194,36 +199,85 @@ impl Engine {
                 sort_position(expr)
             ));
         }
-        let mut series: Vec<SeriesData> = Vec::new();
-        for b in &batches {
-            series.extend(batch_to_series(b)?);
-        }
-        let series = merge_same_labels(series)?;
+        let series = collect_series(&batches)?;
         let value = match (is_range, vt) {
             (false, ValueType::Scalar) => {
-                let v = series.first().and_then(|s| s.vs.first().copied()).unwrap_or(f64::NAN);
+                let v = series.first().and_then(|s| s.points.first()).map_or(f64::NAN, |p| p.1);
                 Value::Scalar { t: start, v }
             }
             (false, ValueType::Vector) => Value::Vector(
                 series
                     .into_iter()
                     .filter_map(|s| {
-                        let v = *s.vs.first()?;
+                        let v = s.points.first()?.1;
                         Some(Sample { labels: s.labels, t: start, v })
                     })
                     .collect(),
             ),
             _ => {
-                let mut m: Vec<Series> = series
-                    .into_iter()
-                    .map(|s| Series { labels: s.labels, points: s.ts.into_iter().zip(s.vs).collect() })
-                    .collect();
+                let mut m = series;
                 m.sort_by(|a, b| a.labels.cmp(&b.labels));
                 Value::Matrix(m)
             }
         };
         Ok(QueryResult { value, warnings, infos })
     }
+}
+
+/// (timestamp ms, value) points of one series.
+type Points = Vec<(i64, f64)>;
+
+/// The plan's output batches as series, in first-seen order, copying each sample once. A run of
+/// one label key is one series' points; a label set met again (in a later batch) is merged into
+/// the first, as Prometheus builds a result by label hash, and two points of one label set at the
+/// same time are the PromQL error "vector cannot contain metrics with the same labelset".
+fn collect_series(batches: &[RecordBatch]) -> Result<Vec<Series>> {
+    let bad = |what: &str| Error::Internal(format!("PromQL batch has a bad {what} column"));
+    let mut at: HashMap<&[u8], usize> = HashMap::new();
+    let mut out: Vec<(&[u8], Points)> = Vec::new();
+    let mut merged = false;
+    for b in batches {
+        if b.num_columns() < 3 {
+            return Err(bad("count of"));
+        }
+        let dict = b.column(0).as_any().downcast_ref::<DictionaryArray<UInt32Type>>().ok_or_else(|| bad("labels"))?;
+        let keys_dict = dict.values().as_any().downcast_ref::<BinaryArray>().ok_or_else(|| bad("labels"))?;
+        let ts = b.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| bad("timestamp"))?.values();
+        let vs = b.column(2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| bad("value"))?.values();
+        let keys = dict.keys().values();
+        let mut i = 0;
+        while i < keys.len() {
+            let k = keys[i];
+            let j = i + keys[i..].iter().take_while(|&&x| x == k).count();
+            if k as usize >= keys_dict.len() {
+                return Err(bad("labels"));
+            }
+            let key = keys_dict.value(k as usize);
+            let points = ts[i..j].iter().copied().zip(vs[i..j].iter().copied());
+            match at.get(key) {
+                Some(&n) => {
+                    out[n].1.extend(points);
+                    merged = true;
+                }
+                None => {
+                    at.insert(key, out.len());
+                    out.push((key, points.collect()));
+                }
+            }
+            i = j;
+        }
+    }
+    if merged {
+        for (_, pts) in &mut out {
+            if pts.windows(2).any(|w| w[0].0 >= w[1].0) {
+                pts.sort_by_key(|p| p.0);
+                if pts.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
+                }
+            }
+        }
+    }
+    out.into_iter().map(|(key, points)| Ok(Series { labels: decode_labels(key)?, points })).collect()
 }
 
 /// ` (line:column)` of the first sorting function call in the query text, as Prometheus

@@ -31,17 +31,27 @@ const PROMETHEUS_COMPAT_VERSION: &str = "3.0.0";
 /// The warning Prometheus adds when `limit` cut the results.
 const TRUNCATED: &str = "results truncated due to limit";
 
-/// A successful answer: encoded `data` plus annotations.
+/// A successful answer: the envelope up to and including the encoded `data` (it starts with
+/// [`json::SUCCESS_OPEN`], so big results are written once, straight into the response body),
+/// plus annotations.
 struct Answer {
-    data: String,
+    body: String,
     warnings: Vec<String>,
     infos: Vec<String>,
 }
 
 impl Answer {
     fn data(data: String) -> Self {
-        Answer { data, warnings: vec![], infos: vec![] }
+        Answer { body: open_body(&data), warnings: vec![], infos: vec![] }
     }
+}
+
+/// A body holding [`json::SUCCESS_OPEN`] followed by `data`.
+fn open_body(data: &str) -> String {
+    let mut body = String::with_capacity(json::SUCCESS_OPEN.len() + data.len() + 1);
+    body.push_str(json::SUCCESS_OPEN);
+    body.push_str(data);
+    body
 }
 
 /// Builds the request form; a POST body counts only when form-encoded, as in Go's `ParseForm`.
@@ -54,18 +64,86 @@ fn form(method: &Method, headers: &HeaderMap, raw: Option<String>, body: &Bytes)
     Form::parse(raw.as_deref(), if form_body { body } else { &[] })
 }
 
-fn respond(state: &ApiState, handler: &'static str, started: Instant, res: Result<Answer>) -> Response {
+/// Bodies at least this long are gzip-compressed when the client accepts gzip.
+const GZIP_MIN_BYTES: usize = 1024;
+
+/// Bodies at least this long are compressed on the blocking pool, off the async workers.
+const GZIP_BLOCKING_BYTES: usize = 256 * 1024;
+
+/// True when `Accept-Encoding` lists `gzip` (or `*`) with a non-zero quality.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let zero_q = parts
+                .any(|p| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f64>().ok()).is_some_and(|q| q <= 0.0));
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !zero_q
+        },
+    )
+}
+
+/// gzip at the fastest level: API bodies are large and repetitive, so level 1 already shrinks
+/// them several times while costing the least CPU per response.
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    enc.write_all(body)?;
+    enc.finish()
+}
+
+async fn respond(
+    state: &ApiState,
+    handler: &'static str,
+    started: Instant,
+    headers: &HeaderMap,
+    res: Result<Answer>,
+) -> Response {
     let (code, body) = match res {
-        Ok(a) => (200, json::success(&a.data, &a.warnings, &a.infos)),
+        Ok(mut a) => {
+            json::close_success(&mut a.body, &a.warnings, &a.infos);
+            (200, a.body)
+        }
         Err(e) => {
             tracing::debug!(handler, error = %e, "API request failed");
             (json::http_status(e.error_type()), json::error(&e))
         }
     };
+    let mut gzipped = false;
+    let bytes: Vec<u8> = if body.len() >= GZIP_MIN_BYTES && accepts_gzip(headers) {
+        let compressed = if body.len() >= GZIP_BLOCKING_BYTES {
+            tokio::task::spawn_blocking(move || (gzip(body.as_bytes()), body))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        } else {
+            Ok((gzip(body.as_bytes()), body))
+        };
+        match compressed {
+            Ok((Ok(z), _)) => {
+                gzipped = true;
+                z
+            }
+            Ok((Err(e), body)) => {
+                tracing::warn!(handler, error = %e, "gzip failed; answering uncompressed");
+                body.into_bytes()
+            }
+            Err(e) => {
+                tracing::warn!(handler, error = %e, "gzip task failed");
+                json::error(&Error::Internal(format!("compressing the response: {e}"))).into_bytes()
+            }
+        }
+    } else {
+        body.into_bytes()
+    };
     state.metrics().observe(handler, code, started.elapsed().as_secs_f64());
-    let mut resp = Response::new(Body::from(body));
+    let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzipped {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     resp
 }
 
@@ -243,7 +321,7 @@ async fn run_query(s: &ApiState, f: &Form, expr: &str, start: i64, end: i64, ste
         warnings.push(TRUNCATED.into());
     }
     warnings.extend(opts.stats_warning);
-    let mut data = String::new();
+    let mut data = String::from(json::SUCCESS_OPEN);
     json::write_result_open(&mut data, &result.value);
     if opts.stats {
         data.push_str(&format!(
@@ -256,7 +334,7 @@ async fn run_query(s: &ApiState, f: &Form, expr: &str, start: i64, end: i64, ste
         write_str(&mut data, &text);
     }
     data.push('}');
-    Ok(Answer { data, warnings, infos: result.infos })
+    Ok(Answer { body: data, warnings, infos: result.infos })
 }
 
 async fn do_query(s: &ApiState, f: &Form) -> Result<Answer> {
@@ -338,7 +416,8 @@ async fn do_series(s: &ApiState, f: &Form) -> Result<Answer> {
     }
     let mut list: Vec<Labels> = all.into_iter().collect();
     let warnings = limit_list(&mut list, limit);
-    let mut data = String::from("[");
+    let mut data = String::from(json::SUCCESS_OPEN);
+    data.push('[');
     for (i, l) in list.iter().enumerate() {
         if i > 0 {
             data.push(',');
@@ -346,7 +425,7 @@ async fn do_series(s: &ApiState, f: &Form) -> Result<Answer> {
         json::write_labels(&mut data, l);
     }
     data.push(']');
-    Ok(Answer { data, warnings, infos: vec![] })
+    Ok(Answer { body: data, warnings, infos: vec![] })
 }
 
 async fn do_labels(s: &ApiState, f: &Form) -> Result<Answer> {
@@ -365,7 +444,7 @@ async fn do_labels(s: &ApiState, f: &Form) -> Result<Answer> {
         all.into_iter().collect()
     };
     let warnings = limit_list(&mut names, limit);
-    Ok(Answer { data: encode_strings(&names), warnings, infos: vec![] })
+    Ok(Answer { body: open_body(&encode_strings(&names)), warnings, infos: vec![] })
 }
 
 async fn do_label_values(s: &ApiState, f: &Form, raw_name: &str) -> Result<Answer> {
@@ -388,7 +467,7 @@ async fn do_label_values(s: &ApiState, f: &Form, raw_name: &str) -> Result<Answe
         all.into_iter().collect()
     };
     let warnings = limit_list(&mut values, limit);
-    Ok(Answer { data: encode_strings(&values), warnings, infos: vec![] })
+    Ok(Answer { body: open_body(&encode_strings(&values)), warnings, infos: vec![] })
 }
 
 fn do_metadata(f: &Form) -> Result<Answer> {
@@ -451,7 +530,7 @@ macro_rules! form_handler {
             let started = Instant::now();
             let $f = form(&method, &headers, raw, &body);
             let res = $body;
-            respond(&$s, $path, started, res)
+            respond(&$s, $path, started, &headers, res).await
         }
     };
 }
@@ -478,11 +557,12 @@ pub(super) async fn label_values(
     State(s): State<ApiState>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
     let f = Form::parse(raw.as_deref(), &[]);
     let res = do_label_values(&s, &f, &name).await;
-    respond(&s, "/api/v1/label/:name/values", started, res)
+    respond(&s, "/api/v1/label/:name/values", started, &headers, res).await
 }
 
 /// `OPTIONS` on any API path: 204, as Prometheus.

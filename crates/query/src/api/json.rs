@@ -23,15 +23,33 @@ pub const MAX_ANNOTATIONS: usize = 10;
 /// assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
 /// ```
 pub fn format_value(v: f64) -> String {
+    let mut s = String::new();
+    write_value(&mut s, v);
+    s
+}
+
+/// Largest magnitude below which every integer is exactly representable in an f64 (2^53).
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+/// Appends [`format_value`]`(v)` to `out` without allocating. Integral values (most counters and
+/// gauges) take an integer fast path whose digits equal Go's shortest `'f'` formatting.
+pub fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        return "NaN".into();
+        out.push_str("NaN");
+        return;
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        return;
     }
     let a = v.abs();
+    if v.fract() == 0.0 && a < EXACT_INT && !(v == 0.0 && v.is_sign_negative()) {
+        out.push_str(itoa::Buffer::new().format(v as i64));
+        return;
+    }
     if a == 0.0 || (1e-6..1e21).contains(&a) {
-        return format!("{v}");
+        let _ = write!(out, "{v}");
+        return;
     }
     // Rust's `{:e}` is shortest round-trip too ("1.5e-7"); Go writes the exponent signed and at
     // least two digits wide ("1.5e-07").
@@ -42,9 +60,9 @@ pub fn format_value(v: f64) -> String {
                 Some(d) => ('-', d),
                 None => ('+', exp),
             };
-            format!("{mant}e{sign}{digits:0>2}")
+            let _ = write!(out, "{mant}e{sign}{digits:0>2}");
         }
-        None => s,
+        None => out.push_str(&s),
     }
 }
 
@@ -60,15 +78,23 @@ pub fn write_timestamp(out: &mut String, t_ms: i64) {
     let sign = if t_ms < 0 { "-" } else { "" };
     let a = t_ms.unsigned_abs();
     let (secs, ms) = (a / 1000, a % 1000);
-    if ms == 0 {
-        let _ = write!(out, "{sign}{secs}");
-    } else {
-        let _ = write!(out, "{sign}{secs}.{ms:03}");
+    out.push_str(sign);
+    out.push_str(itoa::Buffer::new().format(secs));
+    if ms != 0 {
+        let b = [b'.', b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8];
+        out.push_str(std::str::from_utf8(&b).unwrap_or(".000"));
     }
 }
 
 /// Writes `s` as a JSON string literal.
 pub fn write_str(out: &mut String, s: &str) {
+    // Label names and values are nearly always plain ASCII without quotes or escapes.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     match serde_json::to_string(s) {
         Ok(q) => out.push_str(&q),
         // Serialising a &str cannot fail; keep a valid document regardless.
@@ -94,7 +120,7 @@ fn write_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     write_timestamp(out, t);
     out.push_str(",\"");
-    out.push_str(&format_value(v));
+    write_value(out, v);
     out.push_str("\"]");
 }
 
@@ -128,6 +154,9 @@ pub fn write_result_open(out: &mut String, v: &Value) {
             out.push(']');
         }
         Value::Matrix(series) => {
+            // About 24 bytes per point and 64 per label set: one allocation for the whole body.
+            let points: usize = series.iter().map(|s| s.points.len()).sum();
+            out.reserve(points * 24 + series.len() * 96);
             out.push_str("{\"resultType\":\"matrix\",\"result\":[");
             let mut first = true;
             for s in series.iter().filter(|s| !s.points.is_empty()) {
@@ -172,6 +201,23 @@ fn write_str_array(out: &mut String, list: &[String]) {
     out.push(']');
 }
 
+/// The start of every success envelope, up to the `data` value.
+pub const SUCCESS_OPEN: &str = "{\"status\":\"success\",\"data\":";
+
+/// Closes a success envelope whose `data` was written after [`SUCCESS_OPEN`]: appends the
+/// warnings and infos (when any) and the final brace.
+pub fn close_success(out: &mut String, warnings: &[String], infos: &[String]) {
+    if !warnings.is_empty() {
+        out.push_str(",\"warnings\":");
+        write_str_array(out, &capped(warnings, "warning"));
+    }
+    if !infos.is_empty() {
+        out.push_str(",\"infos\":");
+        write_str_array(out, &capped(infos, "info"));
+    }
+    out.push('}');
+}
+
 /// A success envelope around already-encoded `data` JSON.
 ///
 /// ```
@@ -179,18 +225,10 @@ fn write_str_array(out: &mut String, list: &[String]) {
 /// assert_eq!(body, r#"{"status":"success","data":["a"],"warnings":["w"]}"#);
 /// ```
 pub fn success(data: &str, warnings: &[String], infos: &[String]) -> String {
-    let mut out = String::with_capacity(data.len() + 64);
-    out.push_str("{\"status\":\"success\",\"data\":");
+    let mut out = String::with_capacity(SUCCESS_OPEN.len() + data.len() + 64);
+    out.push_str(SUCCESS_OPEN);
     out.push_str(data);
-    if !warnings.is_empty() {
-        out.push_str(",\"warnings\":");
-        write_str_array(&mut out, &capped(warnings, "warning"));
-    }
-    if !infos.is_empty() {
-        out.push_str(",\"infos\":");
-        write_str_array(&mut out, &capped(infos, "info"));
-    }
-    out.push('}');
+    close_success(&mut out, warnings, infos);
     out
 }
 
@@ -245,6 +283,30 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(format_value(v), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn integer_fast_path_agrees_with_float_formatting() {
+        let mut ints: Vec<f64> = vec![1.0, -1.0, 42.0, 1e15, -1e15, 9_007_199_254_740_991.0, -9_007_199_254_740_991.0];
+        ints.extend((0..2000).map(|i| f64::from(i) * 12_345.0 - 7_000_000.0));
+        ints.extend((0..60).map(|e| 2f64.powi(e)));
+        for v in ints {
+            let mut out = String::new();
+            write_value(&mut out, v);
+            assert_eq!(out, format!("{v}"), "{v:?}");
+        }
+        // Beyond 2^53 the float path answers, still in 'f' notation below 1e21.
+        assert_eq!(format_value(9_007_199_254_740_994.0), "9007199254740994");
+        assert_eq!(format_value(1e20 + 65_536.0), format!("{}", 1e20 + 65_536.0));
+    }
+
+    #[test]
+    fn plain_and_escaped_strings() {
+        for s in ["up", "host-00001:9100", "", "a\"b", "tab\there", "back\\slash", "ünïcode", "\u{7f}"] {
+            let mut out = String::new();
+            write_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
         }
     }
 

@@ -251,3 +251,44 @@ async fn queue_timeout_and_metrics() {
     assert_eq!(s.metrics().queued().get(), 0);
     assert_eq!(s.metrics().running().get(), 0);
 }
+
+#[tokio::test]
+async fn gzip_when_accepted_and_identical_after_decompression() {
+    use std::io::Read;
+    let (_, r) = app();
+    let uri = "/api/v1/query_range?query=up&start=0&end=600&step=1";
+    let fetch = |enc: Option<&'static str>| {
+        let r = r.clone();
+        async move {
+            let mut req = Request::get(uri);
+            if let Some(e) = enc {
+                req = req.header("accept-encoding", e);
+            }
+            let resp = r.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()["vary"], "Accept-Encoding");
+            let encoding = resp.headers().get("content-encoding").map(|v| v.to_str().unwrap().to_string());
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (encoding, body.to_vec())
+        }
+    };
+    let (plain_enc, plain) = fetch(None).await;
+    assert_eq!(plain_enc, None);
+    assert!(plain.len() > 10_000, "{} bytes", plain.len());
+    for accept in ["gzip", "deflate, gzip;q=0.5", "br, *"] {
+        let (enc, body) = fetch(Some(accept)).await;
+        assert_eq!(enc.as_deref(), Some("gzip"), "{accept}");
+        assert!(body.len() * 2 < plain.len(), "{accept}: {} of {} bytes", body.len(), plain.len());
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, plain, "{accept}");
+    }
+    for accept in ["gzip;q=0", "identity", "deflate"] {
+        let (enc, body) = fetch(Some(accept)).await;
+        assert_eq!((enc, body.len()), (None, plain.len()), "{accept}");
+    }
+    // Small answers stay uncompressed.
+    let req = Request::get("/api/v1/status/flags").header("accept-encoding", "gzip").body(Body::empty()).unwrap();
+    let resp = r.clone().oneshot(req).await.unwrap();
+    assert!(resp.headers().get("content-encoding").is_none());
+}

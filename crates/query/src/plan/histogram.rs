@@ -192,17 +192,14 @@ impl NodeSpec for HistogramSpec {
         for s in &main {
             let name = s.labels.metric_name().unwrap_or("").to_string();
             let Some(le) = s.labels.get("le").and_then(parse_le) else {
-                if self.func == HistFn::Quantile {
-                    ctx.warn(format!(
-                        "PromQL warning: bucket label \"le\" is missing or has a malformed value of \"{}\" for metric name \"{name}\"",
-                        s.labels.get("le").unwrap_or("")
-                    ));
-                }
+                ctx.warn(format!(
+                    "PromQL warning: bucket label \"le\" is missing or has a malformed value of \"{}\" for metric name \"{name}\"",
+                    s.labels.get("le").unwrap_or("")
+                ));
                 continue;
             };
             let mut key = s.labels.clone();
             key.remove("le");
-            super::drop_name(&mut key);
             let g = match gidx.get(&key) {
                 Some(&g) => g,
                 None => {
@@ -218,7 +215,8 @@ impl NodeSpec for HistogramSpec {
             }
         }
         let mut out = Vec::with_capacity(groups.len());
-        for (labels, steps, name) in groups {
+        for (mut labels, steps, name) in groups {
+            super::drop_name(&mut labels);
             let mut o = SeriesData::new(labels);
             for (i, b) in steps.into_iter().enumerate() {
                 if b.is_empty() {
@@ -240,7 +238,7 @@ impl NodeSpec for HistogramSpec {
             }
             out.push(o);
         }
-        Ok(out)
+        super::merge_same_labels(out)
     }
 }
 

@@ -897,4 +897,48 @@ mod tests {
         .unwrap();
         assert_eq!((n, st.truncated_bytes), (40, 0));
     }
+
+    /// Closed-loop throughput of 8 writers appending 1000 samples each per call, like `bench
+    /// receive`'s clients: shows how many appends per second the fsync policy allows on this disk.
+    /// Run with `cargo test -p engine --lib wal_append_rate -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, not a check"]
+    async fn wal_append_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, w) = replay(dir.path());
+        let w = Arc::new(w);
+        let stop = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut tasks = Vec::new();
+        for i in 0..8u64 {
+            let w = Arc::clone(&w);
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut lat = Vec::new();
+                while std::time::Instant::now() < stop {
+                    let batch: Vec<WalSeries> = (0..100)
+                        .map(|s| series(i * 100 + s, "m", (0..10).map(|k| (n as i64 * 10 + k, k as f64)).collect()))
+                        .collect();
+                    let t0 = std::time::Instant::now();
+                    w.append(batch).await.unwrap();
+                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                    n += 1;
+                }
+                (n, lat)
+            }));
+        }
+        let (mut total, mut lat) = (0, Vec::new());
+        for t in tasks {
+            let (n, l) = t.await.unwrap();
+            total += n;
+            lat.extend(l);
+        }
+        lat.sort_by(f64::total_cmp);
+        eprintln!(
+            "WAL: {:.0} appends/s of 1000 samples ({:.0} samples/s), latency p50 {:.2} ms, p99 {:.2} ms",
+            total as f64 / 3.0,
+            total as f64 * 1000.0 / 3.0,
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100]
+        );
+    }
 }

@@ -167,7 +167,7 @@ async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
         .unwrap();
     let _prom = Daemon(prom);
     wait_http_ok(&format!("http://127.0.0.1:{prom_port}/-/ready"), Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"strata_receive_requests_total{code="200"}"#), "{metrics}");
     assert!(metrics.contains("strata_receive_tenants 1"), "{metrics}");

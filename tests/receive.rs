@@ -43,7 +43,7 @@ fn fixture_page(n: u64) -> String {
         n as f64 / 3.0
     );
     s.push_str("# TYPE fixture_flap gauge\n");
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         s.push_str("fixture_flap{phase=\"even\"} 1\n");
     } else {
         s.push_str("fixture_flap{phase=\"odd\"} 2\n");
@@ -246,7 +246,7 @@ async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
     assert!(prom.len() > 100, "{} series", prom.len());
     let up_self = format!("up{{instance=\"127.0.0.1:{prom_port}\", job=\"prometheus\"}}");
     let up = &prom[&up_self];
-    assert!(up.len() >= 7 && up.iter().all(|s| s.1 == 1f64.to_bits()), "{up:?}");
+    assert!(up.len() >= 5 && up.iter().all(|s| s.1 == 1f64.to_bits()), "{up:?}");
     let flap = |phase: &str| {
         prom[&format!("fixture_flap{{instance=\"127.0.0.1:{fixture_port}\", job=\"fixture\", phase=\"{phase}\"}}")]
             .clone()

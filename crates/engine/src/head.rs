@@ -39,7 +39,7 @@
 //! those samples again (the next cut uploads an overlapping block with the same samples, which
 //! queriers deduplicate); no acknowledged sample is lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -357,7 +357,10 @@ impl MemSeries {
 /// The mutable state behind the head's lock.
 #[derive(Debug)]
 struct State {
-    series: BTreeMap<Arc<Labels>, MemSeries>,
+    /// Series by labels: appends find their series with one hash lookup.
+    series: HashMap<Arc<Labels>, MemSeries>,
+    /// The same series in label order, for selects and cuts.
+    order: BTreeSet<Arc<Labels>>,
     next_ref: u64,
     min_t: i64,
     max_t: i64,
@@ -367,13 +370,25 @@ struct State {
 
 impl State {
     fn new(cut_point: i64) -> Self {
-        State { series: BTreeMap::new(), next_ref: 1, min_t: i64::MAX, max_t: i64::MIN, samples: 0, cut_point }
+        State {
+            series: HashMap::new(),
+            order: BTreeSet::new(),
+            next_ref: 1,
+            min_t: i64::MAX,
+            max_t: i64::MIN,
+            samples: 0,
+            cut_point,
+        }
     }
 
     fn entry(&mut self, labels: &Labels) -> (Arc<Labels>, &mut MemSeries) {
         let key = match self.series.get_key_value(labels) {
             Some((k, _)) => Arc::clone(k),
-            None => Arc::new(labels.clone()),
+            None => {
+                let k = Arc::new(labels.clone());
+                self.order.insert(Arc::clone(&k));
+                k
+            }
         };
         let next = &mut self.next_ref;
         let s = self.series.entry(Arc::clone(&key)).or_insert_with(|| {
@@ -381,6 +396,11 @@ impl State {
             MemSeries::new(*next - 1)
         });
         (key, s)
+    }
+
+    fn remove(&mut self, labels: &Labels) {
+        self.series.remove(labels);
+        self.order.remove(labels);
     }
 
     fn note_stored(&mut self, t: i64) {
@@ -415,7 +435,7 @@ impl State {
             }
         }
         if s.is_empty() {
-            self.series.remove(&*key);
+            self.remove(&key);
         }
         for t in stored {
             self.note_stored(t);
@@ -604,7 +624,7 @@ impl Head {
                 }
                 let series_ref = s.series_ref;
                 if s.is_empty() {
-                    st.series.remove(&*key);
+                    st.remove(&key);
                 }
                 for &(t, _) in &stored {
                     st.note_stored(t);
@@ -626,12 +646,14 @@ impl Head {
         let mut chunks = 0;
         let mut chunk_bytes = 0;
         let mut bytes = std::mem::size_of::<State>();
-        // BTreeMap nodes hold up to 11 entries; count entry size plus ~1/3 slack for partly full nodes.
-        let entry = std::mem::size_of::<Arc<Labels>>() + std::mem::size_of::<MemSeries>();
+        // The hash map: its entries at 7/8 load plus a control byte; the ordered set's BTree nodes hold up
+        // to 11 entries, about 1/3 slack for partly full nodes.
+        let entry = (std::mem::size_of::<Arc<Labels>>() + std::mem::size_of::<MemSeries>() + 1) * 8 / 7
+            + std::mem::size_of::<Arc<Labels>>() * 4 / 3;
         for (l, s) in &st.series {
             chunks += s.closed.len() + usize::from(s.open.num_samples() > 0);
             chunk_bytes += s.closed.iter().map(|c| c.data.len()).sum::<usize>() + s.open.bytes().len();
-            bytes += entry + entry / 3 + s.heap_bytes();
+            bytes += entry + s.heap_bytes();
             // The Arc's counters and the label vector with its strings.
             bytes += 16
                 + std::mem::size_of::<Labels>()
@@ -703,7 +725,7 @@ impl Head {
                     }
                 }
                 for l in empty {
-                    st.series.remove(&*l);
+                    st.remove(&l);
                 }
                 st.recompute_range();
             }
@@ -737,8 +759,9 @@ impl Head {
                 };
                 let mut piece = Vec::new();
                 let mut last = None;
-                for (l, s) in st.series.range::<Labels, _>((lower, Bound::Unbounded)).take(BATCH_SERIES) {
+                for l in st.order.range::<Labels, _>((lower, Bound::Unbounded)).take(BATCH_SERIES) {
                     last = Some(Arc::clone(l));
+                    let Some(s) = st.series.get(&**l) else { continue };
                     let (ts, vs) = s.samples_in(min_time, end - 1, l)?;
                     if !ts.is_empty() {
                         piece.push((Arc::clone(l), ts, vs));
@@ -774,10 +797,11 @@ impl Head {
     ) -> Result<Vec<SeriesSamples>> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
-        for (l, s) in &st.series {
+        for l in &st.order {
             if !matches_all(req_matchers, l) {
                 continue;
             }
+            let Some(s) = st.series.get(&**l) else { continue };
             if with_samples {
                 let (ts, vs) = s.samples_in(min_t, max_t, l)?;
                 if !ts.is_empty() {

@@ -13,12 +13,18 @@
 //! segment is self-contained and whole segments can be deleted without losing the label definitions a
 //! later segment needs.
 //!
-//! **Durability and fsync policy (group commit).** One writer thread owns the open segment. Appends
-//! are queued to it in submission order; it takes everything queued, writes it with one `write`, calls
-//! `fdatasync` once, and only then answers every append of that group. So [`Wal::append`] returns only
-//! after its record is on stable storage, and concurrent appends share one fsync. New segments are
-//! fsynced with their directory before use. After a failed write or fsync the log is marked broken
-//! and every later append fails (the state of the file is unknown; reopen to recover).
+//! **Durability and fsync policy (group commit, pipelined).** One writer thread owns the open segment.
+//! Appends are queued to it in submission order; it takes everything queued (a *group*), writes it
+//! with one `write` and hands the group to a small pool of sync threads, which call `fdatasync` (a
+//! sync thread that finds several groups queued syncs once for all of them). The writer goes on
+//! writing the next group while earlier syncs are still running, so a group never waits for a sync
+//! that started before its data was written, and the disk sees several flushes in flight (one flush
+//! takes milliseconds here; serial group commit made every append wait 1.5 flushes on average). An
+//! acknowledging thread answers the groups strictly in write order, and a group only once its own
+//! sync *and every earlier group's* succeeded. So [`Wal::append`] returns only after its record and
+//! every record before it are on stable storage. New segments are fsynced with their directory
+//! before use. After a failed write or fsync the log is marked broken and every later append fails
+//! (the state of the file is unknown; reopen to recover).
 //!
 //! **Replay** ([`Wal::open`]) reads the segments in order. A record that is cut short or fails its
 //! checksum ends the segment: the file is truncated there and a warning is logged. Since a record is
@@ -225,9 +231,96 @@ struct Writer {
     written: HashSet<u64>,
     /// Newest sample timestamp per segment (i64::MIN when it holds none).
     seg_max_t: BTreeMap<u64, i64>,
-    broken: Option<String>,
+    /// Set by the writer or a sync thread on the first failure; shared so every thread sees it.
+    broken: Arc<Mutex<Option<String>>>,
     buf: Vec<u8>,
     pending: Vec<oneshot::Sender<Result<(), String>>>,
+    /// The open segment, shared with the sync threads.
+    shared_file: Arc<File>,
+    /// Groups written and not yet synced, to the sync threads.
+    sync_tx: Option<mpsc::Sender<SyncJob>>,
+    /// Groups in write order, to the acknowledging thread.
+    ack_tx: Option<mpsc::Sender<AckJob>>,
+    helpers: Vec<JoinHandle<()>>,
+}
+
+/// Sync threads per WAL: enough to keep a few flushes in flight.
+const SYNC_THREADS: usize = 3;
+
+/// Replies of the appends of one group.
+type Replies = Vec<oneshot::Sender<Result<(), String>>>;
+
+/// One written group to fsync.
+struct SyncJob {
+    seg: u64,
+    file: Arc<File>,
+    path: PathBuf,
+    done: mpsc::Sender<Result<(), String>>,
+}
+
+/// One group to acknowledge: its sync's outcome (none when the group wrote nothing) and its appends.
+struct AckJob {
+    synced: Option<mpsc::Receiver<Result<(), String>>>,
+    replies: Replies,
+}
+
+fn broken_now(b: &Mutex<Option<String>>) -> Option<String> {
+    b.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn mark_broken(b: &Mutex<Option<String>>, msg: String) {
+    let mut g = b.lock().unwrap_or_else(|p| p.into_inner());
+    if g.is_none() {
+        tracing::error!(error = %msg, "WAL is now broken");
+        *g = Some(msg);
+    }
+}
+
+/// A sync thread: takes every queued job, fsyncs each distinct segment once, reports per job.
+fn sync_loop(jobs: Arc<Mutex<mpsc::Receiver<SyncJob>>>) {
+    loop {
+        let batch = {
+            let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = rx.recv() else { return };
+            let mut batch = vec![first];
+            while let Ok(j) = rx.try_recv() {
+                batch.push(j);
+            }
+            batch
+        };
+        let mut results: Vec<(u64, Result<(), String>)> = Vec::new();
+        for j in &batch {
+            if !results.iter().any(|r| r.0 == j.seg) {
+                let r = j.file.sync_data().map_err(|e| format!("fsync of {} failed: {e}", j.path.display()));
+                results.push((j.seg, r));
+            }
+        }
+        for j in batch {
+            let r = results.iter().find(|r| r.0 == j.seg).map_or(Ok(()), |r| r.1.clone());
+            let _ = j.done.send(r);
+        }
+    }
+}
+
+/// The acknowledging thread: answers groups in write order, each only after its sync and all
+/// earlier ones succeeded.
+fn ack_loop(jobs: mpsc::Receiver<AckJob>, broken: Arc<Mutex<Option<String>>>) {
+    while let Ok(job) = jobs.recv() {
+        if let Some(rx) = job.synced {
+            match rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(m)) => mark_broken(&broken, m),
+                Err(_) => mark_broken(&broken, "WAL sync thread stopped".into()),
+            }
+        }
+        let state = broken_now(&broken);
+        for r in job.replies {
+            let _ = r.send(match &state {
+                None => Ok(()),
+                Some(m) => Err(m.clone()),
+            });
+        }
+    }
 }
 
 fn create_segment(dir: &Path, seg: u64) -> Result<File> {
@@ -278,38 +371,61 @@ impl Writer {
         *m = (*m).max(max_t);
     }
 
-    /// Writes the buffer, fsyncs, and answers the waiting appends.
+    /// Writes the buffer and hands the group to the sync threads; the acknowledging thread answers
+    /// its appends once it (and everything before it) is durable.
     fn flush(&mut self) {
-        if self.broken.is_none() && !self.buf.is_empty() {
+        let mut synced = None;
+        if !self.buf.is_empty() && broken_now(&self.broken).is_none() {
             let path = segment_path(&self.dir, self.seg);
-            let r = self.file.write_all(&self.buf).and_then(|_| self.file.sync_data());
-            match r {
-                Ok(()) => self.size += self.buf.len() as u64,
+            match self.file.write_all(&self.buf) {
+                Ok(()) => {
+                    self.size += self.buf.len() as u64;
+                    let (done, rx) = mpsc::channel();
+                    let job = SyncJob { seg: self.seg, file: Arc::clone(&self.shared_file), path, done };
+                    match self.sync_tx.as_ref().map(|tx| tx.send(job)) {
+                        Some(Ok(())) => synced = Some(rx),
+                        _ => mark_broken(&self.broken, "WAL sync threads stopped".into()),
+                    }
+                }
                 Err(e) => {
-                    let msg = format!("write/fsync of {} failed at offset {}: {e}", path.display(), self.size);
-                    tracing::error!(error = %msg, "WAL is now broken");
-                    self.broken = Some(msg);
+                    let msg = format!("write of {} failed at offset {}: {e}", path.display(), self.size);
+                    mark_broken(&self.broken, msg);
                 }
             }
         }
         self.buf.clear();
-        for p in self.pending.drain(..) {
-            let _ = p.send(match &self.broken {
-                None => Ok(()),
-                Some(m) => Err(m.clone()),
-            });
+        if self.pending.is_empty() && synced.is_none() {
+            return;
         }
+        let job = AckJob { synced, replies: std::mem::take(&mut self.pending) };
+        if let Some(Err(mpsc::SendError(job))) = self.ack_tx.as_ref().map(|tx| tx.send(job)) {
+            for r in job.replies {
+                let _ = r.send(Err("WAL acknowledging thread stopped".into()));
+            }
+        }
+    }
+
+    /// Waits until every group written so far is synced and answered.
+    fn drain(&mut self) {
+        let (tx, rx) = oneshot::channel();
+        self.pending.push(tx);
+        self.flush();
+        let _ = rx.blocking_recv();
     }
 
     fn rotate(&mut self) -> Result<u64, String> {
         self.flush();
-        if let Some(m) = &self.broken {
-            return Err(m.clone());
+        if let Some(m) = broken_now(&self.broken) {
+            return Err(m);
         }
         let next = self.seg + 1;
-        match create_segment(&self.dir, next) {
-            Ok(f) => {
+        match create_segment(&self.dir, next).and_then(|f| {
+            let shared = f.try_clone().map_err(|e| io_err(&segment_path(&self.dir, next), e))?;
+            Ok((f, shared))
+        }) {
+            Ok((f, shared)) => {
                 self.file = f;
+                self.shared_file = Arc::new(shared);
                 self.seg = next;
                 self.size = HEADER_LEN;
                 self.written.clear();
@@ -318,7 +434,7 @@ impl Writer {
             }
             Err(e) => {
                 let m = e.to_string();
-                self.broken = Some(m.clone());
+                mark_broken(&self.broken, m.clone());
                 Err(m)
             }
         }
@@ -353,8 +469,8 @@ impl Writer {
             for cmd in batch {
                 match cmd {
                     Cmd::Append(entries, reply) => {
-                        if let Some(m) = &self.broken {
-                            let _ = reply.send(Err(m.clone()));
+                        if let Some(m) = broken_now(&self.broken) {
+                            let _ = reply.send(Err(m));
                             continue;
                         }
                         if !entries.is_empty() {
@@ -384,7 +500,13 @@ impl Writer {
             }
             self.flush();
         }
-        self.flush();
+        self.drain();
+        // Closing the channels ends the helper threads once they have answered everything.
+        self.sync_tx.take();
+        self.ack_tx.take();
+        for h in self.helpers.drain(..) {
+            let _ = h.join();
+        }
     }
 }
 
@@ -513,7 +635,29 @@ impl Wal {
         }
         let seg = segs.last().map_or(1, |s| s + 1);
         let file = create_segment(&dir, seg)?;
+        let shared_file = Arc::new(file.try_clone().map_err(|e| io_err(&segment_path(&dir, seg), e))?);
         seg_max_t.insert(seg, i64::MIN);
+        let broken = Arc::new(Mutex::new(None));
+        let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
+        let sync_rx = Arc::new(Mutex::new(sync_rx));
+        let (ack_tx, ack_rx) = mpsc::channel::<AckJob>();
+        let mut helpers = Vec::new();
+        for i in 0..SYNC_THREADS {
+            let rx = Arc::clone(&sync_rx);
+            helpers.push(
+                std::thread::Builder::new()
+                    .name(format!("strata-wal-sync{i}"))
+                    .spawn(move || sync_loop(rx))
+                    .map_err(|e| io_err(&dir, e))?,
+            );
+        }
+        let b = Arc::clone(&broken);
+        helpers.push(
+            std::thread::Builder::new()
+                .name("strata-wal-ack".into())
+                .spawn(move || ack_loop(ack_rx, b))
+                .map_err(|e| io_err(&dir, e))?,
+        );
         let w = Writer {
             dir: dir.clone(),
             segment_size: opts.segment_size,
@@ -522,9 +666,13 @@ impl Wal {
             size: HEADER_LEN,
             written: HashSet::new(),
             seg_max_t,
-            broken: None,
+            broken,
             buf: Vec::new(),
             pending: Vec::new(),
+            shared_file,
+            sync_tx: Some(sync_tx),
+            ack_tx: Some(ack_tx),
+            helpers,
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -748,5 +896,49 @@ mod tests {
         })
         .unwrap();
         assert_eq!((n, st.truncated_bytes), (40, 0));
+    }
+
+    /// Closed-loop throughput of 8 writers appending 1000 samples each per call, like `bench
+    /// receive`'s clients: shows how many appends per second the fsync policy allows on this disk.
+    /// Run with `cargo test -p engine --lib wal_append_rate -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, not a check"]
+    async fn wal_append_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, w) = replay(dir.path());
+        let w = Arc::new(w);
+        let stop = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut tasks = Vec::new();
+        for i in 0..8u64 {
+            let w = Arc::clone(&w);
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut lat = Vec::new();
+                while std::time::Instant::now() < stop {
+                    let batch: Vec<WalSeries> = (0..100)
+                        .map(|s| series(i * 100 + s, "m", (0..10).map(|k| (n as i64 * 10 + k, k as f64)).collect()))
+                        .collect();
+                    let t0 = std::time::Instant::now();
+                    w.append(batch).await.unwrap();
+                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                    n += 1;
+                }
+                (n, lat)
+            }));
+        }
+        let (mut total, mut lat) = (0, Vec::new());
+        for t in tasks {
+            let (n, l) = t.await.unwrap();
+            total += n;
+            lat.extend(l);
+        }
+        lat.sort_by(f64::total_cmp);
+        eprintln!(
+            "WAL: {:.0} appends/s of 1000 samples ({:.0} samples/s), latency p50 {:.2} ms, p99 {:.2} ms",
+            total as f64 / 3.0,
+            total as f64 * 1000.0 / 3.0,
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100]
+        );
     }
 }

@@ -119,6 +119,14 @@ pub enum Error {
         /// The decoder's message.
         reason: String,
     },
+    /// A Prometheus remote-read call failed: transport, HTTP status, or an undecodable answer.
+    #[error("remote read from {url}: {reason}")]
+    RemoteRead {
+        /// The remote-read URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A remote-write message is not a valid `prometheus.WriteRequest`.
     #[error("remote write: body is not a valid prometheus.WriteRequest protobuf: {reason}")]
     BadProtobuf {

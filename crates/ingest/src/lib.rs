@@ -1,13 +1,14 @@
 //! Strata ingest: getting data into Strata from elsewhere.
 //!
 //! Today: the native reader of Prometheus TSDB blocks ([`tsdb`]) and the converter of those blocks
-//! into Strata blocks ([`convert`]); Prometheus remote write 1.0 decoding ([`remote_write`]) and the
-//! receive service ([`receive`]) with Thanos-style hashrings ([`hashring`]); the sidecar comes later. Errors of the whole crate are [`Error`].
+//! into Strata blocks ([`convert`]); Prometheus remote write 1.0 decoding ([`remote_write`]), a Prometheus remote read client
+//! ([`remote_read`]) and the receive service ([`receive`]) with Thanos-style hashrings ([`hashring`]); the sidecar comes later. Errors of the whole crate are [`Error`].
 
 pub mod convert;
 pub mod error;
 pub mod hashring;
 pub mod receive;
+pub mod remote_read;
 pub mod remote_write;
 pub mod tsdb;
 

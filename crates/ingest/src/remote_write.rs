@@ -69,8 +69,13 @@ pub fn decode_write_request(body: &[u8], max_bytes: usize) -> Result<WriteReques
 
 /// Encodes a request as a remote write 1.0 body (protobuf, snappy block format).
 pub fn encode_write_request(req: &WriteRequest) -> Result<Vec<u8>> {
+    compress(&req.encode_to_vec())
+}
+
+/// Compresses an encoded message in the snappy block format (the inverse of [`decompress`]).
+pub fn compress(raw: &[u8]) -> Result<Vec<u8>> {
     snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
+        .compress_vec(raw)
         .map_err(|e| Error::BadSnappy { reason: format!("compressing a request: {e}") })
 }
 
@@ -116,6 +121,18 @@ fn show(labels: &[Label]) -> String {
 
 /// Checks the labels of one series; on success returns them as a [`Labels`].
 pub fn validate_labels(labels: &[Label]) -> Result<Labels> {
+    check_labels(labels)?;
+    Ok(Labels::from_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))
+}
+
+/// Checks the labels of one series and moves their strings into a [`Labels`] (no copies).
+fn take_labels(labels: Vec<Label>) -> Result<Labels> {
+    check_labels(&labels)?;
+    Ok(Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value))))
+}
+
+/// The checks of [`validate_labels`].
+fn check_labels(labels: &[Label]) -> Result<()> {
     let bad = |reason: String| Error::InvalidSeries { series: show(labels), reason };
     for (i, l) in labels.iter().enumerate() {
         if l.name.is_empty() {
@@ -139,7 +156,7 @@ pub fn validate_labels(labels: &[Label]) -> Result<Labels> {
         Some(l) if l.value.is_empty() => return Err(bad("empty metric name".into())),
         Some(_) => {}
     }
-    Ok(Labels::from_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))
+    Ok(())
 }
 
 /// Validates every series of a request: valid ones are returned with their samples, invalid ones
@@ -149,7 +166,7 @@ pub fn validate(req: WriteRequest) -> Decoded {
     for ts in req.timeseries {
         out.histograms_dropped += ts.histograms.len();
         out.exemplars_dropped += ts.exemplars.len();
-        match validate_labels(&ts.labels) {
+        match take_labels(ts.labels) {
             Ok(labels) => {
                 if !ts.samples.is_empty() {
                     out.series.push((labels, ts.samples.iter().map(|s| (s.timestamp, s.value)).collect()));

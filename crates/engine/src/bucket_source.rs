@@ -23,7 +23,7 @@ use crate::reader::{BlockReader, PageCache, PageCacheStats};
 use crate::source::{SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
 
 /// Samples read from a block per request (whole series; a bigger series goes alone).
-pub const BLOCK_CHUNK_SAMPLES: u64 = 1 << 20;
+pub const BLOCK_CHUNK_SAMPLES: u64 = 1 << 16;
 
 /// Default bound of the decoded-page cache: 512 MiB, about 33M decoded samples.
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 512 << 20;

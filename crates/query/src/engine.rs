@@ -11,9 +11,10 @@ use arrow::array::{Array, BinaryArray, DictionaryArray, Float64Array, Int64Array
 use arrow::datatypes::UInt32Type;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::SeriesSource;
+use futures::StreamExt;
 use promql_parser::parser::{self, value::ValueType};
 
 use crate::error::{Error, Result};
@@ -189,7 +190,21 @@ impl Engine {
         let mut state = self.inner.ctx.state();
         state.config_mut().set_extension(ann.clone());
         let physical = state.create_physical_plan(&plan).await?;
-        let batches = self.execute_in(physical, Arc::new(TaskContext::from(&state))).await?;
+        // Output batches are folded into series one by one and dropped, so the result is not held
+        // twice (as batches and as series) at its peak.
+        let mut collector = SeriesCollector::default();
+        let task = Arc::new(TaskContext::from(&state));
+        let fold = async {
+            let mut stream = execute_stream(physical, task)?;
+            while let Some(b) = stream.next().await {
+                collector.add(&b?)?;
+            }
+            Ok::<(), Error>(())
+        };
+        match tokio::time::timeout(self.inner.opts.timeout, fold).await {
+            Ok(r) => r?,
+            Err(_) => return Err(Error::Timeout("query timed out in query execution".into())),
+        }
         let (warnings, infos) = ann.take();
         let mut warnings = crate::planner::position_annotations(expr, warnings);
         let infos = crate::planner::position_annotations(expr, infos);
@@ -199,7 +214,7 @@ impl Engine {
                 sort_position(expr)
             ));
         }
-        let series = collect_series(&batches)?;
+        let series = collector.finish()?;
         let value = match (is_range, vt) {
             (false, ValueType::Scalar) => {
                 let v = series.first().and_then(|s| s.points.first()).map_or(f64::NAN, |p| p.1);
@@ -227,16 +242,19 @@ impl Engine {
 /// (timestamp ms, value) points of one series.
 type Points = Vec<(i64, f64)>;
 
-/// The plan's output batches as series, in first-seen order, copying each sample once. A run of
-/// one label key is one series' points; a label set met again (in a later batch) is merged into
-/// the first, as Prometheus builds a result by label hash, and two points of one label set at the
-/// same time are the PromQL error "vector cannot contain metrics with the same labelset".
-fn collect_series(batches: &[RecordBatch]) -> Result<Vec<Series>> {
-    let bad = |what: &str| Error::Internal(format!("PromQL batch has a bad {what} column"));
-    let mut at: HashMap<&[u8], usize> = HashMap::new();
-    let mut out: Vec<(&[u8], Points)> = Vec::new();
-    let mut merged = false;
-    for b in batches {
+/// Folds the plan's output batches into result series: rows of one label set (a run of equal
+/// dictionary keys) become one series; the same label set in several batches is merged, and two
+/// points of one label set at the same time are Prometheus's "same labelset" error.
+#[derive(Default)]
+struct SeriesCollector {
+    at: HashMap<Vec<u8>, usize>,
+    out: Vec<(Vec<u8>, Points)>,
+    merged: bool,
+}
+
+impl SeriesCollector {
+    fn add(&mut self, b: &RecordBatch) -> Result<()> {
+        let bad = |what: &str| Error::Internal(format!("PromQL batch has a bad {what} column"));
         if b.num_columns() < 3 {
             return Err(bad("count of"));
         }
@@ -254,30 +272,35 @@ fn collect_series(batches: &[RecordBatch]) -> Result<Vec<Series>> {
             }
             let key = keys_dict.value(k as usize);
             let points = ts[i..j].iter().copied().zip(vs[i..j].iter().copied());
-            match at.get(key) {
+            match self.at.get(key) {
                 Some(&n) => {
-                    out[n].1.extend(points);
-                    merged = true;
+                    self.out[n].1.extend(points);
+                    self.merged = true;
                 }
                 None => {
-                    at.insert(key, out.len());
-                    out.push((key, points.collect()));
+                    self.at.insert(key.to_vec(), self.out.len());
+                    self.out.push((key.to_vec(), points.collect()));
                 }
             }
             i = j;
         }
+        Ok(())
     }
-    if merged {
-        for (_, pts) in &mut out {
-            if pts.windows(2).any(|w| w[0].0 >= w[1].0) {
-                pts.sort_by_key(|p| p.0);
-                if pts.windows(2).any(|w| w[0].0 == w[1].0) {
-                    return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
+
+    fn finish(self) -> Result<Vec<Series>> {
+        let mut out = self.out;
+        if self.merged {
+            for (_, pts) in &mut out {
+                if pts.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    pts.sort_by_key(|p| p.0);
+                    if pts.windows(2).any(|w| w[0].0 == w[1].0) {
+                        return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
+                    }
                 }
             }
         }
+        out.into_iter().map(|(key, points)| Ok(Series { labels: decode_labels(&key)?, points })).collect()
     }
-    out.into_iter().map(|(key, points)| Ok(Series { labels: decode_labels(key)?, points })).collect()
 }
 
 /// ` (line:column)` of the first sorting function call in the query text, as Prometheus

@@ -191,21 +191,17 @@ impl crate::SeriesSource for MergedSource {
     async fn series(&self, matchers: &[crate::Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
         let mut out = Vec::new();
         for s in &self.sources {
-            out.extend(s.series(matchers, min_t, max_t).await?);
+            out.push(s.series(matchers, min_t, max_t).await?);
         }
-        out.sort();
-        out.dedup();
-        Ok(out)
+        Ok(sorted_union(out))
     }
 
     async fn label_names(&self, matchers: &[crate::Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for s in &self.sources {
-            out.extend(s.label_names(matchers, min_t, max_t).await?);
+            out.push(s.label_names(matchers, min_t, max_t).await?);
         }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
+        Ok(sorted_union(out))
     }
 
     async fn label_values(
@@ -217,12 +213,18 @@ impl crate::SeriesSource for MergedSource {
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for s in &self.sources {
-            out.extend(s.label_values(name, matchers, min_t, max_t).await?);
+            out.push(s.label_values(name, matchers, min_t, max_t).await?);
         }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
+        Ok(sorted_union(out))
     }
+}
+
+/// The sorted, duplicate-free union of the sources' answers.
+fn sorted_union<T: Ord>(parts: Vec<Vec<T>>) -> Vec<T> {
+    let mut out: Vec<T> = parts.into_iter().flatten().collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]

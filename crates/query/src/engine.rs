@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, BinaryArray, DictionaryArray, Float64Array, Int64Array, RecordBatch};
-use arrow::datatypes::UInt32Type;
+use arrow::array::RecordBatch;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable, execute_stream};
@@ -18,7 +17,7 @@ use futures::StreamExt;
 use promql_parser::parser::{self, value::ValueType};
 
 use crate::error::{Error, Result};
-use crate::plan::{Annotations, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, decode_labels};
+use crate::plan::{Annotations, BatchView, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, decode_labels};
 use crate::planner::Planner;
 use crate::value::{QueryResult, Sample, Series, Value};
 
@@ -254,35 +253,18 @@ struct SeriesCollector {
 
 impl SeriesCollector {
     fn add(&mut self, b: &RecordBatch) -> Result<()> {
-        let bad = |what: &str| Error::Internal(format!("PromQL batch has a bad {what} column"));
-        if b.num_columns() < 3 {
-            return Err(bad("count of"));
-        }
-        let dict = b.column(0).as_any().downcast_ref::<DictionaryArray<UInt32Type>>().ok_or_else(|| bad("labels"))?;
-        let keys_dict = dict.values().as_any().downcast_ref::<BinaryArray>().ok_or_else(|| bad("labels"))?;
-        let ts = b.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| bad("timestamp"))?.values();
-        let vs = b.column(2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| bad("value"))?.values();
-        let keys = dict.keys().values();
-        let mut i = 0;
-        while i < keys.len() {
-            let k = keys[i];
-            let j = i + keys[i..].iter().take_while(|&&x| x == k).count();
-            if k as usize >= keys_dict.len() {
-                return Err(bad("labels"));
-            }
-            let key = keys_dict.value(k as usize);
-            let points = ts[i..j].iter().copied().zip(vs[i..j].iter().copied());
-            match self.at.get(key) {
+        for series in BatchView::new(b)?.series() {
+            let points = series.ts.iter().copied().zip(series.vs.iter().copied());
+            match self.at.get(series.labels) {
                 Some(&n) => {
                     self.out[n].1.extend(points);
                     self.merged = true;
                 }
                 None => {
-                    self.at.insert(key.to_vec(), self.out.len());
-                    self.out.push((key.to_vec(), points.collect()));
+                    self.at.insert(series.labels.to_vec(), self.out.len());
+                    self.out.push((series.labels.to_vec(), points.collect()));
                 }
             }
-            i = j;
         }
         Ok(())
     }

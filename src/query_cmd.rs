@@ -21,6 +21,8 @@ use crate::server::{self, Readiness, SyncMetrics};
 
 /// The `--enable-feature` value that turns on Prometheus's experimental PromQL functions.
 const EXPERIMENTAL_FUNCTIONS: &str = "promql-experimental-functions";
+/// The `--enable-feature` value that turns on Prometheus's delayed `__name__` removal.
+const DELAYED_NAME_REMOVAL: &str = "promql-delayed-name-removal";
 
 /// Arguments of `strata query`.
 #[derive(Debug, Args)]
@@ -50,8 +52,8 @@ pub(crate) struct EngineArgs {
     /// How far back an instant selector looks for the latest sample.
     #[arg(long = "query.lookback-delta", default_value = "5m")]
     lookback_delta: String,
-    /// Optional features, as Prometheus's flag: `promql-experimental-functions` (repeatable or
-    /// comma-separated).
+    /// Optional features, as Prometheus's flag: `promql-experimental-functions`,
+    /// `promql-delayed-name-removal` (repeatable or comma-separated).
     #[arg(long = "enable-feature", value_delimiter = ',')]
     features: Vec<String>,
     /// How often the bucket's block list is re-read (new blocks are served without a restart).
@@ -83,10 +85,11 @@ impl EngineArgs {
         let timeout = duration_flag("query.timeout", &self.timeout)?;
         let lookback = duration_flag("query.lookback-delta", &self.lookback_delta)?;
         let sync = duration_flag("sync-block-duration", &self.sync_interval)?;
-        let mut experimental = false;
+        let (mut experimental, mut delayed_name_removal) = (false, false);
         for f in &self.features {
             match f.trim() {
                 EXPERIMENTAL_FUNCTIONS => experimental = true,
+                DELAYED_NAME_REMOVAL => delayed_name_removal = true,
                 "" => {}
                 other => return Err(CliError::Usage(format!("--enable-feature {other:?}: unknown feature"))),
             }
@@ -99,6 +102,7 @@ impl EngineArgs {
             max_samples: self.max_samples,
             timeout,
             enable_experimental_functions: experimental,
+            enable_delayed_name_removal: delayed_name_removal,
         };
         flags.insert("query.max-samples".into(), self.max_samples.to_string());
         flags.insert("query.timeout".into(), self.timeout.clone());
@@ -253,6 +257,7 @@ mod tests {
         assert_eq!(cfg.engine.max_samples, 50_000_000);
         assert_eq!(cfg.engine.timeout, Duration::from_secs(120));
         assert!(!cfg.engine.enable_experimental_functions);
+        assert!(!cfg.engine.enable_delayed_name_removal);
         assert_eq!(cfg.max_concurrent, 20);
         assert_eq!(sync, Duration::from_secs(180));
         assert_eq!(cfg.flags["query.lookback-delta"], "5m");
@@ -261,13 +266,14 @@ mod tests {
             "x",
             "--query.lookback-delta=1m30s",
             "--query.timeout=10",
-            "--enable-feature=promql-experimental-functions",
+            "--enable-feature=promql-experimental-functions,promql-delayed-name-removal",
             "--sync-interval=15s",
         ]);
         let (cfg, sync) = cli.engine.config(BTreeMap::new()).unwrap();
         assert_eq!(cfg.engine.lookback_delta_ms, 90_000);
         assert_eq!(cfg.engine.timeout, Duration::from_secs(10));
         assert!(cfg.engine.enable_experimental_functions);
+        assert!(cfg.engine.enable_delayed_name_removal);
         assert_eq!(sync, Duration::from_secs(15));
 
         for bad in [["x", "--query.timeout=soon"], ["x", "--enable-feature=nope"], ["x", "--query.max-concurrent=0"]] {

@@ -17,7 +17,10 @@ use futures::StreamExt;
 use promql_parser::parser::{self, value::ValueType};
 
 use crate::error::{Error, Result};
-use crate::plan::{Annotations, BatchView, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, decode_labels};
+use crate::plan::{
+    Annotations, BatchView, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, decode_labels, encode_labels,
+    has_drop_mark_bytes, remove_marked_name,
+};
 use crate::planner::Planner;
 use crate::value::{QueryResult, Sample, Series, Value};
 
@@ -32,6 +35,11 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// Allow the functions and aggregations Prometheus marks experimental; default off.
     pub enable_experimental_functions: bool,
+    /// Delayed `__name__` removal (Prometheus's `promql-delayed-name-removal` feature); default
+    /// off. Name-dropping operators only mark their output series and the metric name is removed
+    /// from the marked series when the result is built, so `label_replace`/`label_join` can still
+    /// read or keep it and `by (__name__)` still sees it.
+    pub enable_delayed_name_removal: bool,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +49,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             enable_experimental_functions: false,
+            enable_delayed_name_removal: false,
         }
     }
 }
@@ -81,7 +90,9 @@ const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 impl Engine {
     /// An engine reading from `source`.
     pub fn new(source: Arc<dyn SeriesSource>, opts: EngineOptions) -> Self {
-        let ext = Arc::new(PromExtensionPlanner { source, ctx: EvalCtx::new(opts.max_samples) });
+        let mut ctx = EvalCtx::new(opts.max_samples);
+        ctx.delayed_name_removal = opts.enable_delayed_name_removal;
+        let ext = Arc::new(PromExtensionPlanner { source, ctx });
         let cfg = SessionConfig::new().with_target_partitions(1);
         // PromQL plans are trees of Strata's extension nodes only, which DataFusion's logical
         // analyzer and optimizer rules cannot rewrite: running them is pure per-query overhead.
@@ -191,7 +202,8 @@ impl Engine {
         let physical = state.create_physical_plan(&plan).await?;
         // Output batches are folded into series one by one and dropped, so the result is not held
         // twice (as batches and as series) at its peak.
-        let mut collector = SeriesCollector::default();
+        let mut collector =
+            SeriesCollector { delayed_name_removal: self.inner.opts.enable_delayed_name_removal, ..Default::default() };
         let task = Arc::new(TaskContext::from(&state));
         let fold = async {
             let mut stream = execute_stream(physical, task)?;
@@ -244,11 +256,15 @@ type Points = Vec<(i64, f64)>;
 /// Folds the plan's output batches into result series: rows of one label set (a run of equal
 /// dictionary keys) become one series; the same label set in several batches is merged, and two
 /// points of one label set at the same time are Prometheus's "same labelset" error.
+///
+/// With delayed name removal, this is where marked series lose their metric name (see
+/// `plan::DROP_NAME_MARK`); series that end up with one label set are merged the same way.
 #[derive(Default)]
 struct SeriesCollector {
     at: HashMap<Vec<u8>, usize>,
     out: Vec<(Vec<u8>, Points)>,
     merged: bool,
+    delayed_name_removal: bool,
 }
 
 impl SeriesCollector {
@@ -269,7 +285,10 @@ impl SeriesCollector {
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<Series>> {
+    fn finish(mut self) -> Result<Vec<Series>> {
+        if self.delayed_name_removal && self.out.iter().any(|(key, _)| has_drop_mark_bytes(key)) {
+            self.remove_marked_names()?;
+        }
         let mut out = self.out;
         if self.merged {
             for (_, pts) in &mut out {
@@ -282,6 +301,39 @@ impl SeriesCollector {
             }
         }
         out.into_iter().map(|(key, points)| Ok(Series { labels: decode_labels(&key)?, points })).collect()
+    }
+}
+
+impl SeriesCollector {
+    /// Removes the metric name from the series marked for it and merges the series that then
+    /// share a label set (in first-seen order).
+    fn remove_marked_names(&mut self) -> Result<()> {
+        let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut out: Vec<(Vec<u8>, Points)> = Vec::with_capacity(self.out.len());
+        for (key, points) in std::mem::take(&mut self.out) {
+            let key = if has_drop_mark_bytes(&key) {
+                let mut l = decode_labels(&key)?;
+                remove_marked_name(&mut l);
+                let mut k = Vec::with_capacity(key.len());
+                encode_labels(&l, &mut k);
+                k
+            } else {
+                key
+            };
+            match at.get(&key) {
+                Some(&n) => {
+                    out[n].1.extend(points);
+                    self.merged = true;
+                }
+                None => {
+                    at.insert(key.clone(), out.len());
+                    out.push((key, points));
+                }
+            }
+        }
+        self.out = out;
+        self.at = at;
+        Ok(())
     }
 }
 

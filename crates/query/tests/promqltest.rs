@@ -85,13 +85,15 @@ impl Backend for StrataEngine {
 }
 
 /// A fresh engine over `source`, with the settings the upstream files assume (5m lookback,
-/// experimental functions on). The engine's own timeout is upstream's 100 s; the runner's
-/// per-query timeout is shorter.
+/// experimental functions and delayed `__name__` removal on, as upstream's test engine has
+/// them). The engine's own timeout is upstream's 100 s; the runner's per-query timeout is
+/// shorter.
 fn new_backend(source: Arc<MemSource>) -> Arc<dyn Backend> {
     let opts = query::EngineOptions {
         lookback_delta_ms: 5 * 60 * 1000,
         timeout: Duration::from_secs(100),
         enable_experimental_functions: true,
+        enable_delayed_name_removal: true,
         ..Default::default()
     };
     Arc::new(StrataEngine(Arc::new(query::Engine::new(source as Arc<dyn engine::SeriesSource>, opts))))

@@ -26,7 +26,7 @@ use engine::Labels;
 use super::functions::{MeanAcc, VarAcc, kahan_inc, quantile};
 use super::{
     Accumulator, BatchView, EvalCtx, Grid, NodeSpec, SeriesData, decode_labels, encode_pair, encoded_pairs,
-    is_name_label_bytes, scalar_per_step,
+    has_drop_mark_bytes, is_name_label_bytes, mark_drop_name, scalar_per_step, without_drop_mark,
 };
 use crate::error::{Error, Result};
 
@@ -273,6 +273,9 @@ struct AggAcc {
     gidx: HashMap<Vec<u8>, usize>,
     /// Groups in first-seen order.
     groups: Vec<(Vec<u8>, Steps)>,
+    /// Per group: some member is marked for delayed name removal (the group's output then is
+    /// too, as Prometheus propagates its `DropName` flag through aggregations).
+    marked: Vec<bool>,
     /// Encoded labels of every input series (only for the operators that output members).
     members: Vec<Vec<u8>>,
     key: Vec<u8>,
@@ -307,6 +310,7 @@ impl AggAcc {
             k,
             gidx: HashMap::new(),
             groups: Vec::new(),
+            marked: Vec::new(),
             members: Vec::new(),
             key: Vec::new(),
         })
@@ -326,16 +330,21 @@ impl Accumulator for AggAcc {
                 None => {
                     self.gidx.insert(self.key.clone(), self.groups.len());
                     self.groups.push((self.key.clone(), Steps::new(op, nsteps)));
+                    self.marked.push(false);
                     self.groups.len() - 1
                 }
             };
+            if has_drop_mark_bytes(s.labels) {
+                self.marked[g] = true;
+            }
             let member = self.members.len() as u32;
             // limit_ratio keeps a series at a step by where its label hash falls.
             let mut ratio_offset = 0.0;
             if op.selects() {
                 self.members.push(s.labels.to_vec());
                 if op == AggOp::LimitRatio {
-                    ratio_offset = decode_labels(s.labels)?.stable_hash() as f64 / u64::MAX as f64;
+                    let l = decode_labels(s.labels)?;
+                    ratio_offset = without_drop_mark(&l).stable_hash() as f64 / u64::MAX as f64;
                 }
             }
             let state = &mut self.groups[g].1;
@@ -411,7 +420,7 @@ impl Accumulator for AggAcc {
     }
 
     fn finish(self: Box<Self>) -> Result<Vec<SeriesData>> {
-        let AggAcc { spec, ctx, param, groups, members, .. } = *self;
+        let AggAcc { spec, ctx, param, groups, marked, members, .. } = *self;
         let grid = spec.grid;
         let nsteps = grid.len();
         let t_of = |i: usize| grid.start + i as i64 * grid.step;
@@ -432,9 +441,12 @@ impl Accumulator for AggAcc {
             Ok(())
         };
         let mut cv_out: HashMap<Labels, usize> = HashMap::new();
-        for (key, state) in groups {
+        for ((key, state), marked) in groups.into_iter().zip(marked) {
             let glabels = decode_labels(&key)?;
             let mut agg = SeriesData::new(glabels.clone());
+            if marked {
+                mark_drop_name(&mut agg.labels);
+            }
             match state {
                 Steps::Sum { s, c, seen } => {
                     for i in (0..nsteps).filter(|&i| seen[i]) {

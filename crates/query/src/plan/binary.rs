@@ -212,14 +212,32 @@ impl NodeSpec for BinarySpec {
         let rhs = params.first().cloned().unwrap_or_default();
         let out = match (self.lhs_scalar, self.rhs_scalar) {
             (true, true) => self.scalar_scalar(&main, &rhs),
-            (false, true) => self.vector_scalar(main, &rhs, false),
-            (true, false) => self.vector_scalar(rhs, &main, true),
+            (false, true) => self.vector_scalar(main, &rhs, false, ctx),
+            (true, false) => self.vector_scalar(rhs, &main, true, ctx),
             (false, false) if self.op.is_set() => self.set_op(main, rhs),
-            (false, false) => self.vector_vector(main, rhs)?,
+            (false, false) => self.vector_vector(main, rhs, ctx)?,
         };
         ctx.check_samples(out.iter().map(|s| s.ts.len()).sum())?;
-        Ok(out)
+        in_time_order(out)
     }
+}
+
+/// Puts the points of every output series in time order. Two input series can give one output
+/// label set (e.g. `{job="a"} * 2` over two metric names); they merge when their points do not
+/// meet, and a step where both have a point is Prometheus's "same labelset" error.
+fn in_time_order(mut out: Vec<SeriesData>) -> Result<Vec<SeriesData>> {
+    for s in &mut out {
+        if s.ts.windows(2).all(|w| w[0] < w[1]) {
+            continue;
+        }
+        let mut pts: Vec<(i64, f64)> = s.ts.iter().copied().zip(s.vs.iter().copied()).collect();
+        pts.sort_by_key(|p| p.0);
+        if pts.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
+        }
+        (s.ts, s.vs) = pts.into_iter().unzip();
+    }
+    Ok(out)
 }
 
 /// Accumulates output points per result label set, in step order.
@@ -260,7 +278,9 @@ impl BinarySpec {
     /// The match-group signature; set operators also ignore the type-and-unit labels, as
     /// Prometheus does with them enabled.
     fn signature(&self, l: &Labels) -> Labels {
-        let ignored = |n: &str| if self.op.is_set() { super::is_name_label(n) } else { n == "__name__" };
+        let ignored = |n: &str| {
+            if self.op.is_set() { super::is_name_label(n) } else { n == "__name__" || n == super::DROP_NAME_MARK }
+        };
         if self.on {
             Labels::from_pairs(
                 l.iter()
@@ -288,13 +308,13 @@ impl BinarySpec {
     }
 
     /// `vector op scalar`, or `scalar op vector` when `swap`.
-    fn vector_scalar(&self, vec: Vec<SeriesData>, scalar: &[SeriesData], swap: bool) -> Vec<SeriesData> {
+    fn vector_scalar(&self, vec: Vec<SeriesData>, scalar: &[SeriesData], swap: bool, ctx: &EvalCtx) -> Vec<SeriesData> {
         let sv = scalar_per_step(scalar, &self.grid);
         let mut out = Out::default();
         for s in vec {
             let mut labels = s.labels.clone();
             if self.op.drops_name() || self.return_bool {
-                super::drop_name(&mut labels);
+                super::drop_name_or_mark(&mut labels, ctx);
             }
             for (&t, &v) in s.ts.iter().zip(&s.vs) {
                 let Some(i) = self.grid.index_of(t) else { continue };
@@ -346,7 +366,7 @@ impl BinarySpec {
         out.series
     }
 
-    fn vector_vector(&self, lhs: Vec<SeriesData>, rhs: Vec<SeriesData>) -> Result<Vec<SeriesData>> {
+    fn vector_vector(&self, lhs: Vec<SeriesData>, rhs: Vec<SeriesData>, ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
         // "many" side iterates, "one" side is looked up; group_right swaps them.
         let swapped = self.card == Card::OneToMany;
         let (many, one) = if swapped { (&rhs, &lhs) } else { (&lhs, &rhs) };
@@ -379,7 +399,7 @@ impl BinarySpec {
                     if let Some(f) = fill_one {
                         let (l, r) = if swapped { (f, v) } else { (v, f) };
                         if let Some(value) = self.compute(l, r) {
-                            out.push(self.result_labels(&many[s].labels, &empty), t, value);
+                            out.push(self.result_labels(&many[s].labels, &empty, ctx), t, value);
                         }
                     }
                     continue;
@@ -399,7 +419,7 @@ impl BinarySpec {
                 if !keep {
                     continue;
                 }
-                let labels = self.result_labels(&many[s].labels, &one[o].labels);
+                let labels = self.result_labels(&many[s].labels, &one[o].labels, ctx);
                 if self.card != Card::OneToOne && !inserted.insert(labels.clone()) {
                     return Err(Error::Execution(
                         "multiple matches for labels: grouping labels must ensure unique matches".into(),
@@ -433,11 +453,15 @@ impl BinarySpec {
         keep.then_some(value)
     }
 
-    fn result_labels(&self, many: &Labels, one: &Labels) -> Labels {
+    /// The labels of a result sample. Arithmetic drops the metric name (also with delayed name
+    /// removal, as Prometheus does); `bool` drops it or, delayed, marks it; a comparison filter
+    /// keeps the name and, as in Prometheus, clears an earlier mark.
+    fn result_labels(&self, many: &Labels, one: &Labels, ctx: &EvalCtx) -> Labels {
         let mut l = many.clone();
-        if self.op.drops_name() || self.return_bool {
+        if self.op.drops_name() || (self.return_bool && !ctx.delayed_name_removal) {
             super::drop_name(&mut l);
         }
+        l.remove(super::DROP_NAME_MARK);
         if self.card == Card::OneToOne {
             if self.on {
                 l = Labels::from_pairs(
@@ -457,13 +481,17 @@ impl BinarySpec {
                 None => l.remove(n),
             }
         }
+        if self.return_bool && ctx.delayed_name_removal {
+            super::mark_drop_name(&mut l);
+        }
         l
     }
 }
 
 /// A match-group signature as Prometheus prints it: `{a="b", c="d"}`.
 fn fmt_sig(l: &Labels) -> String {
-    let parts: Vec<String> = l.iter().map(|x| format!("{}={:?}", x.name, x.value)).collect();
+    let parts: Vec<String> =
+        l.iter().filter(|x| x.name != super::DROP_NAME_MARK).map(|x| format!("{}={:?}", x.name, x.value)).collect();
     format!("{{{}}}", parts.join(", "))
 }
 

@@ -216,7 +216,7 @@ impl NodeSpec for HistogramSpec {
         }
         let mut out = Vec::with_capacity(groups.len());
         for (mut labels, steps, name) in groups {
-            super::drop_name(&mut labels);
+            super::drop_name_or_mark(&mut labels, ctx);
             let mut o = SeriesData::new(labels);
             for (i, b) in steps.into_iter().enumerate() {
                 if b.is_empty() {

@@ -240,12 +240,12 @@ impl NodeSpec for InstantFnSpec {
         true
     }
 
-    fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
+    fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
         let pv: Vec<Vec<f64>> = params.iter().map(|p| scalar_per_step(p, &self.grid)).collect();
         let mut out = Vec::with_capacity(main.len());
         for s in main {
             let mut labels = s.labels;
-            super::drop_name(&mut labels);
+            super::drop_name_or_mark(&mut labels, ctx);
             let mut o = SeriesData::new(labels);
             for (&t, &v) in s.ts.iter().zip(&s.vs) {
                 let i = self.grid.index_of(t);

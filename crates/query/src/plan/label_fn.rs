@@ -104,6 +104,10 @@ impl NodeSpec for LabelFnSpec {
                         let mut res = String::new();
                         caps.expand(replacement, &mut res);
                         s.labels = set(&s.labels, dst, &res);
+                        if dst == "__name__" {
+                            // Writing the name keeps it (delayed name removal).
+                            s.labels.remove(super::DROP_NAME_MARK);
+                        }
                     }
                     out.push(s);
                 }
@@ -113,6 +117,9 @@ impl NodeSpec for LabelFnSpec {
                     let vals: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
                     let joined = vals.join(sep);
                     s.labels = set(&s.labels, dst, &joined);
+                    if dst == "__name__" {
+                        s.labels.remove(super::DROP_NAME_MARK);
+                    }
                     out.push(s);
                 }
             }

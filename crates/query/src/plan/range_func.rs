@@ -25,7 +25,7 @@ use arrow::array::RecordBatch;
 
 use super::functions::{MeanAcc, kahan_sum, linear_regression, quantile, variance};
 use super::{
-    BatchBuilder, BatchView, EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, dictionary_without_name, fmt_duration,
+    BatchBuilder, BatchView, EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, dictionary_dropping_name, fmt_duration,
     is_stale,
 };
 use crate::error::{Error, Result};
@@ -169,7 +169,7 @@ impl NodeSpec for RangeFuncSpec {
         for s in main {
             let mut labels = s.labels;
             if !self.func.keeps_name() {
-                super::drop_name(&mut labels);
+                super::drop_name_or_mark(&mut labels, ctx);
             }
             let mut o = SeriesData::new(labels);
             let w = self.eval_series(&s.ts, &s.vs, &pvals, &mut |t, v| o.push(t, v))?;
@@ -192,7 +192,8 @@ impl NodeSpec for RangeFuncSpec {
             ctx.check_samples(out.len() + max_window)?;
         }
         // Labels join late: the output shares the input's label sets, minus the metric name.
-        let dict = if self.func.keeps_name() { view.dictionary().clone() } else { dictionary_without_name(&view)? };
+        let dict =
+            if self.func.keeps_name() { view.dictionary().clone() } else { dictionary_dropping_name(&view, ctx)? };
         out.finish(dict)
     }
 }

@@ -52,8 +52,15 @@ impl NodeSpec for SubquerySpec {
         true
     }
 
-    fn eval(&self, main: Vec<SeriesData>, _params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
+    fn eval(&self, mut main: Vec<SeriesData>, _params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
         ctx.check_samples(main.iter().map(|s| s.ts.len()).sum())?;
+        if ctx.delayed_name_removal {
+            // The inner series become raw samples: a delayed name removal happens here, as
+            // Prometheus's subquery result series drop a name they are flagged to drop.
+            for s in &mut main {
+                super::remove_marked_name(&mut s.labels);
+            }
+        }
         Ok(main)
     }
 }

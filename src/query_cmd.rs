@@ -103,6 +103,8 @@ impl EngineArgs {
             timeout,
             enable_experimental_functions: experimental,
             enable_delayed_name_removal: delayed_name_removal,
+            // Bucket blocks and the head store no start timestamps yet (docs/promql.md).
+            use_start_timestamps: false,
         };
         flags.insert("query.max-samples".into(), self.max_samples.to_string());
         flags.insert("query.timeout".into(), self.timeout.clone());

@@ -6,9 +6,13 @@
 //! head, the StoreAPI client and remote read. Merging sources and replica dedup happen above, in `query`.
 //!
 //! ```text
-//!   matchers, [min_t, max_t] ──► SeriesSource ──► SeriesBatch { labels[i], offsets, (timestamp, value) }
+//!   matchers, [min_t, max_t] ──► SeriesSource ──► SeriesBatch { labels[i], offsets, (timestamp, value
+//!                                                                [, start_timestamp]) }
 //!                                                   series i = rows offsets[i]..offsets[i+1]
 //! ```
+//!
+//! The optional `start_timestamp` column (nullable) carries the samples' start times where the
+//! source knows them; only [`MemSource`] does so far.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -23,7 +27,9 @@ use futures::Stream;
 use crate::error::{Error, Result};
 use crate::labels::{Labels, Matcher, matches_all};
 
-/// Schema of [`SeriesBatch::samples`]: `timestamp` (Int64 ms), `value` (Float64).
+/// Schema of [`SeriesBatch::samples`]: `timestamp` (Int64 ms), `value` (Float64). A source that
+/// knows the samples' start timestamps (OpenTelemetry / remote-write 2.0 "created" times) adds a
+/// third column, [`sample_schema_with_start_timestamps`].
 pub fn sample_schema() -> SchemaRef {
     static S: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
     S.get_or_init(|| {
@@ -34,6 +40,25 @@ pub fn sample_schema() -> SchemaRef {
     })
     .clone()
 }
+
+/// [`sample_schema`] plus `start_timestamp` (Int64 ms, nullable): the start time of the counter
+/// interval a sample covers; null where unknown. Only [`MemSource`] fills it so far (bucket blocks
+/// and the head do not store start timestamps).
+pub fn sample_schema_with_start_timestamps() -> SchemaRef {
+    static S: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("timestamp", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+            Field::new("start_timestamp", DataType::Int64, true),
+        ]))
+    })
+    .clone()
+}
+
+/// One series' labels, timestamps, values and start timestamps (0 = unknown), as
+/// [`SeriesBatch::from_series_with_start_timestamps`] takes them.
+pub type SeriesWithStartTimestamps = (Labels, Vec<i64>, Vec<f64>, Vec<i64>);
 
 /// A batch of whole series and their samples.
 #[derive(Debug, Clone)]
@@ -71,6 +96,37 @@ impl SeriesBatch {
         )
         .map_err(|e| Error::arrow("building series batch", e))?;
         Ok(SeriesBatch { labels, offsets, samples })
+    }
+
+    /// Builds a batch from per-series samples with start timestamps (0 = unknown, stored as
+    /// null), schema [`sample_schema_with_start_timestamps`].
+    pub fn from_series_with_start_timestamps(series: Vec<SeriesWithStartTimestamps>) -> Result<Self> {
+        let mut sts = Vec::new();
+        let mut plain = Vec::with_capacity(series.len());
+        for (l, t, v, st) in series {
+            if st.len() != t.len() {
+                return Err(Error::BadLabels {
+                    labels: l.to_string(),
+                    reason: "start timestamps and timestamps differ in length".into(),
+                });
+            }
+            sts.extend_from_slice(&st);
+            plain.push((l, t, v));
+        }
+        let b = Self::from_series(plain)?;
+        let valid = arrow::buffer::NullBuffer::from(sts.iter().map(|&t| t != 0).collect::<Vec<bool>>());
+        let st = Int64Array::new(sts.into(), Some(valid));
+        let mut cols = b.samples.columns().to_vec();
+        cols.push(Arc::new(st));
+        let samples = RecordBatch::try_new(sample_schema_with_start_timestamps(), cols)
+            .map_err(|e| Error::arrow("building series batch", e))?;
+        Ok(SeriesBatch { samples, ..b })
+    }
+
+    /// The start timestamps column, when the source has one (null = unknown; the values under
+    /// nulls are 0).
+    pub fn start_timestamps(&self) -> Option<&Int64Array> {
+        self.samples.columns().get(2).and_then(|c| c.as_any().downcast_ref::<Int64Array>())
     }
 
     /// Number of series.
@@ -160,8 +216,8 @@ pub struct MemSource {
     series: RwLock<std::collections::BTreeMap<Labels, MemSeries>>,
 }
 
-/// Timestamps and values of one in-memory series.
-type MemSeries = (Vec<i64>, Vec<f64>);
+/// Timestamps, values and start timestamps (0 = unknown) of one in-memory series.
+type MemSeries = (Vec<i64>, Vec<f64>, Vec<i64>);
 
 /// Series per batch emitted by [`MemSource`].
 const MEM_BATCH_SERIES: usize = 1024;
@@ -175,36 +231,43 @@ impl MemSource {
     /// Adds samples to a series; samples are kept sorted by timestamp and a later sample with an
     /// existing timestamp replaces the earlier one.
     pub fn add(&self, labels: Labels, ts: &[i64], vs: &[f64]) {
+        self.add_with_start_timestamps(labels, ts, vs, &[]);
+    }
+
+    /// [`MemSource::add`] with a start timestamp per sample (ms; 0 = unknown; missing entries
+    /// count as unknown). Batches of series that have any start timestamp carry the
+    /// `start_timestamp` column ([`sample_schema_with_start_timestamps`]).
+    pub fn add_with_start_timestamps(&self, labels: Labels, ts: &[i64], vs: &[f64], sts: &[i64]) {
         let mut g = match self.series.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         let e = g.entry(labels).or_default();
-        let mut pairs: Vec<(i64, f64)> = e.0.iter().copied().zip(e.1.iter().copied()).collect();
-        pairs.extend(ts.iter().copied().zip(vs.iter().copied()));
+        let mut pts: Vec<(i64, f64, i64)> = e.0.iter().zip(&e.1).zip(&e.2).map(|((&t, &v), &st)| (t, v, st)).collect();
+        pts.extend(ts.iter().zip(vs).enumerate().map(|(i, (&t, &v))| (t, v, sts.get(i).copied().unwrap_or(0))));
         // stable sort keeps insertion order among equal timestamps; keep the last one
-        pairs.sort_by_key(|p| p.0);
-        let mut out: Vec<(i64, f64)> = Vec::with_capacity(pairs.len());
-        for p in pairs {
+        pts.sort_by_key(|p| p.0);
+        let mut out: Vec<(i64, f64, i64)> = Vec::with_capacity(pts.len());
+        for p in pts {
             match out.last_mut() {
                 Some(last) if last.0 == p.0 => *last = p,
                 _ => out.push(p),
             }
         }
-        *e = (out.iter().map(|p| p.0).collect(), out.iter().map(|p| p.1).collect());
+        *e = (out.iter().map(|p| p.0).collect(), out.iter().map(|p| p.1).collect(), out.iter().map(|p| p.2).collect());
     }
 
-    fn matching(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Vec<(Labels, Vec<i64>, Vec<f64>)> {
+    fn matching(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Vec<SeriesWithStartTimestamps> {
         let g = match self.series.read() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         g.iter()
             .filter(|(l, _)| matches_all(matchers, l))
-            .filter_map(|(l, (t, v))| {
+            .filter_map(|(l, (t, v, st))| {
                 let a = t.partition_point(|&x| x < min_t);
                 let b = t.partition_point(|&x| x <= max_t);
-                (a < b).then(|| (l.clone(), t[a..b].to_vec(), v[a..b].to_vec()))
+                (a < b).then(|| (l.clone(), t[a..b].to_vec(), v[a..b].to_vec(), st[a..b].to_vec()))
             })
             .collect()
     }
@@ -218,7 +281,11 @@ impl SeriesSource for MemSource {
         let mut it = all.into_iter().peekable();
         while it.peek().is_some() {
             let chunk: Vec<_> = it.by_ref().take(MEM_BATCH_SERIES).collect();
-            batches.push(SeriesBatch::from_series(chunk));
+            if chunk.iter().any(|s| s.3.iter().any(|&st| st != 0)) {
+                batches.push(SeriesBatch::from_series_with_start_timestamps(chunk));
+            } else {
+                batches.push(SeriesBatch::from_series(chunk.into_iter().map(|(l, t, v, _)| (l, t, v)).collect()));
+            }
         }
         Ok(Box::pin(futures::stream::iter(batches)))
     }
@@ -256,5 +323,30 @@ mod tests {
         assert_eq!(t, &[2, 3]);
         assert_eq!(s.label_values("__name__", &[], 0, 10).await.unwrap(), vec!["a".to_string(), "b".to_string()]);
         assert!(s.series(&[], 6, 10).await.unwrap().is_empty());
+        // Without start timestamps the batch has no start_timestamp column.
+        assert!(b.start_timestamps().is_none());
+    }
+
+    #[tokio::test]
+    async fn mem_source_yields_start_timestamps_as_a_nullable_column() {
+        let s = MemSource::new();
+        s.add_with_start_timestamps(
+            Labels::from_pairs([("__name__", "c")]),
+            &[10, 20, 30],
+            &[1.0, 2.0, 3.0],
+            &[5, 0, 25],
+        );
+        s.add(Labels::from_pairs([("__name__", "d")]), &[10], &[1.0]);
+        // A later add of an existing timestamp replaces the sample and its start timestamp.
+        s.add_with_start_timestamps(Labels::from_pairs([("__name__", "c")]), &[30], &[4.0], &[28]);
+        let req = SelectRequest { min_t: 0, max_t: 100, ..Default::default() };
+        let batches: Vec<SeriesBatch> = s.select(&req).await.unwrap().try_collect().await.unwrap();
+        let b = &batches[0];
+        assert_eq!(b.samples.schema(), sample_schema_with_start_timestamps());
+        let st = b.start_timestamps().unwrap();
+        // c: 5, unknown, 28; d (no start timestamps): unknown.
+        assert_eq!(st.values().as_ref(), &[5, 0, 28, 0]);
+        assert_eq!((0..4).map(|i| st.is_null(i)).collect::<Vec<_>>(), vec![false, true, false, true]);
+        assert_eq!(b.series(0).2, &[1.0, 2.0, 4.0]);
     }
 }

@@ -40,6 +40,11 @@ pub struct EngineOptions {
     /// from the marked series when the result is built, so `label_replace`/`label_join` can still
     /// read or keep it and `by (__name__)` still sees it.
     pub enable_delayed_name_removal: bool,
+    /// Use the samples' start timestamps where the source has them (Prometheus's
+    /// `use-start-timestamps`, 3.12); default off. `rate`, `increase`, `irate` and `resets` then
+    /// also see a counter reset where a start timestamp says one happened, and `rate`/`increase`
+    /// count from a zero at the first sample's start time instead of extrapolating to the left.
+    pub use_start_timestamps: bool,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +55,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             enable_experimental_functions: false,
             enable_delayed_name_removal: false,
+            use_start_timestamps: false,
         }
     }
 }
@@ -167,6 +173,7 @@ impl Engine {
             query_end: end,
             query_step: step,
             default_subquery_step: DEFAULT_SUBQUERY_STEP_MS,
+            use_start_timestamps: self.inner.opts.use_start_timestamps,
         }
     }
 

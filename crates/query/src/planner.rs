@@ -22,7 +22,7 @@ use crate::plan::instant_select::InstantSelectSpec;
 use crate::plan::label_fn::{LabelFnSpec, LabelOp};
 use crate::plan::literal::{LiteralKind, LiteralSpec};
 use crate::plan::range_func::{RangeFn, RangeFuncSpec};
-use crate::plan::series_scan::{MatcherSpec, ScanSpec};
+use crate::plan::series_scan::{self, MatcherSpec, ScanSpec};
 use crate::plan::step_fn::{StepFnSpec, StepOp};
 use crate::plan::subquery::SubquerySpec;
 use crate::plan::{F64, Grid, PromLogical, TimeShift};
@@ -62,6 +62,8 @@ pub(crate) struct Planner {
     pub(crate) query_step: i64,
     /// Resolution of subqueries that give none (ms).
     pub(crate) default_subquery_step: i64,
+    /// Scans under `rate`, `increase`, `irate` and `resets` read start timestamps.
+    pub(crate) use_start_timestamps: bool,
 }
 
 /// Milliseconds of a parser duration.
@@ -241,8 +243,18 @@ impl Planner {
         for o in &vs.matchers.or_matchers {
             sets.push(conv(o)?);
         }
-        let spec = ScanSpec { matcher_sets: sets, min_t, max_t, range_ms, step_ms, func: func.map(str::to_string) };
-        Ok(PromLogical::plan(spec, vec![]))
+        let start_timestamps =
+            self.use_start_timestamps && matches!(func, Some("Rate" | "Increase" | "Irate" | "Resets"));
+        let spec = ScanSpec {
+            matcher_sets: sets,
+            min_t,
+            max_t,
+            range_ms,
+            step_ms,
+            func: func.map(str::to_string),
+            start_timestamps,
+        };
+        Ok(series_scan::plan(spec))
     }
 
     /// A scalar literal on `grid`.
@@ -465,8 +477,9 @@ impl Planner {
             range_ms: 0,
             step_ms: grid.step,
             func: Some("info".into()),
+            start_timestamps: false,
         };
-        let scan = PromLogical::plan(scan, vec![]);
+        let scan = series_scan::plan(scan);
         let select = InstantSelectSpec { grid, lookback: self.lookback, shift: reference, sample_timestamp: true };
         let info = PromLogical::plan(select, vec![scan]);
         Ok(PromLogical::plan(spec, vec![base, info]))
@@ -889,6 +902,17 @@ fn annotation_position(text: &str, calls: &[CallSite<'_>], msg: &str) -> Option<
             .find(|(_, a)| literal_value(a).is_some_and(|v| crate::plan::aggregate::go_float(v) == got.trim()));
         return by_value.or(args.first()).map(|(at, _)| line_col(text, *at));
     }
+    if msg.contains("start time that overlaps with previous sample timestamp") {
+        // Prometheus positions it at the range argument of `rate` / `increase`.
+        let metric = msg.split("for metric \"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+        let args: Vec<(usize, &str)> = calls
+            .iter()
+            .filter(|c| matches!(c.name, "rate" | "increase"))
+            .filter_map(|c| c.args.first().copied())
+            .collect();
+        let by_name = args.iter().find(|(_, a)| !metric.is_empty() && a.contains(metric));
+        return by_name.or(args.first()).map(|(at, _)| line_col(text, *at));
+    }
     let histogram_vector = msg.contains("bucket label \"le\" is missing")
         || msg.contains("needed to be fixed for monotonicity")
         || msg.contains("mix of classic and native histograms");
@@ -968,6 +992,8 @@ mod tests {
             pos("sum(histogram_quantile(0.5, other{a=\"(\"})) + histogram_quantile(0.5,\n  series)", le),
             format!("{le} (2:3)")
         );
+        let st = "PromQL warning: sample has start time that overlaps with previous sample timestamp for metric \"c\"";
+        assert_eq!(pos("sum(rate(b[1m])) + increase(\n c[5m])", st), format!("{st} (2:2)"));
         // Unknown annotations and ones with a position stay as they are.
         assert_eq!(pos("sort(x)", "PromQL warning: something (1:1)"), "PromQL warning: something (1:1)");
         assert_eq!(pos("x", "PromQL info: other"), "PromQL info: other");

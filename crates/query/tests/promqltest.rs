@@ -85,8 +85,8 @@ impl Backend for StrataEngine {
 }
 
 /// A fresh engine over `source`, with the settings the upstream files assume (5m lookback,
-/// experimental functions and delayed `__name__` removal on, as upstream's test engine has
-/// them). The engine's own timeout is upstream's 100 s; the runner's per-query timeout is
+/// experimental functions, delayed `__name__` removal and start timestamps on, as upstream's
+/// test engine has them). The engine's own timeout is upstream's 100 s; the runner's per-query timeout is
 /// shorter.
 fn new_backend(source: Arc<MemSource>) -> Arc<dyn Backend> {
     let opts = query::EngineOptions {
@@ -94,6 +94,7 @@ fn new_backend(source: Arc<MemSource>) -> Arc<dyn Backend> {
         timeout: Duration::from_secs(100),
         enable_experimental_functions: true,
         enable_delayed_name_removal: true,
+        use_start_timestamps: true,
         ..Default::default()
     };
     Arc::new(StrataEngine(Arc::new(query::Engine::new(source as Arc<dyn engine::SeriesSource>, opts))))
@@ -486,13 +487,16 @@ impl Scope {
 
     fn load(&mut self, cmd: &LoadCmd) {
         for s in &cmd.series {
-            let (mut ts, mut vs) = (Vec::new(), Vec::new());
+            let (mut ts, mut vs, mut sts) = (Vec::new(), Vec::new(), Vec::new());
             let mut hist = false;
             for (i, v) in s.vals.iter().enumerate() {
                 match v {
                     SeqVal::Float(f) => {
-                        ts.push(i as i64 * cmd.interval);
+                        let t = i as i64 * cmd.interval;
+                        ts.push(t);
                         vs.push(*f);
+                        // `@st` offsets are relative to the sample's time; none = unknown (0).
+                        sts.push(s.st.as_ref().and_then(|o| o.get(i).copied().flatten()).map_or(0, |o| t + o));
                     }
                     SeqVal::Hist => hist = true,
                     SeqVal::Omitted => {}
@@ -502,7 +506,7 @@ impl Scope {
                 self.hist_series.push(s.labels.clone());
             }
             if !ts.is_empty() {
-                self.source.add(s.labels.clone(), &ts, &vs);
+                self.source.add_with_start_timestamps(s.labels.clone(), &ts, &vs, &sts);
             }
         }
         if cmd.with_nhcb {

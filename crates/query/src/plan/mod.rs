@@ -26,6 +26,10 @@
 //! selector: timestamps are the evaluation steps of the node's [`Grid`]). A PromQL scalar is a
 //! single series with an empty label set and a value at every step.
 //!
+//! One exception: a scan that reads start timestamps (`EngineOptions::use_start_timestamps`,
+//! under `rate`, `increase`, `irate` and `resets`) adds a fourth, nullable `start_timestamp`
+//! column ([`prom_schema_with_start_timestamps`]) that only the range function above it reads.
+//!
 //! # How a node consumes its input
 //!
 //! [`PromExec`] runs a [`NodeSpec`] in one of three ways, chosen by the spec:
@@ -173,6 +177,19 @@ pub(crate) fn prom_schema() -> SchemaRef {
             Field::new("timestamp", DataType::Int64, false),
             Field::new("value", DataType::Float64, false),
         ]))
+    })
+    .clone()
+}
+
+/// [`prom_schema`] plus `start_timestamp` (Int64 ms, nullable; null = unknown): what a scan
+/// that reads start timestamps emits (see [`series_scan`]). Only the range function directly above
+/// such a scan reads the extra column; every other node emits [`prom_schema`].
+pub(crate) fn prom_schema_with_start_timestamps() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        let mut fields: Vec<Field> = prom_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("start_timestamp", DataType::Int64, true));
+        Arc::new(Schema::new(fields))
     })
     .clone()
 }
@@ -436,6 +453,8 @@ pub(crate) struct SeriesRef<'a> {
     pub(crate) ts: &'a [i64],
     /// Values, one per timestamp.
     pub(crate) vs: &'a [f64],
+    /// Row of the series' first sample in the batch.
+    pub(crate) row: usize,
 }
 
 impl<'a> BatchView<'a> {
@@ -482,7 +501,7 @@ impl<'a> BatchView<'a> {
             while j < keys.len() && keys[j] == k {
                 j += 1;
             }
-            let s = SeriesRef { key: k, labels: dict.value(k as usize), ts: &ts[i..j], vs: &vs[i..j] };
+            let s = SeriesRef { key: k, labels: dict.value(k as usize), ts: &ts[i..j], vs: &vs[i..j], row: i };
             i = j;
             Some(s)
         })
@@ -801,8 +820,14 @@ pub(crate) struct PromLogical<S: NodeSpec> {
 impl<S: NodeSpec> PromLogical<S> {
     /// Wraps the node into a logical plan.
     pub(crate) fn plan(spec: S, inputs: Vec<LogicalPlan>) -> LogicalPlan {
+        Self::plan_with_schema(spec, inputs, prom_df_schema())
+    }
+
+    /// Wraps the node into a logical plan whose output has `schema` (a scan reading start
+    /// timestamps, see [`prom_schema_with_start_timestamps`]).
+    pub(crate) fn plan_with_schema(spec: S, inputs: Vec<LogicalPlan>, schema: DFSchemaRef) -> LogicalPlan {
         LogicalPlan::Extension(datafusion::logical_expr::Extension {
-            node: Arc::new(PromLogical { spec, inputs, schema: prom_df_schema() }),
+            node: Arc::new(PromLogical { spec, inputs, schema }),
         })
     }
 }

@@ -21,12 +21,12 @@
 
 use std::fmt;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, Int64Array, RecordBatch};
 
 use super::functions::{MeanAcc, kahan_sum, linear_regression, quantile, variance};
 use super::{
-    BatchBuilder, BatchView, EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, dictionary_dropping_name, fmt_duration,
-    is_stale,
+    BatchBuilder, BatchView, EvalCtx, Grid, NodeSpec, SeriesData, TimeShift, dictionary_dropping_name, encoded_pairs,
+    fmt_duration, is_stale,
 };
 use crate::error::{Error, Result};
 
@@ -172,7 +172,7 @@ impl NodeSpec for RangeFuncSpec {
                 super::drop_name_or_mark(&mut labels, ctx);
             }
             let mut o = SeriesData::new(labels);
-            let w = self.eval_series(&s.ts, &s.vs, &pvals, &mut |t, v| o.push(t, v))?;
+            let w = self.eval_series(&s.ts, &s.vs, None, &pvals, &mut |t, v| o.push(t, v))?.0;
             max_window = max_window.max(w);
             total += o.ts.len();
             ctx.check_samples(total + max_window)?;
@@ -186,8 +186,18 @@ impl NodeSpec for RangeFuncSpec {
         let pvals = self.param_values(params, ctx);
         let mut out = BatchBuilder::with_capacity(self.grid.len().min(batch.num_rows()));
         let mut max_window = 0usize;
+        // Start timestamps, when the scan below reads them (0 = unknown, also under nulls).
+        let sts = batch.columns().get(3).and_then(|c| c.as_any().downcast_ref::<Int64Array>()).map(|a| a.values());
         for s in view.series() {
-            let w = self.eval_series(s.ts, s.vs, &pvals, &mut |t, v| out.push(s.key, t, v))?;
+            let st = sts.and_then(|a| a.get(s.row..s.row + s.ts.len()));
+            let (w, overlap) = self.eval_series(s.ts, s.vs, st, &pvals, &mut |t, v| out.push(s.key, t, v))?;
+            if overlap {
+                let name = encoded_pairs(s.labels).find(|(n, _)| *n == b"__name__").map(|(_, v)| v).unwrap_or_default();
+                ctx.warn(format!(
+                    "PromQL warning: sample has start time that overlaps with previous sample timestamp for metric \"{}\"",
+                    String::from_utf8_lossy(name)
+                ));
+            }
             max_window = max_window.max(w);
             ctx.check_samples(out.len() + max_window)?;
         }
@@ -211,16 +221,36 @@ impl RangeFuncSpec {
     }
 
     /// Evaluates one series at every step, handing each output point to `emit`; returns the
-    /// largest window seen (in samples).
-    fn eval_series(&self, ts: &[i64], vs: &[f64], pvals: &[Vec<f64>], emit: &mut dyn FnMut(i64, f64)) -> Result<usize> {
+    /// largest window seen (in samples) and whether a window had a start timestamp overlapping
+    /// the previous sample (Prometheus's warning). `sts` are the samples' start timestamps
+    /// (0 = unknown), when the scan reads them.
+    fn eval_series(
+        &self,
+        ts: &[i64],
+        vs: &[f64],
+        sts: Option<&[i64]>,
+        pvals: &[Vec<f64>],
+        emit: &mut dyn FnMut(i64, f64),
+    ) -> Result<(usize, bool)> {
         // Stale markers are not samples for range functions.
         let filtered: (Vec<i64>, Vec<f64>);
-        let (ts, vs) = if vs.iter().any(|v| is_stale(*v)) {
+        let filtered_st: Vec<i64>;
+        let (ts, vs, sts) = if vs.iter().any(|v| is_stale(*v)) {
             filtered = ts.iter().zip(vs).filter(|p| !is_stale(*p.1)).map(|(t, v)| (*t, *v)).unzip();
-            (filtered.0.as_slice(), filtered.1.as_slice())
+            let sts = match sts {
+                Some(st) => {
+                    filtered_st = st.iter().zip(vs).filter(|p| !is_stale(*p.1)).map(|p| *p.0).collect();
+                    Some(filtered_st.as_slice())
+                }
+                None => None,
+            };
+            (filtered.0.as_slice(), filtered.1.as_slice(), sts)
         } else {
-            (ts, vs)
+            (ts, vs, sts)
         };
+        // A series without any start timestamp behaves as without the column.
+        let sts = sts.filter(|st| st.len() == ts.len() && st.iter().any(|&x| x != 0));
+        let mut overlap = false;
         let mut max_window = 0usize;
         let (mut lo, mut hi) = (0usize, 0usize);
         for (i, t) in self.grid.times().enumerate() {
@@ -250,36 +280,50 @@ impl RangeFuncSpec {
                 continue;
             }
             let p = |k: usize| pvals.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
-            if let Some(v) = self.kernel(wt, wv, start, te, t, &p)? {
+            let wst = sts.map(|st| &st[lo..hi_c]);
+            if let Some(v) = self.kernel(wt, wv, wst, start, te, t, &p, &mut overlap)? {
                 emit(t, v);
             }
         }
-        Ok(max_window)
+        Ok((max_window, overlap))
     }
 
-    /// Applies the function to one non-empty window.
+    /// Applies the function to one non-empty window; `sts` are the window's start timestamps
+    /// (read by `rate`, `increase`, `irate` and `resets`), `overlap` is set when `rate` or
+    /// `increase` sees a start timestamp overlapping the previous sample.
+    #[allow(clippy::too_many_arguments)]
     fn kernel(
         &self,
         ts: &[i64],
         vs: &[f64],
+        sts: Option<&[i64]>,
         range_start: i64,
         range_end: i64,
         intercept_t: i64,
         p: &dyn Fn(usize) -> f64,
+        overlap: &mut bool,
     ) -> Result<Option<f64>> {
         use RangeFn::*;
         let n = vs.len();
         let last = vs[n - 1];
+        // A counter reset between samples i-1 and i: the value drops, or the start timestamp says so.
+        let reset = |i: usize| vs[i] < vs[i - 1] || sts.is_some_and(|s| st_reset(s[i - 1], ts[i - 1], s[i], ts[i]));
         Ok(match self.func {
-            Rate => extrapolated_rate(ts, vs, range_start, range_end, true, true),
-            Increase => extrapolated_rate(ts, vs, range_start, range_end, true, false),
-            Delta => extrapolated_rate(ts, vs, range_start, range_end, false, false),
+            Rate | Increase => {
+                if let Some(s) = sts
+                    && !*overlap
+                {
+                    *overlap = (1..n).any(|i| s[i] != 0 && s[i] < ts[i - 1] && s[i] != s[i - 1]);
+                }
+                extrapolated_rate(ts, vs, sts, range_start, range_end, true, self.func == Rate)
+            }
+            Delta => extrapolated_rate(ts, vs, None, range_start, range_end, false, false),
             Irate | Idelta => {
                 if n < 2 {
                     return Ok(None);
                 }
                 let (prev, cur) = (vs[n - 2], vs[n - 1]);
-                let dv = if self.func == Irate && cur < prev { cur } else { cur - prev };
+                let dv = if self.func == Irate && reset(n - 1) { cur } else { cur - prev };
                 if self.func == Idelta {
                     Some(dv)
                 } else {
@@ -306,7 +350,7 @@ impl RangeFuncSpec {
             Changes => {
                 Some(vs.windows(2).filter(|w| !(w[0] == w[1] || (w[0].is_nan() && w[1].is_nan()))).count() as f64)
             }
-            Resets => Some(vs.windows(2).filter(|w| w[1] < w[0]).count() as f64),
+            Resets => Some((1..n).filter(|&i| reset(i)).count() as f64),
             AvgOverTime => {
                 let mut m = MeanAcc::default();
                 vs.iter().for_each(|v| m.add(*v));
@@ -370,47 +414,81 @@ impl RangeFuncSpec {
     }
 }
 
+/// Whether a start timestamp says a counter reset happened between the previous sample
+/// (`prev_st`, `prev_t`) and the current one (`st`, `t`), as Prometheus 3.12 decides it: an
+/// unknown (0), invalid (after `t`) or OpenTelemetry "unknown start" (= `t`) start time is no
+/// reset, nor one before the previous sample; one after it is; one exactly at it is a reset
+/// for a delta series (the previous sample had a valid start time of its own) and not for a
+/// cumulative series whose start is unknown.
+fn st_reset(prev_st: i64, prev_t: i64, st: i64, t: i64) -> bool {
+    if st == 0 || st >= t || st < prev_t {
+        return false;
+    }
+    if st > prev_t {
+        return true;
+    }
+    prev_st <= prev_t && prev_st != 0 && prev_st != prev_t
+}
+
 /// `rate`, `increase` and `delta` with Prometheus 3's extrapolation: towards each window edge
 /// by at most half the average sample interval unless the samples reach within 1.1 intervals
 /// of it, and (counters) never below the point where the counter would have been zero.
+///
+/// With start timestamps (`sts`, 0 = unknown; counters only) a start timestamp can mark a
+/// counter reset, and when the first sample's start time lies inside the window the counter
+/// counts from a zero there instead of being extrapolated to the left (so one sample is
+/// enough).
 fn extrapolated_rate(
     ts: &[i64],
     vs: &[f64],
+    sts: Option<&[i64]>,
     range_start: i64,
     range_end: i64,
     counter: bool,
     rate: bool,
 ) -> Option<f64> {
     let n = vs.len();
-    if n < 2 {
+    if n == 0 {
         return None;
     }
+    let sts = sts.filter(|_| counter);
     let mut result = vs[n - 1] - vs[0];
     if counter {
-        for w in vs.windows(2) {
-            if w[1] < w[0] {
-                result += w[0];
+        for i in 1..n {
+            if vs[i] < vs[i - 1] || sts.is_some_and(|s| st_reset(s[i - 1], ts[i - 1], s[i], ts[i])) {
+                result += vs[i - 1];
             }
         }
     }
     let mut to_start = (ts[0] - range_start) as f64 / 1000.0;
     let mut to_end = (range_end - ts[n - 1]) as f64 / 1000.0;
-    let sampled = (ts[n - 1] - ts[0]) as f64 / 1000.0;
-    let avg = sampled / (n - 1) as f64;
+    let mut sampled = (ts[n - 1] - ts[0]) as f64 / 1000.0;
+    let avg = if n > 1 { sampled / (n - 1) as f64 } else { 0.0 };
     let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
-    if counter && result > 0.0 && vs[0] >= 0.0 {
-        let to_zero = sampled * (vs[0] / result);
-        if to_zero < to_start {
-            to_start = to_zero;
+    match sts.map(|s| s[0]) {
+        Some(st0) if st0 != 0 && st0 > range_start && st0 < ts[0] => {
+            // A zero at the first sample's start time replaces the extrapolation to the left.
+            to_start = 0.0;
+            sampled = (ts[n - 1] - st0) as f64 / 1000.0;
+            result += vs[0];
+        }
+        _ if n == 1 => return None,
+        _ => {
+            if to_start >= threshold {
+                to_start = avg / 2.0;
+            }
+            if counter && result > 0.0 && vs[0] >= 0.0 {
+                let to_zero = sampled * (vs[0] / result);
+                if to_zero < to_start {
+                    to_start = to_zero;
+                }
+            }
         }
     }
     if to_end >= threshold {
         to_end = avg / 2.0;
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
+    let mut factor = if sampled != 0.0 { (sampled + to_start + to_end) / sampled } else { 1.0 };
     if rate {
         factor /= (range_end - range_start) as f64 / 1000.0;
     }
@@ -439,6 +517,32 @@ mod tests {
         assert_eq!(o.labels.get("__name__"), None);
         let o = run(RangeFn::Increase, Grid::new(300_000, 300_000, 1), 60_000, ts, vs);
         assert!((o.vs[0] - 40.0).abs() < 1e-9, "{}", o.vs[0]);
+    }
+
+    #[test]
+    fn start_timestamp_resets_follow_prometheus() {
+        let m = 60_000;
+        // Unknown, invalid, OpenTelemetry "unknown start" (= t) and before-the-previous-sample
+        // start times are no resets.
+        assert!(!st_reset(0, m, 0, 2 * m));
+        assert!(!st_reset(0, m, 3 * m, 2 * m));
+        assert!(!st_reset(0, m, 2 * m, 2 * m));
+        assert!(!st_reset(m / 2, m, m / 2, 2 * m));
+        // After the previous sample: a reset.
+        assert!(st_reset(0, m, m + 1, 2 * m));
+        // Exactly at the previous sample: a delta point when the previous start time is valid,
+        // not when it is unknown, equal to its time, or after it.
+        assert!(!st_reset(0, m, m, 2 * m) && !st_reset(m, m, m, 2 * m));
+        assert!(!st_reset(2 * m, m, m, 2 * m));
+        assert!(st_reset(1, m, m, 2 * m));
+        // Without start timestamps the rate is the one of plain extrapolation.
+        let ts = [60_000, 120_000];
+        let plain = extrapolated_rate(&ts, &[1.0, 2.0], None, 0, 120_000, true, false);
+        let unknown = extrapolated_rate(&ts, &[1.0, 2.0], Some(&[0, 0]), 0, 120_000, true, false);
+        assert_eq!(plain, unknown);
+        // A start time inside the window replaces the left extrapolation by a zero there.
+        let st = extrapolated_rate(&ts, &[1.0, 2.0], Some(&[30_000, 30_000]), 0, 120_000, true, false);
+        assert_eq!(st, Some(2.0));
     }
 
     #[test]

@@ -69,6 +69,27 @@ pub(crate) struct ScanSpec {
     pub(crate) step_ms: i64,
     /// Function the selector feeds, if any (a hint for sources).
     pub(crate) func: Option<String>,
+    /// Emit the sources' start timestamps as a fourth column (see
+    /// [`super::prom_schema_with_start_timestamps`]); null where a source has none.
+    pub(crate) start_timestamps: bool,
+}
+
+/// The logical scan of `spec`, with the four-column schema when it reads start timestamps.
+pub(crate) fn plan(spec: ScanSpec) -> datafusion::logical_expr::LogicalPlan {
+    if spec.start_timestamps {
+        let schema =
+            datafusion::common::DFSchema::try_from(super::prom_schema_with_start_timestamps().as_ref().clone())
+                .map(Arc::new)
+                .unwrap_or_else(|_| super::prom_df_schema());
+        PromLogical::plan_with_schema(spec, vec![], schema)
+    } else {
+        PromLogical::plan(spec, vec![])
+    }
+}
+
+/// The schema a scan of `spec` emits.
+fn scan_schema(spec: &ScanSpec) -> arrow::datatypes::SchemaRef {
+    if spec.start_timestamps { super::prom_schema_with_start_timestamps() } else { prom_schema() }
 }
 
 impl NodeSpec for ScanSpec {
@@ -88,7 +109,11 @@ impl NodeSpec for ScanSpec {
             }
             f.write_str("}")?;
         }
-        write!(f, ", range=[{}, {}]", self.min_t, self.max_t)
+        write!(f, ", range=[{}, {}]", self.min_t, self.max_t)?;
+        if self.start_timestamps {
+            f.write_str(", start_timestamps")?;
+        }
+        Ok(())
     }
 
     fn eval(&self, _main: Vec<SeriesData>, _params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
@@ -111,7 +136,17 @@ pub(crate) struct SeriesScanExec {
 impl SeriesScanExec {
     /// A scan of `node` over `source`.
     pub(crate) fn new(node: SeriesScan, source: Arc<dyn SeriesSource>, _ctx: EvalCtx) -> Self {
-        SeriesScanExec { spec: node.spec, source, props: prom_properties(), metrics: ExecutionPlanMetricsSet::new() }
+        let props = if node.spec.start_timestamps {
+            Arc::new(PlanProperties::new(
+                datafusion::physical_expr::EquivalenceProperties::new(scan_schema(&node.spec)),
+                datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
+                datafusion::physical_plan::execution_plan::EmissionType::Final,
+                datafusion::physical_plan::execution_plan::Boundedness::Bounded,
+            ))
+        } else {
+            prom_properties()
+        };
+        SeriesScanExec { spec: node.spec, source, props, metrics: ExecutionPlanMetricsSet::new() }
     }
 }
 
@@ -122,8 +157,9 @@ impl DisplayAs for SeriesScanExec {
     }
 }
 
-/// Converts a source batch to the plan layout without copying the sample columns.
-fn convert(b: SeriesBatch) -> Result<RecordBatch> {
+/// Converts a source batch to the plan layout without copying the sample columns; with
+/// `start_timestamps`, the source's start timestamps (or nulls) become a fourth column.
+fn convert(b: SeriesBatch, start_timestamps: bool) -> Result<RecordBatch> {
     let mut dict = Vec::new();
     let mut offs: Vec<i32> = vec![0];
     let mut keys = Vec::with_capacity(b.samples.num_rows());
@@ -137,8 +173,16 @@ fn convert(b: SeriesBatch) -> Result<RecordBatch> {
         .map_err(|e| Error::Internal(format!("scan labels: {e}")))?;
     let d = DictionaryArray::<UInt32Type>::try_new(UInt32Array::from(keys), Arc::new(values))
         .map_err(|e| Error::Internal(format!("scan labels: {e}")))?;
-    let cols: Vec<ArrayRef> = vec![Arc::new(d), b.samples.column(0).clone(), b.samples.column(1).clone()];
-    RecordBatch::try_new(prom_schema(), cols).map_err(|e| Error::Internal(format!("scan batch: {e}")))
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(d), b.samples.column(0).clone(), b.samples.column(1).clone()];
+    if !start_timestamps {
+        return RecordBatch::try_new(prom_schema(), cols).map_err(|e| Error::Internal(format!("scan batch: {e}")));
+    }
+    cols.push(match b.start_timestamps() {
+        Some(st) => Arc::new(st.clone()),
+        None => arrow::array::new_null_array(&arrow::datatypes::DataType::Int64, b.samples.num_rows()),
+    });
+    RecordBatch::try_new(super::prom_schema_with_start_timestamps(), cols)
+        .map_err(|e| Error::Internal(format!("scan batch: {e}")))
 }
 
 impl ExecutionPlan for SeriesScanExec {
@@ -173,6 +217,8 @@ impl ExecutionPlan for SeriesScanExec {
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
         let spec = self.spec.clone();
         let source = self.source.clone();
+        let schema = scan_schema(&spec);
+        let out_schema = schema.clone();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fut = async move {
             let hints = SelectHints { step_ms: spec.step_ms, range_ms: spec.range_ms, func: spec.func.clone() };
@@ -185,33 +231,52 @@ impl ExecutionPlan for SeriesScanExec {
                 let s = source.select(&reqs[0]).await.map_err(|e| to_df(Error::Storage(e)))?;
                 s.map(move |b| {
                     let b = b.map_err(|e| to_df(Error::Storage(e)))?;
-                    let rb = convert(b).map_err(to_df)?;
+                    let rb = convert(b, spec.start_timestamps).map_err(to_df)?;
                     baseline.record_output(rb.num_rows());
                     Ok(rb)
                 })
                 .boxed()
             } else {
                 // `or` matcher sets: union of the selections, each series once, in label order.
-                let mut all: std::collections::BTreeMap<engine::Labels, (Vec<i64>, Vec<f64>)> = Default::default();
+                type Samples = (Vec<i64>, Vec<f64>, Vec<i64>);
+                let mut all: std::collections::BTreeMap<engine::Labels, Samples> = Default::default();
                 for r in &reqs {
                     let s = source.select(r).await.map_err(|e| to_df(Error::Storage(e)))?;
                     let batches: Vec<SeriesBatch> = s.try_collect().await.map_err(|e| to_df(Error::Storage(e)))?;
                     for b in &batches {
                         for i in 0..b.num_series() {
                             let (l, t, v) = b.series(i);
-                            all.entry(l.clone()).or_insert_with(|| (t.to_vec(), v.to_vec()));
+                            let st = match (spec.start_timestamps, b.start_timestamps()) {
+                                (true, Some(st)) => st.values()[b.offsets[i]..b.offsets[i + 1]].to_vec(),
+                                _ => vec![0; t.len()],
+                            };
+                            all.entry(l.clone()).or_insert_with(|| (t.to_vec(), v.to_vec(), st));
                         }
                     }
                 }
-                let series: Vec<SeriesData> =
-                    all.into_iter().map(|(labels, (ts, vs))| SeriesData { labels, ts, vs }).collect();
-                let rb = super::series_to_batch(&series).map_err(to_df)?;
+                let mut sts: Vec<i64> = Vec::new();
+                let series: Vec<SeriesData> = all
+                    .into_iter()
+                    .map(|(labels, (ts, vs, st))| {
+                        sts.extend(st);
+                        SeriesData { labels, ts, vs }
+                    })
+                    .collect();
+                let mut rb = super::series_to_batch(&series).map_err(to_df)?;
+                if spec.start_timestamps {
+                    let valid = arrow::buffer::NullBuffer::from(sts.iter().map(|&t| t != 0).collect::<Vec<bool>>());
+                    let st = arrow::array::Int64Array::new(sts.into(), Some(valid));
+                    let mut cols = rb.columns().to_vec();
+                    cols.push(Arc::new(st));
+                    rb = RecordBatch::try_new(schema.clone(), cols)
+                        .map_err(|e| to_df(Error::Internal(format!("scan batch: {e}"))))?;
+                }
                 baseline.record_output(rb.num_rows());
                 futures::stream::once(async move { Ok(rb) }).boxed()
             };
             Ok::<_, datafusion::error::DataFusionError>(out)
         };
         let stream = futures::stream::once(fut).try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(prom_schema(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
     }
 }

@@ -34,6 +34,9 @@ pub(crate) struct SeriesDesc {
     pub(crate) labels: Labels,
     /// Expanded value slots.
     pub(crate) vals: Vec<SeqVal>,
+    /// Start-timestamp offsets (ms, relative to each slot's time) from the preceding `@st` line,
+    /// one per slot; `None` = no start timestamp.
+    pub(crate) st: Option<Vec<Option<i64>>>,
 }
 
 /// A `load` / `load_with_nhcb` block.
@@ -507,30 +510,56 @@ pub(crate) fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
 /// Parses a series description line.
 pub(crate) fn parse_series_desc(s: &str) -> Result<SeriesDesc, String> {
     let (labels, rest) = parse_labels(s)?;
-    Ok(SeriesDesc { labels, vals: parse_values(rest)? })
+    Ok(SeriesDesc { labels, vals: parse_values(rest)?, st: None })
 }
 
-/// Counts the slots of an `@st` offset sequence, validating its items.
-fn count_st_items(s: &str) -> Result<usize, String> {
+/// Expands an `@st` offset sequence into one offset (ms) per slot; `_` slots have none.
+fn parse_st_items(s: &str) -> Result<Vec<Option<i64>>, String> {
     static R: OnceLock<Regex> = OnceLock::new();
-    let dur = r"[+-]?(?:[0-9]+(?:ms|[smhdwy])|0)";
-    let r = re(&R, &format!(r"^(?:{dur}|\*)(?:x([0-9]+)|[+-](?:[0-9]+(?:ms|[smhdwy])|0)x([0-9]+))?$"));
-    let mut n = 0;
+    let r =
+        re(&R, r"^([+-]?(?:[0-9]+(?:ms|[smhdwy])|0)|\*)(?:x([0-9]+)|([+-])((?:[0-9]+(?:ms|[smhdwy])|0))x([0-9]+))?$");
+    let signed = |d: &str| -> Result<i64, String> {
+        let (neg, body) = match d.as_bytes().first() {
+            Some(b'-') => (true, &d[1..]),
+            Some(b'+') => (false, &d[1..]),
+            _ => (false, d),
+        };
+        let v = parse_duration(body)?;
+        Ok(if neg { -v } else { v })
+    };
+    let mut out = Vec::new();
     for item in s.split_whitespace() {
         if item == "_" {
-            n += 1;
+            out.push(None);
         } else if let Some(k) = item.strip_prefix("_x") {
-            n += parse_repeat(k)?;
+            out.extend(std::iter::repeat_n(None, parse_repeat(k)?));
         } else if let Some(c) = r.captures(item) {
-            n += match c.get(1).or(c.get(2)) {
-                Some(k) => parse_repeat(k.as_str())? + 1,
-                None => 1,
-            };
+            let head = c.get(1).map_or("", |m| m.as_str());
+            if head == "*" {
+                // `*` slots carry no offset the runner can use: no start timestamp.
+                let n = match c.get(2).or(c.get(5)) {
+                    Some(k) => parse_repeat(k.as_str())? + 1,
+                    None => 1,
+                };
+                out.extend(std::iter::repeat_n(None, n));
+                continue;
+            }
+            let start = signed(head)?;
+            match (c.get(2), c.get(3), c.get(4), c.get(5)) {
+                (Some(k), ..) => out.extend(std::iter::repeat_n(Some(start), parse_repeat(k.as_str())? + 1)),
+                (None, Some(sign), Some(step), Some(k)) => {
+                    let step = parse_duration(step.as_str())?;
+                    let step = if sign.as_str() == "-" { -step } else { step };
+                    let n = parse_repeat(k.as_str())?;
+                    out.extend((0..=n as i64).map(|i| Some(start + i * step)));
+                }
+                _ => out.push(Some(start)),
+            }
         } else {
             return Err(format!("invalid @st item {item:?}"));
         }
     }
-    Ok(n)
+    Ok(out)
 }
 
 fn is_st_line(l: &str) -> bool {
@@ -560,7 +589,7 @@ fn parse_load(lines: &[String], mut i: usize) -> Result<(usize, LoadCmd), String
     let with_nhcb = c.get(1).is_some();
     let interval = parse_duration(c.get(2).map_or("", |m| m.as_str())).map_err(|e| format!("invalid step: {e}"))?;
     let mut cmd = LoadCmd { interval, with_nhcb, series: Vec::new() };
-    let mut pending_st: Option<(String, usize, usize)> = None; // (label text, slots, line)
+    let mut pending_st: Option<(String, Vec<Option<i64>>, usize)> = None; // (label text, offsets, line)
     while i + 1 < lines.len() {
         i += 1;
         let l = &lines[i];
@@ -574,22 +603,28 @@ fn parse_load(lines: &[String], mut i: usize) -> Result<(usize, LoadCmd), String
             }
             let sp = l.find([' ', '\t']).unwrap_or(l.len());
             let metric = l[..sp].trim_end_matches("@st").to_string();
-            let n = count_st_items(&l[sp..]).map_err(|e| format!("line {}: {e}", i + 1))?;
+            let n = parse_st_items(&l[sp..]).map_err(|e| format!("line {}: {e}", i + 1))?;
             if metric.is_empty() {
                 continue; // a default @st sequence for the following lines
             }
             pending_st = Some((metric, n, i));
             continue;
         }
-        let sd = parse_series_desc(l).map_err(|e| format!("line {}: {e}", i + 1))?;
-        if let Some((metric, n, pl)) = pending_st.take() {
+        let mut sd = parse_series_desc(l).map_err(|e| format!("line {}: {e}", i + 1))?;
+        if let Some((metric, offsets, pl)) = pending_st.take() {
             let (st_labels, _) = parse_labels(&metric).map_err(|e| format!("line {}: {e}", pl + 1))?;
             if st_labels != sd.labels {
                 return Err(format!("line {}: @st metric does not match the following sample line", pl + 1));
             }
-            if n != sd.vals.len() {
-                return Err(format!("line {}: @st line has {n} values but sample line has {}", pl + 1, sd.vals.len()));
+            if offsets.len() != sd.vals.len() {
+                return Err(format!(
+                    "line {}: @st line has {} values but sample line has {}",
+                    pl + 1,
+                    offsets.len(),
+                    sd.vals.len()
+                ));
             }
+            sd.st = Some(offsets);
         }
         cmd.series.push(sd);
     }
@@ -824,6 +859,13 @@ pub(crate) fn self_check() {
     let (l, _) = parse_labels(r#"{__name__="m", "x"="y"}"#).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(l, Labels::from_pairs([("__name__", "m"), ("x", "y")]));
     assert!(parse_script("load 5m\n  a 1\n\nfoo bar\n").is_err());
-    assert_eq!(count_st_items("_ _ -30s-1mx2 -1m"), Ok(6));
-    assert_eq!(count_st_items("_x2 0-1mx4 -0msx3 *"), Ok(12));
+    assert_eq!(
+        parse_st_items("_ _ -30s-1mx2 -1m"),
+        Ok(vec![None, None, Some(-30_000), Some(-90_000), Some(-150_000), Some(-60_000)])
+    );
+    let items = parse_st_items("_x2 0-1mx4 -0msx3 *").unwrap_or_default();
+    assert_eq!(items.len(), 12);
+    assert_eq!((items[2], items[6], items[7], items[11]), (Some(0), Some(-240_000), Some(0), None));
+    assert_eq!(parse_st_items("1ms+1sx1"), Ok(vec![Some(1), Some(1001)]));
+    assert!(parse_st_items("1m+").is_err());
 }

@@ -162,6 +162,7 @@ impl Engine {
 
     fn parse(&self, expr: &str) -> Result<parser::Expr> {
         let ast = crate::planner::parse(expr).map_err(Error::BadData)?;
+        crate::planner::check_label_name_literals(expr)?;
         crate::planner::check_experimental(&ast, self.inner.opts.enable_experimental_functions)?;
         Ok(ast)
     }

@@ -739,6 +739,88 @@ pub(crate) fn parse(text: &str) -> std::result::Result<Expr, String> {
     promql_parser::parser::parse(&filled).map_err(|_| err)
 }
 
+/// Rejects label-name arguments whose string literal is not valid UTF-8 once its escapes are
+/// decoded (e.g. `label_replace(x, "\xff", ...)`). Prometheus decodes `\xNN` and octal escapes
+/// to raw bytes and then finds such a name invalid; promql-parser decodes them to characters
+/// (`"\xff"` becomes `ÿ`), so the check is made on the query text. Label names checked:
+/// `label_replace`'s destination, `label_join`'s destination and sources,
+/// `histogram_quantiles`' quantile label and `count_values`' label.
+pub(crate) fn check_label_name_literals(text: &str) -> Result<()> {
+    for c in call_sites(text) {
+        let (what, at): (&str, Vec<usize>) = match c.name {
+            "label_replace" => ("destination label name in label_replace()", vec![1]),
+            "label_join" => ("label name in label_join()", (1..c.args.len()).filter(|&i| i != 2).collect()),
+            "histogram_quantiles" => ("quantile label name in histogram_quantiles()", vec![1]),
+            "count_values" => ("label name in count_values()", vec![0]),
+            _ => continue,
+        };
+        for i in at {
+            let Some((_, arg)) = c.args.get(i) else { continue };
+            if let Some(bytes) = go_unquote(arg)
+                && std::str::from_utf8(&bytes).is_err()
+            {
+                return Err(Error::BadData(format!("invalid {what}: {arg} is not valid UTF-8")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bytes a Go string literal (`"..."` or `'...'` with Go's escapes, or a raw `` `...` ``)
+/// stands for; `None` when `lit` is not one whole string literal or an escape is malformed.
+fn go_unquote(lit: &str) -> Option<Vec<u8>> {
+    let b = lit.as_bytes();
+    let q = *b.first()?;
+    if !matches!(q, b'"' | b'\'' | b'`') || b.len() < 2 || b[b.len() - 1] != q {
+        return None;
+    }
+    let body = &b[1..b.len() - 1];
+    if q == b'`' {
+        return Some(body.to_vec());
+    }
+    let hex = |s: &[u8]| std::str::from_utf8(s).ok().and_then(|s| u32::from_str_radix(s, 16).ok());
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] != b'\\' {
+            out.push(body[i]);
+            i += 1;
+            continue;
+        }
+        let e = *body.get(i + 1)?;
+        i += 2;
+        match e {
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'\\' | b'"' | b'\'' => out.push(e),
+            b'x' => {
+                out.push(u8::try_from(hex(body.get(i..i + 2)?)?).ok()?);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let d = body.get(i - 1..i + 2)?;
+                let v = std::str::from_utf8(d).ok().and_then(|s| u32::from_str_radix(s, 8).ok())?;
+                out.push(u8::try_from(v).ok()?);
+                i += 2;
+            }
+            b'u' | b'U' => {
+                let n = if e == b'u' { 4 } else { 8 };
+                let ch = char::from_u32(hex(body.get(i..i + n)?)?)?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                i += n;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// A function or aggregation call found in the query text: its name and each top-level
 /// argument's byte offset and text.
 #[derive(Debug)]
@@ -965,6 +1047,28 @@ pub(crate) fn position_annotations(text: &str, msgs: Vec<String>) -> Vec<String>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_string_literals_decode_to_bytes() {
+        assert_eq!(go_unquote(r#""\xff""#), Some(vec![0xff]));
+        assert_eq!(go_unquote(r#""\377a\n""#), Some(vec![0xff, b'a', b'\n']));
+        assert_eq!(go_unquote(r#"'\u00ff'"#), Some("ÿ".as_bytes().to_vec()));
+        assert_eq!(go_unquote(r#""\xc3\xbf""#), Some("ÿ".as_bytes().to_vec()));
+        assert_eq!(go_unquote("`\\xff`"), Some(b"\\xff".to_vec()));
+        assert_eq!(go_unquote("x"), None);
+        assert_eq!(go_unquote(r#""\q""#), None);
+    }
+
+    #[test]
+    fn label_name_literals_must_be_utf8() {
+        let err = check_label_name_literals(r#"label_replace(m, "\xff", "", "src", "(.*)")"#).unwrap_err();
+        assert!(err.to_string().contains("invalid destination label name in label_replace()"), "{err}");
+        assert!(check_label_name_literals(r#"label_join(m, "d", ",", "a", "\200")"#).is_err());
+        assert!(check_label_name_literals(r#"count_values("\xfe", m)"#).is_err());
+        // Valid names, and byte escapes elsewhere (a replacement value), are the engine's business.
+        check_label_name_literals(r#"label_replace(m, "\xc3\xbf", "\xff", "src", "(.*)")"#).unwrap();
+        check_label_name_literals(r#"label_replace(m, "ÿ", "", "src", "(.*)")"#).unwrap();
+    }
 
     #[test]
     fn info_selectors_matching_empty_parse() {

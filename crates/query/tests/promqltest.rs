@@ -230,8 +230,40 @@ fn at_variants(expr: &str, t: i64) -> Result<Vec<(String, i64)>, String> {
         }
         Err(e) => return Err(format!("re-printed query {text:?} does not parse: {e}")),
     }
+    let text = restore_byte_escapes(expr, text);
     let times = if t == 0 { vec![-1000, 0, 1000] } else { vec![-10 * t, 0, t / 5, t, 10 * t] };
     Ok(times.into_iter().map(|et| (text.clone(), et)).collect())
+}
+
+/// Puts string literals written with byte escapes (`"\xff"`, `"\377"`) back into a re-printed
+/// query. Upstream's printer quotes the literal's bytes, so the escape survives; promql-parser
+/// decodes such an escape to a character (`ÿ`) and prints that, which would turn an invalid
+/// label name into a valid one in the @-variants.
+fn restore_byte_escapes(original: &str, mut printed: String) -> String {
+    let b = original.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let q = b[i];
+        if !matches!(q, b'"' | b'\'') {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        let mut byte_escape = false;
+        while j < b.len() && b[j] != q {
+            if b[j] == b'\\' {
+                byte_escape |= matches!(b.get(j + 1), Some(b'x' | b'0'..=b'7'));
+                j += 1;
+            }
+            j += 1;
+        }
+        let raw = &original[i..(j + 1).min(b.len())];
+        if byte_escape && let Ok(lit) = promql_parser::parser::parse(raw) {
+            printed = printed.replace(&lit.to_string(), raw);
+        }
+        i = j + 1;
+    }
+    printed
 }
 
 /// Puts the matchers of every selector in one order (the printer reorders them).

@@ -35,6 +35,9 @@ pub(crate) struct Args {
     /// Time budget in seconds per request and system: slow requests get fewer timed runs (at least 3).
     #[arg(long, default_value_t = 15.0)]
     budget: f64,
+    /// Run only the requests whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
@@ -221,6 +224,9 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         "request", "strata med ms", "strata cold ms", "prom med ms", "runs", "ratio"
     );
     for (name, path, heavy, gzip) in cases {
+        if a.only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let (s_first, s, p, n) = rt.block_on(compare(
             &client,
             &format!("{sbase}{path}"),

@@ -121,13 +121,17 @@ impl LabelIndex {
     }
 }
 
-/// One label column of the series table: its dictionary (values, keys) and, per dictionary key,
-/// the ascending ids of the series holding that value (postings, in CSR layout).
+/// One label column of the series table: its dictionary (values, keys), the keys of each value
+/// and, per dictionary key, the ascending ids of the series holding that value (postings, in CSR
+/// layout).
 ///
-/// Memory: 4 bytes per series with the label plus 4 per dictionary value, next to the column.
+/// Memory: 4 bytes per series with the label plus a map entry and 4 bytes per dictionary value,
+/// next to the column.
 #[derive(Debug, Clone)]
 struct LabelColumn {
     dict: DictionaryArray<Int32Type>,
+    /// Value -> its dictionary keys (one, unless the dictionary repeats a value).
+    keys_of: HashMap<String, Vec<u32>>,
     /// `ids[offsets[k]..offsets[k + 1]]` are the series whose key is `k`.
     offsets: Vec<u32>,
     ids: Vec<u32>,
@@ -153,7 +157,28 @@ impl LabelColumn {
             ids[next[k] as usize] = i as u32;
             next[k] += 1;
         }
-        LabelColumn { dict, offsets, ids }
+        let mut keys_of: HashMap<String, Vec<u32>> = HashMap::new();
+        let values = dict.values().as_string::<i32>();
+        for k in (0..values.len()).filter(|&k| values.is_valid(k)) {
+            keys_of.entry(values.value(k).to_string()).or_default().push(k as u32);
+        }
+        LabelColumn { dict, keys_of, offsets, ids }
+    }
+
+    /// Per dictionary key: does `m` accept its value? An equality matcher looks its value up;
+    /// the others run once per distinct value.
+    fn accepted_keys(&self, m: &Matcher) -> Vec<bool> {
+        let values = self.dict.values().as_string::<i32>();
+        if m.op == MatchOp::Equal {
+            let mut hits = vec![false; values.len()];
+            for &k in self.keys_of.get(&m.value).map_or(&[][..], Vec::as_slice) {
+                if let Some(h) = hits.get_mut(k as usize) {
+                    *h = true;
+                }
+            }
+            return hits;
+        }
+        (0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect()
     }
 
     /// Ascending ids of the series whose key is `k`.
@@ -205,9 +230,9 @@ impl SeriesIndex {
 
     /// The ids among `cand` (all series when `None`) that `m` accepts, ascending. A label absent
     /// from the block (or the series) is `""`. On a dictionary column the matcher runs once per
-    /// distinct value; a matcher that rejects `""` then takes the union of the accepted values'
-    /// postings (or tests the candidates' keys when they are fewer), one that accepts `""` tests
-    /// every candidate's key.
+    /// distinct value (an equality matcher looks its value up); a matcher that rejects `""` then
+    /// takes the union of the accepted values' postings (or tests the candidates' keys when they
+    /// are fewer), one that accepts `""` tests every candidate's key.
     fn filter(&self, m: &Matcher, cand: Option<Vec<u32>>) -> Vec<u32> {
         let Some(col) = self.columns.get(&m.name) else {
             let ok = |i: u32| self.labels.get(i as usize).is_some_and(|l| m.matches_labels(l));
@@ -216,8 +241,7 @@ impl SeriesIndex {
                 None => (0..self.len() as u32).filter(|&i| ok(i)).collect(),
             };
         };
-        let values = col.dict.values().as_string::<i32>();
-        let hits: Vec<bool> = (0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect();
+        let hits = col.accepted_keys(m);
         let empty = m.matches("");
         let keys = col.dict.keys();
         let (kv, nulls) = (keys.values(), keys.nulls());
@@ -1169,5 +1193,14 @@ mod tests {
         assert_eq!(col.postings(2), &[4]);
         assert_eq!(col.postings(3), &[] as &[u32]);
         assert_eq!(intersect_sorted(&[0, 2, 3, 6, 9], &[3, 4, 6]), vec![3, 6]);
+        // A dictionary that repeats a value: both keys count.
+        let keys = arrow::array::Int32Array::from(vec![0, 1, 2, 0]);
+        let values = arrow::array::StringArray::from(vec!["a", "b", "a"]);
+        let col = LabelColumn::new(DictionaryArray::try_new(keys, Arc::new(values)).unwrap());
+        let eq = Matcher::new(MatchOp::Equal, "x", "a").unwrap();
+        assert_eq!(col.accepted_keys(&eq), vec![true, false, true]);
+        let re = Matcher::new(MatchOp::RegexMatch, "x", "b|c").unwrap();
+        assert_eq!(col.accepted_keys(&re), vec![false, true, false]);
+        assert_eq!(col.accepted_keys(&Matcher::new(MatchOp::Equal, "x", "z").unwrap()), vec![false; 3]);
     }
 }

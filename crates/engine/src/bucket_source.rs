@@ -61,6 +61,11 @@ impl BucketSource {
         self.cache.stats()
     }
 
+    /// Most bytes the decoded-page cache may hold (0: off).
+    pub fn page_cache_capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
     /// Re-reads the block list: opens new complete blocks, forgets deleted or deletion-marked ones.
     /// A block that cannot be opened is logged and retried at the next sync.
     pub async fn sync(&self) -> Result<()> {

@@ -12,7 +12,6 @@ use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::ensure_coop::EnsureCooperative;
-use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
 use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable, execute_stream};
 use datafusion::prelude::SessionConfig;
@@ -89,15 +88,13 @@ impl Engine {
         let cfg = SessionConfig::new().with_target_partitions(1);
         // PromQL plans are trees of Strata's extension nodes only, which DataFusion's logical
         // analyzer and optimizer rules cannot rewrite: running them is pure per-query overhead.
-        // Of the physical rules only those that can matter to such a tree stay: inputs get the
-        // distribution and ordering a node asks for, leaves yield to the runtime (so a timeout
-        // can fire), and the plan is checked; the join, aggregate, limit, filter, window and
-        // projection rewrites of DataFusion's own operators are left out.
-        let physical_rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> = vec![
-            Arc::new(EnsureRequirements::new()),
-            Arc::new(EnsureCooperative::new()),
-            Arc::new(SanityCheckPlan::new()),
-        ];
+        // Of the physical rules only two stay: leaves yield to the runtime (so a timeout can
+        // fire), and the plan is checked. Every node wants its inputs in one partition, which is
+        // all the extension nodes produce, so no repartition or sort is ever inserted; should a
+        // plan ever need one, the sanity check fails the query loudly instead. DataFusion's join,
+        // aggregate, limit, filter, window and projection rewrites have nothing to act on.
+        let physical_rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
+            vec![Arc::new(EnsureCooperative::new()), Arc::new(SanityCheckPlan::new())];
         let state = SessionStateBuilder::new()
             .with_config(cfg)
             .with_analyzer_rules(vec![])
@@ -219,7 +216,10 @@ impl Engine {
         }
         let plan = planner.plan_top(&ast, grid)?;
         let ann = Arc::new(Annotations::default());
-        let physical = self.inner.state.create_physical_plan(&plan).await?;
+        // The logical analyzer and optimizer have no rules (see `Engine::new`): plan physically
+        // straight away.
+        let state = &self.inner.state;
+        let physical = state.query_planner().create_physical_plan(&plan, state).await?;
         // Output batches are folded into series one by one and dropped, so the result is not held
         // twice (as batches and as series) at its peak.
         let mut collector = SeriesCollector::default();

@@ -153,6 +153,7 @@ pub(crate) async fn serve_bucket(
     let api_metrics = ApiMetrics::register(&mut registry);
     let sync_metrics = SyncMetrics::register(&mut registry);
     let bucket_source = Arc::new(BucketSource::with_page_cache_bytes(bucket, engine.page_cache_bytes()?));
+    registry.register_collector(Box::new(server::PageCacheCollector(bucket_source.clone())));
     let (source, extra_routes): (Arc<dyn SeriesSource>, axum::Router) = match &receive {
         Some(r) => {
             r.state.register_metrics(&mut registry);

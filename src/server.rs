@@ -20,9 +20,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::metrics::counter::Counter;
+use engine::bucket_source::BucketSource;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -87,6 +90,41 @@ impl SyncMetrics {
                 .unwrap_or(0.0);
             self.last_success.set(now);
         }
+    }
+}
+
+/// The bucket source's decoded-page cache on `/metrics`, read at each scrape:
+/// `page_cache_hits_total`, `page_cache_misses_total` (page lookups), `page_cache_bytes`,
+/// `page_cache_pages` (held now) and `page_cache_capacity_bytes` (`--store.page-cache-size`).
+#[derive(Debug)]
+pub(crate) struct PageCacheCollector(pub(crate) Arc<BucketSource>);
+
+impl Collector for PageCacheCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.page_cache_stats();
+        let counters = [
+            ("page_cache_hits", "Decoded-page cache lookups answered from the cache", s.hits),
+            ("page_cache_misses", "Decoded-page cache lookups that read and decoded the page", s.misses),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let as_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        let gauges = [
+            ("page_cache_bytes", "Bytes of decoded pages held", as_i64(s.bytes)),
+            ("page_cache_pages", "Decoded pages held", as_i64(s.pages)),
+            (
+                "page_cache_capacity_bytes",
+                "Most bytes the decoded-page cache may hold",
+                as_i64(self.0.page_cache_capacity()),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(v);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 
@@ -223,6 +261,22 @@ mod tests {
         assert!(text.contains("strata_bucket_syncs_total{result=\"failure\"} 1"), "{text}");
         assert!(text.contains("strata_bucket_blocks_loaded 3"), "{text}");
         assert!(text.contains("strata_build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn page_cache_metrics_exposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = engine::bucket::Bucket::local(dir.path()).unwrap();
+        let source = Arc::new(BucketSource::with_page_cache_bytes(bucket, 1 << 20));
+        let mut reg = new_registry("query");
+        reg.register_collector(Box::new(PageCacheCollector(source)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(text.contains("strata_page_cache_hits_total 0\n"), "{text}");
+        assert!(text.contains("strata_page_cache_misses_total 0\n"), "{text}");
+        assert!(text.contains("strata_page_cache_pages 0\n"), "{text}");
+        assert!(text.contains("strata_page_cache_capacity_bytes 1048576\n"), "{text}");
+        assert!(text.contains("# TYPE strata_page_cache_bytes gauge"), "{text}");
     }
 
     #[test]

@@ -279,6 +279,15 @@ async fn check_raw_http(s: &Server) {
     assert!(m.contains(r#"strata_http_requests_total{handler="/api/v1/query",code="400"} 1"#), "{m}");
     assert!(m.contains("strata_bucket_blocks_loaded 2"), "{m}");
     assert!(m.contains(r#"strata_bucket_syncs_total{result="success"}"#), "{m}");
+    // The queries above read sample pages through the decoded-page cache.
+    let metric = |name: &str| -> f64 {
+        let line = m.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {m}"));
+        line[name.len() + 1..].trim().parse().unwrap()
+    };
+    assert!(metric("strata_page_cache_misses_total") >= 1.0, "{m}");
+    assert!(metric("strata_page_cache_hits_total") >= 1.0, "{m}");
+    assert!(metric("strata_page_cache_pages") >= 1.0, "{m}");
+    assert_eq!(metric("strata_page_cache_capacity_bytes"), (512u64 << 20) as f64, "{m}");
 }
 
 fn promtool_out(promtool: &Path, args: &[&str]) -> String {

@@ -1,10 +1,12 @@
 //! `bench http`: query-API latency, Strata (`strata query` over converted blocks) vs Prometheus 2.42
 //! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP.
 //!
-//! Each request runs `--runs` times per system; the best wall time is kept and the ratio
-//! Strata/Prometheus printed (issue 4 targets: every ratio <= 1.0, heavy aggregations <= 0.5).
-//! Strata's first run is printed too: it is the cold one, before Strata's decoded-page cache
-//! holds the pages the request touches. The `gzip` rows send `Accept-Encoding: gzip` to both.
+//! Each request is sent once to each system as a warm-up, then `--runs` more times to each,
+//! alternating Strata and Prometheus so that a busy moment of the machine hits both alike. The
+//! median of the timed runs is kept and the ratio of the medians Strata/Prometheus printed (issue 4
+//! targets: every ratio <= 1.0, heavy aggregations <= 0.5). Strata's warm-up time is printed too:
+//! it is the cold one, before Strata's decoded-page cache holds the pages the request touches. The
+//! `gzip` rows send `Accept-Encoding: gzip` to both.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,9 +29,15 @@ pub(crate) struct Args {
     /// Scrape interval in seconds.
     #[arg(long, default_value_t = 60.0)]
     interval: f64,
-    /// Repetitions per request (best kept).
-    #[arg(long, default_value_t = 3)]
+    /// Timed repetitions per request and system after one warm-up (the median is kept).
+    #[arg(long, default_value_t = 51)]
     runs: usize,
+    /// Time budget in seconds per request and system: slow requests get fewer timed runs (at least 3).
+    #[arg(long, default_value_t = 15.0)]
+    budget: f64,
+    /// Run only the requests whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
@@ -60,33 +68,60 @@ async fn wait_ready(client: &reqwest::Client, base: &str, what: &str) -> Result<
     }
 }
 
-/// Runs `url` `runs` times; returns the first (cold) and the best wall time in seconds. With
-/// `gzip` the request asks for gzip and the compressed body is read as is.
-async fn timed(client: &reqwest::Client, url: &str, runs: usize, gzip: bool) -> Result<(f64, f64), String> {
-    let (mut first, mut best) = (None, f64::MAX);
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        let mut req = client.get(url);
-        if gzip {
-            req = req.header("accept-encoding", "gzip");
-        }
-        let r = req.send().await.map_err(|e| format!("{url}: {e}"))?;
-        let status = r.status();
-        let compressed = r.headers().get("content-encoding").is_some_and(|v| v.as_bytes() == b"gzip");
-        let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-        let elapsed = t.elapsed().as_secs_f64();
-        let ok = if compressed {
-            gzip && body.starts_with(&[0x1f, 0x8b])
-        } else {
-            body.windows(9).take(64).any(|w| w == b"\"success\"")
-        };
-        if !status.is_success() || !ok {
-            return Err(format!("{url}: {status} {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
-        }
-        first.get_or_insert(elapsed);
-        best = best.min(elapsed);
+/// Sends `url` once and returns its wall time in seconds, with the body read whole. With `gzip` the
+/// request asks for gzip and the compressed body is read as is.
+async fn timed(client: &reqwest::Client, url: &str, gzip: bool) -> Result<f64, String> {
+    let t = Instant::now();
+    let mut req = client.get(url);
+    if gzip {
+        req = req.header("accept-encoding", "gzip");
     }
-    Ok((first.unwrap_or(best), best))
+    let r = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = r.status();
+    let compressed = r.headers().get("content-encoding").is_some_and(|v| v.as_bytes() == b"gzip");
+    let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let elapsed = t.elapsed().as_secs_f64();
+    let ok = if compressed {
+        gzip && body.starts_with(&[0x1f, 0x8b])
+    } else {
+        body.windows(9).take(64).any(|w| w == b"\"success\"")
+    };
+    if !status.is_success() || !ok {
+        return Err(format!("{url}: {status} {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+    }
+    Ok(elapsed)
+}
+
+/// Median of `v` (the mean of the middle two for an even count); 0 for an empty slice.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Times one request on both systems: one warm-up each, then timed runs alternating between them,
+/// `runs` of them or as many as `budget` seconds allow at the slower warm-up time (at least 3).
+/// Returns (Strata warm-up, Strata median, Prometheus median, timed runs) in seconds.
+async fn compare(
+    client: &reqwest::Client,
+    strata: &str,
+    prom: &str,
+    runs: usize,
+    budget: f64,
+    gzip: bool,
+) -> Result<(f64, f64, f64, usize), String> {
+    let cold = timed(client, strata, gzip).await?;
+    let warm = timed(client, prom, gzip).await?.max(cold);
+    let n = ((budget / warm.max(1e-6)) as usize).clamp(3, runs.max(3));
+    let (mut s, mut p) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        s.push(timed(client, strata, gzip).await?);
+        p.push(timed(client, prom, gzip).await?);
+    }
+    Ok((cold, median(&mut s), median(&mut p), n))
 }
 
 fn enc(s: &str) -> String {
@@ -176,22 +211,32 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         ("selector all series, 1d, gzip", range("{job=~\".+\"}", start), false, true),
     ];
     println!(
-        "bench http: {} series, {} samples, {} h at {} s; best of {}",
+        "bench http: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
         a.targets * bench::datagen::SERIES_PER_TARGET,
         report.samples,
         a.hours,
         a.interval,
-        a.runs
+        a.runs,
+        a.budget
     );
     println!(
-        "{:<32} {:>10} {:>13} {:>14} {:>8}  target",
-        "request", "strata ms", "strata 1st ms", "prometheus ms", "ratio"
+        "{:<32} {:>14} {:>14} {:>14} {:>5} {:>8}  target",
+        "request", "strata med ms", "strata cold ms", "prom med ms", "runs", "ratio"
     );
     for (name, path, heavy, gzip) in cases {
-        let (s_first, s) = rt.block_on(timed(&client, &format!("{sbase}{path}"), a.runs, gzip))?;
-        let (_, p) = rt.block_on(timed(&client, &format!("{pbase}{path}"), a.runs, gzip))?;
+        if a.only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let (s_first, s, p, n) = rt.block_on(compare(
+            &client,
+            &format!("{sbase}{path}"),
+            &format!("{pbase}{path}"),
+            a.runs,
+            a.budget,
+            gzip,
+        ))?;
         println!(
-            "{name:<32} {:>10.1} {:>13.1} {:>14.1} {:>8.2}  <= {}",
+            "{name:<32} {:>14.2} {:>14.2} {:>14.2} {n:>5} {:>8.2}  <= {}",
             s * 1000.0,
             s_first * 1000.0,
             p * 1000.0,

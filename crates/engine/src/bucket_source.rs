@@ -61,6 +61,11 @@ impl BucketSource {
         self.cache.stats()
     }
 
+    /// Most bytes the decoded-page cache may hold (0: off).
+    pub fn page_cache_capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
     /// Re-reads the block list: opens new complete blocks, forgets deleted or deletion-marked ones.
     /// A block that cannot be opened is logged and retried at the next sync.
     pub async fn sync(&self) -> Result<()> {
@@ -154,6 +159,27 @@ fn block_hits(block: &BlockReader, matchers: &[Matcher], min_t: i64, max_t: i64)
     }
     let ids = idx.resolve_in_range(&rest, min_t, max_t);
     if ids.is_empty() { Hits::None } else { Hits::Some(ids) }
+}
+
+/// The sorted, distinct union of `a` and `b` (both sorted and distinct), in one linear pass: blocks
+/// mostly repeat each other's label values, so this beats sorting the concatenation.
+fn merge_sorted<'a>(a: Vec<&'a str>, b: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut b = b.into_iter().peekable();
+    let mut out = Vec::with_capacity(a.len() + b.size_hint().0);
+    for x in a {
+        while let Some(&y) = b.peek()
+            && y < x
+        {
+            out.push(y);
+            b.next();
+        }
+        if b.peek() == Some(&x) {
+            b.next();
+        }
+        out.push(x);
+    }
+    out.extend(b);
+    out
 }
 
 /// Series of `block` matching `matchers` with data in range, with external labels added, sorted by
@@ -262,12 +288,26 @@ impl SeriesSource for BucketSource {
         Ok(merge_series_streams(streams.into_iter().map(read_ahead).collect()))
     }
 
+    /// The union over blocks is taken on references to the blocks' label sets; each distinct
+    /// set is cloned once at the end (blocks with external labels add modified copies).
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
-        let mut out = BTreeSet::new();
-        for b in self.overlapping(min_t, max_t) {
-            out.extend(block_series(&b, matchers, min_t, max_t).into_iter().map(|s| s.0));
+        let blocks = self.overlapping(min_t, max_t);
+        let mut plain: BTreeSet<&Labels> = BTreeSet::new();
+        let mut relabelled: BTreeSet<Labels> = BTreeSet::new();
+        for b in &blocks {
+            if b.meta().thanos.labels.is_empty() {
+                let idx = b.index();
+                let ids = idx.resolve_in_range(matchers, min_t, max_t);
+                plain.extend(ids.into_iter().filter_map(|id| idx.labels.get(id as usize)));
+            } else {
+                relabelled.extend(block_series(b, matchers, min_t, max_t).into_iter().map(|s| s.0));
+            }
         }
-        Ok(out.into_iter().collect())
+        if relabelled.is_empty() {
+            return Ok(plain.into_iter().cloned().collect());
+        }
+        relabelled.extend(plain.into_iter().cloned());
+        Ok(relabelled.into_iter().collect())
     }
 
     /// Answered from each block's cached label index when no matcher applies inside the block and
@@ -305,28 +345,35 @@ impl SeriesSource for BucketSource {
     async fn label_values(&self, name: &str, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
         let blocks = self.overlapping(min_t, max_t);
         let mut out: Vec<&str> = Vec::new();
+        // The index list merged last: blocks in a row mostly repeat it, and checking that is
+        // cheaper than merging it again.
+        let mut last: Option<&[String]> = None;
         for b in &blocks {
             let idx = b.index();
             let hits = block_hits(b, matchers, min_t, max_t);
             if let Some(v) = b.meta().thanos.labels.get(name) {
                 if !matches!(hits, Hits::None) && !v.is_empty() {
-                    out.push(v);
+                    out = merge_sorted(out, [v.as_str()]);
                 }
                 continue;
             }
             match hits {
                 Hits::None => {}
-                Hits::All => out.extend(idx.label_index().values(name).iter().map(String::as_str)),
+                Hits::All => {
+                    let values = idx.label_index().values(name);
+                    if last != Some(values) {
+                        out = merge_sorted(out, values.iter().map(String::as_str));
+                        last = Some(values);
+                    }
+                }
                 Hits::Some(ids) => {
                     let mut vals: Vec<&str> = ids.iter().filter_map(|&id| idx.labels[id as usize].get(name)).collect();
                     vals.sort_unstable();
                     vals.dedup();
-                    out.extend(vals);
+                    out = merge_sorted(out, vals);
                 }
             }
         }
-        out.sort_unstable();
-        out.dedup();
         Ok(out.into_iter().map(str::to_string).collect())
     }
 }
@@ -463,6 +510,12 @@ mod tests {
         let got = flat(&src, &SelectRequest { matchers: vec![Matcher::equal("b", "9")], ..all.clone() }).await;
         let labels: Vec<String> = got.iter().map(|s| s.0.to_string()).collect();
         assert_eq!(labels, vec![r#"x{a="0", b="9", c="2"}"#, r#"x{b="9", c="1"}"#]);
+        // `series` over blocks with and without external labels: the select's label sets.
+        let selected: Vec<Labels> = flat(&src, &all).await.into_iter().map(|s| s.0).collect();
+        assert_eq!(selected.len(), 5);
+        assert_eq!(src.series(&[], 0, 100).await.unwrap(), selected);
+        let b1_only = src.series(&[Matcher::equal("b", "1")], 0, 100).await.unwrap();
+        assert_eq!(b1_only, vec![a("x", "1")]);
         // The label lookups see the new block (its external label overriding `b`).
         assert_eq!(src.label_values("c", &[], 0, 100).await.unwrap(), vec!["1", "2"]);
         assert_eq!(src.label_values("b", &[], 0, 100).await.unwrap(), vec!["1", "2", "3", "9"]);
@@ -499,6 +552,14 @@ mod tests {
         assert_eq!(src.label_names(&[], 0, 100).await.unwrap(), vec!["__name__", "b"]);
     }
 
+    #[test]
+    fn merge_sorted_is_the_sorted_distinct_union() {
+        assert_eq!(merge_sorted(vec!["b", "d", "f"], ["a", "d", "e", "g"]), vec!["a", "b", "d", "e", "f", "g"]);
+        assert_eq!(merge_sorted(vec![], ["a"]), vec!["a"]);
+        assert_eq!(merge_sorted(vec!["a", "c"], []), vec!["a", "c"]);
+        assert_eq!(merge_sorted(vec!["a", "c"], ["a", "c"]), vec!["a", "c"]);
+    }
+
     /// Label names and values as the trait's default computes them: from the full label sets.
     async fn walked(src: &BucketSource, name: &str, ms: &[Matcher], a: i64, b: i64) -> (Vec<String>, Vec<String>) {
         let series = src.series(ms, a, b).await.unwrap();
@@ -513,13 +574,15 @@ mod tests {
         let bucket = Bucket::local(dir.path()).unwrap();
         write_block(&bucket, ulid::Ulid::from_parts(1, 1), &[("region", "eu")], &synthetic(300, 0)).await;
         write_block(&bucket, ulid::Ulid::from_parts(2, 2), &[("zone", "ext")], &synthetic(200, 0)).await;
+        // A copy of the first block right after it: its index lists repeat the first's.
+        write_block(&bucket, ulid::Ulid::from_parts(1, 2), &[("region", "eu")], &synthetic(300, 0)).await;
         let src = BucketSource::new(bucket);
         src.sync().await.unwrap();
         let blocks = src.blocks();
         // The whole range takes the index path for every block, a window inside a block does not.
         assert!(blocks.iter().all(|b| matches!(block_hits(b, &[], i64::MIN, i64::MAX), Hits::All)));
         assert!(matches!(block_hits(&blocks[0], &[], 1_000_000, 2_000_000), Hits::Some(_)));
-        assert!(matches!(block_hits(&blocks[1], &[Matcher::equal("zone", "z1")], i64::MIN, i64::MAX), Hits::None));
+        assert!(matches!(block_hits(&blocks[2], &[Matcher::equal("zone", "z1")], i64::MIN, i64::MAX), Hits::None));
         let idx = blocks[0].index().label_index();
         assert_eq!(idx.names().collect::<Vec<_>>(), vec!["__name__", "instance", "job", "min_time", "zone"]);
         assert_eq!(idx.values("job"), ["job0", "job1", "job2"]);

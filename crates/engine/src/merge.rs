@@ -106,7 +106,9 @@ impl State {
                 }
                 if let Some(b) = &c.batch {
                     let (_, t, v) = b.series(c.pos);
-                    if ts.is_empty() {
+                    // Blocks of one series usually follow each other in time: then appending is
+                    // the merge.
+                    if ts.last().is_none_or(|&last| t.first().is_none_or(|&first| first > last)) {
                         ts.extend_from_slice(t);
                         vs.extend_from_slice(v);
                     } else {
@@ -246,8 +248,21 @@ mod tests {
 
     #[tokio::test]
     async fn merges_series_and_samples() {
-        let s0 = stream(vec![vec![(l("a"), vec![1, 3], vec![1.0, 3.0])], vec![], vec![(l("c"), vec![5], vec![5.0])]]);
-        let s1 = stream(vec![vec![(l("a"), vec![2, 3, 4], vec![2.0, 30.0, 4.0]), (l("b"), vec![7], vec![7.0])]]);
+        let s0 = stream(vec![
+            vec![(l("a"), vec![1, 3], vec![1.0, 3.0])],
+            vec![],
+            vec![
+                (l("c"), vec![5], vec![5.0]),
+                (l("d"), vec![1, 2], vec![1.0, 2.0]),
+                (l("e"), vec![1, 2], vec![1.0, 2.0]),
+            ],
+        ]);
+        let s1 = stream(vec![vec![
+            (l("a"), vec![2, 3, 4], vec![2.0, 30.0, 4.0]),
+            (l("b"), vec![7], vec![7.0]),
+            (l("d"), vec![3, 4], vec![3.0, 4.0]),
+            (l("e"), vec![2, 5], vec![20.0, 5.0]),
+        ]]);
         let s2 = stream(vec![vec![(l("c"), vec![4, 5], vec![40.0, 50.0])]]);
         let out: Vec<SeriesBatch> = merge_series_streams(vec![s0, s1, s2]).try_collect().await.unwrap();
         let mut got = Vec::new();
@@ -263,6 +278,8 @@ mod tests {
                 ("a".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
                 ("b".to_string(), vec![7], vec![7.0]),
                 ("c".to_string(), vec![4, 5], vec![40.0, 5.0]),
+                ("d".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
+                ("e".to_string(), vec![1, 2, 5], vec![1.0, 2.0, 5.0]),
             ]
         );
     }

@@ -51,8 +51,8 @@ pub struct SeriesIndex {
     pub num_samples: Vec<u64>,
     /// First row in samples.parquet per series.
     pub first_row: Vec<u64>,
-    /// Label name -> its dictionary column (values, keys) for fast matching.
-    columns: HashMap<String, DictionaryArray<Int32Type>>,
+    /// Label name -> its dictionary column and postings, for fast matching.
+    columns: HashMap<String, LabelColumn>,
     /// The raw series table as read.
     pub batch: RecordBatch,
     /// Label names and their sorted values, built once at decode.
@@ -121,6 +121,92 @@ impl LabelIndex {
     }
 }
 
+/// One label column of the series table: its dictionary (values, keys), the keys of each value
+/// and, per dictionary key, the ascending ids of the series holding that value (postings, in CSR
+/// layout).
+///
+/// Memory: 4 bytes per series with the label plus a map entry and 4 bytes per dictionary value,
+/// next to the column.
+#[derive(Debug, Clone)]
+struct LabelColumn {
+    dict: DictionaryArray<Int32Type>,
+    /// Value -> its dictionary keys (one, unless the dictionary repeats a value).
+    keys_of: HashMap<String, Vec<u32>>,
+    /// `ids[offsets[k]..offsets[k + 1]]` are the series whose key is `k`.
+    offsets: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+impl LabelColumn {
+    /// Builds the postings by a counting sort of the keys (null keys belong to no list).
+    fn new(dict: DictionaryArray<Int32Type>) -> Self {
+        let n_values = dict.values().len();
+        let keys = dict.keys();
+        let valid = |i: usize| keys.is_valid(i) && (keys.value(i) as usize) < n_values;
+        let mut offsets = vec![0u32; n_values + 1];
+        for i in (0..keys.len()).filter(|&i| valid(i)) {
+            offsets[keys.value(i) as usize + 1] += 1;
+        }
+        for k in 0..n_values {
+            offsets[k + 1] += offsets[k];
+        }
+        let mut next = offsets.clone();
+        let mut ids = vec![0u32; offsets[n_values] as usize];
+        for i in (0..keys.len()).filter(|&i| valid(i)) {
+            let k = keys.value(i) as usize;
+            ids[next[k] as usize] = i as u32;
+            next[k] += 1;
+        }
+        let mut keys_of: HashMap<String, Vec<u32>> = HashMap::new();
+        let values = dict.values().as_string::<i32>();
+        for k in (0..values.len()).filter(|&k| values.is_valid(k)) {
+            keys_of.entry(values.value(k).to_string()).or_default().push(k as u32);
+        }
+        LabelColumn { dict, keys_of, offsets, ids }
+    }
+
+    /// Per dictionary key: does `m` accept its value? An equality matcher looks its value up;
+    /// the others run once per distinct value.
+    fn accepted_keys(&self, m: &Matcher) -> Vec<bool> {
+        let values = self.dict.values().as_string::<i32>();
+        if m.op == MatchOp::Equal {
+            let mut hits = vec![false; values.len()];
+            for &k in self.keys_of.get(&m.value).map_or(&[][..], Vec::as_slice) {
+                if let Some(h) = hits.get_mut(k as usize) {
+                    *h = true;
+                }
+            }
+            return hits;
+        }
+        (0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect()
+    }
+
+    /// Ascending ids of the series whose key is `k`.
+    fn postings(&self, k: usize) -> &[u32] {
+        match (self.offsets.get(k), self.offsets.get(k + 1)) {
+            (Some(&a), Some(&b)) => self.ids.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+}
+
+/// The ascending ids present in both ascending lists.
+fn intersect_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::with_capacity(a.len().min(b.len())));
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
 impl SeriesIndex {
     /// Number of series.
     pub fn len(&self) -> usize {
@@ -144,27 +230,48 @@ impl SeriesIndex {
 
     /// The ids among `cand` (all series when `None`) that `m` accepts, ascending. A label absent
     /// from the block (or the series) is `""`. On a dictionary column the matcher runs once per
-    /// distinct value; each series then costs one key lookup.
+    /// distinct value (an equality matcher looks its value up); a matcher that rejects `""` then
+    /// takes the union of the accepted values' postings (or tests the candidates' keys when they
+    /// are fewer), one that accepts `""` tests every candidate's key.
     fn filter(&self, m: &Matcher, cand: Option<Vec<u32>>) -> Vec<u32> {
-        let Some(dict) = self.columns.get(&m.name) else {
+        let Some(col) = self.columns.get(&m.name) else {
             let ok = |i: u32| self.labels.get(i as usize).is_some_and(|l| m.matches_labels(l));
             return match cand {
                 Some(c) => c.into_iter().filter(|&i| ok(i)).collect(),
                 None => (0..self.len() as u32).filter(|&i| ok(i)).collect(),
             };
         };
-        let values = dict.values().as_string::<i32>();
-        let hits: Vec<bool> = (0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect();
+        let hits = col.accepted_keys(m);
         let empty = m.matches("");
-        if !empty && !hits.contains(&true) {
-            return Vec::new();
-        }
-        let keys = dict.keys();
+        let keys = col.dict.keys();
         let (kv, nulls) = (keys.values(), keys.nulls());
         let ok = |i: usize| match nulls {
             Some(n) if n.is_null(i) => empty,
             _ => kv.get(i).and_then(|&k| hits.get(k as usize)).copied().unwrap_or(false),
         };
+        if !empty {
+            let lists: Vec<&[u32]> =
+                hits.iter().enumerate().filter(|(_, h)| **h).map(|(k, _)| col.postings(k)).collect();
+            let total: usize = lists.iter().map(|l| l.len()).sum();
+            if let Some(c) = &cand
+                && c.len() < total
+            {
+                return c.iter().copied().filter(|&i| ok(i as usize)).collect();
+            }
+            let union = match lists.as_slice() {
+                [] => return Vec::new(),
+                [one] => one.to_vec(),
+                many => {
+                    let mut u: Vec<u32> = many.iter().flat_map(|l| l.iter().copied()).collect();
+                    u.sort_unstable();
+                    u
+                }
+            };
+            return match cand {
+                Some(c) => intersect_sorted(&c, &union),
+                None => union,
+            };
+        }
         match cand {
             Some(c) => c.into_iter().filter(|&i| ok(i as usize)).collect(),
             None => (0..kv.len()).filter(|&i| ok(i)).map(|i| i as u32).collect(),
@@ -256,7 +363,7 @@ impl SeriesIndex {
                     }
                 }
             }
-            columns.insert(name.clone(), dict);
+            columns.insert(name.clone(), LabelColumn::new(dict));
         }
         if let Some(ov) = batch.column_by_name(format::COL_LABELS) {
             let map: &MapArray = ov
@@ -1063,5 +1170,37 @@ mod tests {
         assert!(n > 0 && n < 90, "{n}");
         assert_eq!(check(vec![m(MatchOp::NotEqual, "zone", ""), m(MatchOp::Equal, "job", "nope")]), 0);
         assert_eq!(check(vec![]), 100);
+        // Postings: the union of several values, an intersection with fewer candidates than
+        // postings (keys tested) and with more (lists intersected).
+        let two_jobs = check(vec![m(MatchOp::RegexMatch, "job", "job0|job2")]);
+        assert!(two_jobs > 33 && two_jobs < 100, "{two_jobs}");
+        let n = check(vec![m(MatchOp::Equal, "__name__", "metric_3"), m(MatchOp::Equal, "job", "job1")]);
+        assert!(n > 0 && n < 10, "{n}");
+        let n =
+            check(vec![m(MatchOp::RegexMatch, "__name__", "metric_[1-3]"), m(MatchOp::RegexMatch, "job", "job0|job1")]);
+        assert!(n > 0 && n < 30, "{n}");
+        let n = check(vec![m(MatchOp::RegexMatch, "zone", "z1"), m(MatchOp::RegexMatch, "__name__", "metric_.*")]);
+        assert!(n > 0 && n < 100, "{n}");
+    }
+
+    #[test]
+    fn postings_list_each_key_in_row_order_and_skip_nulls() {
+        let keys = arrow::array::Int32Array::from(vec![Some(1), None, Some(0), Some(1), Some(2), None, Some(1)]);
+        let values = arrow::array::StringArray::from(vec!["a", "b", "c"]);
+        let col = LabelColumn::new(DictionaryArray::try_new(keys, Arc::new(values)).unwrap());
+        assert_eq!(col.postings(0), &[2]);
+        assert_eq!(col.postings(1), &[0, 3, 6]);
+        assert_eq!(col.postings(2), &[4]);
+        assert_eq!(col.postings(3), &[] as &[u32]);
+        assert_eq!(intersect_sorted(&[0, 2, 3, 6, 9], &[3, 4, 6]), vec![3, 6]);
+        // A dictionary that repeats a value: both keys count.
+        let keys = arrow::array::Int32Array::from(vec![0, 1, 2, 0]);
+        let values = arrow::array::StringArray::from(vec!["a", "b", "a"]);
+        let col = LabelColumn::new(DictionaryArray::try_new(keys, Arc::new(values)).unwrap());
+        let eq = Matcher::new(MatchOp::Equal, "x", "a").unwrap();
+        assert_eq!(col.accepted_keys(&eq), vec![true, false, true]);
+        let re = Matcher::new(MatchOp::RegexMatch, "x", "b|c").unwrap();
+        assert_eq!(col.accepted_keys(&re), vec![false, true, false]);
+        assert_eq!(col.accepted_keys(&Matcher::new(MatchOp::Equal, "x", "z").unwrap()), vec![false; 3]);
     }
 }

@@ -1,6 +1,6 @@
 //! The PromQL [`Engine`]: parses an expression, plans it into a DataFusion logical plan of
-//! Strata's extension nodes, runs the physical plan in the engine's `SessionContext` and turns
-//! the output batches into a [`QueryResult`].
+//! Strata's extension nodes, runs the physical plan against the engine's one `SessionState`
+//! (built once, never cloned per query) and turns the output batches into a [`QueryResult`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +9,12 @@ use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
 use datafusion::execution::TaskContext;
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::ensure_coop::EnsureCooperative;
+use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable, execute_stream};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionConfig;
 use engine::SeriesSource;
 use futures::StreamExt;
 use promql_parser::parser::{self, value::ValueType};
@@ -62,7 +65,7 @@ impl Default for EngineOptions {
 
 struct Inner {
     opts: EngineOptions,
-    ctx: SessionContext,
+    state: SessionState,
 }
 
 impl std::fmt::Debug for Inner {
@@ -102,15 +105,42 @@ impl Engine {
         let cfg = SessionConfig::new().with_target_partitions(1);
         // PromQL plans are trees of Strata's extension nodes only, which DataFusion's logical
         // analyzer and optimizer rules cannot rewrite: running them is pure per-query overhead.
+        // Of the physical rules only two stay: leaves yield to the runtime (so a timeout can
+        // fire), and the plan is checked. Every node wants its inputs in one partition, which is
+        // all the extension nodes produce, so no repartition or sort is ever inserted; should a
+        // plan ever need one, the sanity check fails the query loudly instead. DataFusion's join,
+        // aggregate, limit, filter, window and projection rewrites have nothing to act on.
+        let physical_rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
+            vec![Arc::new(EnsureCooperative::new()), Arc::new(SanityCheckPlan::new())];
         let state = SessionStateBuilder::new()
             .with_config(cfg)
-            .with_default_features()
             .with_analyzer_rules(vec![])
             .with_optimizer_rules(vec![])
+            .with_physical_optimizer_rules(physical_rules)
             .with_query_planner(Arc::new(PromQueryPlanner { ext }))
             .build();
-        let ctx = SessionContext::new_with_state(state);
-        Engine { inner: Arc::new(Inner { opts, ctx }) }
+        Engine { inner: Arc::new(Inner { opts, state }) }
+    }
+
+    /// A task context for one query: the engine's settings plus `ann`, which the plan's nodes
+    /// report annotations to. PromQL operators look no functions up by name, so the context gets
+    /// no function registries (copying them cost more than the rest of a small query's setup).
+    fn task_ctx(&self, ann: Option<Arc<Annotations>>) -> Arc<TaskContext> {
+        let state = &self.inner.state;
+        let mut cfg = state.config().clone();
+        if let Some(ann) = ann {
+            cfg.set_extension(ann);
+        }
+        Arc::new(TaskContext::new(
+            None,
+            state.session_id().to_string(),
+            cfg,
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            Arc::clone(state.runtime_env()),
+        ))
     }
 
     /// Evaluates `expr` at `t_ms`.
@@ -138,9 +168,9 @@ impl Engine {
         let is_range = start_ms != end_ms && step_ms > 0;
         let grid = Grid::new(start_ms, end_ms, if is_range { step_ms } else { 1 });
         let plan = self.planner(start_ms, end_ms, if is_range { step_ms } else { 0 }).plan_top(&ast, grid)?;
-        let state = self.inner.ctx.state();
+        let state = &self.inner.state;
         let optimized = state.optimize(&plan)?;
-        let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
+        let physical = state.query_planner().create_physical_plan(&optimized, state).await?;
         let mut out = String::new();
         out.push_str("logical plan:\n");
         out.push_str(&optimized.display_indent().to_string());
@@ -179,7 +209,7 @@ impl Engine {
     }
 
     async fn execute(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>> {
-        self.execute_in(physical, self.inner.ctx.task_ctx()).await
+        self.execute_in(physical, self.task_ctx(None)).await
     }
 
     async fn execute_in(&self, physical: Arc<dyn ExecutionPlan>, task: Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
@@ -205,14 +235,15 @@ impl Engine {
         }
         let plan = planner.plan_top(&ast, grid)?;
         let ann = Arc::new(Annotations::default());
-        let mut state = self.inner.ctx.state();
-        state.config_mut().set_extension(ann.clone());
-        let physical = state.create_physical_plan(&plan).await?;
+        // The logical analyzer and optimizer have no rules (see `Engine::new`): plan physically
+        // straight away.
+        let state = &self.inner.state;
+        let physical = state.query_planner().create_physical_plan(&plan, state).await?;
         // Output batches are folded into series one by one and dropped, so the result is not held
         // twice (as batches and as series) at its peak.
         let mut collector =
             SeriesCollector { delayed_name_removal: self.inner.opts.enable_delayed_name_removal, ..Default::default() };
-        let task = Arc::new(TaskContext::from(&state));
+        let task = self.task_ctx(Some(Arc::clone(&ann)));
         let fold = async {
             let mut stream = execute_stream(physical, task)?;
             while let Some(b) = stream.next().await {

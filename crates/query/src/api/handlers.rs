@@ -378,8 +378,20 @@ async fn series_union(s: &ApiState, sets: &[Vec<Matcher>], start: i64, end: i64)
     Ok(all)
 }
 
-fn encode_strings(list: &[String]) -> String {
-    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+/// A success body whose data is `list` as a JSON array of strings.
+fn strings_body(list: &[String]) -> String {
+    let mut body =
+        String::with_capacity(json::SUCCESS_OPEN.len() + 2 + list.iter().map(|s| s.len() + 3).sum::<usize>());
+    body.push_str(json::SUCCESS_OPEN);
+    body.push('[');
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        write_str(&mut body, s);
+    }
+    body.push(']');
+    body
 }
 
 /// Truncates to `limit` and returns the warnings to report.
@@ -444,7 +456,7 @@ async fn do_labels(s: &ApiState, f: &Form) -> Result<Answer> {
         all.into_iter().collect()
     };
     let warnings = limit_list(&mut names, limit);
-    Ok(Answer { body: open_body(&encode_strings(&names)), warnings, infos: vec![] })
+    Ok(Answer { body: strings_body(&names), warnings, infos: vec![] })
 }
 
 async fn do_label_values(s: &ApiState, f: &Form, raw_name: &str) -> Result<Answer> {
@@ -467,7 +479,7 @@ async fn do_label_values(s: &ApiState, f: &Form, raw_name: &str) -> Result<Answe
         all.into_iter().collect()
     };
     let warnings = limit_list(&mut values, limit);
-    Ok(Answer { body: open_body(&encode_strings(&values)), warnings, infos: vec![] })
+    Ok(Answer { body: strings_body(&values), warnings, infos: vec![] })
 }
 
 fn do_metadata(f: &Form) -> Result<Answer> {

@@ -292,3 +292,18 @@ async fn gzip_when_accepted_and_identical_after_decompression() {
     let resp = r.clone().oneshot(req).await.unwrap();
     assert!(resp.headers().get("content-encoding").is_none());
 }
+
+#[test]
+fn string_lists_are_valid_json_with_escapes() {
+    let list: Vec<String> =
+        vec!["plain".into(), "q\"uote".into(), "back\\slash".into(), "tab\there".into(), "é✓".into()];
+    let mut body = super::strings_body(&list);
+    body.push('}');
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success");
+    let got: Vec<String> = serde_json::from_value(v["data"].clone()).unwrap();
+    assert_eq!(got, list);
+    let mut empty = super::strings_body(&[]);
+    empty.push('}');
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&empty).unwrap()["data"], serde_json::json!([]));
+}

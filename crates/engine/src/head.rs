@@ -39,12 +39,14 @@
 //! those samples again (the next cut uploads an overlapping block with the same samples, which
 //! queriers deduplicate); no acknowledged sample is lost.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use hashbrown::{HashTable, hash_table};
 
 use crate::bucket::Bucket;
 use crate::chunkenc::{SAMPLES_PER_CHUNK, XorEncoder, XorIter};
@@ -112,6 +114,19 @@ impl AppendReport {
     pub fn rejected(&self) -> usize {
         self.out_of_order + self.duplicate + self.too_old
     }
+}
+
+/// One series of a [`Head::append_series`], borrowed from the caller (e.g. a decoded request).
+///
+/// `labels` must be a valid label set as a [`Labels`] holds it: sorted by name, names unique, no
+/// empty values. The head looks the series up by these pairs and copies them only for a series it
+/// has not seen; a set that is not in that form is refused (an error for the whole append).
+#[derive(Debug, Clone, Copy)]
+pub struct AppendSeries<'a> {
+    /// The labels, sorted by name.
+    pub labels: &'a [(&'a str, &'a str)],
+    /// The samples `(timestamp ms, value)`, in the order they arrived.
+    pub samples: &'a [(i64, f64)],
 }
 
 /// Size and range of the head.
@@ -354,11 +369,28 @@ impl MemSeries {
     }
 }
 
+/// A series in the head's hash table, with its hash (kept so the table grows without rehashing).
+#[derive(Debug)]
+struct Entry {
+    hash: u64,
+    labels: Arc<Labels>,
+    series: MemSeries,
+}
+
+/// True when `pairs` are exactly the labels of `l`.
+fn same_labels(l: &Labels, pairs: &[(&str, &str)]) -> bool {
+    l.len() == pairs.len() && l.iter().zip(pairs).all(|(a, b)| a.name == b.0 && a.value == b.1)
+}
+
 /// The mutable state behind the head's lock.
 #[derive(Debug)]
 struct State {
-    /// Series by labels: appends find their series with one hash lookup.
-    series: HashMap<Arc<Labels>, MemSeries>,
+    /// Series by a hash of their labels: appends find their series with one lookup over the
+    /// borrowed label pairs of a request.
+    series: HashTable<Entry>,
+    /// Hashes the label pairs for `series` (fast, randomly seeded; in memory only: nothing stored
+    /// depends on it).
+    hasher: hashbrown::DefaultHashBuilder,
     /// The same series in label order, for selects and cuts.
     order: BTreeSet<Arc<Labels>>,
     next_ref: u64,
@@ -371,7 +403,8 @@ struct State {
 impl State {
     fn new(cut_point: i64) -> Self {
         State {
-            series: HashMap::new(),
+            series: HashTable::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
             order: BTreeSet::new(),
             next_ref: 1,
             min_t: i64::MAX,
@@ -381,25 +414,70 @@ impl State {
         }
     }
 
-    fn entry(&mut self, labels: &Labels) -> (Arc<Labels>, &mut MemSeries) {
-        let key = match self.series.get_key_value(labels) {
-            Some((k, _)) => Arc::clone(k),
-            None => {
-                let k = Arc::new(labels.clone());
-                self.order.insert(Arc::clone(&k));
-                k
+    fn hash_pairs<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for (n, v) in pairs {
+            h.write(n.as_bytes());
+            h.write_u8(0xff);
+            h.write(v.as_bytes());
+            h.write_u8(0xff);
+        }
+        h.finish()
+    }
+
+    fn hash_labels(&self, labels: &Labels) -> u64 {
+        self.hash_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+    }
+
+    /// The series with these labels, if the head holds it.
+    fn get(&self, labels: &Labels) -> Option<&MemSeries> {
+        let hash = self.hash_labels(labels);
+        self.series.find(hash, |e| e.hash == hash && *e.labels == *labels).map(|e| &e.series)
+    }
+
+    /// The series with these label pairs, created (labels copied) when new.
+    fn entry_pairs(&mut self, pairs: &[(&str, &str)]) -> Result<(Arc<Labels>, &mut MemSeries)> {
+        let hash = self.hash_pairs(pairs.iter().copied());
+        let e = match self.series.entry(hash, |e| e.hash == hash && same_labels(&e.labels, pairs), |e| e.hash) {
+            hash_table::Entry::Occupied(o) => o.into_mut(),
+            hash_table::Entry::Vacant(v) => {
+                let labels = Labels::from_pairs(pairs.iter().copied());
+                if !same_labels(&labels, pairs) {
+                    return Err(Error::BadLabels {
+                        labels: labels.to_string(),
+                        reason: "an appended label set must be sorted by name with unique names and no empty values"
+                            .into(),
+                    });
+                }
+                let labels = Arc::new(labels);
+                self.order.insert(Arc::clone(&labels));
+                self.next_ref += 1;
+                v.insert(Entry { hash, labels, series: MemSeries::new(self.next_ref - 1) }).into_mut()
             }
         };
-        let next = &mut self.next_ref;
-        let s = self.series.entry(Arc::clone(&key)).or_insert_with(|| {
-            *next += 1;
-            MemSeries::new(*next - 1)
-        });
-        (key, s)
+        Ok((Arc::clone(&e.labels), &mut e.series))
+    }
+
+    /// The series with these labels (replay), created when new.
+    fn entry(&mut self, labels: &Arc<Labels>) -> (Arc<Labels>, &mut MemSeries) {
+        let hash = self.hash_labels(labels);
+        let e = match self.series.entry(hash, |e| e.hash == hash && e.labels == *labels, |e| e.hash) {
+            hash_table::Entry::Occupied(o) => o.into_mut(),
+            hash_table::Entry::Vacant(v) => {
+                self.order.insert(Arc::clone(labels));
+                self.next_ref += 1;
+                v.insert(Entry { hash, labels: Arc::clone(labels), series: MemSeries::new(self.next_ref - 1) })
+                    .into_mut()
+            }
+        };
+        (Arc::clone(&e.labels), &mut e.series)
     }
 
     fn remove(&mut self, labels: &Labels) {
-        self.series.remove(labels);
+        let hash = self.hash_labels(labels);
+        if let Ok(e) = self.series.find_entry(hash, |e| e.hash == hash && *e.labels == *labels) {
+            e.remove();
+        }
         self.order.remove(labels);
     }
 
@@ -410,13 +488,13 @@ impl State {
     }
 
     fn recompute_range(&mut self) {
-        self.min_t = self.series.values().filter_map(MemSeries::min_t).min().unwrap_or(i64::MAX);
-        self.max_t = self.series.values().filter_map(MemSeries::max_t).max().unwrap_or(i64::MIN);
-        self.samples = self.series.values().map(|s| s.num_samples() as u64).sum();
+        self.min_t = self.series.iter().filter_map(|e| e.series.min_t()).min().unwrap_or(i64::MAX);
+        self.max_t = self.series.iter().filter_map(|e| e.series.max_t()).max().unwrap_or(i64::MIN);
+        self.samples = self.series.iter().map(|e| e.series.num_samples() as u64).sum();
     }
 
     /// Applies a replayed sample: in order when newer, into the OOO buffer when older and new.
-    fn replay(&mut self, labels: &Labels, samples: &[(i64, f64)], block_ms: i64) -> Result<()> {
+    fn replay(&mut self, labels: &Arc<Labels>, samples: &[(i64, f64)], block_ms: i64) -> Result<()> {
         let cut = self.cut_point;
         let (key, s) = self.entry(labels);
         let mut stored = Vec::new();
@@ -538,6 +616,16 @@ impl Head {
     /// Appends samples (per series, in any order); returns once the accepted ones are durable in
     /// the WAL. Validation and the handling of partly rejected requests are in the module docs.
     pub async fn append(&self, series: &[(Labels, Vec<(i64, f64)>)]) -> Result<AppendReport> {
+        let pairs: Vec<Vec<(&str, &str)>> =
+            series.iter().map(|(l, _)| l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()).collect();
+        let refs: Vec<AppendSeries<'_>> =
+            pairs.iter().zip(series).map(|(p, (_, s))| AppendSeries { labels: p, samples: s }).collect();
+        self.append_series(&refs).await
+    }
+
+    /// Like [`Head::append`], over borrowed series: labels are copied only for series the head has
+    /// not seen yet.
+    pub async fn append_series(&self, series: &[AppendSeries<'_>]) -> Result<AppendReport> {
         let mut rep = AppendReport::default();
         let block_ms = self.opts.block_duration_ms;
         let pending = {
@@ -556,13 +644,13 @@ impl Head {
                 i64::MAX
             };
             let mut entries = Vec::new();
-            for (labels, samples) in series {
-                if samples.is_empty() {
+            for one in series {
+                if one.samples.is_empty() {
                     continue;
                 }
-                let (key, s) = st.entry(labels);
-                let mut stored = Vec::new();
-                for &(t, v) in samples {
+                let (key, s) = st.entry_pairs(one.labels)?;
+                let mut stored = Vec::with_capacity(one.samples.len());
+                for &(t, v) in one.samples {
                     let last = s.last_t();
                     let outcome = if t < min_valid && t < ooo_min {
                         Outcome::TooOld
@@ -648,9 +736,9 @@ impl Head {
         let mut bytes = std::mem::size_of::<State>();
         // The hash map: its entries at 7/8 load plus a control byte; the ordered set's BTree nodes hold up
         // to 11 entries, about 1/3 slack for partly full nodes.
-        let entry = (std::mem::size_of::<Arc<Labels>>() + std::mem::size_of::<MemSeries>() + 1) * 8 / 7
+        let entry = (std::mem::size_of::<Entry>() + 1) * 8 / 7
             + std::mem::size_of::<Arc<Labels>>() * 4 / 3;
-        for (l, s) in &st.series {
+        for Entry { labels: l, series: s, .. } in &st.series {
             chunks += s.closed.len() + usize::from(s.open.num_samples() > 0);
             chunk_bytes += s.closed.iter().map(|c| c.data.len()).sum::<usize>() + s.open.bytes().len();
             bytes += entry + s.heap_bytes();
@@ -718,7 +806,7 @@ impl Head {
             {
                 let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
                 let mut empty = Vec::new();
-                for (l, s) in st.series.iter_mut() {
+                for Entry { labels: l, series: s, .. } in st.series.iter_mut() {
                     s.drop_before(end, l)?;
                     if s.is_empty() {
                         empty.push(Arc::clone(l));
@@ -761,7 +849,7 @@ impl Head {
                 let mut last = None;
                 for l in st.order.range::<Labels, _>((lower, Bound::Unbounded)).take(BATCH_SERIES) {
                     last = Some(Arc::clone(l));
-                    let Some(s) = st.series.get(&**l) else { continue };
+                    let Some(s) = st.get(l) else { continue };
                     let (ts, vs) = s.samples_in(min_time, end - 1, l)?;
                     if !ts.is_empty() {
                         piece.push((Arc::clone(l), ts, vs));
@@ -801,7 +889,7 @@ impl Head {
             if !matches_all(req_matchers, l) {
                 continue;
             }
-            let Some(s) = st.series.get(&**l) else { continue };
+            let Some(s) = st.get(l) else { continue };
             if with_samples {
                 let (ts, vs) = s.samples_in(min_t, max_t, l)?;
                 if !ts.is_empty() {

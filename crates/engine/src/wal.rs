@@ -35,13 +35,14 @@
 //! [`Wal::truncate`] then deletes whole older segments whose newest sample is below the uploaded
 //! block's end. Segments also rotate when they exceed [`WalOptions::segment_size`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
+use hashbrown::{HashMap, HashSet};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};

@@ -1,20 +1,29 @@
 //! Decoding and validation of Prometheus remote write 1.0 requests.
 //!
 //! ```text
-//!   HTTP body ──snappy block decode──► prometheus.WriteRequest ──validate each series──► accepted
-//!   (≤ max body)   (≤ max body, 400)       (prost, 400)              │                  (Labels, [(ts, v)])
-//!                                                                     └─► rejected (400, names the series)
+//!   HTTP body ──snappy block decode──► message ──parse (borrowing strings)──► Request<'msg>
+//!   (≤ max body)   (≤ max body, 400)                (400, names the offset)     │ valid series: label pairs + samples
+//!                                                                                └ rejected: 400, names the series
 //! ```
+//!
+//! [`parse`] is a small hand-written protobuf decoder for `prometheus.WriteRequest` that keeps label
+//! names and values as `&str` slices of the decompressed message: nothing is allocated per label or
+//! per series, only a few flat vectors per request. Field numbers and wire types are those of
+//! Prometheus's `remote.proto`/`types.proto`; unknown fields of any wire type (groups included) are
+//! skipped, repeated scalar fields keep the last value, fields may come in any order, as protobuf
+//! specifies. Exemplars, native histograms and metadata are counted or skipped without looking inside.
+//! A malformed message (a length running past its end, a bad varint, a known field with the wrong wire
+//! type, invalid UTF-8 in a label) fails as a whole with an error naming the byte offset.
 //!
 //! Validation follows Thanos receive: a series whose label names are not valid
 //! (`[a-zA-Z_][a-zA-Z0-9_]*`), not strictly sorted by name (Prometheus sends them sorted; Thanos rejects
 //! unsorted sets rather than sorting them), duplicated or empty, or that has no or an empty metric name,
 //! is rejected; the other series of the same request are kept. Labels with an empty value are dropped
-//! (an empty value means "no such label" in Prometheus). Invalid UTF-8 in a string fails the protobuf
-//! decode as a whole. Native histograms, exemplars and metadata are decoded but not stored (yet):
-//! their counts are reported so the caller can log them.
+//! (an empty value means "no such label" in Prometheus). Native histograms, exemplars and metadata are
+//! not stored (yet): their counts are reported so the caller can log them.
 
 use engine::Labels;
+use engine::head::AppendSeries;
 use engine::labels::METRIC_NAME;
 use prost::Message;
 use proto::prometheus::{Label, WriteRequest};
@@ -24,29 +33,6 @@ use crate::error::{Error, Result};
 /// Default `--receive.max-body-size`: 32 MiB, applied to the compressed body and to the decompressed
 /// message alike.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
-
-/// One decoded series: its labels and its `(timestamp ms, value)` samples in request order.
-pub type Series = (Labels, Vec<(i64, f64)>);
-
-/// The valid content of a request and what was left out.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    /// Valid series with their samples (series without float samples are left out).
-    pub series: Vec<Series>,
-    /// Invalid series, each an [`Error::InvalidSeries`] naming it.
-    pub rejected: Vec<Error>,
-    /// Native histogram samples received and not stored.
-    pub histograms_dropped: usize,
-    /// Exemplars received and not stored.
-    pub exemplars_dropped: usize,
-}
-
-impl Decoded {
-    /// Number of float samples in [`Decoded::series`].
-    pub fn num_samples(&self) -> usize {
-        self.series.iter().map(|s| s.1.len()).sum()
-    }
-}
 
 /// Decompresses a snappy block-format body, refusing a message that would decompress to more than
 /// `max_bytes` (checked from the header before allocating).
@@ -112,75 +98,373 @@ pub fn valid_label_name(name: &str) -> bool {
 
 /// Prints received labels like Prometheus does, before validation (so unsorted or duplicate labels
 /// show as sent).
-fn show(labels: &[Label]) -> String {
-    let name = labels.iter().find(|l| l.name == METRIC_NAME).map(|l| l.value.as_str()).unwrap_or("");
-    let rest: Vec<String> =
-        labels.iter().filter(|l| l.name != METRIC_NAME).map(|l| format!("{}={:?}", l.name, l.value)).collect();
+fn show(labels: &[(&str, &str)]) -> String {
+    let name = labels.iter().find(|l| l.0 == METRIC_NAME).map(|l| l.1).unwrap_or("");
+    let rest: Vec<String> = labels.iter().filter(|l| l.0 != METRIC_NAME).map(|l| format!("{}={:?}", l.0, l.1)).collect();
     format!("{name}{{{}}}", rest.join(", "))
 }
 
 /// Checks the labels of one series; on success returns them as a [`Labels`].
 pub fn validate_labels(labels: &[Label]) -> Result<Labels> {
-    check_labels(labels)?;
-    Ok(Labels::from_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))
+    let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+    check_labels(&pairs)?;
+    Ok(Labels::from_pairs(pairs))
 }
 
-/// Checks the labels of one series and moves their strings into a [`Labels`] (no copies).
-fn take_labels(labels: Vec<Label>) -> Result<Labels> {
-    check_labels(&labels)?;
-    Ok(Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value))))
-}
-
-/// The checks of [`validate_labels`].
-fn check_labels(labels: &[Label]) -> Result<()> {
+/// The checks of [`validate_labels`], on the label pairs as received.
+fn check_labels(labels: &[(&str, &str)]) -> Result<()> {
     let bad = |reason: String| Error::InvalidSeries { series: show(labels), reason };
-    for (i, l) in labels.iter().enumerate() {
-        if l.name.is_empty() {
+    let mut name_seen = None;
+    for (i, &(name, value)) in labels.iter().enumerate() {
+        if name.is_empty() {
             return Err(bad("empty label name".into()));
         }
-        if !valid_label_name(&l.name) {
-            return Err(bad(format!("invalid label name {:?}", l.name)));
+        if !valid_label_name(name) {
+            return Err(bad(format!("invalid label name {name:?}")));
         }
         if i > 0 {
-            let prev = &labels[i - 1].name;
-            if *prev == l.name {
-                return Err(bad(format!("duplicate label name {:?}", l.name)));
+            let prev = labels[i - 1].0;
+            if prev == name {
+                return Err(bad(format!("duplicate label name {name:?}")));
             }
-            if *prev > l.name {
-                return Err(bad(format!("labels are not sorted by name ({:?} before {:?})", prev, l.name)));
+            if prev > name {
+                return Err(bad(format!("labels are not sorted by name ({prev:?} before {name:?})")));
             }
         }
+        if name_seen.is_none() && name == METRIC_NAME {
+            name_seen = Some(value);
+        }
     }
-    match labels.iter().find(|l| l.name == METRIC_NAME) {
+    match name_seen {
         None => return Err(bad("no metric name (__name__ label)".into())),
-        Some(l) if l.value.is_empty() => return Err(bad("empty metric name".into())),
+        Some("") => return Err(bad("empty metric name".into())),
         Some(_) => {}
     }
     Ok(())
 }
 
-/// Validates every series of a request: valid ones are returned with their samples, invalid ones
-/// as errors naming them.
-pub fn validate(req: WriteRequest) -> Decoded {
-    let mut out = Decoded::default();
-    for ts in req.timeseries {
-        out.histograms_dropped += ts.histograms.len();
-        out.exemplars_dropped += ts.exemplars.len();
-        match take_labels(ts.labels) {
-            Ok(labels) => {
-                if !ts.samples.is_empty() {
-                    out.series.push((labels, ts.samples.iter().map(|s| (s.timestamp, s.value)).collect()));
-                }
-            }
-            Err(e) => out.rejected.push(e),
-        }
-    }
-    out
+/// A parsed and validated remote write request; label strings borrow from the decompressed message.
+#[derive(Debug, Default)]
+pub struct Request<'a> {
+    /// Label pairs of the valid series, one run per series (empty values dropped).
+    labels: Vec<(&'a str, &'a str)>,
+    /// Samples of the valid series, one run per series.
+    samples: Vec<(i64, f64)>,
+    /// Per valid series: the end of its run in `labels` and in `samples`.
+    ends: Vec<(usize, usize)>,
+    /// Invalid series, each an [`Error::InvalidSeries`] naming it.
+    pub rejected: Vec<Error>,
+    /// Native histogram samples received and not stored.
+    pub histograms_dropped: usize,
+    /// Exemplars received and not stored.
+    pub exemplars_dropped: usize,
 }
 
-/// Decodes and validates a remote write 1.0 body in one step.
+impl<'a> Request<'a> {
+    /// Number of valid series with float samples.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when no valid series has float samples.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Number of float samples of the valid series.
+    pub fn num_samples(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The valid series (series without float samples are left out), in request order.
+    pub fn series(&self) -> Vec<AppendSeries<'_>> {
+        let mut out = Vec::with_capacity(self.ends.len());
+        let (mut l0, mut s0) = (0, 0);
+        for &(l1, s1) in &self.ends {
+            out.push(AppendSeries { labels: &self.labels[l0..l1], samples: &self.samples[s0..s1] });
+            (l0, s0) = (l1, s1);
+        }
+        out
+    }
+}
+
+/// Parses and validates a decompressed `prometheus.WriteRequest` (see the module docs).
+pub fn parse(msg: &[u8]) -> Result<Request<'_>> {
+    let mut out = Request::default();
+    let mut r = Reader { buf: msg, pos: 0, end: msg.len() };
+    while let Some((field, wire)) = r.key()? {
+        match field {
+            1 => {
+                let ts = r.message(field, wire, "WriteRequest.timeseries")?;
+                parse_series(ts, &mut out)?;
+            }
+            3 => {
+                r.message(field, wire, "WriteRequest.metadata")?;
+            }
+            _ => r.skip(field, wire, 0)?,
+        }
+    }
+    Ok(out)
+}
+
+/// Parses one `TimeSeries`, appending it to `out` when valid.
+fn parse_series<'a>(mut r: Reader<'a>, out: &mut Request<'a>) -> Result<()> {
+    let (l0, s0) = (out.labels.len(), out.samples.len());
+    while let Some((field, wire)) = r.key()? {
+        match field {
+            1 => {
+                let mut l = r.message(field, wire, "TimeSeries.labels")?;
+                let (mut name, mut value) = ("", "");
+                while let Some((f, w)) = l.key()? {
+                    match f {
+                        1 => name = l.string(f, w, "Label.name")?,
+                        2 => value = l.string(f, w, "Label.value")?,
+                        _ => l.skip(f, w, 0)?,
+                    }
+                }
+                out.labels.push((name, value));
+            }
+            2 => {
+                let mut m = r.message(field, wire, "TimeSeries.samples")?;
+                let (mut t, mut v) = (0i64, 0f64);
+                while let Some((f, w)) = m.key()? {
+                    match f {
+                        1 => v = f64::from_bits(m.fixed64(f, w, "Sample.value")?),
+                        2 => {
+                            m.expect_wire(f, w, WIRE_VARINT, "Sample.timestamp")?;
+                            t = m.varint()? as i64;
+                        }
+                        _ => m.skip(f, w, 0)?,
+                    }
+                }
+                out.samples.push((t, v));
+            }
+            3 => {
+                r.message(field, wire, "TimeSeries.exemplars")?;
+                out.exemplars_dropped += 1;
+            }
+            4 => {
+                r.message(field, wire, "TimeSeries.histograms")?;
+                out.histograms_dropped += 1;
+            }
+            _ => r.skip(field, wire, 0)?,
+        }
+    }
+    if let Err(e) = check_labels(&out.labels[l0..]) {
+        out.labels.truncate(l0);
+        out.samples.truncate(s0);
+        out.rejected.push(e);
+        return Ok(());
+    }
+    if out.samples.len() == s0 {
+        out.labels.truncate(l0);
+        return Ok(());
+    }
+    // drop empty-valued labels (never the metric name: it was checked non-empty)
+    let mut w = l0;
+    for i in l0..out.labels.len() {
+        if !out.labels[i].1.is_empty() {
+            out.labels[w] = out.labels[i];
+            w += 1;
+        }
+    }
+    out.labels.truncate(w);
+    out.ends.push((out.labels.len(), out.samples.len()));
+    Ok(())
+}
+
+const WIRE_VARINT: u8 = 0;
+const WIRE_FIXED64: u8 = 1;
+const WIRE_LEN: u8 = 2;
+const WIRE_START_GROUP: u8 = 3;
+const WIRE_END_GROUP: u8 = 4;
+const WIRE_FIXED32: u8 = 5;
+/// Nesting limit of skipped groups (prost uses 100 for messages).
+const MAX_GROUP_DEPTH: usize = 100;
+
+/// A protobuf reader over `buf[pos..end]`; offsets in errors are from the start of the message.
+#[derive(Debug, Clone, Copy)]
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, at: usize, what: String) -> Error {
+        Error::BadProtobuf { reason: format!("at byte offset {at}: {what}") }
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let start = self.pos;
+        let mut x = 0u64;
+        for i in 0..10 {
+            let Some(&b) = self.buf[..self.end].get(self.pos) else {
+                return Err(self.err(start, "varint runs past the end of its message".into()));
+            };
+            self.pos += 1;
+            if i == 9 && b > 1 {
+                return Err(self.err(start, "varint is longer than 64 bits".into()));
+            }
+            x |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(x);
+            }
+        }
+        Err(self.err(start, "varint is longer than 10 bytes".into()))
+    }
+
+    /// The next field key, or None at the end of the message.
+    fn key(&mut self) -> Result<Option<(u32, u8)>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let at = self.pos;
+        let k = self.varint()?;
+        let wire = (k & 7) as u8;
+        let field = k >> 3;
+        if k > u64::from(u32::MAX) || field == 0 {
+            return Err(self.err(at, format!("invalid field key {k}")));
+        }
+        if wire > WIRE_FIXED32 {
+            return Err(self.err(at, format!("invalid wire type {wire} of field {field}")));
+        }
+        Ok(Some((field as u32, wire)))
+    }
+
+    fn expect_wire(&self, field: u32, wire: u8, want: u8, name: &str) -> Result<()> {
+        if wire == want {
+            return Ok(());
+        }
+        Err(self.err(self.pos, format!("field {field} ({name}) has wire type {wire}, want {want}")))
+    }
+
+    /// The next `n` bytes.
+    fn take(&mut self, n: u64, field: u32) -> Result<&'a [u8]> {
+        let left = (self.end - self.pos) as u64;
+        if n > left {
+            return Err(self.err(self.pos, format!("field {field} needs {n} bytes, {left} are left")));
+        }
+        let b = &self.buf[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(b)
+    }
+
+    /// A length-delimited field as a reader of its own.
+    fn message(&mut self, field: u32, wire: u8, name: &str) -> Result<Reader<'a>> {
+        self.expect_wire(field, wire, WIRE_LEN, name)?;
+        let n = self.varint()?;
+        let start = self.pos;
+        self.take(n, field)?;
+        Ok(Reader { buf: self.buf, pos: start, end: self.pos })
+    }
+
+    fn string(&mut self, field: u32, wire: u8, name: &str) -> Result<&'a str> {
+        let at = self.pos;
+        let m = self.message(field, wire, name)?;
+        let b = &m.buf[m.pos..m.end];
+        // label names are ASCII when valid; check UTF-8 on the rest
+        std::str::from_utf8(b).map_err(|e| self.err(at, format!("field {field} ({name}) is not valid UTF-8: {e}")))
+    }
+
+    fn fixed64(&mut self, field: u32, wire: u8, name: &str) -> Result<u64> {
+        self.expect_wire(field, wire, WIRE_FIXED64, name)?;
+        let b = self.take(8, field)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// Skips a field of any wire type (a group up to its matching end).
+    fn skip(&mut self, field: u32, wire: u8, depth: usize) -> Result<()> {
+        match wire {
+            WIRE_VARINT => {
+                self.varint()?;
+            }
+            WIRE_FIXED64 => {
+                self.take(8, field)?;
+            }
+            WIRE_FIXED32 => {
+                self.take(4, field)?;
+            }
+            WIRE_LEN => {
+                let n = self.varint()?;
+                self.take(n, field)?;
+            }
+            WIRE_START_GROUP => {
+                if depth >= MAX_GROUP_DEPTH {
+                    return Err(self.err(self.pos, "groups nested too deeply".into()));
+                }
+                loop {
+                    let at = self.pos;
+                    match self.key()? {
+                        None => return Err(self.err(at, format!("group of field {field} has no end"))),
+                        Some((f, WIRE_END_GROUP)) if f == field => return Ok(()),
+                        Some((f, w)) => self.skip(f, w, depth + 1)?,
+                    }
+                }
+            }
+            _ => return Err(self.err(self.pos, format!("unexpected end of group (field {field})"))),
+        }
+        Ok(())
+    }
+}
+
+/// One decoded series with owned labels (see [`Decoded`]).
+pub type Series = (Labels, Vec<(i64, f64)>);
+
+/// The valid content of a request with owned labels and what was left out (see [`decode`]).
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Valid series with their samples (series without float samples are left out).
+    pub series: Vec<Series>,
+    /// Invalid series, each an [`Error::InvalidSeries`] naming it.
+    pub rejected: Vec<Error>,
+    /// Native histogram samples received and not stored.
+    pub histograms_dropped: usize,
+    /// Exemplars received and not stored.
+    pub exemplars_dropped: usize,
+}
+
+impl Decoded {
+    /// Number of float samples in [`Decoded::series`].
+    pub fn num_samples(&self) -> usize {
+        self.series.iter().map(|s| s.1.len()).sum()
+    }
+}
+
+/// Decodes and validates a remote write 1.0 body in one step, into owned series (the receive path
+/// uses [`decompress`] and [`parse`] to avoid the copies).
 pub fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded> {
-    Ok(validate(decode_write_request(body, max_bytes)?))
+    let raw = decompress(body, max_bytes)?;
+    let r = parse(&raw)?;
+    let series = r.series().iter().map(|s| (Labels::from_pairs(s.labels.iter().copied()), s.samples.to_vec())).collect();
+    Ok(Decoded {
+        series,
+        rejected: r.rejected,
+        histograms_dropped: r.histograms_dropped,
+        exemplars_dropped: r.exemplars_dropped,
+    })
+}
+
+/// Encodes borrowed series as a remote write 1.0 body (for forwarding to another receiver).
+pub fn encode_series(series: &[AppendSeries<'_>]) -> Result<Vec<u8>> {
+    let req = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|s| proto::prometheus::TimeSeries {
+                labels: s.labels.iter().map(|&(n, v)| Label { name: n.into(), value: v.into() }).collect(),
+                samples: s
+                    .samples
+                    .iter()
+                    .map(|&(timestamp, value)| proto::prometheus::Sample { value, timestamp })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    encode_write_request(&req)
 }
 
 #[cfg(test)]

@@ -736,8 +736,7 @@ impl Head {
         let mut bytes = std::mem::size_of::<State>();
         // The hash map: its entries at 7/8 load plus a control byte; the ordered set's BTree nodes hold up
         // to 11 entries, about 1/3 slack for partly full nodes.
-        let entry = (std::mem::size_of::<Entry>() + 1) * 8 / 7
-            + std::mem::size_of::<Arc<Labels>>() * 4 / 3;
+        let entry = (std::mem::size_of::<Entry>() + 1) * 8 / 7 + std::mem::size_of::<Arc<Labels>>() * 4 / 3;
         for Entry { labels: l, series: s, .. } in &st.series {
             chunks += s.closed.len() + usize::from(s.open.num_samples() > 0);
             chunk_bytes += s.closed.iter().map(|c| c.data.len()).sum::<usize>() + s.open.bytes().len();
@@ -992,6 +991,36 @@ mod tests {
         assert_eq!((st.series, st.samples, st.min_t, st.max_t), (3, 602, Some(1_000_000), Some(ts[299])));
         // 300 samples per series in chunks of 120: 3 chunks each for `up`, 1 for `down`.
         assert_eq!(st.chunks, 7);
+    }
+
+    #[tokio::test]
+    async fn borrowed_appends_find_the_same_series_and_refuse_unsorted_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = Head::open(HeadOptions::new(dir.path())).await.unwrap();
+        head.append(&[(lbl("up", "a"), vec![(1000, 1.0)])]).await.unwrap();
+        let pairs = [("__name__", "up"), ("job", "a")];
+        let rep = head.append_series(&[AppendSeries { labels: &pairs, samples: &[(2000, 2.0)] }]).await.unwrap();
+        assert_eq!(rep.accepted, 1);
+        // the same labels as owned Labels hit the series the borrowed append extended
+        let rep = head.append(&[(lbl("up", "a"), vec![(1500, 9.0)])]).await.unwrap();
+        assert_eq!(rep.out_of_order, 1);
+        assert_eq!(head.stats().series, 1);
+        for bad in [[("job", "a"), ("__name__", "up")], [("__name__", "up"), ("job", "")], [("a", "1"), ("a", "2")]] {
+            let e = head.append_series(&[AppendSeries { labels: &bad, samples: &[(3000, 1.0)] }]).await.unwrap_err();
+            assert!(e.to_string().contains("sorted by name with unique names and no empty values"), "{e}");
+        }
+        assert_eq!(head.stats().series, 1);
+        assert_eq!(
+            all(&*head, 0, i64::MAX).await,
+            vec![(r#"up{job="a"}"#.to_string(), vec![1000, 2000], bits(&[1.0, 2.0]))]
+        );
+        // and after a replay
+        drop(head);
+        let head = Head::open(HeadOptions::new(dir.path())).await.unwrap();
+        let rep = head.append_series(&[AppendSeries { labels: &pairs, samples: &[(3000, 3.0)] }]).await.unwrap();
+        assert_eq!(rep.accepted, 1);
+        assert_eq!(head.stats().series, 1);
+        assert_eq!(all(&*head, 0, i64::MAX).await[0].1, vec![1000, 2000, 3000]);
     }
 
     #[tokio::test]

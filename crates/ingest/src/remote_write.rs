@@ -100,7 +100,8 @@ pub fn valid_label_name(name: &str) -> bool {
 /// show as sent).
 fn show(labels: &[(&str, &str)]) -> String {
     let name = labels.iter().find(|l| l.0 == METRIC_NAME).map(|l| l.1).unwrap_or("");
-    let rest: Vec<String> = labels.iter().filter(|l| l.0 != METRIC_NAME).map(|l| format!("{}={:?}", l.0, l.1)).collect();
+    let rest: Vec<String> =
+        labels.iter().filter(|l| l.0 != METRIC_NAME).map(|l| format!("{}={:?}", l.0, l.1)).collect();
     format!("{name}{{{}}}", rest.join(", "))
 }
 
@@ -438,7 +439,8 @@ impl Decoded {
 pub fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded> {
     let raw = decompress(body, max_bytes)?;
     let r = parse(&raw)?;
-    let series = r.series().iter().map(|s| (Labels::from_pairs(s.labels.iter().copied()), s.samples.to_vec())).collect();
+    let series =
+        r.series().iter().map(|s| (Labels::from_pairs(s.labels.iter().copied()), s.samples.to_vec())).collect();
     Ok(Decoded {
         series,
         rejected: r.rejected,
@@ -600,5 +602,223 @@ mod tests {
         assert!(matches!(e, Error::BodyTooLarge { what: "decompressed message", limit: 1000, .. }), "{e}");
         let e = decode(&b, 10).unwrap_err();
         assert!(matches!(e, Error::BodyTooLarge { what: "request body", limit: 10, .. }), "{e}");
+    }
+
+    /// What a parse yields, comparable: valid series (labels, samples as bits), rejection messages,
+    /// histogram and exemplar counts.
+    type Summary = (Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>, Vec<String>, usize, usize);
+
+    fn summary(r: &Request<'_>) -> Summary {
+        let series = r
+            .series()
+            .iter()
+            .map(|s| {
+                (
+                    s.labels.iter().map(|&(n, v)| (n.to_string(), v.to_string())).collect(),
+                    s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
+                )
+            })
+            .collect();
+        (series, r.rejected.iter().map(|e| e.to_string()).collect(), r.histograms_dropped, r.exemplars_dropped)
+    }
+
+    /// The same through prost and the owned validation: the reference.
+    fn reference(raw: &[u8]) -> Option<Summary> {
+        let req = WriteRequest::decode(raw).ok()?;
+        let mut out: Summary = (vec![], vec![], 0, 0);
+        for ts in req.timeseries {
+            out.2 += ts.histograms.len();
+            out.3 += ts.exemplars.len();
+            match validate_labels(&ts.labels) {
+                Ok(l) if !ts.samples.is_empty() => out.0.push((
+                    l.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
+                    ts.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect(),
+                )),
+                Ok(_) => {}
+                Err(e) => out.1.push(e.to_string()),
+            }
+        }
+        Some(out)
+    }
+
+    fn key(b: &mut Vec<u8>, field: u64, wire: u64) {
+        put_varint(b, (field << 3) | wire);
+    }
+    fn put_varint(b: &mut Vec<u8>, mut x: u64) {
+        while x >= 0x80 {
+            b.push((x as u8) | 0x80);
+            x >>= 7;
+        }
+        b.push(x as u8);
+    }
+    fn len_field(b: &mut Vec<u8>, field: u64, body: &[u8]) {
+        key(b, field, 2);
+        put_varint(b, body.len() as u64);
+        b.extend_from_slice(body);
+    }
+    /// Unknown fields of every wire type, a nested group included.
+    fn unknown_fields(b: &mut Vec<u8>) {
+        key(b, 15, 0);
+        put_varint(b, 300);
+        key(b, 16, 1);
+        b.extend_from_slice(&[1; 8]);
+        key(b, 17, 5);
+        b.extend_from_slice(&[2; 4]);
+        len_field(b, 18, b"skip me");
+        key(b, 19, 3);
+        key(b, 20, 0);
+        put_varint(b, 7);
+        key(b, 21, 3);
+        len_field(b, 22, b"inner");
+        key(b, 21, 4);
+        key(b, 19, 4);
+    }
+
+    #[test]
+    fn parse_matches_prost_on_prost_encoded_requests() {
+        let mut t = ts(&[("__name__", "up"), ("empty", ""), ("job", "ünï")], &[(-5, f64::NAN), (i64::MAX, -2.0)]);
+        t.exemplars.push(proto::prometheus::Exemplar { value: 1.0, timestamp: 5, labels: lab(&[("a", "b")]) });
+        t.histograms.push(proto::prometheus::Histogram { timestamp: 5, ..Default::default() });
+        let req = WriteRequest {
+            timeseries: vec![
+                t,
+                ts(&[("__name__", "m"), ("b", "1"), ("a", "2")], &[(1, 1.0)]),
+                ts(&[("__name__", "no_samples")], &[]),
+                ts(&[("a", "x"), ("__name__", "sorted_wrong")], &[(1, 1.0)]),
+                ts(&[("__name__", "x"), ("z", "9")], &[(0, 0.0), (1, f64::INFINITY), (2, f64::from_bits(1))]),
+            ],
+            metadata: vec![proto::prometheus::MetricMetadata { metric_family_name: "up".into(), ..Default::default() }],
+        };
+        let raw = req.encode_to_vec();
+        let got = summary(&parse(&raw).unwrap());
+        assert_eq!(Some(got.clone()), reference(&raw));
+        assert_eq!(got.0.len(), 2);
+        assert_eq!(got.0[0].0, vec![("__name__".to_string(), "up".to_string()), ("job".into(), "ünï".into())]);
+        assert_eq!(got.0[0].1, vec![(-5, f64::NAN.to_bits()), (i64::MAX, (-2.0f64).to_bits())]);
+        assert_eq!(got.1.len(), 2);
+        assert_eq!((got.2, got.3), (1, 1));
+    }
+
+    #[test]
+    fn parse_skips_unknown_fields_and_accepts_any_field_order() {
+        let mut label_a = Vec::new();
+        unknown_fields(&mut label_a);
+        len_field(&mut label_a, 2, b"wrong"); // value given twice: the last wins
+        len_field(&mut label_a, 1, b"__name__");
+        len_field(&mut label_a, 2, b"metric");
+        let mut label_b = Vec::new();
+        len_field(&mut label_b, 2, b"v");
+        len_field(&mut label_b, 1, b"k");
+        let mut sample = Vec::new();
+        key(&mut sample, 2, 0);
+        put_varint(&mut sample, (-7i64) as u64); // negative int64: 10 bytes
+        unknown_fields(&mut sample);
+        key(&mut sample, 1, 1);
+        sample.extend_from_slice(&2.5f64.to_le_bytes());
+        let mut series = Vec::new();
+        len_field(&mut series, 2, &sample); // a sample before the labels
+        unknown_fields(&mut series);
+        len_field(&mut series, 1, &label_a);
+        len_field(&mut series, 2, &[]); // an empty sample: (0, 0.0)
+        len_field(&mut series, 1, &label_b);
+        let mut raw = Vec::new();
+        unknown_fields(&mut raw);
+        len_field(&mut raw, 1, &series);
+        len_field(&mut raw, 3, b""); // empty metadata
+        len_field(&mut raw, 1, &series);
+        let got = summary(&parse(&raw).unwrap());
+        assert_eq!(Some(got.clone()), reference(&raw));
+        let want_labels = vec![("__name__".to_string(), "metric".to_string()), ("k".into(), "v".into())];
+        assert_eq!(got.0.len(), 2);
+        assert_eq!(got.0[1].0, want_labels);
+        assert_eq!(got.0[1].1, vec![(-7, 2.5f64.to_bits()), (0, 0)]);
+    }
+
+    #[test]
+    fn parse_agrees_with_prost_on_every_truncation_and_on_mutations() {
+        let mut req = WriteRequest {
+            timeseries: (0..6)
+                .map(|i| {
+                    ts(
+                        &[("__name__", "metric"), ("i", &i.to_string()), ("job", if i == 3 { "" } else { "j" })],
+                        &[(1_700_000_000_000 + i, i as f64 * 0.5), (1_700_000_015_000 + i, -1.0)],
+                    )
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        req.timeseries[4].labels.swap(1, 2); // unsorted: rejected
+        let raw = req.encode_to_vec();
+        let mut ok = 0;
+        for n in 0..=raw.len() {
+            let mine = parse(&raw[..n]).map(|r| summary(&r));
+            let theirs = reference(&raw[..n]);
+            assert_eq!(mine.as_ref().ok(), theirs.as_ref(), "prefix of {n} bytes");
+            if let Err(e) = mine {
+                assert!(e.to_string().contains("at byte offset"), "{e}");
+            } else {
+                ok += 1;
+            }
+        }
+        assert!(ok >= 7, "the empty message and the 6 series boundaries parse: {ok}");
+        // Flipped bytes: whatever prost accepts parses the same; neither panics.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut both_ok, mut both_err) = (0, 0);
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut m = raw.clone();
+            let i = (x % m.len() as u64) as usize;
+            m[i] ^= (x >> 32) as u8 | 1;
+            let mine = parse(&m).map(|r| summary(&r));
+            match (reference(&m), mine) {
+                (Some(t), Ok(g)) => {
+                    assert_eq!(g, t, "byte {i} flipped");
+                    both_ok += 1;
+                }
+                (Some(t), Err(e)) => panic!("byte {i} flipped: prost decodes {t:?}, parse fails: {e}"),
+                (None, Err(_)) => both_err += 1,
+                (None, Ok(_)) => {}
+            }
+        }
+        assert!(both_ok > 100 && both_err > 100, "{both_ok} {both_err}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_offset_and_field() {
+        // Sample.value sent as a varint
+        let mut sample = Vec::new();
+        key(&mut sample, 1, 0);
+        put_varint(&mut sample, 1);
+        let mut series = Vec::new();
+        len_field(&mut series, 2, &sample);
+        let mut raw = Vec::new();
+        len_field(&mut raw, 1, &series);
+        let e = parse(&raw).unwrap_err().to_string();
+        assert!(
+            e.contains("Sample.value") && e.contains("wire type 0, want 1") && e.contains("at byte offset 5"),
+            "{e}"
+        );
+        assert!(WriteRequest::decode(raw.as_slice()).is_err());
+        // an 11-byte varint (in an unknown field)
+        let e =
+            parse(&[0x78, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).unwrap_err().to_string();
+        assert!(e.contains("at byte offset 1") && e.contains("varint"), "{e}");
+        // field number 0, wire type 7
+        assert!(parse(&[0x00]).unwrap_err().to_string().contains("invalid field key 0"));
+        assert!(parse(&[0x0f]).unwrap_err().to_string().contains("invalid wire type 7"));
+        // a group without its end, an end without a group
+        assert!(parse(&[0x23, 0x08, 0x01]).unwrap_err().to_string().contains("has no end"));
+        assert!(parse(&[0x24]).unwrap_err().to_string().contains("unexpected end of group"));
+        // invalid UTF-8 in a label name
+        let mut label = Vec::new();
+        len_field(&mut label, 1, &[0x61, 0xff]);
+        let mut series = Vec::new();
+        len_field(&mut series, 1, &label);
+        let mut raw = Vec::new();
+        len_field(&mut raw, 1, &series);
+        let e = parse(&raw).unwrap_err().to_string();
+        assert!(e.contains("Label.name") && e.contains("UTF-8") && e.contains("at byte offset 5"), "{e}");
     }
 }

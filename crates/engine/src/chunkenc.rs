@@ -141,21 +141,37 @@ impl XorEncoder {
         self.bytes.push((u16::from(b) << self.free) as u8);
     }
 
-    /// Writes the low `n` bits of `v`, most significant first: whole bytes first, then bit by bit.
-    fn write_bits(&mut self, v: u64, mut n: u32) {
+    /// Writes the low `n` bits of `v`, most significant first, with the byte layout of Prometheus's
+    /// bit stream, which writes whole bytes first, then single bits (see [`Self::write_byte`]): when
+    /// `n` is a multiple of 8 the stream ends in a byte with free bits, possibly an empty one. The
+    /// bits are filled a byte at a time.
+    fn write_bits(&mut self, v: u64, n: u32) {
         if n == 0 {
             return;
         }
-        let mut u = v << (64 - n);
-        while n >= 8 {
-            self.write_byte((u >> 56) as u8);
-            u <<= 8;
-            n -= 8;
+        let mask = |k: u32| if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+        let v = v & mask(n);
+        let mut left = n;
+        if self.free == 0 {
+            self.bytes.push(0);
+            self.free = 8;
         }
-        while n > 0 {
-            self.write_bit(u >> 63 == 1);
-            u <<= 1;
-            n -= 1;
+        loop {
+            let f = u32::from(self.free);
+            let Some(last) = self.bytes.last_mut() else { return };
+            if left <= f {
+                *last |= ((v & mask(left)) << (f - left)) as u8;
+                self.free = (f - left) as u8;
+                break;
+            }
+            *last |= ((v >> (left - f)) & mask(f)) as u8;
+            left -= f;
+            self.bytes.push(0);
+            self.free = 8;
+        }
+        if n % 8 == 0 && self.free == 0 {
+            self.bytes.push(0);
+            self.free = 8;
         }
     }
 
@@ -442,6 +458,54 @@ impl Iterator for XorIter<'_> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// The bit stream as Prometheus writes it: whole bytes, then bit by bit.
+    fn reference_write_bits(e: &mut XorEncoder, v: u64, mut n: u32) {
+        if n == 0 {
+            return;
+        }
+        let mut u = v << (64 - n);
+        while n >= 8 {
+            e.write_byte((u >> 56) as u8);
+            u <<= 8;
+            n -= 8;
+        }
+        while n > 0 {
+            e.write_bit(u >> 63 == 1);
+            u <<= 1;
+            n -= 1;
+        }
+    }
+
+    #[test]
+    fn write_bits_lays_out_bytes_like_the_bit_by_bit_stream() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200 {
+            let (mut fast, mut slow) = (XorEncoder::new(), XorEncoder::new());
+            for _ in 0..40 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let n = (x % 65) as u32;
+                let v = x.rotate_left(17);
+                match (x >> 60) % 4 {
+                    0 => {
+                        fast.write_bit(v & 1 == 1);
+                        slow.write_bit(v & 1 == 1);
+                    }
+                    1 => {
+                        fast.write_byte(v as u8);
+                        slow.write_byte(v as u8);
+                    }
+                    _ => {
+                        fast.write_bits(v, n);
+                        reference_write_bits(&mut slow, v, n);
+                    }
+                }
+                assert_eq!((&fast.bytes, fast.free), (&slow.bytes, slow.free), "after writing {n} bits of {v:#x}");
+            }
+        }
+    }
 
     /// Small deterministic generator (xorshift) so tests need no extra crate.
     struct Rng(u64);

@@ -191,7 +191,18 @@ impl<'a> Request<'a> {
 
 /// Parses and validates a decompressed `prometheus.WriteRequest` (see the module docs).
 pub fn parse(msg: &[u8]) -> Result<Request<'_>> {
-    let mut out = Request::default();
+    Ok(parse_request(msg)?)
+}
+
+fn parse_request(msg: &[u8]) -> Pb<Request<'_>> {
+    // Sized for typical requests (a sample takes about 17 bytes, a label 20 or more) so the vectors
+    // rarely grow.
+    let mut out = Request {
+        labels: Vec::with_capacity(msg.len() / 64),
+        samples: Vec::with_capacity(msg.len() / 20),
+        ends: Vec::with_capacity(msg.len() / 256),
+        ..Default::default()
+    };
     let mut r = Reader { buf: msg, pos: 0, end: msg.len() };
     while let Some((field, wire)) = r.key()? {
         match field {
@@ -209,7 +220,7 @@ pub fn parse(msg: &[u8]) -> Result<Request<'_>> {
 }
 
 /// Parses one `TimeSeries`, appending it to `out` when valid.
-fn parse_series<'a>(mut r: Reader<'a>, out: &mut Request<'a>) -> Result<()> {
+fn parse_series<'a>(mut r: Reader<'a>, out: &mut Request<'a>) -> Pb<()> {
     let (l0, s0) = (out.labels.len(), out.samples.len());
     while let Some((field, wire)) = r.key()? {
         match field {
@@ -283,6 +294,52 @@ const WIRE_FIXED32: u8 = 5;
 /// Nesting limit of skipped groups (prost uses 100 for messages).
 const MAX_GROUP_DEPTH: usize = 100;
 
+/// A parse failure: where and what (small, so the hot reader functions return it cheaply; it becomes
+/// an [`Error::BadProtobuf`] once, at the top).
+#[derive(Debug)]
+struct PbError {
+    at: usize,
+    what: PbWhat,
+}
+
+#[derive(Debug)]
+enum PbWhat {
+    VarintPastEnd,
+    VarintTooLong,
+    BadKey(u64),
+    BadWireType { field: u64, wire: u8 },
+    WrongWireType { field: u32, wire: u8, want: u8, name: &'static str },
+    PastEnd { field: u32, need: u64, left: u64 },
+    NotUtf8 { field: u32, name: &'static str, valid_up_to: usize },
+    GroupsTooDeep,
+    GroupWithoutEnd(u32),
+    UnexpectedEndGroup(u32),
+}
+
+impl From<PbError> for Error {
+    fn from(e: PbError) -> Error {
+        let what = match e.what {
+            PbWhat::VarintPastEnd => "varint runs past the end of its message".to_string(),
+            PbWhat::VarintTooLong => "varint is longer than 64 bits".to_string(),
+            PbWhat::BadKey(k) => format!("invalid field key {k}"),
+            PbWhat::BadWireType { field, wire } => format!("invalid wire type {wire} of field {field}"),
+            PbWhat::WrongWireType { field, wire, want, name } => {
+                format!("field {field} ({name}) has wire type {wire}, want {want}")
+            }
+            PbWhat::PastEnd { field, need, left } => format!("field {field} needs {need} bytes, {left} are left"),
+            PbWhat::NotUtf8 { field, name, valid_up_to } => {
+                format!("field {field} ({name}) is not valid UTF-8 (after {valid_up_to} bytes)")
+            }
+            PbWhat::GroupsTooDeep => "groups nested too deeply".to_string(),
+            PbWhat::GroupWithoutEnd(f) => format!("group of field {f} has no end"),
+            PbWhat::UnexpectedEndGroup(f) => format!("unexpected end of group (field {f})"),
+        };
+        Error::BadProtobuf { reason: format!("at byte offset {}: {what}", e.at) }
+    }
+}
+
+type Pb<T> = std::result::Result<T, PbError>;
+
 /// A protobuf reader over `buf[pos..end]`; offsets in errors are from the start of the message.
 #[derive(Debug, Clone, Copy)]
 struct Reader<'a> {
@@ -292,31 +349,41 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn err(&self, at: usize, what: String) -> Error {
-        Error::BadProtobuf { reason: format!("at byte offset {at}: {what}") }
+    #[inline]
+    fn varint(&mut self) -> Pb<u64> {
+        if self.pos < self.end
+            && let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
     }
 
-    fn varint(&mut self) -> Result<u64> {
+    fn varint_slow(&mut self) -> Pb<u64> {
         let start = self.pos;
         let mut x = 0u64;
         for i in 0..10 {
-            let Some(&b) = self.buf[..self.end].get(self.pos) else {
-                return Err(self.err(start, "varint runs past the end of its message".into()));
+            let b = match self.buf.get(self.pos) {
+                Some(&b) if self.pos < self.end => b,
+                _ => return Err(PbError { at: start, what: PbWhat::VarintPastEnd }),
             };
             self.pos += 1;
             if i == 9 && b > 1 {
-                return Err(self.err(start, "varint is longer than 64 bits".into()));
+                return Err(PbError { at: start, what: PbWhat::VarintTooLong });
             }
             x |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(x);
             }
         }
-        Err(self.err(start, "varint is longer than 10 bytes".into()))
+        Err(PbError { at: start, what: PbWhat::VarintTooLong })
     }
 
     /// The next field key, or None at the end of the message.
-    fn key(&mut self) -> Result<Option<(u32, u8)>> {
+    #[inline]
+    fn key(&mut self) -> Pb<Option<(u32, u8)>> {
         if self.pos >= self.end {
             return Ok(None);
         }
@@ -325,59 +392,65 @@ impl<'a> Reader<'a> {
         let wire = (k & 7) as u8;
         let field = k >> 3;
         if k > u64::from(u32::MAX) || field == 0 {
-            return Err(self.err(at, format!("invalid field key {k}")));
+            return Err(PbError { at, what: PbWhat::BadKey(k) });
         }
         if wire > WIRE_FIXED32 {
-            return Err(self.err(at, format!("invalid wire type {wire} of field {field}")));
+            return Err(PbError { at, what: PbWhat::BadWireType { field, wire } });
         }
         Ok(Some((field as u32, wire)))
     }
 
-    fn expect_wire(&self, field: u32, wire: u8, want: u8, name: &str) -> Result<()> {
+    #[inline]
+    fn expect_wire(&self, field: u32, wire: u8, want: u8, name: &'static str) -> Pb<()> {
         if wire == want {
             return Ok(());
         }
-        Err(self.err(self.pos, format!("field {field} ({name}) has wire type {wire}, want {want}")))
+        Err(PbError { at: self.pos, what: PbWhat::WrongWireType { field, wire, want, name } })
     }
 
-    /// The next `n` bytes.
-    fn take(&mut self, n: u64, field: u32) -> Result<&'a [u8]> {
+    /// Skips the next `n` bytes; returns where they start.
+    #[inline]
+    fn take(&mut self, n: u64, field: u32) -> Pb<usize> {
         let left = (self.end - self.pos) as u64;
         if n > left {
-            return Err(self.err(self.pos, format!("field {field} needs {n} bytes, {left} are left")));
+            return Err(PbError { at: self.pos, what: PbWhat::PastEnd { field, need: n, left } });
         }
-        let b = &self.buf[self.pos..self.pos + n as usize];
+        let start = self.pos;
         self.pos += n as usize;
-        Ok(b)
+        Ok(start)
     }
 
     /// A length-delimited field as a reader of its own.
-    fn message(&mut self, field: u32, wire: u8, name: &str) -> Result<Reader<'a>> {
+    #[inline]
+    fn message(&mut self, field: u32, wire: u8, name: &'static str) -> Pb<Reader<'a>> {
         self.expect_wire(field, wire, WIRE_LEN, name)?;
         let n = self.varint()?;
-        let start = self.pos;
-        self.take(n, field)?;
+        let start = self.take(n, field)?;
         Ok(Reader { buf: self.buf, pos: start, end: self.pos })
     }
 
-    fn string(&mut self, field: u32, wire: u8, name: &str) -> Result<&'a str> {
+    #[inline]
+    fn string(&mut self, field: u32, wire: u8, name: &'static str) -> Pb<&'a str> {
         let at = self.pos;
         let m = self.message(field, wire, name)?;
-        let b = &m.buf[m.pos..m.end];
-        // label names are ASCII when valid; check UTF-8 on the rest
-        std::str::from_utf8(b).map_err(|e| self.err(at, format!("field {field} ({name}) is not valid UTF-8: {e}")))
+        let b = self.buf.get(m.pos..m.end).unwrap_or_default();
+        std::str::from_utf8(b)
+            .map_err(|e| PbError { at, what: PbWhat::NotUtf8 { field, name, valid_up_to: e.valid_up_to() } })
     }
 
-    fn fixed64(&mut self, field: u32, wire: u8, name: &str) -> Result<u64> {
+    #[inline]
+    fn fixed64(&mut self, field: u32, wire: u8, name: &'static str) -> Pb<u64> {
         self.expect_wire(field, wire, WIRE_FIXED64, name)?;
-        let b = self.take(8, field)?;
+        let start = self.take(8, field)?;
         let mut a = [0u8; 8];
-        a.copy_from_slice(b);
+        if let Some(b) = self.buf.get(start..start + 8) {
+            a.copy_from_slice(b);
+        }
         Ok(u64::from_le_bytes(a))
     }
 
     /// Skips a field of any wire type (a group up to its matching end).
-    fn skip(&mut self, field: u32, wire: u8, depth: usize) -> Result<()> {
+    fn skip(&mut self, field: u32, wire: u8, depth: usize) -> Pb<()> {
         match wire {
             WIRE_VARINT => {
                 self.varint()?;
@@ -394,18 +467,18 @@ impl<'a> Reader<'a> {
             }
             WIRE_START_GROUP => {
                 if depth >= MAX_GROUP_DEPTH {
-                    return Err(self.err(self.pos, "groups nested too deeply".into()));
+                    return Err(PbError { at: self.pos, what: PbWhat::GroupsTooDeep });
                 }
                 loop {
                     let at = self.pos;
                     match self.key()? {
-                        None => return Err(self.err(at, format!("group of field {field} has no end"))),
+                        None => return Err(PbError { at, what: PbWhat::GroupWithoutEnd(field) }),
                         Some((f, WIRE_END_GROUP)) if f == field => return Ok(()),
                         Some((f, w)) => self.skip(f, w, depth + 1)?,
                     }
                 }
             }
-            _ => return Err(self.err(self.pos, format!("unexpected end of group (field {field})"))),
+            _ => return Err(PbError { at: self.pos, what: PbWhat::UnexpectedEndGroup(field) }),
         }
         Ok(())
     }

@@ -146,6 +146,7 @@ impl XorEncoder {
     /// bit stream, which writes whole bytes first, then single bits (see [`Self::write_byte`]): when
     /// `n` is a multiple of 8 the stream ends in a byte with free bits, possibly an empty one. The
     /// bits are filled a byte at a time.
+    #[inline]
     fn write_bits(&mut self, v: u64, n: u32) {
         if n == 0 {
             return;
@@ -215,14 +216,13 @@ impl XorEncoder {
                 if dod == 0 {
                     self.write_bit(false);
                 } else if bit_range(dod, 14) {
-                    self.write_bits(0b10, 2);
-                    self.write_bits(dod as u64, 14);
+                    // prefix and payload in one run: only the last write of a sample decides the
+                    // byte layout (see `write_bits`), and the value always follows
+                    self.write_bits((0b10 << 14) | (dod as u64 & 0x3fff), 16);
                 } else if bit_range(dod, 17) {
-                    self.write_bits(0b110, 3);
-                    self.write_bits(dod as u64, 17);
+                    self.write_bits((0b110 << 17) | (dod as u64 & 0x1_ffff), 20);
                 } else if bit_range(dod, 20) {
-                    self.write_bits(0b1110, 4);
-                    self.write_bits(dod as u64, 20);
+                    self.write_bits((0b1110 << 20) | (dod as u64 & 0xf_ffff), 24);
                 } else {
                     self.write_bits(0b1111, 4);
                     self.write_bits(dod as u64, 64);
@@ -244,26 +244,25 @@ impl XorEncoder {
             self.write_bit(false);
             return;
         }
-        self.write_bit(true);
         let mut leading = x.leading_zeros() as u8;
         let trailing = x.trailing_zeros() as u8;
         // The leading count has 5 bits.
         if leading >= 32 {
             leading = 31;
         }
+        // Control bits go out in one run, the significant bits in a run of their own: the layout of
+        // a stream ending on a byte boundary depends on the length of the last run (`write_bits`).
         if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
-            self.write_bit(false);
+            self.write_bits(0b10, 2);
             let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
             self.write_bits(x >> self.trailing, sig);
             return;
         }
         self.leading = leading;
         self.trailing = trailing;
-        self.write_bit(true);
-        self.write_bits(u64::from(leading), 5);
         let sig = 64 - u32::from(leading) - u32::from(trailing);
         // 64 significant bits are written as 0 in the 6-bit field.
-        self.write_bits(u64::from(sig), 6);
+        self.write_bits((0b11 << 11) | (u64::from(leading) << 6) | u64::from(sig & 63), 13);
         self.write_bits(x >> trailing, sig);
     }
 }

@@ -226,6 +226,10 @@ fn parse_series<'a>(mut r: Reader<'a>, out: &mut Request<'a>) -> Pb<()> {
         match field {
             1 => {
                 let mut l = r.message(field, wire, "TimeSeries.labels")?;
+                if let Some(pair) = l.label_fast() {
+                    out.labels.push(pair);
+                    continue;
+                }
                 let (mut name, mut value) = ("", "");
                 while let Some((f, w)) = l.key()? {
                     match f {
@@ -238,6 +242,10 @@ fn parse_series<'a>(mut r: Reader<'a>, out: &mut Request<'a>) -> Pb<()> {
             }
             2 => {
                 let mut m = r.message(field, wire, "TimeSeries.samples")?;
+                if let Some(s) = m.sample_fast() {
+                    out.samples.push(s);
+                    continue;
+                }
                 let (mut t, mut v) = (0i64, 0f64);
                 while let Some((f, w)) = m.key()? {
                     match f {
@@ -340,6 +348,22 @@ impl From<PbError> for Error {
 
 type Pb<T> = std::result::Result<T, PbError>;
 
+/// A varint at the start of `b`: its value and length; None when it runs past `b` or past 64 bits.
+#[inline]
+fn varint_at(b: &[u8]) -> Option<(u64, usize)> {
+    let mut x = 0u64;
+    for (i, &byte) in b.iter().take(10).enumerate() {
+        if i == 9 && byte > 1 {
+            return None;
+        }
+        x |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Some((x, i + 1));
+        }
+    }
+    None
+}
+
 /// A protobuf reader over `buf[pos..end]`; offsets in errors are from the start of the message.
 #[derive(Debug, Clone, Copy)]
 struct Reader<'a> {
@@ -362,6 +386,10 @@ impl<'a> Reader<'a> {
     }
 
     fn varint_slow(&mut self) -> Pb<u64> {
+        if let Some((x, n)) = self.buf.get(self.pos..self.end).and_then(varint_at) {
+            self.pos += n;
+            return Ok(x);
+        }
         let start = self.pos;
         let mut x = 0u64;
         for i in 0..10 {
@@ -379,6 +407,46 @@ impl<'a> Reader<'a> {
             }
         }
         Err(PbError { at: start, what: PbWhat::VarintTooLong })
+    }
+
+    /// The rest of this reader's bytes.
+    #[inline]
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..self.end).unwrap_or_default()
+    }
+
+    /// A `Label` message laid out as Prometheus sends it: name (field 1), then value (field 2), each
+    /// shorter than 128 bytes, nothing else. None for any other layout (the caller then decodes the
+    /// fields one by one, with the same result), for invalid UTF-8 too (the slow path reports it).
+    #[inline]
+    fn label_fast(&self) -> Option<(&'a str, &'a str)> {
+        let b = self.rest();
+        let nlen = usize::from(*b.get(1)?);
+        let vlen = usize::from(*b.get(nlen + 3)?);
+        if b[0] != 0x0a || nlen >= 0x80 || b[nlen + 2] != 0x12 || vlen >= 0x80 || nlen + vlen + 4 != b.len() {
+            return None;
+        }
+        // one UTF-8 check for both strings: the key and length bytes between them are ASCII
+        let s = std::str::from_utf8(b).ok()?;
+        Some((s.get(2..2 + nlen)?, s.get(nlen + 4..)?))
+    }
+
+    /// A `Sample` message laid out as Prometheus sends it: value (field 1, fixed64), then timestamp
+    /// (field 2, varint), nothing else. None for any other layout (zero values are left out by
+    /// senders, fields may come in another order); the caller then decodes the fields one by one.
+    #[inline]
+    fn sample_fast(&self) -> Option<(i64, f64)> {
+        let b = self.rest();
+        if b.len() < 11 || b[0] != 0x09 || b[9] != 0x10 {
+            return None;
+        }
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[1..9]);
+        let (t, n) = varint_at(&b[10..])?;
+        if 10 + n != b.len() {
+            return None;
+        }
+        Some((t as i64, f64::from_bits(u64::from_le_bytes(a))))
     }
 
     /// The next field key, or None at the end of the message.

@@ -171,7 +171,7 @@ impl XorEncoder {
             self.bytes.push(0);
             self.free = 8;
         }
-        if n % 8 == 0 && self.free == 0 {
+        if n.is_multiple_of(8) && self.free == 0 {
             self.bytes.push(0);
             self.free = 8;
         }

@@ -54,7 +54,7 @@ use crate::error::{Error, Result};
 use crate::labels::{Labels, Matcher, matches_all};
 use crate::meta::BlockMeta;
 use crate::source::{SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
-use crate::wal::{Wal, WalOptions, WalSeries};
+use crate::wal::{Wal, WalBatch, WalOptions};
 use crate::writer::{BlockWriter, BlockWriterOptions};
 
 /// One series with its timestamps and values.
@@ -647,13 +647,12 @@ impl Head {
             } else {
                 i64::MAX
             };
-            let mut entries = Vec::new();
+            let mut batch = WalBatch::with_capacity(series.len(), series.iter().map(|s| s.samples.len()).sum());
             for one in series {
                 if one.samples.is_empty() {
                     continue;
                 }
                 let (key, s) = st.entry_pairs(one.labels)?;
-                let mut stored = Vec::with_capacity(one.samples.len());
                 for &(t, v) in one.samples {
                     let last = s.last_t();
                     let outcome = if t < min_valid && t < ooo_min {
@@ -684,7 +683,7 @@ impl Head {
                     };
                     let err = match outcome {
                         Outcome::Stored => {
-                            stored.push((t, v));
+                            batch.push_sample(t, v);
                             rep.accepted += 1;
                             None
                         }
@@ -718,15 +717,13 @@ impl Head {
                 if s.is_empty() {
                     st.remove(&key);
                 }
-                for &(t, _) in &stored {
+                for &(t, _) in batch.open_samples() {
                     st.note_stored(t);
                 }
-                if !stored.is_empty() {
-                    entries.push(WalSeries { series_ref, labels: key, samples: stored });
-                }
+                batch.finish_series(series_ref, key);
             }
             // Submitted under the lock so WAL order equals validation order.
-            self.wal.submit(entries)?
+            self.wal.submit(batch)?
         };
         pending.wait().await?;
         Ok(rep)

@@ -351,6 +351,23 @@ type Pb<T> = std::result::Result<T, PbError>;
 /// A varint at the start of `b`: its value and length; None when it runs past `b` or past 64 bits.
 #[inline]
 fn varint_at(b: &[u8]) -> Option<(u64, usize)> {
+    // Up to 8 bytes at once: find the first byte without the continuation bit, then gather the
+    // 7-bit groups below it.
+    if let Some(w) = b.get(..8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let w = u64::from_le_bytes(a);
+        let stops = !w & 0x8080_8080_8080_8080;
+        if stops != 0 {
+            let len = (stops.trailing_zeros() as usize + 1) / 8;
+            let m = if len == 8 { w } else { w & ((1u64 << (8 * len)) - 1) };
+            let mut x = 0u64;
+            for i in 0..len {
+                x |= ((m >> (8 * i)) & 0x7f) << (7 * i);
+            }
+            return Some((x, len));
+        }
+    }
     let mut x = 0u64;
     for (i, &byte) in b.iter().take(10).enumerate() {
         if i == 9 && byte > 1 {
@@ -924,6 +941,21 @@ mod tests {
             }
         }
         assert!(both_ok > 100 && both_err > 100, "{both_ok} {both_err}");
+    }
+
+    #[test]
+    fn varint_at_reads_every_length() {
+        for x in [0u64, 1, 127, 128, 300, 1 << 35, (1 << 42) - 1, 1 << 49, 1 << 56, (1 << 63) + 5, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, x);
+            let n = b.len();
+            assert_eq!(varint_at(&b), Some((x, n)), "{x}");
+            b.extend_from_slice(&[0xff; 9]);
+            assert_eq!(varint_at(&b), Some((x, n)), "{x} followed by more bytes");
+            assert_eq!(varint_at(&b[..n - 1]), None, "{x} cut short");
+        }
+        assert_eq!(varint_at(&[0xff; 10]), None);
+        assert_eq!(varint_at(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]), None);
     }
 
     #[test]

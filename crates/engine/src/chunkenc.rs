@@ -151,25 +151,26 @@ impl XorEncoder {
         if n == 0 {
             return;
         }
-        let mask = |k: u32| if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
-        let v = v & mask(n);
-        let mut left = n;
         if self.free == 0 {
             self.bytes.push(0);
             self.free = 8;
         }
-        loop {
-            let f = u32::from(self.free);
+        let mut left = n;
+        while left > 0 {
+            // Up to 56 bits per round, placed in a big-endian word after the bits already used in
+            // the last byte (at most 7, so they fit).
+            let k = left.min(56);
+            let bits = (v >> (left - k)) & ((1u64 << k) - 1);
+            let used = 8 - u32::from(self.free);
+            let word = (bits << (64 - used - k)).to_be_bytes();
             let Some(last) = self.bytes.last_mut() else { return };
-            if left <= f {
-                *last |= ((v & mask(left)) << (f - left)) as u8;
-                self.free = (f - left) as u8;
-                break;
-            }
-            *last |= ((v >> (left - f)) & mask(f)) as u8;
-            left -= f;
-            self.bytes.push(0);
-            self.free = 8;
+            *last |= word[0];
+            let total = used + k;
+            let len = self.bytes.len();
+            self.bytes.extend_from_slice(&word[1..]);
+            self.bytes.truncate(len + (total as usize - 1) / 8);
+            self.free = ((8 - total % 8) % 8) as u8;
+            left -= k;
         }
         if n.is_multiple_of(8) && self.free == 0 {
             self.bytes.push(0);

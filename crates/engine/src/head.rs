@@ -171,6 +171,9 @@ struct MemSeries {
     closed: Vec<Chunk>,
     open: XorEncoder,
     open_min_t: i64,
+    /// End of the block window holding `open_min_t`: the open chunk is closed before a sample at or
+    /// after it (computed once per chunk; it was a division per sample).
+    open_end: i64,
     /// Out-of-order samples, sorted, no timestamp shared with each other or with the chunks.
     ooo: Vec<(i64, f64)>,
 }
@@ -184,6 +187,11 @@ enum Outcome {
 }
 
 /// Appends the samples of a head chunk to `ts` and `vs`.
+/// End of the aligned block window holding `t`.
+fn window_end(t: i64, block_ms: i64) -> i64 {
+    (t.div_euclid(block_ms) + 1).saturating_mul(block_ms)
+}
+
 fn decode_chunk(data: &[u8], series: &Labels, ts: &mut Vec<i64>, vs: &mut Vec<f64>) -> Result<()> {
     chunkenc::decode_into(data, ts, vs)
         .map(|_| ())
@@ -199,7 +207,14 @@ fn chunk_samples(data: &[u8], series: &Labels) -> Result<(Vec<i64>, Vec<f64>)> {
 
 impl MemSeries {
     fn new(series_ref: u64) -> Self {
-        MemSeries { series_ref, closed: Vec::new(), open: XorEncoder::new(), open_min_t: 0, ooo: Vec::new() }
+        MemSeries {
+            series_ref,
+            closed: Vec::new(),
+            open: XorEncoder::new(),
+            open_min_t: 0,
+            open_end: i64::MAX,
+            ooo: Vec::new(),
+        }
     }
 
     /// Timestamp of the last in-order sample; `i64::MIN` when none. The open chunk always holds the
@@ -241,14 +256,12 @@ impl MemSeries {
     }
 
     fn append_in_order(&mut self, t: i64, v: f64, block_ms: i64) -> Result<(), String> {
-        if self.open.num_samples() > 0 {
-            let boundary = (self.open_min_t.div_euclid(block_ms) + 1).saturating_mul(block_ms);
-            if self.open.num_samples() >= SAMPLES_PER_CHUNK || t >= boundary {
-                self.close_open();
-            }
+        if self.open.num_samples() > 0 && (self.open.num_samples() >= SAMPLES_PER_CHUNK || t >= self.open_end) {
+            self.close_open();
         }
         if self.open.num_samples() == 0 {
             self.open_min_t = t;
+            self.open_end = window_end(t, block_ms);
             // Size the buffer like the previous chunk to avoid doubling growth.
             if let Some(prev) = self.closed.last() {
                 self.open = XorEncoder::with_capacity(prev.data.len() + prev.data.len() / 8);
@@ -323,7 +336,7 @@ impl MemSeries {
     }
 
     /// Drops every sample before `end`; returns how many were dropped.
-    fn drop_before(&mut self, end: i64, labels: &Labels) -> Result<usize> {
+    fn drop_before(&mut self, end: i64, labels: &Labels, block_ms: i64) -> Result<usize> {
         let before = self.num_samples();
         self.ooo.retain(|s| s.0 >= end);
         self.close_open();
@@ -359,6 +372,7 @@ impl MemSeries {
                 enc.append(t, v)?;
             }
             self.open_min_t = c.min_t;
+            self.open_end = window_end(c.min_t, block_ms);
             self.open = enc;
         }
         self.closed.shrink_to_fit();
@@ -807,7 +821,7 @@ impl Head {
                 let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
                 let mut empty = Vec::new();
                 for Entry { labels: l, series: s, .. } in st.series.iter_mut() {
-                    s.drop_before(end, l)?;
+                    s.drop_before(end, l, d)?;
                     if s.is_empty() {
                         empty.push(Arc::clone(l));
                     }

@@ -7,7 +7,8 @@
 //! the same for every system: each request's protobuf is encoded once, before the clock starts, as a
 //! template with fixed-width timestamp and value fields; per send it only patches those bytes in
 //! place and snappy-compresses the result. Printed per system: acknowledged
-//! samples/s, p50/p99 request latency, resident memory growth per active series, and (Strata) bytes
+//! samples/s, p50/p99 request latency, resident memory growth per active series (at the end, and once
+//! every system holds the same `--memory-at-samples-per-series` samples per series), and (Strata) bytes
 //! per sample of the block cut at shutdown; then the ratios Strata/Prometheus and Strata/VM.
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,10 @@ pub(crate) struct Args {
     /// Seconds of load per system.
     #[arg(long, default_value_t = 15)]
     seconds: u64,
+    /// Samples per series at which resident memory is also taken, so systems are compared holding
+    /// the same data (a faster system holds more samples at the end of the timed load).
+    #[arg(long, default_value_t = 300)]
+    memory_at_samples_per_series: u64,
     /// The strata binary (default: next to this bench binary).
     #[arg(long)]
     strata: Option<PathBuf>,
@@ -190,6 +195,9 @@ struct Outcome {
     p50_ms: f64,
     p99_ms: f64,
     rss_per_series: f64,
+    /// RSS growth per series when `memory_at_samples_per_series` samples per series were acknowledged
+    /// (None when the load never got there).
+    rss_per_series_equal: Option<f64>,
     bytes_per_sample: Option<f64>,
 }
 
@@ -218,6 +226,20 @@ async fn run_one(name: &'static str, a: &Args) -> Result<Outcome, String> {
     let start_ts = now_ms - 50 * 60_000;
     let acked = Arc::new(AtomicU64::new(0));
     let stop_at = Instant::now() + Duration::from_secs(a.seconds);
+    // Resident memory once every system holds the same number of samples.
+    let equal_target = a.memory_at_samples_per_series.saturating_mul(a.series as u64);
+    let watcher = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            while Instant::now() < stop_at {
+                if acked.load(Ordering::Relaxed) >= equal_target {
+                    return Some(rss_bytes(pid));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        })
+    };
     let mut tasks = Vec::new();
     for c in 0..a.clients {
         let (client, url, acked) = (client.clone(), t.write_url.clone(), acked.clone());
@@ -278,6 +300,10 @@ async fn run_one(name: &'static str, a: &Args) -> Result<Outcome, String> {
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         rss_per_series: rss.saturating_sub(idle_rss) as f64 / a.series as f64,
+        rss_per_series_equal: watcher
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|r| r.saturating_sub(idle_rss) as f64 / a.series as f64),
         bytes_per_sample: None,
     };
     if name == "strata" {
@@ -307,21 +333,36 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         a.series_per_request * a.samples_per_series,
         a.seconds
     );
+    let equal_col = format!("RSS B/s @{}", a.memory_at_samples_per_series);
     println!(
-        "{:<18} {:>14} {:>9} {:>9} {:>16} {:>14}",
-        "system", "samples/s", "p50 ms", "p99 ms", "RSS B/series", "disk B/sample"
+        "{:<18} {:>14} {:>9} {:>9} {:>14} {:>14} {:>14}",
+        "system", "samples/s", "p50 ms", "p99 ms", "RSS B/series", equal_col, "disk B/sample"
     );
+    let show = |x: Option<f64>, digits: usize| x.map(|b| format!("{b:.digits$}")).unwrap_or_else(|| "n/a".into());
     for (n, o) in &results {
-        let disk = o.bytes_per_sample.map(|b| format!("{b:.3}")).unwrap_or_else(|| "n/a".into());
         println!(
-            "{n:<18} {:>14.0} {:>9.2} {:>9.2} {:>16.0} {:>14}",
-            o.samples_per_s, o.p50_ms, o.p99_ms, o.rss_per_series, disk
+            "{n:<18} {:>14.0} {:>9.2} {:>9.2} {:>14.0} {:>14} {:>14}",
+            o.samples_per_s,
+            o.p50_ms,
+            o.p99_ms,
+            o.rss_per_series,
+            show(o.rss_per_series_equal, 0),
+            show(o.bytes_per_sample, 3)
         );
     }
+    println!(
+        "(RSS B/series: growth at the end of the timed load, when faster systems hold more samples; RSS B/s @{0}: \
+         growth per series once {0} samples per series were acknowledged, the same data for every system)",
+        a.memory_at_samples_per_series
+    );
     let s = &results[0].1;
     for (n, o) in &results[1..] {
+        let equal = match (s.rss_per_series_equal, o.rss_per_series_equal) {
+            (Some(x), Some(y)) => format!("{:.2}x", x / y.max(1e-9)),
+            _ => "n/a".into(),
+        };
         println!(
-            "strata / {n:<17} throughput {:.2}x (target >= {}), p99 {:.2}x, RSS per series {:.2}x (target < 1)",
+            "strata / {n:<17} throughput {:.2}x (target >= {}), p99 {:.2}x, RSS per series {:.2}x, at equal samples {equal} (target < 1)",
             s.samples_per_s / o.samples_per_s.max(1e-9),
             if *n == "prometheus" { "1.5" } else { "1.0" },
             s.p99_ms / o.p99_ms.max(1e-9),

@@ -1,7 +1,8 @@
 //! Prometheus's XOR chunk (encoding 1): encoder and decoder, bit for bit compatible.
 //!
-//! Owns the float chunk codec used by the head (in-memory compression) and, later, by the StoreAPI
-//! server, which ships these bytes to Thanos unchanged. The layout (spec `tsdb-format.md` §4.1):
+//! Owns the float chunk codec: the head's in-memory compression, the one XOR decoder (also used by
+//! ingest's TSDB block reader: [`decode_into`]) and, later, the StoreAPI server, which ships these
+//! bytes to Thanos unchanged. The layout (spec `tsdb-format.md` §4.1):
 //!
 //! ```text
 //!   bytes 0-1   sample count, u16 big endian
@@ -141,21 +142,39 @@ impl XorEncoder {
         self.bytes.push((u16::from(b) << self.free) as u8);
     }
 
-    /// Writes the low `n` bits of `v`, most significant first: whole bytes first, then bit by bit.
-    fn write_bits(&mut self, v: u64, mut n: u32) {
+    /// Writes the low `n` bits of `v`, most significant first, with the byte layout of Prometheus's
+    /// bit stream, which writes whole bytes first, then single bits (see [`Self::write_byte`]): when
+    /// `n` is a multiple of 8 the stream ends in a byte with free bits, possibly an empty one. The
+    /// bits are filled a byte at a time.
+    #[inline]
+    fn write_bits(&mut self, v: u64, n: u32) {
         if n == 0 {
             return;
         }
-        let mut u = v << (64 - n);
-        while n >= 8 {
-            self.write_byte((u >> 56) as u8);
-            u <<= 8;
-            n -= 8;
+        if self.free == 0 {
+            self.bytes.push(0);
+            self.free = 8;
         }
-        while n > 0 {
-            self.write_bit(u >> 63 == 1);
-            u <<= 1;
-            n -= 1;
+        let mut left = n;
+        while left > 0 {
+            // Up to 56 bits per round, placed in a big-endian word after the bits already used in
+            // the last byte (at most 7, so they fit).
+            let k = left.min(56);
+            let bits = (v >> (left - k)) & ((1u64 << k) - 1);
+            let used = 8 - u32::from(self.free);
+            let word = (bits << (64 - used - k)).to_be_bytes();
+            let Some(last) = self.bytes.last_mut() else { return };
+            *last |= word[0];
+            let total = used + k;
+            let len = self.bytes.len();
+            self.bytes.extend_from_slice(&word[1..]);
+            self.bytes.truncate(len + (total as usize - 1) / 8);
+            self.free = ((8 - total % 8) % 8) as u8;
+            left -= k;
+        }
+        if n.is_multiple_of(8) && self.free == 0 {
+            self.bytes.push(0);
+            self.free = 8;
         }
     }
 
@@ -198,14 +217,13 @@ impl XorEncoder {
                 if dod == 0 {
                     self.write_bit(false);
                 } else if bit_range(dod, 14) {
-                    self.write_bits(0b10, 2);
-                    self.write_bits(dod as u64, 14);
+                    // prefix and payload in one run: only the last write of a sample decides the
+                    // byte layout (see `write_bits`), and the value always follows
+                    self.write_bits((0b10 << 14) | (dod as u64 & 0x3fff), 16);
                 } else if bit_range(dod, 17) {
-                    self.write_bits(0b110, 3);
-                    self.write_bits(dod as u64, 17);
+                    self.write_bits((0b110 << 17) | (dod as u64 & 0x1_ffff), 20);
                 } else if bit_range(dod, 20) {
-                    self.write_bits(0b1110, 4);
-                    self.write_bits(dod as u64, 20);
+                    self.write_bits((0b1110 << 20) | (dod as u64 & 0xf_ffff), 24);
                 } else {
                     self.write_bits(0b1111, 4);
                     self.write_bits(dod as u64, 64);
@@ -227,26 +245,25 @@ impl XorEncoder {
             self.write_bit(false);
             return;
         }
-        self.write_bit(true);
         let mut leading = x.leading_zeros() as u8;
         let trailing = x.trailing_zeros() as u8;
         // The leading count has 5 bits.
         if leading >= 32 {
             leading = 31;
         }
+        // Control bits go out in one run, the significant bits in a run of their own: the layout of
+        // a stream ending on a byte boundary depends on the length of the last run (`write_bits`).
         if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
-            self.write_bit(false);
+            self.write_bits(0b10, 2);
             let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
             self.write_bits(x >> self.trailing, sig);
             return;
         }
         self.leading = leading;
         self.trailing = trailing;
-        self.write_bit(true);
-        self.write_bits(u64::from(leading), 5);
         let sig = 64 - u32::from(leading) - u32::from(trailing);
         // 64 significant bits are written as 0 in the 6-bit field.
-        self.write_bits(u64::from(sig), 6);
+        self.write_bits((0b11 << 11) | (u64::from(leading) << 6) | u64::from(sig & 63), 13);
         self.write_bits(x >> trailing, sig);
     }
 }
@@ -260,188 +277,301 @@ pub fn encode(samples: &[(i64, f64)]) -> Result<Vec<u8>> {
     Ok(e.bytes)
 }
 
-/// Decodes a whole chunk.
+/// Decodes a whole chunk into `(timestamp, value)` pairs.
 pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
-    let it = XorIter::new(bytes)?;
-    let mut out = Vec::with_capacity(it.remaining());
-    for s in it {
-        out.push(s?);
-    }
-    Ok(out)
+    let (mut ts, mut vs) = (Vec::new(), Vec::new());
+    decode_into(bytes, &mut ts, &mut vs)?;
+    Ok(ts.into_iter().zip(vs).collect())
 }
 
-/// Iterates over the samples of one XOR chunk.
-#[derive(Debug, Clone)]
-pub struct XorIter<'a> {
-    bytes: &'a [u8],
-    /// Bit position in `bytes`.
+/// Number of samples an XOR chunk says it holds (its first two bytes), if it has them.
+pub fn num_samples(bytes: &[u8]) -> Option<u16> {
+    let b = bytes.get(0..2)?;
+    Some(u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// Where a chunk stopped decoding; cheap to build on the hot path, turned into an
+/// [`Error::BadChunk`] by [`decode_into`].
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    sample: usize,
+    reason: &'static str,
+}
+
+/// Decodes an XOR chunk's bytes (Prometheus's chunk data: the 2-byte count and the bit stream,
+/// without the chunk record's length, encoding byte or CRC), appending its timestamps and values to
+/// `ts` and `vs`; returns the number of samples appended. Values come out bit-exact (NaNs, stale
+/// markers). On error the vectors may hold part of the chunk. The one XOR decoder of the project: the
+/// head and the TSDB block reader both use it.
+pub fn decode_into(bytes: &[u8], ts: &mut Vec<i64>, vs: &mut Vec<f64>) -> Result<usize> {
+    decode_xor(bytes, ts, vs).map_err(|f| Error::BadChunk {
+        chunk: format!("XOR chunk ({} bytes, {} samples)", bytes.len(), num_samples(bytes).unwrap_or(0)),
+        reason: format!("sample {}: {}", f.sample, f.reason),
+    })
+}
+
+/// Decodes a Go `binary.Uvarint` at the start of `data`: the value and the bytes used.
+fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
+    let mut x: u64 = 0;
+    let mut shift = 0u32;
+    for (i, &b) in data.iter().enumerate().take(10) {
+        if b < 0x80 {
+            if i == 9 && b > 1 {
+                return None;
+            }
+            return Some((x | (u64::from(b) << shift), i + 1));
+        }
+        x |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+    }
+    None
+}
+
+/// MSB-first bit reader. `buf` holds the next bits left-aligned; `n` of them are counted as loaded.
+/// Bits of `buf` below the counted ones are either zero or the true next bits of the stream.
+struct BitReader<'a> {
+    data: &'a [u8],
+    /// Next byte of `data` to load.
     pos: usize,
-    total: u16,
-    read: u16,
-    t: i64,
-    t_delta: i64,
-    v_bits: u64,
-    leading: u8,
-    trailing: u8,
-    failed: bool,
+    buf: u64,
+    n: u32,
 }
 
-impl<'a> XorIter<'a> {
-    /// Starts reading a chunk; fails when it is shorter than its 2-byte header.
-    pub fn new(bytes: &'a [u8]) -> Result<Self> {
-        if bytes.len() < 2 {
-            return Err(Error::BadChunk {
-                chunk: format!("XOR chunk ({} bytes)", bytes.len()),
-                reason: "shorter than the 2-byte sample count".into(),
-            });
-        }
-        Ok(XorIter {
-            bytes,
-            pos: 16,
-            total: u16::from_be_bytes([bytes[0], bytes[1]]),
-            read: 0,
-            t: 0,
-            t_delta: 0,
-            v_bits: 0,
-            leading: 0,
-            trailing: 0,
-            failed: false,
-        })
+impl<'a> BitReader<'a> {
+    #[inline(always)]
+    fn new(data: &'a [u8]) -> Self {
+        BitReader { data, pos: 0, buf: 0, n: 0 }
     }
 
-    /// Samples not yet returned.
-    pub fn remaining(&self) -> usize {
-        usize::from(self.total - self.read)
-    }
-
-    fn err(&self, what: &str) -> Error {
-        Error::BadChunk {
-            chunk: format!("XOR chunk ({} bytes, {} samples)", self.bytes.len(), self.total),
-            reason: format!("truncated while reading {what} of sample {} at bit {}", self.read, self.pos),
-        }
-    }
-
-    fn read_bits(&mut self, n: u32, what: &str) -> Result<u64> {
-        if n == 0 {
-            return Ok(0);
-        }
-        if self.pos + n as usize > self.bytes.len() * 8 {
-            return Err(self.err(what));
-        }
-        let mut out = 0u64;
-        let mut left = n;
-        while left > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let off = (self.pos % 8) as u32;
-            let avail = 8 - off;
-            let take = left.min(avail);
-            let bits = (u64::from(byte) >> (avail - take)) & ((1u64 << take) - 1);
-            out = if take == 64 { bits } else { (out << take) | bits };
+    /// Loads bytes until at least 57 bits are counted or the data ends. Requires `n < 57`.
+    #[inline(always)]
+    fn refill(&mut self) {
+        if let Some(w) = self.data.get(self.pos..self.pos + 8) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            self.buf |= u64::from_be_bytes(a) >> self.n;
+            let take = (63 - self.n) >> 3;
             self.pos += take as usize;
-            left -= take;
-        }
-        Ok(out)
-    }
-
-    fn read_bit(&mut self, what: &str) -> Result<bool> {
-        Ok(self.read_bits(1, what)? == 1)
-    }
-
-    fn read_uvarint(&mut self, what: &str) -> Result<u64> {
-        let mut x = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let b = self.read_bits(8, what)?;
-            if shift >= 64 || (shift == 63 && b > 1) {
-                return Err(Error::BadChunk {
-                    chunk: format!("XOR chunk ({} bytes, {} samples)", self.bytes.len(), self.total),
-                    reason: format!("varint overflow in {what} of sample {}", self.read),
-                });
+            self.n += take * 8;
+        } else {
+            while self.n <= 56 {
+                let Some(&b) = self.data.get(self.pos) else { break };
+                self.buf |= u64::from(b) << (56 - self.n);
+                self.pos += 1;
+                self.n += 8;
             }
-            x |= (b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(x);
-            }
-            shift += 7;
         }
     }
 
-    fn read_value(&mut self) -> Result<()> {
-        if !self.read_bit("value")? {
-            return Ok(());
-        }
-        if self.read_bit("value")? {
-            self.leading = self.read_bits(5, "value leading zeros")? as u8;
-            let mut sig = self.read_bits(6, "value length")? as u8;
-            if sig == 0 {
-                sig = 64;
+    /// Reads `k` bits, 1 <= k <= 56.
+    #[inline(always)]
+    fn read(&mut self, k: u32) -> Option<u64> {
+        if self.n < k {
+            self.refill();
+            if self.n < k {
+                return None;
             }
-            self.trailing = 64u8.saturating_sub(self.leading).saturating_sub(sig);
         }
-        let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
-        let m = self.read_bits(sig, "value bits")?;
-        self.v_bits ^= m << self.trailing;
-        Ok(())
+        let v = self.buf >> (64 - k);
+        self.buf <<= k;
+        self.n -= k;
+        Some(v)
     }
 
-    fn next_sample(&mut self) -> Result<(i64, f64)> {
-        match self.read {
-            0 => {
-                let u = self.read_uvarint("first timestamp")?;
-                self.t = ((u >> 1) as i64) ^ -((u & 1) as i64);
-                self.v_bits = self.read_bits(64, "first value")?;
-            }
-            1 => {
-                self.t_delta = self.read_uvarint("timestamp delta")? as i64;
-                self.t = self.t.wrapping_add(self.t_delta);
-                self.read_value()?;
-            }
-            _ => {
-                let mut prefix = 0u8;
-                for _ in 0..4 {
-                    if !self.read_bit("timestamp prefix")? {
-                        break;
-                    }
-                    prefix += 1;
-                }
-                let dod = match prefix {
-                    0 => 0,
-                    4 => self.read_bits(64, "timestamp")? as i64,
-                    p => {
-                        let n = [0u32, 14, 17, 20][usize::from(p)];
-                        let u = self.read_bits(n, "timestamp")?;
-                        if u > (1u64 << (n - 1)) { u as i64 - (1i64 << n) } else { u as i64 }
-                    }
-                };
-                self.t_delta = self.t_delta.wrapping_add(dod);
-                self.t = self.t.wrapping_add(self.t_delta);
-                self.read_value()?;
-            }
+    /// Reads `k` bits, 1 <= k <= 64.
+    #[inline(always)]
+    fn read_wide(&mut self, k: u32) -> Option<u64> {
+        if k <= 56 {
+            self.read(k)
+        } else {
+            let hi = self.read(k - 32)?;
+            let lo = self.read(32)?;
+            Some((hi << 32) | lo)
         }
-        self.read += 1;
-        Ok((self.t, f64::from_bits(self.v_bits)))
     }
-}
 
-impl Iterator for XorIter<'_> {
-    type Item = Result<(i64, f64)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.read >= self.total {
+    /// Reads a prefix of up to `max` one-bits ended by a zero bit (the zero is consumed unless
+    /// `max` ones came first); returns the number of ones.
+    #[inline(always)]
+    fn ones_prefix(&mut self, max: u32) -> Option<u32> {
+        if self.n < max {
+            self.refill();
+        }
+        let ones = self.buf.leading_ones().min(max);
+        let used = if ones < max { ones + 1 } else { max };
+        if used > self.n {
             return None;
         }
-        let r = self.next_sample();
-        if r.is_err() {
-            self.failed = true;
-        }
-        Some(r)
+        self.buf <<= used;
+        self.n -= used;
+        Some(ones)
     }
+}
+
+/// Value decoder state: the previous value's bits and the current XOR window.
+struct ValueState {
+    bits: u64,
+    leading: u32,
+    trailing: u32,
+}
+
+impl ValueState {
+    #[inline(always)]
+    fn next(&mut self, br: &mut BitReader<'_>, sample: usize) -> Result<u64, Fault> {
+        let trunc = Fault { sample, reason: "truncated value" };
+        if br.n == 0 {
+            br.refill();
+        }
+        // Fast path: a leading 0 bit means the value is unchanged.
+        if br.n > 0 && br.buf >> 63 == 0 {
+            br.buf <<= 1;
+            br.n -= 1;
+            return Ok(self.bits);
+        }
+        match br.ones_prefix(2).ok_or(trunc)? {
+            0 => return Ok(self.bits),
+            1 => {}
+            _ => {
+                let leading = br.read(5).ok_or(trunc)? as u32;
+                let mut sig = br.read(6).ok_or(trunc)? as u32;
+                if sig == 0 {
+                    sig = 64;
+                }
+                if leading + sig > 64 {
+                    return Err(Fault { sample, reason: "XOR window wider than 64 bits" });
+                }
+                self.leading = leading;
+                self.trailing = 64 - leading - sig;
+            }
+        }
+        let m = 64 - self.leading - self.trailing;
+        let x = br.read_wide(m).ok_or(trunc)?;
+        self.bits ^= x << self.trailing;
+        Ok(self.bits)
+    }
+}
+
+fn decode_xor(data: &[u8], ts: &mut Vec<i64>, vs: &mut Vec<f64>) -> Result<usize, Fault> {
+    let num =
+        usize::from(num_samples(data).ok_or(Fault { sample: 0, reason: "chunk shorter than its 2-byte header" })?);
+    if num == 0 {
+        return Ok(0);
+    }
+    ts.reserve(num);
+    vs.reserve(num);
+    let e0 = Fault { sample: 0, reason: "truncated first sample" };
+    let rest = data.get(2..).ok_or(e0)?;
+    let (u0, k) = uvarint(rest).ok_or(e0)?;
+    let t0 = ((u0 >> 1) as i64) ^ -((u0 & 1) as i64);
+    let v0 = rest.get(k..k + 8).ok_or(e0)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(v0);
+    let v0 = u64::from_be_bytes(a);
+    ts.push(t0);
+    vs.push(f64::from_bits(v0));
+    if num == 1 {
+        return Ok(1);
+    }
+    let e1 = Fault { sample: 1, reason: "truncated timestamp delta" };
+    let p = k + 8;
+    let (d1, k2) = uvarint(rest.get(p..).ok_or(e1)?).ok_or(e1)?;
+    let mut br = BitReader::new(rest.get(p + k2..).ok_or(e1)?);
+    let mut val = ValueState { bits: v0, leading: 0, trailing: 0 };
+    let mut delta = d1 as i64;
+    let mut t = t0.wrapping_add(delta);
+    ts.push(t);
+    vs.push(f64::from_bits(val.next(&mut br, 1)?));
+    for i in 2..num {
+        let trunc = Fault { sample: i, reason: "truncated timestamp" };
+        if br.n < 57 {
+            br.refill();
+        }
+        // Fast path: a leading 0 bit means delta-of-delta 0.
+        let dod: i64 = if br.n > 0 && br.buf >> 63 == 0 {
+            br.buf <<= 1;
+            br.n -= 1;
+            0
+        } else {
+            match br.ones_prefix(4).ok_or(trunc)? {
+                0 => 0,
+                ones => {
+                    let w = match ones {
+                        1 => 14,
+                        2 => 17,
+                        3 => 20,
+                        _ => 64,
+                    };
+                    let u = br.read_wide(w).ok_or(trunc)?;
+                    if w == 64 {
+                        u as i64
+                    } else if u > (1 << (w - 1)) {
+                        (u as i64) - (1i64 << w)
+                    } else {
+                        u as i64
+                    }
+                }
+            }
+        };
+        delta = delta.wrapping_add(dod);
+        t = t.wrapping_add(delta);
+        ts.push(t);
+        vs.push(f64::from_bits(val.next(&mut br, i)?));
+    }
+    Ok(num)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// The bit stream as Prometheus writes it: whole bytes, then bit by bit.
+    fn reference_write_bits(e: &mut XorEncoder, v: u64, mut n: u32) {
+        if n == 0 {
+            return;
+        }
+        let mut u = v << (64 - n);
+        while n >= 8 {
+            e.write_byte((u >> 56) as u8);
+            u <<= 8;
+            n -= 8;
+        }
+        while n > 0 {
+            e.write_bit(u >> 63 == 1);
+            u <<= 1;
+            n -= 1;
+        }
+    }
+
+    #[test]
+    fn write_bits_lays_out_bytes_like_the_bit_by_bit_stream() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200 {
+            let (mut fast, mut slow) = (XorEncoder::new(), XorEncoder::new());
+            for _ in 0..40 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let n = (x % 65) as u32;
+                let v = x.rotate_left(17);
+                match (x >> 60) % 4 {
+                    0 => {
+                        fast.write_bit(v & 1 == 1);
+                        slow.write_bit(v & 1 == 1);
+                    }
+                    1 => {
+                        fast.write_byte(v as u8);
+                        slow.write_byte(v as u8);
+                    }
+                    _ => {
+                        fast.write_bits(v, n);
+                        reference_write_bits(&mut slow, v, n);
+                    }
+                }
+                assert_eq!((&fast.bytes, fast.free), (&slow.bytes, slow.free), "after writing {n} bits of {v:#x}");
+            }
+        }
+    }
 
     /// Small deterministic generator (xorshift) so tests need no extra crate.
     struct Rng(u64);

@@ -35,13 +35,14 @@
 //! [`Wal::truncate`] then deletes whole older segments whose newest sample is below the uploaded
 //! block's end. Segments also rotate when they exceed [`WalOptions::segment_size`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
+use hashbrown::{HashMap, HashSet};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -86,6 +87,67 @@ pub struct WalSeries {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// Samples of several series for one WAL record, kept flat (one vector for every sample) so the
+/// head builds a record without an allocation per series. Push a series' samples, then
+/// [`WalBatch::finish_series`] it.
+#[derive(Debug, Clone, Default)]
+pub struct WalBatch {
+    /// Per series: its ref, labels, and the end of its samples in `samples`.
+    series: Vec<(u64, Arc<Labels>, usize)>,
+    samples: Vec<(i64, f64)>,
+}
+
+impl WalBatch {
+    /// An empty batch with room for `series` series and `samples` samples.
+    pub fn with_capacity(series: usize, samples: usize) -> Self {
+        WalBatch { series: Vec::with_capacity(series), samples: Vec::with_capacity(samples) }
+    }
+
+    /// Adds a sample to the series being built.
+    pub fn push_sample(&mut self, t: i64, v: f64) {
+        self.samples.push((t, v));
+    }
+
+    /// The samples pushed since the last [`WalBatch::finish_series`].
+    pub fn open_samples(&self) -> &[(i64, f64)] {
+        let start = self.series.last().map_or(0, |s| s.2);
+        self.samples.get(start..).unwrap_or_default()
+    }
+
+    /// Closes the series being built (nothing when no sample was pushed for it).
+    pub fn finish_series(&mut self, series_ref: u64, labels: Arc<Labels>) {
+        if !self.open_samples().is_empty() {
+            self.series.push((series_ref, labels, self.samples.len()));
+        }
+    }
+
+    /// True when the batch holds no series.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// The series: ref, labels and samples.
+    fn iter(&self) -> impl Iterator<Item = (u64, &Arc<Labels>, &[(i64, f64)])> {
+        let mut start = 0;
+        self.series.iter().map(move |(r, l, end)| {
+            let s = self.samples.get(start..*end).unwrap_or_default();
+            start = *end;
+            (*r, l, s)
+        })
+    }
+}
+
+impl From<Vec<WalSeries>> for WalBatch {
+    fn from(entries: Vec<WalSeries>) -> Self {
+        let mut b = WalBatch::with_capacity(entries.len(), entries.iter().map(|e| e.samples.len()).sum());
+        for e in entries {
+            b.samples.extend_from_slice(&e.samples);
+            b.finish_series(e.series_ref, e.labels);
+        }
+        b
+    }
+}
+
 /// What replay found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReplayStats {
@@ -118,7 +180,7 @@ impl PendingAppend {
 }
 
 enum Cmd {
-    Append(Vec<WalSeries>, oneshot::Sender<Result<(), String>>),
+    Append(WalBatch, oneshot::Sender<Result<(), String>>),
     Rotate(oneshot::Sender<Result<u64, String>>),
     Truncate { before_segment: u64, below_t: i64, reply: oneshot::Sender<Result<usize, String>> },
     Segments(oneshot::Sender<Vec<(u64, i64)>>),
@@ -334,18 +396,18 @@ fn create_segment(dir: &Path, seg: u64) -> Result<File> {
 }
 
 impl Writer {
-    fn encode(&mut self, entries: &[WalSeries]) {
+    fn encode(&mut self, entries: &WalBatch) {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
         self.buf.push(KIND_SAMPLES);
-        put_uvarint(&mut self.buf, entries.len() as u64);
+        put_uvarint(&mut self.buf, entries.series.len() as u64);
         let mut max_t = i64::MIN;
-        for e in entries {
-            put_uvarint(&mut self.buf, e.series_ref);
-            if self.written.insert(e.series_ref) {
+        for (series_ref, labels, samples) in entries.iter() {
+            put_uvarint(&mut self.buf, series_ref);
+            if self.written.insert(series_ref) {
                 self.buf.push(1);
-                put_uvarint(&mut self.buf, e.labels.len() as u64);
-                for l in e.labels.iter() {
+                put_uvarint(&mut self.buf, labels.len() as u64);
+                for l in labels.iter() {
                     put_uvarint(&mut self.buf, l.name.len() as u64);
                     self.buf.extend_from_slice(l.name.as_bytes());
                     put_uvarint(&mut self.buf, l.value.len() as u64);
@@ -354,9 +416,9 @@ impl Writer {
             } else {
                 self.buf.push(0);
             }
-            put_uvarint(&mut self.buf, e.samples.len() as u64);
+            put_uvarint(&mut self.buf, samples.len() as u64);
             let mut prev = 0i64;
-            for &(t, v) in &e.samples {
+            for &(t, v) in samples {
                 put_varint(&mut self.buf, t.wrapping_sub(prev));
                 prev = t;
                 self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
@@ -692,9 +754,9 @@ impl Wal {
 
     /// Queues a record without waiting; records are written in submission order. An empty
     /// `entries` queues nothing but still resolves only after everything queued before it is durable.
-    pub fn submit(&self, entries: Vec<WalSeries>) -> Result<PendingAppend> {
+    pub fn submit(&self, entries: impl Into<WalBatch>) -> Result<PendingAppend> {
         let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Append(entries, reply))?;
+        self.send(Cmd::Append(entries.into(), reply))?;
         Ok(PendingAppend { rx, dir: self.dir.clone() })
     }
 
@@ -782,6 +844,35 @@ mod tests {
         })
         .unwrap();
         (got, st, w)
+    }
+
+    #[tokio::test]
+    async fn flat_batches_replay_like_per_series_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_, _, w) = replay(dir.path());
+            let (a, b) =
+                (Arc::new(Labels::from_pairs([("__name__", "a")])), Arc::new(Labels::from_pairs([("__name__", "b")])));
+            let mut batch = WalBatch::with_capacity(3, 4);
+            batch.push_sample(1, 1.0);
+            batch.push_sample(2, 2.0);
+            assert_eq!(batch.open_samples(), &[(1, 1.0), (2, 2.0)]);
+            batch.finish_series(1, Arc::clone(&a));
+            batch.finish_series(2, Arc::clone(&b)); // no samples: left out
+            batch.push_sample(3, 3.0);
+            batch.finish_series(2, b);
+            assert_eq!(batch.series.len(), 2);
+            w.submit(batch).unwrap().wait().await.unwrap();
+            w.append(vec![series(1, "a", vec![(4, 4.0)])]).await.unwrap();
+            assert!(WalBatch::default().is_empty());
+        }
+        let (got, st, _) = replay(dir.path());
+        let want: Vec<(String, i64, u64)> = [("a", 1, 1.0), ("a", 2, 2.0), ("b", 3, 3.0), ("a", 4, 4.0)]
+            .iter()
+            .map(|&(n, t, v)| (n.to_string(), t, f64::to_bits(v)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!((st.records, st.samples), (2, 4));
     }
 
     #[tokio::test]

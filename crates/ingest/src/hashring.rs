@@ -83,13 +83,22 @@ pub fn write_quorum(replication_factor: u64) -> u64 {
 /// Thanos's series hash for placement: xxHash64 (seed 0) over the tenant, `0xff`, then every label
 /// as `name 0xff value 0xff` in label order.
 pub fn series_hash(tenant: &str, labels: &Labels) -> u64 {
+    hash_of(tenant, labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+}
+
+/// [`series_hash`] of label pairs sorted by name (as a [`Labels`] holds them).
+pub fn series_hash_pairs(tenant: &str, labels: &[(&str, &str)]) -> u64 {
+    hash_of(tenant, labels.iter().copied())
+}
+
+fn hash_of<'a>(tenant: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     let mut h = xxhash_rust::xxh64::Xxh64::new(0);
     h.update(tenant.as_bytes());
     h.update(&[0xff]);
-    for l in labels.iter() {
-        h.update(l.name.as_bytes());
+    for (n, v) in labels {
+        h.update(n.as_bytes());
         h.update(&[0xff]);
-        h.update(l.value.as_bytes());
+        h.update(v.as_bytes());
         h.update(&[0xff]);
     }
     h.digest()
@@ -173,18 +182,28 @@ impl Hashrings {
 
     /// The endpoint of replica `n` (0-based) of a series of `tenant`.
     pub fn get_n(&self, tenant: &str, labels: &Labels, n: u64) -> Result<&str> {
+        self.get_n_for_hash(tenant, series_hash(tenant, labels), n)
+    }
+
+    /// [`Hashrings::get_n`] of a series whose [`series_hash`] is `hash`.
+    pub fn get_n_for_hash(&self, tenant: &str, hash: u64, n: u64) -> Result<&str> {
         let ring = self.ring_for(tenant)?;
         let len = ring.endpoints.len() as u64;
         if n >= len {
             return Err(Error::InsufficientNodes { tenant: tenant.to_string(), have: len, want: n + 1 });
         }
-        let i = series_hash(tenant, labels).wrapping_add(n) % len;
+        let i = hash.wrapping_add(n) % len;
         Ok(&ring.endpoints[i as usize])
     }
 
     /// The `replication_factor` endpoints of a series, replica 0 first.
     pub fn replicas(&self, tenant: &str, labels: &Labels, replication_factor: u64) -> Result<Vec<&str>> {
-        (0..replication_factor).map(|n| self.get_n(tenant, labels, n)).collect()
+        self.replicas_for_hash(tenant, series_hash(tenant, labels), replication_factor)
+    }
+
+    /// [`Hashrings::replicas`] of a series whose [`series_hash`] is `hash`.
+    pub fn replicas_for_hash(&self, tenant: &str, hash: u64, replication_factor: u64) -> Result<Vec<&str>> {
+        (0..replication_factor).map(|n| self.get_n_for_hash(tenant, hash, n)).collect()
     }
 }
 

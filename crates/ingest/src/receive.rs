@@ -40,7 +40,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use engine::bucket::Bucket;
-use engine::head::{Head, HeadOptions};
+use engine::head::{AppendSeries, Head, HeadOptions};
 use engine::labels::{Labels, Matcher};
 use engine::source::{SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
 use futures::TryStreamExt;
@@ -51,7 +51,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error::{Error, Result};
 use crate::hashring::{Hashrings, write_quorum};
-use crate::remote_write::{self, Series};
+use crate::remote_write;
 
 /// Default tenant header (`--receive.tenant-header`), as Thanos.
 pub const DEFAULT_TENANT_HEADER: &str = "THANOS-TENANT";
@@ -83,7 +83,7 @@ pub struct AppendOutcome {
 pub trait TenantHead: SeriesSource {
     /// Appends samples; durable when it returns. Rejected samples are counted, not errors; an error
     /// means the write failed as a whole (WAL or disk).
-    async fn append(&self, series: &[Series]) -> Result<AppendOutcome>;
+    async fn append(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome>;
     /// Cuts finished blocks (all data when `force`) and uploads them; returns the blocks written.
     async fn cut(&self, force: bool) -> Result<usize>;
 }
@@ -140,8 +140,8 @@ impl SeriesSource for EngineHead {
 
 #[async_trait]
 impl TenantHead for EngineHead {
-    async fn append(&self, series: &[Series]) -> Result<AppendOutcome> {
-        let r = self.head.append(series).await?;
+    async fn append(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome> {
+        let r = self.head.append_series(series).await?;
         Ok(AppendOutcome {
             accepted: r.accepted,
             out_of_order: r.out_of_order,
@@ -423,21 +423,22 @@ impl ReceiveState {
 
     /// Writes decoded series of `tenant` (placing and replicating them unless `forwarded`) and
     /// returns the per-endpoint-group results.
-    async fn write(&self, tenant: &str, series: Vec<Series>, forwarded: bool) -> WriteResult {
+    async fn write(&self, tenant: &str, series: &[AppendSeries<'_>], forwarded: bool) -> WriteResult {
         let opts = &self.0.opts;
         let rf = opts.replication_factor;
         let (ring, local) = match (&opts.hashrings, &opts.local_endpoint, forwarded) {
             (Some(h), Some(l), false) => (h, l.as_str()),
             _ => {
                 let n = series.len();
-                let r = self.write_local(tenant, &series).await;
+                let r = self.write_local(tenant, series).await;
                 return WriteResult { per_series: vec![vec![r]; n.min(1)], quorum: 1 };
             }
         };
         // group series by (endpoint, replica number)
         let mut groups: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
-        for (i, (labels, _)) in series.iter().enumerate() {
-            match ring.replicas(tenant, labels, rf) {
+        for (i, s) in series.iter().enumerate() {
+            let hash = crate::hashring::series_hash_pairs(tenant, s.labels);
+            match ring.replicas_for_hash(tenant, hash, rf) {
                 Ok(eps) => {
                     for (n, ep) in eps.into_iter().enumerate() {
                         groups.entry((ep.to_string(), n as u64)).or_default().push(i);
@@ -464,11 +465,11 @@ impl ReceiveState {
             if local_idx.is_empty() {
                 return None;
             }
-            let batch: Vec<Series> = local_idx.iter().map(|&i| series[i].clone()).collect();
+            let batch: Vec<AppendSeries<'_>> = local_idx.iter().map(|&i| series[i]).collect();
             Some(self.write_local(tenant, &batch).await)
         };
         let remote_fut = futures::future::join_all(remote.iter().map(|(ep, n, idx)| {
-            let batch: Vec<Series> = idx.iter().map(|&i| series[i].clone()).collect();
+            let batch: Vec<AppendSeries<'_>> = idx.iter().map(|&i| series[i]).collect();
             async move { self.forward(tenant, ep, *n + 1, &batch).await }
         }));
         let (local_res, remote_res) = tokio::join!(local_fut, remote_fut);
@@ -486,7 +487,7 @@ impl ReceiveState {
         WriteResult { per_series, quorum: write_quorum(rf) as usize }
     }
 
-    async fn write_local(&self, tenant: &str, series: &[Series]) -> Outcome {
+    async fn write_local(&self, tenant: &str, series: &[AppendSeries<'_>]) -> Outcome {
         let head = match self.head(tenant).await {
             Ok(h) => h,
             Err(e @ Error::BadTenant { .. }) => return Outcome::BadRequest(e.to_string()),
@@ -520,9 +521,9 @@ impl ReceiveState {
         }
     }
 
-    async fn forward(&self, tenant: &str, endpoint: &str, replica: u64, series: &[Series]) -> Outcome {
+    async fn forward(&self, tenant: &str, endpoint: &str, replica: u64, series: &[AppendSeries<'_>]) -> Outcome {
         let fail = |reason: String| Error::Forward { endpoint: endpoint.to_string(), reason }.to_string();
-        let body = match remote_write::encode_write_request(&remote_write::to_write_request(series)) {
+        let body = match remote_write::encode_series(series) {
             Ok(b) => b,
             Err(e) => return Outcome::Internal(fail(e.to_string())),
         };
@@ -723,7 +724,12 @@ async fn write_request(st: &ReceiveState, headers: &HeaderMap, body: Body) -> Re
             );
         }
     };
-    let decoded = match remote_write::decode(&bytes, max) {
+    let raw = match remote_write::decompress(&bytes, max) {
+        Ok(r) => r,
+        Err(e) => return plain(http_status(&e), e.to_string()),
+    };
+    drop(bytes);
+    let decoded = match remote_write::parse(&raw) {
         Ok(d) => d,
         Err(e) => return plain(http_status(&e), e.to_string()),
     };
@@ -735,10 +741,10 @@ async fn write_request(st: &ReceiveState, headers: &HeaderMap, body: Body) -> Re
             "remote write: native histograms and exemplars are not stored yet"
         );
     }
-    let result = if decoded.series.is_empty() {
+    let result = if decoded.is_empty() {
         WriteResult { per_series: vec![], quorum: 1 }
     } else {
-        st.write(&tenant, decoded.series, forwarded).await
+        st.write(&tenant, &decoded.series(), forwarded).await
     };
     st.0.metrics.series_invalid.inc_by(decoded.rejected.len() as u64);
     let (status, msg) = answer(&result, &decoded.rejected);

@@ -12,7 +12,6 @@ use engine::{BlockMeta, Labels};
 use super::chunks::{ChunkReader, ENC_XOR, encoding_name};
 use super::index::{IndexReader, SeriesEntries, SeriesEntry};
 use super::tombstones::Tombstones;
-use super::xor::decode_xor;
 use crate::error::{Error, Result};
 
 /// A series with all its samples in the block, sorted by timestamp, tombstones applied.
@@ -139,7 +138,8 @@ impl Block {
                     name: encoding_name(raw.encoding),
                 });
             }
-            decode_xor(raw.data, ts, vs).map_err(|e| in_series(Error::corrupt(raw.path, raw.offset, e.to_string())))?;
+            engine::chunkenc::decode_into(raw.data, ts, vs)
+                .map_err(|e| in_series(Error::corrupt(raw.path, raw.offset, e.to_string())))?;
         }
         if !ts.windows(2).all(|w| w[0] < w[1]) {
             merge_by_time(ts, vs);

@@ -27,13 +27,6 @@ pub(crate) fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// Decodes a Go `binary.Varint` (zig-zag) at the start of `data`.
-#[inline]
-pub(crate) fn varint(data: &[u8]) -> Option<(i64, usize)> {
-    let (u, n) = uvarint(data)?;
-    Some((unzigzag(u), n))
-}
-
 /// Undoes zig-zag encoding.
 #[inline]
 pub(crate) fn unzigzag(u: u64) -> i64 {
@@ -154,9 +147,9 @@ mod tests {
         // 10th byte > 1 overflows 64 bits
         assert_eq!(uvarint(&[0xff; 9].iter().copied().chain([0x02]).collect::<Vec<_>>()), None);
         assert_eq!(uvarint(&[0x80, 0x80]), None);
-        assert_eq!(varint(&[0x01]), Some((-1, 1)));
-        assert_eq!(varint(&[0x02]), Some((1, 1)));
-        assert_eq!(varint(&[0x03]), Some((-2, 1)));
+        assert_eq!(unzigzag(1), -1);
+        assert_eq!(unzigzag(2), 1);
+        assert_eq!(unzigzag(3), -2);
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub mod chunks;
 mod decbuf;
 pub mod index;
 pub mod tombstones;
-pub mod xor;
+#[cfg(test)]
+mod xor;
 
 #[cfg(test)]
 mod promtool_tests;

@@ -20,8 +20,9 @@ use crate::util::{Proc, free_port, promtool_blocks, spec};
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Scrape targets (28 series each; 360 gives about 10k series).
-    #[arg(long, default_value_t = 360)]
+    /// Scrape targets (`bench::datagen::SERIES_PER_TARGET` = 20 series each; 500 gives the
+    /// issue's 10k series).
+    #[arg(long, default_value_t = 500)]
     targets: usize,
     /// Hours of data.
     #[arg(long, default_value_t = 24.0)]

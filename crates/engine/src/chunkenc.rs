@@ -310,8 +310,16 @@ pub fn decode_into(bytes: &[u8], ts: &mut Vec<i64>, vs: &mut Vec<f64>) -> Result
     })
 }
 
-/// Decodes a Go `binary.Uvarint` at the start of `data`: the value and the bytes used.
-fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
+/// Decodes a Go `binary.Uvarint` at the start of `data`: the value and the number of bytes used,
+/// or `None` when the bytes end first or the value does not fit in 64 bits. Used by the XOR
+/// decoder here and by readers of Prometheus's TSDB files.
+///
+/// ```
+/// assert_eq!(engine::chunkenc::uvarint(&[0xac, 0x02, 0xff]), Some((300, 2)));
+/// assert_eq!(engine::chunkenc::uvarint(&[0x80]), None);
+/// ```
+#[inline]
+pub fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
     let mut x: u64 = 0;
     let mut shift = 0u32;
     for (i, &b) in data.iter().enumerate().take(10) {

@@ -8,24 +8,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// Decodes a Go `binary.Uvarint` at the start of `data`: the value and the number of bytes used,
-/// or `None` when the bytes end first or the value does not fit in 64 bits.
-#[inline]
-pub(crate) fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
-    let mut x: u64 = 0;
-    let mut shift = 0u32;
-    for (i, &b) in data.iter().enumerate().take(10) {
-        if b < 0x80 {
-            if i == 9 && b > 1 {
-                return None;
-            }
-            return Some((x | (u64::from(b) << shift), i + 1));
-        }
-        x |= u64::from(b & 0x7f) << shift;
-        shift += 7;
-    }
-    None
-}
+pub(crate) use engine::chunkenc::uvarint;
 
 /// Undoes zig-zag encoding.
 #[inline]

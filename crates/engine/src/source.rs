@@ -47,11 +47,9 @@ pub fn sample_schema() -> SchemaRef {
 pub fn sample_schema_with_start_timestamps() -> SchemaRef {
     static S: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
     S.get_or_init(|| {
-        Arc::new(Schema::new(vec![
-            Field::new("timestamp", DataType::Int64, false),
-            Field::new("value", DataType::Float64, false),
-            Field::new("start_timestamp", DataType::Int64, true),
-        ]))
+        let mut fields: Vec<Field> = sample_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("start_timestamp", DataType::Int64, true));
+        Arc::new(Schema::new(fields))
     })
     .clone()
 }

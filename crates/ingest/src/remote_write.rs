@@ -105,14 +105,8 @@ fn show(labels: &[(&str, &str)]) -> String {
     format!("{name}{{{}}}", rest.join(", "))
 }
 
-/// Checks the labels of one series; on success returns them as a [`Labels`].
-pub fn validate_labels(labels: &[Label]) -> Result<Labels> {
-    let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
-    check_labels(&pairs)?;
-    Ok(Labels::from_pairs(pairs))
-}
-
-/// The checks of [`validate_labels`], on the label pairs as received.
+/// Checks the labels of one series, as received: Prometheus's and Thanos's rules for names,
+/// values, order and duplicates.
 fn check_labels(labels: &[(&str, &str)]) -> Result<()> {
     let bad = |reason: String| Error::InvalidSeries { series: show(labels), reason };
     let mut name_seen = None;
@@ -569,43 +563,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// One decoded series with owned labels (see [`Decoded`]).
+/// One series with owned labels and its samples (what [`to_write_request`] encodes).
 pub type Series = (Labels, Vec<(i64, f64)>);
-
-/// The valid content of a request with owned labels and what was left out (see [`decode`]).
-#[derive(Debug, Default)]
-pub struct Decoded {
-    /// Valid series with their samples (series without float samples are left out).
-    pub series: Vec<Series>,
-    /// Invalid series, each an [`Error::InvalidSeries`] naming it.
-    pub rejected: Vec<Error>,
-    /// Native histogram samples received and not stored.
-    pub histograms_dropped: usize,
-    /// Exemplars received and not stored.
-    pub exemplars_dropped: usize,
-}
-
-impl Decoded {
-    /// Number of float samples in [`Decoded::series`].
-    pub fn num_samples(&self) -> usize {
-        self.series.iter().map(|s| s.1.len()).sum()
-    }
-}
-
-/// Decodes and validates a remote write 1.0 body in one step, into owned series (the receive path
-/// uses [`decompress`] and [`parse`] to avoid the copies).
-pub fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded> {
-    let raw = decompress(body, max_bytes)?;
-    let r = parse(&raw)?;
-    let series =
-        r.series().iter().map(|s| (Labels::from_pairs(s.labels.iter().copied()), s.samples.to_vec())).collect();
-    Ok(Decoded {
-        series,
-        rejected: r.rejected,
-        histograms_dropped: r.histograms_dropped,
-        exemplars_dropped: r.exemplars_dropped,
-    })
-}
 
 /// Encodes borrowed series as a remote write 1.0 body (for forwarding to another receiver).
 pub fn encode_series(series: &[AppendSeries<'_>]) -> Result<Vec<u8>> {
@@ -633,6 +592,48 @@ mod tests {
     use proto::prometheus::{Sample, TimeSeries};
 
     use super::*;
+
+    /// Checks the labels of one series; on success returns them as a [`Labels`].
+    fn validate_labels(labels: &[Label]) -> Result<Labels> {
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        check_labels(&pairs)?;
+        Ok(Labels::from_pairs(pairs))
+    }
+
+    /// The valid content of a request with owned labels and what was left out (see [`decode`]).
+    #[derive(Debug, Default)]
+    struct Decoded {
+        /// Valid series with their samples (series without float samples are left out).
+        series: Vec<Series>,
+        /// Invalid series, each an [`Error::InvalidSeries`] naming it.
+        rejected: Vec<Error>,
+        /// Native histogram samples received and not stored.
+        histograms_dropped: usize,
+        /// Exemplars received and not stored.
+        exemplars_dropped: usize,
+    }
+
+    impl Decoded {
+        /// Number of float samples in [`Decoded::series`].
+        fn num_samples(&self) -> usize {
+            self.series.iter().map(|s| s.1.len()).sum()
+        }
+    }
+
+    /// Decodes and validates a remote write 1.0 body in one step, into owned series (a test convenience
+    /// over [`decompress`] and [`parse`], which the receive path uses without the copies).
+    fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded> {
+        let raw = decompress(body, max_bytes)?;
+        let r = parse(&raw)?;
+        let series =
+            r.series().iter().map(|s| (Labels::from_pairs(s.labels.iter().copied()), s.samples.to_vec())).collect();
+        Ok(Decoded {
+            series,
+            rejected: r.rejected,
+            histograms_dropped: r.histograms_dropped,
+            exemplars_dropped: r.exemplars_dropped,
+        })
+    }
 
     fn lab(pairs: &[(&str, &str)]) -> Vec<Label> {
         pairs.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect()

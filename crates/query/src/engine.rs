@@ -309,19 +309,23 @@ struct SeriesCollector {
 impl SeriesCollector {
     fn add(&mut self, b: &RecordBatch) -> Result<()> {
         for series in BatchView::new(b)?.series() {
-            let points = series.ts.iter().copied().zip(series.vs.iter().copied());
-            match self.at.get(series.labels) {
-                Some(&n) => {
-                    self.out[n].1.extend(points);
-                    self.merged = true;
-                }
-                None => {
-                    self.at.insert(series.labels.to_vec(), self.out.len());
-                    self.out.push((series.labels.to_vec(), points.collect()));
-                }
-            }
+            self.insert(series.labels, series.ts.iter().copied().zip(series.vs.iter().copied()));
         }
         Ok(())
+    }
+
+    /// Appends `points` to the series of the encoded label set `key`, or starts that series.
+    fn insert(&mut self, key: &[u8], points: impl Iterator<Item = (i64, f64)>) {
+        match self.at.get(key) {
+            Some(&n) => {
+                self.out[n].1.extend(points);
+                self.merged = true;
+            }
+            None => {
+                self.at.insert(key.to_vec(), self.out.len());
+                self.out.push((key.to_vec(), points.collect()));
+            }
+        }
     }
 
     fn finish(mut self) -> Result<Vec<Series>> {
@@ -347,31 +351,18 @@ impl SeriesCollector {
     /// Removes the metric name from the series marked for it and merges the series that then
     /// share a label set (in first-seen order).
     fn remove_marked_names(&mut self) -> Result<()> {
-        let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut out: Vec<(Vec<u8>, Points)> = Vec::with_capacity(self.out.len());
+        self.at.clear();
         for (key, points) in std::mem::take(&mut self.out) {
-            let key = if has_drop_mark_bytes(&key) {
+            if has_drop_mark_bytes(&key) {
                 let mut l = decode_labels(&key)?;
                 remove_marked_name(&mut l);
                 let mut k = Vec::with_capacity(key.len());
                 encode_labels(&l, &mut k);
-                k
+                self.insert(&k, points.into_iter());
             } else {
-                key
-            };
-            match at.get(&key) {
-                Some(&n) => {
-                    out[n].1.extend(points);
-                    self.merged = true;
-                }
-                None => {
-                    at.insert(key.clone(), out.len());
-                    out.push((key, points));
-                }
+                self.insert(&key, points.into_iter());
             }
         }
-        self.out = out;
-        self.at = at;
         Ok(())
     }
 }

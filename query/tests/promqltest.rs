@@ -616,7 +616,7 @@ async fn run_file(name: String, text: String) -> FileReport {
 fn test_dir() -> PathBuf {
     match std::env::var("PROMQLTEST_DIR") {
         Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/promqltest-upstream"),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/promqltest-upstream"),
     }
 }
 

@@ -6,8 +6,20 @@
 //!                                  LabelMatcher, ReadHints, Chunk, ChunkedSeries
 //!   proto/prometheus/remote.proto  WriteRequest (remote write 1.0), ReadRequest, ReadResponse, Query,
 //!                                  QueryResult, ChunkedReadResponse (remote read)
-//!   proto/thanos/...               (later) StoreAPI, Info
+//!   proto/thanos/types.proto       LabelSet, ZLabelSet, Chunk, AggrChunk, Series, SeriesBatch, Aggr,
+//!                                  PartialResponseStrategy                         (package thanos)
+//!   proto/thanos/store.proto       service Store (Series, LabelNames, LabelValues), service
+//!                                  WriteableStore (RemoteWrite), their messages    (package thanos)
+//!   proto/thanos/info.proto        service Info, InfoResponse, StoreInfo, TSDBInfo (package thanos.info)
+//!   proto/hintspb/hints.proto      Series/LabelNames/LabelValues hints, QueryStats (package hintspb)
 //! ```
+//!
+//! Thanos's `thanos.Label` and `thanos.LabelMatcher` are wire-identical to Prometheus's `Label` and
+//! `LabelMatcher` (same fields, numbers, enum values), so the Thanos messages use the latter.
+//!
+//! gRPC services come as tonic clients (`thanos::store_client::StoreClient`, ...) and servers
+//! (`thanos::store_server::{Store, StoreServer}`, ...); this crate holds no transport, callers bring
+//! a tonic `Channel` or server.
 //!
 //! Each protobuf package is one Rust module; messages are plain prost structs:
 //!
@@ -33,6 +45,25 @@ pub use prost;
 #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
+/// Package `thanos`: the StoreAPI (`thanos.Store`), receive replication (`thanos.WriteableStore`)
+/// and their messages.
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub, missing_debug_implementations)]
+pub mod thanos {
+    include!(concat!(env!("OUT_DIR"), "/thanos.rs"));
+
+    /// Package `thanos.info`: the Info service a querier uses for discovery.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub, missing_debug_implementations)]
+    pub mod info {
+        include!(concat!(env!("OUT_DIR"), "/thanos.info.rs"));
+    }
+}
+
+/// Package `hintspb`: store gateway hints, carried in `google.protobuf.Any`.
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+pub mod hintspb {
+    include!(concat!(env!("OUT_DIR"), "/hintspb.rs"));
 }
 
 #[cfg(test)]

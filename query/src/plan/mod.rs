@@ -1,17 +1,19 @@
 //! Strata's PromQL plan nodes and the machinery they share.
 //!
-//! Every PromQL operator is a DataFusion extension node: a logical node ([`PromLogical`], an
-//! `UserDefinedLogicalNodeCore`) holding the operator's parameters (a [`NodeSpec`]), and an
-//! execution plan ([`PromExec`]) that runs the operator's kernel. [`PromExtensionPlanner`] turns
-//! the one into the other inside a DataFusion `SessionContext`. The leaf that reads a
-//! `SeriesSource` ([`series_scan`]) has its own execution plan because it is asynchronous.
+//! Every PromQL operator is a DataFusion extension node: one logical node type ([`PromLogical`],
+//! an `UserDefinedLogicalNodeCore`) holding the operator's parameters (a [`NodeSpec`], registered
+//! as a [`PromNode`] variant), and an execution plan ([`PromExec`]) that runs the operator's
+//! kernel. [`PromExtensionPlanner`] turns the one into the other inside a DataFusion
+//! `SessionContext` with one exhaustive `match`. The leaf that reads a `SeriesSource`
+//! ([`series_scan`]) has its own execution plan because it is asynchronous.
 //!
 //! Where things are:
 //!
 //! - [`batch`]: the batch layout all nodes exchange (read it first), [`SeriesData`], batch views
 //!   and builders; [`encoded_labels`]: label sets as the batch dictionary holds them;
 //! - [`node`]: the node framework ([`NodeSpec`], [`PromLogical`], [`PromExec`], [`EvalCtx`]);
-//! - [`registry`]: how the physical planner finds each node's execution plan;
+//! - [`registry`]: the list of nodes ([`PromNode`]) and how the physical planner finds each
+//!   node's execution plan (adding a node starts there);
 //! - [`grid`]: evaluation steps and `offset`/`@`; [`name_dropping`]: metric-name removal,
 //!   immediate or delayed; [`annotations`]: a query's warnings and infos;
 //! - one file per PromQL operator (`series_scan`, `instant_select`, `range_func`, `aggregate`,

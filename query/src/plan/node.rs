@@ -37,7 +37,9 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Annotations, SeriesData, aggregate, batch_to_series, prom_df_schema, prom_schema, series_to_batch};
+use super::{
+    Annotations, PromNode, SeriesData, aggregate, batch_to_series, prom_df_schema, prom_schema, series_to_batch,
+};
 use crate::error::{Error, Result};
 
 /// An f64 that can sit in a hashed, ordered plan node (compared by bits).
@@ -118,7 +120,8 @@ impl EvalCtx {
     }
 }
 
-/// The parameters and kernel of one PromQL operator. Implemented once per plan-node file.
+/// The parameters and kernel of one PromQL operator. Implemented once per plan-node file and
+/// registered as a [`PromNode`] variant.
 pub(crate) trait NodeSpec: fmt::Debug + Clone + Hash + Eq + PartialOrd + Send + Sync + 'static {
     /// Logical node name, e.g. `PromInstantSelect`; the physical node adds `Exec`.
     const NAME: &'static str;
@@ -157,41 +160,47 @@ pub(crate) trait Accumulator: Send {
     fn finish(self: Box<Self>) -> Result<Vec<SeriesData>>;
 }
 
-/// The logical plan node of a PromQL operator: a [`NodeSpec`] plus its inputs.
+/// The logical plan node of every PromQL operator: one of the registered [`PromNode`]s plus its
+/// inputs. There is one logical node type, so the physical planner finds every node's execution
+/// plan with one exhaustive `match` (see [`super::registry`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct PromLogical<S: NodeSpec> {
-    pub(crate) spec: S,
+pub(crate) struct PromLogical {
+    pub(crate) node: PromNode,
     pub(crate) inputs: Vec<LogicalPlan>,
     schema: DFSchemaRef,
 }
 
-impl<S: NodeSpec> PromLogical<S> {
-    /// Wraps the node into a logical plan.
-    pub(crate) fn plan(spec: S, inputs: Vec<LogicalPlan>) -> LogicalPlan {
-        Self::plan_with_schema(spec, inputs, prom_df_schema())
+impl PromLogical {
+    /// Wraps a node into a logical plan.
+    pub(crate) fn plan(node: impl Into<PromNode>, inputs: Vec<LogicalPlan>) -> LogicalPlan {
+        Self::plan_with_schema(node, inputs, prom_df_schema())
     }
 
-    /// Wraps the node into a logical plan whose output has `schema` (a scan reading start
-    /// timestamps, see [`prom_schema_with_start_timestamps`]).
-    pub(crate) fn plan_with_schema(spec: S, inputs: Vec<LogicalPlan>, schema: DFSchemaRef) -> LogicalPlan {
+    /// Wraps a node into a logical plan whose output has `schema` (a scan reading start
+    /// timestamps, see [`super::prom_schema_with_start_timestamps`]).
+    pub(crate) fn plan_with_schema(
+        node: impl Into<PromNode>,
+        inputs: Vec<LogicalPlan>,
+        schema: DFSchemaRef,
+    ) -> LogicalPlan {
         LogicalPlan::Extension(datafusion::logical_expr::Extension {
-            node: Arc::new(PromLogical { spec, inputs, schema }),
+            node: Arc::new(PromLogical { node: node.into(), inputs, schema }),
         })
     }
 }
 
-impl<S: NodeSpec> PartialOrd for PromLogical<S> {
+impl PartialOrd for PromLogical {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        match self.spec.partial_cmp(&o.spec) {
+        match self.node.partial_cmp(&o.node) {
             Some(Ordering::Equal) => self.inputs.partial_cmp(&o.inputs),
             c => c,
         }
     }
 }
 
-impl<S: NodeSpec> UserDefinedLogicalNodeCore for PromLogical<S> {
+impl UserDefinedLogicalNodeCore for PromLogical {
     fn name(&self) -> &str {
-        S::NAME
+        self.node.name()
     }
     fn inputs(&self) -> Vec<&LogicalPlan> {
         self.inputs.iter().collect()
@@ -203,11 +212,11 @@ impl<S: NodeSpec> UserDefinedLogicalNodeCore for PromLogical<S> {
         vec![]
     }
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}: ", S::NAME)?;
-        self.spec.fmt_params(f)
+        write!(f, "{}: ", self.node.name())?;
+        self.node.fmt_params(f)
     }
     fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> datafusion::error::Result<Self> {
-        Ok(PromLogical { spec: self.spec.clone(), inputs, schema: self.schema.clone() })
+        Ok(PromLogical { node: self.node.clone(), inputs, schema: self.schema.clone() })
     }
 }
 

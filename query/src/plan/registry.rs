@@ -42,6 +42,10 @@ macro_rules! prom_nodes {
         })+
 
         impl PromNode {
+            /// The names of all registered nodes.
+            #[cfg(test)]
+            pub(crate) const NAMES: &'static [&'static str] = &[$(<$spec>::NAME,)+];
+
             /// The logical node name, e.g. `PromInstantSelect` (the physical node adds `Exec`).
             pub(crate) fn name(&self) -> &'static str {
                 match self {
@@ -155,5 +159,32 @@ impl QueryPlanner for PromQueryPlanner {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let planner = DefaultPhysicalPlanner::with_extension_planners(vec![self.ext.clone()]);
         planner.create_physical_plan(logical_plan, session_state).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Every registered node shows in the golden EXPLAIN snapshots of
+    /// `tests/explain_snapshots.rs`, logically and physically.
+    #[test]
+    fn every_node_has_an_explain_snapshot() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+        let mut all = String::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("explain_snapshots__")) {
+                all.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+        for name in PromNode::NAMES {
+            assert!(
+                all.contains(&format!("\n{name}: ")) || all.contains(&format!(" {name}: ")),
+                "no snapshot shows {name}"
+            );
+            assert!(all.contains(&format!("{name}Exec: ")), "no snapshot shows {name}Exec");
+        }
     }
 }

@@ -326,11 +326,12 @@ fn uses_query_context_fn(expr: &str) -> bool {
     R.get_or_init(|| regex::Regex::new(r"(start|end|range|step)\(\)").expect("regex")).is_match(expr)
 }
 
-/// One instant query of an eval plus its range-mode re-check.
-async fn run_instant(ev: &EvalCmd, be: &Arc<dyn Backend>, q: &str, t: i64, loose: bool) -> Result<(), String> {
-    let res = match exec(be.instant(q.to_string(), t)).await {
+/// Runs the query of an eval and checks failure and annotation expectations: `Ok(Some)` is a
+/// result to compare, `Ok(None)` an expected failure that happened as expected.
+async fn eval_query(ev: &EvalCmd, fut: QueryFuture, loose: bool) -> Result<Option<QueryResult>, String> {
+    let res = match exec(fut).await {
         Outcome::Crash(m) => return Err(m),
-        Outcome::Err(e) if ev.is_fail() => return check::check_expected_failure(ev, &e),
+        Outcome::Err(e) if ev.is_fail() => return check::check_expected_failure(ev, &e).map(|()| None),
         Outcome::Err(e) => return Err(format!("error evaluating query: {e}")),
         Outcome::Ok(r) => r,
     };
@@ -338,6 +339,14 @@ async fn run_instant(ev: &EvalCmd, be: &Arc<dyn Backend>, q: &str, t: i64, loose
         return Err(format!("expected an error but got none (result {})", check::fmt_value(&res.value)));
     }
     check::check_annotations(ev, &res, loose)?;
+    Ok(Some(res))
+}
+
+/// One instant query of an eval plus its range-mode re-check.
+async fn run_instant(ev: &EvalCmd, be: &Arc<dyn Backend>, q: &str, t: i64, loose: bool) -> Result<(), String> {
+    let Some(res) = eval_query(ev, be.instant(q.to_string(), t), loose).await? else {
+        return Ok(());
+    };
     check::compare_result(ev, &res.value)?;
     if ev.exclude_from_range || uses_query_context_fn(q) {
         return Ok(());
@@ -374,17 +383,10 @@ async fn run_eval(ev: &EvalCmd, be: &Arc<dyn Backend>, stats: &mut FileReport) -
     let loose = env_on("PROMQLTEST_LOOSE_ANNOTATIONS");
     if ev.is_range {
         let end = ev.end.unwrap_or(ev.start);
-        let res = match exec(be.range(ev.expr.clone(), ev.start, end, ev.step)).await {
-            Outcome::Crash(m) => return Err(m),
-            Outcome::Err(e) if ev.is_fail() => return check::check_expected_failure(ev, &e),
-            Outcome::Err(e) => return Err(format!("error evaluating query: {e}")),
-            Outcome::Ok(r) => r,
+        return match eval_query(ev, be.range(ev.expr.clone(), ev.start, end, ev.step), loose).await? {
+            Some(res) => check::compare_result(ev, &res.value),
+            None => Ok(()),
         };
-        if ev.is_fail() {
-            return Err(format!("expected an error but got none (result {})", check::fmt_value(&res.value)));
-        }
-        check::check_annotations(ev, &res, loose)?;
-        return check::compare_result(ev, &res.value);
     }
     let variants = match at_variants(ev) {
         Ok(v) => v,

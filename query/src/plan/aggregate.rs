@@ -214,14 +214,15 @@ impl NodeSpec for AggregateSpec {
 }
 
 /// Ranks two candidates of topk (`top`) or bottomk: `Less` when `a` comes first. NaN ranks
-/// last for both; ties go to the series seen first.
+/// last for both; ties (-0 and +0 included, as Prometheus compares them) go to the series seen
+/// first.
 fn rank(top: bool, a: (f64, u32), b: (f64, u32)) -> Ordering {
     let by_value = match (a.0.is_nan(), b.0.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Greater,
         (false, true) => Ordering::Less,
-        _ if top => b.0.total_cmp(&a.0),
-        _ => a.0.total_cmp(&b.0),
+        _ if top => b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal),
+        _ => a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal),
     };
     by_value.then(a.1.cmp(&b.1))
 }
@@ -685,6 +686,13 @@ mod tests {
         let out = sp.eval(input.clone(), &[k(4.0)], &ctx).unwrap();
         let inst: Vec<_> = out.iter().map(|s| s.labels.get("instance").unwrap().to_string()).collect();
         assert_eq!(inst, vec!["4", "2", "3", "1"]);
+        // -0 and +0 tie: the first series keeps its place.
+        let zeros = vec![s("a", "1", &[-0.0]), s("a", "2", &[0.0])];
+        for op in [AggOp::Topk, AggOp::Bottomk] {
+            sp.op = op;
+            let out = sp.eval(zeros.clone(), &[k(1.0)], &ctx).unwrap();
+            assert_eq!(out[0].vs[0].to_bits(), (-0.0f64).to_bits(), "{op:?}");
+        }
         sp.op = AggOp::Limitk;
         let out = sp.eval(input, &[k(3.0)], &ctx).unwrap();
         let mut inst: Vec<_> = out.iter().map(|s| s.labels.get("instance").unwrap().to_string()).collect();

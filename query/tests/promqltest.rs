@@ -919,7 +919,11 @@ fn promqltest() {
              {skipped} skipped{}",
             p.name(),
             if p == StoragePath::Mem {
-                format!(", {engine_only} engine-only passes in {ENGINE_ONLY_FILE} (MemSource only, not counted)")
+                let unchecked: usize = of_path(p).map(|r| r.unchecked.len()).sum();
+                format!(
+                    ", {engine_only} engine-only passes in {ENGINE_ONLY_FILE} (MemSource only, not counted), \
+                     {unchecked} instant evals without their @ re-check (promqltest-unchecked.txt)"
+                )
             } else {
                 String::new()
             }

@@ -16,9 +16,9 @@ use futures::TryStreamExt;
 /// Generated fleet data plus a family with special float values.
 fn test_openmetrics() -> String {
     let spec =
-        bench::datagen::GenSpec { targets: 6, duration_ms: 5 * 3_600_000, interval_ms: 30_000, ..Default::default() };
+        ingest::datagen::GenSpec { targets: 6, duration_ms: 5 * 3_600_000, interval_ms: 30_000, ..Default::default() };
     let mut buf = Vec::new();
-    bench::datagen::write_openmetrics(&spec, &mut buf).unwrap();
+    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
     let mut text = String::from_utf8(buf).unwrap();
     text.truncate(text.len() - "# EOF\n".len());
     text.push_str("# TYPE special gauge\n");
@@ -286,4 +286,38 @@ async fn convert_into_s3() {
     let expected = promtool_dump(&promtool, &data, &tmp.path().join("dump"));
     let bucket = Arc::new(Bucket::from_config_file(&cfg).unwrap());
     assert_same(&expected, &bucket_dump(&bucket, &[]).await);
+}
+
+/// `strata tools gen` (the quick start's first command): deterministic OpenMetrics text with the
+/// asked-for targets, range and interval, which promtool turns into blocks holding every sample.
+#[test]
+fn tools_gen_writes_data_promtool_accepts() {
+    let args = ["tools", "gen", "--targets", "3", "--hours", "2.5", "--interval", "30", "--seed", "9"];
+    let text = strata_ok(&args);
+    assert_eq!(strata_ok(&args), text, "same arguments, same bytes");
+    assert_ne!(strata_ok(&["tools", "gen", "--targets", "3", "--hours", "2.5", "--interval", "30"]), text);
+    assert!(text.ends_with("# EOF\n"));
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    // 3 targets x 20 series x 2.5 h / 30 s
+    assert_eq!(samples.len(), 3 * 20 * 300);
+    let t0 = 1_700_000_000.0;
+    let mut instances = std::collections::BTreeSet::new();
+    for l in &samples {
+        let t: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((t0..t0 + 9000.0).contains(&t), "{l}");
+        let i = l.find("instance=\"").unwrap() + 10;
+        instances.insert(&l[i..i + 15]);
+    }
+    assert_eq!(instances.len(), 3, "{instances:?}");
+
+    let bad = strata(&["tools", "gen", "--interval", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--interval"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    let Some(promtool) = peer("promtool") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    promtool_blocks(&promtool, &text, tmp.path(), &tmp.path().join("prom"));
+    let dump = promtool_dump(&promtool, &tmp.path().join("prom"), &tmp.path().join("dump"));
+    assert_eq!(dump.len(), 60);
+    assert_eq!(dump.values().map(Vec::len).sum::<usize>(), samples.len());
 }

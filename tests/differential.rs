@@ -478,7 +478,7 @@ async fn promql_agrees_with_prometheus_2_42() {
     let tmp = tempfile::tempdir().unwrap();
 
     // 1. data → TSDB blocks
-    let spec = bench::datagen::GenSpec {
+    let spec = ingest::datagen::GenSpec {
         targets: 4,
         start_ms: T0 * 1000 + FIRST_MS,
         duration_ms: HOURS * 3_600_000,
@@ -487,7 +487,7 @@ async fn promql_agrees_with_prometheus_2_42() {
         seed: 7,
     };
     let mut buf = Vec::new();
-    bench::datagen::write_openmetrics(&spec, &mut buf).unwrap();
+    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
     let blocks = tmp.path().join("blocks");
     promtool_blocks(&promtool, &String::from_utf8(buf).unwrap(), tmp.path(), &blocks);
 

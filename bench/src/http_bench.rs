@@ -20,7 +20,7 @@ use crate::util::{Proc, free_port, promtool_blocks, spec};
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Scrape targets (`bench::datagen::SERIES_PER_TARGET` = 20 series each; 500 gives the
+    /// Scrape targets (`ingest::datagen::SERIES_PER_TARGET` = 20 series each; 500 gives the
     /// issue's 10k series).
     #[arg(long, default_value_t = 500)]
     targets: usize,
@@ -136,7 +136,7 @@ fn enc(s: &str) -> String {
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let spec = spec(a.targets, a.hours, a.interval);
+    let spec = spec(a.targets, a.hours, a.interval)?;
     let prom_blocks = promtool_blocks("http", &spec, work.path(), "blocks")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
 
@@ -213,7 +213,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     ];
     println!(
         "bench http: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
-        a.targets * bench::datagen::SERIES_PER_TARGET,
+        a.targets * ingest::datagen::SERIES_PER_TARGET,
         report.samples,
         a.hours,
         a.interval,

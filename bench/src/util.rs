@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use ingest::datagen::{self, GenSpec};
+
 /// A child process, killed and reaped on drop.
 #[derive(Debug)]
 pub(crate) struct Proc(pub(crate) Child);
@@ -44,21 +46,16 @@ pub(crate) fn is_parquet(p: &Path) -> bool {
     p.extension().and_then(|s| s.to_str()) == Some("parquet")
 }
 
-/// The spec of `targets` scrape targets over `hours` at `interval` seconds.
-pub(crate) fn spec(targets: usize, hours: f64, interval: f64) -> bench::datagen::GenSpec {
-    bench::datagen::GenSpec {
-        targets,
-        duration_ms: (hours * 3_600_000.0) as i64,
-        interval_ms: (interval * 1000.0) as i64,
-        ..Default::default()
-    }
+/// The spec of `targets` scrape targets over `hours` at `interval` seconds (default seed).
+pub(crate) fn spec(targets: usize, hours: f64, interval: f64) -> Result<GenSpec, String> {
+    GenSpec::fleet(targets, hours, interval, GenSpec::default().seed).map_err(|e| e.to_string())
 }
 
 /// Writes `spec` as OpenMetrics under `work` and makes TSDB blocks of it with
 /// `promtool tsdb create-blocks-from openmetrics` into `work/<dir>`; returns that directory.
 pub(crate) fn promtool_blocks(
     bench_name: &str,
-    spec: &bench::datagen::GenSpec,
+    spec: &GenSpec,
     work: &Path,
     dir: &str,
 ) -> Result<PathBuf, String> {
@@ -66,12 +63,12 @@ pub(crate) fn promtool_blocks(
     {
         let f = std::fs::File::create(&om).map_err(|e| format!("{}: {e}", om.display()))?;
         let mut w = std::io::BufWriter::new(f);
-        bench::datagen::write_openmetrics(spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
+        datagen::write_openmetrics(spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
     }
     let out = work.join(dir);
     eprintln!(
         "bench {bench_name}: promtool tsdb create-blocks-from openmetrics ({} samples) ...",
-        bench::datagen::total_samples(spec)
+        datagen::total_samples(spec)
     );
     let st = Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])

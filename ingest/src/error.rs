@@ -176,6 +176,12 @@ pub enum Error {
         /// Endpoints needed.
         want: u64,
     },
+    /// The synthetic data generator was given a spec it cannot generate.
+    #[error("data generator: {reason}")]
+    BadGenSpec {
+        /// What is wrong (names the flag).
+        reason: String,
+    },
     /// Forwarding a remote-write request to another receiver failed.
     #[error("forwarding to receiver {endpoint}: {reason}")]
     Forward {

@@ -8,7 +8,9 @@ use std::time::Instant;
 use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
 
-use crate::util::{dir_bytes, is_parquet, promtool_blocks, spec};
+use ingest::testkit::dir_bytes;
+
+use crate::util::{is_parquet, promtool_blocks, spec};
 
 /// Arguments of `bench convert`.
 #[derive(Debug, clap::Args)]

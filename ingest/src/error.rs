@@ -182,6 +182,15 @@ pub enum Error {
         /// What is wrong (names the flag).
         reason: String,
     },
+    /// A helper process of the tests or benchmarks (a peer, promtool) failed to start, answer or
+    /// stop.
+    #[error("{what}: {reason}")]
+    Process {
+        /// The command or what was being done.
+        what: String,
+        /// What went wrong (with the process's log when there is one).
+        reason: String,
+    },
     /// Forwarding a remote-write request to another receiver failed.
     #[error("forwarding to receiver {endpoint}: {reason}")]
     Forward {

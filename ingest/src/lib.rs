@@ -14,6 +14,8 @@ pub mod hashring;
 pub mod receive;
 pub mod remote_read;
 pub mod remote_write;
+#[doc(hidden)]
+pub mod testkit;
 pub mod tsdb;
 
 pub use error::{Error, Result};

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
@@ -85,18 +85,31 @@ fn block_dirs(data: &Path) -> Vec<String> {
     v
 }
 
+/// The common set-up: promtool blocks of [`test_openmetrics`] in `<tmp>/prom` (their ULIDs) and a
+/// FILESYSTEM bucket config for `<tmp>/bucket`.
+struct Fixture {
+    data: PathBuf,
+    ulids: Vec<String>,
+    bdir: PathBuf,
+    cfg: PathBuf,
+}
+
+fn fixture(promtool: &Path, tmp: &Path) -> Fixture {
+    let data = tmp.join("prom");
+    promtool_blocks(promtool, &test_openmetrics(), tmp, &data);
+    let ulids = block_dirs(&data);
+    let bdir = tmp.join("bucket");
+    let cfg = fs_bucket_config(tmp, &bdir);
+    Fixture { data, ulids, bdir, cfg }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn convert_matches_promtool_dump_and_tools_work() {
     let Some(promtool) = peer("promtool") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("prom");
-    promtool_blocks(&promtool, &test_openmetrics(), tmp.path(), &data);
-    let ulids = block_dirs(&data);
+    let Fixture { data, ulids, bdir, cfg } = fixture(&promtool, tmp.path());
     assert!(ulids.len() >= 3, "expected several 2h blocks, got {ulids:?}");
     let expected = promtool_dump(&promtool, &data, &tmp.path().join("dump"));
-
-    let bdir = tmp.path().join("bucket");
-    let cfg = fs_bucket_config(tmp.path(), &bdir);
     let cfg_s = cfg.to_str().unwrap();
     let out = strata_ok(&[
         "tsdb",
@@ -198,11 +211,7 @@ async fn convert_matches_promtool_dump_and_tools_work() {
 async fn corrupt_block_fails_alone_and_interrupted_runs_complete() {
     let Some(promtool) = peer("promtool") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("prom");
-    promtool_blocks(&promtool, &test_openmetrics(), tmp.path(), &data);
-    let ulids = block_dirs(&data);
-    let bdir = tmp.path().join("bucket");
-    let cfg = fs_bucket_config(tmp.path(), &bdir);
+    let Fixture { data, ulids, bdir, cfg } = fixture(&promtool, tmp.path());
     let cfg_s = cfg.to_str().unwrap();
 
     // Corrupt one chunk byte of the second block: its CRC check must fail.
@@ -233,11 +242,7 @@ async fn corrupt_block_fails_alone_and_interrupted_runs_complete() {
 async fn killed_conversion_leaves_no_visible_partial_block() {
     let Some(promtool) = peer("promtool") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("prom");
-    promtool_blocks(&promtool, &test_openmetrics(), tmp.path(), &data);
-    let ulids = block_dirs(&data);
-    let bdir = tmp.path().join("bucket");
-    let cfg = fs_bucket_config(tmp.path(), &bdir);
+    let Fixture { data, ulids, bdir, cfg } = fixture(&promtool, tmp.path());
     let cfg_s = cfg.to_str().unwrap();
     // Kill the converter at several points in its run; whatever is visible must verify.
     for delay_ms in [30u64, 120, 300] {

@@ -7,6 +7,7 @@
 pub mod bucket;
 pub mod bucket_source;
 pub mod chunkenc;
+pub mod duration;
 pub mod error;
 pub mod format;
 pub mod gofloat;
@@ -14,6 +15,7 @@ pub mod head;
 pub mod labels;
 pub mod merge;
 pub mod meta;
+mod objstore;
 pub mod reader;
 pub mod source;
 pub mod sql;

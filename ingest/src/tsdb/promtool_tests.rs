@@ -18,16 +18,7 @@ type Expected = BTreeMap<Labels, Vec<(i64, u64)>>;
 
 /// The promtool binary, or `None` (after a notice) when it is missing outside CI.
 fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|c| c.is_file()))
-        .unwrap_or_default();
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("promtool is not installed (Debian package `prometheus`); it is required when CI=true");
-        }
-        eprintln!("NOTICE: promtool not found on PATH; skipping the real-block test");
-    }
-    found
+    crate::testkit::peer("promtool")
 }
 
 /// OpenMetrics text with counters, gauges, NaN, infinities, a gap, irregular millisecond
@@ -107,13 +98,7 @@ fn make_blocks(promtool: &Path) -> (tempfile::TempDir, PathBuf, Expected) {
     let input = dir.path().join("input.om");
     std::fs::write(&input, text).unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(promtool)
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "promtool failed: {}", String::from_utf8_lossy(&out.stderr));
+    crate::testkit::promtool_blocks(promtool, &input, &data).unwrap();
     (dir, data, exp)
 }
 

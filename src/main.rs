@@ -4,6 +4,7 @@
 //! and wires components together; the logic lives in the workspace crates.
 
 mod cli_tools;
+mod compact_cmd;
 mod convert_cmd;
 mod gen_cmd;
 mod promql_cmd;
@@ -50,6 +51,9 @@ enum Command {
     Up(up_cmd::UpArgs),
     /// Receive Prometheus remote write into per-tenant heads and cut them into blocks.
     Receive(receive_cmd::ReceiveArgs),
+    /// Compact the blocks of a bucket: merge, deduplicate replicas, apply retention, delete marked
+    /// blocks.
+    Compact(compact_cmd::CompactArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,7 +64,7 @@ enum TsdbCommand {
 
 #[derive(Debug, Subcommand)]
 enum ToolsCommand {
-    /// Bucket tools: ls, inspect, verify.
+    /// Bucket tools: ls, inspect, verify, mark.
     Bucket {
         #[command(subcommand)]
         command: cli_tools::BucketCommand,
@@ -85,7 +89,7 @@ enum CliError {
 
 fn init_logging(level: &str) {
     // Our crates log at the chosen level; dependencies (DataFusion, object_store, ...) only warn.
-    let ours = format!("warn,strata={level},engine={level},ingest={level},query={level}");
+    let ours = format!("warn,strata={level},engine={level},ingest={level},query={level},compactor={level}");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(ours));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
             Command::Query(args) => query_cmd::run(args).await,
             Command::Up(args) => up_cmd::run(args).await,
             Command::Receive(args) => receive_cmd::run(args).await,
+            Command::Compact(args) => compact_cmd::run(args).await,
         }
     });
     match res {

@@ -140,7 +140,8 @@ pub(crate) fn new_registry(component: &'static str) -> Registry {
 #[derive(Debug, Clone)]
 struct ServerState {
     ready: Readiness,
-    registry: Arc<Registry>,
+    /// Registries served one after the other on /metrics (each may have its own prefix).
+    registries: Arc<Vec<Registry>>,
 }
 
 async fn healthy() -> &'static str {
@@ -155,10 +156,22 @@ async fn ready_check(State(s): State<ServerState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<ServerState>) -> Response {
+/// The registries in the OpenMetrics text format, one `# EOF` at the end.
+fn encode_all(registries: &[Registry]) -> Result<String, std::fmt::Error> {
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
-        Ok(()) => {
+    for r in registries {
+        prometheus_client::encoding::text::encode(&mut text, r)?;
+        if let Some(body) = text.strip_suffix("# EOF\n") {
+            text.truncate(body.len());
+        }
+    }
+    text.push_str("# EOF\n");
+    Ok(text)
+}
+
+async fn metrics(State(s): State<ServerState>) -> Response {
+    match encode_all(&s.registries) {
+        Ok(text) => {
             let mut resp = Response::new(Body::from(text));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -190,7 +203,7 @@ async fn log_requests(req: Request, next: Next) -> Response {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!("cannot listen for SIGINT: {e}");
@@ -220,11 +233,23 @@ async fn shutdown_signal() {
 /// Binds `address` (e.g. `127.0.0.1:10902`), serves `api` behind the readiness gate plus the
 /// shared endpoints, and returns after a graceful shutdown on SIGINT/SIGTERM.
 pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry: Registry) -> Result<(), CliError> {
+    serve_until(address, api, ready, vec![registry], shutdown_signal()).await
+}
+
+/// Like [`serve`] with several registries on `/metrics` (e.g. one without Strata's prefix for
+/// Thanos-named metrics), shutting down gracefully when `shutdown` resolves.
+pub(crate) async fn serve_until(
+    address: &str,
+    api: Router,
+    ready: Readiness,
+    registries: Vec<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| CliError::Failed(format!("--http-address {address}: cannot listen: {e}")))?;
     let local = listener.local_addr().map_err(|e| CliError::Failed(format!("--http-address {address}: {e}")))?;
-    let state = ServerState { ready: ready.clone(), registry: Arc::new(registry) };
+    let state = ServerState { ready: ready.clone(), registries: Arc::new(registries) };
     let app = api
         .layer(middleware::from_fn_with_state(ready, readiness_gate))
         .merge(
@@ -237,7 +262,7 @@ pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry
         .layer(middleware::from_fn(log_requests));
     tracing::info!(address = %local, "HTTP server listening");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| CliError::Failed(format!("HTTP server on {local}: {e}")))?;
     tracing::info!("HTTP server stopped");
@@ -277,6 +302,19 @@ mod tests {
         assert!(text.contains("strata_page_cache_pages 0\n"), "{text}");
         assert!(text.contains("strata_page_cache_capacity_bytes 1048576\n"), "{text}");
         assert!(text.contains("# TYPE strata_page_cache_bytes gauge"), "{text}");
+    }
+
+    #[test]
+    fn registries_are_served_together_with_one_eof() {
+        let a = new_registry("compact");
+        let mut b = Registry::default();
+        let g: Gauge = Gauge::default();
+        g.set(1);
+        b.register("thanos_compact_halted", "halted", g);
+        let text = encode_all(&[a, b]).unwrap();
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("strata_build_info{") && text.contains("\nthanos_compact_halted 1\n"), "{text}");
     }
 
     #[test]

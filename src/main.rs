@@ -43,7 +43,7 @@ enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
-    /// Serve PromQL over a bucket as the Prometheus HTTP API v1.
+    /// The querier: PromQL over StoreAPI endpoints and/or a bucket, as the Prometheus HTTP API v1.
     Query(query_cmd::QueryArgs),
     /// Run Strata in one process on a local directory (the embedded default).
     Up(up_cmd::UpArgs),

@@ -166,3 +166,84 @@ pub fn create_s3_bucket(port: u16, name: &str) {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");
 }
+
+/// A running strata server and its HTTP base URL.
+pub struct Server {
+    pub daemon: Daemon,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `strata <args> --http-address 127.0.0.1:<free port>` and waits for `/-/ready`.
+    pub async fn start(args: &[&str], log: &Path) -> Server {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let logf = std::fs::File::create(log).unwrap();
+        let child = Command::new(strata_bin())
+            .args(args)
+            .args(["--http-address", &addr])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .unwrap();
+        let s = Server { daemon: Daemon(child), base: format!("http://{addr}"), log: log.to_path_buf() };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/-/ready", s.base)).send().await
+                && r.status() == 200
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "strata did not get ready; log:\n{}", s.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new().get(format!("{}{path_and_query}", self.base)).send().await.unwrap();
+        Self::decode(r).await
+    }
+
+    pub async fn post(&self, path: &str, form: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_string())
+            .send()
+            .await
+            .unwrap();
+        Self::decode(r).await
+    }
+
+    pub async fn decode(r: reqwest::Response) -> (u16, serde_json::Value) {
+        let status = r.status().as_u16();
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    }
+
+    pub async fn text(&self, path: &str) -> (u16, String) {
+        let r = reqwest::Client::new().get(format!("{}{path}", self.base)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -75,7 +75,8 @@ fn rpc_error(endpoint: &str, what: &str, s: &tonic::Status) -> engine::Error {
 
 impl Remote {
     /// A client of the endpoint at `addr` (`host:port`, as Thanos's `--endpoint`). Nothing is
-    /// dialled until the first call; connections are re-established as needed.
+    /// dialled until the first call; connections are re-established as needed. Must be called
+    /// within a Tokio runtime.
     pub fn connect_lazy(addr: &str) -> engine::Result<Self> {
         let bad = |reason: String| engine::Error::Remote { endpoint: addr.to_string(), reason };
         if addr.starts_with("dns+") || addr.starts_with("dnssrv+") {
@@ -811,8 +812,8 @@ mod tests {
         assert_eq!(prom_func_name("rate"), "rate");
     }
 
-    #[test]
-    fn addresses_are_checked() {
+    #[tokio::test]
+    async fn addresses_are_checked() {
         let e = Remote::connect_lazy("dns+store:10901").unwrap_err().to_string();
         assert!(e.contains("not supported"), "{e}");
         assert!(Remote::connect_lazy("http://a:1").is_err());

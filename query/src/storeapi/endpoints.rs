@@ -178,7 +178,7 @@ pub struct EndpointSet {
 
 impl EndpointSet {
     /// The set of `addrs` (`host:port`; repeated addresses count once). Nothing is contacted until
-    /// [`EndpointSet::refresh`].
+    /// [`EndpointSet::refresh`]. Must be called within a Tokio runtime (the channels start there).
     pub fn new(addrs: &[String], info_timeout: Duration) -> engine::Result<Self> {
         let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
         for a in addrs {

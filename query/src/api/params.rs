@@ -207,7 +207,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>> {
 
 /// [`parse_selector`] for the parameter `param` (errors name it).
 pub fn parse_selector_param(param: &str, s: &str) -> Result<Vec<Vec<Matcher>>> {
-    let expr = parser::parse(s).map_err(|e| invalid_param(param, e))?;
+    let expr = parser::parse(&crate::planner::go_string_literals(s)).map_err(|e| invalid_param(param, e))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(invalid_param(param, format!("{s:?} is not a series selector")));
     };

@@ -650,10 +650,10 @@ macro_rules! form_handler {
     };
 }
 
-form_handler!(query, "/api/v1/query", |s, f, h| do_query(&s, &f, &h).await);
-form_handler!(query_range, "/api/v1/query_range", |s, f, h| do_query_range(&s, &f, &h).await);
-form_handler!(series, "/api/v1/series", |s, f, h| do_series(&s, &f, &h).await);
-form_handler!(labels, "/api/v1/labels", |s, f, h| do_labels(&s, &f, &h).await);
+form_handler!(query, "/api/v1/query", |s, f, h| do_query(&s, &f, h).await);
+form_handler!(query_range, "/api/v1/query_range", |s, f, h| do_query_range(&s, &f, h).await);
+form_handler!(series, "/api/v1/series", |s, f, h| do_series(&s, &f, h).await);
+form_handler!(labels, "/api/v1/labels", |s, f, h| do_labels(&s, &f, h).await);
 form_handler!(metadata, "/api/v1/metadata", |s, f, _h| do_metadata(&f));
 form_handler!(format_query, "/api/v1/format_query", |s, f, _h| do_format_query(&f));
 form_handler!(parse_query, "/api/v1/parse_query", |s, f, _h| do_parse_query(&f));

@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(secs(&run(DedupFunc::Penalty, &[a.clone(), empty.clone()], false)), vec![1, 2]);
         assert_eq!(secs(&run(DedupFunc::Penalty, &[empty.clone(), a.clone()], false)), vec![1, 2]);
         assert_eq!(secs(&run(DedupFunc::Chain, &[empty, a.clone()], false)), vec![1, 2]);
-        assert_eq!(run(DedupFunc::Penalty, &[a.clone()], true), run(DedupFunc::Chain, &[a], true));
+        assert_eq!(run(DedupFunc::Penalty, std::slice::from_ref(&a), true), run(DedupFunc::Chain, &[a], true));
         assert!(run(DedupFunc::Penalty, &[], false).is_empty());
     }
 

@@ -243,7 +243,9 @@ mod tests {
         Labels::from_pairs([("__name__", name), ("replica", replica)])
     }
 
-    fn stream(batches: Vec<Vec<(Labels, Vec<i64>, Vec<f64>)>>) -> SeriesStream {
+    type Series = (Labels, Vec<i64>, Vec<f64>);
+
+    fn stream(batches: Vec<Vec<Series>>) -> SeriesStream {
         Box::pin(futures::stream::iter(batches.into_iter().map(SeriesBatch::from_series)))
     }
 

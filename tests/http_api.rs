@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -258,22 +258,6 @@ fn check_promtool(s: &Server, promtool: &Path) {
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), vec!["a", "b"]);
 }
 
-/// The venv python with prometheus-api-client, if installed (a missing one FAILS under CI=true).
-fn python_client() -> Option<PathBuf> {
-    let venv = std::env::var("STRATA_VENV").unwrap_or_else(|_| "/var/tmp/strata-venv".into());
-    let py = Path::new(&venv).join("bin/python");
-    let ok = py.is_file()
-        && Command::new(&py).args(["-c", "import prometheus_api_client"]).status().is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("prometheus-api-client is not installed in {venv} (run scripts/install-test-deps)");
-        }
-        eprintln!("NOTICE: prometheus-api-client not in {venv}; skipping its checks (they fail under CI=true)");
-        return None;
-    }
-    Some(py)
-}
-
 const PY_CLIENT: &str = r#"
 import json, sys
 from datetime import datetime, timezone
@@ -321,7 +305,7 @@ async fn up_serves_the_prometheus_api() {
     if let Some(promtool) = peer("promtool") {
         check_promtool(&s, &promtool);
     }
-    if let Some(py) = python_client() {
+    if let Some(py) = venv_python("prometheus_api_client") {
         check_python(&s, &py);
     }
 

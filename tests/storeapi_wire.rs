@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -57,21 +57,6 @@ fn ms(v: &Value) -> i64 {
     (v.as_f64().unwrap() * 1000.0).round() as i64
 }
 
-/// The venv python with grpcio and grpcio-tools (None: skip; a missing one FAILS under CI=true).
-fn grpc_python() -> Option<PathBuf> {
-    let venv = std::env::var("STRATA_VENV").unwrap_or_else(|_| "/var/tmp/strata-venv".into());
-    let py = Path::new(&venv).join("bin/python");
-    let ok = Command::new(&py).args(["-c", "import grpc, grpc_tools"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("grpcio/grpcio-tools are not installed in {venv} (run scripts/install-test-deps)");
-        }
-        eprintln!("NOTICE: grpcio not in {venv}; skipping the StoreAPI client wire test (it fails under CI=true)");
-        return None;
-    }
-    Some(py)
-}
-
 /// Starts the Python StoreAPI server on a free port; returns it once it printed READY.
 fn start_python_server(py: &Path, work: &Path) -> (Daemon, u16) {
     let port = free_port();
@@ -95,7 +80,7 @@ fn start_python_server(py: &Path, work: &Path) -> (Daemon, u16) {
 
 #[tokio::test]
 async fn strata_query_reads_a_python_storeapi_server() {
-    let Some(py) = grpc_python() else { return };
+    let Some(py) = venv_python("grpc, grpc_tools") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (_py_server, port) = start_python_server(&py, dir.path());
     let endpoint = format!("127.0.0.1:{port}");

@@ -9,6 +9,8 @@
 //!
 //! Used by the bucket source across blocks and by the query layer across sources.
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 
 use crate::error::Result;
@@ -20,16 +22,31 @@ pub const MERGE_BATCH_SAMPLES: usize = 1 << 20;
 /// Output batches close once they hold this many series.
 pub const MERGE_BATCH_SERIES: usize = 16 * 1024;
 
-struct Cursor {
+/// A reading position in a [`SeriesStream`]: the batch holding the current series and its index.
+/// Merges keep one per input stream; batches are shared (`Arc`), so a merge may hold on to series of
+/// earlier batches while the cursor moves on.
+pub struct SeriesCursor {
     stream: SeriesStream,
-    batch: Option<SeriesBatch>,
+    batch: Option<Arc<SeriesBatch>>,
     pos: usize,
     done: bool,
 }
 
-impl Cursor {
-    /// Makes `batch[pos]` a valid series unless the stream is exhausted.
-    async fn fill(&mut self) -> Result<()> {
+impl std::fmt::Debug for SeriesCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesCursor").field("pos", &self.pos).field("done", &self.done).finish_non_exhaustive()
+    }
+}
+
+impl SeriesCursor {
+    /// A cursor before the first series of `stream`; call [`SeriesCursor::fill`].
+    pub fn new(stream: SeriesStream) -> Self {
+        SeriesCursor { stream, batch: None, pos: 0, done: false }
+    }
+
+    /// Reads batches until the cursor is on a series, unless the stream is exhausted. After an
+    /// error the cursor is exhausted.
+    pub async fn fill(&mut self) -> Result<()> {
         loop {
             if self.done {
                 return Ok(());
@@ -46,21 +63,33 @@ impl Cursor {
                 }
                 Some(Err(e)) => {
                     self.done = true;
+                    self.batch = None;
                     return Err(e);
                 }
                 Some(Ok(b)) => {
-                    self.batch = Some(b);
+                    self.batch = Some(Arc::new(b));
                     self.pos = 0;
                 }
             }
         }
     }
 
-    fn head(&self) -> Option<&Labels> {
+    /// Labels of the current series (None when exhausted or not filled).
+    pub fn head(&self) -> Option<&Labels> {
         if self.done {
             return None;
         }
         self.batch.as_ref().and_then(|b| b.labels.get(self.pos))
+    }
+
+    /// The batch of the current series and the series' index in it.
+    pub fn current(&self) -> Option<(&Arc<SeriesBatch>, usize)> {
+        self.batch.as_ref().filter(|b| !self.done && self.pos < b.num_series()).map(|b| (b, self.pos))
+    }
+
+    /// Moves past the current series (call [`SeriesCursor::fill`] before reading on).
+    pub fn advance(&mut self) {
+        self.pos += 1;
     }
 }
 
@@ -85,11 +114,11 @@ fn merge_samples(a: (&[i64], &[f64]), b: (&[i64], &[f64]), out_t: &mut Vec<i64>,
 }
 
 struct State {
-    cursors: Vec<Cursor>,
-    finished: bool,
+    cursors: Vec<SeriesCursor>,
 }
 
-impl State {
+#[async_trait::async_trait]
+impl BatchProducer for State {
     async fn next_batch(&mut self) -> Result<Option<SeriesBatch>> {
         let mut out: Vec<(Labels, Vec<i64>, Vec<f64>)> = Vec::new();
         let mut samples = 0usize;
@@ -97,15 +126,15 @@ impl State {
             for c in &mut self.cursors {
                 c.fill().await?;
             }
-            let Some(min) = self.cursors.iter().filter_map(Cursor::head).min().cloned() else { break };
+            let Some(min) = self.cursors.iter().filter_map(SeriesCursor::head).min().cloned() else { break };
             let mut ts: Vec<i64> = Vec::new();
             let mut vs: Vec<f64> = Vec::new();
             for c in &mut self.cursors {
                 if c.head() != Some(&min) {
                     continue;
                 }
-                if let Some(b) = &c.batch {
-                    let (_, t, v) = b.series(c.pos);
+                if let Some((b, i)) = c.current() {
+                    let (_, t, v) = b.series(i);
                     // Blocks of one series usually follow each other in time: then appending is
                     // the merge.
                     if ts.last().is_none_or(|&last| t.first().is_none_or(|&first| first > last)) {
@@ -119,7 +148,7 @@ impl State {
                         vs = mv;
                     }
                 }
-                c.pos += 1;
+                c.advance();
             }
             if ts.is_empty() {
                 continue;
@@ -134,6 +163,26 @@ impl State {
     }
 }
 
+/// The state of a stream built batch by batch (a merge's cursors and output), see
+/// [`produce_stream`].
+#[async_trait::async_trait]
+pub trait BatchProducer: Send + 'static {
+    /// The next batch; None when done.
+    async fn next_batch(&mut self) -> Result<Option<SeriesBatch>>;
+}
+
+/// The stream of `producer`'s batches; it ends after the first error.
+pub fn produce_stream<P: BatchProducer>(producer: P) -> SeriesStream {
+    Box::pin(futures::stream::unfold(Some(producer), |state| async move {
+        let mut p = state?;
+        match p.next_batch().await {
+            Ok(Some(b)) => Some((Ok(b), Some(p))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    }))
+}
+
 /// Merges streams that each satisfy the [`crate::SeriesSource`] contract into one that does too.
 /// Series with equal labels are joined; on equal timestamps the sample of the stream listed first
 /// is kept. Batches hold at most about [`MERGE_BATCH_SAMPLES`] samples (more only for one huge
@@ -144,23 +193,7 @@ pub fn merge_series_streams(mut streams: Vec<SeriesStream>) -> SeriesStream {
     {
         return s;
     }
-    let state = State {
-        cursors: streams.into_iter().map(|stream| Cursor { stream, batch: None, pos: 0, done: false }).collect(),
-        finished: false,
-    };
-    Box::pin(futures::stream::unfold(state, |mut st| async move {
-        if st.finished {
-            return None;
-        }
-        match st.next_batch().await {
-            Ok(Some(b)) => Some((Ok(b), st)),
-            Ok(None) => None,
-            Err(e) => {
-                st.finished = true;
-                Some((Err(e), st))
-            }
-        }
-    }))
+    produce_stream(State { cursors: streams.into_iter().map(SeriesCursor::new).collect() })
 }
 
 /// Several sources seen as one: `select` merges their streams with [`merge_series_streams`]

@@ -21,6 +21,26 @@ pub fn peer(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// The test venv's python (`$STRATA_VENV`, default /var/tmp/strata-venv) if it can import every
+/// module of `modules` (e.g. `"grpc, grpc_tools"`). Under CI=true a missing one panics (the test
+/// FAILS); otherwise the caller gets None and skips with a notice.
+pub fn venv_python(modules: &str) -> Option<PathBuf> {
+    let venv = std::env::var("STRATA_VENV").unwrap_or_else(|_| "/var/tmp/strata-venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    let ok = py.is_file()
+        && Command::new(&py).args(["-c", &format!("import {modules}")]).status().is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("python modules {modules} are not installed in {venv} (run scripts/install-test-deps)");
+        }
+        eprintln!(
+            "NOTICE: python modules {modules} not in {venv}; skipping the checks that need them (they fail under CI=true)"
+        );
+        return None;
+    }
+    Some(py)
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -167,6 +187,28 @@ pub fn create_s3_bucket(port: u16, name: &str) {
     assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");
 }
 
+/// Starts `cmd` with stdout discarded and stderr to `log`, and waits (up to 60 s) until
+/// `base/-/ready` answers 200.
+pub async fn start_daemon(cmd: &mut Command, base: &str, log: &Path) -> Daemon {
+    let logf = std::fs::File::create(log).unwrap();
+    let d = Daemon(cmd.stdout(Stdio::null()).stderr(logf).spawn().unwrap());
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/-/ready")).send().await
+            && r.status() == 200
+        {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cmd:?} did not get ready; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A running strata server and its HTTP base URL.
 pub struct Server {
     pub daemon: Daemon,
@@ -179,27 +221,11 @@ impl Server {
     pub async fn start(args: &[&str], log: &Path) -> Server {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let logf = std::fs::File::create(log).unwrap();
-        let child = Command::new(strata_bin())
-            .args(args)
-            .args(["--http-address", &addr])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .unwrap();
-        let s = Server { daemon: Daemon(child), base: format!("http://{addr}"), log: log.to_path_buf() };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}/-/ready", s.base)).send().await
-                && r.status() == 200
-            {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "strata did not get ready; log:\n{}", s.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let base = format!("http://{addr}");
+        let mut cmd = Command::new(strata_bin());
+        cmd.args(args).args(["--http-address", &addr]).env("RUST_LOG", "info");
+        let daemon = start_daemon(&mut cmd, &base, log).await;
+        Server { daemon, base, log: log.to_path_buf() }
     }
 
     pub fn log_text(&self) -> String {

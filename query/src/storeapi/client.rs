@@ -131,30 +131,53 @@ impl Remote {
         }
     }
 
-    /// `thanos.Store/LabelNames`.
-    pub(crate) async fn label_names(
+    /// `thanos.Store/LabelNames` (`name` None) or `LabelValues` of `name`: the sorted strings and
+    /// the store's warnings.
+    pub(crate) async fn labels(
         &self,
-        req: LabelNamesRequest,
+        name: Option<&str>,
+        q: &LabelQuery<'_>,
         tenant: Option<&str>,
-    ) -> engine::Result<proto::thanos::LabelNamesResponse> {
+    ) -> engine::Result<(Vec<String>, Vec<String>)> {
         let mut c = self.store.clone();
-        c.label_names(self.request(req, tenant)?)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| rpc_error(&self.name, "fetch label names", &s))
-    }
-
-    /// `thanos.Store/LabelValues`.
-    pub(crate) async fn label_values(
-        &self,
-        req: LabelValuesRequest,
-        tenant: Option<&str>,
-    ) -> engine::Result<proto::thanos::LabelValuesResponse> {
-        let mut c = self.store.clone();
-        c.label_values(self.request(req, tenant)?)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| rpc_error(&self.name, "fetch label values", &s))
+        let (start, end, matchers) = (q.min_t, q.max_t, matchers_to_proto(q.matchers));
+        let partial_response_strategy = strategy(q.abort);
+        let without_replica_labels = q.without_replica_labels.to_vec();
+        match name {
+            None => {
+                let req = LabelNamesRequest {
+                    partial_response_strategy,
+                    start,
+                    end,
+                    matchers,
+                    without_replica_labels,
+                    ..Default::default()
+                };
+                let r = c
+                    .label_names(self.request(req, tenant)?)
+                    .await
+                    .map_err(|s| rpc_error(&self.name, "fetch label names", &s))?
+                    .into_inner();
+                Ok((r.names, r.warnings))
+            }
+            Some(label) => {
+                let req = LabelValuesRequest {
+                    label: label.to_string(),
+                    partial_response_strategy,
+                    start,
+                    end,
+                    matchers,
+                    without_replica_labels,
+                    ..Default::default()
+                };
+                let r = c
+                    .label_values(self.request(req, tenant)?)
+                    .await
+                    .map_err(|s| rpc_error(&self.name, "fetch label values", &s))?
+                    .into_inner();
+                Ok((r.values, r.warnings))
+            }
+        }
     }
 
     /// Opens `thanos.Store/Series` and returns its frames one by one, each within `frame_timeout`.
@@ -319,6 +342,16 @@ impl Partial {
         self.warnings.add(e.to_string());
         Ok(())
     }
+}
+
+/// What a LabelNames or LabelValues call asks.
+#[derive(Debug, Clone)]
+pub(crate) struct LabelQuery<'a> {
+    pub(crate) matchers: &'a [Matcher],
+    pub(crate) min_t: i64,
+    pub(crate) max_t: i64,
+    pub(crate) abort: bool,
+    pub(crate) without_replica_labels: &'a [String],
 }
 
 /// Per-call settings.
@@ -590,15 +623,25 @@ impl RemoteSource {
         self
     }
 
-    fn tenant(&self) -> Option<&str> {
-        self.opts.tenant.as_deref()
-    }
-
-    fn check_warnings(&self, warnings: Vec<String>) -> engine::Result<()> {
-        for w in warnings {
-            self.opts.partial.note(self.remote.name(), w)?;
+    /// Label names (`name` None) or values, store warnings and failures handled per the source's
+    /// partial response setting.
+    async fn labels(
+        &self,
+        name: Option<&str>,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> engine::Result<Vec<String>> {
+        let q = LabelQuery { matchers, min_t, max_t, abort: self.opts.partial.abort, without_replica_labels: &[] };
+        match self.remote.labels(name, &q, self.opts.tenant.as_deref()).await {
+            Ok((list, warnings)) => {
+                for w in warnings {
+                    self.opts.partial.note(self.remote.name(), w)?;
+                }
+                Ok(list)
+            }
+            Err(e) => self.opts.partial.fail(e).map(|()| Vec::new()),
         }
-        Ok(())
     }
 }
 
@@ -619,20 +662,7 @@ impl SeriesSource for RemoteSource {
     }
 
     async fn label_names(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> engine::Result<Vec<String>> {
-        let req = LabelNamesRequest {
-            partial_response_strategy: strategy(self.opts.partial.abort),
-            start: min_t,
-            end: max_t,
-            matchers: matchers_to_proto(matchers),
-            ..Default::default()
-        };
-        match self.remote.label_names(req, self.tenant()).await {
-            Ok(r) => {
-                self.check_warnings(r.warnings)?;
-                Ok(r.names)
-            }
-            Err(e) => self.opts.partial.fail(e).map(|()| Vec::new()),
-        }
+        self.labels(None, matchers, min_t, max_t).await
     }
 
     async fn label_values(
@@ -642,21 +672,7 @@ impl SeriesSource for RemoteSource {
         min_t: i64,
         max_t: i64,
     ) -> engine::Result<Vec<String>> {
-        let req = LabelValuesRequest {
-            label: name.to_string(),
-            partial_response_strategy: strategy(self.opts.partial.abort),
-            start: min_t,
-            end: max_t,
-            matchers: matchers_to_proto(matchers),
-            ..Default::default()
-        };
-        match self.remote.label_values(req, self.tenant()).await {
-            Ok(r) => {
-                self.check_warnings(r.warnings)?;
-                Ok(r.values)
-            }
-            Err(e) => self.opts.partial.fail(e).map(|()| Vec::new()),
-        }
+        self.labels(Some(name), matchers, min_t, max_t).await
     }
 }
 

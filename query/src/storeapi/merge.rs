@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch};
-use engine::merge::{MERGE_BATCH_SAMPLES, MERGE_BATCH_SERIES};
+use engine::merge::{BatchProducer, MERGE_BATCH_SAMPLES, MERGE_BATCH_SERIES, SeriesCursor, produce_stream};
 use engine::source::sample_schema;
 use engine::{Labels, SeriesBatch, SeriesStream};
 use futures::StreamExt;
@@ -82,70 +82,28 @@ pub(crate) enum Combine {
     Dedup(DedupFunc, bool),
 }
 
-struct Cursor {
-    stream: SeriesStream,
-    batch: Option<Arc<SeriesBatch>>,
-    pos: usize,
-    done: bool,
-}
-
-impl Cursor {
-    /// Makes the cursor point at an entry, unless its stream has ended.
-    async fn fill(&mut self) -> engine::Result<()> {
-        loop {
-            if self.done {
-                return Ok(());
-            }
-            if let Some(b) = &self.batch
-                && self.pos < b.num_series()
-            {
-                return Ok(());
-            }
-            match self.stream.next().await {
-                None => {
-                    self.done = true;
-                    self.batch = None;
-                }
-                Some(Err(e)) => {
-                    self.done = true;
-                    self.batch = None;
-                    return Err(e);
-                }
-                Some(Ok(b)) => {
-                    self.batch = Some(Arc::new(b));
-                    self.pos = 0;
-                }
-            }
-        }
-    }
-
-    fn head(&self) -> Option<&Labels> {
-        self.batch.as_ref().filter(|_| !self.done).and_then(|b| b.labels.get(self.pos))
-    }
-}
-
 struct GroupMerge {
-    cursors: Vec<Cursor>,
+    cursors: Vec<SeriesCursor>,
     combine: Combine,
     out: BatchBuilder,
-    finished: bool,
 }
 
-impl GroupMerge {
+#[async_trait::async_trait]
+impl BatchProducer for GroupMerge {
     async fn next_batch(&mut self) -> engine::Result<Option<SeriesBatch>> {
         let mut group: Vec<(Arc<SeriesBatch>, usize)> = Vec::new();
         loop {
             for c in &mut self.cursors {
                 c.fill().await?;
             }
-            let Some(min) = self.cursors.iter().filter_map(Cursor::head).min().cloned() else { break };
+            let Some(min) = self.cursors.iter().filter_map(SeriesCursor::head).min().cloned() else { break };
             group.clear();
             for c in &mut self.cursors {
                 while c.head() == Some(&min) {
-                    if let Some(b) = &c.batch {
-                        group.push((Arc::clone(b), c.pos));
+                    if let Some((b, i)) = c.current() {
+                        group.push((Arc::clone(b), i));
                     }
-                    c.pos += 1;
+                    c.advance();
                     c.fill().await?;
                 }
             }
@@ -176,25 +134,11 @@ impl GroupMerge {
 /// into one stream of whole series, combining each label set's tracks with `combine`. Streams are
 /// read as the output is consumed, never buffered whole.
 pub(crate) fn group_merge(streams: Vec<SeriesStream>, combine: Combine) -> SeriesStream {
-    let state = GroupMerge {
-        cursors: streams.into_iter().map(|stream| Cursor { stream, batch: None, pos: 0, done: false }).collect(),
+    produce_stream(GroupMerge {
+        cursors: streams.into_iter().map(SeriesCursor::new).collect(),
         combine,
         out: BatchBuilder::default(),
-        finished: false,
-    };
-    Box::pin(futures::stream::unfold(state, |mut st| async move {
-        if st.finished {
-            return None;
-        }
-        match st.next_batch().await {
-            Ok(Some(b)) => Some((Ok(b), st)),
-            Ok(None) => None,
-            Err(e) => {
-                st.finished = true;
-                Some((Err(e), st))
-            }
-        }
-    }))
+    })
 }
 
 /// Removes the labels `names` from every series of `stream` and re-sorts it (stably, so tracks of

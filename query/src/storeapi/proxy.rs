@@ -23,10 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::{Labels, Matcher, SelectRequest, SeriesSource, SeriesStream};
-use proto::thanos::{LabelNamesRequest, LabelValuesRequest};
 
-use super::client::{CallOptions, Partial, series_request, strategy};
-use super::convert::matchers_to_proto;
+use super::client::{CallOptions, LabelQuery, Partial, series_request};
 use super::dedup::{DedupFunc, is_counter_func, without_labels};
 use super::endpoints::{Endpoint, EndpointSet};
 use super::merge::{Combine, group_merge, strip_and_sort};
@@ -216,12 +214,47 @@ impl ProxyRead {
         all
     }
 
-    /// Sorted, unique union of string lists.
-    fn union(parts: Vec<Vec<String>>) -> Vec<String> {
-        let mut out: Vec<String> = parts.into_iter().flatten().collect();
+    /// The sorted, unique union of the label names (`name` None) or values of the local sources and
+    /// the endpoints (all asked at once; their warnings join the request's, failures follow its
+    /// partial response strategy).
+    async fn labels(
+        &self,
+        name: Option<&str>,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> engine::Result<Vec<String>> {
+        let endpoints = self.endpoints(min_t, max_t, matchers)?;
+        let mut out = Vec::new();
+        for l in self.locals() {
+            out.extend(match name {
+                None => l.label_names(matchers, min_t, max_t).await?,
+                Some(n) => l.label_values(n, matchers, min_t, max_t).await?,
+            });
+        }
+        let q = LabelQuery {
+            matchers,
+            min_t,
+            max_t,
+            abort: self.call.partial.abort,
+            without_replica_labels: &self.replica_labels,
+        };
+        let tenant = self.call.tenant.as_deref();
+        let calls = endpoints.iter().map(|e| e.remote.labels(name, &q, tenant));
+        for (r, e) in futures::future::join_all(calls).await.into_iter().zip(&endpoints) {
+            match r {
+                Ok((list, warnings)) => {
+                    for w in warnings {
+                        self.call.partial.warnings.add(format!("{}: {w}", e.remote.name()));
+                    }
+                    out.extend(list);
+                }
+                Err(err) => self.call.partial.fail(err)?,
+            }
+        }
         out.sort_unstable();
         out.dedup();
-        out
+        Ok(out)
     }
 }
 
@@ -276,33 +309,7 @@ impl SeriesSource for ProxyRead {
     }
 
     async fn label_names(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> engine::Result<Vec<String>> {
-        let endpoints = self.endpoints(min_t, max_t, matchers)?;
-        let mut parts = Vec::new();
-        for l in self.locals() {
-            parts.push(l.label_names(matchers, min_t, max_t).await?);
-        }
-        let req = LabelNamesRequest {
-            partial_response_strategy: strategy(self.call.partial.abort),
-            start: min_t,
-            end: max_t,
-            matchers: matchers_to_proto(matchers),
-            without_replica_labels: self.replica_labels.clone(),
-            ..Default::default()
-        };
-        let tenant = self.call.tenant.as_deref();
-        let calls = endpoints.iter().map(|e| e.remote.label_names(req.clone(), tenant));
-        for (r, e) in futures::future::join_all(calls).await.into_iter().zip(&endpoints) {
-            match r {
-                Ok(resp) => {
-                    for w in resp.warnings {
-                        self.call.partial.warnings.add(format!("{}: {w}", e.remote.name()));
-                    }
-                    parts.push(resp.names);
-                }
-                Err(err) => self.call.partial.fail(err)?,
-            }
-        }
-        let mut names = Self::union(parts);
+        let mut names = self.labels(None, matchers, min_t, max_t).await?;
         names.retain(|n| !self.replica_labels.contains(n));
         Ok(names)
     }
@@ -317,34 +324,7 @@ impl SeriesSource for ProxyRead {
         if self.replica_labels.iter().any(|r| r == name) {
             return Ok(vec![]);
         }
-        let endpoints = self.endpoints(min_t, max_t, matchers)?;
-        let mut parts = Vec::new();
-        for l in self.locals() {
-            parts.push(l.label_values(name, matchers, min_t, max_t).await?);
-        }
-        let req = LabelValuesRequest {
-            label: name.to_string(),
-            partial_response_strategy: strategy(self.call.partial.abort),
-            start: min_t,
-            end: max_t,
-            matchers: matchers_to_proto(matchers),
-            without_replica_labels: self.replica_labels.clone(),
-            ..Default::default()
-        };
-        let tenant = self.call.tenant.as_deref();
-        let calls = endpoints.iter().map(|e| e.remote.label_values(req.clone(), tenant));
-        for (r, e) in futures::future::join_all(calls).await.into_iter().zip(&endpoints) {
-            match r {
-                Ok(resp) => {
-                    for w in resp.warnings {
-                        self.call.partial.warnings.add(format!("{}: {w}", e.remote.name()));
-                    }
-                    parts.push(resp.values);
-                }
-                Err(err) => self.call.partial.fail(err)?,
-            }
-        }
-        Ok(Self::union(parts))
+        self.labels(Some(name), matchers, min_t, max_t).await
     }
 }
 

@@ -9,6 +9,7 @@ pub mod bucket_source;
 pub mod chunkenc;
 pub mod error;
 pub mod format;
+pub mod gofloat;
 pub mod head;
 pub mod labels;
 pub mod merge;

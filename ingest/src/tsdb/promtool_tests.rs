@@ -30,18 +30,6 @@ fn promtool() -> Option<PathBuf> {
     found
 }
 
-fn fmt_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v:?}")
-    }
-}
-
 /// OpenMetrics text with counters, gauges, NaN, infinities, a gap, irregular millisecond
 /// timestamps and several label sets; and the samples it holds.
 fn openmetrics() -> (String, Expected) {
@@ -51,7 +39,13 @@ fn openmetrics() -> (String, Expected) {
     let mut series = |text: &mut String, name: &str, labels: &[(&str, &str)], samples: Vec<(i64, f64)>| {
         let lbl: Vec<String> = labels.iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
         for &(t, v) in &samples {
-            text.push_str(&format!("{name}{{{}}} {} {}.{:03}\n", lbl.join(","), fmt_value(v), t / 1000, t % 1000));
+            text.push_str(&format!(
+                "{name}{{{}}} {} {}.{:03}\n",
+                lbl.join(","),
+                engine::gofloat::format_sample_value(v),
+                t / 1000,
+                t % 1000
+            ));
         }
         let key = Labels::from_pairs(labels.iter().copied().chain([("__name__", name)]));
         let bits = samples.iter().map(|&(t, v)| (t, if v.is_nan() { GO_NAN_BITS } else { v.to_bits() })).collect();

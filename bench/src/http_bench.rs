@@ -1,5 +1,7 @@
 //! `bench http`: query-API latency, Strata (`strata query` over converted blocks) vs Prometheus 2.42
-//! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP.
+//! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP. With
+//! `--via-store` Strata answers as Thanos is deployed: `strata query --endpoint` in front of a
+//! `strata store` gateway over the blocks, every sample crossing the StoreAPI (gRPC, XOR chunks).
 //!
 //! Each request is sent once to each system as a warm-up, then `--runs` more times to each,
 //! alternating Strata and Prometheus so that a busy moment of the machine hits both alike. The
@@ -39,6 +41,10 @@ pub(crate) struct Args {
     /// Run only the requests whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Query through the StoreAPI: `strata query --endpoint` over a `strata store` of the blocks,
+    /// instead of `strata query` reading the bucket itself.
+    #[arg(long)]
+    via_store: bool,
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
@@ -171,19 +177,36 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let sport = free_port()?;
     let strata_bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
-    let _strata = Proc(
-        Command::new(&strata_bin)
-            .args(["query", "--objstore.config-file"])
-            .arg(&bcfg)
-            .args(["--http-address", &format!("127.0.0.1:{sport}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e} (cargo build --release first)", strata_bin.display()))?,
-    );
+    let spawn = |args: Vec<String>| -> Result<Proc, String> {
+        Ok(Proc(
+            Command::new(&strata_bin)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("{}: {e} (cargo build --release first)", strata_bin.display()))?,
+        ))
+    };
+    let bucket_cfg = bcfg.display().to_string();
+    let query_addr = format!("127.0.0.1:{sport}");
+    let mut store = None;
+    let _strata = if a.via_store {
+        let (grpc, http) = (format!("127.0.0.1:{}", free_port()?), free_port()?);
+        let args = ["store", "--objstore.config-file", &bucket_cfg, "--grpc-address", &grpc, "--http-address"];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push(format!("127.0.0.1:{http}"));
+        store = Some((spawn(args)?, format!("http://127.0.0.1:{http}")));
+        spawn(["query", "--endpoint", &grpc, "--http-address", &query_addr].iter().map(|s| s.to_string()).collect())?
+    } else {
+        let args = ["query", "--objstore.config-file", &bucket_cfg, "--http-address", &query_addr];
+        spawn(args.iter().map(|s| s.to_string()).collect())?
+    };
     let client = reqwest::Client::new();
     let (pbase, sbase) = (format!("http://127.0.0.1:{pport}"), format!("http://127.0.0.1:{sport}"));
     rt.block_on(wait_ready(&client, &pbase, "prometheus"))?;
+    if let Some((_, base)) = &store {
+        rt.block_on(wait_ready(&client, base, "strata store"))?;
+    }
     rt.block_on(wait_ready(&client, &sbase, "strata query"))?;
 
     let start = spec.start_ms / 1000 + 600;
@@ -212,7 +235,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         ("selector all series, 1d, gzip", range("{job=~\".+\"}", start), false, true),
     ];
     println!(
-        "bench http: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
+        "bench http{}: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
+        if a.via_store { " (strata query -> strata store over gRPC)" } else { "" },
         a.targets * bench::datagen::SERIES_PER_TARGET,
         report.samples,
         a.hours,

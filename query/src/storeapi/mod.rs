@@ -8,3 +8,4 @@
 //! ```
 
 pub mod convert;
+pub mod server;

@@ -15,9 +15,10 @@ use engine::bucket_source::BucketSource;
 use engine::{MergedSource, SeriesSource};
 use query::api::params::parse_duration;
 use query::api::{ApiConfig, ApiMetrics, ApiState};
+use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 
 use crate::CliError;
-use crate::server::{self, Readiness, SyncMetrics};
+use crate::server::{self, Readiness, Shutdown, SyncMetrics};
 
 /// The `--enable-feature` value that turns on Prometheus's experimental PromQL functions.
 const EXPERIMENTAL_FUNCTIONS: &str = "promql-experimental-functions";
@@ -65,7 +66,7 @@ pub(crate) struct EngineArgs {
     page_cache_size: String,
 }
 
-fn duration_flag(flag: &str, value: &str) -> Result<Duration, CliError> {
+pub(crate) fn duration_flag(flag: &str, value: &str) -> Result<Duration, CliError> {
     let ms = parse_duration(value).map_err(|e| CliError::Usage(format!("--{flag}: {e}")))?;
     if ms <= 0 {
         return Err(CliError::Usage(format!("--{flag} {value}: must be positive")));
@@ -124,7 +125,7 @@ pub(crate) async fn run(args: QueryArgs) -> Result<(), CliError> {
         ("objstore.config-file".to_string(), args.objstore_config_file.display().to_string()),
         ("http-address".to_string(), args.http_address.clone()),
     ]);
-    serve_bucket("query", bucket, &args.http_address, &args.engine, flags, None).await
+    serve_bucket("query", bucket, &args.http_address, &args.engine, flags, None, None).await
 }
 
 /// Remote write served beside the query API (`strata up`): the receive state and its cut interval.
@@ -138,7 +139,8 @@ pub(crate) struct EmbeddedReceive {
 /// re-syncing the block list in the background. With `receive`, remote write is served on the same
 /// address, PromQL sees the heads and the bucket merged, heads are cut into the bucket every
 /// `cut_every` (the bucket is re-synced right after a cut, so no sample is ever invisible) and
-/// everything left in the heads is cut on shutdown.
+/// everything left in the heads is cut on shutdown. With `grpc_address`, the same data is served
+/// over the StoreAPI there (Info fails until the first sync), shutting down with the HTTP server.
 pub(crate) async fn serve_bucket(
     component: &'static str,
     bucket: Bucket,
@@ -146,6 +148,7 @@ pub(crate) async fn serve_bucket(
     engine: &EngineArgs,
     flags: BTreeMap<String, String>,
     receive: Option<EmbeddedReceive>,
+    grpc_address: Option<&str>,
 ) -> Result<(), CliError> {
     let (config, sync_interval) = engine.config(flags)?;
     tracing::info!(bucket = %bucket.describe(), component, "serving PromQL over the bucket");
@@ -162,14 +165,31 @@ pub(crate) async fn serve_bucket(
         }
         None => (bucket_source.clone(), axum::Router::new()),
     };
-    let state = ApiState::new(source, config, api_metrics);
     let ready = Readiness::default();
+    let storeapi = grpc_address.map(|address| {
+        let opts = StoreApiOptions {
+            component_type: if receive.is_some() { "receive" } else { "store" }.into(),
+            ..Default::default()
+        };
+        let metrics = StoreApiMetrics::register(&mut registry);
+        (address, StoreApi::new(source.clone(), opts, ready.flag(), metrics))
+    });
+    let state = ApiState::new(source, config, api_metrics);
     let sync = tokio::spawn(sync_loop(bucket_source.clone(), sync_interval, sync_metrics, ready.clone()));
     let cutter = receive.as_ref().map(|r| {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         (stop, tokio::spawn(cut_loop(r.state.clone(), bucket_source.clone(), r.cut_every, stopped)))
     });
-    let res = server::serve(http_address, query::api::router(state).merge(extra_routes), ready, registry).await;
+    let shutdown = Shutdown::on_signal();
+    let api = query::api::router(state).merge(extra_routes);
+    let http = server::serve_until(http_address, api, ready, registry, shutdown.clone());
+    let res = match &storeapi {
+        Some((address, storeapi)) => {
+            tokio::try_join!(http, crate::grpc::serve(address, crate::grpc::storeapi_routes(storeapi), shutdown))
+                .map(|_| ())
+        }
+        None => http.await,
+    };
     sync.abort();
     if let Some((stop, task)) = cutter {
         // let a cut in progress finish rather than abort it half-way
@@ -216,7 +236,7 @@ async fn cut_loop(
 
 /// Re-reads the block list every `interval` (every 5 s at most until the first sync succeeded)
 /// and marks the server ready after the first successful sync.
-async fn sync_loop(source: Arc<BucketSource>, interval: Duration, metrics: SyncMetrics, ready: Readiness) {
+pub(crate) async fn sync_loop(source: Arc<BucketSource>, interval: Duration, metrics: SyncMetrics, ready: Readiness) {
     loop {
         let started = Instant::now();
         match source.sync().await {

@@ -153,19 +153,19 @@ fn series_request_every_field() {
     // ShardInfo: shard_index = 1, total_shards = 2, by = 3, labels = 4.
     let shard = cat(&[&[0x08, 0x01, 0x10, 0x03, 0x18, 0x01], &ld(0x22, b"a")]);
     let want = cat(&[
-        &[0x08, 0x01, 0x10, 0x02],      // min_time = 1, max_time = 2
-        &ld(0x1a, &matcher),            // matchers = 3
-        &[0x20, 0x03],                  // max_resolution_window = 4
-        &ld(0x2a, &[0x01, 0x02]),       // aggregates = 5, packed
-        &[0x30, 0x01, 0x38, 0x01],      // partial_response_disabled = 6, strategy = 7
-        &[0x40, 0x01],                  // skip_chunks = 8
-        &ld(0x4a, &any),                // hints = 9
-        &[0x50, 0x04, 0x58, 0x05],      // step = 10, range = 11
-        &ld(0x62, &qh),                 // query_hints = 12
-        &ld(0x6a, &shard),              // shard_info = 13
-        &ld(0x72, b"replica"),          // without_replica_labels = 14
-        &[0x78, 0x08],                  // limit = 15
-        &[0x80, 0x01, 0x09],            // response_batch_size = 16: the tag needs two bytes
+        &[0x08, 0x01, 0x10, 0x02], // min_time = 1, max_time = 2
+        &ld(0x1a, &matcher),       // matchers = 3
+        &[0x20, 0x03],             // max_resolution_window = 4
+        &ld(0x2a, &[0x01, 0x02]),  // aggregates = 5, packed
+        &[0x30, 0x01, 0x38, 0x01], // partial_response_disabled = 6, strategy = 7
+        &[0x40, 0x01],             // skip_chunks = 8
+        &ld(0x4a, &any),           // hints = 9
+        &[0x50, 0x04, 0x58, 0x05], // step = 10, range = 11
+        &ld(0x62, &qh),            // query_hints = 12
+        &ld(0x6a, &shard),         // shard_info = 13
+        &ld(0x72, b"replica"),     // without_replica_labels = 14
+        &[0x78, 0x08],             // limit = 15
+        &[0x80, 0x01, 0x09],       // response_batch_size = 16: the tag needs two bytes
     ]);
     golden(&req, &want);
     let back = SeriesRequest::decode(want.as_slice()).unwrap();
@@ -194,9 +194,11 @@ fn series_response_oneof_arms() {
     // QueryStats: blocks_queried = 1, data_downloaded_size_sum = 20 (tag 0xa0 0x01),
     // get_all_duration = 21 (tag 0xaa 0x01), merge_duration = 22 (tag 0xb2 0x01);
     // Duration: seconds = 1, nanos = 2.
-    let stats = cat(&[&[0x08, 0x01, 0xa0, 0x01, 0x14], &[0xaa, 0x01, 0x04, 0x08, 0x01, 0x10, 0x02], &[
-        0xb2, 0x01, 0x02, 0x10, 0x03,
-    ]]);
+    let stats = cat(&[
+        &[0x08, 0x01, 0xa0, 0x01, 0x14],
+        &[0xaa, 0x01, 0x04, 0x08, 0x01, 0x10, 0x02],
+        &[0xb2, 0x01, 0x02, 0x10, 0x03],
+    ]);
     let hints_bytes = cat(&[&ld(0x0a, &ld(0x0a, b"X")), &ld(0x12, &stats)]);
     let any = prost_types::Any::from_msg(&hints).unwrap();
     golden(
@@ -328,7 +330,8 @@ fn info_response_with_store_and_tsdb_infos() {
     let tsdb = cat(&[&ld(0x0a, &zset), &[0x10, 0x01, 0x18, 0x02]]);
     // StoreInfo: min_time = 1, max_time = 2, supports_sharding = 3, (4 reserved),
     // supports_without_replica_labels = 5, tsdb_infos = 6, supports_projections = 7.
-    let store = cat(&[&[0x08], &MINUS_ONE, &[0x10], &I64_MAX, &[0x18, 0x01, 0x28, 0x01], &ld(0x32, &tsdb), &[0x38, 0x01]]);
+    let store =
+        cat(&[&[0x08], &MINUS_ONE, &[0x10], &I64_MAX, &[0x18, 0x01, 0x28, 0x01], &ld(0x32, &tsdb), &[0x38, 0x01]]);
     // InfoResponse: label_sets = 1, ComponentType = 2, store = 3, rules = 4, metric_metadata = 5,
     // targets = 6, exemplars = 7, query = 8, status = 9.
     let want = cat(&[
@@ -388,11 +391,14 @@ fn hints_any_type_urls() {
         prost_types::Any::from_msg(&hintspb::LabelValuesRequestHints::default()).unwrap().type_url,
         prost_types::Any::from_msg(&hintspb::LabelValuesResponseHints::default()).unwrap().type_url,
     ];
-    assert_eq!(urls, [
-        "type.googleapis.com/hintspb.SeriesResponseHints",
-        "type.googleapis.com/hintspb.LabelNamesRequestHints",
-        "type.googleapis.com/hintspb.LabelNamesResponseHints",
-        "type.googleapis.com/hintspb.LabelValuesRequestHints",
-        "type.googleapis.com/hintspb.LabelValuesResponseHints",
-    ]);
+    assert_eq!(
+        urls,
+        [
+            "type.googleapis.com/hintspb.SeriesResponseHints",
+            "type.googleapis.com/hintspb.LabelNamesRequestHints",
+            "type.googleapis.com/hintspb.LabelNamesResponseHints",
+            "type.googleapis.com/hintspb.LabelValuesRequestHints",
+            "type.googleapis.com/hintspb.LabelValuesResponseHints",
+        ]
+    );
 }

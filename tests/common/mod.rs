@@ -166,3 +166,38 @@ pub fn create_s3_bucket(port: u16, name: &str) {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");
 }
+
+/// The test venv's python (`$STRATA_VENV`, default /var/tmp/strata-venv) if it can import every
+/// module of `modules`. Under CI=true a missing one panics (the test FAILS); otherwise None.
+pub fn venv_python(modules: &[&str]) -> Option<PathBuf> {
+    let venv = std::env::var("STRATA_VENV").unwrap_or_else(|_| "/var/tmp/strata-venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    let import = format!("import {}", modules.join(", "));
+    let ok = py.is_file() && Command::new(&py).args(["-c", &import]).status().is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("python modules {modules:?} are not installed in {venv} (run scripts/install-test-deps)");
+        }
+        eprintln!("NOTICE: python modules {modules:?} not in {venv}; skipping this test (it fails under CI=true)");
+        return None;
+    }
+    Some(py)
+}
+
+/// A plain HTTP/1.1 GET of `path` on a loopback port: the status (0 when nothing answers) and the
+/// body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    if s.read_to_string(&mut resp).is_err() {
+        return (0, String::new());
+    }
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

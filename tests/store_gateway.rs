@@ -483,3 +483,74 @@ fn store_gateway_limits_time_window_and_readiness() {
     let res = python_client(&py, &grpc, &json!([{"name": "info", "kind": "info"}])).unwrap();
     assert_eq!(res["info"]["error"]["code"], "UNAVAILABLE", "{res}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_its_bucket_and_heads_over_the_storeapi() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // A block in the bucket (no external labels) ...
+    let bucket = engine::bucket::Bucket::local(data.join("bucket")).unwrap();
+    let old = Labels::from_pairs([("__name__", "old"), ("job", "x")]);
+    let old_ts: Vec<i64> = (0..200).map(|i| 1_700_000_000_000 + i * 15_000).collect();
+    let old_vs: Vec<f64> = (0..200).map(|i| f64::from(i) * 1.5).collect();
+    let mut o = engine::BlockWriterOptions::new(ulid::Ulid::new(), old_ts[0], old_ts[199] + 1);
+    o.source = "test".into();
+    let mut w = engine::BlockWriter::new(bucket, o).unwrap();
+    w.append_series(&old, &old_ts, &old_vs).await.unwrap();
+    w.finish().await.unwrap();
+    // ... and samples written to the head.
+    let (http, grpc) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let log = tmp.path().join("up.log");
+    let child = Command::new(strata_bin())
+        .args(["up", "--data", data.to_str().unwrap(), "--http-address", &http, "--grpc-address", &grpc])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _up = Daemon(child);
+    let port: u16 = http.rsplit(':').next().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/-/ready").0 != 200 {
+        assert!(Instant::now() < deadline, "strata up did not get ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let new = Labels::from_pairs([("__name__", "new"), ("job", "y")]);
+    let samples: Vec<(i64, f64)> = (0..130).map(|i| (now - 130_000 + i * 1000, f64::from(i as i32))).collect();
+    let body = ingest::remote_write::encode_write_request(&ingest::remote_write::to_write_request(&[(
+        new.clone(),
+        samples.clone(),
+    )]))
+    .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{http}/api/v1/write"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let all = |name: &str, without: &[&str]| {
+        json!({"name": name, "kind": "series", "min_time": i64::MIN,
+        "max_time": i64::MAX, "matchers": [[RE, "__name__", ".+"]], "without_replica_labels": without})
+    };
+    let requests = json!([{"name": "info", "kind": "info"}, all("all", &[]), all("no_tenant", &["tenant_id"])]);
+    let res = tokio::task::spawn_blocking(move || python_client(&py, &grpc, &requests)).await.unwrap();
+    let res = res.unwrap_or_else(|e| panic!("{e}\nup log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let info = &res["info"];
+    assert_eq!(info["component_type"], "receive");
+    assert_eq!(info["label_sets"], json!([[], [["tenant_id", "default-tenant"]]]));
+    // From the block's first sample; the head keeps growing.
+    assert_eq!((info["min_time"].as_i64().unwrap(), info["max_time"].as_i64().unwrap()), (old_ts[0], i64::MAX));
+    let mut with_tenant = new.clone();
+    with_tenant.set("tenant_id", "default-tenant");
+    let old_samples: Vec<(i64, f64)> = old_ts.iter().copied().zip(old_vs.iter().copied()).collect();
+    let want: Expected = BTreeMap::from([(old.clone(), old_samples.clone()), (with_tenant, samples.clone())]);
+    assert_series("up all", &got_series(&res["all"]), &want, i64::MIN, i64::MAX);
+    let want: Expected = BTreeMap::from([(old, old_samples), (new, samples)]);
+    assert_series("up without tenant", &got_series(&res["no_tenant"]), &want, i64::MIN, i64::MAX);
+}

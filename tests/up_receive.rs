@@ -23,6 +23,7 @@ async fn start_up(data: &Path) -> Up {
     let log = std::fs::File::create(data.with_extension("log")).unwrap();
     let child = Command::new(strata_bin())
         .args(["up", "--data", data.to_str().unwrap(), "--http-address", &addr, "--receive.cut-interval", "1s"])
+        .args(["--grpc-address", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

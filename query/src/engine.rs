@@ -165,6 +165,7 @@ impl Engine {
     /// metrics. `step_ms` <= 0 or `start_ms == end_ms` plans an instant query.
     pub async fn explain(&self, expr: &str, start_ms: i64, end_ms: i64, step_ms: i64, analyze: bool) -> Result<String> {
         let ast = self.parse(expr)?;
+        crate::planner::check_label_name_literals(expr)?;
         let is_range = start_ms != end_ms && step_ms > 0;
         let grid = Grid::new(start_ms, end_ms, if is_range { step_ms } else { 1 });
         let plan = self.planner(start_ms, end_ms, if is_range { step_ms } else { 0 }).plan_top(&ast, grid)?;
@@ -190,9 +191,9 @@ impl Engine {
         Ok(out)
     }
 
+    /// Parses and type-checks `expr` (`bad_data` errors).
     fn parse(&self, expr: &str) -> Result<parser::Expr> {
         let ast = crate::planner::parse(expr).map_err(Error::BadData)?;
-        crate::planner::check_label_name_literals(expr)?;
         crate::planner::check_experimental(&ast, self.inner.opts.enable_experimental_functions)?;
         Ok(ast)
     }
@@ -228,6 +229,8 @@ impl Engine {
                 type_name(vt)
             )));
         }
+        // Evaluation errors come after every parse and type error, as in Prometheus.
+        crate::planner::check_label_name_literals(expr)?;
         let grid = Grid::new(start, end, step);
         let planner = self.planner(start, end, if is_range { step } else { 0 });
         if let Some(s) = planner.top_string(&ast) {

@@ -365,8 +365,12 @@ impl Planner {
             if op == AggOp::CountValues {
                 match unparen(p) {
                     Expr::StringLiteral(s) => {
+                        // An evaluation error in Prometheus, raised before anything is read.
                         if s.val.is_empty() {
-                            return Err(Error::BadData(format!("invalid label name {:?}", s.val)));
+                            return Err(Error::Execution(format!(
+                                "invalid label name {}",
+                                crate::plan::label_fn::go_quote(s.val.as_bytes())
+                            )));
                         }
                         value_label = Some(s.val.clone())
                     }
@@ -704,12 +708,15 @@ impl Planner {
 /// match the empty string; [`Planner`] drops it again when it plans `info()`.
 const INFO_SELECTOR_FILLER: &str = "__strata_info_selector__";
 
-/// Parses a query with promql-parser. Prometheus accepts an `info()` label selector whose
+/// Parses a query with promql-parser, reading string literals as Prometheus does (see
+/// [`go_string_literals`]). Prometheus accepts an `info()` label selector whose
 /// matchers all match the empty string (`info(x, {data=~".*"})`), which promql-parser rejects
 /// like any such selector; on that error each `info()` selector gets a filler matcher that does
 /// not match the empty string, and the query is parsed again. Errors are the parser's text for
 /// the query as written.
 pub(crate) fn parse(text: &str) -> std::result::Result<Expr, String> {
+    let text = go_string_literals(text);
+    let text = text.as_ref();
     let err = match promql_parser::parser::parse(text) {
         Ok(e) => return Ok(e),
         Err(e) => e,
@@ -739,32 +746,175 @@ pub(crate) fn parse(text: &str) -> std::result::Result<Expr, String> {
     promql_parser::parser::parse(&filled).map_err(|_| err)
 }
 
+/// The query text with the string literals promql-parser 0.11 reads differently from
+/// Prometheus rewritten into double-quoted literals it reads right:
+///
+/// - raw strings (`` `...` ``) take no escapes in PromQL (as in Go), so
+///   ``{version=~`2\.3\..*`}`` is the regex `2\.3\..*`; promql-parser's lexer reads the
+///   backslashes as escapes and fails ("unknown escape sequence");
+/// - `\xNN` and octal escapes stand for bytes in PromQL, so `"\xc3\xbf"` is `ÿ`;
+///   promql-parser decodes each to a character of its own (`Ã¿`). Literals whose bytes are not
+///   UTF-8 stay as they are (see [`check_label_name_literals`]).
+///
+/// Other text, comments included, is unchanged; a query without such literals is returned as
+/// it is.
+pub(crate) fn go_string_literals(text: &str) -> std::borrow::Cow<'_, str> {
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let (mut copied, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                i = skip_space(b, i);
+                continue;
+            }
+            q @ (b'"' | b'\'' | b'`') => {
+                let end = skip_string(b, i);
+                let lit = &text[i..end];
+                let rewrite = if q == b'`' {
+                    lit.len() >= 2 && lit.ends_with('`') && lit.contains('\\')
+                } else {
+                    has_byte_escape(lit)
+                };
+                if rewrite
+                    && let Some(bytes) = go_unquote(lit)
+                    && let Ok(value) = String::from_utf8(bytes)
+                {
+                    out.push_str(&text[copied..i]);
+                    out.push_str(&double_quoted(&value));
+                    copied = end;
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// True when a quoted literal holds a `\xNN` or octal escape.
+fn has_byte_escape(lit: &str) -> bool {
+    let b = lit.as_bytes();
+    let mut i = 1;
+    while i + 1 < b.len() {
+        if b[i] == b'\\' {
+            if matches!(b[i + 1], b'x' | b'0'..=b'7') {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// `value` as a double-quoted literal with only the escapes promql-parser reads as Go does.
+fn double_quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Rejects label-name arguments whose string literal is not valid UTF-8 once its escapes are
 /// decoded (e.g. `label_replace(x, "\xff", ...)`). Prometheus decodes `\xNN` and octal escapes
-/// to raw bytes and then finds such a name invalid; promql-parser decodes them to characters
-/// (`"\xff"` becomes `ÿ`), so the check is made on the query text. Label names checked:
-/// `label_replace`'s destination, `label_join`'s destination and sources,
-/// `histogram_quantiles`' quantile label and `count_values`' label.
+/// to raw bytes and then finds such a name invalid when it evaluates the function (an
+/// `execution` error, with Prometheus's message); promql-parser decodes them to characters
+/// (`"\xff"` becomes `ÿ`), so the check is made on the query text. Label names checked, in
+/// Prometheus's order: `label_replace`'s destination (after its regex, which the planner
+/// checks), `label_join`'s sources and then destination, `histogram_quantiles`' quantile
+/// label and `count_values`' label. Where an earlier argument is wrong in another way
+/// (an invalid regex, an empty source name) the planner reports that instead.
 pub(crate) fn check_label_name_literals(text: &str) -> Result<()> {
     // Only an escape can put a non-UTF-8 byte into a literal of a UTF-8 query text.
     if !text.contains('\\') {
         return Ok(());
     }
+    let decoded = |arg: Option<&(usize, &str)>| arg.and_then(|(_, a)| go_unquote(a));
+    let invalid = |bytes: &[u8]| std::str::from_utf8(bytes).is_err();
+    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     for c in call_sites(text) {
-        let (what, at): (&str, Vec<usize>) = match c.name {
-            "label_replace" => ("destination label name in label_replace()", vec![1]),
-            "label_join" => ("label name in label_join()", (1..c.args.len()).filter(|&i| i != 2).collect()),
-            "histogram_quantiles" => ("quantile label name in histogram_quantiles()", vec![1]),
-            "count_values" => ("label name in count_values()", vec![0]),
-            _ => continue,
-        };
-        for i in at {
-            let Some((_, arg)) = c.args.get(i) else { continue };
-            if let Some(bytes) = go_unquote(arg)
-                && std::str::from_utf8(&bytes).is_err()
-            {
-                return Err(Error::BadData(format!("invalid {what}: {arg} is not valid UTF-8")));
+        match c.name {
+            "label_replace" => {
+                let regex_ok = match decoded(c.args.get(4)).map(String::from_utf8) {
+                    Some(Ok(re)) => regex::Regex::new(&format!("^(?s:{re})$")).is_ok(),
+                    _ => true,
+                };
+                if let Some(dst) = decoded(c.args.get(1))
+                    && regex_ok
+                    && invalid(&dst)
+                {
+                    return Err(Error::Execution(format!(
+                        "invalid destination label name in label_replace(): {}",
+                        lossy(&dst)
+                    )));
+                }
             }
+            "label_join" => {
+                let mut empty_src = false;
+                for i in 3..c.args.len() {
+                    match decoded(c.args.get(i)) {
+                        // The planner reports the empty source first.
+                        Some(src) if src.is_empty() => {
+                            empty_src = true;
+                            break;
+                        }
+                        Some(src) if invalid(&src) => {
+                            return Err(Error::Execution(format!(
+                                "invalid source label name in label_join(): {}",
+                                lossy(&src)
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+                if !empty_src
+                    && let Some(dst) = decoded(c.args.get(1))
+                    && invalid(&dst)
+                {
+                    return Err(Error::Execution(format!(
+                        "invalid destination label name in label_join(): {}",
+                        lossy(&dst)
+                    )));
+                }
+            }
+            "histogram_quantiles" => {
+                if let Some(dst) = decoded(c.args.get(1))
+                    && invalid(&dst)
+                {
+                    return Err(Error::Execution(format!(
+                        "invalid quantile label name in histogram_quantiles(): {}",
+                        lossy(&dst)
+                    )));
+                }
+            }
+            "count_values" => {
+                if let Some(l) = decoded(c.args.first())
+                    && invalid(&l)
+                {
+                    return Err(Error::Execution(format!(
+                        "invalid label name {}",
+                        crate::plan::label_fn::go_quote(&l)
+                    )));
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -1066,12 +1216,66 @@ mod tests {
     #[test]
     fn label_name_literals_must_be_utf8() {
         let err = check_label_name_literals(r#"label_replace(m, "\xff", "", "src", "(.*)")"#).unwrap_err();
-        assert!(err.to_string().contains("invalid destination label name in label_replace()"), "{err}");
-        assert!(check_label_name_literals(r#"label_join(m, "d", ",", "a", "\200")"#).is_err());
-        assert!(check_label_name_literals(r#"count_values("\xfe", m)"#).is_err());
+        assert_eq!(err.to_string(), "invalid destination label name in label_replace(): \u{fffd}");
+        assert_eq!(err.error_type(), "execution");
+        // An invalid regex is reported first (by the planner).
+        check_label_name_literals(r#"label_replace(m, "\xff", "", "src", "(.*")"#).unwrap();
+        let err = check_label_name_literals(r#"label_join(m, "d", ",", "a", "\200")"#).unwrap_err();
+        assert_eq!(err.to_string(), "invalid source label name in label_join(): \u{fffd}");
+        // An empty source before it is the planner's error, and then the destination is not looked at.
+        check_label_name_literals(r#"label_join(m, "\xff", ",", "", "\200")"#).unwrap();
+        let err = check_label_name_literals(r#"count_values("a\xc5z", m)"#).unwrap_err();
+        assert_eq!(err.to_string(), r#"invalid label name "a\xc5z""#);
+        assert_eq!(err.error_type(), "execution");
         // Valid names, and byte escapes elsewhere (a replacement value), are the engine's business.
         check_label_name_literals(r#"label_replace(m, "\xc3\xbf", "\xff", "src", "(.*)")"#).unwrap();
         check_label_name_literals(r#"label_replace(m, "ÿ", "", "src", "(.*)")"#).unwrap();
+    }
+
+    #[test]
+    fn raw_strings_take_no_escapes() {
+        // Prometheus reads the backslashes of a raw string as they are.
+        let e = parse(r"app_build_info{version=~`2\.3\..*`}").unwrap();
+        let Expr::VectorSelector(vs) = e else { panic!("{e:?}") };
+        let m = vs.matchers.matchers.iter().find(|m| m.name == "version").unwrap();
+        assert_eq!(m.value, r"2\.3\..*");
+        assert!(matches!(&m.op, MatchOp::Re(re) if re.is_match("2.3.1") && !re.is_match("203x1")));
+        let Expr::Call(c) = parse(r#"label_replace(x, "d", `$1\n`, "s", `(\w+)"`)"#).unwrap() else { panic!() };
+        let strings: Vec<String> = c
+            .args
+            .args
+            .iter()
+            .filter_map(|a| match a.as_ref() {
+                Expr::StringLiteral(s) => Some(s.val.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(strings, vec!["d", r"$1\n", "s", r#"(\w+)""#]);
+        // Escapes in double-quoted strings still work, and a bad one is still an error.
+        let Expr::StringLiteral(s) = parse(r#""a\tb\\""#).unwrap() else { panic!() };
+        assert_eq!(s.val, "a\tb\\");
+        assert!(parse(r#"x{a="2\.3"}"#).unwrap_err().contains("unknown escape sequence"));
+    }
+
+    #[test]
+    fn byte_escapes_are_bytes() {
+        // "\xc3\xbf" is the two bytes of ÿ, in Prometheus as in Go.
+        let Expr::StringLiteral(s) = parse(r#""\xc3\xbf\303\277""#).unwrap() else { panic!() };
+        assert_eq!(s.val, "ÿÿ");
+        let Expr::VectorSelector(vs) = parse(r#"x{a="\xc3\xa9t\xc3\xa9"}"#).unwrap() else { panic!() };
+        assert_eq!(vs.matchers.matchers[0].value, "été");
+    }
+
+    #[test]
+    fn string_literal_rewriting_leaves_other_text_alone() {
+        assert!(matches!(go_string_literals(r#"up{a="b"} # `c\d`"#), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(go_string_literals(r"x{a=~`\d`} + y{b=`\`}"), r#"x{a=~"\\d"} + y{b="\\"}"#);
+        assert_eq!(go_string_literals("`a\\\"b\n`"), r#""a\\\"b\n""#);
+        assert_eq!(go_string_literals(r#"'\xc3\xa9' # "\xff""#), r#""é" # "\xff""#);
+        // Bytes that are not UTF-8 stay as written (they are checked elsewhere).
+        assert_eq!(go_string_literals(r#""\xff""#), r#""\xff""#);
+        // An unterminated literal is the parser's business.
+        assert_eq!(go_string_literals(r"x{a=`\d"), r"x{a=`\d");
     }
 
     #[test]

@@ -493,7 +493,7 @@ fn do_metadata(f: &Form) -> Result<Answer> {
 
 fn parse_expr(f: &Form) -> Result<promql_parser::parser::Expr> {
     let q = required_query(f)?;
-    promql_parser::parser::parse(q).map_err(|e| invalid_param("query", e))
+    crate::planner::parse(q).map_err(|e| invalid_param("query", e))
 }
 
 fn do_format_query(f: &Form) -> Result<Answer> {

@@ -202,7 +202,7 @@ pub fn parse_start_end(form: &Form) -> Result<(i64, i64)> {
 /// assert!(query::api::params::parse_selector(r#"{job=~".*"}"#).is_err());
 /// ```
 pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>> {
-    let expr = parser::parse(s).map_err(|e| invalid_param("match[]", e))?;
+    let expr = parser::parse(&crate::planner::go_string_literals(s)).map_err(|e| invalid_param("match[]", e))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(invalid_param("match[]", format!("{s:?} is not a series selector")));
     };

@@ -12,9 +12,12 @@
 //!   (member labels, t, v)       the selected members unchanged
 //! ```
 //!
-//! Sums and means are compensated (Kahan), as in Prometheus 3. For a single-step (instant)
-//! evaluation `topk` output is ordered by value (descending) and `bottomk` ascending, as
-//! Prometheus returns them.
+//! Sums and means are compensated (Kahan), as in Prometheus 3; `stddev`/`stdvar` use
+//! Prometheus's uncompensated Welford update. For a single-step (instant) evaluation `topk`
+//! output is ordered by value (descending) and `bottomk` ascending within each group, groups in
+//! the order their first series came, as Prometheus returns them. `count_values` sets its value
+//! label before grouping, as Prometheus does: `count_values by (job) ("job", up)` counts the
+//! values of `up`, whatever its `job`.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -23,7 +26,8 @@ use std::fmt;
 use arrow::array::RecordBatch;
 use engine::Labels;
 
-use super::functions::{MeanAcc, VarAcc, kahan_inc, quantile};
+use super::functions::{MeanAcc, go_max, go_min, kahan_inc, quantile};
+use super::label_fn::go_format_v;
 use super::{
     Accumulator, BatchView, EvalCtx, Grid, NodeSpec, SeriesData, decode_labels, encode_pair, encoded_pairs,
     has_drop_mark_bytes, is_name_label_bytes, mark_drop_name, scalar_per_step, without_drop_mark,
@@ -128,10 +132,16 @@ pub(crate) fn go_float(v: f64) -> String {
 
 impl AggregateSpec {
     /// Writes the encoded group labels of a series (given encoded) into `out`: the `by` labels,
-    /// or all but the `without` labels and the metric name.
+    /// or all but the `without` labels and the metric name. For `count_values` the value label
+    /// is left out: its input value is overwritten before grouping (see
+    /// [`AggregateSpec::keeps_value_label`]).
     fn group_key(&self, labels: &[u8], out: &mut Vec<u8>) {
         out.clear();
+        let value_label = self.value_label.as_deref().map(str::as_bytes);
         for (n, v) in encoded_pairs(labels) {
+            if value_label == Some(n) {
+                continue;
+            }
             let listed = self.labels.iter().any(|l| l.as_bytes() == n);
             let keep = if self.by { listed } else { !listed && !is_name_label_bytes(n) };
             if keep {
@@ -140,16 +150,37 @@ impl AggregateSpec {
         }
     }
 
-    /// Reads `k` of topk/bottomk/limitk at a step.
-    fn k_at(&self, p: f64) -> Result<i64> {
-        if p.is_nan() {
+    /// Whether `count_values` output carries its value label. Prometheus sets the label on
+    /// each input series first and groups afterwards, with the label added to a `by` list: so
+    /// the label is always kept with `by`, and with `without` unless it is listed there or is
+    /// the metric name (then every value of a group is counted together).
+    fn keeps_value_label(&self) -> bool {
+        match &self.value_label {
+            Some(l) => self.by || !(self.labels.contains(l) || super::is_name_label(l)),
+            None => false,
+        }
+    }
+
+    /// `k` of topk/bottomk/limitk at every step, checked as Prometheus checks the parameter
+    /// over the whole query: nothing is selected when it is below 1 at every step (whatever
+    /// else it is); otherwise a NaN, or a value beyond int64 at any step, is an error.
+    fn ks(&self, param: &[f64]) -> Result<Vec<u64>> {
+        let max = param.iter().fold(-f64::MAX, |m, &p| go_max(m, p));
+        if max < 1.0 {
+            return Ok(vec![0; param.len()]);
+        }
+        if param.iter().any(|p| p.is_nan()) {
             return Err(Error::Execution("Parameter value is NaN".into()));
         }
-        // i64::MAX as f64 is 2^63.
-        if p >= 9_223_372_036_854_775_808.0 {
-            return Err(Error::Execution(format!("Scalar value {p} overflows int64 for {}", self.op.name())));
+        let min = param.iter().fold(f64::MAX, |m, &p| go_min(m, p));
+        // -2^63, and the largest float below 2^63: Prometheus's int64 limits.
+        if min <= -9_223_372_036_854_775_808.0 {
+            return Err(Error::Execution(format!("Scalar value {} underflows int64", go_format_v(min))));
         }
-        Ok(if p < -9_223_372_036_854_775_808.0 { i64::MIN } else { p as i64 })
+        if max >= 9_223_372_036_854_774_784.0 {
+            return Err(Error::Execution(format!("Scalar value {} overflows int64", go_format_v(max))));
+        }
+        Ok(param.iter().map(|&p| (p as i64).max(0) as u64).collect())
     }
 }
 
@@ -183,14 +214,15 @@ impl NodeSpec for AggregateSpec {
 }
 
 /// Ranks two candidates of topk (`top`) or bottomk: `Less` when `a` comes first. NaN ranks
-/// last for both; ties go to the series seen first.
+/// last for both; ties (-0 and +0 included, as Prometheus compares them) go to the series seen
+/// first.
 fn rank(top: bool, a: (f64, u32), b: (f64, u32)) -> Ordering {
     let by_value = match (a.0.is_nan(), b.0.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Greater,
         (false, true) => Ordering::Less,
-        _ if top => b.0.total_cmp(&a.0),
-        _ => a.0.total_cmp(&b.0),
+        _ if top => b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal),
+        _ => a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal),
     };
     by_value.then(a.1.cmp(&b.1))
 }
@@ -220,6 +252,35 @@ impl Ord for Cand {
     }
 }
 
+/// The running variance of the `stddev` / `stdvar` aggregations, as Prometheus computes it:
+/// Welford's update without compensation; a group whose first value is NaN or infinite stays
+/// NaN (a later infinite value makes the sum of squares NaN by itself).
+#[derive(Debug, Clone, Copy, Default)]
+struct WelfordAcc {
+    count: f64,
+    mean: f64,
+    value: f64,
+}
+
+impl WelfordAcc {
+    fn add(&mut self, v: f64) {
+        if self.count == 0.0 {
+            self.count = 1.0;
+            self.mean = v;
+            self.value = if v.is_finite() { 0.0 } else { f64::NAN };
+            return;
+        }
+        self.count += 1.0;
+        let delta = v - self.mean;
+        self.mean += delta / self.count;
+        self.value += delta * (v - self.mean);
+    }
+
+    fn variance(&self) -> f64 {
+        self.value / self.count
+    }
+}
+
 /// Per-step state of one group: only what the operator's output needs.
 #[derive(Debug)]
 enum Steps {
@@ -231,8 +292,8 @@ enum Steps {
     MinMax { v: Vec<f64>, seen: Vec<bool> },
     /// `count` / `group`: members per step.
     Count(Vec<u32>),
-    /// `stddev` / `stdvar`, and whether an infinite value was seen.
-    Var(Vec<(VarAcc, bool)>),
+    /// `stddev` / `stdvar`.
+    Var(Vec<WelfordAcc>),
     /// `quantile`: the values of each step.
     Values(Vec<Vec<f64>>),
     /// `count_values`: (value bits, count) per step, in first-seen order.
@@ -251,7 +312,7 @@ impl Steps {
             Avg => Steps::Avg(vec![MeanAcc::default(); n]),
             Min | Max => Steps::MinMax { v: vec![f64::NAN; n], seen: vec![false; n] },
             Count | Group => Steps::Count(vec![0; n]),
-            Stddev | Stdvar => Steps::Var(vec![(VarAcc::default(), false); n]),
+            Stddev | Stdvar => Steps::Var(vec![WelfordAcc::default(); n]),
             Quantile => Steps::Values(vec![Vec::new(); n]),
             CountValues => Steps::CountValues(vec![Vec::new(); n]),
             Topk | Bottomk => Steps::Heap((0..n).map(|_| BinaryHeap::new()).collect()),
@@ -293,11 +354,7 @@ impl AggAcc {
         }
         let mut k = Vec::new();
         match spec.op {
-            AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
-                for p in &param {
-                    k.push(spec.k_at(*p)?.max(0) as u64);
-                }
-            }
+            AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => k = spec.ks(&param)?,
             AggOp::LimitRatio if param.iter().any(|p| p.is_nan()) => {
                 return Err(Error::Execution("Ratio value is NaN".into()));
             }
@@ -323,6 +380,7 @@ impl Accumulator for AggAcc {
         let op = self.spec.op;
         let grid = self.spec.grid;
         let nsteps = grid.len();
+        let keep_value = self.spec.keeps_value_label();
         for s in view.series() {
             self.spec.group_key(s.labels, &mut self.key);
             let g = match self.gidx.get(self.key.as_slice()) {
@@ -374,13 +432,17 @@ impl Accumulator for AggAcc {
                         seen[i] = true;
                     }
                     Steps::Count(c) => c[i] += 1,
-                    Steps::Var(a) => {
-                        a[i].0.add(v);
-                        a[i].1 |= v.is_infinite();
-                    }
+                    Steps::Var(a) => a[i].add(v),
                     Steps::Values(vals) => vals[i].push(v),
                     Steps::CountValues(cv) => {
-                        let bits = if v.is_nan() { f64::NAN.to_bits() } else { v.to_bits() };
+                        // Without the value label in the output, all values count together.
+                        let bits = if !keep_value {
+                            0
+                        } else if v.is_nan() {
+                            f64::NAN.to_bits()
+                        } else {
+                            v.to_bits()
+                        };
                         match cv[i].iter_mut().find(|c| c.0 == bits) {
                             Some(c) => c.1 += 1,
                             None => cv[i].push((bits, 1)),
@@ -469,8 +531,8 @@ impl Accumulator for AggAcc {
                     }
                 }
                 Steps::Var(a) => {
-                    for (i, (acc, inf)) in a.iter().enumerate().filter(|(_, a)| a.0.count() > 0.0) {
-                        let var = if *inf { f64::NAN } else { acc.variance() };
+                    for (i, acc) in a.iter().enumerate().filter(|(_, a)| a.count > 0.0) {
+                        let var = acc.variance();
                         agg.push(t_of(i), if spec.op == AggOp::Stddev { var.sqrt() } else { var });
                     }
                 }
@@ -481,10 +543,13 @@ impl Accumulator for AggAcc {
                 }
                 Steps::CountValues(cv) => {
                     let name = spec.value_label.clone().unwrap_or_default();
+                    let keep_value = spec.keeps_value_label();
                     for (i, counts) in cv.into_iter().enumerate() {
                         for (bits, n) in counts {
                             let mut l = glabels.clone();
-                            l.set(&name, &go_float(f64::from_bits(bits)));
+                            if keep_value {
+                                l.set(&name, &go_float(f64::from_bits(bits)));
+                            }
                             let idx = *cv_out.entry(l.clone()).or_insert_with(|| {
                                 out.push(SeriesData::new(l));
                                 out.len() - 1
@@ -511,11 +576,6 @@ impl Accumulator for AggAcc {
             if !agg.ts.is_empty() {
                 out.push(agg);
             }
-        }
-        if nsteps == 1 && matches!(spec.op, AggOp::Topk | AggOp::Bottomk) {
-            let top = spec.op == AggOp::Topk;
-            let first = |s: &SeriesData| s.vs.first().copied().unwrap_or(f64::NAN);
-            out.sort_by(|a, b| rank(top, (first(a), 0), (first(b), 0)));
         }
         ctx.check_samples(out.iter().map(|s| s.ts.len()).sum())?;
         Ok(out)
@@ -626,6 +686,13 @@ mod tests {
         let out = sp.eval(input.clone(), &[k(4.0)], &ctx).unwrap();
         let inst: Vec<_> = out.iter().map(|s| s.labels.get("instance").unwrap().to_string()).collect();
         assert_eq!(inst, vec!["4", "2", "3", "1"]);
+        // -0 and +0 tie: the first series keeps its place.
+        let zeros = vec![s("a", "1", &[-0.0]), s("a", "2", &[0.0])];
+        for op in [AggOp::Topk, AggOp::Bottomk] {
+            sp.op = op;
+            let out = sp.eval(zeros.clone(), &[k(1.0)], &ctx).unwrap();
+            assert_eq!(out[0].vs[0].to_bits(), (-0.0f64).to_bits(), "{op:?}");
+        }
         sp.op = AggOp::Limitk;
         let out = sp.eval(input, &[k(3.0)], &ctx).unwrap();
         let mut inst: Vec<_> = out.iter().map(|s| s.labels.get("instance").unwrap().to_string()).collect();
@@ -654,6 +721,109 @@ mod tests {
                 ("3".to_string(), vec![0], vec![1.0]),
             ]
         );
+    }
+
+    #[test]
+    fn stddev_of_a_first_nan_or_infinite_value_is_nan() {
+        let ctx = EvalCtx::new(100);
+        let (nan, inf) = (f64::NAN, f64::INFINITY);
+        for (vals, want) in [
+            (vec![inf, 1.0], f64::NAN),
+            (vec![1.0, -inf], f64::NAN),
+            (vec![nan, 1.0], f64::NAN),
+            (vec![1.0, nan], f64::NAN),
+            (vec![2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0], 2.0),
+            (vec![5.0], 0.0),
+        ] {
+            let input: Vec<SeriesData> = vals.iter().enumerate().map(|(i, v)| s("a", &i.to_string(), &[*v])).collect();
+            let mut sp = spec(AggOp::Stddev, true, &[]);
+            sp.grid = Grid::new(0, 0, 1);
+            let out = sp.eval(input, &[], &ctx).unwrap();
+            let got = out[0].vs[0];
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{vals:?}: {got}");
+        }
+    }
+
+    /// `count_values(label, x)` with `by`/`without` over one step: (labels, count), sorted.
+    fn count_values(by: bool, labels: &[&str], label: &str, input: Vec<SeriesData>) -> Vec<(String, f64)> {
+        let mut sp = spec(AggOp::CountValues, by, labels);
+        sp.grid = Grid::new(0, 0, 1);
+        sp.value_label = Some(label.into());
+        let out = sp.eval(input, &[], &EvalCtx::new(100)).unwrap();
+        let mut got: Vec<(String, f64)> = out.iter().map(|s| (s.labels.to_string(), s.vs[0])).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        got
+    }
+
+    #[test]
+    fn count_values_sets_the_value_label_before_grouping() {
+        // Seven `up` series of three jobs, all 1: Prometheus answers {job="1"} 7.
+        let input: Vec<SeriesData> = (0..7).map(|i| s(["a", "b", "c"][i % 3], &i.to_string(), &[1.0])).collect();
+        assert_eq!(count_values(true, &["job"], "job", input.clone()), vec![("{job=\"1\"}".into(), 7.0)]);
+        // A value label beside the grouping: one series per (job, value).
+        let mut mixed = input.clone();
+        mixed[0].vs = vec![0.0];
+        assert_eq!(
+            count_values(true, &["job"], "v", mixed),
+            vec![
+                ("{job=\"a\", v=\"0\"}".into(), 1.0),
+                ("{job=\"a\", v=\"1\"}".into(), 2.0),
+                ("{job=\"b\", v=\"1\"}".into(), 2.0),
+                ("{job=\"c\", v=\"1\"}".into(), 2.0),
+            ]
+        );
+        // `without` the value label: every value of a group counts together, unlabelled.
+        assert_eq!(count_values(false, &["instance", "job"], "job", input.clone()), vec![("{}".into(), 7.0)]);
+        // `without` other labels: the value label replaces the input's.
+        assert_eq!(count_values(false, &["instance"], "job", input), vec![("{job=\"1\"}".into(), 7.0)]);
+    }
+
+    #[test]
+    fn count_values_over_a_range_gives_one_series_per_value() {
+        let input = vec![s("a", "1", &[1.0, 2.0]), s("b", "2", &[1.0, 1.0])];
+        let mut sp = spec(AggOp::CountValues, true, &["job"]);
+        sp.value_label = Some("job".into());
+        let out = sp.eval(input, &[], &EvalCtx::new(100)).unwrap();
+        let mut got: Vec<(String, Vec<i64>, Vec<f64>)> =
+            out.iter().map(|s| (s.labels.to_string(), s.ts.clone(), s.vs.clone())).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            vec![("{job=\"1\"}".into(), vec![0, 10], vec![2.0, 1.0]), ("{job=\"2\"}".into(), vec![10], vec![1.0]),]
+        );
+    }
+
+    #[test]
+    fn topk_parameter_is_checked_over_all_steps_as_prometheus_does() {
+        let input = vec![s("a", "1", &[1.0, 2.0])];
+        let ctx = EvalCtx::new(100);
+        let k = |a: f64, b: f64| vec![SeriesData { labels: Labels::default(), ts: vec![0, 10], vs: vec![a, b] }];
+        let run = |a: f64, b: f64| spec(AggOp::Topk, true, &[]).eval(input.clone(), &[k(a, b)], &ctx);
+        // Below 1 everywhere: nothing, not even for values beyond int64.
+        assert!(run(0.5, -1e300).unwrap().is_empty());
+        // Otherwise NaN, and values beyond int64, are errors with Prometheus's messages.
+        assert_eq!(run(1.0, f64::NAN).unwrap_err().to_string(), "Parameter value is NaN");
+        assert_eq!(run(1.0, 1e19).unwrap_err().to_string(), "Scalar value 1e+19 overflows int64");
+        assert_eq!(run(1.0, f64::INFINITY).unwrap_err().to_string(), "Scalar value +Inf overflows int64");
+        assert_eq!(run(1.0, -1e19).unwrap_err().to_string(), "Scalar value -1e+19 underflows int64");
+        // The largest float below 2^63 is already too big for Prometheus.
+        assert!(run(1.0, 9_223_372_036_854_774_784.0).is_err());
+        assert_eq!(run(1.0, 9_223_372_036_854_773_760.0).unwrap().len(), 1);
+        // k below 1 at one step only: that step selects nothing.
+        let out = run(0.0, 1.0).unwrap();
+        assert_eq!((out[0].ts.clone(), out[0].vs.clone()), (vec![10], vec![2.0]));
+    }
+
+    #[test]
+    fn instant_topk_orders_within_each_group() {
+        let input = vec![s("b", "1", &[1.0]), s("a", "2", &[5.0]), s("b", "3", &[9.0]), s("a", "4", &[2.0])];
+        let k = vec![SeriesData { labels: Labels::default(), ts: vec![0], vs: vec![2.0] }];
+        let mut sp = spec(AggOp::Topk, true, &["job"]);
+        sp.grid = Grid::new(0, 0, 1);
+        let out = sp.eval(input, &[k], &EvalCtx::new(100)).unwrap();
+        let inst: Vec<&str> = out.iter().map(|s| s.labels.get("instance").unwrap()).collect();
+        // Groups in the order of their first series (b, then a), each sorted by value.
+        assert_eq!(inst, vec!["3", "1", "2", "4"]);
     }
 
     #[test]

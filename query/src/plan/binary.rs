@@ -22,6 +22,8 @@ use std::fmt;
 
 use engine::Labels;
 
+use super::functions::{go_max, go_min};
+use super::label_fn::go_quote;
 use super::{EvalCtx, F64, Grid, NodeSpec, SeriesData, scalar_per_step};
 use crate::error::{Error, Result};
 
@@ -127,10 +129,8 @@ impl BinOp {
             Ge => (l, l >= r),
             Le => (l, l <= r),
             And | Or | Unless => (l, true),
-            MinOf if l.is_nan() || r.is_nan() => (f64::NAN, true),
-            MaxOf if l.is_nan() || r.is_nan() => (f64::NAN, true),
-            MinOf => (l.min(r), true),
-            MaxOf => (l.max(r), true),
+            MinOf => (go_min(l, r), true),
+            MaxOf => (go_max(l, r), true),
         }
     }
 
@@ -374,22 +374,31 @@ impl BinarySpec {
         let osig: Vec<Labels> = one.iter().map(|s| self.signature(&s.labels)).collect();
         let (ms, os) = (by_step(many, &self.grid), by_step(one, &self.grid));
         let mut out = Out::default();
+        // As Prometheus does, `fill_left` stands in for a missing "many" side sample and
+        // `fill_right` for a missing "one" side sample, also with group_right.
+        let (fill_many, fill_one) = (self.fill_left.map(|f| f.0), self.fill_right.map(|f| f.0));
         for (i, t) in self.grid.times().enumerate() {
+            // Nothing can match at a step where a side is empty (unless a fill value stands in
+            // for it): Prometheus returns at once, before it looks for duplicates on the other.
+            let (no_many, no_one) = (ms[i].is_empty(), os[i].is_empty());
+            if (no_many && no_one) || ((no_many || no_one) && fill_many.is_none() && fill_one.is_none()) {
+                continue;
+            }
             let mut lookup: HashMap<&Labels, (usize, f64)> = HashMap::new();
             for &(s, v) in &os[i] {
                 if let Some((prev, _)) = lookup.insert(&osig[s], (s, v)) {
                     let side = if swapped { "left" } else { "right" };
+                    // Prometheus orders the pair so that the message does not change between runs.
+                    let (mut a, mut b) = (fmt_sig(&one[s].labels), fmt_sig(&one[prev].labels));
+                    if a > b {
+                        std::mem::swap(&mut a, &mut b);
+                    }
                     return Err(Error::Execution(format!(
-                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side",
                         fmt_sig(&osig[s]),
-                        fmt_sig(&one[prev].labels),
-                        fmt_sig(&one[s].labels)
                     )));
                 }
             }
-            // As Prometheus does, `fill_left` stands in for a missing "many" side sample and
-            // `fill_right` for a missing "one" side sample, also with group_right.
-            let (fill_many, fill_one) = (self.fill_left.map(|f| f.0), self.fill_right.map(|f| f.0));
             let mut matched: HashSet<&Labels> = HashSet::new();
             let mut inserted: HashSet<Labels> = HashSet::new();
             let empty = Labels::default();
@@ -416,16 +425,16 @@ impl BinarySpec {
                     value = if keep { 1.0 } else { 0.0 };
                     keep = true;
                 }
-                if !keep {
-                    continue;
-                }
+                // Prometheus checks the result labels before a comparison filters the sample.
                 let labels = self.result_labels(&many[s].labels, &one[o].labels, ctx);
                 if self.card != Card::OneToOne && !inserted.insert(labels.clone()) {
                     return Err(Error::Execution(
                         "multiple matches for labels: grouping labels must ensure unique matches".into(),
                     ));
                 }
-                out.push(labels, t, value);
+                if keep {
+                    out.push(labels, t, value);
+                }
             }
             if let Some(f) = fill_many {
                 // "One" side samples nothing matched, paired with the fill value.
@@ -488,11 +497,26 @@ impl BinarySpec {
     }
 }
 
-/// A match-group signature as Prometheus prints it: `{a="b", c="d"}`.
+/// A label set as Prometheus prints it in errors (Go's `labels.String()`): `{a="b", c="d"}`,
+/// values quoted as Go quotes them, names quoted only when they are not legacy names.
 fn fmt_sig(l: &Labels) -> String {
-    let parts: Vec<String> =
-        l.iter().filter(|x| x.name != super::DROP_NAME_MARK).map(|x| format!("{}={:?}", x.name, x.value)).collect();
+    let parts: Vec<String> = l
+        .iter()
+        .filter(|x| x.name != super::DROP_NAME_MARK)
+        .map(|x| {
+            let name = if is_legacy_label_name(&x.name) { x.name.clone() } else { go_quote(x.name.as_bytes()) };
+            format!("{name}={}", go_quote(x.value.as_bytes()))
+        })
+        .collect();
     format!("{{{}}}", parts.join(", "))
+}
+
+/// A label name of the classic character set `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn is_legacy_label_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 #[cfg(test)]
@@ -542,8 +566,69 @@ mod tests {
         assert_eq!(out[1].vs[0], 20.0);
         let e = spec(BinOp::Mul, Card::OneToOne, true, &["i"], &[]).eval(l.clone(), &[r], &ctx).unwrap_err();
         assert!(e.to_string().starts_with("multiple matches for labels: many-to-one"), "{e}");
-        let e = spec(BinOp::Mul, Card::OneToOne, true, &["i"], &[]).eval(vec![], &[l], &ctx).unwrap_err();
-        assert!(e.to_string().starts_with("found duplicate series for the match group {i=\"1\"} on the right"), "{e}");
+        let one = vec![s(&[("i", "1"), ("y", "z")], 3.0)];
+        let e =
+            spec(BinOp::Mul, Card::OneToOne, true, &["i"], &[]).eval(one, std::slice::from_ref(&l), &ctx).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "found duplicate series for the match group {i=\"1\"} on the right hand-side of the operation: \
+             [{i=\"1\", x=\"a\"}, {i=\"1\", x=\"b\"}];many-to-many matching not allowed: matching labels must be unique on one side"
+        );
+        // An empty side matches nothing: Prometheus answers at once, without looking for
+        // duplicates on the other side (`nonexistent - on(i) x`).
+        let out =
+            spec(BinOp::Sub, Card::OneToOne, true, &["i"], &[]).eval(vec![], std::slice::from_ref(&l), &ctx).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        let out = spec(BinOp::Mul, Card::OneToMany, true, &["i"], &[]).eval(l.clone(), &[vec![]], &ctx).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        // With a fill value for the missing side the other side is still checked.
+        let mut filled = spec(BinOp::Sub, Card::OneToOne, true, &["i"], &[]);
+        filled.fill_left = Some(F64(0.0));
+        assert!(filled.eval(vec![], &[l], &ctx).is_err());
+    }
+
+    #[test]
+    fn empty_side_is_checked_per_step() {
+        // Step 0: the left side is empty, the right has duplicates -> nothing; step 1: both
+        // sides have samples -> the duplicates are an error.
+        let mut sp = spec(BinOp::Add, Card::OneToOne, true, &["i"], &[]);
+        sp.grid = Grid::new(0, 10, 10);
+        let l = vec![SeriesData { labels: Labels::from_pairs([("i", "1")]), ts: vec![10], vs: vec![1.0] }];
+        let r = vec![
+            SeriesData { labels: Labels::from_pairs([("i", "1"), ("x", "a")]), ts: vec![0], vs: vec![1.0] },
+            SeriesData { labels: Labels::from_pairs([("i", "1"), ("x", "b")]), ts: vec![0], vs: vec![2.0] },
+        ];
+        let ctx = EvalCtx::new(10);
+        assert!(sp.eval(l.clone(), std::slice::from_ref(&r), &ctx).unwrap().is_empty());
+        let mut r10 = r;
+        r10[1].ts = vec![10];
+        r10[0].ts = vec![10];
+        assert!(sp.eval(l, &[r10], &ctx).is_err());
+    }
+
+    #[test]
+    fn grouping_collisions_are_checked_before_a_comparison_filters() {
+        // group_left(x) takes x from the one side, so both left series get the labels
+        // {i="1", x="c"}; Prometheus reports that although `>` filters both samples out.
+        let l = vec![s(&[("i", "1"), ("x", "a")], 1.0), s(&[("i", "1"), ("x", "b")], 2.0)];
+        let r = vec![s(&[("i", "1"), ("x", "c")], 10.0)];
+        let ctx = EvalCtx::new(10);
+        let e = spec(BinOp::Gt, Card::ManyToOne, true, &["i"], &["x"]).eval(l, &[r], &ctx).unwrap_err();
+        assert_eq!(e.to_string(), "multiple matches for labels: grouping labels must ensure unique matches");
+    }
+
+    #[test]
+    fn min_of_and_max_of_follow_go() {
+        let nan = f64::NAN;
+        let inf = f64::INFINITY;
+        let bits = |v: f64| v.to_bits();
+        assert!(BinOp::MinOf.apply(nan, 3.0).0.is_nan() && BinOp::MaxOf.apply(3.0, nan).0.is_nan());
+        // An infinity in the direction of the operation wins over NaN, as in Go's math.Max/Min.
+        assert_eq!(BinOp::MaxOf.apply(nan, inf).0, inf);
+        assert_eq!(BinOp::MinOf.apply(-inf, nan).0, -inf);
+        assert_eq!(bits(BinOp::MaxOf.apply(-0.0, 0.0).0), bits(0.0));
+        assert_eq!(bits(BinOp::MinOf.apply(0.0, -0.0).0), bits(-0.0));
+        assert_eq!(BinOp::MinOf.apply(-2.0, -5.0).0, -5.0);
     }
 
     #[test]

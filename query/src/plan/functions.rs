@@ -92,11 +92,6 @@ impl VarAcc {
         (self.aux, self.caux) = kahan_inc(delta * (v - (self.mean + self.cmean)), self.aux, self.caux);
     }
 
-    /// Values added so far.
-    pub(crate) fn count(&self) -> f64 {
-        self.count
-    }
-
     /// The variance (NaN when empty).
     pub(crate) fn variance(&self) -> f64 {
         if self.count == 0.0 { f64::NAN } else { (self.aux + self.caux) / self.count }
@@ -108,6 +103,60 @@ pub(crate) fn variance(vs: impl IntoIterator<Item = f64>) -> f64 {
     let mut acc = VarAcc::default();
     vs.into_iter().for_each(|v| acc.add(v));
     acc.variance()
+}
+
+/// Go's `math.Max`: +Inf wins over NaN, NaN wins over everything else, and +0 over -0 (Rust's
+/// `f64::max` returns the other argument for a NaN and leaves the sign of zero open).
+pub(crate) fn go_max(a: f64, b: f64) -> f64 {
+    if a == f64::INFINITY || b == f64::INFINITY {
+        f64::INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { b } else { a }
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Go's `math.Min`: -Inf wins over NaN, NaN wins over everything else, and -0 over +0.
+pub(crate) fn go_min(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY || b == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { a } else { b }
+    } else if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Go's `sort.Search(n, f)`: the smallest index in `[0, n)` at which `f` is true, or `n`,
+/// probing in Go's order (so a predicate that is not monotonic, e.g. one comparing with NaN,
+/// gives the index Prometheus gets).
+pub(crate) fn go_search(n: usize, f: impl Fn(usize) -> bool) -> usize {
+    let (mut i, mut j) = (0usize, n);
+    while i < j {
+        let h = i + (j - i) / 2;
+        if f(h) { j = h } else { i = h + 1 }
+    }
+    i
+}
+
+/// Sorts values ascending as Prometheus sorts the samples of a quantile: NaNs first, -0 and +0
+/// equal (a stable sort keeps such ties, like Go's insertion sort of short inputs).
+pub(crate) fn sort_nan_first(vs: &mut [f64]) {
+    vs.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
 }
 
 /// The φ-quantile of `vs` by linear interpolation between closest ranks; φ < 0 gives -Inf,
@@ -122,13 +171,7 @@ pub(crate) fn quantile(q: f64, vs: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    // NaNs sort first, as Go's sort.Float64s does.
-    vs.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
-        (true, true) => std::cmp::Ordering::Equal,
-        (true, false) => std::cmp::Ordering::Less,
-        (false, true) => std::cmp::Ordering::Greater,
-        _ => a.total_cmp(b),
-    });
+    sort_nan_first(vs);
     let n = vs.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0);
@@ -193,6 +236,56 @@ mod tests {
         assert_eq!(quantile(1.5, &mut [1.0]), f64::INFINITY);
         assert!(quantile(0.5, &mut []).is_nan());
         assert_eq!(variance([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]), 4.0);
+    }
+
+    #[test]
+    fn go_max_and_min_special_values() {
+        let (nan, inf) = (f64::NAN, f64::INFINITY);
+        let b = |v: f64| v.to_bits();
+        // (a, b, Go's math.Max(a, b), Go's math.Min(a, b))
+        let cases = [
+            (1.0, 2.0, 2.0, 1.0),
+            (nan, 1.0, nan, nan),
+            (1.0, nan, nan, nan),
+            (nan, inf, inf, nan),
+            (-inf, nan, nan, -inf),
+            (inf, -inf, inf, -inf),
+            (-0.0, 0.0, 0.0, -0.0),
+            (0.0, -0.0, 0.0, -0.0),
+            (-0.0, -0.0, -0.0, -0.0),
+        ];
+        for (x, y, max, min) in cases {
+            assert_eq!(b(go_max(x, y)), b(max), "max({x}, {y})");
+            assert_eq!(b(go_min(x, y)), b(min), "min({x}, {y})");
+        }
+    }
+
+    #[test]
+    fn go_search_probes_like_go() {
+        let v = [1.0, 3.0, 5.0, 7.0];
+        assert_eq!(go_search(v.len(), |i| v[i] >= 4.0), 2);
+        assert_eq!(go_search(v.len(), |i| v[i] >= 9.0), 4);
+        assert_eq!(go_search(0, |_| true), 0);
+        // Nothing compares >= NaN: the search runs off the end, where Go's does.
+        let nan = f64::NAN;
+        assert_eq!(go_search(v.len(), |i| v[i] >= nan), 4);
+        // A NaN in the middle: Go probes index 2 first (NaN >= 2 is false), then 3.
+        let w = [1.0, 3.0, f64::NAN, 7.0];
+        assert_eq!(go_search(w.len(), |i| w[i] >= 2.0), 3);
+    }
+
+    #[test]
+    fn quantile_sorts_nan_first_and_keeps_signed_zero_ties_in_input_order() {
+        let mut v = [2.0, f64::NAN, 1.0];
+        sort_nan_first(&mut v);
+        assert!(v[0].is_nan() && v[1] == 1.0 && v[2] == 2.0);
+        // NaN ranks lowest: the minimum of values with a NaN is the NaN.
+        assert!(quantile(0.0, &mut [5.0, f64::NAN, 1.0]).is_nan());
+        assert_eq!(quantile(1.0, &mut [5.0, f64::NAN, 1.0]), 5.0);
+        // -0 and +0 tie and keep their order (Go's insertion sort of a short input): the top
+        // value is the later zero.
+        assert_eq!(quantile(1.0, &mut [0.0, -0.0]).to_bits(), (-0.0f64).to_bits());
+        assert_eq!(quantile(1.0, &mut [-0.0, 0.0]).to_bits(), 0.0f64.to_bits());
     }
 
     #[test]

@@ -44,8 +44,8 @@ fn parse_le(s: &str) -> Option<f64> {
     }
 }
 
-/// Sorts, merges equal bounds and makes counts monotonic; `None` when unusable.
-fn prepare(mut b: Vec<(f64, f64)>, min_len: usize) -> Option<Vec<(f64, f64)>> {
+/// Sorts the buckets by upper bound and merges equal bounds; `None` without a +Inf bucket.
+fn prepare(mut b: Vec<(f64, f64)>) -> Option<Vec<(f64, f64)>> {
     b.sort_by(|x, y| x.0.total_cmp(&y.0));
     if b.last().map(|l| l.0) != Some(f64::INFINITY) {
         return None;
@@ -57,59 +57,81 @@ fn prepare(mut b: Vec<(f64, f64)>, min_len: usize) -> Option<Vec<(f64, f64)>> {
             _ => merged.push((ub, c)),
         }
     }
-    let mut max = f64::NEG_INFINITY;
-    for x in merged.iter_mut() {
-        if x.1 < max {
-            x.1 = max;
-        } else {
-            max = x.1;
-        }
-    }
-    if merged.len() < min_len {
-        return None;
-    }
     Some(merged)
 }
 
-/// True when the cumulative counts, in bound order, decrease by more than a rounding error
-/// (so `histogram_quantile` has to force them monotonic).
-fn non_monotonic(b: &[(f64, f64)]) -> bool {
-    let mut b = b.to_vec();
-    b.sort_by(|x, y| x.0.total_cmp(&y.0));
-    let mut prev = f64::NEG_INFINITY;
-    for &(_, c) in &b {
-        if c < prev && (prev - c) > 1e-12 * prev.abs().max(c.abs()) {
-            return true;
-        }
-        prev = prev.max(c);
+/// Relative difference below which Prometheus takes two bucket counts as equal.
+const SMALL_DELTA_TOLERANCE: f64 = 1e-12;
+
+/// Prometheus's `almost.Equal`: both NaN, equal, or differing by less than `eps` relative to
+/// their magnitude (absolutely, near zero).
+fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
+    if (a.is_nan() && b.is_nan()) || a == b {
+        return true;
     }
-    false
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
+        return diff < eps * f64::MIN_POSITIVE;
+    }
+    diff / abs_sum.min(f64::MAX) < eps
 }
 
-/// The φ-quantile of cumulative buckets.
-pub(crate) fn bucket_quantile(q: f64, buckets: Vec<(f64, f64)>) -> f64 {
+/// Makes sorted cumulative counts monotonic as Prometheus does: a count within the tolerance
+/// of the last kept one takes its value (in either direction), a smaller one is raised to it.
+/// True when a decrease had to be removed (Prometheus's monotonicity info).
+fn ensure_monotonic(b: &mut [(f64, f64)]) -> bool {
+    let mut forced = false;
+    let Some(mut prev) = b.first().map(|x| x.1) else { return false };
+    for x in b.iter_mut().skip(1) {
+        let cur = x.1;
+        if cur == prev {
+            continue;
+        }
+        if almost_equal(prev, cur, SMALL_DELTA_TOLERANCE) {
+            x.1 = prev;
+            continue;
+        }
+        if cur < prev {
+            x.1 = prev;
+            forced = true;
+            continue;
+        }
+        prev = cur;
+    }
+    forced
+}
+
+/// The φ-quantile of cumulative buckets, and whether their counts had to be made monotonic.
+pub(crate) fn bucket_quantile(q: f64, buckets: Vec<(f64, f64)>) -> (f64, bool) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, false);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, false);
     }
-    let Some(b) = prepare(buckets, 2) else { return f64::NAN };
+    let Some(mut b) = prepare(buckets) else { return (f64::NAN, false) };
+    let forced = ensure_monotonic(&mut b);
     let n = b.len();
+    if n < 2 {
+        return (f64::NAN, forced);
+    }
     let total = b[n - 1].1;
-    if total == 0.0 || total.is_nan() {
-        return f64::NAN;
+    if total == 0.0 {
+        return (f64::NAN, forced);
     }
     let mut rank = q * total;
-    let i = b.partition_point(|x| x.1 < rank);
+    // The first bucket (of all but the last) holding the rank; with a NaN total or count,
+    // Go's binary search decides.
+    let i = super::functions::go_search(n - 1, |i| b[i].1 >= rank);
     if i == n - 1 {
-        return b[n - 2].0;
+        return (b[n - 2].0, forced);
     }
     if i == 0 && b[0].0 <= 0.0 {
-        return b[0].0;
+        return (b[0].0, forced);
     }
     let (mut start, end, mut count) = (0.0, b[i].0, b[i].1);
     if i > 0 {
@@ -117,51 +139,41 @@ pub(crate) fn bucket_quantile(q: f64, buckets: Vec<(f64, f64)>) -> f64 {
         count -= b[i - 1].1;
         rank -= b[i - 1].1;
     }
-    start + (end - start) * (rank / count)
+    (start + (end - start) * (rank / count), forced)
 }
 
 /// The fraction of observations between `lo` and `hi` in cumulative buckets.
 pub(crate) fn bucket_fraction(lo: f64, hi: f64, buckets: Vec<(f64, f64)>) -> f64 {
-    if lo.is_nan() || hi.is_nan() {
-        return f64::NAN;
-    }
-    let Some(b) = prepare(buckets, 1) else { return f64::NAN };
+    // Unlike the quantile, the fraction takes the counts as they are.
+    let Some(b) = prepare(buckets) else { return f64::NAN };
     let n = b.len();
     let total = b[n - 1].1;
-    if total == 0.0 {
+    if total == 0.0 || lo.is_nan() || hi.is_nan() {
         return f64::NAN;
     }
     if lo >= hi {
         return 0.0;
     }
-    // Observations below `x`, interpolating linearly inside finite buckets; the observations
-    // of a bucket without a finite lower bound sit at -Inf, those of the +Inf bucket at +Inf.
+    // Observations below `x`: the count of the buckets below the first bucket reaching past
+    // `x`, plus a linear share of that bucket; none of a bucket without a finite lower bound
+    // (first bucket at or below zero) or of the +Inf bucket. More than the total (counts that
+    // are not monotonic) counts as the total.
+    let capped = |r: f64| if r > total { total } else { r };
     let below = |x: f64| -> f64 {
-        if x == f64::INFINITY {
-            return total;
+        let mut prev = 0.0;
+        let mut lb = if b[0].0 <= 0.0 { f64::NEG_INFINITY } else { 0.0 };
+        for &(ub, count) in &b {
+            if lb >= x {
+                return capped(prev);
+            }
+            if ub > x {
+                let r = if lb == f64::NEG_INFINITY { count } else { prev + (count - prev) * (x - lb) / (ub - lb) };
+                return capped(r);
+            }
+            prev = count;
+            lb = ub;
         }
-        if x == f64::NEG_INFINITY {
-            return 0.0;
-        }
-        let i = b.partition_point(|y| y.0 < x).min(n - 1);
-        let prev = if i == 0 { 0.0 } else { b[i - 1].1 };
-        if b[i].0 == f64::INFINITY {
-            return prev;
-        }
-        let lb = if i > 0 {
-            b[i - 1].0
-        } else if b[0].0 > 0.0 {
-            0.0
-        } else {
-            f64::NEG_INFINITY
-        };
-        if lb == f64::NEG_INFINITY {
-            return b[i].1;
-        }
-        if x <= lb {
-            return prev;
-        }
-        prev + (b[i].1 - prev) * (x - lb) / (b[i].0 - lb)
+        total
     };
     (below(hi) - below(lo)) / total
 }
@@ -225,12 +237,13 @@ impl NodeSpec for HistogramSpec {
                 let t = self.grid.start + i as i64 * self.grid.step;
                 let v = match self.func {
                     HistFn::Quantile => {
-                        if non_monotonic(&b) {
+                        let (v, forced) = bucket_quantile(p(0, i), b);
+                        if forced {
                             ctx.info(format!(
                                 "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name \"{name}\""
                             ));
                         }
-                        bucket_quantile(p(0, i), b)
+                        v
                     }
                     HistFn::Fraction => bucket_fraction(p(0, i), p(1, i), b),
                 };
@@ -250,9 +263,49 @@ mod tests {
     fn quantile_interpolates_in_bucket() {
         let b = vec![(0.1, 10.0), (0.5, 30.0), (1.0, 40.0), (f64::INFINITY, 40.0)];
         // rank 20 falls in (0.1, 0.5] halfway.
-        assert!((bucket_quantile(0.5, b.clone()) - 0.3).abs() < 1e-12);
-        assert_eq!(bucket_quantile(1.0, b.clone()), 1.0);
-        assert!(bucket_quantile(0.5, vec![(1.0, 1.0)]).is_nan());
+        assert!((bucket_quantile(0.5, b.clone()).0 - 0.3).abs() < 1e-12);
+        assert_eq!(bucket_quantile(1.0, b.clone()).0, 1.0);
+        assert!(bucket_quantile(0.5, vec![(1.0, 1.0)]).0.is_nan());
         assert!((bucket_fraction(0.0, 0.5, b) - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn quantile_special_values_follow_prometheus() {
+        let nan = f64::NAN;
+        // A NaN total: no bucket reaches the rank, so the answer is the largest finite bound.
+        let b = vec![(1.0, 1.0), (2.0, 2.0), (f64::INFINITY, nan)];
+        assert_eq!(bucket_quantile(0.5, b), (2.0, false));
+        // A zero total is NaN; φ outside [0, 1] is ±Inf, NaN φ is NaN, without the info.
+        assert!(bucket_quantile(0.5, vec![(1.0, 0.0), (f64::INFINITY, 0.0)]).0.is_nan());
+        let b = vec![(1.0, 5.0), (2.0, 3.0), (f64::INFINITY, 6.0)];
+        assert_eq!(bucket_quantile(-0.5, b.clone()), (f64::NEG_INFINITY, false));
+        assert_eq!(bucket_quantile(1.5, b.clone()), (f64::INFINITY, false));
+        assert!(bucket_quantile(nan, b.clone()).0.is_nan());
+        // A real decrease is forced away (and reported)...
+        assert!(bucket_quantile(0.5, b).1);
+        // ...while a difference within 1e-12 (relative) in either direction is not reported,
+        // and the count is flattened: rank 0.5 * 3 = 1.5 lands in the second bucket.
+        let tiny = vec![(1.0, 1.0), (2.0, 3.0), (3.0, 3.0 * (1.0 - 1e-15)), (f64::INFINITY, 3.0)];
+        let (q, forced) = bucket_quantile(0.5, tiny);
+        assert!(!forced);
+        assert!((q - 1.25).abs() < 1e-12, "{q}");
+    }
+
+    #[test]
+    fn fraction_takes_counts_as_they_are() {
+        // Not monotonic: Prometheus does not repair counts for the fraction, and caps a rank
+        // above the total at the total.
+        let b = vec![(1.0, 4.0), (2.0, 8.0), (f64::INFINITY, 6.0)];
+        // Below 1.5: 4 + (8 - 4) * 0.5 = 6 of 6.
+        assert_eq!(bucket_fraction(f64::NEG_INFINITY, 1.5, b.clone()), 1.0);
+        // Below 2: 8, capped at 6.
+        assert_eq!(bucket_fraction(0.0, 2.0, b.clone()), 1.0);
+        assert_eq!(bucket_fraction(0.5, 1.0, b.clone()), 2.0 / 6.0);
+        // NaN bounds are NaN, an empty interval is 0.
+        assert!(bucket_fraction(f64::NAN, 1.0, b.clone()).is_nan());
+        assert_eq!(bucket_fraction(2.0, 1.0, b), 0.0);
+        // A bound exactly at a bucket boundary takes that bucket's count without interpolation.
+        let b = vec![(0.1, 1.0), (0.3, 3.0), (f64::INFINITY, 3.0)];
+        assert_eq!(bucket_fraction(f64::NEG_INFINITY, 0.3, b), 1.0);
     }
 }

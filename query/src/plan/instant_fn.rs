@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+use super::functions::{go_max, go_min};
 use super::{EvalCtx, Grid, NodeSpec, SeriesData, scalar_per_step};
 use crate::error::Result;
 
@@ -142,12 +143,15 @@ fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
 
-/// A date field of a Unix time in seconds (UTC).
+/// A date field of a Unix time in seconds (UTC). The seconds are truncated towards zero, as
+/// Prometheus converts them (`int64(v)`), so -0.5 is still 1970-01-01 00:00:00. A time that is
+/// not finite or does not fit an int64 gives NaN (Go's conversion of it is platform-defined).
 fn date_part(f: InstFn, secs: f64) -> f64 {
-    if !secs.is_finite() {
+    // i64::MAX as f64 is 2^63.
+    if !secs.is_finite() || secs.abs() >= 9_223_372_036_854_775_808.0 {
         return f64::NAN;
     }
-    let s = secs.floor() as i64;
+    let s = secs.trunc() as i64;
     let days = s.div_euclid(86_400);
     let sod = s.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -194,8 +198,10 @@ impl InstantFnSpec {
                     v
                 }
             }
-            Deg => v.to_degrees(),
-            Rad => v.to_radians(),
+            // Prometheus multiplies first and divides then, which rounds differently from
+            // `to_degrees` / `to_radians` (and overflows for huge values).
+            Deg => v * 180.0 / std::f64::consts::PI,
+            Rad => v * std::f64::consts::PI / 180.0,
             Sin => v.sin(),
             Cos => v.cos(),
             Tan => v.tan(),
@@ -213,15 +219,17 @@ impl InstantFnSpec {
                 let inv = 1.0 / p(0);
                 (v * inv + 0.5).floor() / inv
             }
+            // Go's math.Max(min, math.Min(max, v)): a NaN sample or bound gives NaN, except
+            // where an infinite bound wins (clamp_min(NaN, +Inf) is +Inf).
             Clamp => {
                 let (lo, hi) = (p(0), p(1));
                 if hi < lo {
                     return None;
                 }
-                v.max(lo).min(hi)
+                go_max(lo, go_min(hi, v))
             }
-            ClampMin => v.max(p(0)),
-            ClampMax => v.min(p(0)),
+            ClampMin => go_max(p(0), go_min(f64::INFINITY, v)),
+            ClampMax => go_max(f64::NEG_INFINITY, go_min(p(0), v)),
             Timestamp => t as f64 / 1000.0,
             DropName => v,
             f => date_part(f, v),
@@ -279,6 +287,70 @@ mod tests {
         assert_eq!(date_part(InstFn::Hour, t), 13.0);
         assert_eq!(date_part(InstFn::Minute, t), 45.0);
         assert_eq!(date_part(InstFn::DayOfWeek, 0.0), 4.0);
+    }
+
+    /// `func(v, params)` at one step.
+    fn at(func: InstFn, v: f64, params: &[f64]) -> Option<f64> {
+        let spec = InstantFnSpec { grid: Grid::new(0, 0, 1), func };
+        spec.apply(v, 0, &|k| params.get(k).copied().unwrap_or(f64::NAN))
+    }
+
+    #[test]
+    fn clamp_propagates_nan_as_go_does() {
+        let (nan, inf) = (f64::NAN, f64::INFINITY);
+        let b = |v: Option<f64>| v.map(f64::to_bits);
+        // (function, sample, params, Prometheus's result: math.Max(min, math.Min(max, v)))
+        let cases: &[(InstFn, f64, &[f64], Option<f64>)] = &[
+            (InstFn::ClampMin, nan, &[0.0], Some(nan)),
+            (InstFn::ClampMax, nan, &[1.0], Some(nan)),
+            (InstFn::Clamp, nan, &[0.0, 1.0], Some(nan)),
+            (InstFn::ClampMin, 5.0, &[nan], Some(nan)),
+            (InstFn::ClampMax, 5.0, &[nan], Some(nan)),
+            (InstFn::Clamp, 5.0, &[0.0, nan], Some(nan)),
+            (InstFn::Clamp, 5.0, &[nan, 0.0], Some(nan)),
+            // An infinite bound in its own direction wins over NaN.
+            (InstFn::ClampMin, nan, &[inf], Some(inf)),
+            (InstFn::ClampMax, nan, &[-inf], Some(-inf)),
+            (InstFn::ClampMin, -inf, &[0.0], Some(0.0)),
+            (InstFn::ClampMax, inf, &[1.0], Some(1.0)),
+            // Signed zeros: Max prefers +0, Min -0.
+            (InstFn::ClampMin, -0.0, &[0.0], Some(0.0)),
+            (InstFn::ClampMax, 0.0, &[-0.0], Some(-0.0)),
+            (InstFn::Clamp, -0.0, &[0.0, 0.0], Some(0.0)),
+            // max < min: no sample.
+            (InstFn::Clamp, 1.0, &[5.0, -5.0], None),
+        ];
+        for (f, v, p, want) in cases {
+            assert_eq!(b(at(*f, *v, p)), b(*want), "{f:?}({v}, {p:?})");
+        }
+    }
+
+    #[test]
+    fn degrees_and_radians_round_like_prometheus() {
+        // Prometheus computes v*180/Pi and v*Pi/180, not v*(180/Pi) and v*(Pi/180).
+        for v in [1.0, 3.0, 0.1, 123.456, 1e300, -7.25] {
+            assert_eq!(at(InstFn::Deg, v, &[]), Some(v * 180.0 / std::f64::consts::PI), "deg({v})");
+            assert_eq!(at(InstFn::Rad, v, &[]), Some(v * std::f64::consts::PI / 180.0), "rad({v})");
+        }
+        // The orders differ in the last bit for 0.1 (degrees) and 3 (radians), so the test
+        // tells them apart; and v*180 overflows for 1e307 where v*(180/Pi) does not.
+        assert_ne!(0.1f64.to_degrees(), 0.1 * 180.0 / std::f64::consts::PI);
+        assert_ne!(3.0f64.to_radians(), 3.0 * std::f64::consts::PI / 180.0);
+        assert_eq!(at(InstFn::Deg, 1e307, &[]), Some(f64::INFINITY));
+        assert!(at(InstFn::Sgn, f64::NAN, &[]).unwrap().is_nan());
+        assert_eq!(at(InstFn::Sgn, -0.0, &[]).map(f64::to_bits), Some((-0.0f64).to_bits()));
+        assert_eq!(at(InstFn::Sgn, -f64::INFINITY, &[]), Some(-1.0));
+    }
+
+    #[test]
+    fn date_functions_truncate_towards_zero() {
+        // Prometheus converts the seconds with int64(v): -0.5 is 1970-01-01T00:00:00.
+        assert_eq!(date_part(InstFn::Year, -0.5), 1970.0);
+        assert_eq!(date_part(InstFn::Minute, -0.5), 0.0);
+        assert_eq!(date_part(InstFn::Year, -1.5), 1969.0);
+        assert_eq!(date_part(InstFn::Minute, 59.9), 0.0);
+        assert!(date_part(InstFn::Year, f64::NAN).is_nan());
+        assert!(date_part(InstFn::Hour, f64::INFINITY).is_nan());
     }
 
     #[test]

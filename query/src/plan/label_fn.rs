@@ -45,26 +45,32 @@ pub(crate) struct LabelFnSpec {
 }
 
 impl LabelFnSpec {
-    /// Checks the arguments as Prometheus does, so errors surface at planning time.
+    /// Checks the arguments as Prometheus does before it evaluates the function, in its order
+    /// and with its messages. These are evaluation errors (`execution`), not parse errors:
+    /// Prometheus's parser accepts any string there. (Names that are not UTF-8 once their
+    /// escapes are decoded are caught on the query text, see
+    /// `planner::check_label_name_literals`.)
     pub(crate) fn validate(&self) -> Result<()> {
         match &self.op {
             LabelOp::Replace { dst, regex, .. } => {
                 compile(regex)?;
                 if dst.is_empty() {
-                    return Err(Error::BadData(format!("invalid destination label name in label_replace(): {dst}")));
+                    return Err(Error::Execution(format!("invalid destination label name in label_replace(): {dst}")));
                 }
             }
             LabelOp::Join { dst, srcs, .. } => {
-                if dst.is_empty() {
-                    return Err(Error::BadData(format!("invalid destination label name in label_join(): {dst}")));
-                }
                 if let Some(s) = srcs.iter().find(|s| s.is_empty()) {
-                    return Err(Error::BadData(format!("invalid source label name in label_join(): {s}")));
+                    return Err(Error::Execution(format!("invalid source label name in label_join(): {s}")));
+                }
+                if dst.is_empty() {
+                    return Err(Error::Execution(format!("invalid destination label name in label_join(): {dst}")));
                 }
             }
             LabelOp::QuantileUnion { dst, n } => {
                 if dst.is_empty() {
-                    return Err(Error::BadData(format!("invalid quantile label name in histogram_quantiles(): {dst}")));
+                    return Err(Error::Execution(format!(
+                        "invalid quantile label name in histogram_quantiles(): {dst}"
+                    )));
                 }
                 if *n == 0 {
                     return Err(Error::BadData("histogram_quantiles() needs at least one quantile".into()));
@@ -75,9 +81,10 @@ impl LabelFnSpec {
     }
 }
 
+/// The regex of `label_replace`, anchored and with `.` matching newlines as in Prometheus 3.
 fn compile(re: &str) -> Result<regex::Regex> {
     regex::Regex::new(&format!("^(?s:{re})$"))
-        .map_err(|e| Error::BadData(format!("invalid regular expression in label_replace(): {re}: {e}")))
+        .map_err(|_| Error::Execution(format!("invalid regular expression in label_replace(): {re}")))
 }
 
 impl NodeSpec for LabelFnSpec {
@@ -175,6 +182,70 @@ pub(crate) fn open_metrics_float(f: f64) -> String {
     if s.contains(['.', 'e']) { s } else { format!("{s}.0") }
 }
 
+/// A float as Go's `%v` prints it (in Prometheus's error messages): [`go_format_g`], and
+/// `NaN`, `+Inf`, `-Inf`.
+pub(crate) fn go_format_v(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        go_format_g(f)
+    }
+}
+
+/// Go's `strconv.Quote` of a byte string: double quotes; `\"` and `\\` escaped; printable
+/// characters as they are; `\a \b \f \n \r \t \v`; other control and format characters as
+/// `\xNN` (below U+0080), `\uNNNN` or `\UNNNNNNNN`; bytes that are not UTF-8 as `\xNN`.
+pub(crate) fn go_quote(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(b.len() + 2);
+    out.push('"');
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '\u{7}' => out.push_str("\\a"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{b}' => out.push_str("\\v"),
+                c if go_is_print(c) => out.push(c),
+                c if (c as u32) < 0x80 => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if (c as u32) < 0x10000 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let _ = write!(out, "\\U{:08x}", c as u32);
+                }
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `strconv.IsPrint`, near enough: everything but control characters, spaces other than
+/// U+0020, the common format characters and private-use code points.
+fn go_is_print(c: char) -> bool {
+    let u = c as u32;
+    !(c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || matches!(u, 0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x180e | 0x200b..=0x200f | 0x202a..=0x202e)
+        || matches!(u, 0x2060..=0x206f | 0xfeff | 0xfff9..=0xfffb | 0xe000..=0xf8ff | 0xf0000..)
+        || matches!(u, 0x110bd | 0x110cd | 0x1bca0..=0x1bca3 | 0x1d173..=0x1d17a | 0xe0001 | 0xe0020..=0xe007f))
+}
+
 /// Go's `strconv.FormatFloat(f, 'g', -1, 64)` for finite `f`: the shortest round-trip digits,
 /// in exponent form (`1e-05`, `1.234567e+06`) when the decimal exponent is below -4 or at
 /// least 6, else in plain decimal form.
@@ -239,6 +310,53 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(open_metrics_float(f), want, "{f}");
         }
+    }
+
+    #[test]
+    fn go_quote_matches_strconv_quote() {
+        let cases: [(&[u8], &str); 8] = [
+            (b"plain", r#""plain""#),
+            (b"a\xc5z", r#""a\xc5z""#),
+            (b"q\"b\\", r#""q\"b\\""#),
+            (b"\n\t\x07\x00\x7f", r#""\n\t\a\x00\x7f""#),
+            ("é✓".as_bytes(), "\"é✓\""),
+            ("\u{a0}\u{200b}".as_bytes(), r#""\u00a0\u200b""#),
+            ("\u{e0001}".as_bytes(), r#""\U000e0001""#),
+            (b"", r#""""#),
+        ];
+        for (input, want) in cases {
+            assert_eq!(go_quote(input), want, "{input:?}");
+        }
+        assert_eq!(go_format_v(1e19), "1e+19");
+        assert_eq!(go_format_v(123456.0), "123456");
+        assert_eq!(go_format_v(f64::NEG_INFINITY), "-Inf");
+    }
+
+    #[test]
+    fn argument_errors_are_execution_errors_with_prometheus_text() {
+        let check = |op: LabelOp| {
+            let e = LabelFnSpec { op }.validate().unwrap_err();
+            assert_eq!(e.error_type(), "execution", "{e}");
+            e.to_string()
+        };
+        let replace = |dst: &str, regex: &str| LabelOp::Replace {
+            dst: dst.into(),
+            replacement: "x".into(),
+            src: "s".into(),
+            regex: regex.into(),
+        };
+        assert_eq!(check(replace("d", "(.*")), "invalid regular expression in label_replace(): (.*");
+        assert_eq!(check(replace("", "(.*)")), "invalid destination label name in label_replace(): ");
+        // The regex is checked first.
+        assert_eq!(check(replace("", "(")), "invalid regular expression in label_replace(): (");
+        let join = |dst: &str, srcs: &[&str]| LabelOp::Join {
+            dst: dst.into(),
+            sep: ",".into(),
+            srcs: srcs.iter().map(|s| s.to_string()).collect(),
+        };
+        // Sources are checked before the destination.
+        assert_eq!(check(join("", &["a", ""])), "invalid source label name in label_join(): ");
+        assert_eq!(check(join("", &["a"])), "invalid destination label name in label_join(): ");
     }
 
     #[test]

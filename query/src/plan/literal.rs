@@ -5,7 +5,7 @@
 //!   (no input) ──► PromLiteral(grid, time) ──► ({}, t0, t0/1000), ({}, t1, t1/1000), ...
 //! ```
 //!
-//! A scalar is one series with an empty label set (see the batch layout in [`super`]).
+//! A scalar is one series with an empty label set (see the batch layout in [`super::batch`]).
 
 use std::fmt;
 

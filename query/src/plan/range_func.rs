@@ -322,17 +322,13 @@ impl RangeFuncSpec {
                 if n < 2 {
                     return Ok(None);
                 }
+                let dt = ts[n - 1] - ts[n - 2];
+                if dt == 0 {
+                    return Ok(None);
+                }
                 let (prev, cur) = (vs[n - 2], vs[n - 1]);
                 let dv = if self.func == Irate && reset(n - 1) { cur } else { cur - prev };
-                if self.func == Idelta {
-                    Some(dv)
-                } else {
-                    let dt = ts[n - 1] - ts[n - 2];
-                    if dt == 0 {
-                        return Ok(None);
-                    }
-                    Some(dv / (dt as f64 / 1000.0))
-                }
+                if self.func == Idelta { Some(dv) } else { Some(dv / (dt as f64 / 1000.0)) }
             }
             Deriv => {
                 if n < 2 {
@@ -387,12 +383,19 @@ impl RangeFuncSpec {
                 Some(ts[best] as f64 / 1000.0)
             }
             DoubleExponentialSmoothing => {
+                // As in Prometheus, a NaN factor passes the check (and makes the result NaN).
                 let (sf, tf) = (p(0), p(1));
-                if !(sf > 0.0 && sf < 1.0) {
-                    return Err(Error::Execution(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}")));
+                if sf <= 0.0 || sf >= 1.0 {
+                    return Err(Error::Execution(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
+                        go_fixed6(sf)
+                    )));
                 }
-                if !(tf > 0.0 && tf < 1.0) {
-                    return Err(Error::Execution(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf}")));
+                if tf <= 0.0 || tf >= 1.0 {
+                    return Err(Error::Execution(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {}",
+                        go_fixed6(tf)
+                    )));
                 }
                 if n < 2 {
                     return Ok(None);
@@ -412,6 +415,14 @@ impl RangeFuncSpec {
             Matrix => None,
         })
     }
+}
+
+/// A float as Go's `%f` prints it: six decimals, `NaN`, `+Inf`, `-Inf`.
+fn go_fixed6(f: f64) -> String {
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    format!("{f:.6}")
 }
 
 /// Whether a start timestamp says a counter reset happened between the previous sample
@@ -595,6 +606,36 @@ mod tests {
         };
         let out = spec.eval(input, &[], &EvalCtx::new(100)).unwrap();
         assert_eq!(out[1].vs, vec![2.0]);
+    }
+
+    #[test]
+    fn smoothing_factors_are_checked_as_prometheus_does() {
+        let spec = |sf: f64, tf: f64| {
+            let s = RangeFuncSpec {
+                grid: Grid::new(30_000, 30_000, 1),
+                range: 60_000,
+                shift: TimeShift::default(),
+                func: RangeFn::DoubleExponentialSmoothing,
+            };
+            let p = |v: f64| vec![SeriesData { labels: Labels::default(), ts: vec![30_000], vs: vec![v] }];
+            let x = SeriesData {
+                labels: Labels::from_pairs([("a", "b")]),
+                ts: vec![0, 15_000, 30_000],
+                vs: vec![1.0, 2.0, 4.0],
+            };
+            s.eval(vec![x], &[p(sf), p(tf)], &EvalCtx::new(100))
+        };
+        assert_eq!(
+            spec(1.0, 0.5).unwrap_err().to_string(),
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000"
+        );
+        assert_eq!(
+            spec(0.5, f64::NEG_INFINITY).unwrap_err().to_string(),
+            "invalid trend factor. Expected: 0 < tf < 1, got: -Inf"
+        );
+        // A NaN factor is not rejected (no comparison with NaN holds); the result is NaN.
+        assert!(spec(f64::NAN, 0.5).unwrap()[0].vs[0].is_nan());
+        assert!(spec(0.5, f64::NAN).unwrap()[0].vs[0].is_nan());
     }
 
     #[test]

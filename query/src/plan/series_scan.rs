@@ -26,7 +26,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use engine::{MatchOp, Matcher, SelectHints, SelectRequest, SeriesBatch, SeriesSource};
 use futures::{StreamExt, TryStreamExt};
 
-use super::{EvalCtx, NodeSpec, PromLogical, SeriesData, encode_labels, prom_properties, prom_schema, to_df};
+use super::{PromLogical, SeriesData, encode_labels, prom_properties, prom_schema, to_df};
 use crate::error::{Error, Result};
 
 /// One label matcher as a plain, hashable value.
@@ -92,10 +92,12 @@ fn scan_schema(spec: &ScanSpec) -> arrow::datatypes::SchemaRef {
     if spec.start_timestamps { super::prom_schema_with_start_timestamps() } else { prom_schema() }
 }
 
-impl NodeSpec for ScanSpec {
-    const NAME: &'static str = "PromSeriesScan";
+impl ScanSpec {
+    /// The logical node name.
+    pub(crate) const NAME: &'static str = "PromSeriesScan";
 
-    fn fmt_params(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// Writes the scan's parameters for EXPLAIN.
+    pub(crate) fn fmt_params(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, set) in self.matcher_sets.iter().enumerate() {
             if i > 0 {
                 f.write_str(" or ")?;
@@ -115,14 +117,7 @@ impl NodeSpec for ScanSpec {
         }
         Ok(())
     }
-
-    fn eval(&self, _main: Vec<SeriesData>, _params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
-        Err(Error::Internal("PromSeriesScan runs only as PromSeriesScanExec".into()))
-    }
 }
-
-/// The logical scan node.
-pub(crate) type SeriesScan = PromLogical<ScanSpec>;
 
 /// The physical scan over a [`SeriesSource`].
 #[derive(Debug)]
@@ -134,11 +129,11 @@ pub(crate) struct SeriesScanExec {
 }
 
 impl SeriesScanExec {
-    /// A scan of `node` over `source`.
-    pub(crate) fn new(node: SeriesScan, source: Arc<dyn SeriesSource>, _ctx: EvalCtx) -> Self {
-        let props = if node.spec.start_timestamps {
+    /// A scan of `spec` over `source`.
+    pub(crate) fn new(spec: ScanSpec, source: Arc<dyn SeriesSource>) -> Self {
+        let props = if spec.start_timestamps {
             Arc::new(PlanProperties::new(
-                datafusion::physical_expr::EquivalenceProperties::new(scan_schema(&node.spec)),
+                datafusion::physical_expr::EquivalenceProperties::new(scan_schema(&spec)),
                 datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
                 datafusion::physical_plan::execution_plan::EmissionType::Final,
                 datafusion::physical_plan::execution_plan::Boundedness::Bounded,
@@ -146,7 +141,7 @@ impl SeriesScanExec {
         } else {
             prom_properties()
         };
-        SeriesScanExec { spec: node.spec, source, props, metrics: ExecutionPlanMetricsSet::new() }
+        SeriesScanExec { spec, source, props, metrics: ExecutionPlanMetricsSet::new() }
     }
 }
 

@@ -130,8 +130,9 @@ impl NodeSpec for StepFnSpec {
                         (true, true) => Ordering::Equal,
                         (true, false) => Ordering::Greater,
                         (false, true) => Ordering::Less,
-                        _ if *desc => y.total_cmp(&x),
-                        _ => x.total_cmp(&y),
+                        // -0 and +0 tie, as in Prometheus's comparison; the sort is stable.
+                        _ if *desc => y.partial_cmp(&x).unwrap_or(Ordering::Equal),
+                        _ => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
                     }
                 });
                 Ok(main)

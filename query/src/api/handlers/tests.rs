@@ -146,6 +146,56 @@ async fn bad_requests_answer_bad_data() {
     assert_eq!(st, StatusCode::OK);
 }
 
+/// Percent-encodes a parameter value.
+fn enc(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+#[tokio::test]
+async fn evaluation_errors_answer_execution() {
+    let (_, r) = app();
+    let cases = [
+        (r#"label_replace(up, "dst", "$1", "src", "(.*")"#, "invalid regular expression in label_replace(): (.*"),
+        (r#"label_replace(up, "", "$1", "src", "(.*)")"#, "invalid destination label name in label_replace(): "),
+        (r#"count_values("", up)"#, r#"invalid label name """#),
+        ("topk(NaN, up)", "Parameter value is NaN"),
+    ];
+    for (q, want) in cases {
+        let (st, v) = get(&r, &format!("/api/v1/query?time=120&query={}", enc(q))).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {v}");
+        assert_eq!(v["errorType"], "execution", "{q}");
+        assert_eq!(v["error"], want, "{q}");
+        let (st, v) = get(&r, &format!("/api/v1/query_range?start=0&end=120&step=60&query={}", enc(q))).await;
+        assert_eq!((st, v["errorType"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("execution")), "{q}");
+    }
+    // A parse error in the same place is still bad_data.
+    let (st, v) = get(&r, &format!("/api/v1/query?query={}", enc(r#"label_replace(up, "dst")"#))).await;
+    assert_eq!((st, v["errorType"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_data")));
+}
+
+#[tokio::test]
+async fn raw_strings_and_empty_match_sides() {
+    let (_, r) = app();
+    // A raw string's backslashes are the regex's, in queries and in match[].
+    let (st, v) = get(&r, &format!("/api/v1/query?time=120&query={}", enc(r"up{job=~`a\w+`}"))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["data"]["result"],
+        json!([{"metric": {"__name__": "up", "instance": "h1", "job": "api"}, "value": [120, "2"]}])
+    );
+    let (_, v) = get(&r, &format!("/api/v1/series?match[]={}", enc(r"up{instance=~`h\d`,job=~`w\w+`}"))).await;
+    assert_eq!(v["data"], json!([{"__name__": "up", "instance": "h2", "job": "web"}]));
+    let (_, v) = get(&r, &format!("/api/v1/format_query?query={}", enc(r"up{job=~`a\w+`}"))).await;
+    assert_eq!(v["data"], r#"up{job=~"a\\w+"}"#);
+    // Nothing on one side: an empty answer, not a matching error (both `up` series share the
+    // empty `code` of the group `on(code)`).
+    let (st, v) = get(&r, &format!("/api/v1/query?time=120&query={}", enc("nonexistent - on(code) up"))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["result"], json!([]));
+    let (st, v) = get(&r, &format!("/api/v1/query?time=120&query={}", enc("vector(1) - on(code) up"))).await;
+    assert_eq!((st, v["errorType"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("execution")), "{v}");
+}
+
 #[tokio::test]
 async fn series_labels_values() {
     let (_, r) = app();

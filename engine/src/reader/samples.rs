@@ -1,0 +1,442 @@
+//! Sample reads of a [`BlockReader`]: series row ranges pruned by the timestamp page index, rows
+//! read with a Parquet `RowSelection`, through the [`PageCache`] when one is attached.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
+use futures::TryStreamExt;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::RowSelection;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::file::metadata::ParquetMetaData;
+
+use super::BlockReader;
+use super::object_reader::ObjectReader;
+use super::page_cache::{DecodedPage, PageCache};
+use crate::error::{Error, Result};
+use crate::format;
+
+/// One data page of the `timestamp` column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct TsPage {
+    start: usize,
+    end: usize,
+    min: Option<i64>,
+    max: Option<i64>,
+}
+
+/// Pages of the timestamp column from the page index (empty when the file has none).
+pub(super) fn timestamp_pages(md: &ParquetMetaData) -> Vec<TsPage> {
+    let (Some(offsets), Some(cols)) = (md.offset_index(), md.column_index()) else { return Vec::new() };
+    let Some(ts_col) =
+        md.file_metadata().schema_descr().columns().iter().position(|c| c.name() == format::COL_TIMESTAMP)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut rg_start = 0usize;
+    for (rg, rgm) in md.row_groups().iter().enumerate() {
+        let rows = rgm.num_rows() as usize;
+        let (Some(oi), Some(ci)) =
+            (offsets.get(rg).and_then(|c| c.get(ts_col)), cols.get(rg).and_then(|c| c.get(ts_col)))
+        else {
+            return Vec::new();
+        };
+        let locs = oi.page_locations();
+        for (p, loc) in locs.iter().enumerate() {
+            let start = rg_start + loc.first_row_index as usize;
+            let end = locs.get(p + 1).map_or(rg_start + rows, |n| rg_start + n.first_row_index as usize);
+            let (min, max) = match ci {
+                parquet::file::page_index::column_index::ColumnIndexMetaData::INT64(ix) => {
+                    (ix.min_value(p).copied(), ix.max_value(p).copied())
+                }
+                _ => (None, None),
+            };
+            out.push(TsPage { start, end, min, max });
+        }
+        rg_start += rows;
+    }
+    out
+}
+
+/// Samples of one series as read from a block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// The series id inside the block.
+    pub series_id: u32,
+    /// Timestamps (ms), ascending.
+    pub timestamps: Vec<i64>,
+    /// Values, bit-exact as written.
+    pub values: Vec<f64>,
+}
+
+impl BlockReader {
+    /// Rows of series `i` in samples.parquet, without the pages that lie wholly inside the series
+    /// and hold only timestamps outside `[min_t, max_t]`.
+    fn series_ranges(&self, i: usize, min_t: i64, max_t: i64) -> Vec<Range<usize>> {
+        let a = self.index.first_row[i] as usize;
+        let b = a + self.index.num_samples[i] as usize;
+        let mut out: Vec<Range<usize>> = Vec::new();
+        let mut push = |r: Range<usize>| match out.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => out.push(r),
+        };
+        if self.ts_pages.is_empty() {
+            push(a..b);
+            return out;
+        }
+        let first = self.ts_pages.partition_point(|p| p.end <= a);
+        for p in self.ts_pages[first..].iter().take_while(|p| p.start < b) {
+            let inside = p.start >= a && p.end <= b;
+            let outside = matches!((p.min, p.max), (Some(lo), Some(hi)) if hi < min_t || lo > max_t);
+            if inside && outside {
+                continue;
+            }
+            push(p.start.max(a)..p.end.min(b));
+        }
+        out
+    }
+
+    /// Reads the samples of `ids` (any order; duplicates ignored) restricted to `[min_t, max_t]`.
+    /// Returns one entry per id, ascending by id; series without samples in range are left out.
+    ///
+    /// With a [`PageCache`] attached, whole timestamp pages are decoded once and later reads copy
+    /// from the cache; without one, only the selected rows are decoded.
+    pub async fn read_samples(&self, ids: &[u32], min_t: i64, max_t: i64) -> Result<Vec<SeriesSamples>> {
+        let mut ids: Vec<u32> = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let path = &self.samples_path;
+        let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
+        if let Some(&i) = ids.iter().find(|&&i| i as usize >= self.index.len()) {
+            return Err(bad(format!("series_id {i} is not in the block ({} series)", self.index.len())));
+        }
+        ids.retain(|&i| self.index.min_time[i as usize] <= max_t && self.index.max_time[i as usize] >= min_t);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Row ranges of each series minus pages wholly outside the time range.
+        let per_series: Vec<(u32, Vec<Range<usize>>)> = ids
+            .iter()
+            .map(|&i| (i, self.series_ranges(i as usize, min_t, max_t)))
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        if per_series.is_empty() {
+            return Ok(Vec::new());
+        }
+        let total_rows = self.total_rows();
+        if let Some(end) = per_series.iter().filter_map(|s| s.1.last()).map(|r| r.end).max()
+            && end > total_rows
+        {
+            return Err(bad(format!("series rows end at {end} but the file has {total_rows} rows")));
+        }
+        let cut = |t: &[i64], v: &[f64], i: u32, out: &mut Vec<SeriesSamples>| {
+            let a = t.partition_point(|&x| x < min_t);
+            let b = t.partition_point(|&x| x <= max_t);
+            if a < b {
+                out.push(SeriesSamples { series_id: i, timestamps: t[a..b].to_vec(), values: v[a..b].to_vec() });
+            }
+        };
+        let mut out = Vec::with_capacity(per_series.len());
+        match &self.cache {
+            Some(cache) if !self.ts_pages.is_empty() => {
+                let pages = self.cached_pages(cache, &per_series).await?;
+                let (mut t, mut v): (Vec<i64>, Vec<f64>) = (Vec::new(), Vec::new());
+                for (i, ranges) in &per_series {
+                    t.clear();
+                    v.clear();
+                    for r in ranges {
+                        let first = self.ts_pages.partition_point(|p| p.end <= r.start);
+                        for (p, page) in self.ts_pages[first..].iter().enumerate().take_while(|(_, p)| p.start < r.end)
+                        {
+                            let Some(d) = pages.get(&(first + p)) else {
+                                return Err(bad(format!("page {} of rows {r:?} was not read", first + p)));
+                            };
+                            let (a, b) = (r.start.max(page.start) - page.start, r.end.min(page.end) - page.start);
+                            t.extend_from_slice(&d.ts[a..b]);
+                            v.extend_from_slice(&d.vs[a..b]);
+                        }
+                    }
+                    cut(&t, &v, *i, &mut out);
+                }
+            }
+            _ => {
+                let mut ranges: Vec<Range<usize>> = Vec::new();
+                for r in per_series.iter().flat_map(|s| s.1.iter()) {
+                    match ranges.last_mut() {
+                        Some(last) if last.end == r.start => last.end = r.end,
+                        _ => ranges.push(r.clone()),
+                    }
+                }
+                let (ts, vs) = self.read_rows(&ranges).await?;
+                let mut at = 0usize;
+                for (i, r) in &per_series {
+                    let n: usize = r.iter().map(|r| r.len()).sum();
+                    cut(&ts[at..at + n], &vs[at..at + n], *i, &mut out);
+                    at += n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn total_rows(&self) -> usize {
+        self.samples_meta.metadata().row_groups().iter().map(|rg| rg.num_rows() as usize).sum()
+    }
+
+    /// The decoded timestamp pages (by index into `ts_pages`) that `per_series` touches: from the
+    /// cache, the missing ones read in one pass and added to it.
+    async fn cached_pages(
+        &self,
+        cache: &PageCache,
+        per_series: &[(u32, Vec<Range<usize>>)],
+    ) -> Result<HashMap<usize, Arc<DecodedPage>>> {
+        let mut wanted: Vec<usize> = Vec::new();
+        for r in per_series.iter().flat_map(|s| s.1.iter()) {
+            let first = self.ts_pages.partition_point(|p| p.end <= r.start);
+            for p in (first..self.ts_pages.len()).take_while(|&p| self.ts_pages[p].start < r.end) {
+                if wanted.last() != Some(&p) {
+                    wanted.push(p);
+                }
+            }
+        }
+        wanted.dedup();
+        let mut got = HashMap::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for p in wanted {
+            match cache.get(self.cache_id, p) {
+                Some(d) => {
+                    got.insert(p, d);
+                }
+                None => missing.push(p),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(got);
+        }
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        for &p in &missing {
+            let r = self.ts_pages[p].start..self.ts_pages[p].end;
+            match ranges.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => ranges.push(r),
+            }
+        }
+        let (ts, vs) = self.read_rows(&ranges).await?;
+        let mut at = 0usize;
+        for p in missing {
+            let n = self.ts_pages[p].end - self.ts_pages[p].start;
+            let d = Arc::new(DecodedPage { ts: ts[at..at + n].to_vec(), vs: vs[at..at + n].to_vec() });
+            at += n;
+            cache.insert(self.cache_id, p, Arc::clone(&d));
+            got.insert(p, d);
+        }
+        Ok(got)
+    }
+
+    /// Timestamps and values of the given ascending, non-adjacent global row ranges, in order.
+    async fn read_rows(&self, ranges: &[Range<usize>]) -> Result<(Vec<i64>, Vec<f64>)> {
+        let path = &self.samples_path;
+        let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
+        // Row groups touched, and the selection relative to them.
+        let md = self.samples_meta.metadata();
+        let mut rg_start = Vec::with_capacity(md.num_row_groups());
+        let mut acc = 0usize;
+        for rg in md.row_groups() {
+            rg_start.push((acc, acc + rg.num_rows() as usize));
+            acc += rg.num_rows() as usize;
+        }
+        let groups: Vec<usize> = rg_start
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, e))| ranges.iter().any(|r| r.start < *e && r.end > *s))
+            .map(|(g, _)| g)
+            .collect();
+        let mut rel: Vec<Range<usize>> = Vec::new();
+        let mut base = 0usize;
+        for &g in &groups {
+            let (s, e) = rg_start[g];
+            for r in ranges {
+                let (a, b) = (r.start.max(s), r.end.min(e));
+                if a < b {
+                    rel.push(base + a - s..base + b - s);
+                }
+            }
+            base += e - s;
+        }
+        let selection = RowSelection::from_consecutive_ranges(rel.into_iter(), base);
+        let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
+        let mask =
+            ProjectionMask::columns(md.file_metadata().schema_descr(), [format::COL_TIMESTAMP, format::COL_VALUE]);
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_projection(mask)
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| Error::parquet(path, e))?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::parquet(path, e))?;
+        let want: usize = ranges.iter().map(|r| r.len()).sum();
+        let (mut ts, mut vs): (Vec<i64>, Vec<f64>) = (Vec::with_capacity(want), Vec::with_capacity(want));
+        for b in &batches {
+            let t = b.column_by_name(format::COL_TIMESTAMP).and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+            let v = b.column_by_name(format::COL_VALUE).and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+            let (Some(t), Some(v)) = (t, v) else { return Err(bad("timestamp/value columns have wrong types".into())) };
+            ts.extend_from_slice(t.values());
+            vs.extend_from_slice(v.values());
+        }
+        if ts.len() != want {
+            return Err(bad(format!("read {} sample rows, expected {want}", ts.len())));
+        }
+        Ok((ts, vs))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::bucket::Bucket;
+    use crate::format::SamplesEncoding;
+    use crate::writer::tests::synthetic;
+    use crate::writer::{BlockWriter, BlockWriterOptions};
+    use futures::stream::BoxStream;
+    use object_store::path::Path as ObjPath;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Counts bytes fetched by GETs.
+    #[derive(Debug)]
+    struct Counting {
+        inner: object_store::memory::InMemory,
+        bytes: AtomicU64,
+    }
+
+    impl std::fmt::Display for Counting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Counting")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Counting {
+        async fn put_opts(&self, p: &ObjPath, v: PutPayload, o: PutOptions) -> object_store::Result<PutResult> {
+            self.inner.put_opts(p, v, o).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            p: &ObjPath,
+            o: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(p, o).await
+        }
+        async fn get_opts(&self, p: &ObjPath, o: GetOptions) -> object_store::Result<GetResult> {
+            let r = self.inner.get_opts(p, o).await?;
+            self.bytes.fetch_add(r.range.end - r.range.start, Ordering::Relaxed);
+            Ok(r)
+        }
+        fn delete_stream(
+            &self,
+            l: BoxStream<'static, object_store::Result<ObjPath>>,
+        ) -> BoxStream<'static, object_store::Result<ObjPath>> {
+            self.inner.delete_stream(l)
+        }
+        fn list(&self, p: Option<&ObjPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&ObjPath>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, a: &ObjPath, b: &ObjPath, o: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(a, b, o).await
+        }
+    }
+
+    #[tokio::test]
+    async fn row_selection_reads_only_the_needed_pages_and_row_groups() {
+        let store = Arc::new(Counting { inner: object_store::memory::InMemory::new(), bytes: AtomicU64::new(0) });
+        let bucket = Bucket::from_store(store.clone(), "counting");
+        let data = synthetic(600, 0);
+        let u = ulid::Ulid::new();
+        // Small row groups and pages so that series straddle both.
+        let enc = SamplesEncoding { row_group_rows: 5_000, page_rows: 500, ..SamplesEncoding::V1 };
+        let mut w = BlockWriter::with_encoding(bucket.clone(), BlockWriterOptions::new(u, 0, 7_200_000), enc).unwrap();
+        for (l, t, v) in &data {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        let r = BlockReader::open(&bucket, &u.to_string()).await.unwrap();
+        let file_size = r.samples_size;
+        assert!(r.samples_meta.metadata().num_row_groups() > 10);
+
+        // Every 37th series, a time window: exact values.
+        let ids: Vec<u32> = (0..600).step_by(37).collect();
+        let got = r.read_samples(&ids, 1_000_000, 5_000_000).await.unwrap();
+        let want: Vec<SeriesSamples> = ids
+            .iter()
+            .filter_map(|&i| {
+                let (_, t, v) = &data[i as usize];
+                let (a, b) = (t.partition_point(|&x| x < 1_000_000), t.partition_point(|&x| x <= 5_000_000));
+                (a < b).then(|| SeriesSamples { series_id: i, timestamps: t[a..b].to_vec(), values: v[a..b].to_vec() })
+            })
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.series_id, &g.timestamps), (w.series_id, &w.timestamps));
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&g.values), bits(&w.values));
+        }
+
+        // One series: far fewer bytes than the file.
+        store.bytes.store(0, Ordering::Relaxed);
+        let one = r.read_samples(&[300], i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(one[0].timestamps, data[300].1);
+        let read = store.bytes.load(Ordering::Relaxed);
+        assert!(read * 10 < file_size, "read {read} bytes of a {file_size}-byte file for one series");
+    }
+
+    #[tokio::test]
+    async fn time_range_skips_pages_inside_long_series() {
+        let bucket = Bucket::from_store(Arc::new(object_store::memory::InMemory::new()), "memory");
+        let u = ulid::Ulid::new();
+        let enc = SamplesEncoding { row_group_rows: 10_000, page_rows: 500, ..SamplesEncoding::V1 };
+        let mut w =
+            BlockWriter::with_encoding(bucket.clone(), BlockWriterOptions::new(u, 0, 1_000_000_000), enc).unwrap();
+        let mut data = Vec::new();
+        for s in 0..3u32 {
+            let l = crate::labels::Labels::from_pairs([("__name__", format!("long{s}"))]);
+            let ts: Vec<i64> = (0..20_000i64).map(|k| k * 15_000 + i64::from(s)).collect();
+            let vs: Vec<f64> = (0..20_000).map(|k| f64::from(k) * 1.5 + f64::from(s)).collect();
+            w.append_series(&l, &ts, &vs).await.unwrap();
+            data.push((ts, vs));
+        }
+        w.finish().await.unwrap();
+        let r = BlockReader::open(&bucket, &u.to_string()).await.unwrap();
+        assert!(r.ts_pages.len() >= 50, "{} pages", r.ts_pages.len());
+
+        let all = r.read_samples(&[1], i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(all[0].timestamps, data[1].0);
+        assert_eq!(r.series_ranges(1, i64::MIN, i64::MAX), vec![20_000..40_000]);
+
+        // A window of 1/30 of the series: only the pages around it are selected.
+        let (lo, hi) = (100_000_000, 110_000_000);
+        let selected: usize = r.series_ranges(1, lo, hi).iter().map(|x| x.len()).sum();
+        assert!((667..=3_000).contains(&selected), "{selected} rows selected");
+        let part = r.read_samples(&[1, 2], lo, hi).await.unwrap();
+        assert_eq!(part.len(), 2);
+        for (k, got) in part.iter().enumerate() {
+            let (t, v) = &data[k + 1];
+            let (a, b) = (t.partition_point(|&x| x < lo), t.partition_point(|&x| x <= hi));
+            assert_eq!(got.series_id, k as u32 + 1);
+            assert_eq!((&got.timestamps[..], &got.values[..]), (&t[a..b], &v[a..b]));
+        }
+        assert!(r.read_samples(&[0], 400_000_000, 500_000_000).await.unwrap().is_empty());
+    }
+}

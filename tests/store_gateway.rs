@@ -20,19 +20,38 @@ use serde_json::{Value, json};
 
 /// Fleet data (4 targets, 5 h at 30 s) plus a family with special float values.
 fn openmetrics() -> String {
-    let spec =
-        bench::datagen::GenSpec { targets: 4, duration_ms: 5 * 3_600_000, interval_ms: 30_000, ..Default::default() };
-    let mut buf = Vec::new();
-    bench::datagen::write_openmetrics(&spec, &mut buf).unwrap();
-    let mut text = String::from_utf8(buf).unwrap();
-    text.truncate(text.len() - "# EOF\n".len());
-    text.push_str("# TYPE special gauge\n");
-    let t0 = spec.start_ms / 1000;
-    for (i, v) in ["NaN", "+Inf", "-Inf", "0", "-0.0", "1e-300", "123456789.123456789"].iter().enumerate() {
-        text.push_str(&format!("special{{kind=\"edge\"}} {v} {}\n", t0 + 60 * i as i64));
+    openmetrics_with_specials(&bench::datagen::GenSpec {
+        targets: 4,
+        duration_ms: 5 * 3_600_000,
+        interval_ms: 30_000,
+        ..Default::default()
+    })
+}
+
+/// `strata tsdb convert` of the TSDB blocks in `data` into the bucket of `cfg`, with external labels.
+fn convert(data: &Path, cfg: &Path, labels: &[&str]) {
+    let mut args = vec!["tsdb", "convert", "--tsdb.path", data.to_str().unwrap()];
+    args.extend(["--objstore.config-file", cfg.to_str().unwrap()]);
+    for l in labels {
+        args.extend(["--label", l]);
     }
-    text.push_str("# EOF\n");
-    text
+    strata_ok(&args);
+}
+
+/// `[minTime, maxTime)` of the TSDB blocks in `dir`, from their meta.json, sorted.
+fn block_ranges(dir: &Path) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path().join("meta.json");
+            p.exists().then(|| {
+                let m: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                (m["minTime"].as_i64().unwrap(), m["maxTime"].as_i64().unwrap())
+            })
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// A promtool dump key (`{__name__="up", job="api"}`) as a label set.
@@ -208,38 +227,21 @@ fn store_gateway_serves_the_bucket_to_a_python_grpc_client() {
     let om = openmetrics();
     let bdir = tmp.path().join("bucket");
     let cfg = fs_bucket_config(tmp.path(), &bdir);
-    let mut metas: Vec<Value> = Vec::new();
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
     let mut dump = None;
     for r in ["a", "b"] {
         let data = tmp.path().join(format!("prom-{r}"));
         promtool_blocks(&promtool, &om, tmp.path(), &data);
-        for e in std::fs::read_dir(&data).unwrap() {
-            let meta = e.unwrap().path().join("meta.json");
-            if meta.exists() {
-                metas.push(serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap());
-            }
-        }
+        ranges.extend(block_ranges(&data));
         if dump.is_none() {
             dump = Some(promtool_dump(&promtool, &data, &tmp.path().join("dump")));
         }
-        let label = format!("replica=\"{r}\"");
-        strata_ok(&[
-            "tsdb",
-            "convert",
-            "--tsdb.path",
-            data.to_str().unwrap(),
-            "--objstore.config-file",
-            cfg.to_str().unwrap(),
-            "--label",
-            "cluster=\"eu1\"",
-            "--label",
-            &label,
-        ]);
+        convert(&data, &cfg, &["cluster=\"eu1\"", &format!("replica=\"{r}\"")]);
     }
     let dump = dump.unwrap();
     let both = expected(&dump, &["a", "b"]);
-    let min_t = metas.iter().map(|m| m["minTime"].as_i64().unwrap()).min().unwrap();
-    let max_t = metas.iter().map(|m| m["maxTime"].as_i64().unwrap()).max().unwrap() - 1;
+    let min_t = ranges.iter().map(|r| r.0).min().unwrap();
+    let max_t = ranges.iter().map(|r| r.1).max().unwrap() - 1;
     let data_min = dump.values().flatten().map(|s| s.0).min().unwrap();
     let data_max = dump.values().flatten().map(|s| s.0).max().unwrap();
     let mid = data_min + (data_max - data_min) / 3;
@@ -400,14 +402,7 @@ fn store_gateway_limits_time_window_and_readiness() {
     let dump = promtool_dump(&promtool, &data, &tmp.path().join("dump"));
     let bdir = tmp.path().join("bucket");
     let cfg = fs_bucket_config(tmp.path(), &bdir);
-    strata_ok(&[
-        "tsdb",
-        "convert",
-        "--tsdb.path",
-        data.to_str().unwrap(),
-        "--objstore.config-file",
-        cfg.to_str().unwrap(),
-    ]);
+    convert(&data, &cfg, &[]);
     let want: Expected = dump.iter().map(|(k, s)| (dump_labels(k), s.clone())).collect();
     let samples: usize = want.values().map(Vec::len).sum();
     let all = json!([{"name": "all", "kind": "series", "min_time": i64::MIN, "max_time": i64::MAX,
@@ -430,17 +425,7 @@ fn store_gateway_limits_time_window_and_readiness() {
     drop(s);
 
     // --min-time/--max-time: only the blocks overlapping the window, and only its samples.
-    let mut metas: Vec<(i64, i64)> = std::fs::read_dir(&data)
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path().join("meta.json");
-            p.exists().then(|| {
-                let m: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-                (m["minTime"].as_i64().unwrap(), m["maxTime"].as_i64().unwrap())
-            })
-        })
-        .collect();
-    metas.sort();
+    let metas = block_ranges(&data);
     assert!(metas.len() >= 3, "{metas:?}");
     let (lo, hi) = (metas[1].0, metas[1].1 - 1);
     let rfc = |ms: i64| {
@@ -523,16 +508,8 @@ async fn up_serves_its_bucket_and_heads_over_the_storeapi() {
         samples.clone(),
     )]))
     .unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("http://{http}/api/v1/write"))
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    let (status, text) = post_remote_write(&format!("http://{http}/api/v1/write"), body).await;
+    assert!((200..300).contains(&status), "{status}: {text}");
 
     let all = |name: &str, without: &[&str]| {
         json!({"name": name, "kind": "series", "min_time": i64::MIN,

@@ -48,16 +48,7 @@ impl Up {
     }
 
     async fn post_raw(&self, body: Vec<u8>) -> (u16, String) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/write", self.base))
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        post_remote_write(&format!("{}/api/v1/write", self.base), body).await
     }
 
     async fn query(&self, q: &str, t_ms: i64) -> Value {

@@ -201,3 +201,33 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// `bench::datagen` fleet data for `spec` as OpenMetrics text, plus a gauge family `special{kind="edge"}`
+/// with NaN, infinities, signed zero and extreme values, one a minute from the spec's start.
+pub fn openmetrics_with_specials(spec: &bench::datagen::GenSpec) -> String {
+    let mut buf = Vec::new();
+    bench::datagen::write_openmetrics(spec, &mut buf).unwrap();
+    let mut text = String::from_utf8(buf).unwrap();
+    text.truncate(text.len() - "# EOF\n".len());
+    text.push_str("# TYPE special gauge\n");
+    let t0 = spec.start_ms / 1000;
+    for (i, v) in ["NaN", "+Inf", "-Inf", "0", "-0.0", "1e-300", "123456789.123456789", "NaN"].iter().enumerate() {
+        text.push_str(&format!("special{{kind=\"edge\"}} {v} {}\n", t0 + 60 * i as i64));
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
+/// POSTs a snappy-compressed remote-write 1.0 body to `url`; the status and the response text.
+pub async fn post_remote_write(url: &str, body: Vec<u8>) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}

@@ -84,6 +84,14 @@ async fn series(api: &StoreApi, req: SeriesRequest) -> Vec<Got> {
     got
 }
 
+async fn names_of(api: &StoreApi, r: LabelNamesRequest) -> Vec<String> {
+    Store::label_names(api, Request::new(r)).await.unwrap().into_inner().names
+}
+
+async fn values_of(api: &StoreApi, r: LabelValuesRequest) -> Vec<String> {
+    Store::label_values(api, Request::new(r)).await.unwrap().into_inner().values
+}
+
 fn req(matchers: Vec<PbMatcher>, min_time: i64, max_time: i64) -> SeriesRequest {
     SeriesRequest { min_time, max_time, matchers, ..Default::default() }
 }
@@ -179,19 +187,11 @@ async fn external_labels_override_sort_and_decide_their_matchers() {
     assert!(series(&api, req(vec![m(PbType::Eq, "zone", "us")], 0, 10)).await.is_empty());
     assert!(series(&api, req(vec![m(PbType::Neq, "y", "9"), m(PbType::Eq, "__name__", "a")], 0, 10)).await.is_empty());
     // Label names and values include them; matchers on them decide.
-    let names = |ms: Vec<PbMatcher>| {
-        let api = api.clone();
-        async move {
-            let r = LabelNamesRequest { start: 0, end: 10, matchers: ms, ..Default::default() };
-            Store::label_names(&api, Request::new(r)).await.unwrap().into_inner().names
-        }
-    };
+    let names = |ms: Vec<PbMatcher>| names_of(&api, LabelNamesRequest { end: 10, matchers: ms, ..Default::default() });
     assert_eq!(names(vec![]).await, vec!["__name__", "c", "x", "y", "zone"]);
     assert!(names(vec![m(PbType::Eq, "zone", "us")]).await.is_empty());
     let values = |label: &str, ms: Vec<PbMatcher>| {
-        let api = api.clone();
-        let r = LabelValuesRequest { label: label.into(), start: 0, end: 10, matchers: ms, ..Default::default() };
-        async move { Store::label_values(&api, Request::new(r)).await.unwrap().into_inner().values }
+        values_of(&api, LabelValuesRequest { label: label.into(), end: 10, matchers: ms, ..Default::default() })
     };
     assert_eq!(values("zone", vec![]).await, vec!["eu"]);
     assert!(values("zone", vec![m(PbType::Eq, "x", "nope")]).await.is_empty());
@@ -271,35 +271,12 @@ async fn without_replica_labels_resorts_and_keeps_replica_chunks() {
     // Both replicas' chunks are there, overlapping: 3 + 3 for m{p="1"}.
     assert_eq!(got[0].chunks.len(), 6);
     // Label names drop the replica label; values of it are empty.
-    let names = Store::label_names(
-        &api,
-        Request::new(LabelNamesRequest {
-            start: 0,
-            end: i64::MAX,
-            without_replica_labels: vec!["r".into()],
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .names;
-    assert_eq!(names, vec!["__name__", "p", "q"]);
-    let values = Store::label_values(
-        &api,
-        Request::new(LabelValuesRequest {
-            label: "r".into(),
-            start: 0,
-            end: i64::MAX,
-            without_replica_labels: vec!["r".into()],
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .values;
-    assert!(values.is_empty());
+    let without = vec!["r".to_string()];
+    let r_names = LabelNamesRequest { end: i64::MAX, without_replica_labels: without.clone(), ..Default::default() };
+    assert_eq!(names_of(&api, r_names).await, vec!["__name__", "p", "q"]);
+    let r_values =
+        LabelValuesRequest { label: "r".into(), end: i64::MAX, without_replica_labels: without, ..Default::default() };
+    assert!(values_of(&api, r_values).await.is_empty());
     // skip_chunks: the stripped label sets once each.
     r.skip_chunks = true;
     let got = series(&api, r).await;
@@ -482,20 +459,15 @@ async fn label_names_and_values_sorted_with_matchers_range_and_limit() {
     src.add(labels(&[("__name__", "late"), ("zzz", "1"), ("job", "batch")]), &[5_000_000_000], &[1.0]);
     let api = api(src);
     let names = |start, end, ms: Vec<PbMatcher>, limit| {
-        let api = api.clone();
-        async move {
-            let r = LabelNamesRequest { start, end, matchers: ms, limit, ..Default::default() };
-            Store::label_names(&api, Request::new(r)).await.unwrap().into_inner().names
-        }
+        names_of(&api, LabelNamesRequest { start, end, matchers: ms, limit, ..Default::default() })
     };
     assert_eq!(names(0, i64::MAX, vec![], 0).await, vec!["__name__", "instance", "job", "zzz"]);
     assert_eq!(names(0, 4_000_000_000, vec![], 0).await, vec!["__name__", "instance", "job"]);
     assert_eq!(names(0, i64::MAX, vec![m(PbType::Eq, "__name__", "other")], 0).await, vec!["__name__"]);
     assert_eq!(names(0, i64::MAX, vec![], 2).await, vec!["__name__", "instance"]);
     let values = |label: &str, start, end, ms: Vec<PbMatcher>, limit| {
-        let api = api.clone();
         let r = LabelValuesRequest { label: label.into(), start, end, matchers: ms, limit, ..Default::default() };
-        async move { Store::label_values(&api, Request::new(r)).await.unwrap().into_inner().values }
+        values_of(&api, r)
     };
     assert_eq!(values("job", 0, i64::MAX, vec![], 0).await, vec!["api", "batch", "db", "web"]);
     assert_eq!(values("job", 0, 4_000_000_000, vec![], 0).await, vec!["api", "db", "web"]);

@@ -22,10 +22,11 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use query::api::params::parse_duration;
 use query::api::{ApiConfig, ApiMetrics, ApiState};
+use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 use query::storeapi::{DedupFunc, EndpointSet, Proxy, ProxyOptions};
 
 use crate::CliError;
-use crate::server::{self, Readiness, SyncMetrics};
+use crate::server::{self, Readiness, Shutdown, SyncMetrics};
 
 /// The `--enable-feature` value that turns on Prometheus's experimental PromQL functions.
 const EXPERIMENTAL_FUNCTIONS: &str = "promql-experimental-functions";
@@ -158,7 +159,7 @@ pub(crate) struct EngineArgs {
     page_cache_size: String,
 }
 
-fn duration_flag(flag: &str, value: &str) -> Result<Duration, CliError> {
+pub(crate) fn duration_flag(flag: &str, value: &str) -> Result<Duration, CliError> {
     let ms = parse_duration(value).map_err(|e| CliError::Usage(format!("--{flag}: {e}")))?;
     if ms <= 0 {
         return Err(CliError::Usage(format!("--{flag} {value}: must be positive")));
@@ -232,7 +233,8 @@ pub(crate) async fn run(args: QueryArgs) -> Result<(), CliError> {
         None => None,
     };
     let (proxy_opts, endpoints) = args.querier.build(&mut flags)?;
-    serve("query", bucket, &args.http_address, &args.engine, flags, None, Querier { opts: proxy_opts, endpoints }).await
+    let parts = Parts { bucket, querier: Querier { opts: proxy_opts, endpoints }, ..Default::default() };
+    serve("query", &args.http_address, &args.engine, flags, parts).await
 }
 
 /// Remote write served beside the query API (`strata up`): the receive state and its cut interval.
@@ -249,11 +251,24 @@ struct Querier {
     endpoints: Option<Arc<EndpointSet>>,
 }
 
+/// What a server runs besides the query API.
+#[derive(Debug, Default)]
+struct Parts<'a> {
+    /// A bucket read directly.
+    bucket: Option<Bucket>,
+    /// Remote write into heads cut into the bucket (needs `bucket`).
+    receive: Option<EmbeddedReceive>,
+    /// The StoreAPI served over the local data (bucket, heads).
+    grpc_address: Option<&'a str>,
+    querier: Querier,
+}
+
 /// Serves the query API over the raw blocks of `bucket` on `http_address` until SIGINT/SIGTERM,
 /// re-syncing the block list in the background. With `receive`, remote write is served on the same
 /// address, PromQL sees the heads and the bucket merged, heads are cut into the bucket every
 /// `cut_every` (the bucket is re-synced right after a cut, so no sample is ever invisible) and
-/// everything left in the heads is cut on shutdown.
+/// everything left in the heads is cut on shutdown. With `grpc_address`, the same data is served
+/// over the StoreAPI there (Info fails until the first sync), shutting down with the HTTP server.
 pub(crate) async fn serve_bucket(
     component: &'static str,
     bucket: Bucket,
@@ -261,8 +276,10 @@ pub(crate) async fn serve_bucket(
     engine: &EngineArgs,
     flags: BTreeMap<String, String>,
     receive: Option<EmbeddedReceive>,
+    grpc_address: Option<&str>,
 ) -> Result<(), CliError> {
-    serve(component, Some(bucket), http_address, engine, flags, receive, Querier::default()).await
+    let parts = Parts { bucket: Some(bucket), receive, grpc_address, querier: Querier::default() };
+    serve(component, http_address, engine, flags, parts).await
 }
 
 /// [`serve_bucket`] with an optional bucket and the querier's endpoints: the API reads the local
@@ -270,13 +287,12 @@ pub(crate) async fn serve_bucket(
 /// had their first Info round.
 async fn serve(
     component: &'static str,
-    bucket: Option<Bucket>,
     http_address: &str,
     engine: &EngineArgs,
     flags: BTreeMap<String, String>,
-    receive: Option<EmbeddedReceive>,
-    querier: Querier,
+    parts: Parts<'_>,
 ) -> Result<(), CliError> {
+    let Parts { bucket, receive, grpc_address, querier } = parts;
     let (config, sync_interval) = engine.config(flags)?;
     let mut registry = server::new_registry(component);
     let api_metrics = ApiMetrics::register(&mut registry);
@@ -312,12 +328,24 @@ async fn serve(
         registry.register_collector(Box::new(EndpointCollector(set.clone())));
         tasks.push(tokio::spawn(set.clone().run()));
     }
+    let local_source = locals.first().cloned();
     let proxy = Proxy::new(locals, querier.endpoints.clone(), querier.opts);
     tasks.push(tokio::spawn(become_ready(
         bucket_source.as_ref().map(|(_, synced)| synced.clone()),
         querier.endpoints.clone(),
         ready.clone(),
     )));
+    let storeapi = match (grpc_address, local_source) {
+        (Some(address), Some(source)) => {
+            let opts = StoreApiOptions {
+                component_type: if receive.is_some() { "receive" } else { "store" }.into(),
+                ..Default::default()
+            };
+            let metrics = StoreApiMetrics::register(&mut registry);
+            Some((address, StoreApi::new(source, opts, ready.flag(), metrics)))
+        }
+        _ => None,
+    };
     let state = ApiState::with_proxy(proxy, config, api_metrics);
     let cutter = match (&receive, &bucket_source) {
         (Some(r), Some((src, _))) => {
@@ -326,7 +354,16 @@ async fn serve(
         }
         _ => None,
     };
-    let res = server::serve(http_address, query::api::router(state).merge(extra_routes), ready, registry).await;
+    let shutdown = Shutdown::on_signal();
+    let api = query::api::router(state).merge(extra_routes);
+    let http = server::serve_until(http_address, api, ready, registry, shutdown.clone());
+    let res = match &storeapi {
+        Some((address, storeapi)) => {
+            tokio::try_join!(http, crate::grpc::serve(address, crate::grpc::storeapi_routes(storeapi), shutdown))
+                .map(|_| ())
+        }
+        None => http.await,
+    };
     for t in tasks {
         t.abort();
     }
@@ -428,7 +465,7 @@ async fn cut_loop(
 
 /// Re-reads the block list every `interval` (every 5 s at most until the first sync succeeded)
 /// and marks the server ready after the first successful sync.
-async fn sync_loop(source: Arc<BucketSource>, interval: Duration, metrics: SyncMetrics, ready: Readiness) {
+pub(crate) async fn sync_loop(source: Arc<BucketSource>, interval: Duration, metrics: SyncMetrics, ready: Readiness) {
     loop {
         let started = Instant::now();
         match source.sync().await {

@@ -296,8 +296,9 @@ async fn up_serves_the_prometheus_api() {
     write_block(&bucket, 0..SPLIT_S / STEP_S, &[]).await;
     write_block(&bucket, SPLIT_S / STEP_S..SAMPLES, &[]).await;
 
+    let grpc = format!("127.0.0.1:{}", free_port());
     let s = Server::start(
-        &["up", "--data", data.to_str().unwrap(), "--sync-block-duration", "1s"],
+        &["up", "--data", data.to_str().unwrap(), "--sync-block-duration", "1s", "--grpc-address", &grpc],
         &dir.path().join("up.log"),
     )
     .await;
@@ -305,7 +306,7 @@ async fn up_serves_the_prometheus_api() {
     if let Some(promtool) = peer("promtool") {
         check_promtool(&s, &promtool);
     }
-    if let Some(py) = venv_python("prometheus_api_client") {
+    if let Some(py) = venv_python(&["prometheus_api_client"]) {
         check_python(&s, &py);
     }
 

@@ -39,6 +39,7 @@ async fn start_up(data: &Path, log: &Path) -> Up {
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let child = Command::new(strata_bin())
         .args(["up", "--data", data.to_str().unwrap(), "--http-address", &addr, "--receive.cut-interval", "1s"])
+        .args(["--grpc-address", &format!("127.0.0.1:{}", free_port())])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log_file)

@@ -80,7 +80,7 @@ fn start_python_server(py: &Path, work: &Path) -> (Daemon, u16) {
 
 #[tokio::test]
 async fn strata_query_reads_a_python_storeapi_server() {
-    let Some(py) = venv_python("grpc, grpc_tools") else { return };
+    let Some(py) = venv_python(&["grpc", "grpc_tools"]) else { return };
     let dir = tempfile::tempdir().unwrap();
     let (_py_server, port) = start_python_server(&py, dir.path());
     let endpoint = format!("127.0.0.1:{port}");

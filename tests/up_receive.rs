@@ -23,6 +23,7 @@ async fn start_up(data: &Path) -> Up {
     let log = std::fs::File::create(data.with_extension("log")).unwrap();
     let child = Command::new(strata_bin())
         .args(["up", "--data", data.to_str().unwrap(), "--http-address", &addr, "--receive.cut-interval", "1s"])
+        .args(["--grpc-address", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -47,16 +48,7 @@ impl Up {
     }
 
     async fn post_raw(&self, body: Vec<u8>) -> (u16, String) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/write", self.base))
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        post_remote_write(&format!("{}/api/v1/write", self.base), body).await
     }
 
     async fn query(&self, q: &str, t_ms: i64) -> Value {

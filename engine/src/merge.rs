@@ -196,6 +196,68 @@ pub fn merge_series_streams(mut streams: Vec<SeriesStream>) -> SeriesStream {
     produce_stream(State { cursors: streams.into_iter().map(SeriesCursor::new).collect() })
 }
 
+/// Interleaves streams that each satisfy the [`crate::SeriesSource`] contract into one stream in
+/// label order **without joining** equal series: entries with equal labels follow each other, those
+/// of the stream listed first first. [`crate::SeriesSource::select_relabelled`] implementations use
+/// it to keep replicas apart once their replica label is gone.
+///
+/// ```text
+///   stream 0: a{..} c{..}   ─┐
+///   stream 1: a{..} b{..}   ─┴─► a{0} a{1} b{1} c{0}
+/// ```
+///
+/// Output batches are zero-copy slices of the input batches (runs of series one stream contributes
+/// before another's turn).
+pub fn interleave_series_streams(mut streams: Vec<SeriesStream>) -> SeriesStream {
+    if streams.len() == 1
+        && let Some(s) = streams.pop()
+    {
+        return s;
+    }
+    let cursors: Vec<SeriesCursor> = streams.into_iter().map(SeriesCursor::new).collect();
+    Box::pin(futures::stream::unfold(Some(cursors), |state| async move {
+        let mut cursors = state?;
+        for c in &mut cursors {
+            if let Err(e) = c.fill().await {
+                return Some((Err(e), None));
+            }
+        }
+        // The first stream holding the smallest head goes next.
+        let mut best: Option<(usize, &Labels)> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            if let Some(h) = c.head()
+                && best.is_none_or(|(_, b)| h < b)
+            {
+                best = Some((i, h));
+            }
+        }
+        let (i, _) = best?;
+        // Its run ends before the first entry that another stream's head must precede: an equal
+        // head of an earlier stream or a smaller head of any other.
+        let bound = |l: &Labels| {
+            cursors.iter().enumerate().any(|(j, c)| j != i && c.head().is_some_and(|h| h < l || (h == l && j < i)))
+        };
+        let (b, pos) = cursors[i].current()?;
+        let mut end = pos + 1;
+        while end < b.num_series() && !bound(&b.labels[end]) {
+            end += 1;
+        }
+        let out = slice_batch(b, pos, end);
+        cursors[i].pos = end;
+        Some((Ok(out), Some(cursors)))
+    }))
+}
+
+/// Series `from..to` of `b`, sharing its sample buffers.
+fn slice_batch(b: &SeriesBatch, from: usize, to: usize) -> SeriesBatch {
+    let (first, last) = (b.offsets[from], b.offsets[to]);
+    SeriesBatch {
+        labels: b.labels[from..to].to_vec(),
+        offsets: b.offsets[from..=to].iter().map(|o| o - first).collect(),
+        samples: b.samples.slice(first, last - first),
+    }
+}
+
 /// Several sources seen as one: `select` merges their streams with [`merge_series_streams`]
 /// (the source listed first wins on equal timestamps); `series`, `label_names` and `label_values`
 /// are the sorted unions of the sources' answers.
@@ -223,12 +285,38 @@ impl crate::SeriesSource for MergedSource {
         Ok(merge_series_streams(streams))
     }
 
+    /// Each source relabelled, interleaved: a series present in several sources comes once per
+    /// source.
+    async fn select_relabelled(
+        &self,
+        req: &crate::SelectRequest,
+        relabel: &crate::source::Relabel,
+    ) -> Result<SeriesStream> {
+        if relabel.is_identity() {
+            return self.select(req).await;
+        }
+        let mut streams = Vec::with_capacity(self.sources.len());
+        for s in &self.sources {
+            streams.push(s.select_relabelled(req, relabel).await?);
+        }
+        Ok(interleave_series_streams(streams))
+    }
+
     async fn series(&self, matchers: &[crate::Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
         let mut out = Vec::new();
         for s in &self.sources {
             out.push(s.series(matchers, min_t, max_t).await?);
         }
         Ok(sorted_union(out))
+    }
+
+    /// The sources' ranges, one list after the other.
+    async fn data_ranges(&self) -> Vec<crate::DataRange> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            out.extend(s.data_ranges().await);
+        }
+        out
     }
 
     async fn label_names(&self, matchers: &[crate::Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
@@ -327,6 +415,47 @@ mod tests {
         })]));
         let ok = stream(vec![vec![(l("a"), vec![1], vec![1.0])]]);
         let r: Result<Vec<SeriesBatch>> = merge_series_streams(vec![ok, bad]).try_collect().await;
+        assert!(r.unwrap_err().to_string().contains("boom"));
+    }
+
+    #[tokio::test]
+    async fn interleave_keeps_equal_series_apart_in_stream_order() {
+        let s0 = stream(vec![
+            vec![(l("a"), vec![1], vec![1.0]), (l("c"), vec![3], vec![3.0])],
+            vec![(l("d"), vec![4], vec![4.0]), (l("e"), vec![5], vec![5.0])],
+        ]);
+        let s1 = stream(vec![vec![], vec![(l("a"), vec![10], vec![10.0]), (l("b"), vec![20], vec![20.0])]]);
+        let s2 = stream(vec![vec![(l("c"), vec![30, 31], vec![30.0, 31.0])], vec![(l("f"), vec![6], vec![6.0])]]);
+        let out: Vec<SeriesBatch> = interleave_series_streams(vec![s0, s1, s2]).try_collect().await.unwrap();
+        let mut got = Vec::new();
+        for b in &out {
+            assert_eq!(b.offsets.len(), b.num_series() + 1);
+            assert_eq!(b.offsets[0], 0);
+            assert_eq!(*b.offsets.last().unwrap(), b.samples.num_rows());
+            for i in 0..b.num_series() {
+                let (lab, t, v) = b.series(i);
+                got.push((lab.metric_name().unwrap().to_string(), t.to_vec(), v.to_vec()));
+            }
+        }
+        let want: Vec<(String, Vec<i64>, Vec<f64>)> = vec![
+            ("a".into(), vec![1], vec![1.0]),
+            ("a".into(), vec![10], vec![10.0]),
+            ("b".into(), vec![20], vec![20.0]),
+            ("c".into(), vec![3], vec![3.0]),
+            ("c".into(), vec![30, 31], vec![30.0, 31.0]),
+            ("d".into(), vec![4], vec![4.0]),
+            ("e".into(), vec![5], vec![5.0]),
+            ("f".into(), vec![6], vec![6.0]),
+        ];
+        assert_eq!(got, want);
+        // d and e come from one batch of stream 0 with nothing in between: one slice.
+        assert!(out.iter().any(|b| b.num_series() == 2 && b.labels[0] == l("d")));
+        let bad: SeriesStream = Box::pin(futures::stream::iter(vec![Err(crate::Error::BadInput {
+            block: "b".into(),
+            reason: "boom".into(),
+        })]));
+        let r: Result<Vec<SeriesBatch>> =
+            interleave_series_streams(vec![stream(vec![vec![(l("a"), vec![1], vec![1.0])]]), bad]).try_collect().await;
         assert!(r.unwrap_err().to_string().contains("boom"));
     }
 

@@ -21,26 +21,6 @@ pub fn peer(name: &str) -> Option<PathBuf> {
     found
 }
 
-/// The test venv's python (`$STRATA_VENV`, default /var/tmp/strata-venv) if it can import every
-/// module of `modules` (e.g. `"grpc, grpc_tools"`). Under CI=true a missing one panics (the test
-/// FAILS); otherwise the caller gets None and skips with a notice.
-pub fn venv_python(modules: &str) -> Option<PathBuf> {
-    let venv = std::env::var("STRATA_VENV").unwrap_or_else(|_| "/var/tmp/strata-venv".into());
-    let py = Path::new(&venv).join("bin/python");
-    let ok = py.is_file()
-        && Command::new(&py).args(["-c", &format!("import {modules}")]).status().is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("python modules {modules} are not installed in {venv} (run scripts/install-test-deps)");
-        }
-        eprintln!(
-            "NOTICE: python modules {modules} not in {venv}; skipping the checks that need them (they fail under CI=true)"
-        );
-        return None;
-    }
-    Some(py)
-}
-
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -272,4 +252,69 @@ pub fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// The test venv's python (`$STRATA_VENV`, default /var/tmp/strata-venv) if it can import every
+/// module of `modules`. Under CI=true a missing one panics (the test FAILS); otherwise None.
+pub fn venv_python(modules: &[&str]) -> Option<PathBuf> {
+    let venv = std::env::var("STRATA_VENV").unwrap_or_else(|_| "/var/tmp/strata-venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    let import = format!("import {}", modules.join(", "));
+    let ok = py.is_file() && Command::new(&py).args(["-c", &import]).status().is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("python modules {modules:?} are not installed in {venv} (run scripts/install-test-deps)");
+        }
+        eprintln!("NOTICE: python modules {modules:?} not in {venv}; skipping this test (it fails under CI=true)");
+        return None;
+    }
+    Some(py)
+}
+
+/// A plain HTTP/1.1 GET of `path` on a loopback port: the status (0 when nothing answers) and the
+/// body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    if s.read_to_string(&mut resp).is_err() {
+        return (0, String::new());
+    }
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// `bench::datagen` fleet data for `spec` as OpenMetrics text, plus a gauge family `special{kind="edge"}`
+/// with NaN, infinities, signed zero and extreme values, one a minute from the spec's start.
+pub fn openmetrics_with_specials(spec: &bench::datagen::GenSpec) -> String {
+    let mut buf = Vec::new();
+    bench::datagen::write_openmetrics(spec, &mut buf).unwrap();
+    let mut text = String::from_utf8(buf).unwrap();
+    text.truncate(text.len() - "# EOF\n".len());
+    text.push_str("# TYPE special gauge\n");
+    let t0 = spec.start_ms / 1000;
+    for (i, v) in ["NaN", "+Inf", "-Inf", "0", "-0.0", "1e-300", "123456789.123456789", "NaN"].iter().enumerate() {
+        text.push_str(&format!("special{{kind=\"edge\"}} {v} {}\n", t0 + 60 * i as i64));
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
+/// POSTs a snappy-compressed remote-write 1.0 body to `url`; the status and the response text.
+pub async fn post_remote_write(url: &str, body: Vec<u8>) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }

@@ -15,6 +15,7 @@ pub mod dedup;
 pub mod endpoints;
 mod merge;
 pub mod proxy;
+pub mod server;
 
 pub use client::{Remote, RemoteSource};
 pub use dedup::DedupFunc;

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use engine::chunkenc;
 use engine::{Labels, Matcher, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
-use futures::SinkExt;
 use proto::prometheus::Label as PbLabel;
 use proto::thanos::chunk::Encoding;
 use proto::thanos::info::info_client::InfoClient;
@@ -231,11 +230,10 @@ impl Remote {
     /// own that stays a few batches ahead. A failure follows `opts.partial`: under WARN it ends
     /// the stream with a warning, under ABORT it is the stream's last item.
     pub(crate) fn series(&self, req: SeriesRequest, opts: CallOptions) -> SeriesStream {
-        let (tx, rx) = futures::channel::mpsc::channel::<engine::Result<SeriesBatch>>(CHANNEL_BATCHES);
+        let (tx, rx) = tokio::sync::mpsc::channel::<engine::Result<SeriesBatch>>(CHANNEL_BATCHES);
         let this = self.clone();
         tokio::spawn(async move {
-            let mut tx = tx;
-            match this.stream_series(req, &opts, &mut tx).await {
+            match this.stream_series(req, &opts, &tx).await {
                 Ok(()) | Err(Stop::Closed) => {}
                 Err(Stop::Failed(e)) => {
                     if let Err(e) = opts.partial.fail(e) {
@@ -244,19 +242,28 @@ impl Remote {
                 }
             }
         });
-        Box::pin(rx)
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }))
     }
 
     async fn stream_series(
         &self,
         req: SeriesRequest,
         opts: &CallOptions,
-        tx: &mut futures::channel::mpsc::Sender<engine::Result<SeriesBatch>>,
+        tx: &tokio::sync::mpsc::Sender<engine::Result<SeriesBatch>>,
     ) -> Result<(), Stop> {
         let mut dec = SeriesDecoder::new(&self.name, req.min_time, req.max_time);
-        let mut frames = self.open_series(req, opts).await?;
+        let mut frames = tokio::select! {
+            f = self.open_series(req, opts) => f?,
+            () = tx.closed() => return Err(Stop::Closed),
+        };
         let mut notes = Vec::new();
-        while let Some(frame) = frames.next(self).await? {
+        loop {
+            // A consumer that went away (the query ended) cancels the call at once.
+            let frame = tokio::select! {
+                f = frames.next(self) => f?,
+                () = tx.closed() => return Err(Stop::Closed),
+            };
+            let Some(frame) = frame else { break };
             dec.push(frame, &mut notes)?;
             for n in notes.drain(..) {
                 opts.partial.note(&self.name, n)?;

@@ -15,7 +15,7 @@ use engine::dedup::DedupFunc;
 use prometheus_client::registry::Registry;
 
 use crate::CliError;
-use crate::server::{Readiness, new_registry, serve_until, shutdown_signal};
+use crate::server::{Readiness, Shutdown, new_registry, serve_registries_until, shutdown_signal};
 
 /// Arguments of `strata compact`.
 #[derive(Debug, Args)]
@@ -220,13 +220,13 @@ pub(crate) async fn run(args: CompactArgs) -> Result<(), CliError> {
     ready.set_ready();
     let registries = vec![new_registry("compact"), thanos_registry];
     let stop_on_signal = stop.clone();
-    let shutdown = async move {
+    let shutdown = Shutdown::when(async move {
         tokio::select! {
             () = shutdown_signal() => stop_on_signal.stop(),
             _ = done_rx => {}
         }
-    };
-    let served = serve_until(&args.http_address, Router::new(), ready, registries, shutdown).await;
+    });
+    let served = serve_registries_until(&args.http_address, Router::new(), ready, registries, shutdown).await;
     stop.stop();
     let worked = match work.await {
         Ok(r) => r,

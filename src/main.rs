@@ -7,10 +7,12 @@ mod cli_tools;
 mod compact_cmd;
 mod convert_cmd;
 mod gen_cmd;
+mod grpc;
 mod promql_cmd;
 mod query_cmd;
 mod receive_cmd;
 mod server;
+mod store_cmd;
 mod up_cmd;
 
 use std::process::ExitCode;
@@ -45,12 +47,14 @@ enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
-    /// Serve PromQL over a bucket as the Prometheus HTTP API v1.
+    /// The querier: PromQL over StoreAPI endpoints and/or a bucket, as the Prometheus HTTP API v1.
     Query(query_cmd::QueryArgs),
     /// Run Strata in one process on a local directory (the embedded default).
     Up(up_cmd::UpArgs),
     /// Receive Prometheus remote write into per-tenant heads and cut them into blocks.
     Receive(receive_cmd::ReceiveArgs),
+    /// Serve the raw blocks of a bucket over the Thanos StoreAPI (gRPC): the store gateway.
+    Store(store_cmd::StoreArgs),
     /// Compact the blocks of a bucket: merge, deduplicate replicas, apply retention, delete marked
     /// blocks.
     Compact(compact_cmd::CompactArgs),
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
             Command::Query(args) => query_cmd::run(args).await,
             Command::Up(args) => up_cmd::run(args).await,
             Command::Receive(args) => receive_cmd::run(args).await,
+            Command::Store(args) => store_cmd::run(args).await,
             Command::Compact(args) => compact_cmd::run(args).await,
         }
     });

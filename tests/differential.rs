@@ -18,7 +18,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -458,11 +457,22 @@ fn calls_of(q: &str) -> Vec<(String, String)> {
     calls
 }
 
-/// Starts a daemon with stderr to `log` and waits until `base/-/ready` answers 200.
-async fn start(cmd: &mut Command, base: &str, log: &Path) -> Daemon {
-    let mut d = Daemon::spawn(cmd, log).unwrap();
-    d.wait_http_ok(&format!("{base}/-/ready"), Duration::from_secs(60), log).await.unwrap();
-    d
+/// The suite's data (4 targets from T0 at 15 s, seed 7) for `hours` cut into TSDB blocks by
+/// promtool under `work/blocks`.
+fn generated_blocks(promtool: &Path, work: &Path, hours: i64) -> PathBuf {
+    let spec = ingest::datagen::GenSpec {
+        targets: 4,
+        start_ms: T0 * 1000 + FIRST_MS,
+        duration_ms: hours * 3_600_000,
+        interval_ms: 15_000,
+        jitter_ms: 3,
+        seed: 7,
+    };
+    let mut buf = Vec::new();
+    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
+    let blocks = work.join("blocks");
+    promtool_blocks(promtool, &String::from_utf8(buf).unwrap(), work, &blocks);
+    blocks
 }
 
 async fn fetch(client: &reqwest::Client, base: &str, path_and_query: &str) -> Value {
@@ -483,18 +493,7 @@ async fn promql_agrees_with_prometheus_2_42() {
     let tmp = tempfile::tempdir().unwrap();
 
     // 1. data → TSDB blocks
-    let spec = ingest::datagen::GenSpec {
-        targets: 4,
-        start_ms: T0 * 1000 + FIRST_MS,
-        duration_ms: HOURS * 3_600_000,
-        interval_ms: 15_000,
-        jitter_ms: 3,
-        seed: 7,
-    };
-    let mut buf = Vec::new();
-    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
-    let blocks = tmp.path().join("blocks");
-    promtool_blocks(&promtool, &String::from_utf8(buf).unwrap(), tmp.path(), &blocks);
+    let blocks = generated_blocks(&promtool, tmp.path(), HOURS);
 
     // 2. a real Prometheus 2.42 over a copy of the blocks
     let client = reqwest::Client::new();
@@ -509,7 +508,7 @@ async fn promql_agrees_with_prometheus_2_42() {
         .arg(format!("--storage.tsdb.path={}", prom_data.display()))
         .arg(format!("--web.listen-address={}", prom_base.trim_start_matches("http://")))
         .arg("--storage.tsdb.retention.time=100y");
-    let _prom = start(&mut cmd, &prom_base, &tmp.path().join("prometheus.log")).await;
+    let _prom = start_daemon(&mut cmd, &prom_base, &tmp.path().join("prometheus.log")).await;
 
     // 3. the same blocks converted into a filesystem bucket, served by `strata query`
     let cfg = fs_bucket_config(tmp.path(), &tmp.path().join("bucket"));
@@ -527,7 +526,7 @@ async fn promql_agrees_with_prometheus_2_42() {
         .arg(strata_base.trim_start_matches("http://"))
         .env("RUST_LOG", "warn");
     let strata_log: PathBuf = tmp.path().join("strata.log");
-    let _strata = start(&mut cmd, &strata_base, &strata_log).await;
+    let _strata = start_daemon(&mut cmd, &strata_base, &strata_log).await;
 
     // sanity: both see all 80 series (4 targets x 20)
     for base in [&prom_base, &strata_base] {
@@ -604,18 +603,7 @@ async fn promql_agrees_with_prometheus_2_42() {
 async fn promql_answers_are_the_same_after_compaction() {
     let Some(promtool) = peer("promtool") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let spec = ingest::datagen::GenSpec {
-        targets: 4,
-        start_ms: T0 * 1000 + FIRST_MS,
-        duration_ms: 18 * 3_600_000,
-        interval_ms: 15_000,
-        jitter_ms: 3,
-        seed: 7,
-    };
-    let mut buf = Vec::new();
-    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
-    let blocks = tmp.path().join("blocks");
-    promtool_blocks(&promtool, &String::from_utf8(buf).unwrap(), tmp.path(), &blocks);
+    let blocks = generated_blocks(&promtool, tmp.path(), 18);
     let plain = fs_bucket_config(tmp.path(), &tmp.path().join("bucket"));
     strata_ok(
         &["tsdb", "convert", "--tsdb.path", blocks.to_str().unwrap(), "--objstore.config-file"]

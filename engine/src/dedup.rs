@@ -63,6 +63,13 @@ impl std::fmt::Display for DedupFunc {
     }
 }
 
+/// True for the functions whose input Thanos treats as a counter when deduplicating (the
+/// querier's `counter` argument of [`merge_replicas`]). Accepts Prometheus's names (`rate`) and
+/// the planner's (`Rate`).
+pub fn is_counter_func(func: Option<&str>) -> bool {
+    func.is_some_and(|f| ["rate", "increase", "irate", "resets"].iter().any(|c| f.eq_ignore_ascii_case(c)))
+}
+
 /// `l` without the labels named in `names`.
 pub fn without_labels(l: &Labels, names: &[String]) -> Labels {
     if !names.iter().any(|n| l.get(n).is_some()) {
@@ -432,6 +439,8 @@ mod tests {
         assert_eq!("chain".parse::<DedupFunc>().unwrap(), DedupFunc::Chain);
         assert_eq!(DedupFunc::default().to_string(), "penalty");
         assert!("quorum".parse::<DedupFunc>().is_err());
+        assert!(is_counter_func(Some("Rate")) && is_counter_func(Some("resets")));
+        assert!(!is_counter_func(Some("delta")) && !is_counter_func(None));
         let l = Labels::from_pairs([("__name__", "up"), ("replica", "a"), ("zone", "z")]);
         assert_eq!(without_labels(&l, &["replica".into(), "x".into()]).to_string(), r#"up{zone="z"}"#);
     }

@@ -15,7 +15,7 @@ use engine::dedup::DedupFunc;
 use prometheus_client::registry::Registry;
 
 use crate::CliError;
-use crate::server::{Readiness, Shutdown, new_registry, serve_registries_until, shutdown_signal};
+use crate::server::{Readiness, Shutdown, new_registry, serve_until, shutdown_signal, thanos_registry};
 
 /// Arguments of `strata compact`.
 #[derive(Debug, Args)]
@@ -125,7 +125,7 @@ impl CompactCoreArgs {
     /// (Thanos's names, no prefix) that is returned beside it.
     pub(crate) fn compactor(&self, bucket: Bucket) -> Result<(Compactor, Registry), CliError> {
         let opts = self.options()?;
-        let mut registry = Registry::default();
+        let mut registry = thanos_registry();
         let metrics = Metrics::register(&mut registry);
         let c = Compactor::new(bucket, opts, metrics).map_err(|e| CliError::Usage(e.to_string()))?;
         if let Some((point, n)) = compactor::hooks::configured() {
@@ -207,7 +207,7 @@ pub(crate) async fn compaction_loop(c: Compactor, wait: Option<Duration>) -> Res
 pub(crate) async fn run(args: CompactArgs) -> Result<(), CliError> {
     let bucket = Bucket::from_config_file(&args.objstore_config_file)?;
     let wait = if args.wait { Some(args.core.wait_interval()?) } else { None };
-    let (c, thanos_registry) = args.core.compactor(bucket.clone())?;
+    let (c, thanos) = args.core.compactor(bucket.clone())?;
     tracing::info!(bucket = %bucket.describe(), wait = args.wait, "starting compact node");
     let stop = c.stop_flag();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -218,7 +218,7 @@ pub(crate) async fn run(args: CompactArgs) -> Result<(), CliError> {
     });
     let ready = Readiness::default();
     ready.set_ready();
-    let registries = vec![new_registry("compact"), thanos_registry];
+    let registries = vec![new_registry("compact"), thanos];
     let stop_on_signal = stop.clone();
     let shutdown = Shutdown::when(async move {
         tokio::select! {
@@ -226,7 +226,7 @@ pub(crate) async fn run(args: CompactArgs) -> Result<(), CliError> {
             _ = done_rx => {}
         }
     });
-    let served = serve_registries_until(&args.http_address, Router::new(), ready, registries, shutdown).await;
+    let served = serve_until(&args.http_address, Router::new(), ready, registries, shutdown).await;
     stop.stop();
     let worked = match work.await {
         Ok(r) => r,

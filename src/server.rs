@@ -137,6 +137,7 @@ pub(crate) struct PageCacheCollector(pub(crate) Arc<BucketSource>);
 impl Collector for PageCacheCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.page_cache_stats();
+        let open = self.0.stats();
         let counters = [
             ("page_cache_hits", "Decoded-page cache lookups answered from the cache", s.hits),
             ("page_cache_misses", "Decoded-page cache lookups that read and decoded the page", s.misses),
@@ -154,10 +155,54 @@ impl Collector for PageCacheCollector {
                 "Most bytes the decoded-page cache may hold",
                 as_i64(self.0.page_cache_capacity()),
             ),
+            ("bucket_open_blocks", "Blocks open (series table and samples footer in memory)", as_i64(open.open_blocks)),
+            ("bucket_open_bytes", "Heap bytes of the open blocks", as_i64(open.open_bytes)),
         ];
         for (name, help, v) in gauges {
             let g = ConstGauge::new(v);
             g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The store gateway's block metrics under Thanos's names (register in a [`thanos_registry`]):
+/// blocks served, and the lazy opens and closes of their series tables, which play the part of
+/// Thanos's lazily loaded index headers. The open blocks' count and bytes are Strata's own
+/// (`strata_bucket_open_blocks`, `strata_bucket_open_bytes`, from [`PageCacheCollector`]).
+#[derive(Debug)]
+pub(crate) struct BucketStoreCollector(pub(crate) Arc<BucketSource>);
+
+impl Collector for BucketStoreCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let g = ConstGauge::new(i64::try_from(s.blocks).unwrap_or(i64::MAX));
+        g.encode(enc.encode_descriptor(
+            "thanos_bucket_store_blocks_loaded",
+            "Number of currently loaded blocks.",
+            None,
+            g.metric_type(),
+        )?)?;
+        let counters = [
+            (
+                "thanos_bucket_store_indexheader_lazy_load",
+                "Total number of index-header lazy load operations (Strata: block series tables opened on first use).",
+                s.opens,
+            ),
+            (
+                "thanos_bucket_store_indexheader_lazy_load_failed",
+                "Total number of failed index-header lazy load operations.",
+                s.open_failures,
+            ),
+            (
+                "thanos_bucket_store_indexheader_lazy_unload",
+                "Total number of index-header lazy unload operations (Strata: closed beyond --index-cache-size).",
+                s.closes,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
         Ok(())
     }
@@ -202,6 +247,12 @@ fn encode_all(registries: &[Registry]) -> Result<String, std::fmt::Error> {
     }
     text.push_str("# EOF\n");
     Ok(text)
+}
+
+/// A registry without Strata's prefix, for the metrics that keep Thanos's names (`thanos_*`) because
+/// they mean the same as Thanos's.
+pub(crate) fn thanos_registry() -> Registry {
+    Registry::default()
 }
 
 async fn metrics(State(s): State<ServerState>) -> Response {
@@ -268,23 +319,12 @@ pub(crate) async fn shutdown_signal() {
 /// Binds `address` (e.g. `127.0.0.1:10902`), serves `api` behind the readiness gate plus the
 /// shared endpoints, and returns after a graceful shutdown on SIGINT/SIGTERM.
 pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry: Registry) -> Result<(), CliError> {
-    serve_until(address, api, ready, registry, Shutdown::on_signal()).await
+    serve_until(address, api, ready, vec![registry], Shutdown::on_signal()).await
 }
 
-/// [`serve`] until `shutdown` resolves.
+/// [`serve`] until `shutdown` resolves, with several registries on `/metrics` (e.g. one from
+/// [`thanos_registry`] next to Strata's).
 pub(crate) async fn serve_until(
-    address: &str,
-    api: Router,
-    ready: Readiness,
-    registry: Registry,
-    shutdown: Shutdown,
-) -> Result<(), CliError> {
-    serve_registries_until(address, api, ready, vec![registry], shutdown).await
-}
-
-/// [`serve_until`] with several registries on `/metrics` (e.g. one without Strata's prefix for
-/// Thanos-named metrics).
-pub(crate) async fn serve_registries_until(
     address: &str,
     api: Router,
     ready: Readiness,
@@ -352,15 +392,18 @@ mod tests {
 
     #[test]
     fn registries_are_served_together_with_one_eof() {
-        let a = new_registry("compact");
-        let mut b = Registry::default();
+        let a = new_registry("store");
+        let mut b = thanos_registry();
         let g: Gauge = Gauge::default();
         g.set(1);
-        b.register("thanos_compact_halted", "halted", g);
+        b.register("thanos_bucket_store_blocks_loaded", "blocks", g);
         let text = encode_all(&[a, b]).unwrap();
         assert_eq!(text.matches("# EOF").count(), 1, "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
-        assert!(text.contains("strata_build_info{") && text.contains("\nthanos_compact_halted 1\n"), "{text}");
+        assert!(
+            text.contains("strata_build_info{") && text.contains("\nthanos_bucket_store_blocks_loaded 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

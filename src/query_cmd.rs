@@ -439,7 +439,7 @@ impl Collector for EndpointCollector {
 
 /// Cuts finished blocks out of the heads every `every`, and re-syncs the bucket after a cut so the
 /// new blocks are served before anything else happens.
-async fn cut_loop(
+pub(crate) async fn cut_loop(
     state: ingest::receive::ReceiveState,
     bucket: Arc<BucketSource>,
     every: Duration,

@@ -1,5 +1,6 @@
 //! A receive cluster: three `strata receive` processes on loopback share a Thanos hashrings file
-//! with replication factor 3 (write quorum 2) and one FILESYSTEM bucket, each with its own
+//! (endpoints: their gRPC addresses; they forward over thanos.WriteableStore) with replication
+//! factor 3 (write quorum 2) and one FILESYSTEM bucket, each with its own
 //! `--tsdb.path` and a distinct `receive_replica` external label. Concurrent writers send batches
 //! round-robin to the receivers and record which samples got a 2xx answer. One receiver is killed
 //! with SIGKILL mid-run: writes through the two others must keep succeeding; it is restarted on its
@@ -29,9 +30,10 @@ const NODES: usize = 3;
 /// The receiver that is killed and restarted.
 const VICTIM: usize = 1;
 
-/// One receiver: fixed ports (the hashrings file names them), its dir and log.
+/// One receiver: fixed ports (the hashrings file names the gRPC ones), its dir and log.
 struct Node {
     rw: String,
+    grpc: String,
     http: String,
     tsdb: PathBuf,
     log: PathBuf,
@@ -57,8 +59,10 @@ impl Node {
             bucket_cfg,
             "--receive.hashrings-file",
             hashrings,
+            "--grpc-address",
+            &self.grpc,
             "--receive.local-endpoint",
-            &self.rw,
+            &self.grpc,
             "--receive.replication-factor",
             "3",
             "--receive.forward-timeout",
@@ -126,13 +130,14 @@ async fn replicated_writes_survive_a_killed_receiver() {
     let mut nodes: Vec<Node> = (0..NODES)
         .map(|i| Node {
             rw: format!("127.0.0.1:{}", free_port()),
+            grpc: format!("127.0.0.1:{}", free_port()),
             http: format!("127.0.0.1:{}", free_port()),
             tsdb: tmp.path().join(format!("tsdb-{i}")),
             log: tmp.path().join(format!("receiver-{i}.log")),
             server: None,
         })
         .collect();
-    let endpoints: Vec<&str> = nodes.iter().map(|n| n.rw.as_str()).collect();
+    let endpoints: Vec<&str> = nodes.iter().map(|n| n.grpc.as_str()).collect();
     let hashrings = tmp.path().join("hashrings.json");
     std::fs::write(
         &hashrings,

@@ -37,6 +37,10 @@ pub const DEFAULT_PAGE_CACHE_BYTES: usize = 512 << 20;
 /// current time moves with the clock).
 pub type TimeWindow = Arc<dyn Fn() -> (i64, i64) + Send + Sync>;
 
+/// Which blocks a source serves, decided on their `meta.json` (e.g. a receiver serves only the
+/// blocks it cut itself, not the whole bucket).
+pub type BlockFilter = Arc<dyn Fn(&crate::meta::BlockMeta) -> bool + Send + Sync>;
+
 /// Serves the raw blocks of a bucket. Call [`BucketSource::sync`] to pick up block changes.
 #[derive(Debug)]
 pub struct BucketSource {
@@ -47,6 +51,7 @@ pub struct BucketSource {
     /// Blocks outside the time window, with their `[min_time, max_time)`, re-checked at each sync.
     outside: RwLock<BTreeMap<String, (i64, i64)>>,
     window: Window,
+    filter: Filter,
     /// Decoded sample pages of the loaded blocks (a block's pages leave with the block).
     cache: Arc<PageCache>,
 }
@@ -61,6 +66,16 @@ impl std::fmt::Debug for Window {
             Some(w) => write!(f, "{:?}", w()),
             None => f.write_str("unbounded"),
         }
+    }
+}
+
+/// The optional [`BlockFilter`].
+#[derive(Clone, Default)]
+struct Filter(Option<BlockFilter>);
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "filtered" } else { "all blocks" })
     }
 }
 
@@ -85,6 +100,7 @@ impl BucketSource {
             skipped: RwLock::new(HashSet::new()),
             outside: RwLock::new(BTreeMap::new()),
             window: Window::default(),
+            filter: Filter::default(),
             cache: Arc::new(PageCache::new(bytes)),
         }
     }
@@ -94,6 +110,13 @@ impl BucketSource {
     /// as Thanos's store gateway does with `--min-time`/`--max-time`.
     pub fn with_time_window(mut self, window: TimeWindow) -> Self {
         self.window = Window(Some(window));
+        self
+    }
+
+    /// Serves only the blocks whose meta passes `filter` (checked once per block, when it is first
+    /// listed); the others are skipped like blocks of another resolution.
+    pub fn with_block_filter(mut self, filter: BlockFilter) -> Self {
+        self.filter = Filter(Some(filter));
         self
     }
 
@@ -144,7 +167,11 @@ impl BucketSource {
         let mut skipped = Vec::new();
         for u in listed.iter().filter(|u| !known.contains(*u)) {
             match self.bucket.read_meta(u).await {
-                Ok(m) if m.thanos.downsample.resolution != 0 || m.strata.is_none() => {
+                Ok(m)
+                    if m.thanos.downsample.resolution != 0
+                        || m.strata.is_none()
+                        || self.filter.0.as_ref().is_some_and(|f| !f(&m)) =>
+                {
                     skipped.push(u.clone());
                     continue;
                 }

@@ -6,8 +6,8 @@
 //!     │ body ≤ max  (413)      tenant = THANOS-TENANT header or the default tenant
 //!     ▼
 //!  decode + validate (400) ──► series ──hashring (hashmod, rf replicas)──┬─► local endpoint: tenant head append
-//!                                                                          └─► other receivers: HTTP remote write
-//!                                                                              with THANOS-REPLICA (no re-forward)
+//!                                                                          └─► other receivers: gRPC
+//!                                                        thanos.WriteableStore/RemoteWrite, replica n+1 (no re-forward)
 //!  answer: 200 all written │ 400 invalid series / too old │ 409 out of order or duplicate
 //!          500 local WAL/disk failure │ 503 write quorum floor(rf/2)+1 not reached (the sender retries)
 //! ```
@@ -24,7 +24,8 @@
 //! it every few seconds and once with `force` on shutdown.
 //!
 //! Answers use 200 on success, as Thanos receive does (Prometheus's own receiver answers 204; senders
-//! accept any 2xx).
+//! accept any 2xx). The same writes arrive over gRPC from other receivers ([`crate::receive_grpc`]),
+//! which is also how this receiver forwards to its hashring peers.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,6 +52,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error::{Error, Result};
 use crate::hashring::{Hashrings, write_quorum};
+use crate::receive_grpc::{ForwardError, Peers};
 use crate::remote_write;
 
 /// Default tenant header (`--receive.tenant-header`), as Thanos.
@@ -59,8 +61,9 @@ pub const DEFAULT_TENANT_HEADER: &str = "THANOS-TENANT";
 pub const DEFAULT_TENANT: &str = "default-tenant";
 /// Label naming the tenant on blocks and on query results (`--receive.tenant-label-name`).
 pub const DEFAULT_TENANT_LABEL: &str = "tenant_id";
-/// Header carrying the replica number (1-based) on requests forwarded between receivers; a request
-/// with it is written locally and never forwarded again.
+/// Header carrying the replica number (1-based) on an HTTP remote write that was already placed by
+/// another receiver (Thanos's `--receive.replica-header`); such a request is written locally and
+/// never forwarded again. Receivers forward to each other over gRPC, where the replica is a field.
 pub const REPLICA_HEADER: &str = "THANOS-REPLICA";
 
 /// What one head append did: samples accepted and rejected by cause.
@@ -179,7 +182,7 @@ pub struct ReceiveOptions {
     pub hashrings: Option<Hashrings>,
     /// `--receive.local-endpoint`: this receiver's address in the hashrings.
     pub local_endpoint: Option<String>,
-    /// Timeout of a forward to another receiver.
+    /// Timeout of a forward to another receiver (gRPC `thanos.WriteableStore/RemoteWrite`).
     pub forward_timeout: Duration,
 }
 
@@ -208,6 +211,7 @@ struct ReceiveMetrics {
     samples_rejected: Family<[(&'static str, &'static str); 1], Counter>,
     series_invalid: Counter,
     forwards: Family<[(&'static str, &'static str); 1], Counter>,
+    grpc_writes: Family<[(&'static str, String); 1], Counter>,
     tenants: Gauge,
 }
 
@@ -215,7 +219,7 @@ struct Inner {
     opts: ReceiveOptions,
     factory: Arc<dyn HeadFactory>,
     heads: tokio::sync::Mutex<BTreeMap<String, Arc<dyn TenantHead>>>,
-    client: reqwest::Client,
+    peers: Peers,
     metrics: ReceiveMetrics,
 }
 
@@ -281,15 +285,12 @@ impl ReceiveState {
                 reason: "must be at least 1".into(),
             });
         }
-        let client = reqwest::Client::builder()
-            .timeout(opts.forward_timeout)
-            .build()
-            .map_err(|e| Error::Forward { endpoint: "(client)".into(), reason: e.to_string() })?;
+        let peers = Peers::new(opts.forward_timeout);
         Ok(ReceiveState(Arc::new(Inner {
             opts,
             factory,
             heads: tokio::sync::Mutex::new(BTreeMap::new()),
-            client,
+            peers,
             metrics: ReceiveMetrics::default(),
         })))
     }
@@ -300,8 +301,8 @@ impl ReceiveState {
     }
 
     /// Registers the service's metrics: `receive_requests{code}`, `receive_samples_accepted`,
-    /// `receive_samples_rejected{reason}`, `receive_series_invalid`, `receive_forwards{result}` and
-    /// `receive_tenants`.
+    /// `receive_samples_rejected{reason}`, `receive_series_invalid`, `receive_forwards{result}`,
+    /// `receive_grpc_writes{grpc_code}` and `receive_tenants`.
     pub fn register_metrics(&self, registry: &mut Registry) {
         let m = &self.0.metrics;
         registry.register(
@@ -316,7 +317,16 @@ impl ReceiveState {
             m.samples_rejected.clone(),
         );
         registry.register("receive_series_invalid", "Series rejected for invalid labels", m.series_invalid.clone());
-        registry.register("receive_forwards", "Requests forwarded to other receivers, by result", m.forwards.clone());
+        registry.register(
+            "receive_forwards",
+            "Requests forwarded to other receivers over gRPC, by result",
+            m.forwards.clone(),
+        );
+        registry.register(
+            "receive_grpc_writes",
+            "thanos.WriteableStore/RemoteWrite writes answered, by gRPC code",
+            m.grpc_writes.clone(),
+        );
         registry.register("receive_tenants", "Tenants with an open head", m.tenants.clone());
     }
 
@@ -325,6 +335,18 @@ impl ReceiveState {
         let mut l = self.0.opts.external_labels.clone();
         l.set(&self.0.opts.tenant_label, tenant);
         l
+    }
+
+    /// Whether a block in the bucket is one this receiver's heads cut (or one of a receiver with the
+    /// same `--label`s): source `receive`, labels exactly the `--label`s plus the tenant label. A
+    /// receiver serves these over the StoreAPI beside its heads, as Thanos receive serves its local
+    /// blocks; give each receiver a distinct replica label so that it serves only its own.
+    pub fn is_own_block(&self, meta: &engine::meta::BlockMeta) -> bool {
+        let (ext, labels) = (&self.0.opts.external_labels, &meta.thanos.labels);
+        meta.thanos.source == "receive"
+            && labels.contains_key(&self.0.opts.tenant_label)
+            && labels.len() == ext.len() + 1
+            && ext.iter().all(|l| labels.get(&l.name) == Some(&l.value))
     }
 
     /// The head of `tenant`, opened on first use.
@@ -394,29 +416,6 @@ impl ReceiveState {
             Some(e) => Err(e),
             None => Ok(n),
         }
-    }
-
-    /// Spawns the periodic cutter: `cut_all(false)` every `every` until the returned sender is
-    /// dropped or sent to.
-    pub fn spawn_cutter(&self, every: Duration) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let st = self.clone();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = &mut rx => return,
-                    _ = tick.tick() => {
-                        if let Err(e) = st.cut_all(false).await {
-                            tracing::warn!("periodic head cut: {e}");
-                        }
-                    }
-                }
-            }
-        });
-        (tx, task)
     }
 
     /// One [`SeriesSource`] over every tenant's head.
@@ -526,37 +525,49 @@ impl ReceiveState {
 
     async fn forward(&self, tenant: &str, endpoint: &str, replica: u64, series: &[AppendSeries<'_>]) -> Outcome {
         let fail = |reason: String| Error::Forward { endpoint: endpoint.to_string(), reason }.to_string();
-        let body = match remote_write::encode_series(series) {
-            Ok(b) => b,
-            Err(e) => return Outcome::Internal(fail(e.to_string())),
-        };
-        let url = format!("http://{endpoint}/api/v1/receive");
-        let resp = remote_write::post(&self.0.client, &url, body)
-            .header(self.0.opts.tenant_header.as_str(), tenant)
-            .header(REPLICA_HEADER, replica.to_string())
-            .send()
-            .await;
-        let forwards = &self.0.metrics.forwards;
-        match resp {
-            Err(e) => {
-                forwards.get_or_create(&[("result", "error")]).inc();
-                Outcome::Unavailable(fail(e.to_string()))
-            }
-            Ok(r) => {
-                let status = r.status();
-                forwards.get_or_create(&[("result", if status.is_success() { "success" } else { "error" })]).inc();
-                if status.is_success() {
-                    return Outcome::Ok;
-                }
-                let text = r.text().await.unwrap_or_default();
-                let msg = fail(format!("{status}: {}", text.trim()));
-                match status.as_u16() {
-                    409 => Outcome::Conflict(msg),
-                    400 | 413 => Outcome::BadRequest(msg),
-                    _ => Outcome::Unavailable(msg),
-                }
-            }
+        let res = self.0.peers.forward(endpoint, tenant, replica, series).await;
+        let result = if res.is_ok() { "success" } else { "error" };
+        self.0.metrics.forwards.get_or_create(&[("result", result)]).inc();
+        match res {
+            Ok(()) => Outcome::Ok,
+            Err(ForwardError::Conflict(m)) => Outcome::Conflict(fail(m)),
+            Err(ForwardError::Failed(m)) => Outcome::Unavailable(fail(m)),
         }
+    }
+
+    /// Counts a `thanos.WriteableStore/RemoteWrite` answer.
+    pub(crate) fn count_grpc_write(&self, code: tonic::Code) {
+        let code = match code {
+            tonic::Code::Ok => "OK".to_string(),
+            c => format!("{c:?}"),
+        };
+        self.0.metrics.grpc_writes.get_or_create(&[("grpc_code", code)]).inc();
+    }
+
+    /// Parses a decompressed remote-write message of `tenant` and writes it (placing and
+    /// replicating it unless `forwarded`): the answer's HTTP status and message, or the parse error.
+    pub(crate) async fn write_message(
+        &self,
+        tenant: &str,
+        raw: &[u8],
+        forwarded: bool,
+    ) -> Result<(StatusCode, String)> {
+        let decoded = remote_write::parse(raw)?;
+        if decoded.histograms_dropped + decoded.exemplars_dropped > 0 {
+            tracing::debug!(
+                tenant,
+                histograms = decoded.histograms_dropped,
+                exemplars = decoded.exemplars_dropped,
+                "remote write: native histograms and exemplars are not stored yet"
+            );
+        }
+        let result = if decoded.is_empty() {
+            WriteResult { per_series: vec![], quorum: 1 }
+        } else {
+            self.write(tenant, &decoded.series(), forwarded).await
+        };
+        self.0.metrics.series_invalid.inc_by(decoded.rejected.len() as u64);
+        Ok(answer(&result, &decoded.rejected))
     }
 }
 
@@ -725,26 +736,10 @@ async fn write_request(st: &ReceiveState, headers: &HeaderMap, body: Body) -> Re
         Err(e) => return plain(http_status(&e), e.to_string()),
     };
     drop(bytes);
-    let decoded = match remote_write::parse(&raw) {
-        Ok(d) => d,
-        Err(e) => return plain(http_status(&e), e.to_string()),
-    };
-    if decoded.histograms_dropped + decoded.exemplars_dropped > 0 {
-        tracing::debug!(
-            tenant,
-            histograms = decoded.histograms_dropped,
-            exemplars = decoded.exemplars_dropped,
-            "remote write: native histograms and exemplars are not stored yet"
-        );
+    match st.write_message(&tenant, &raw, forwarded).await {
+        Ok((status, msg)) => plain(status, msg),
+        Err(e) => plain(http_status(&e), e.to_string()),
     }
-    let result = if decoded.is_empty() {
-        WriteResult { per_series: vec![], quorum: 1 }
-    } else {
-        st.write(&tenant, &decoded.series(), forwarded).await
-    };
-    st.0.metrics.series_invalid.inc_by(decoded.rejected.len() as u64);
-    let (status, msg) = answer(&result, &decoded.rejected);
-    plain(status, msg)
 }
 
 /// The receive HTTP API: `POST /api/v1/receive` (Thanos's path) and `POST /api/v1/write`
@@ -1076,11 +1071,15 @@ mod tests {
         assert_eq!(router(fx.state.clone()).oneshot(req).await.unwrap().status().as_u16(), 415);
     }
 
-    /// Serves a receiver on a free loopback port; returns its address.
+    /// Serves a receiver's `thanos.WriteableStore` (gRPC) on a free loopback port; returns its address.
     async fn serve(st: ReceiveState) -> String {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
-        tokio::spawn(async move { axum::serve(l, router(st)).await });
+        let incoming = tonic::transport::server::TcpIncoming::from(l);
+        let svc = crate::receive_grpc::writeable_store(st);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await
+        });
         addr
     }
 

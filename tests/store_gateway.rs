@@ -192,28 +192,6 @@ impl Store {
     }
 }
 
-/// Runs tests/python/storeapi_client.py against `grpc` with `requests`; its results by request
-/// name, or its stderr.
-fn python_client(py: &Path, grpc: &str, requests: &Value) -> Result<Value, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/storeapi_client.py");
-    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/proto");
-    let mut child = Command::new(py)
-        .arg(&script)
-        .arg(&protos)
-        .arg(grpc)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(requests.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    if !out.status.success() {
-        return Err(format!("python StoreAPI client failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(serde_json::from_slice(&out.stdout).unwrap())
-}
-
 const EQ: i64 = 0;
 const NEQ: i64 = 1;
 const RE: i64 = 2;

@@ -2,6 +2,7 @@
 #![allow(dead_code, unused_imports, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -275,4 +276,45 @@ pub fn openmetrics_with_specials(spec: &ingest::datagen::GenSpec) -> String {
 pub async fn post_remote_write(url: &str, body: Vec<u8>) -> (u16, String) {
     let r = ingest::remote_write::post(&reqwest::Client::new(), url, body).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Runs tests/python/storeapi_client.py against `grpc` with `requests`; its results by request
+/// name, or its stderr.
+pub fn python_client(py: &Path, grpc: &str, requests: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/storeapi_client.py");
+    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/proto");
+    let mut child = Command::new(py)
+        .arg(&script)
+        .arg(&protos)
+        .arg(grpc)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(requests.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(format!("python StoreAPI client failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// The series of a matrix answer: labels (as `{name=value,...}` JSON text) and points (ms, value).
+pub fn matrix(v: &serde_json::Value) -> Vec<(serde_json::Value, Vec<(i64, f64)>)> {
+    assert_eq!(v["status"], "success", "{v}");
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let pts = r["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, parse_go_float(p[1].as_str().unwrap())))
+                .collect();
+            (r["metric"].clone(), pts)
+        })
+        .collect()
 }

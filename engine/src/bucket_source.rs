@@ -628,6 +628,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn block_filter_leaves_blocks_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let s = |v: &str| {
+            vec![
+                (Labels::from_pairs([("__name__", v)]), vec![20], vec![2.0]),
+                (Labels::from_pairs([("__name__", "x")]), vec![10], vec![1.0]),
+            ]
+        };
+        write_block(&bucket, ulid::Ulid::from_parts(1, 1), &[("replica", "a")], &s("a")).await;
+        write_block(&bucket, ulid::Ulid::from_parts(2, 2), &[("replica", "b")], &s("b")).await;
+        let only_a: BlockFilter = Arc::new(|m| m.thanos.labels.get("replica").is_some_and(|r| r == "a"));
+        let src = BucketSource::new(bucket.clone()).with_block_filter(only_a);
+        src.sync().await.unwrap();
+        assert_eq!(src.blocks().len(), 1);
+        let got = flat(&src, &SelectRequest { min_t: 0, max_t: 100, ..Default::default() }).await;
+        let names: Vec<String> = got.iter().map(|g| g.0.to_string()).collect();
+        assert_eq!(names, vec![r#"a{replica="a"}"#, r#"x{replica="a"}"#]);
+    }
+
+    #[tokio::test]
     async fn merges_blocks_and_follows_sync() {
         let dir = tempfile::tempdir().unwrap();
         let bucket = Bucket::local(dir.path()).unwrap();

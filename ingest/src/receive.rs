@@ -942,11 +942,18 @@ mod tests {
         let bucket = Bucket::local(&fx.bucket_dir).unwrap();
         let mut tenants = Vec::new();
         for ulid in bucket.list_blocks().await.unwrap() {
-            let meta = bucket.read_meta(&ulid).await.unwrap();
+            let mut meta = bucket.read_meta(&ulid).await.unwrap();
+            assert!(fx.state.is_own_block(&meta), "{meta:?}");
             let text = serde_json::to_value(&meta).unwrap();
             let labels = &text["thanos"]["labels"];
             assert_eq!(labels["cluster"], "eu1");
             tenants.push(labels["tenant_id"].as_str().unwrap().to_string());
+            // another receiver's block (other external labels) or another component's is not ours
+            meta.thanos.labels.insert("replica".into(), "b".into());
+            assert!(!fx.state.is_own_block(&meta));
+            meta.thanos.labels.remove("replica");
+            meta.thanos.source = "compactor".into();
+            assert!(!fx.state.is_own_block(&meta));
         }
         tenants.sort();
         assert_eq!(tenants, vec!["default-tenant", "team-b"]);

@@ -290,6 +290,8 @@ where
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::Arc;
+
     use super::*;
 
     /// Masked CRC-32C of the snappy framing format, written from the format description.
@@ -340,6 +342,78 @@ mod tests {
         assert!(decode_snappy_messages(Bytes::from_static(&[0, 0, 0])).unwrap_err().contains("header"));
         assert!(decode_snappy_messages(Bytes::from_static(&[0, 0, 0, 0, 9, 1])).unwrap_err().contains("truncated"));
         assert!(decode_snappy_messages(Bytes::from(grpc_frame(7, b""))).unwrap_err().contains("flag 7"));
+    }
+
+    fn ts(name: &str, samples: &[(i64, f64)]) -> proto::prometheus::TimeSeries {
+        proto::prometheus::TimeSeries {
+            labels: vec![proto::prometheus::Label { name: "__name__".into(), value: name.into() }],
+            samples: samples.iter().map(|&(timestamp, value)| proto::prometheus::Sample { value, timestamp }).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_write_writes_per_tenant_and_answers_with_thanos_codes() {
+        use engine::bucket::Bucket;
+        use engine::source::SelectRequest;
+        use futures::TryStreamExt;
+
+        use crate::receive::{EngineHeads, ReceiveOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let factory = Arc::new(EngineHeads {
+            bucket: Bucket::local(dir.path().join("bucket")).unwrap(),
+            block_duration_ms: 7_200_000,
+            out_of_order_window_ms: 0,
+        });
+        let opts = ReceiveOptions { tsdb_path: dir.path().join("tsdb"), ..Default::default() };
+        let state = ReceiveState::new(opts, factory).unwrap();
+        let svc = WriteService { state: state.clone() };
+        let call = |req: WriteRequest| {
+            let svc = svc.clone();
+            async move {
+                svc.remote_write(Request::new(req)).await.map(|_| ()).map_err(|s| (s.code(), s.message().to_string()))
+            }
+        };
+        // the message's tenant, the default tenant when empty, and the multi-tenant tuples
+        let req = WriteRequest {
+            timeseries: vec![ts("a", &[(1000, 1.0)])],
+            tenant: "t1".into(),
+            replica: 1,
+            timeseries_tenant_data: vec![proto::thanos::TimeSeriesTenantTuple {
+                timeseries: vec![ts("b", &[(1000, 2.0)])],
+                tenant: String::new(),
+            }],
+        };
+        assert_eq!(call(req).await, Ok(()));
+        let req = SelectRequest { min_t: i64::MIN, max_t: i64::MAX, ..Default::default() };
+        let batches: Vec<engine::SeriesBatch> = state.source().select(&req).await.unwrap().try_collect().await.unwrap();
+        let mut got: Vec<String> = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_series() {
+                got.push(b.series(i).0.to_string());
+            }
+        }
+        assert_eq!(got, vec![r#"a{tenant_id="t1"}"#, r#"b{tenant_id="default-tenant"}"#]);
+
+        // out of order: AlreadyExists (a conflict); an invalid series too, as Thanos counts it
+        let conflict =
+            WriteRequest { timeseries: vec![ts("a", &[(500, 1.0)])], tenant: "t1".into(), ..Default::default() };
+        let (code, msg) = call(conflict).await.unwrap_err();
+        assert_eq!(code, Code::AlreadyExists, "{msg}");
+        assert!(msg.contains("out of order"), "{msg}");
+        let nameless = proto::prometheus::TimeSeries {
+            labels: vec![proto::prometheus::Label { name: "job".into(), value: "x".into() }],
+            samples: vec![proto::prometheus::Sample { value: 1.0, timestamp: 2000 }],
+            ..Default::default()
+        };
+        let invalid = WriteRequest { timeseries: vec![nameless], tenant: "t1".into(), ..Default::default() };
+        assert_eq!(call(invalid).await.unwrap_err().0, Code::AlreadyExists);
+        // a bad tenant or replica: InvalidArgument
+        let bad =
+            WriteRequest { timeseries: vec![ts("a", &[(3000, 1.0)])], tenant: "../x".into(), ..Default::default() };
+        assert_eq!(call(bad).await.unwrap_err().0, Code::InvalidArgument);
+        let bad = WriteRequest { timeseries: vec![ts("a", &[(3000, 1.0)])], replica: -1, ..Default::default() };
+        assert_eq!(call(bad).await.unwrap_err().0, Code::InvalidArgument);
     }
 
     #[tokio::test]

@@ -65,7 +65,7 @@ pub(crate) struct ReceiveArgs {
     /// This receiver's endpoint as the hashrings name it: the host:port of its --grpc-address.
     #[arg(long = "receive.local-endpoint")]
     local_endpoint: Option<String>,
-    /// How many receivers store each series; a write needs floor(rf/2)+1 of them.
+    /// How many receivers store each series; a write needs floor(rf/2)+1 of them (1 for rf=2).
     #[arg(long = "receive.replication-factor", default_value_t = 1)]
     replication_factor: u64,
     /// Timeout of a write forwarded to another receiver (gRPC).

@@ -9,7 +9,7 @@
 //!                                                                          └─► other receivers: gRPC
 //!                                                        thanos.WriteableStore/RemoteWrite, replica n+1 (no re-forward)
 //!  answer: 200 all written │ 400 invalid series / too old │ 409 out of order or duplicate
-//!          500 local WAL/disk failure │ 503 write quorum floor(rf/2)+1 not reached (the sender retries)
+//!          500 local WAL/disk failure │ 503 write quorum (floor(rf/2)+1; 1 for rf=2) not reached (retried)
 //! ```
 //!
 //! Partial success is kept: when some series or samples are rejected (400/409) the valid ones of
@@ -1142,7 +1142,7 @@ mod tests {
             assert_eq!(on_b.contains_key(&key), !want_a, "{key}");
         }
 
-        // rf=2 over {A, down}: quorum 2 cannot be reached -> 503 (Prometheus retries)
+        // rf=2 over {A, down}: quorum 1 (Thanos's rule for rf=2), A's copy suffices -> 200
         let a3 = fixture(|o| {
             o.hashrings = Some(Hashrings::single(vec![a_addr.clone(), down.clone()]));
             o.local_endpoint = Some(a_addr.clone());
@@ -1150,8 +1150,17 @@ mod tests {
         })
         .await;
         let (status, msg) = post(&a3.state, "/api/v1/receive", None, body(series.clone())).await;
+        assert_eq!(status, 200, "{msg}");
+        // rf=3 over {A, down, down2}: quorum 2 cannot be reached -> 503 (Prometheus retries)
+        let a3 = fixture(|o| {
+            o.hashrings = Some(Hashrings::single(vec![a_addr.clone(), down.clone(), free_addr()]));
+            o.local_endpoint = Some(a_addr.clone());
+            o.replication_factor = 3;
+        })
+        .await;
+        let (status, msg) = post(&a3.state, "/api/v1/receive", None, body(series.clone())).await;
         assert_eq!(status, 503, "{msg}");
-        assert!(msg.contains("quorum") && msg.contains(&down), "{msg}");
+        assert!(msg.contains("quorum") && msg.contains("code = Unavailable"), "{msg}");
 
         // rf=3 over {A, B, down}: quorum 2 reached -> 200
         let a4 = fixture(|o| {

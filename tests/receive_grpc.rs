@@ -260,15 +260,15 @@ async fn hashring_of_three_replicates_over_grpc() {
         n.start().await;
     }
     // 30 series of 20 samples; series k enters through receiver k % 3
-    for entry in 0..3usize {
+    for (entry, node) in nodes.iter().enumerate() {
         let series: Vec<(Labels, Vec<(i64, f64)>)> = (0..30usize)
             .filter(|k| k % 3 == entry)
             .map(|k| {
                 (Labels::from_pairs([("__name__", "ring_m".to_string()), ("k", format!("{k:02}"))]), samples(0, 20))
             })
             .collect();
-        let (st, msg) = write(&nodes[entry].rw, Some("team-r"), &series).await;
-        assert_eq!(st, 200, "{msg}\n{}", nodes[entry].log_text());
+        let (st, msg) = write(&node.rw, Some("team-r"), &series).await;
+        assert_eq!(st, 200, "{msg}\n{}", node.log_text());
     }
     let grpcs: Vec<&str> = nodes.iter().map(|n| n.grpc.as_str()).collect();
     let q = querier(tmp.path(), "ring", &grpcs, &["--query.replica-label", "receive_replica"]).await;

@@ -15,7 +15,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -27,47 +27,6 @@ use serde_json::{Value, json};
 const T0: i64 = 1_699_999_800_000;
 /// Sample interval (ms).
 const STEP: i64 = 15_000;
-
-/// A `strata receive` with its addresses, tsdb dir and log; restartable on the same ports and dir.
-struct Receiver {
-    rw: String,
-    grpc: String,
-    http: String,
-    args: Vec<String>,
-    log: PathBuf,
-    server: Option<Strata>,
-}
-
-impl Receiver {
-    fn new(dir: &Path, name: &str, bucket_cfg: &Path, extra: &[&str]) -> Receiver {
-        let rw = format!("127.0.0.1:{}", free_port());
-        let grpc = format!("127.0.0.1:{}", free_port());
-        let tsdb = dir.join(format!("tsdb-{name}"));
-        let mut args: Vec<String> = ["receive", "--remote-write.address", &rw, "--grpc-address", &grpc, "--tsdb.path"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.push(tsdb.to_str().unwrap().into());
-        args.extend(["--objstore.config-file".into(), bucket_cfg.to_str().unwrap().into()]);
-        args.extend(["--receive.cut-interval".into(), "1s".into()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let http = format!("127.0.0.1:{}", free_port());
-        Receiver { rw, grpc, http, args, log: dir.join(format!("receive-{name}.log")), server: None }
-    }
-
-    async fn start(&mut self) {
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.server = Some(Strata::start_at(&args, &self.http, &self.log).await);
-    }
-
-    async fn stop(&mut self) {
-        self.server.take().unwrap().stop().await;
-    }
-
-    fn log_text(&self) -> String {
-        read_log(&self.log)
-    }
-}
 
 /// Remote-writes `series` to the receiver at `rw` (tenant header when given): status and text.
 async fn write(rw: &str, tenant: Option<&str>, series: &[(Labels, Vec<(i64, f64)>)]) -> (u16, String) {

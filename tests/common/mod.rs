@@ -318,3 +318,54 @@ pub fn matrix(v: &serde_json::Value) -> Vec<(serde_json::Value, Vec<(i64, f64)>)
         })
         .collect()
 }
+
+/// A `strata receive` with its addresses, tsdb dir and log; restartable on the same ports and dir.
+pub struct Receiver {
+    pub rw: String,
+    pub grpc: String,
+    pub http: String,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+    pub server: Option<Strata>,
+}
+
+impl Receiver {
+    /// A receiver named `name` under `dir` (tsdb dir, log) on free ports, cutting every second;
+    /// `extra` flags are appended (add more to `args` before [`Receiver::start`]).
+    pub fn new(dir: &Path, name: &str, bucket_cfg: &Path, extra: &[&str]) -> Receiver {
+        let rw = format!("127.0.0.1:{}", free_port());
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let tsdb = dir.join(format!("tsdb-{name}"));
+        let mut args: Vec<String> = ["receive", "--remote-write.address", &rw, "--grpc-address", &grpc, "--tsdb.path"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(tsdb.to_str().unwrap().into());
+        args.extend(["--objstore.config-file".into(), bucket_cfg.to_str().unwrap().into()]);
+        args.extend(["--receive.cut-interval".into(), "1s".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let http = format!("127.0.0.1:{}", free_port());
+        Receiver { rw, grpc, http, args, log: dir.join(format!("receive-{name}.log")), server: None }
+    }
+
+    /// Starts it and waits until ready.
+    pub async fn start(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.server = Some(Strata::start_at(&args, &self.http, &self.log).await);
+    }
+
+    /// SIGTERM, asserting a clean exit.
+    pub async fn stop(&mut self) {
+        self.server.take().unwrap().stop().await;
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        self.server.take().unwrap().kill9();
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        read_log(&self.log)
+    }
+}

@@ -71,6 +71,8 @@ pub(crate) struct ReceiveArgs {
     /// Timeout of a write forwarded to another receiver (gRPC).
     #[arg(long = "receive.forward-timeout", default_value = "5s")]
     forward_timeout: String,
+    #[command(flatten)]
+    limits: crate::grpc::StoreLimitsArgs,
 }
 
 /// Receive flags shared by `strata receive` and `strata up`.
@@ -215,7 +217,7 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
     registry.register_collector(Box::new(PageCacheCollector(blocks.clone())));
     let api_metrics = StoreApiMetrics::register(&mut registry);
     let ready = Readiness::default();
-    let opts = StoreApiOptions { component_type: "receive".into(), ..Default::default() };
+    let opts = StoreApiOptions { component_type: "receive".into(), limits: args.limits.limits(), ..Default::default() };
     let api = StoreApi::new(source, opts, ready.flag(), api_metrics);
     let routes = crate::grpc::storeapi_routes(&api).add_service(writeable_store(state.clone()));
     let sync = tokio::spawn(sync_loop(blocks.clone(), BLOCK_SYNC_INTERVAL, sync_metrics, ready.clone()));

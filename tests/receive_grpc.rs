@@ -8,8 +8,9 @@
 //! * three receivers in a hashring with replication factor 2: every series is on exactly two of
 //!   them, and a deduplicating querier over all three gives each series once;
 //! * tenants through the StoreAPI, checked with the Python grpcio client (no Strata code): Info
-//!   lists one label set per tenant, the tenant label selects a tenant, and the `thanos-tenant`
-//!   metadata does not filter (as in Thanos, where tenancy is enforced by the querier's matcher).
+//!   lists one label set per tenant, the tenant label selects a tenant, the `thanos-tenant`
+//!   metadata does not filter (as in Thanos, where tenancy is enforced by the querier's matcher),
+//!   and `--store.limits.request-series` holds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -264,7 +265,8 @@ async fn tenants_through_the_storeapi_with_a_python_client() {
     let Some(py) = venv_python(&["grpc", "grpc_tools"]) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = fs_bucket_config(tmp.path(), &tmp.path().join("bucket"));
-    let mut r = Receiver::new(tmp.path(), "t", &cfg, &["--label", "cluster=\"eu\""]);
+    let extra = ["--label", "cluster=\"eu\"", "--store.limits.request-series", "2"];
+    let mut r = Receiver::new(tmp.path(), "t", &cfg, &extra);
     r.start().await;
     let written = [(None, "default"), (Some("team-a"), "a"), (Some("team-b"), "b")];
     for (i, (tenant, job)) in written.iter().enumerate() {
@@ -274,13 +276,15 @@ async fn tenants_through_the_storeapi_with_a_python_client() {
         assert_eq!(st, 200, "{msg}");
     }
     const EQ: i64 = 0;
+    const RE: i64 = 2;
     let all = |name: &str, matchers: Value, metadata: Value| {
         json!({"name": name, "kind": "series", "min_time": 0, "max_time": i64::MAX,
                "matchers": matchers, "metadata": metadata})
     };
     let requests = json!([
         {"name": "info", "kind": "info", "metadata": [["thanos-tenant", "team-a"]]},
-        all("by_metadata", json!([[EQ, "__name__", "tenant_m"]]), json!([["thanos-tenant", "team-a"]])),
+        all("by_metadata", json!([[EQ, "__name__", "tenant_m"], [RE, "job", "a|default"]]), json!([["thanos-tenant", "team-a"]])),
+        all("over_limit", json!([[EQ, "__name__", "tenant_m"]]), json!([])),
         all("by_label", json!([[EQ, "__name__", "tenant_m"], [EQ, "tenant_id", "team-a"]]), json!([])),
         {"name": "tenants", "kind": "label_values", "label": "tenant_id", "start": 0, "end": i64::MAX},
     ]);
@@ -326,7 +330,9 @@ async fn tenants_through_the_storeapi_with_a_python_client() {
         .map(|s| s["labels"].as_array().unwrap().iter().find(|l| l[0] == "tenant_id").unwrap()[1].as_str().unwrap())
         .collect();
     tenants.sort();
-    assert_eq!(tenants, vec!["default-tenant", "team-a", "team-b"]);
+    assert_eq!(tenants, vec!["default-tenant", "team-a"]);
+    // --store.limits.request-series 2: three series are too many
+    assert_eq!(res["over_limit"]["error"]["code"], "RESOURCE_EXHAUSTED", "{}", res["over_limit"]);
     assert_eq!(res["tenants"]["values"], json!(["default-tenant", "team-a", "team-b"]));
     r.stop().await;
 }

@@ -87,9 +87,14 @@ pub trait TenantHead: SeriesSource {
     /// Appends samples; durable when it returns. Rejected samples are counted, not errors; an error
     /// means the write failed as a whole (WAL or disk).
     async fn append(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome>;
-    /// Cuts finished blocks (all data when `force`) and uploads them; returns the blocks written.
-    async fn cut(&self, force: bool) -> Result<usize>;
+    /// Cuts finished blocks (all data when `force`) and uploads them, awaiting `uploaded()` after
+    /// each upload and before the head drops the block's samples; returns the blocks written.
+    async fn cut(&self, force: bool, uploaded: &UploadHook) -> Result<usize>;
 }
+
+/// Called after a block is uploaded and before the head drops its samples (see
+/// [`ReceiveState::cut_all_then`]).
+pub type UploadHook = dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync;
 
 /// Opens the head of a tenant.
 #[async_trait]
@@ -156,8 +161,8 @@ impl TenantHead for EngineHead {
             first_error: r.first_error,
         })
     }
-    async fn cut(&self, force: bool) -> Result<usize> {
-        Ok(self.head.cut(&self.bucket, force).await?.len())
+    async fn cut(&self, force: bool, uploaded: &UploadHook) -> Result<usize> {
+        Ok(self.head.cut_then(&self.bucket, force, uploaded).await?.len())
     }
 }
 
@@ -396,10 +401,17 @@ impl ReceiveState {
     /// Cuts every tenant's head (all data when `force`); returns the blocks written. Every head is
     /// tried; the first error is returned after the others were cut.
     pub async fn cut_all(&self, force: bool) -> Result<usize> {
+        self.cut_all_then(force, &|| Box::pin(async {})).await
+    }
+
+    /// [`ReceiveState::cut_all`], awaiting `uploaded()` after each block is in the bucket and before
+    /// its head drops the samples: re-reading the bucket there keeps every sample visible to a
+    /// reader of both (the StoreAPI of `strata receive` and `strata up`).
+    pub async fn cut_all_then(&self, force: bool, uploaded: &UploadHook) -> Result<usize> {
         let mut n = 0;
         let mut first_err = None;
         for (tenant, h) in self.heads().await {
-            match h.cut(force).await {
+            match h.cut(force, uploaded).await {
                 Ok(k) => {
                     if k > 0 {
                         tracing::info!(tenant, blocks = k, force, "cut head blocks");

@@ -735,11 +735,14 @@ async fn write_request(st: &ReceiveState, headers: &HeaderMap, body: Body) -> Re
     }
     let forwarded = match headers.get(REPLICA_HEADER).map(|v| v.to_str().map(|s| s.trim().parse::<u64>())) {
         None => false,
-        Some(Ok(Ok(n))) if n >= 1 => true,
+        Some(Ok(Ok(n))) if n >= 1 && n <= opts.replication_factor => true,
         Some(_) => {
             return plain(
                 StatusCode::BAD_REQUEST,
-                format!("remote write: header {REPLICA_HEADER} must be a replica number >= 1"),
+                format!(
+                    "remote write: header {REPLICA_HEADER} must be a replica number from 1 to the replication factor {}",
+                    opts.replication_factor
+                ),
             );
         }
     };
@@ -1083,6 +1086,23 @@ mod tests {
         // empty request: fine
         assert_eq!(post(&fx.state, "/api/v1/receive", None, body(vec![])).await.0, 200);
 
+        // a replica header beyond the replication factor (1): a misconfigured ring, as Thanos
+        for replica in ["2", "0", "x"] {
+            let req = Request::post("/api/v1/receive")
+                .header("Content-Encoding", "snappy")
+                .header(REPLICA_HEADER, replica)
+                .body(Body::from(body(vec![ts(&[("__name__", "r")], &[(1, 1.0)])])))
+                .unwrap();
+            let resp = router(fx.state.clone()).oneshot(req).await.unwrap();
+            assert_eq!(resp.status().as_u16(), 400, "{replica}");
+        }
+        let req = Request::post("/api/v1/receive")
+            .header("Content-Encoding", "snappy")
+            .header(REPLICA_HEADER, "1")
+            .body(Body::from(body(vec![ts(&[("__name__", "r")], &[(1, 1.0)])])))
+            .unwrap();
+        assert_eq!(router(fx.state.clone()).oneshot(req).await.unwrap().status().as_u16(), 200);
+
         let req = Request::post("/api/v1/write")
             .header("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
             .body(Body::from(body(vec![])))
@@ -1109,8 +1129,9 @@ mod tests {
 
     #[tokio::test]
     async fn replicates_to_peers_and_checks_quorum() {
-        // peer receiver B (no hashring: it writes what it gets)
-        let b = fixture(|_| {}).await;
+        // peer receiver B (no hashring: it writes what it gets; replica numbers up to its
+        // replication factor, which must cover the senders' as in a real ring)
+        let b = fixture(|o| o.replication_factor = 3).await;
         let b_addr = serve(b.state.clone()).await;
         let a_addr = free_addr();
         let down = free_addr(); // nothing listens there

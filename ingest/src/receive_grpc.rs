@@ -83,8 +83,13 @@ fn grpc_status(status: StatusCode, msg: String) -> Result<(), Status> {
 impl WriteableStore for WriteService {
     async fn remote_write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
         let r = request.into_inner();
-        if r.replica < 0 {
-            return Err(Status::invalid_argument(format!("replica {}: must be 0 or a replica number >= 1", r.replica)));
+        // as Thanos (errBadReplica): a replica number beyond the replication factor is a misconfigured ring
+        let rf = self.state.options().replication_factor;
+        if r.replica < 0 || r.replica as u64 > rf {
+            return Err(Status::invalid_argument(format!(
+                "replica {}: must be 0 (not yet replicated) or a replica number from 1 to the replication factor {rf}",
+                r.replica
+            )));
         }
         let forwarded = r.replica > 0;
         let mut parts = vec![(r.tenant, r.timeseries)];
@@ -412,8 +417,12 @@ mod tests {
         let bad =
             WriteRequest { timeseries: vec![ts("a", &[(3000, 1.0)])], tenant: "../x".into(), ..Default::default() };
         assert_eq!(call(bad).await.unwrap_err().0, Code::InvalidArgument);
-        let bad = WriteRequest { timeseries: vec![ts("a", &[(3000, 1.0)])], replica: -1, ..Default::default() };
-        assert_eq!(call(bad).await.unwrap_err().0, Code::InvalidArgument);
+        for replica in [-1, 2] {
+            let bad = WriteRequest { timeseries: vec![ts("a", &[(3000, 1.0)])], replica, ..Default::default() };
+            let (code, msg) = call(bad).await.unwrap_err();
+            assert_eq!(code, Code::InvalidArgument, "{msg}");
+            assert!(msg.contains("replication factor 1"), "{msg}");
+        }
     }
 
     #[tokio::test]

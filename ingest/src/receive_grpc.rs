@@ -425,6 +425,67 @@ mod tests {
         }
     }
 
+    /// Over real HTTP/2: a tonic client whose requests a test layer compresses the way grpc-go's
+    /// snappy compressor does (flag 1, snappy framing, `grpc-encoding: snappy`) writes through a
+    /// tonic server hosting [`writeable_store`].
+    #[tokio::test]
+    async fn snappy_compressed_remote_write_over_http2() {
+        use engine::bucket::Bucket;
+
+        use crate::receive::{EngineHeads, ReceiveOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let factory = Arc::new(EngineHeads {
+            bucket: Bucket::local(dir.path().join("bucket")).unwrap(),
+            block_duration_ms: 7_200_000,
+            out_of_order_window_ms: 0,
+        });
+        let opts = ReceiveOptions { tsdb_path: dir.path().join("tsdb"), ..Default::default() };
+        let state = ReceiveState::new(opts, factory).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let svc = writeable_store(state.clone());
+        let incoming = tonic::transport::server::TcpIncoming::from(l);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await
+        });
+
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let compressing = tower::service_fn(move |req: http::Request<tonic::body::Body>| {
+            let channel = channel.clone();
+            async move {
+                let (mut parts, body) = req.into_parts();
+                let mut plain = body.collect().await.unwrap().to_bytes();
+                let mut out = Vec::new();
+                while !plain.is_empty() {
+                    assert_eq!(plain.get_u8(), 0);
+                    let len = plain.get_u32() as usize;
+                    let msg = plain.split_to(len);
+                    let mut enc = snap::write::FrameEncoder::new(Vec::new());
+                    std::io::Write::write_all(&mut enc, &msg).unwrap();
+                    let framed = enc.into_inner().unwrap();
+                    out.push(1);
+                    out.extend_from_slice(&(framed.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&framed);
+                }
+                parts.headers.insert("grpc-encoding", "snappy".parse().unwrap());
+                let body = tonic::body::Body::new(http_body_util::Full::new(Bytes::from(out)).map_err(|e| match e {}));
+                tower::ServiceExt::oneshot(channel, http::Request::from_parts(parts, body)).await
+            }
+        });
+        let mut client = WriteableStoreClient::new(compressing);
+        let req =
+            WriteRequest { timeseries: vec![ts("snappy_m", &[(1000, 4.5)])], tenant: "t".into(), ..Default::default() };
+        client.remote_write(Request::new(req)).await.unwrap();
+        let stats = state.heads().await;
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].0, "t");
+        let sel = engine::source::SelectRequest { min_t: 0, max_t: i64::MAX, ..Default::default() };
+        let batches: Vec<engine::SeriesBatch> =
+            futures::TryStreamExt::try_collect(state.source().select(&sel).await.unwrap()).await.unwrap();
+        let (labels, t, v) = batches[0].series(0);
+        assert_eq!((labels.to_string().as_str(), t, v), (r#"snappy_m{tenant_id="t"}"#, &[1000i64][..], &[4.5][..]));
+    }
+
     #[tokio::test]
     async fn layer_decodes_snappy_requests_and_passes_others() {
         use tower::{Service, ServiceExt};

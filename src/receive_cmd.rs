@@ -35,7 +35,10 @@ use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 
 use crate::CliError;
 use crate::query_cmd::{cut_loop, sync_loop};
-use crate::server::{PageCacheCollector, Readiness, Shutdown, SyncMetrics, new_registry, serve_until};
+use crate::server::{
+    BucketStoreCollector, PageCacheCollector, Readiness, Shutdown, SyncMetrics, new_registry, serve_until,
+    thanos_registry,
+};
 
 /// Arguments of `strata receive`.
 #[derive(Debug, Args)]
@@ -215,6 +218,8 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
     state.register_metrics(&mut registry);
     let sync_metrics = SyncMetrics::register(&mut registry);
     registry.register_collector(Box::new(PageCacheCollector(blocks.clone())));
+    let mut thanos = thanos_registry();
+    thanos.register_collector(Box::new(BucketStoreCollector(blocks.clone())));
     let api_metrics = StoreApiMetrics::register(&mut registry);
     let ready = Readiness::default();
     let opts = StoreApiOptions { component_type: "receive".into(), limits: args.limits.limits(), ..Default::default() };
@@ -242,7 +247,7 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
     let cutter = tokio::spawn(cut_loop(state.clone(), blocks, cut_every, stopped));
 
     let shutdown = Shutdown::on_signal();
-    let http = serve_until(&args.http_address, Router::new(), ready, registry, shutdown.clone());
+    let http = serve_until(&args.http_address, Router::new(), ready, vec![registry, thanos], shutdown.clone());
     let grpc = crate::grpc::serve(&args.grpc_address, routes, shutdown);
     let served = tokio::try_join!(http, grpc);
 

@@ -357,21 +357,25 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn remote_write_writes_per_tenant_and_answers_with_thanos_codes() {
-        use engine::bucket::Bucket;
-        use engine::source::SelectRequest;
-        use futures::TryStreamExt;
-
+    /// A receiver (no hashring, replication factor 1) with its heads and bucket under `dir`.
+    fn receiver(dir: &std::path::Path) -> ReceiveState {
         use crate::receive::{EngineHeads, ReceiveOptions};
-        let dir = tempfile::tempdir().unwrap();
         let factory = Arc::new(EngineHeads {
-            bucket: Bucket::local(dir.path().join("bucket")).unwrap(),
+            bucket: engine::bucket::Bucket::local(dir.join("bucket")).unwrap(),
             block_duration_ms: 7_200_000,
             out_of_order_window_ms: 0,
         });
-        let opts = ReceiveOptions { tsdb_path: dir.path().join("tsdb"), ..Default::default() };
-        let state = ReceiveState::new(opts, factory).unwrap();
+        let opts = ReceiveOptions { tsdb_path: dir.join("tsdb"), ..Default::default() };
+        ReceiveState::new(opts, factory).unwrap()
+    }
+
+    #[tokio::test]
+    async fn remote_write_writes_per_tenant_and_answers_with_thanos_codes() {
+        use engine::source::SelectRequest;
+        use futures::TryStreamExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = receiver(dir.path());
         let svc = WriteService { state: state.clone() };
         let call = |req: WriteRequest| {
             let svc = svc.clone();
@@ -430,17 +434,8 @@ mod tests {
     /// tonic server hosting [`writeable_store`].
     #[tokio::test]
     async fn snappy_compressed_remote_write_over_http2() {
-        use engine::bucket::Bucket;
-
-        use crate::receive::{EngineHeads, ReceiveOptions};
         let dir = tempfile::tempdir().unwrap();
-        let factory = Arc::new(EngineHeads {
-            bucket: Bucket::local(dir.path().join("bucket")).unwrap(),
-            block_duration_ms: 7_200_000,
-            out_of_order_window_ms: 0,
-        });
-        let opts = ReceiveOptions { tsdb_path: dir.path().join("tsdb"), ..Default::default() };
-        let state = ReceiveState::new(opts, factory).unwrap();
+        let state = receiver(dir.path());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let svc = writeable_store(state.clone());

@@ -317,12 +317,8 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// Binds `address` (e.g. `127.0.0.1:10902`), serves `api` behind the readiness gate plus the
-/// shared endpoints, and returns after a graceful shutdown on SIGINT/SIGTERM.
-pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry: Registry) -> Result<(), CliError> {
-    serve_until(address, api, ready, vec![registry], Shutdown::on_signal()).await
-}
-
-/// [`serve`] until `shutdown` resolves, with several registries on `/metrics` (e.g. one from
+/// shared endpoints, and returns after a graceful shutdown once `shutdown` resolves (e.g.
+/// [`Shutdown::on_signal`]); several registries go on `/metrics` (e.g. one from
 /// [`thanos_registry`] next to Strata's).
 pub(crate) async fn serve_until(
     address: &str,

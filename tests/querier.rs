@@ -82,25 +82,6 @@ impl Store {
     }
 }
 
-/// The series of a matrix answer: labels (as `{name=value,...}` JSON text) and points (ms, value).
-fn matrix(v: &Value) -> Vec<(Value, Vec<(i64, f64)>)> {
-    assert_eq!(v["status"], "success", "{v}");
-    v["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let pts = r["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, parse_go_float(p[1].as_str().unwrap())))
-                .collect();
-            (r["metric"].clone(), pts)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn ha_pair_deduplicated_and_partial_response() {
     let Some(promtool) = peer("promtool") else { return };

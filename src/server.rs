@@ -63,9 +63,14 @@ pub(crate) struct Shutdown(tokio::sync::watch::Receiver<bool>);
 impl Shutdown {
     /// Starts listening for SIGINT/SIGTERM.
     pub(crate) fn on_signal() -> Self {
+        Self::when(shutdown_signal())
+    }
+
+    /// Shuts down once `trigger` resolves (e.g. a signal or the end of a one-shot job).
+    pub(crate) fn when(trigger: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            shutdown_signal().await;
+            trigger.await;
             let _ = tx.send(true);
         });
         Shutdown(rx)
@@ -284,7 +289,7 @@ async fn log_requests(req: Request, next: Next) -> Response {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!("cannot listen for SIGINT: {e}");

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod alloc;
 mod convert_bench;
+mod format_bench;
 mod http_bench;
 mod promql_bench;
 mod receive_bench;
@@ -41,6 +42,8 @@ enum Cmd {
     },
     /// Storage engine: bytes per sample and conversion throughput vs the Prometheus TSDB block.
     Convert(convert_bench::Args),
+    /// Storage format: bytes/sample of value layouts on promtool-made and real Prometheus blocks.
+    Format(format_bench::Args),
     /// PromQL engine latency, throughput and peak memory over a bucket (10k-series queries).
     Promql(promql_bench::Args),
     /// Remote-write throughput, latency, memory per series and disk bytes: Strata vs Prometheus 2.42 and VictoriaMetrics.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             bench::datagen::write_openmetrics(&spec, &mut w).map_err(|e| format!("writing OpenMetrics: {e}"))
         }
         Cmd::Convert(a) => convert_bench::run(a),
+        Cmd::Format(a) => format_bench::run(a),
         Cmd::Promql(a) => promql_bench::run(a),
         Cmd::Receive(a) => receive_bench::run(a),
         Cmd::Http(a) => http_bench::run(a),

@@ -62,17 +62,26 @@ pub(crate) fn promtool_blocks(
     work: &Path,
     dir: &str,
 ) -> Result<PathBuf, String> {
-    let om = work.join("fleet.om");
+    promtool_blocks_from(bench_name, spec, work, dir, bench::datagen::write_openmetrics)
+}
+
+/// Like [`promtool_blocks`] with another generator (`bench::datagen::write_*_openmetrics`).
+pub(crate) fn promtool_blocks_from(
+    bench_name: &str,
+    spec: &bench::datagen::GenSpec,
+    work: &Path,
+    dir: &str,
+    generate: fn(&bench::datagen::GenSpec, &mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<PathBuf, String> {
+    let om = work.join(format!("{dir}.om"));
     {
         let f = std::fs::File::create(&om).map_err(|e| format!("{}: {e}", om.display()))?;
         let mut w = std::io::BufWriter::new(f);
-        bench::datagen::write_openmetrics(spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
+        generate(spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
+        std::io::Write::flush(&mut w).map_err(|e| format!("{}: {e}", om.display()))?;
     }
     let out = work.join(dir);
-    eprintln!(
-        "bench {bench_name}: promtool tsdb create-blocks-from openmetrics ({} samples) ...",
-        bench::datagen::total_samples(spec)
-    );
+    eprintln!("bench {bench_name}: promtool tsdb create-blocks-from openmetrics ({}) ...", om.display());
     let st = Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&om)

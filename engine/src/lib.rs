@@ -16,6 +16,7 @@ pub mod meta;
 pub mod reader;
 pub mod source;
 pub mod sql;
+pub mod values;
 pub mod verify;
 pub mod wal;
 pub mod writer;

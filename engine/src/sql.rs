@@ -1,13 +1,17 @@
 //! SQL over a bucket: DataFusion tables `samples` and `series` spanning all complete blocks.
 //!
 //! ```text
-//!   samples: block (Utf8 ULID) | series_id | timestamp | value
+//!   samples: block (Utf8 ULID) | series_id | timestamp | value (Float64, both formats)
 //!   series:  block | series_id | series_hash | __name__ | <label columns, union over blocks> | labels
 //!            | min_time | max_time | num_samples | first_row
 //!
 //!   view (column order, `block` first) ─► BlockFilesTable ─► DataSourceExec(ParquetSource)
 //!                                          one PartitionedFile per block, partition value = ULID
 //! ```
+//!
+//! `samples` reads v1 and v2 files alike: the file table has v2's columns (a v1 file reads NULL for
+//! `value_int` and `value_scale`) and the view computes `value` as
+//! `coalesce(value, CAST(value_int AS DOUBLE) / value_scale)`, the documented decoding.
 //!
 //! Scans are DataFusion's own Parquet scan (row-group/page pruning, filter pushdown); the block
 //! ULID is a per-file partition value. The tables are a snapshot of the block list at registration;
@@ -28,8 +32,9 @@ use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
+use datafusion::functions::expr_fn::coalesce;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, cast, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -193,7 +198,7 @@ pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Re
     cols.extend(label_names);
     let series_schema = format::series_schema(&cols);
 
-    let samples = Arc::new(BlockFilesTable::new(url.clone(), format::samples_schema(), samples_files));
+    let samples = Arc::new(BlockFilesTable::new(url.clone(), format::samples_schema(2), samples_files));
     let series = Arc::new(BlockFilesTable::new(url, Arc::clone(&series_schema), series_files));
     let df_err = |what: &'static str| move |e| Error::datafusion(what, e);
 
@@ -204,7 +209,11 @@ pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Re
             col(PARTITION_COLUMN).alias(BLOCK_COLUMN),
             col(format::COL_SERIES_ID),
             col(format::COL_TIMESTAMP),
-            col(format::COL_VALUE),
+            coalesce(vec![
+                col(format::COL_VALUE),
+                cast(col(format::COL_VALUE_INT), DataType::Float64) / col(format::COL_VALUE_SCALE),
+            ])
+            .alias(format::COL_VALUE),
         ])
         .map_err(df_err("projecting samples table"))?;
     ctx.register_table("samples", samples_view.into_view()).map_err(df_err("registering samples"))?;

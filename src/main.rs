@@ -59,7 +59,7 @@ enum TsdbCommand {
 
 #[derive(Debug, Subcommand)]
 enum ToolsCommand {
-    /// Bucket tools: ls, inspect, verify.
+    /// Bucket tools: ls, inspect, verify, rewrite.
     Bucket {
         #[command(subcommand)]
         command: cli_tools::BucketCommand,

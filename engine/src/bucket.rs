@@ -300,6 +300,24 @@ impl Bucket {
         }
     }
 
+    /// Uploads `deletion-mark.json` for block `ulid` (Thanos's format, `deletion_time` now): the
+    /// block stops being listed by [`Bucket::list_blocks`]. An existing mark is left as it is.
+    pub async fn mark_for_deletion(&self, ulid: &str, details: &str) -> Result<()> {
+        let path = Self::block_path(ulid, DELETION_MARK_FILE);
+        if self.exists(&path).await? {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mark = crate::meta::DeletionMark {
+            id: ulid.to_string(),
+            details: details.to_string(),
+            deletion_time: now,
+            version: 1,
+        };
+        let bytes = serde_json::to_vec_pretty(&mark).unwrap_or_default();
+        self.put(&path, bytes.into()).await
+    }
+
     /// Deletes every object of a block directory, `meta.json` first so that the block stops being
     /// visible before its data goes.
     pub async fn delete_block(&self, ulid: &str) -> Result<()> {

@@ -14,6 +14,7 @@ pub mod labels;
 pub mod merge;
 pub mod meta;
 pub mod reader;
+pub mod rewrite;
 pub mod source;
 pub mod sql;
 pub mod values;

@@ -16,6 +16,21 @@ pub const DELETION_MARK_FILE: &str = "deletion-mark.json";
 /// Name of the no-compaction mark.
 pub const NO_COMPACT_MARK_FILE: &str = "no-compact-mark.json";
 
+/// A block's `deletion-mark.json`, as Thanos writes it: the block stops being served once the mark
+/// exists; its files are deleted after a delay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletionMark {
+    /// ULID of the marked block.
+    pub id: String,
+    /// Why the block is deleted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+    /// When the mark was written, Unix seconds.
+    pub deletion_time: i64,
+    /// Mark format version, 1.
+    pub version: u32,
+}
+
 /// The `meta.json` of a block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockMeta {

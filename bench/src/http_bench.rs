@@ -8,14 +8,13 @@
 //! it is the cold one, before Strata's decoded-page cache holds the pages the request touches. The
 //! `gzip` rows send `Accept-Encoding: gzip` to both.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
 
-use crate::util::{Proc, free_port, promtool_blocks, spec};
+use crate::util::{Proc, copy_tree, format_copy, free_port, promtool_blocks, spec};
 
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]
@@ -39,19 +38,10 @@ pub(crate) struct Args {
     /// Run only the requests whose name contains this text.
     #[arg(long)]
     only: Option<String>,
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
-    for e in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?.flatten() {
-        let t = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &t)?;
-        } else {
-            std::fs::copy(e.path(), &t).map_err(|err| format!("{}: {err}", e.path().display()))?;
-        }
-    }
-    Ok(())
+    /// Storage format versions of the Strata buckets: one `strata query` per format, each request
+    /// timed on every one of them against Prometheus in the same run.
+    #[arg(long, value_delimiter = ',', default_value = "2,1")]
+    formats: Vec<u32>,
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str, what: &str) -> Result<(), String> {
@@ -142,7 +132,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
 
     // Prometheus on a copy of the blocks
     let prom_data = work.path().join("prom");
-    copy_dir(&prom_blocks, &prom_data)?;
+    copy_tree(&prom_blocks, &prom_data)?;
     let cfg = work.path().join("prometheus.yml");
     std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
     let pport = free_port()?;
@@ -166,25 +156,33 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     if let Some((p, e)) = report.failed.first() {
         return Err(format!("convert {}: {e}", p.display()));
     }
-    let bcfg = work.path().join("bucket.yml");
-    std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bdir.display()))
-        .map_err(|e| e.to_string())?;
-    let sport = free_port()?;
     let strata_bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
-    let _strata = Proc(
-        Command::new(&strata_bin)
-            .args(["query", "--objstore.config-file"])
-            .arg(&bcfg)
-            .args(["--http-address", &format!("127.0.0.1:{sport}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e} (cargo build --release first)", strata_bin.display()))?,
-    );
+    let mut servers = Vec::new();
+    for &format in &a.formats {
+        let fdir = work.path().join(format!("bucket-v{format}"));
+        rt.block_on(format_copy(&bdir, &fdir, format))?;
+        let bcfg = work.path().join(format!("bucket-v{format}.yml"));
+        std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", fdir.display()))
+            .map_err(|e| e.to_string())?;
+        let sport = free_port()?;
+        let proc = Proc(
+            Command::new(&strata_bin)
+                .args(["query", "--objstore.config-file"])
+                .arg(&bcfg)
+                .args(["--http-address", &format!("127.0.0.1:{sport}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("{}: {e} (cargo build --release first)", strata_bin.display()))?,
+        );
+        servers.push((format, format!("http://127.0.0.1:{sport}"), proc));
+    }
     let client = reqwest::Client::new();
-    let (pbase, sbase) = (format!("http://127.0.0.1:{pport}"), format!("http://127.0.0.1:{sport}"));
+    let pbase = format!("http://127.0.0.1:{pport}");
     rt.block_on(wait_ready(&client, &pbase, "prometheus"))?;
-    rt.block_on(wait_ready(&client, &sbase, "strata query"))?;
+    for (_, sbase, _) in &servers {
+        rt.block_on(wait_ready(&client, sbase, "strata query"))?;
+    }
 
     let start = spec.start_ms / 1000 + 600;
     let end = (spec.start_ms + spec.duration_ms) / 1000 - 60;
@@ -221,29 +219,31 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         a.budget
     );
     println!(
-        "{:<32} {:>14} {:>14} {:>14} {:>5} {:>8}  target",
-        "request", "strata med ms", "strata cold ms", "prom med ms", "runs", "ratio"
+        "{:<32} {:>6} {:>14} {:>14} {:>14} {:>5} {:>8}  target",
+        "request", "format", "strata med ms", "strata cold ms", "prom med ms", "runs", "ratio"
     );
     for (name, path, heavy, gzip) in cases {
         if a.only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        let (s_first, s, p, n) = rt.block_on(compare(
-            &client,
-            &format!("{sbase}{path}"),
-            &format!("{pbase}{path}"),
-            a.runs,
-            a.budget,
-            gzip,
-        ))?;
-        println!(
-            "{name:<32} {:>14.2} {:>14.2} {:>14.2} {n:>5} {:>8.2}  <= {}",
-            s * 1000.0,
-            s_first * 1000.0,
-            p * 1000.0,
-            s / p.max(1e-9),
-            if heavy { "0.5" } else { "1.0" }
-        );
+        for (format, sbase, _) in &servers {
+            let (s_first, s, p, n) = rt.block_on(compare(
+                &client,
+                &format!("{sbase}{path}"),
+                &format!("{pbase}{path}"),
+                a.runs,
+                a.budget,
+                gzip,
+            ))?;
+            println!(
+                "{name:<32} {format:>6} {:>14.2} {:>14.2} {:>14.2} {n:>5} {:>8.2}  <= {}",
+                s * 1000.0,
+                s_first * 1000.0,
+                p * 1000.0,
+                s / p.max(1e-9),
+                if heavy { "0.5" } else { "1.0" }
+            );
+        }
     }
     Ok(())
 }

@@ -93,3 +93,32 @@ pub(crate) fn promtool_blocks_from(
     }
     Ok(out)
 }
+
+/// Copies the bucket directory `from` to `to` and rewrites every block there into format `format`
+/// (the old blocks are then removed), for benchmarks that compare formats on the same data.
+pub(crate) async fn format_copy(from: &Path, to: &Path, format: u32) -> Result<(), String> {
+    copy_tree(from, to)?;
+    let bucket = engine::Bucket::local(to).map_err(|e| e.to_string())?;
+    for id in bucket.list_blocks().await.map_err(|e| e.to_string())? {
+        if let engine::rewrite::RewriteOutcome::Rewritten { .. } =
+            engine::rewrite::rewrite_block(&bucket, &id, format, &|_| {}).await.map_err(|e| e.to_string())?
+        {
+            bucket.delete_block(&id).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Recursively copies a directory.
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for e in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?.flatten() {
+        let t = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &t)?;
+        } else {
+            std::fs::copy(e.path(), &t).map_err(|err| format!("{}: {err}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}

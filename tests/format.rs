@@ -23,8 +23,8 @@ fn openmetrics() -> String {
         text.truncate(text.len() - "# EOF\n".len());
         text
     };
-    let mut text = generate(|s, w| bench::datagen::write_openmetrics(s, w), 8);
-    text.push_str(&generate(|s, w| bench::datagen::write_irregular_openmetrics(s, w), 3));
+    let mut text = generate(bench::datagen::write_openmetrics, 8);
+    text.push_str(&generate(bench::datagen::write_irregular_openmetrics, 3));
     text.push_str("# TYPE special gauge\n");
     let t0 = bench::datagen::GenSpec::default().start_ms / 1000;
     let specials = ["NaN", "+Inf", "-Inf", "0", "-0.0", "1e-300", "4.9e-324", "123456789.123456789", "0.1", "1e22"];

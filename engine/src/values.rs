@@ -51,8 +51,8 @@ pub fn decode(m: i64, scale: f64) -> f64 {
 #[inline]
 pub fn encode(v: f64, scale: f64) -> Option<i64> {
     let x = (v * scale).round();
-    // NaN fails this comparison, so NaNs and infinities never get a mantissa.
-    if !(x.abs() <= MAX_MANTISSA as f64) {
+    // NaN and infinities fail this test, so they never get a mantissa.
+    if x.is_nan() || x.abs() > MAX_MANTISSA as f64 {
         return None;
     }
     let m = x as i64;
@@ -251,7 +251,7 @@ mod tests {
         ] {
             assert_eq!(min_exponent(v), Some(e), "{v}");
             let m = encode(v, scale_of(e)).unwrap();
-            assert_eq!(decode(m, scale_of(e)).to_bits(), (v as f64).to_bits());
+            assert_eq!(decode(m, scale_of(e)).to_bits(), v.to_bits());
         }
         // 17 significant digits do not fit below 2^53; 0.1 + 0.2 is not a short decimal.
         assert_eq!(min_exponent(0.1 + 0.2), None);

@@ -11,7 +11,7 @@ use std::time::Instant;
 use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
 
-use crate::util::{dir_bytes, format_copy, is_parquet, promtool_blocks, promtool_blocks_from, spec};
+use crate::util::{dir_bytes, format_copy, is_parquet, promtool_blocks, promtool_blocks_from, spec, tsdb_bytes};
 
 /// Arguments of `bench convert`.
 #[derive(Debug, clap::Args)]
@@ -79,10 +79,7 @@ fn measure(
     prom: &std::path::Path,
     target: f64,
 ) -> Result<(), String> {
-    let tsdb_bytes = dir_bytes(prom, &|p| {
-        let n = p.file_name().and_then(|s| s.to_str()).unwrap_or("");
-        n == "index" || p.parent().and_then(|d| d.file_name()).and_then(|s| s.to_str()) == Some("chunks")
-    });
+    let tsdb_bytes = tsdb_bytes(prom);
 
     // 1. decode only (TSDB reader)
     let t = Instant::now();

@@ -63,22 +63,30 @@ fn job_of(target: usize) -> &'static str {
     ["api", "web", "db", "cache"][target % 4]
 }
 
-/// Writes the OpenMetrics text (ending in `# EOF`) for `spec` to `w`.
-pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
-    let n = scrapes(spec);
-    let mut rng = StdRng::seed_from_u64(spec.seed);
-    // Scrape times per target (jittered), shared by all series of the target as in a real scrape.
-    let times: Vec<Vec<i64>> = (0..spec.targets)
+/// Scrape times per target (jittered), shared by all series of the target as in a real scrape.
+fn scrape_times(spec: &GenSpec, rng: &mut StdRng) -> Vec<Vec<i64>> {
+    (0..spec.targets)
         .map(|_| {
-            (0..n)
+            (0..scrapes(spec))
                 .map(|i| {
                     let j = if spec.jitter_ms > 0 { rng.random_range(0..=spec.jitter_ms) } else { 0 };
                     spec.start_ms + i as i64 * spec.interval_ms + j
                 })
                 .collect()
         })
-        .collect();
-    let ts = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+        .collect()
+}
+
+/// An OpenMetrics timestamp (seconds with milliseconds).
+fn om_ts(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// Writes the OpenMetrics text (ending in `# EOF`) for `spec` to `w`.
+pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
+    let n = scrapes(spec);
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let times = scrape_times(spec, &mut rng);
     let lbl = |t: usize| format!("job=\"{}\",instance=\"host-{t:05}:9100\"", job_of(t));
 
     writeln!(w, "# TYPE up gauge")?;
@@ -86,7 +94,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         for (i, &tm) in tt.iter().enumerate() {
             // an occasional failed scrape
             let v = if (i + t) % 997 == 5 { 0 } else { 1 };
-            writeln!(w, "up{{{}}} {v} {}", lbl(t), ts(tm))?;
+            writeln!(w, "up{{{}}} {v} {}", lbl(t), om_ts(tm))?;
         }
     }
     writeln!(w, "# TYPE http_requests counter")?;
@@ -105,7 +113,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
                     if rng.random_range(0..20_000) == 0 {
                         v = 0; // counter reset (process restart)
                     }
-                    writeln!(w, "http_requests_total{{{},method=\"{m}\",status=\"{s}\"}} {v} {}", lbl(t), ts(tm))?;
+                    writeln!(w, "http_requests_total{{{},method=\"{m}\",status=\"{s}\"}} {v} {}", lbl(t), om_ts(tm))?;
                 }
             }
         }
@@ -115,7 +123,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         let mut v: f64 = rng.random_range(50e6..500e6_f64).round();
         for &tm in tt {
             v = (v + rng.random_range(-1e6..1e6_f64)).max(1e6).round();
-            writeln!(w, "process_resident_memory_bytes{{{}}} {v} {}", lbl(t), ts(tm))?;
+            writeln!(w, "process_resident_memory_bytes{{{}}} {v} {}", lbl(t), om_ts(tm))?;
         }
     }
     writeln!(w, "# TYPE node_temperature_celsius gauge")?;
@@ -123,13 +131,13 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         let mut v: f64 = rng.random_range(30.0..70.0);
         for &tm in tt {
             v = (v + rng.random_range(-0.5..0.5)).clamp(20.0, 90.0);
-            writeln!(w, "node_temperature_celsius{{{}}} {:.2} {}", lbl(t), v, ts(tm))?;
+            writeln!(w, "node_temperature_celsius{{{}}} {:.2} {}", lbl(t), v, om_ts(tm))?;
         }
     }
     writeln!(w, "# TYPE build_info gauge")?;
     for (t, tt) in times.iter().enumerate() {
         for &tm in tt {
-            writeln!(w, "build_info{{{},version=\"1.{}.0\"}} 1 {}", lbl(t), t % 3, ts(tm))?;
+            writeln!(w, "build_info{{{},version=\"1.{}.0\"}} 1 {}", lbl(t), t % 3, om_ts(tm))?;
         }
     }
     // Classic histogram: cumulative bucket counters, sum and count. Written as separate families of
@@ -164,7 +172,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
                     "request_duration_seconds_bucket{{{},le=\"{bound}\"}} {} {}",
                     lbl(t),
                     hist[t][i].0[b],
-                    ts(tm)
+                    om_ts(tm)
                 )?;
             }
         }
@@ -172,14 +180,14 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "# TYPE request_duration_seconds_sum unknown")?;
     for (t, tt) in times.iter().enumerate() {
         for (i, &tm) in tt.iter().enumerate() {
-            writeln!(w, "request_duration_seconds_sum{{{}}} {} {}", lbl(t), hist[t][i].1, ts(tm))?;
+            writeln!(w, "request_duration_seconds_sum{{{}}} {} {}", lbl(t), hist[t][i].1, om_ts(tm))?;
         }
     }
     writeln!(w, "# TYPE request_duration_seconds_count unknown")?;
     for (t, tt) in times.iter().enumerate() {
         for (i, &tm) in tt.iter().enumerate() {
             let c = hist[t][i].0.last().copied().unwrap_or(0);
-            writeln!(w, "request_duration_seconds_count{{{}}} {c} {}", lbl(t), ts(tm))?;
+            writeln!(w, "request_duration_seconds_count{{{}}} {c} {}", lbl(t), om_ts(tm))?;
         }
     }
     writeln!(w, "# EOF")
@@ -195,19 +203,8 @@ pub const IRREGULAR_SERIES_PER_TARGET: usize = 24;
 /// About 60% of the samples have 15-17 significant digits. Values are written in their shortest
 /// round-trip form, so the TSDB block holds exactly the generated doubles.
 pub fn write_irregular_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
-    let n = scrapes(spec);
     let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x1e66_u64);
-    let times: Vec<Vec<i64>> = (0..spec.targets)
-        .map(|_| {
-            (0..n)
-                .map(|i| {
-                    let j = if spec.jitter_ms > 0 { rng.random_range(0..=spec.jitter_ms) } else { 0 };
-                    spec.start_ms + i as i64 * spec.interval_ms + j
-                })
-                .collect()
-        })
-        .collect();
-    let ts = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+    let times = scrape_times(spec, &mut rng);
     let lbl = |t: usize| format!("job=\"{}\",instance=\"svc-{t:05}:8080\"", job_of(t));
     // (family, label name, label values); each (target, value) is one series.
     let families: [(&str, &str, &[&str]); 8] = [
@@ -260,7 +257,7 @@ pub fn write_irregular_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Re
                         }
                         _ => rng.random_range(20..200) as f64,
                     };
-                    writeln!(w, "{name}{{{}{extra}}} {v} {}", lbl(t), ts(tm))?;
+                    writeln!(w, "{name}{{{}{extra}}} {v} {}", lbl(t), om_ts(tm))?;
                 }
             }
         }

@@ -26,7 +26,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 
-use crate::util::{Proc, dir_bytes, free_port, promtool_blocks_from, spec};
+use crate::util::{Proc, free_port, promtool_blocks_from, spec, tsdb_bytes};
 
 /// Arguments of `bench format`.
 #[derive(Debug, clap::Args)]
@@ -305,17 +305,6 @@ async fn engine_bytes(blocks: &[DecodedBlock]) -> Result<(u64, u64, f64), String
         series += size(format::SERIES_FILE).unwrap_or(0);
     }
     Ok((samples, series, secs))
-}
-
-fn tsdb_bytes(dir: &Path) -> u64 {
-    dir_bytes(dir, &|p| {
-        let n = p.file_name().and_then(|s| s.to_str()).unwrap_or("");
-        let parent = p.parent().and_then(|d| d.file_name()).and_then(|s| s.to_str()).unwrap_or("");
-        let grand = p.parent().and_then(|d| d.parent()).and_then(|d| d.file_name()).and_then(|s| s.to_str());
-        // index and chunks/ of ULID-named block directories (not the WAL or the head chunks)
-        (n == "index" && ingest::tsdb::is_block_dir_name(parent))
-            || (parent == "chunks" && grand.is_some_and(ingest::tsdb::is_block_dir_name))
-    })
 }
 
 fn measure(name: &str, dir: &Path, only: Option<&str>, rt: &tokio::runtime::Runtime) -> Result<(), String> {

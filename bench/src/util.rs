@@ -122,3 +122,15 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Bytes of the TSDB blocks under `dir`: `index` and `chunks/` of ULID-named block directories (not
+/// the WAL or the head chunks of a Prometheus data directory).
+pub(crate) fn tsdb_bytes(dir: &Path) -> u64 {
+    dir_bytes(dir, &|p| {
+        let n = p.file_name().and_then(|s| s.to_str()).unwrap_or("");
+        let parent = p.parent().and_then(|d| d.file_name()).and_then(|s| s.to_str()).unwrap_or("");
+        let grand = p.parent().and_then(|d| d.parent()).and_then(|d| d.file_name()).and_then(|s| s.to_str());
+        (n == "index" && ingest::tsdb::is_block_dir_name(parent))
+            || (parent == "chunks" && grand.is_some_and(ingest::tsdb::is_block_dir_name))
+    })
+}

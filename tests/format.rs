@@ -14,19 +14,19 @@ use engine::bucket::Bucket;
 
 /// Fleet data, irregular values (rates, ratios, float sums, short decimals) and special floats.
 fn openmetrics() -> String {
-    let generate = |f: fn(&bench::datagen::GenSpec, &mut Vec<u8>) -> std::io::Result<()>, targets| {
+    let generate = |f: fn(&ingest::datagen::GenSpec, &mut Vec<u8>) -> std::io::Result<()>, targets| {
         let spec =
-            bench::datagen::GenSpec { targets, duration_ms: 9 * 3_600_000, interval_ms: 30_000, ..Default::default() };
+            ingest::datagen::GenSpec { targets, duration_ms: 9 * 3_600_000, interval_ms: 30_000, ..Default::default() };
         let mut buf = Vec::new();
         f(&spec, &mut buf).unwrap();
         let mut text = String::from_utf8(buf).unwrap();
         text.truncate(text.len() - "# EOF\n".len());
         text
     };
-    let mut text = generate(bench::datagen::write_openmetrics, 8);
-    text.push_str(&generate(bench::datagen::write_irregular_openmetrics, 3));
+    let mut text = generate(ingest::datagen::write_openmetrics, 8);
+    text.push_str(&generate(ingest::datagen::write_irregular_openmetrics, 3));
     text.push_str("# TYPE special gauge\n");
-    let t0 = bench::datagen::GenSpec::default().start_ms / 1000;
+    let t0 = ingest::datagen::GenSpec::default().start_ms / 1000;
     let specials = ["NaN", "+Inf", "-Inf", "0", "-0.0", "1e-300", "4.9e-324", "123456789.123456789", "0.1", "1e22"];
     for (i, v) in specials.iter().enumerate() {
         text.push_str(&format!("special{{kind=\"edge\"}} {v} {}\n", t0 + 60 * i as i64));

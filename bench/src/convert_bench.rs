@@ -1,7 +1,7 @@
 //! `bench convert`: on the same promtool-made data, bytes per sample of the Strata blocks in format v2
 //! (what convert writes) and v1 vs the source TSDB blocks (index + chunks), TSDB decode throughput,
 //! end-to-end conversion throughput and read throughput of both formats. Two data sets: the fleet
-//! generator and the irregular-value generator (`bench::datagen`).
+//! generator and the irregular-value generator (`ingest::datagen`).
 //!
 //! Targets (issues 2 and 13): v2 ≤ 0.35× the TSDB bytes on fleet data and ≤ 0.6× on irregular values;
 //! ≥ 10M samples/s converted on a 2-core machine; v2 reads no slower than v1.
@@ -11,12 +11,14 @@ use std::time::Instant;
 use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
 
-use crate::util::{dir_bytes, format_copy, is_parquet, promtool_blocks, promtool_blocks_from, spec, tsdb_bytes};
+use ingest::testkit::dir_bytes;
+
+use crate::util::{format_copy, is_parquet, promtool_blocks, promtool_blocks_from, spec, tsdb_bytes};
 
 /// Arguments of `bench convert`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Scrape targets (each has bench::datagen::SERIES_PER_TARGET series).
+    /// Scrape targets (each has ingest::datagen::SERIES_PER_TARGET series).
     #[arg(long, default_value_t = 200)]
     targets: usize,
     /// Hours of data (promtool cuts 2h blocks).
@@ -51,17 +53,17 @@ async fn read_rate(dir: &std::path::Path) -> Result<f64, String> {
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let fleet = spec(a.targets, a.hours, a.interval);
+    let fleet = spec(a.targets, a.hours, a.interval)?;
     let prom = promtool_blocks("convert", &fleet, work.path(), "prom")?;
     measure(&rt, work.path(), "fleet", &prom, 0.35)?;
     if a.irregular_targets > 0 {
-        let irregular = spec(a.irregular_targets, a.hours, a.interval);
+        let irregular = spec(a.irregular_targets, a.hours, a.interval)?;
         let dir = promtool_blocks_from(
             "convert",
             &irregular,
             work.path(),
             "irregular",
-            bench::datagen::write_irregular_openmetrics,
+            ingest::datagen::write_irregular_openmetrics,
         )?;
         measure(&rt, work.path(), "irregular", &dir, 0.6)?;
     }

@@ -10,7 +10,7 @@
 //! engine's own `BlockWriter` (what `strata tsdb convert` writes), series.parquet included.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 
-use crate::util::{Proc, free_port, promtool_blocks_from, spec, tsdb_bytes};
+use ingest::testkit::{Daemon, free_port};
+
+use crate::util::{promtool_blocks_from, spec, tsdb_bytes};
 
 /// Arguments of `bench format`.
 #[derive(Debug, clap::Args)]
@@ -363,7 +365,8 @@ fn measure(name: &str, dir: &Path, only: Option<&str>, rt: &tokio::runtime::Runt
 
 /// Runs Prometheus scraping itself and a node exporter for `minutes`; returns its data directory.
 fn scrape_real(work: &Path, minutes: f64, interval: f64) -> Result<PathBuf, String> {
-    let (prom_port, ne_port) = (free_port()?, free_port()?);
+    let port = || free_port().map_err(|e| e.to_string());
+    let (prom_port, ne_port) = (port()?, port()?);
     let data = work.join("prometheus-data");
     let cfg = work.join("prometheus.yml");
     std::fs::write(
@@ -375,26 +378,21 @@ fn scrape_real(work: &Path, minutes: f64, interval: f64) -> Result<PathBuf, Stri
     .map_err(|e| format!("{}: {e}", cfg.display()))?;
     // Blocks are cut once the head spans 1.5 block durations: a quarter of the run gives 2-3 blocks.
     let block_min = ((minutes / 4.0).floor() as u64).max(1);
-    let _ne = Proc(
-        Command::new("prometheus-node-exporter")
-            .arg(format!("--web.listen-address=127.0.0.1:{ne_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting prometheus-node-exporter (Debian package): {e}"))?,
-    );
-    let _prom = Proc(
+    let _ne = Daemon::spawn(
+        Command::new("prometheus-node-exporter").arg(format!("--web.listen-address=127.0.0.1:{ne_port}")),
+        &work.join("node-exporter.log"),
+    )
+    .map_err(|e| format!("{e} (Debian package prometheus-node-exporter)"))?;
+    let _prom = Daemon::spawn(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .arg(format!("--storage.tsdb.min-block-duration={block_min}m"))
-            .arg(format!("--storage.tsdb.max-block-duration={block_min}m"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting prometheus: {e}"))?,
-    );
+            .arg(format!("--storage.tsdb.max-block-duration={block_min}m")),
+        &work.join("prometheus.log"),
+    )
+    .map_err(|e| e.to_string())?;
     eprintln!(
         "bench format: Prometheus scraping itself and a node exporter for {minutes} min ({block_min}m blocks) ..."
     );
@@ -406,18 +404,18 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let only = a.only.as_deref();
-    let fleet = spec(a.targets, a.hours, a.interval);
-    let dir = promtool_blocks_from("format", &fleet, work.path(), "fleet", bench::datagen::write_openmetrics)?;
-    measure("fleet (bench::datagen, promtool)", &dir, only, &rt)?;
-    let irregular = spec(a.irregular_targets, a.hours, a.interval);
+    let fleet = spec(a.targets, a.hours, a.interval)?;
+    let dir = promtool_blocks_from("format", &fleet, work.path(), "fleet", ingest::datagen::write_openmetrics)?;
+    measure("fleet (ingest::datagen, promtool)", &dir, only, &rt)?;
+    let irregular = spec(a.irregular_targets, a.hours, a.interval)?;
     let dir = promtool_blocks_from(
         "format",
         &irregular,
         work.path(),
         "irregular",
-        bench::datagen::write_irregular_openmetrics,
+        ingest::datagen::write_irregular_openmetrics,
     )?;
-    measure("irregular values (bench::datagen, promtool)", &dir, only, &rt)?;
+    measure("irregular values (ingest::datagen, promtool)", &dir, only, &rt)?;
     if let Some(m) = a.scrape_minutes {
         let dir = scrape_real(work.path(), m, a.scrape_interval)?;
         measure("real Prometheus 2.42 scraping itself + node exporter", &dir, only, &rt)?;

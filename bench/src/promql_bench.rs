@@ -96,7 +96,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         let bucket = Bucket::local(dir.path()).map_err(|e| e.to_string())?;
         let t = Instant::now();
         let total = rt.block_on(build_bucket(&bucket, &a, format))?;
-        let bytes = crate::util::dir_bytes(dir.path(), &crate::util::is_parquet);
+        let bytes = ingest::testkit::dir_bytes(dir.path(), &crate::util::is_parquet);
         eprintln!(
             "bench promql: format {format}: wrote {total} samples in {:.1}s, {:.3} bytes/sample",
             t.elapsed().as_secs_f64(),

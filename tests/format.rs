@@ -48,21 +48,6 @@ fn expected_json(d: &Dump, path: &Path) {
     std::fs::write(path, serde_json::to_vec(&m).unwrap()).unwrap();
 }
 
-/// A Python with duckdb, polars and pyarrow (the venv of scripts/install-test-deps is first on PATH
-/// in scripts/test). Under CI=true a missing interpreter or package fails the test.
-fn python_readers() -> Option<PathBuf> {
-    let py = peer("python3")?;
-    let ok = Command::new(&py).args(["-c", "import duckdb, polars, pyarrow"]).status().unwrap().success();
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{} lacks duckdb/polars/pyarrow (run scripts/install-test-deps)", py.display());
-        }
-        eprintln!("NOTICE: duckdb/polars/pyarrow missing in {}; skipping (fails under CI=true)", py.display());
-        return None;
-    }
-    Some(py)
-}
-
 fn run_python(py: &Path, expected: &Path, bucket: &Path, version: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_blocks.py");
     let out = Command::new(py).arg(script).arg(expected).arg(bucket).arg(version).output().unwrap();
@@ -94,7 +79,7 @@ fn marked(bucket_dir: &Path, ulid: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reader_reads_both_formats_and_rewrite_resumes_after_a_kill() {
     let Some(promtool) = peer("promtool") else { return };
-    let Some(py) = python_readers() else { return };
+    let Some(py) = venv_python(&["duckdb", "polars", "pyarrow"]) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("prom");
     promtool_blocks(&promtool, &openmetrics(), tmp.path(), &data);

@@ -1,5 +1,7 @@
 //! `bench http`: query-API latency, Strata (`strata query` over converted blocks) vs Prometheus 2.42
-//! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP.
+//! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP. With
+//! `--via-store` Strata answers as Thanos is deployed: `strata query --endpoint` in front of a
+//! `strata store` gateway over the blocks, every sample crossing the StoreAPI (gRPC, XOR chunks).
 //!
 //! Each request is sent once to each system as a warm-up, then `--runs` more times to each,
 //! alternating Strata and Prometheus so that a busy moment of the machine hits both alike. The
@@ -44,6 +46,10 @@ pub(crate) struct Args {
     /// timed on every one of them against Prometheus in the same run.
     #[arg(long, value_delimiter = ',', default_value = "2,1")]
     formats: Vec<u32>,
+    /// Query through the StoreAPI: `strata query --endpoint` over a `strata store` of the blocks,
+    /// instead of `strata query` reading the bucket itself.
+    #[arg(long)]
+    via_store: bool,
 }
 
 /// Sends `url` once and returns its wall time in seconds, with the body read whole. With `gzip` the
@@ -134,10 +140,16 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         return Err(format!("convert {}: {e}", p.display()));
     }
     let strata_bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
+    let ready = Duration::from_secs(120);
+    let spawn = |args: &[&str], log: &std::path::Path| -> Result<Daemon, String> {
+        Daemon::spawn(Command::new(&strata_bin).args(args), log)
+            .map_err(|e| format!("{e} (cargo build --release --workspace first)"))
+    };
     let client = reqwest::Client::new();
     let pbase = format!("http://127.0.0.1:{pport}");
-    let ready = Duration::from_secs(120);
     rt.block_on(prom.wait_http_ok(&format!("{pbase}/-/ready"), ready, &prom_log)).map_err(|e| e.to_string())?;
+    // One `strata query` per format over a copy of the bucket in that format; with --via-store a
+    // store gateway over the bucket and the querier in front of it over gRPC.
     let mut servers = Vec::new();
     for &format in &a.formats {
         let fdir = work.path().join(format!("bucket-v{format}"));
@@ -145,19 +157,28 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         let bcfg = work.path().join(format!("bucket-v{format}.yml"));
         std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", fdir.display()))
             .map_err(|e| e.to_string())?;
-        let sport = free_port().map_err(|e| e.to_string())?;
+        let bucket_cfg = bcfg.display().to_string();
+        let query_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
         let strata_log = work.path().join(format!("strata-v{format}.log"));
-        let mut strata = Daemon::spawn(
-            Command::new(&strata_bin)
-                .args(["query", "--objstore.config-file"])
-                .arg(&bcfg)
-                .args(["--http-address", &format!("127.0.0.1:{sport}")]),
-            &strata_log,
-        )
-        .map_err(|e| format!("{e} (cargo build --release --workspace first)"))?;
-        let sbase = format!("http://127.0.0.1:{sport}");
+        let (mut strata, store) = if a.via_store {
+            let grpc = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+            let http = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+            let store_log = work.path().join(format!("store-v{format}.log"));
+            let args =
+                ["store", "--objstore.config-file", &bucket_cfg, "--grpc-address", &grpc, "--http-address", &http];
+            let mut store = spawn(&args, &store_log)?;
+            rt.block_on(store.wait_http_ok(&format!("http://{http}/-/ready"), ready, &store_log))
+                .map_err(|e| e.to_string())?;
+            (spawn(&["query", "--endpoint", &grpc, "--http-address", &query_addr], &strata_log)?, Some(store))
+        } else {
+            (
+                spawn(&["query", "--objstore.config-file", &bucket_cfg, "--http-address", &query_addr], &strata_log)?,
+                None,
+            )
+        };
+        let sbase = format!("http://{query_addr}");
         rt.block_on(strata.wait_http_ok(&format!("{sbase}/-/ready"), ready, &strata_log)).map_err(|e| e.to_string())?;
-        servers.push((format, sbase, strata));
+        servers.push((format, sbase, strata, store));
     }
 
     let start = spec.start_ms / 1000 + 600;
@@ -187,7 +208,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         ("selector all series, 1d, gzip", range("{job=~\".+\"}", start), false, true),
     ];
     println!(
-        "bench http: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
+        "bench http{}: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
+        if a.via_store { " (strata query -> strata store over gRPC)" } else { "" },
         a.targets * ingest::datagen::SERIES_PER_TARGET,
         report.samples,
         a.hours,
@@ -203,7 +225,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         if a.only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        for (format, sbase, _) in &servers {
+        for (format, sbase, _, _) in &servers {
             let (s_first, s, p, n) = rt.block_on(compare(
                 &client,
                 &format!("{sbase}{path}"),

@@ -119,6 +119,12 @@ impl ScanSpec {
     }
 }
 
+/// A per-query replacement of the scans' source, set as a task-context extension: the querier
+/// reads each request through its own view of its sources (the request's options, its warnings),
+/// while plans are built once against the engine's source.
+#[derive(Debug)]
+pub(crate) struct ScanSource(pub(crate) Arc<dyn SeriesSource>);
+
 /// The physical scan over a [`SeriesSource`].
 #[derive(Debug)]
 pub(crate) struct SeriesScanExec {
@@ -208,10 +214,13 @@ impl ExecutionPlan for SeriesScanExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
         let spec = self.spec.clone();
-        let source = self.source.clone();
+        let source = match context.session_config().get_extension::<ScanSource>() {
+            Some(s) => Arc::clone(&s.0),
+            None => self.source.clone(),
+        };
         let schema = scan_schema(&spec);
         let out_schema = schema.clone();
         let baseline = BaselineMetrics::new(&self.metrics, partition);

@@ -188,7 +188,12 @@ pub fn decode_columns(
         } else if word == 0 {
             out.extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
         } else {
-            out.extend((0..len).map(|k| if (word >> k) & 1 == 1 { f[k] } else { decode(m[k], s[k]) }));
+            // Both candidates per row, then a select: no data-dependent branch (null slots hold
+            // arbitrary finite integers, so dividing them is harmless).
+            out.extend((0..len).map(|k| {
+                let d = decode(m[k], s[k]);
+                if (word >> k) & 1 == 1 { f[k] } else { d }
+            }));
         }
     };
     let bits = floats.inner();

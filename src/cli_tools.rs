@@ -1,5 +1,5 @@
-//! `strata tools bucket ls|inspect|verify|mark`: operator views of a bucket, and Thanos's block
-//! marks.
+//! `strata tools bucket ls|inspect|verify|mark|rewrite`: operator views of a bucket, Thanos's block
+//! marks and the format upgrade.
 
 use std::path::PathBuf;
 
@@ -20,6 +20,9 @@ pub(crate) enum BucketCommand {
     Verify(VerifyArgs),
     /// Mark blocks for deletion or no-compaction (Thanos's mark files), or remove a mark.
     Mark(MarkArgs),
+    /// Rewrite blocks into another storage format version (new ULIDs; the old blocks get deletion
+    /// marks once the new ones are uploaded). Resumable: run it again after an interruption.
+    Rewrite(RewriteArgs),
 }
 
 /// Marks `strata tools bucket mark` writes.
@@ -52,6 +55,20 @@ pub(crate) struct MarkArgs {
     /// Remove the mark instead.
     #[arg(long = "remove")]
     remove: bool,
+}
+
+/// Arguments of rewrite.
+#[derive(Debug, Args)]
+pub(crate) struct RewriteArgs {
+    /// Object storage configuration file (Thanos objstore YAML).
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: PathBuf,
+    /// Storage format version to write (1 or 2).
+    #[arg(long = "to-format", value_parser = clap::value_parser!(u32).range(1..=2))]
+    to_format: u32,
+    /// Only rewrite these block ULIDs (repeatable); default: every block of another format.
+    #[arg(long = "id")]
+    ids: Vec<String>,
 }
 
 /// Output format of ls and inspect.
@@ -91,6 +108,7 @@ pub(crate) async fn run_bucket(cmd: BucketCommand) -> Result<(), CliError> {
         BucketCommand::Inspect(a) => list(a, true).await,
         BucketCommand::Verify(a) => verify(a).await,
         BucketCommand::Mark(a) => mark(a).await,
+        BucketCommand::Rewrite(a) => rewrite(a).await,
     }
 }
 
@@ -242,6 +260,71 @@ async fn list(a: ListArgs, detailed: bool) -> Result<(), CliError> {
             print!("{}", table(&["ULID", "FROM", "UNTIL", "RESOLUTION", "LABELS"], &rows));
         }
     }
+    Ok(())
+}
+
+async fn rewrite(a: RewriteArgs) -> Result<(), CliError> {
+    use engine::rewrite::{RewriteOutcome, rewrite_block};
+    use std::io::IsTerminal;
+    let bucket = Bucket::from_config_file(&a.objstore_config_file)?;
+    let ids: Vec<String> = if a.ids.is_empty() { bucket.list_blocks().await? } else { a.ids };
+    // The blocks still to rewrite, with their sample counts for the progress bar.
+    let mut todo = Vec::new();
+    for id in ids {
+        let m = bucket.read_meta(&id).await?;
+        if m.strata.as_ref().is_some_and(|s| s.format_version != a.to_format) {
+            todo.push((id, m.stats.num_samples));
+        }
+    }
+    let total: u64 = todo.iter().map(|t| t.1).sum();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(total);
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} samples, {msg} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        b.set_style(style.progress_chars("=> "));
+        b
+    });
+    let say = |line: String| match &bar {
+        Some(b) => b.suspend(|| eprintln!("{line}")),
+        None => tracing::info!("{line}"),
+    };
+    let (mut rewritten, mut resumed) = (0usize, 0usize);
+    for (n, (id, _)) in todo.iter().enumerate() {
+        if let Some(b) = &bar {
+            b.set_prefix(format!("block {}/{} {id}", n + 1, todo.len()));
+        }
+        let progress = |k: u64| {
+            if let Some(b) = &bar {
+                b.inc(k);
+            }
+        };
+        match rewrite_block(&bucket, id, a.to_format, &progress).await {
+            Ok(RewriteOutcome::Rewritten { new_ulid, series, samples }) => {
+                rewritten += 1;
+                say(format!(
+                    "block {id}: rewritten to format {} as {new_ulid} ({series} series, {samples} samples); {id} marked for deletion",
+                    a.to_format
+                ));
+            }
+            Ok(RewriteOutcome::Resumed { new_ulid }) => {
+                resumed += 1;
+                say(format!("block {id}: {new_ulid} was already written; {id} marked for deletion"));
+            }
+            Ok(RewriteOutcome::AlreadyInFormat) => {}
+            Err(e) => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(CliError::Failed(format!("rewrite of block {id} failed: {e} (run again to resume)")));
+            }
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    println!("rewrite: {rewritten} block(s) rewritten to format {}, {resumed} resumed", a.to_format);
     Ok(())
 }
 

@@ -68,7 +68,7 @@ enum TsdbCommand {
 
 #[derive(Debug, Subcommand)]
 enum ToolsCommand {
-    /// Bucket tools: ls, inspect, verify, mark.
+    /// Bucket tools: ls, inspect, verify, mark, rewrite.
     Bucket {
         #[command(subcommand)]
         command: cli_tools::BucketCommand,

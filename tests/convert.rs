@@ -9,9 +9,6 @@ use std::sync::Arc;
 
 use common::*;
 use engine::bucket::Bucket;
-use engine::bucket_source::BucketSource;
-use engine::{MatchOp, Matcher, SelectRequest, SeriesSource};
-use futures::TryStreamExt;
 
 /// Generated fleet data plus a family with special float values.
 fn test_openmetrics() -> String {
@@ -21,51 +18,6 @@ fn test_openmetrics() -> String {
         interval_ms: 30_000,
         ..Default::default()
     })
-}
-
-/// Reads every series of the bucket through the engine and renders it like promtool's dump,
-/// dropping the external labels that the converter put into meta.json.
-async fn bucket_dump(bucket: &Bucket, drop_labels: &[&str]) -> Dump {
-    let src = BucketSource::new(bucket.clone());
-    src.sync().await.unwrap();
-    let req = SelectRequest {
-        matchers: vec![Matcher::new(MatchOp::RegexMatch, "__name__", ".+").unwrap()],
-        min_t: i64::MIN,
-        max_t: i64::MAX,
-        ..Default::default()
-    };
-    let batches: Vec<engine::SeriesBatch> = src.select(&req).await.unwrap().try_collect().await.unwrap();
-    let mut out = Dump::new();
-    for b in &batches {
-        for i in 0..b.num_series() {
-            let (l, t, v) = b.series(i);
-            let mut l = l.clone();
-            for d in drop_labels {
-                l.remove(d);
-            }
-            let e = out.entry(dump_key(&l)).or_default();
-            e.extend(t.iter().copied().zip(v.iter().copied()));
-        }
-    }
-    out
-}
-
-fn assert_same(expected: &Dump, got: &Dump) {
-    assert_eq!(expected.len(), got.len(), "series count differs");
-    for (k, want) in expected {
-        let have = got.get(k).unwrap_or_else(|| panic!("series {k} missing after conversion"));
-        assert_eq!(want.len(), have.len(), "sample count differs for {k}");
-        for (w, h) in want.iter().zip(have) {
-            assert_eq!(w.0, h.0, "timestamp differs for {k}");
-            assert!(
-                w.1.to_bits() == h.1.to_bits() || (w.1.is_nan() && h.1.is_nan()) || w.1 == h.1,
-                "value differs for {k} at {}: {} vs {}",
-                w.0,
-                w.1,
-                h.1
-            );
-        }
-    }
 }
 
 fn block_dirs(data: &Path) -> Vec<String> {

@@ -18,7 +18,7 @@ use ingest::convert::{ConvertOptions, convert_path};
 
 use ingest::testkit::{Daemon, copy_dir, free_port, urlencode};
 
-use crate::util::{promtool_blocks, spec};
+use crate::util::{format_copy, promtool_blocks, spec};
 
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +42,10 @@ pub(crate) struct Args {
     /// Run only the requests whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Storage format versions of the Strata buckets: one `strata query` per format, each request
+    /// timed on every one of them against Prometheus in the same run.
+    #[arg(long, value_delimiter = ',', default_value = "2,1")]
+    formats: Vec<u32>,
     /// Query through the StoreAPI: `strata query --endpoint` over a `strata store` of the blocks,
     /// instead of `strata query` reading the bucket itself.
     #[arg(long)]
@@ -135,38 +139,47 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     if let Some((p, e)) = report.failed.first() {
         return Err(format!("convert {}: {e}", p.display()));
     }
-    let bcfg = work.path().join("bucket.yml");
-    std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bdir.display()))
-        .map_err(|e| e.to_string())?;
-    let sport = free_port().map_err(|e| e.to_string())?;
     let strata_bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
     let ready = Duration::from_secs(120);
-    let bucket_cfg = bcfg.display().to_string();
-    let query_addr = format!("127.0.0.1:{sport}");
     let spawn = |args: &[&str], log: &std::path::Path| -> Result<Daemon, String> {
         Daemon::spawn(Command::new(&strata_bin).args(args), log)
             .map_err(|e| format!("{e} (cargo build --release --workspace first)"))
     };
-    // With --via-store: a store gateway over the bucket and the querier in front of it over gRPC.
-    let mut _store = None;
-    let strata_log = work.path().join("strata.log");
-    let mut strata = if a.via_store {
-        let grpc = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
-        let http = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
-        let store_log = work.path().join("store.log");
-        let args = ["store", "--objstore.config-file", &bucket_cfg, "--grpc-address", &grpc, "--http-address", &http];
-        let mut store = spawn(&args, &store_log)?;
-        rt.block_on(store.wait_http_ok(&format!("http://{http}/-/ready"), ready, &store_log))
-            .map_err(|e| e.to_string())?;
-        _store = Some(store);
-        spawn(&["query", "--endpoint", &grpc, "--http-address", &query_addr], &strata_log)?
-    } else {
-        spawn(&["query", "--objstore.config-file", &bucket_cfg, "--http-address", &query_addr], &strata_log)?
-    };
     let client = reqwest::Client::new();
-    let (pbase, sbase) = (format!("http://127.0.0.1:{pport}"), format!("http://127.0.0.1:{sport}"));
+    let pbase = format!("http://127.0.0.1:{pport}");
     rt.block_on(prom.wait_http_ok(&format!("{pbase}/-/ready"), ready, &prom_log)).map_err(|e| e.to_string())?;
-    rt.block_on(strata.wait_http_ok(&format!("{sbase}/-/ready"), ready, &strata_log)).map_err(|e| e.to_string())?;
+    // One `strata query` per format over a copy of the bucket in that format; with --via-store a
+    // store gateway over the bucket and the querier in front of it over gRPC.
+    let mut servers = Vec::new();
+    for &format in &a.formats {
+        let fdir = work.path().join(format!("bucket-v{format}"));
+        rt.block_on(format_copy(&bdir, &fdir, format))?;
+        let bcfg = work.path().join(format!("bucket-v{format}.yml"));
+        std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", fdir.display()))
+            .map_err(|e| e.to_string())?;
+        let bucket_cfg = bcfg.display().to_string();
+        let query_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+        let strata_log = work.path().join(format!("strata-v{format}.log"));
+        let (mut strata, store) = if a.via_store {
+            let grpc = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+            let http = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+            let store_log = work.path().join(format!("store-v{format}.log"));
+            let args =
+                ["store", "--objstore.config-file", &bucket_cfg, "--grpc-address", &grpc, "--http-address", &http];
+            let mut store = spawn(&args, &store_log)?;
+            rt.block_on(store.wait_http_ok(&format!("http://{http}/-/ready"), ready, &store_log))
+                .map_err(|e| e.to_string())?;
+            (spawn(&["query", "--endpoint", &grpc, "--http-address", &query_addr], &strata_log)?, Some(store))
+        } else {
+            (
+                spawn(&["query", "--objstore.config-file", &bucket_cfg, "--http-address", &query_addr], &strata_log)?,
+                None,
+            )
+        };
+        let sbase = format!("http://{query_addr}");
+        rt.block_on(strata.wait_http_ok(&format!("{sbase}/-/ready"), ready, &strata_log)).map_err(|e| e.to_string())?;
+        servers.push((format, sbase, strata, store));
+    }
 
     let start = spec.start_ms / 1000 + 600;
     let end = (spec.start_ms + spec.duration_ms) / 1000 - 60;
@@ -205,29 +218,31 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         a.budget
     );
     println!(
-        "{:<32} {:>14} {:>14} {:>14} {:>5} {:>8}  target",
-        "request", "strata med ms", "strata cold ms", "prom med ms", "runs", "ratio"
+        "{:<32} {:>6} {:>14} {:>14} {:>14} {:>5} {:>8}  target",
+        "request", "format", "strata med ms", "strata cold ms", "prom med ms", "runs", "ratio"
     );
     for (name, path, heavy, gzip) in cases {
         if a.only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        let (s_first, s, p, n) = rt.block_on(compare(
-            &client,
-            &format!("{sbase}{path}"),
-            &format!("{pbase}{path}"),
-            a.runs,
-            a.budget,
-            gzip,
-        ))?;
-        println!(
-            "{name:<32} {:>14.2} {:>14.2} {:>14.2} {n:>5} {:>8.2}  <= {}",
-            s * 1000.0,
-            s_first * 1000.0,
-            p * 1000.0,
-            s / p.max(1e-9),
-            if heavy { "0.5" } else { "1.0" }
-        );
+        for (format, sbase, _, _) in &servers {
+            let (s_first, s, p, n) = rt.block_on(compare(
+                &client,
+                &format!("{sbase}{path}"),
+                &format!("{pbase}{path}"),
+                a.runs,
+                a.budget,
+                gzip,
+            ))?;
+            println!(
+                "{name:<32} {format:>6} {:>14.2} {:>14.2} {:>14.2} {n:>5} {:>8.2}  <= {}",
+                s * 1000.0,
+                s_first * 1000.0,
+                p * 1000.0,
+                s / p.max(1e-9),
+                if heavy { "0.5" } else { "1.0" }
+            );
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod alloc;
 mod convert_bench;
+mod format_bench;
 mod http_bench;
 mod promql_bench;
 mod receive_bench;
@@ -29,6 +30,8 @@ struct Cli {
 enum Cmd {
     /// Storage engine: bytes per sample and conversion throughput vs the Prometheus TSDB block.
     Convert(convert_bench::Args),
+    /// Storage format: bytes/sample of value layouts on promtool-made and real Prometheus blocks.
+    Format(format_bench::Args),
     /// PromQL engine latency, throughput and peak memory over a bucket (10k-series queries).
     Promql(promql_bench::Args),
     /// Remote-write throughput, latency, memory per series and disk bytes: Strata vs Prometheus 2.42 and VictoriaMetrics.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let res = match cli.command {
         Cmd::Convert(a) => convert_bench::run(a),
+        Cmd::Format(a) => format_bench::run(a),
         Cmd::Promql(a) => promql_bench::run(a),
         Cmd::Receive(a) => receive_bench::run(a),
         Cmd::Http(a) => http_bench::run(a),

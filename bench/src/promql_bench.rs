@@ -25,6 +25,9 @@ pub(crate) struct Args {
     /// Repetitions per query (the best time is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Storage format versions to write the data in; each query runs on each, in the same run.
+    #[arg(long, value_delimiter = ',', default_value = "2,1")]
+    formats: Vec<u32>,
 }
 
 const STEP_MS: i64 = 60_000;
@@ -59,7 +62,8 @@ fn series_set(instances: usize) -> Vec<(Labels, u64)> {
     v
 }
 
-async fn build_bucket(bucket: &Bucket, a: &Args) -> Result<u64, String> {
+async fn build_bucket(bucket: &Bucket, a: &Args, format: u32) -> Result<u64, String> {
+    let enc = engine::rewrite::encoding_for(format).map_err(|e| e.to_string())?;
     let series = series_set(a.instances);
     let mut total = 0u64;
     let blocks = (a.hours * 3_600_000 + BLOCK_MS - 1) / BLOCK_MS;
@@ -67,8 +71,8 @@ async fn build_bucket(bucket: &Bucket, a: &Args) -> Result<u64, String> {
         let min_t = START_MS + blk * BLOCK_MS;
         let max_t = (min_t + BLOCK_MS).min(START_MS + a.hours * 3_600_000);
         let ulid = ulid::Ulid::from_parts(min_t as u64, blk as u128 + 1);
-        let mut w =
-            BlockWriter::new(bucket.clone(), BlockWriterOptions::new(ulid, min_t, max_t)).map_err(|e| e.to_string())?;
+        let mut w = BlockWriter::with_encoding(bucket.clone(), BlockWriterOptions::new(ulid, min_t, max_t), enc)
+            .map_err(|e| e.to_string())?;
         let ts: Vec<i64> = (min_t..max_t).step_by(STEP_MS as usize).collect();
         for (l, seed) in &series {
             // a counter growing by an uneven but deterministic amount per step
@@ -85,14 +89,24 @@ async fn build_bucket(bucket: &Bucket, a: &Args) -> Result<u64, String> {
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let bucket = Bucket::local(dir.path()).map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    let total = rt.block_on(build_bucket(&bucket, &a))?;
-    eprintln!("bench promql: wrote {total} samples in {:.1}s", t.elapsed().as_secs_f64());
-    let src = BucketSource::new(bucket);
-    rt.block_on(src.sync()).map_err(|e| e.to_string())?;
-    let engine = query::Engine::new(Arc::new(src), query::EngineOptions::default());
+    let mut engines = Vec::new();
+    let mut dirs = Vec::new();
+    for &format in &a.formats {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let bucket = Bucket::local(dir.path()).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let total = rt.block_on(build_bucket(&bucket, &a, format))?;
+        let bytes = ingest::testkit::dir_bytes(dir.path(), &crate::util::is_parquet);
+        eprintln!(
+            "bench promql: format {format}: wrote {total} samples in {:.1}s, {:.3} bytes/sample",
+            t.elapsed().as_secs_f64(),
+            bytes as f64 / total as f64
+        );
+        let src = BucketSource::new(bucket);
+        rt.block_on(src.sync()).map_err(|e| e.to_string())?;
+        engines.push((format, query::Engine::new(Arc::new(src), query::EngineOptions::default())));
+        dirs.push(dir);
+    }
 
     let end = START_MS + a.hours * 3_600_000 - STEP_MS;
     let per_series = (a.hours * 3_600_000 / STEP_MS) as f64;
@@ -109,25 +123,37 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         ("topk(10, rate(c[5m]))", "topk(10, rate(c_total[5m]))".into(), counters * per_series),
     ];
     println!(
-        "{:<32} {:>10} {:>16} {:>14} {:>10}",
-        "range query at 60s step", "best ms", "samples/s", "peak heap MiB", "series"
+        "{:<32} {:>6} {:>10} {:>16} {:>14} {:>10}",
+        "range query at 60s step", "format", "best ms", "samples/s", "peak heap MiB", "series"
     );
     for (name, q, input) in cases {
-        let mut best = f64::MAX;
-        let mut peak_mib = 0.0f64;
-        let mut nseries = 0usize;
+        // Runs alternate between the formats so that a busy moment hits both alike.
+        let mut best = vec![f64::MAX; engines.len()];
+        let mut peak_mib = vec![0.0f64; engines.len()];
+        let mut nseries = vec![0usize; engines.len()];
         for _ in 0..a.runs.max(1) {
-            let before = current();
-            reset_peak();
-            let t = Instant::now();
-            let r = rt.block_on(engine.range_query(&q, START_MS, end, STEP_MS)).map_err(|e| format!("{q}: {e}"))?;
-            best = best.min(t.elapsed().as_secs_f64());
-            peak_mib = peak_mib.max((peak().saturating_sub(before)) as f64 / (1024.0 * 1024.0));
-            if let query::Value::Matrix(m) = &r.value {
-                nseries = m.len();
+            for (i, (_, engine)) in engines.iter().enumerate() {
+                let before = current();
+                reset_peak();
+                let t = Instant::now();
+                let r = rt.block_on(engine.range_query(&q, START_MS, end, STEP_MS)).map_err(|e| format!("{q}: {e}"))?;
+                best[i] = best[i].min(t.elapsed().as_secs_f64());
+                peak_mib[i] = peak_mib[i].max((peak().saturating_sub(before)) as f64 / (1024.0 * 1024.0));
+                if let query::Value::Matrix(m) = &r.value {
+                    nseries[i] = m.len();
+                }
             }
         }
-        println!("{name:<32} {:>10.1} {:>16.0} {:>14.1} {:>10}", best * 1000.0, input / best, peak_mib, nseries);
+        for (i, (format, _)) in engines.iter().enumerate() {
+            println!(
+                "{name:<32} {format:>6} {:>10.1} {:>16.0} {:>14.1} {:>10}",
+                best[i] * 1000.0,
+                input / best[i],
+                peak_mib[i],
+                nseries[i]
+            );
+        }
     }
+    drop(dirs);
     Ok(())
 }

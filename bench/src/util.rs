@@ -18,18 +18,54 @@ pub(crate) fn spec(targets: usize, hours: f64, interval: f64) -> Result<GenSpec,
 /// Writes `spec` as OpenMetrics under `work` and makes TSDB blocks of it with
 /// `promtool tsdb create-blocks-from openmetrics` into `work/<dir>`; returns that directory.
 pub(crate) fn promtool_blocks(bench_name: &str, spec: &GenSpec, work: &Path, dir: &str) -> Result<PathBuf, String> {
-    let om = work.join("fleet.om");
+    promtool_blocks_from(bench_name, spec, work, dir, datagen::write_openmetrics)
+}
+
+/// Like [`promtool_blocks`] with another generator (`ingest::datagen::write_*_openmetrics`).
+pub(crate) fn promtool_blocks_from(
+    bench_name: &str,
+    spec: &GenSpec,
+    work: &Path,
+    dir: &str,
+    generate: fn(&GenSpec, &mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<PathBuf, String> {
+    let om = work.join(format!("{dir}.om"));
     {
         let f = std::fs::File::create(&om).map_err(|e| format!("{}: {e}", om.display()))?;
         let mut w = std::io::BufWriter::new(f);
-        datagen::write_openmetrics(spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
+        generate(spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
+        std::io::Write::flush(&mut w).map_err(|e| format!("{}: {e}", om.display()))?;
     }
     let out = work.join(dir);
-    eprintln!(
-        "bench {bench_name}: promtool tsdb create-blocks-from openmetrics ({} samples) ...",
-        datagen::total_samples(spec)
-    );
+    eprintln!("bench {bench_name}: promtool tsdb create-blocks-from openmetrics ({}) ...", om.display());
     ingest::testkit::promtool_blocks(Path::new("promtool"), &om, &out)
         .map_err(|e| format!("{e} (promtool is in the Debian package `prometheus`)"))?;
     Ok(out)
+}
+
+/// Copies the bucket directory `from` to `to` and rewrites every block there into format `format`
+/// (the old blocks are then removed), for benchmarks that compare formats on the same data.
+pub(crate) async fn format_copy(from: &Path, to: &Path, format: u32) -> Result<(), String> {
+    ingest::testkit::copy_dir(from, to).map_err(|e| e.to_string())?;
+    let bucket = engine::Bucket::local(to).map_err(|e| e.to_string())?;
+    for id in bucket.list_blocks().await.map_err(|e| e.to_string())? {
+        if let engine::rewrite::RewriteOutcome::Rewritten { .. } =
+            engine::rewrite::rewrite_block(&bucket, &id, format, &|_| {}).await.map_err(|e| e.to_string())?
+        {
+            bucket.delete_block(&id).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of the TSDB blocks under `dir`: `index` and `chunks/` of ULID-named block directories (not
+/// the WAL or the head chunks of a Prometheus data directory).
+pub(crate) fn tsdb_bytes(dir: &Path) -> u64 {
+    ingest::testkit::dir_bytes(dir, &|p| {
+        let n = p.file_name().and_then(|s| s.to_str()).unwrap_or("");
+        let parent = p.parent().and_then(|d| d.file_name()).and_then(|s| s.to_str()).unwrap_or("");
+        let grand = p.parent().and_then(|d| d.parent()).and_then(|d| d.file_name()).and_then(|s| s.to_str());
+        (n == "index" && ingest::tsdb::is_block_dir_name(parent))
+            || (parent == "chunks" && grand.is_some_and(ingest::tsdb::is_block_dir_name))
+    })
 }

@@ -1,17 +1,21 @@
-//! Strata block format v1: file names, fixed column names, Arrow schemas, Parquet key-value
-//! metadata keys and the Parquet writer properties of both files.
+//! Strata block format (versions 1 and 2): file names, fixed column names, Arrow schemas, Parquet
+//! key-value metadata keys and the Parquet writer properties of both files.
 //!
 //! The full specification is `docs/format.md`. In short, a block directory `<ULID>/` holds
 //!
 //! ```text
-//!   samples.parquet  series_id u32 | timestamp i64 (ms) | value f64     sorted by (series_id, timestamp)
+//!   samples.parquet  v1: series_id u32 | timestamp i64 (ms) | value f64
+//!                    v2: series_id u32 | timestamp i64 (ms) | value f64? | value_int i64? | value_scale f64
+//!                        (exactly one of value / value_int per row, value_scale = 10^e per series;
+//!                        see `values`)
+//!                    sorted by (series_id, timestamp)
 //!   series.parquet   series_id | series_hash | __name__ | <label>... | labels (overflow map)
 //!                    | min_time | max_time | num_samples | first_row   sorted by labels, series_id dense
 //!   meta.json        written last; makes the block visible
 //! ```
 //!
-//! The samples encodings were chosen by measurement (see the `measure_samples_encodings` test and the
-//! table in `docs/format.md`).
+//! The samples encodings were chosen by measurement (see `bench format`, the
+//! `measure_samples_encodings` test and the tables in `docs/format.md`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -23,7 +27,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 
 /// Version of the storage format written by this code (`strata.format_version`).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Format versions this code reads.
+pub const READABLE_FORMAT_VERSIONS: [u32; 2] = [1, 2];
 /// File holding one row per sample.
 pub const SAMPLES_FILE: &str = "samples.parquet";
 /// File holding one row per series.
@@ -45,8 +51,12 @@ pub const COL_NUM_SAMPLES: &str = "num_samples";
 pub const COL_FIRST_ROW: &str = "first_row";
 /// Column: sample timestamp (Int64 ms), samples file.
 pub const COL_TIMESTAMP: &str = "timestamp";
-/// Column: sample value (Float64), samples file.
+/// Column: sample value (Float64; in v2 null where `value_int` holds the sample), samples file.
 pub const COL_VALUE: &str = "value";
+/// Column (v2): decimal mantissa of the sample (Int64, null where `value` holds it), samples file.
+pub const COL_VALUE_INT: &str = "value_int";
+/// Column (v2): `10^e` of the series' mantissas (Float64, every row), samples file.
+pub const COL_VALUE_SCALE: &str = "value_scale";
 /// The metric name label; always a column (first label column) of the series file.
 pub const COL_METRIC_NAME: &str = crate::labels::METRIC_NAME;
 
@@ -70,14 +80,28 @@ pub const KV_BLOCK_ULID: &str = "strata.block_ulid";
 /// Key-value metadata: external labels as a JSON object.
 pub const KV_EXTERNAL_LABELS: &str = "strata.external_labels";
 
-/// Arrow schema of `samples.parquet`.
-pub fn samples_schema() -> SchemaRef {
-    static S: OnceLock<SchemaRef> = OnceLock::new();
-    S.get_or_init(|| {
+/// Arrow schema of `samples.parquet` in format `version` (1, or 2 for anything else).
+pub fn samples_schema(version: u32) -> SchemaRef {
+    static V1: OnceLock<SchemaRef> = OnceLock::new();
+    static V2: OnceLock<SchemaRef> = OnceLock::new();
+    if version == 1 {
+        return V1
+            .get_or_init(|| {
+                Arc::new(Schema::new(vec![
+                    Field::new(COL_SERIES_ID, DataType::UInt32, false),
+                    Field::new(COL_TIMESTAMP, DataType::Int64, false),
+                    Field::new(COL_VALUE, DataType::Float64, false),
+                ]))
+            })
+            .clone();
+    }
+    V2.get_or_init(|| {
         Arc::new(Schema::new(vec![
             Field::new(COL_SERIES_ID, DataType::UInt32, false),
             Field::new(COL_TIMESTAMP, DataType::Int64, false),
-            Field::new(COL_VALUE, DataType::Float64, false),
+            Field::new(COL_VALUE, DataType::Float64, true),
+            Field::new(COL_VALUE_INT, DataType::Int64, true),
+            Field::new(COL_VALUE_SCALE, DataType::Float64, false),
         ]))
     })
     .clone()
@@ -116,10 +140,10 @@ pub fn series_schema(label_columns: &[String]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Key-value metadata common to both files of a block.
-pub fn key_value_metadata(block_ulid: &str, external_labels: &BTreeMap<String, String>) -> Vec<KeyValue> {
+/// Key-value metadata common to both files of a block of format `version`.
+pub fn key_value_metadata(version: u32, block_ulid: &str, external_labels: &BTreeMap<String, String>) -> Vec<KeyValue> {
     vec![
-        KeyValue::new(KV_FORMAT_VERSION.to_string(), FORMAT_VERSION.to_string()),
+        KeyValue::new(KV_FORMAT_VERSION.to_string(), version.to_string()),
         KeyValue::new(KV_BLOCK_ULID.to_string(), block_ulid.to_string()),
         KeyValue::new(
             KV_EXTERNAL_LABELS.to_string(),
@@ -137,6 +161,9 @@ pub enum ValueEncoding {
     ByteStreamSplit,
     /// Dictionary (RLE_DICTIONARY) with Parquet's fallback to PLAIN when the dictionary grows big.
     Dictionary,
+    /// Format v2: decimal-scaled integers where exact (`value_int` DELTA_BINARY_PACKED with a
+    /// dictionary-encoded `value_scale`), the other samples in `value` as PLAIN floats.
+    Decimal,
 }
 
 /// Encoding of the `timestamp` column.
@@ -159,7 +186,8 @@ pub enum SeriesIdEncoding {
     Delta,
 }
 
-/// The tunable choices of `samples.parquet`; [`SamplesEncoding::V1`] is what format v1 writes.
+/// The tunable choices of `samples.parquet`; [`SamplesEncoding::V2`] is what this code writes,
+/// [`SamplesEncoding::V1`] what format v1 wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SamplesEncoding {
     /// Encoding of `value`.
@@ -186,6 +214,14 @@ impl SamplesEncoding {
         page_rows: SAMPLES_PAGE_ROWS,
         row_group_rows: SAMPLES_ROW_GROUP_ROWS,
     };
+
+    /// The measured choice of format v2 (see docs/format.md, "Format v2 values, measured").
+    pub const V2: SamplesEncoding = SamplesEncoding { value: ValueEncoding::Decimal, ..SamplesEncoding::V1 };
+
+    /// Format version of blocks written with this encoding: 2 for [`ValueEncoding::Decimal`], else 1.
+    pub fn format_version(&self) -> u32 {
+        if self.value == ValueEncoding::Decimal { 2 } else { 1 }
+    }
 }
 
 fn zstd(level: i32) -> Compression {
@@ -232,6 +268,14 @@ pub fn samples_writer_properties(enc: SamplesEncoding, kv: Vec<KeyValue>) -> Wri
             b.set_column_dictionary_enabled(val.clone(), false).set_column_encoding(val, Encoding::BYTE_STREAM_SPLIT)
         }
         ValueEncoding::Dictionary => b.set_column_dictionary_enabled(val, true),
+        ValueEncoding::Decimal => {
+            let int = ColumnPath::from(COL_VALUE_INT);
+            b.set_column_dictionary_enabled(val.clone(), false)
+                .set_column_encoding(val, Encoding::PLAIN)
+                .set_column_dictionary_enabled(int.clone(), false)
+                .set_column_encoding(int, Encoding::DELTA_BINARY_PACKED)
+                .set_column_dictionary_enabled(ColumnPath::from(COL_VALUE_SCALE), true)
+        }
     };
     b.build()
 }
@@ -509,8 +553,8 @@ mod tests {
             ]
         );
         let kv =
-            key_value_metadata("01ARZ3NDEKTSV4RRFFQ69G5FAV", &BTreeMap::from([("a".to_string(), "b".to_string())]));
-        assert_eq!(kv[0].value.as_deref(), Some("1"));
+            key_value_metadata(2, "01ARZ3NDEKTSV4RRFFQ69G5FAV", &BTreeMap::from([("a".to_string(), "b".to_string())]));
+        assert_eq!(kv[0].value.as_deref(), Some("2"));
         assert_eq!(kv[2].value.as_deref(), Some(r#"{"a":"b"}"#));
         let p = samples_writer_properties(SamplesEncoding::V1, kv);
         assert_eq!(p.encoding(&ColumnPath::from(COL_TIMESTAMP)), Some(Encoding::DELTA_BINARY_PACKED));

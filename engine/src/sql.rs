@@ -1,13 +1,17 @@
 //! SQL over a bucket: DataFusion tables `samples` and `series` spanning all complete blocks.
 //!
 //! ```text
-//!   samples: block (Utf8 ULID) | series_id | timestamp | value
+//!   samples: block (Utf8 ULID) | series_id | timestamp | value (Float64, both formats)
 //!   series:  block | series_id | series_hash | __name__ | <label columns, union over blocks> | labels
 //!            | min_time | max_time | num_samples | first_row
 //!
 //!   view (column order, `block` first) ─► BlockFilesTable ─► DataSourceExec(ParquetSource)
 //!                                          one PartitionedFile per block, partition value = ULID
 //! ```
+//!
+//! `samples` reads v1 and v2 files alike: the file table has v2's columns (a v1 file reads NULL for
+//! `value_int` and `value_scale`) and the view computes `value` as
+//! `coalesce(value, CAST(value_int AS DOUBLE) / value_scale)`, the documented decoding.
 //!
 //! Scans are DataFusion's own Parquet scan (row-group/page pruning, filter pushdown); the block
 //! ULID is a per-file partition value. The tables are a snapshot of the block list at registration;
@@ -28,8 +32,9 @@ use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
+use datafusion::functions::expr_fn::coalesce;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, cast, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -193,7 +198,20 @@ pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Re
     cols.extend(label_names);
     let series_schema = format::series_schema(&cols);
 
-    let samples = Arc::new(BlockFilesTable::new(url.clone(), format::samples_schema(), samples_files));
+    // v2's columns, all value columns nullable: v1 files lack `value_int` and `value_scale` (NULL).
+    let samples_fields: Vec<arrow::datatypes::Field> = format::samples_schema(2)
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == format::COL_VALUE_SCALE {
+                f.as_ref().clone().with_nullable(true)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    let samples_schema = Arc::new(arrow::datatypes::Schema::new(samples_fields));
+    let samples = Arc::new(BlockFilesTable::new(url.clone(), samples_schema, samples_files));
     let series = Arc::new(BlockFilesTable::new(url, Arc::clone(&series_schema), series_files));
     let df_err = |what: &'static str| move |e| Error::datafusion(what, e);
 
@@ -204,7 +222,11 @@ pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Re
             col(PARTITION_COLUMN).alias(BLOCK_COLUMN),
             col(format::COL_SERIES_ID),
             col(format::COL_TIMESTAMP),
-            col(format::COL_VALUE),
+            coalesce(vec![
+                col(format::COL_VALUE),
+                cast(col(format::COL_VALUE_INT), DataType::Float64) / col(format::COL_VALUE_SCALE),
+            ])
+            .alias(format::COL_VALUE),
         ])
         .map_err(df_err("projecting samples table"))?;
     ctx.register_table("samples", samples_view.into_view()).map_err(df_err("registering samples"))?;
@@ -231,7 +253,7 @@ mod tests {
     use crate::labels::Labels;
     use crate::writer::tests::{synthetic, write_block};
     use arrow::array::AsArray;
-    use arrow::datatypes::{Int64Type, UInt64Type};
+    use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
 
     async fn query(ctx: &SessionContext, sql: &str) -> Vec<arrow::array::RecordBatch> {
         ctx.sql(sql).await.unwrap().collect().await.unwrap()
@@ -316,5 +338,70 @@ mod tests {
         let b = query(&ctx, "SELECT block FROM series LIMIT 1").await;
         assert_eq!(b[0].column(0).data_type(), &DataType::Utf8);
         assert!(b[0].column(0).is_valid(0));
+    }
+
+    /// `samples.value` is the sample's Float64, bit for bit, in v1 and v2 blocks of one bucket
+    /// (v2 rows decoded by the view's `coalesce(value, value_int / value_scale)`).
+    #[tokio::test]
+    async fn sql_value_is_bit_exact_over_v1_and_v2_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let specials = [0.1 + 0.2, 36.55, -0.0, f64::INFINITY, f64::NEG_INFINITY, 4.9e-324, 1e22, 123456.789, 0.5];
+        let data: Vec<(Labels, Vec<i64>, Vec<f64>)> = (0..40)
+            .map(|i| {
+                let l = Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:03}"))]);
+                let ts: Vec<i64> = (0..300).map(|k| k * 15_000).collect();
+                let vs: Vec<f64> = (0..300)
+                    .map(|k| match (i % 4, k % 37) {
+                        (_, 36) => specials[(i + k / 37) % specials.len()],
+                        (0, _) => (k * 7) as f64,
+                        (1, _) => (k as f64) * 0.01 + 20.0,
+                        (2, _) => (k as f64 + 1.0) / 3.0,
+                        _ => f64::from_bits(crate::writer::tests::STALE),
+                    })
+                    .collect();
+                (l, ts, vs)
+            })
+            .collect();
+        let u1 = ulid::Ulid::from_parts(1, 1);
+        let mut w = crate::writer::BlockWriter::with_encoding(
+            bucket.clone(),
+            crate::writer::BlockWriterOptions::new(u1, 0, 7_200_000),
+            format::SamplesEncoding::V1,
+        )
+        .unwrap();
+        for (l, t, v) in &data {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        assert_eq!(w.finish().await.unwrap().strata.unwrap().format_version, 1);
+        let u2 = ulid::Ulid::from_parts(2, 2);
+        assert_eq!(write_block(&bucket, u2, &[], &data).await.strata.unwrap().format_version, 2);
+
+        let ctx = SessionContext::new();
+        register_bucket_tables(&ctx, &bucket).await.unwrap();
+        let batches = query(&ctx, "SELECT block, series_id, timestamp, value FROM samples").await;
+        let mut seen = std::collections::BTreeMap::new();
+        for b in &batches {
+            assert_eq!(b.column(3).data_type(), &DataType::Float64);
+            let block = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+            let (block, id) = (block.as_string::<i32>(), b.column(1).as_primitive::<arrow::datatypes::UInt32Type>());
+            let (t, v) = (b.column(2).as_primitive::<Int64Type>(), b.column(3).as_primitive::<Float64Type>());
+            for r in 0..b.num_rows() {
+                assert!(v.is_valid(r), "NULL value in block {} row {r}", block.value(r));
+                let (_, ts, vs) = &data[id.value(r) as usize];
+                let k = ts.binary_search(&t.value(r)).unwrap();
+                assert_eq!(
+                    v.value(r).to_bits(),
+                    vs[k].to_bits(),
+                    "block {} series {} t {}",
+                    block.value(r),
+                    id.value(r),
+                    ts[k]
+                );
+                *seen.entry(block.value(r).to_string()).or_insert(0usize) += 1;
+            }
+        }
+        let n: usize = data.iter().map(|s| s.1.len()).sum();
+        assert_eq!(seen, [(u1.to_string(), n), (u2.to_string(), n)].into_iter().collect());
     }
 }

@@ -1,16 +1,19 @@
-//! Block verification: checks one block of the bucket against format v1 and reports every
-//! [`Problem`] found (rather than stopping at the first).
+//! Block verification: checks one block of the bucket against its format (v1 or v2) and reports
+//! every [`Problem`] found (rather than stopping at the first).
 //!
 //! ```text
 //!   meta.json parses ─► files exist with recorded sizes ─► Parquet footers: key-value metadata,
 //!   schema, row counts vs meta ─► series: sorted, dense ids, hashes, first_row chain
 //!   ─► samples (streamed): sorted by (series_id, timestamp), no duplicates, per-series counts and
-//!      time ranges agree with series.parquet
+//!      time ranges agree with series.parquet; v2 values: exactly one of value / value_int per row,
+//!      value_scale = 10^e on every row (one per series), mantissas canonical (re-encoding the
+//!      decoded value gives the stored integer back)
 //! ```
 
 use std::fmt;
 
 use arrow::array::{Array, AsArray};
+use arrow::array::{Float64Array, Int64Array};
 use arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -64,14 +67,24 @@ pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
             return Ok(r.problems);
         }
     };
-    match &meta.strata {
-        None => r.add(META_FILE, "has no strata section (not a Strata block)"),
-        Some(s) if s.format_version != format::FORMAT_VERSION => r.add(
-            META_FILE,
-            format!("strata.format_version is {}, expected {}", s.format_version, format::FORMAT_VERSION),
-        ),
-        Some(_) => {}
-    }
+    let version = match &meta.strata {
+        None => {
+            r.add(META_FILE, "has no strata section (not a Strata block)");
+            format::FORMAT_VERSION
+        }
+        Some(s) if !format::READABLE_FORMAT_VERSIONS.contains(&s.format_version) => {
+            r.add(
+                META_FILE,
+                format!(
+                    "strata.format_version is {}, expected one of {:?}",
+                    s.format_version,
+                    format::READABLE_FORMAT_VERSIONS
+                ),
+            );
+            return Ok(r.problems);
+        }
+        Some(s) => s.format_version,
+    };
     let mut sizes = std::collections::HashMap::new();
     for f in &meta.thanos.files {
         let path = Bucket::block_path(ulid, &f.rel_path);
@@ -114,7 +127,7 @@ pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
                 continue;
             }
         };
-        check_footer(&mut r, name, &md, &meta);
+        check_footer(&mut r, name, &md, &meta, version);
         if name == format::SAMPLES_FILE {
             samples_md = Some((md, size));
         }
@@ -135,20 +148,23 @@ pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
         check_series(&mut r, ix, &meta);
     }
     if let Some((md, size)) = samples_md {
-        check_samples(&mut r, bucket, ulid, md, size, index.as_ref()).await;
+        check_samples(&mut r, bucket, ulid, md, size, index.as_ref(), version).await;
     }
     Ok(r.problems)
 }
 
-fn check_footer(r: &mut Report, name: &str, md: &ArrowReaderMetadata, meta: &BlockMeta) {
+fn check_footer(r: &mut Report, name: &str, md: &ArrowReaderMetadata, meta: &BlockMeta, version: u32) {
     let fm = md.metadata().file_metadata();
     let kv =
         |k: &str| fm.key_value_metadata().and_then(|kvs| kvs.iter().find(|x| x.key == k)).and_then(|x| x.value.clone());
     match kv(format::KV_FORMAT_VERSION) {
-        Some(v) if v == format::FORMAT_VERSION.to_string() => {}
+        Some(v) if v == version.to_string() => {}
         other => r.add(
             name,
-            format!("key-value {} is {other:?}, expected \"{}\"", format::KV_FORMAT_VERSION, format::FORMAT_VERSION),
+            format!(
+                "key-value {} is {other:?}, expected \"{version}\" (meta.json strata.format_version)",
+                format::KV_FORMAT_VERSION
+            ),
         ),
     }
     match kv(format::KV_BLOCK_ULID) {
@@ -171,7 +187,7 @@ fn check_footer(r: &mut Report, name: &str, md: &ArrowReaderMetadata, meta: &Blo
     }
     if name == format::SAMPLES_FILE {
         let schema = md.schema();
-        for f in format::samples_schema().fields() {
+        for f in format::samples_schema(version).fields() {
             match schema.field_with_name(f.name()) {
                 Ok(g) if g.data_type() == f.data_type() => {}
                 Ok(g) => {
@@ -181,6 +197,83 @@ fn check_footer(r: &mut Report, name: &str, md: &ArrowReaderMetadata, meta: &Blo
             }
         }
     }
+}
+
+/// The v2 value checks across the batches of one file.
+#[derive(Default)]
+struct ValueChecks {
+    reports: usize,
+    /// Series of the last row and its scale: one scale per series.
+    last: Option<(u32, f64)>,
+}
+
+impl ValueChecks {
+    fn add(&mut self, r: &mut Report, what: String) {
+        if self.reports < MAX_REPORTS {
+            r.add(format::SAMPLES_FILE, what);
+        }
+        self.reports += 1;
+    }
+
+    fn check(
+        &mut self,
+        r: &mut Report,
+        row0: u64,
+        ids: &arrow::array::UInt32Array,
+        vs: &Float64Array,
+        ints: &Int64Array,
+        scales: &Float64Array,
+    ) {
+        for i in 0..vs.len() {
+            let row = row0 + i as u64;
+            let id = ids.value(i);
+            let (v, n, s) = (vs.is_valid(i), ints.is_valid(i), scales.is_valid(i));
+            if v == n || !s {
+                self.add(
+                    r,
+                    format!(
+                        "row {row} (series_id {id}): value {}, value_int {}, value_scale {}; exactly one of value and value_int must be set, value_scale on every row",
+                        set(v),
+                        set(n),
+                        set(s)
+                    ),
+                );
+                continue;
+            }
+            let scale = scales.value(i);
+            if crate::values::exponent_of_scale(scale).is_none() {
+                self.add(r, format!("row {row} (series_id {id}): value_scale {scale:e} is not 10^e for 0 <= e <= 22"));
+                continue;
+            }
+            match self.last {
+                Some((sid, s)) if sid == id && s.to_bits() != scale.to_bits() => self.add(
+                    r,
+                    format!("row {row} (series_id {id}): value_scale {scale:e} differs from the series' {s:e}"),
+                ),
+                _ => {}
+            }
+            self.last = Some((id, scale));
+            if v {
+                continue;
+            }
+            let m = ints.value(i);
+            if m.abs() > crate::values::MAX_MANTISSA {
+                self.add(r, format!("row {row} (series_id {id}): value_int {m} exceeds 2^53"));
+            } else if crate::values::encode(crate::values::decode(m, scale), scale) != Some(m) {
+                self.add(
+                    r,
+                    format!(
+                        "row {row} (series_id {id}): value_int {m} at scale {scale:e} does not round-trip (decodes to {}, which encodes to another integer)",
+                        crate::values::decode(m, scale)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn set(b: bool) -> &'static str {
+    if b { "set" } else { "null" }
 }
 
 fn check_series(r: &mut Report, ix: &SeriesIndex, meta: &BlockMeta) {
@@ -230,6 +323,7 @@ async fn check_samples(
     md: ArrowReaderMetadata,
     size: u64,
     index: Option<&SeriesIndex>,
+    version: u32,
 ) {
     let f = format::SAMPLES_FILE;
     let path = Bucket::block_path(ulid, f);
@@ -246,6 +340,7 @@ async fn check_samples(
     let mut prev: Option<(u32, i64)> = None;
     let mut row = 0u64;
     let mut order_reports = 0;
+    let mut values = ValueChecks::default();
     let mut stream = std::pin::pin!(stream);
     loop {
         let batch = match stream.try_next().await {
@@ -256,7 +351,7 @@ async fn check_samples(
                 return;
             }
         };
-        let (Some(ids), Some(ts), Some(_vs)) = (
+        let (Some(ids), Some(ts), Some(vs)) = (
             batch.column_by_name(format::COL_SERIES_ID).and_then(|c| c.as_primitive_opt::<UInt32Type>()),
             batch.column_by_name(format::COL_TIMESTAMP).and_then(|c| c.as_primitive_opt::<Int64Type>()),
             batch.column_by_name(format::COL_VALUE).and_then(|c| c.as_primitive_opt::<Float64Type>()),
@@ -265,6 +360,18 @@ async fn check_samples(
         };
         if ids.null_count() > 0 || ts.null_count() > 0 {
             r.add(f, format!("nulls in series_id or timestamp near row {row}"));
+        }
+        if version == 1 && vs.null_count() > 0 {
+            r.add(f, format!("nulls in value near row {row} (format v1 has no value_int)"));
+        }
+        if version >= 2 {
+            let (Some(ints), Some(scales)) = (
+                batch.column_by_name(format::COL_VALUE_INT).and_then(|c| c.as_primitive_opt::<Int64Type>()),
+                batch.column_by_name(format::COL_VALUE_SCALE).and_then(|c| c.as_primitive_opt::<Float64Type>()),
+            ) else {
+                return;
+            };
+            values.check(r, row, ids, vs, ints, scales);
         }
         for (id, t) in ids.values().iter().copied().zip(ts.values().iter().copied()) {
             if let Some((pid, pt)) = prev {
@@ -379,49 +486,64 @@ mod tests {
         assert!(p[0].file == META_FILE && p[0].what.starts_with("cannot be read"), "{p:?}");
     }
 
-    #[tokio::test]
-    async fn unsorted_and_duplicate_samples_written_by_hand() {
-        let (_d, b, u, mut meta) = setup().await;
-        // Replace samples.parquet with rows that keep the counts but break the order.
-        let ix = read_series_index(&b, &u).await.unwrap();
-        let mut ids = Vec::new();
-        let mut ts = Vec::new();
-        for i in 0..ix.len() {
-            for k in 0..ix.num_samples[i] as i64 {
-                ids.push(i as u32);
-                ts.push(ix.min_time[i] + k * 10);
-            }
-        }
-        let s = (0..ix.len()).find(|&i| ix.num_samples[i] >= 11).unwrap();
-        let r0 = ix.first_row[s] as usize;
-        ts.swap(r0 + 3, r0 + 4); // out of order
-        ts[r0 + 10] = ts[r0 + 9]; // a duplicate timestamp
-        let n = ids.len();
-        let batch = RecordBatch::try_new(
-            format::samples_schema(),
-            vec![
-                Arc::new(UInt32Array::from(ids)),
-                Arc::new(Int64Array::from(ts)),
-                Arc::new(Float64Array::from(vec![1.0; n])),
-            ],
-        )
-        .unwrap();
+    /// Replaces the block's samples.parquet with `columns` (in the v2 schema) and fixes the size in
+    /// meta.json.
+    async fn replace_samples(b: &Bucket, u: &str, meta: &mut BlockMeta, columns: Vec<arrow::array::ArrayRef>) {
+        let batch = RecordBatch::try_new(format::samples_schema(2), columns).unwrap();
         let props = format::samples_writer_properties(
-            format::SamplesEncoding::V1,
-            format::key_value_metadata(&u, &meta.thanos.labels),
+            format::SamplesEncoding::V2,
+            format::key_value_metadata(2, u, &meta.thanos.labels),
         );
         let mut buf = Vec::new();
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         let size = buf.len() as u64;
-        b.put(&Bucket::block_path(&u, format::SAMPLES_FILE), buf.into()).await.unwrap();
+        b.put(&Bucket::block_path(u, format::SAMPLES_FILE), buf.into()).await.unwrap();
         for f in &mut meta.thanos.files {
             if f.rel_path == format::SAMPLES_FILE {
                 f.size_bytes = Some(size);
             }
         }
-        b.put(&Bucket::block_path(&u, META_FILE), meta.to_json().into()).await.unwrap();
+        b.put(&Bucket::block_path(u, META_FILE), meta.to_json().into()).await.unwrap();
+    }
+
+    /// (ids, timestamps) matching the series table: num_samples rows per series, 10 ms apart.
+    fn rows_of(ix: &SeriesIndex) -> (Vec<u32>, Vec<i64>) {
+        let (mut ids, mut ts) = (Vec::new(), Vec::new());
+        for i in 0..ix.len() {
+            for k in 0..ix.num_samples[i] as i64 {
+                ids.push(i as u32);
+                ts.push(ix.min_time[i] + k * 10);
+            }
+        }
+        (ids, ts)
+    }
+
+    #[tokio::test]
+    async fn unsorted_and_duplicate_samples_written_by_hand() {
+        let (_d, b, u, mut meta) = setup().await;
+        // Replace samples.parquet with rows that keep the counts but break the order.
+        let ix = read_series_index(&b, &u).await.unwrap();
+        let (ids, mut ts) = rows_of(&ix);
+        let s = (0..ix.len()).find(|&i| ix.num_samples[i] >= 11).unwrap();
+        let r0 = ix.first_row[s] as usize;
+        ts.swap(r0 + 3, r0 + 4); // out of order
+        ts[r0 + 10] = ts[r0 + 9]; // a duplicate timestamp
+        let n = ids.len();
+        replace_samples(
+            &b,
+            &u,
+            &mut meta,
+            vec![
+                Arc::new(UInt32Array::from(ids)),
+                Arc::new(Int64Array::from(ts)),
+                Arc::new(Float64Array::from(vec![None; n])),
+                Arc::new(Int64Array::from(vec![1; n])),
+                Arc::new(Float64Array::from(vec![1.0; n])),
+            ],
+        )
+        .await;
         let p = verify_block(&b, &u).await.unwrap();
         let t = |k: usize| ix.min_time[s] + k as i64 * 10;
         assert_eq!(
@@ -444,6 +566,98 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn v2_value_columns_written_by_hand() {
+        let (_d, b, u, mut meta) = setup().await;
+        let ix = read_series_index(&b, &u).await.unwrap();
+        let (ids, ts) = rows_of(&ix);
+        let n = ids.len();
+        let mut value: Vec<Option<f64>> = vec![None; n];
+        let mut int: Vec<Option<i64>> = vec![Some(25); n];
+        let mut scale = vec![10.0; n];
+        // In a series with 4+ samples: row 0 has both columns, row 1 neither, row 3 another scale.
+        let s = (0..ix.len()).find(|&i| ix.num_samples[i] >= 4).unwrap();
+        let r0 = ix.first_row[s] as usize;
+        value[r0] = Some(2.5);
+        int[r0 + 1] = None;
+        scale[r0 + 3] = 100.0;
+        // A mantissa that is not canonical: near 2^53, m / 10 and its neighbour round to one double.
+        let last = n - 1;
+        let bad_m = (0..100)
+            .map(|k| (1i64 << 53) - k)
+            .find(|&m| crate::values::encode(crate::values::decode(m, 10.0), 10.0) != Some(m))
+            .unwrap();
+        int[last] = Some(bad_m);
+        scale[last] = 10.0;
+        let f = ix.first_row[ix.len() - 1] as usize;
+        (f..n).for_each(|i| scale[i] = 10.0);
+        scale[f] = 7.0; // not a power of ten
+        replace_samples(
+            &b,
+            &u,
+            &mut meta,
+            vec![
+                Arc::new(UInt32Array::from(ids)),
+                Arc::new(Int64Array::from(ts)),
+                Arc::new(Float64Array::from(value)),
+                Arc::new(Int64Array::from(int)),
+                Arc::new(Float64Array::from(scale)),
+            ],
+        )
+        .await;
+        let p = whats(&verify_block(&b, &u).await.unwrap());
+        let has = |s: &str| p.iter().any(|x| x.contains(s));
+        assert!(
+            has(&format!("row {r0} (series_id {s}): value set, value_int set, value_scale set; exactly one")),
+            "{p:?}"
+        );
+        assert!(has(&format!("row {} (series_id {s}): value null, value_int null", r0 + 1)), "{p:?}");
+        assert!(has(&format!("row {} (series_id {s}): value_scale 1e2 differs from the series' 1e1", r0 + 3)), "{p:?}");
+        assert!(has(&format!("row {f} (series_id {}): value_scale 7e0 is not 10^e", ix.len() - 1)), "{p:?}");
+        assert!(
+            has(&format!(
+                "row {last} (series_id {}): value_int {bad_m} at scale 1e1 does not round-trip",
+                ix.len() - 1
+            )),
+            "{p:?}"
+        );
+        // The reader refuses the rows that break the one-column rule.
+        let r = crate::reader::BlockReader::open(&b, &u).await.unwrap();
+        let e = r.read_samples(&[s as u32], i64::MIN, i64::MAX).await.unwrap_err().to_string();
+        assert!(e.contains("exactly one of value and value_int"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn v1_blocks_verify_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        let u = ulid::Ulid::new();
+        let data = synthetic(50, 0);
+        let mut w = crate::writer::BlockWriter::with_encoding(
+            b.clone(),
+            crate::writer::BlockWriterOptions::new(u, 0, 7_200_000),
+            format::SamplesEncoding::V1,
+        )
+        .unwrap();
+        for (l, t, v) in &data {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        let meta = w.finish().await.unwrap();
+        assert_eq!(meta.strata.as_ref().unwrap().format_version, 1);
+        assert_eq!(verify_block(&b, &u.to_string()).await.unwrap(), vec![]);
+        let r = crate::reader::BlockReader::open(&b, &u.to_string()).await.unwrap();
+        assert_eq!(r.format_version(), 1);
+        let ids: Vec<u32> = (0..50).collect();
+        let got = r.read_samples(&ids, i64::MIN, i64::MAX).await.unwrap();
+        for (g, (_, t, v)) in got.iter().zip(&data) {
+            assert_eq!(&g.timestamps, t);
+            assert_eq!(
+                g.values.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn inconsistent_series_table() {
         let (_d, b, u, meta) = setup().await;
         // A series table whose first_row/num_samples disagree with samples: swap two rows' counts.
@@ -456,7 +670,7 @@ mod tests {
         cols[pos] = Arc::new(arrow::array::UInt64Array::from(ns));
         let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
         let mut buf = Vec::new();
-        let props = format::series_writer_properties(format::key_value_metadata(&u, &meta.thanos.labels));
+        let props = format::series_writer_properties(format::key_value_metadata(2, &u, &meta.thanos.labels));
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();

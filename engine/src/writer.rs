@@ -1,4 +1,4 @@
-//! [`BlockWriter`]: streams one block of format v1 into a [`Bucket`].
+//! [`BlockWriter`]: streams one block (format v2 by default, v1 on request) into a [`Bucket`].
 //!
 //! ```text
 //!   append_series(labels, ts, vs) x N  (strictly increasing labels)
@@ -7,6 +7,9 @@
 //!   finish() ──► samples.parquet closed ──► series.parquet ──► meta.json (last: the block becomes visible)
 //!   abort()  ──► deletes whatever was uploaded
 //! ```
+//!
+//! In format v2 each series' values are split by `values`: decimal-scaled integers where exact
+//! (`value_int` + `value_scale`, one exponent per series), the rest as floats (`value`).
 //!
 //! A writer dropped without `finish` never writes `meta.json`, so the block stays invisible; its
 //! leftovers are a partial upload that `Bucket::list_partial_blocks` finds and cleanup removes.
@@ -18,6 +21,7 @@ use arrow::array::{
     ArrayRef, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StringDictionaryBuilder, UInt32Array, UInt64Array,
 };
 use arrow::array::{Float64Array, Int64Array};
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::Int32Type;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
@@ -29,6 +33,7 @@ use crate::labels::{Labels, METRIC_NAME};
 use crate::meta::{
     BlockDesc, BlockMeta, BlockStats, Compaction, Downsample, FileMeta, META_FILE, StrataFile, StrataMeta, ThanosMeta,
 };
+use crate::values;
 
 /// What a new block is: identity, time range, labels and lineage.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,9 +92,16 @@ pub struct BlockWriter {
     opts: BlockWriterOptions,
     ulid: String,
     samples: Option<AsyncArrowWriter<BufWriter>>,
+    /// Format version written (1 or 2).
+    version: u32,
     pending_ids: Vec<u32>,
     pending_ts: Vec<i64>,
+    /// v1: every value; v2: the values of float rows (0 in integer rows).
     pending_vs: Vec<f64>,
+    /// v2: mantissas (0 in float rows), the series' scale per row, and which rows are integers.
+    pending_ints: Vec<i64>,
+    pending_scales: Vec<f64>,
+    pending_is_int: Vec<bool>,
     series: Vec<SeriesRow>,
     rows: u64,
 }
@@ -108,13 +120,14 @@ impl std::fmt::Debug for BlockWriter {
 const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 
 impl BlockWriter {
-    /// Starts a block; nothing is visible until [`BlockWriter::finish`].
+    /// Starts a block of the current format ([`SamplesEncoding::V2`]); nothing is visible until
+    /// [`BlockWriter::finish`].
     pub fn new(bucket: Bucket, opts: BlockWriterOptions) -> Result<Self> {
-        Self::with_encoding(bucket, opts, SamplesEncoding::V1)
+        Self::with_encoding(bucket, opts, SamplesEncoding::V2)
     }
 
-    /// Like [`BlockWriter::new`] with explicit samples encodings (for measurements; readers accept
-    /// any of them).
+    /// Like [`BlockWriter::new`] with explicit samples encodings: [`SamplesEncoding::V1`] writes a
+    /// format v1 block, the other options serve measurements (readers accept any of them).
     pub fn with_encoding(bucket: Bucket, opts: BlockWriterOptions, enc: SamplesEncoding) -> Result<Self> {
         let ulid = opts.ulid.to_string();
         if opts.min_time >= opts.max_time {
@@ -123,19 +136,25 @@ impl BlockWriter {
                 reason: format!("empty time range: minTime {} >= maxTime {}", opts.min_time, opts.max_time),
             });
         }
+        let version = enc.format_version();
         let path = Bucket::block_path(&ulid, format::SAMPLES_FILE);
-        let props = format::samples_writer_properties(enc, format::key_value_metadata(&ulid, &opts.external_labels));
+        let props =
+            format::samples_writer_properties(enc, format::key_value_metadata(version, &ulid, &opts.external_labels));
         let w = BufWriter::new(Arc::clone(bucket.store()), path.clone());
-        let samples = AsyncArrowWriter::try_new(w, format::samples_schema(), Some(props))
+        let samples = AsyncArrowWriter::try_new(w, format::samples_schema(version), Some(props))
             .map_err(|e| Error::parquet(&path, e))?;
         Ok(BlockWriter {
             bucket,
             opts,
             ulid,
             samples: Some(samples),
+            version,
             pending_ids: Vec::new(),
             pending_ts: Vec::new(),
             pending_vs: Vec::new(),
+            pending_ints: Vec::new(),
+            pending_scales: Vec::new(),
+            pending_is_int: Vec::new(),
             series: Vec::new(),
             rows: 0,
         })
@@ -144,6 +163,11 @@ impl BlockWriter {
     /// ULID of the block being written.
     pub fn ulid(&self) -> &str {
         &self.ulid
+    }
+
+    /// Format version being written (`strata.format_version`).
+    pub fn format_version(&self) -> u32 {
+        self.version
     }
 
     fn bad(&self, reason: String) -> Error {
@@ -195,7 +219,13 @@ impl BlockWriter {
         self.rows += timestamps.len() as u64;
         self.pending_ids.extend(std::iter::repeat_n(id, timestamps.len()));
         self.pending_ts.extend_from_slice(timestamps);
-        self.pending_vs.extend_from_slice(values);
+        if self.version == 1 {
+            self.pending_vs.extend_from_slice(values);
+        } else {
+            let scale = values::scale_of(values::choose_exponent(values));
+            values::split(values, scale, &mut self.pending_ints, &mut self.pending_vs, &mut self.pending_is_int);
+            self.pending_scales.extend(std::iter::repeat_n(scale, values.len()));
+        }
         if self.pending_ts.len() >= WRITE_CHUNK_ROWS {
             self.flush_samples().await?;
         }
@@ -206,15 +236,23 @@ impl BlockWriter {
         if self.pending_ts.is_empty() {
             return Ok(());
         }
-        let batch = RecordBatch::try_new(
-            format::samples_schema(),
-            vec![
-                Arc::new(UInt32Array::from(std::mem::take(&mut self.pending_ids))),
-                Arc::new(Int64Array::from(std::mem::take(&mut self.pending_ts))),
-                Arc::new(Float64Array::from(std::mem::take(&mut self.pending_vs))),
-            ],
-        )
-        .map_err(|e| Error::arrow(format!("samples batch of block {}", self.ulid), e))?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.pending_ids))),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.pending_ts))),
+        ];
+        let vs = std::mem::take(&mut self.pending_vs);
+        if self.version == 1 {
+            columns.push(Arc::new(Float64Array::from(vs)));
+        } else {
+            let is_int = std::mem::take(&mut self.pending_is_int);
+            let float_rows = NullBuffer::from_iter(is_int.iter().map(|b| !b));
+            let int_rows = NullBuffer::from(is_int);
+            columns.push(Arc::new(Float64Array::new(vs.into(), Some(float_rows))));
+            columns.push(Arc::new(Int64Array::new(std::mem::take(&mut self.pending_ints).into(), Some(int_rows))));
+            columns.push(Arc::new(Float64Array::from(std::mem::take(&mut self.pending_scales))));
+        }
+        let batch = RecordBatch::try_new(format::samples_schema(self.version), columns)
+            .map_err(|e| Error::arrow(format!("samples batch of block {}", self.ulid), e))?;
         let path = Bucket::block_path(&self.ulid, format::SAMPLES_FILE);
         match self.samples.as_mut() {
             Some(w) => w.write(&batch).await.map_err(|e| Error::parquet(&path, e)),
@@ -242,8 +280,11 @@ impl BlockWriter {
             w.close().await.map_err(|e| Error::parquet(&samples_path, e))?;
         }
         let batch = self.series_batch()?;
-        let props =
-            format::series_writer_properties(format::key_value_metadata(&self.ulid, &self.opts.external_labels));
+        let props = format::series_writer_properties(format::key_value_metadata(
+            self.version,
+            &self.ulid,
+            &self.opts.external_labels,
+        ));
         let w = BufWriter::new(Arc::clone(self.bucket.store()), series_path.clone());
         let mut sw =
             AsyncArrowWriter::try_new(w, batch.schema(), Some(props)).map_err(|e| Error::parquet(&series_path, e))?;
@@ -280,18 +321,14 @@ impl BlockWriter {
                 ],
             },
             strata: Some(StrataMeta {
-                format_version: format::FORMAT_VERSION,
+                format_version: self.version,
                 source_ulid: o.source_ulid.clone(),
                 files: vec![
-                    StrataFile {
-                        name: format::SAMPLES_FILE.into(),
-                        rows: self.rows,
-                        schema_version: format::FORMAT_VERSION,
-                    },
+                    StrataFile { name: format::SAMPLES_FILE.into(), rows: self.rows, schema_version: self.version },
                     StrataFile {
                         name: format::SERIES_FILE.into(),
                         rows: self.series.len() as u64,
-                        schema_version: format::FORMAT_VERSION,
+                        schema_version: self.version,
                     },
                 ],
             }),
@@ -452,7 +489,7 @@ pub(crate) mod tests {
         assert_eq!(meta.compaction.sources, vec![ulid.to_string()]);
         assert_eq!(meta.thanos.labels.get("replica").map(String::as_str), Some("a"));
         let strata = meta.strata.as_ref().unwrap();
-        assert_eq!(strata.format_version, 1);
+        assert_eq!(strata.format_version, 2);
         assert_eq!(strata.files[0].rows, total as u64);
         for f in meta.thanos.files.iter().filter(|f| f.size_bytes.is_some()) {
             let len = std::fs::metadata(dir.path().join(ulid.to_string()).join(&f.rel_path)).unwrap().len();

@@ -97,22 +97,30 @@ fn job_of(target: usize) -> &'static str {
     ["api", "web", "db", "cache"][target % 4]
 }
 
-/// Writes the OpenMetrics text (ending in `# EOF`) for `spec` to `w`.
-pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
-    let n = scrapes(spec);
-    let mut rng = StdRng::seed_from_u64(spec.seed);
-    // Scrape times per target (jittered), shared by all series of the target as in a real scrape.
-    let times: Vec<Vec<i64>> = (0..spec.targets)
+/// Scrape times per target (jittered), shared by all series of the target as in a real scrape.
+fn scrape_times(spec: &GenSpec, rng: &mut StdRng) -> Vec<Vec<i64>> {
+    (0..spec.targets)
         .map(|_| {
-            (0..n)
+            (0..scrapes(spec))
                 .map(|i| {
                     let j = if spec.jitter_ms > 0 { rng.random_range(0..=spec.jitter_ms) } else { 0 };
                     spec.start_ms + i as i64 * spec.interval_ms + j
                 })
                 .collect()
         })
-        .collect();
-    let ts = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+        .collect()
+}
+
+/// An OpenMetrics timestamp (seconds with milliseconds).
+fn om_ts(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// Writes the OpenMetrics text (ending in `# EOF`) for `spec` to `w`.
+pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
+    let n = scrapes(spec);
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let times = scrape_times(spec, &mut rng);
     let lbl = |t: usize| format!("job=\"{}\",instance=\"host-{t:05}:9100\"", job_of(t));
 
     writeln!(w, "# TYPE up gauge")?;
@@ -120,7 +128,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         for (i, &tm) in tt.iter().enumerate() {
             // an occasional failed scrape
             let v = if (i + t) % 997 == 5 { 0 } else { 1 };
-            writeln!(w, "up{{{}}} {v} {}", lbl(t), ts(tm))?;
+            writeln!(w, "up{{{}}} {v} {}", lbl(t), om_ts(tm))?;
         }
     }
     writeln!(w, "# TYPE http_requests counter")?;
@@ -139,7 +147,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
                     if rng.random_range(0..20_000) == 0 {
                         v = 0; // counter reset (process restart)
                     }
-                    writeln!(w, "http_requests_total{{{},method=\"{m}\",status=\"{s}\"}} {v} {}", lbl(t), ts(tm))?;
+                    writeln!(w, "http_requests_total{{{},method=\"{m}\",status=\"{s}\"}} {v} {}", lbl(t), om_ts(tm))?;
                 }
             }
         }
@@ -149,7 +157,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         let mut v: f64 = rng.random_range(50e6..500e6_f64).round();
         for &tm in tt {
             v = (v + rng.random_range(-1e6..1e6_f64)).max(1e6).round();
-            writeln!(w, "process_resident_memory_bytes{{{}}} {v} {}", lbl(t), ts(tm))?;
+            writeln!(w, "process_resident_memory_bytes{{{}}} {v} {}", lbl(t), om_ts(tm))?;
         }
     }
     writeln!(w, "# TYPE node_temperature_celsius gauge")?;
@@ -157,13 +165,13 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
         let mut v: f64 = rng.random_range(30.0..70.0);
         for &tm in tt {
             v = (v + rng.random_range(-0.5..0.5)).clamp(20.0, 90.0);
-            writeln!(w, "node_temperature_celsius{{{}}} {:.2} {}", lbl(t), v, ts(tm))?;
+            writeln!(w, "node_temperature_celsius{{{}}} {:.2} {}", lbl(t), v, om_ts(tm))?;
         }
     }
     writeln!(w, "# TYPE build_info gauge")?;
     for (t, tt) in times.iter().enumerate() {
         for &tm in tt {
-            writeln!(w, "build_info{{{},version=\"1.{}.0\"}} 1 {}", lbl(t), t % 3, ts(tm))?;
+            writeln!(w, "build_info{{{},version=\"1.{}.0\"}} 1 {}", lbl(t), t % 3, om_ts(tm))?;
         }
     }
     // Classic histogram: cumulative bucket counters, sum and count. Written as separate families of
@@ -198,7 +206,7 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
                     "request_duration_seconds_bucket{{{},le=\"{bound}\"}} {} {}",
                     lbl(t),
                     hist[t][i].0[b],
-                    ts(tm)
+                    om_ts(tm)
                 )?;
             }
         }
@@ -206,14 +214,86 @@ pub fn write_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "# TYPE request_duration_seconds_sum unknown")?;
     for (t, tt) in times.iter().enumerate() {
         for (i, &tm) in tt.iter().enumerate() {
-            writeln!(w, "request_duration_seconds_sum{{{}}} {} {}", lbl(t), hist[t][i].1, ts(tm))?;
+            writeln!(w, "request_duration_seconds_sum{{{}}} {} {}", lbl(t), hist[t][i].1, om_ts(tm))?;
         }
     }
     writeln!(w, "# TYPE request_duration_seconds_count unknown")?;
     for (t, tt) in times.iter().enumerate() {
         for (i, &tm) in tt.iter().enumerate() {
             let c = hist[t][i].0.last().copied().unwrap_or(0);
-            writeln!(w, "request_duration_seconds_count{{{}}} {c} {}", lbl(t), ts(tm))?;
+            writeln!(w, "request_duration_seconds_count{{{}}} {c} {}", lbl(t), om_ts(tm))?;
+        }
+    }
+    writeln!(w, "# EOF")
+}
+
+/// Series per target of [`write_irregular_openmetrics`].
+pub const IRREGULAR_SERIES_PER_TARGET: usize = 24;
+
+/// Writes OpenMetrics text (ending in `# EOF`) of a data set with irregular values, as recording rules
+/// and instrumented Go services produce them: 5-minute rates (counter deltas / 300), cache hit
+/// ratios, duration sums accumulating random float observations, GC pause quantiles (nanoseconds
+/// as seconds), load averages with two decimals, CPU seconds (ticks / 100) and integer gauges.
+/// About 60% of the samples have 15-17 significant digits. Values are written in their shortest
+/// round-trip form, so the TSDB block holds exactly the generated doubles.
+pub fn write_irregular_openmetrics(spec: &GenSpec, w: &mut impl Write) -> io::Result<()> {
+    let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x1e66_u64);
+    let times = scrape_times(spec, &mut rng);
+    let lbl = |t: usize| format!("job=\"{}\",instance=\"svc-{t:05}:8080\"", job_of(t));
+    // (family, label name, label values); each (target, value) is one series.
+    let families: [(&str, &str, &[&str]); 8] = [
+        ("path:http_requests:rate5m", "path", &["/api", "/login", "/search", "/static", "/upload", "/health"]),
+        ("cache_hit_ratio", "cache", &["sessions", "pages", "objects", "users"]),
+        ("rpc_duration_seconds_sum", "method", &["Get", "Put", "List", "Delete"]),
+        ("go_gc_duration_seconds", "quantile", &["0", "0.25", "0.5", "0.75"]),
+        ("node_load", "window", &["1", "5"]),
+        ("process_cpu_seconds_total", "mode", &["user", "system"]),
+        ("go_goroutines", "", &[""]),
+        ("process_open_fds", "", &[""]),
+    ];
+    for (f, (name, key, members)) in families.iter().enumerate() {
+        writeln!(w, "# TYPE {name} unknown")?;
+        for (t, tt) in times.iter().enumerate() {
+            for (k, member) in members.iter().enumerate() {
+                let extra = if key.is_empty() { String::new() } else { format!(",{key}=\"{member}\"") };
+                let base = [400.0, 20.0, 90.0, 1500.0, 3.0, 60.0][k % 6];
+                let mut state: f64 = match f {
+                    4 => rng.random_range(0.0..4.0),
+                    5 => rng.random_range(0..100_000) as f64,
+                    6 => rng.random_range(10.0..500.0_f64).round(),
+                    _ => 0.0,
+                };
+                for &tm in tt {
+                    let v: f64 = match f {
+                        0 => (base * 300.0 * rng.random_range(0.7..1.3_f64)).round() / 300.0,
+                        1 => {
+                            let hits = rng.random_range(500..5000) as f64;
+                            hits / (hits + rng.random_range(1..900) as f64)
+                        }
+                        2 => {
+                            for _ in 0..rng.random_range(0..30) {
+                                state += rng.random_range(0.0..1.0_f64).powi(3) * 2.0;
+                            }
+                            state
+                        }
+                        3 => rng.random_range(8_000..900_000) as f64 * 1e-9,
+                        4 => {
+                            state = (state + rng.random_range(-0.3..0.3_f64)).max(0.0);
+                            (state * 100.0).round() / 100.0
+                        }
+                        5 => {
+                            state += rng.random_range(0..400) as f64;
+                            state / 100.0
+                        }
+                        6 => {
+                            state = (state + rng.random_range(-5.0..5.0_f64).round()).max(1.0);
+                            state
+                        }
+                        _ => rng.random_range(20..200) as f64,
+                    };
+                    writeln!(w, "{name}{{{}{extra}}} {v} {}", lbl(t), om_ts(tm))?;
+                }
+            }
         }
     }
     writeln!(w, "# EOF")
@@ -237,5 +317,23 @@ mod tests {
         assert_eq!(samples, total_samples(&spec));
         assert_eq!(samples, 2 * SERIES_PER_TARGET as u64 * 40);
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn irregular_is_deterministic_and_counted() {
+        let spec = GenSpec { targets: 2, duration_ms: 600_000, ..Default::default() };
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        write_irregular_openmetrics(&spec, &mut a).unwrap();
+        write_irregular_openmetrics(&spec, &mut b).unwrap();
+        assert_eq!(a, b);
+        let text = String::from_utf8(a).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines.len(), 2 * IRREGULAR_SERIES_PER_TARGET * 40);
+        // Every value parses back to a double whose shortest form is the text written.
+        for l in &lines {
+            let v = l.split_whitespace().nth(1).unwrap();
+            assert_eq!(v.parse::<f64>().unwrap().to_string(), v);
+        }
     }
 }

@@ -212,6 +212,52 @@ pub fn create_s3_bucket(port: u16, name: &str) {
     assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");
 }
 
+/// Reads every series of the bucket through the engine and renders it like promtool's dump,
+/// dropping the external labels that the converter put into meta.json.
+pub async fn bucket_dump(bucket: &engine::bucket::Bucket, drop_labels: &[&str]) -> Dump {
+    let src = engine::bucket_source::BucketSource::new(bucket.clone());
+    src.sync().await.unwrap();
+    let req = engine::SelectRequest {
+        matchers: vec![engine::Matcher::new(engine::MatchOp::RegexMatch, "__name__", ".+").unwrap()],
+        min_t: i64::MIN,
+        max_t: i64::MAX,
+        ..Default::default()
+    };
+    let batches: Vec<engine::SeriesBatch> =
+        futures::TryStreamExt::try_collect(engine::SeriesSource::select(&src, &req).await.unwrap()).await.unwrap();
+    let mut out = Dump::new();
+    for b in &batches {
+        for i in 0..b.num_series() {
+            let (l, t, v) = b.series(i);
+            let mut l = l.clone();
+            for d in drop_labels {
+                l.remove(d);
+            }
+            let e = out.entry(dump_key(&l)).or_default();
+            e.extend(t.iter().copied().zip(v.iter().copied()));
+        }
+    }
+    out
+}
+
+pub fn assert_same(expected: &Dump, got: &Dump) {
+    assert_eq!(expected.len(), got.len(), "series count differs");
+    for (k, want) in expected {
+        let have = got.get(k).unwrap_or_else(|| panic!("series {k} missing after conversion"));
+        assert_eq!(want.len(), have.len(), "sample count differs for {k}");
+        for (w, h) in want.iter().zip(have) {
+            assert_eq!(w.0, h.0, "timestamp differs for {k}");
+            assert!(
+                w.1.to_bits() == h.1.to_bits() || (w.1.is_nan() && h.1.is_nan()) || w.1 == h.1,
+                "value differs for {k} at {}: {} vs {}",
+                w.0,
+                w.1,
+                h.1
+            );
+        }
+    }
+}
+
 /// Starts `cmd` with stderr to `log` and waits (up to 60 s) until `base/-/ready` answers 200.
 pub async fn start_daemon(cmd: &mut Command, base: &str, log: &Path) -> Daemon {
     let mut d = Daemon::spawn(cmd, log).unwrap();

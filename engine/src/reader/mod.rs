@@ -1,9 +1,11 @@
-//! [`BlockReader`]: one block of format v1, opened from a bucket.
+//! [`BlockReader`]: one block of format v1 or v2, opened from a bucket.
 //!
 //! Opening reads `meta.json`, loads `series.parquet` whole into memory (Arrow, plus the decoded
 //! label sets) and the footer and page index of `samples.parquet`. Matchers resolve on the cached
 //! series table; samples of the chosen series are read with a Parquet `RowSelection` built from each
 //! series' `first_row`/`num_samples`, so only the row groups and pages holding them are fetched.
+//! Format v2 value columns are decoded into Float64 as they are read (`values::decode_columns`), so
+//! everything above the reader (page cache, sources) sees the same values for both formats.
 //!
 //! ```text
 //!   matchers ──► series table (cached) ──► series ids ──► row ranges ──► samples.parquet pages
@@ -49,6 +51,8 @@ pub struct BlockReader {
     samples_path: ObjPath,
     samples_size: u64,
     samples_meta: ArrowReaderMetadata,
+    /// `strata.format_version` of the block (1 or 2).
+    format_version: u32,
     /// Pages of the timestamp column: global row range and min/max timestamp (when known).
     ts_pages: Vec<TsPage>,
     /// Shared cache of decoded pages, if any.
@@ -61,6 +65,17 @@ impl BlockReader {
     /// Opens block `ulid`: meta.json, series.parquet (loaded whole) and the samples footer.
     pub async fn open(bucket: &Bucket, ulid: &str) -> Result<Self> {
         let meta = bucket.read_meta(ulid).await?;
+        // A meta.json without a strata section is tried as v1 (its files then fail the schema check).
+        let format_version = meta.strata.as_ref().map_or(1, |s| s.format_version);
+        if !format::READABLE_FORMAT_VERSIONS.contains(&format_version) {
+            return Err(Error::BadMeta {
+                path: Bucket::block_path(ulid, crate::meta::META_FILE).to_string(),
+                reason: format!(
+                    "strata.format_version {format_version} is not supported (this build reads {:?})",
+                    format::READABLE_FORMAT_VERSIONS
+                ),
+            });
+        }
         let index = read_series_index(bucket, ulid).await?;
 
         let samples_path = Bucket::block_path(ulid, format::SAMPLES_FILE);
@@ -69,7 +84,7 @@ impl BlockReader {
         let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let samples_meta =
             ArrowReaderMetadata::load_async(&mut r, opts).await.map_err(|e| Error::parquet(&samples_path, e))?;
-        let want = format::samples_schema();
+        let want = format::samples_schema(format_version);
         for f in want.fields() {
             match samples_meta.schema().field_with_name(f.name()) {
                 Ok(g) if g.data_type() == f.data_type() => {}
@@ -90,6 +105,7 @@ impl BlockReader {
             samples_path,
             samples_size,
             samples_meta,
+            format_version,
             ts_pages,
             cache: None,
             cache_id,
@@ -105,6 +121,11 @@ impl BlockReader {
     /// The block's meta.json.
     pub fn meta(&self) -> &BlockMeta {
         &self.meta
+    }
+
+    /// The block's storage format version (`strata.format_version`).
+    pub fn format_version(&self) -> u32 {
+        self.format_version
     }
 
     /// The block's ULID.

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type};
 use futures::TryStreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::RowSelection;
@@ -268,8 +269,13 @@ impl BlockReader {
         }
         let selection = RowSelection::from_consecutive_ranges(rel.into_iter(), base);
         let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
-        let mask =
-            ProjectionMask::columns(md.file_metadata().schema_descr(), [format::COL_TIMESTAMP, format::COL_VALUE]);
+        let v2 = self.format_version >= 2;
+        let columns: &[&str] = if v2 {
+            &[format::COL_TIMESTAMP, format::COL_VALUE, format::COL_VALUE_INT, format::COL_VALUE_SCALE]
+        } else {
+            &[format::COL_TIMESTAMP, format::COL_VALUE]
+        };
+        let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns.iter().copied());
         let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
             .with_row_groups(groups)
             .with_row_selection(selection)
@@ -281,11 +287,21 @@ impl BlockReader {
         let want: usize = ranges.iter().map(|r| r.len()).sum();
         let (mut ts, mut vs): (Vec<i64>, Vec<f64>) = (Vec::with_capacity(want), Vec::with_capacity(want));
         for b in &batches {
-            let t = b.column_by_name(format::COL_TIMESTAMP).and_then(|c| c.as_any().downcast_ref::<Int64Array>());
-            let v = b.column_by_name(format::COL_VALUE).and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+            let t = b.column_by_name(format::COL_TIMESTAMP).and_then(|c| c.as_primitive_opt::<Int64Type>());
+            let v = b.column_by_name(format::COL_VALUE).and_then(|c| c.as_primitive_opt::<Float64Type>());
             let (Some(t), Some(v)) = (t, v) else { return Err(bad("timestamp/value columns have wrong types".into())) };
             ts.extend_from_slice(t.values());
-            vs.extend_from_slice(v.values());
+            if v2 {
+                let i = b.column_by_name(format::COL_VALUE_INT).and_then(|c| c.as_primitive_opt::<Int64Type>());
+                let s = b.column_by_name(format::COL_VALUE_SCALE).and_then(|c| c.as_primitive_opt::<Float64Type>());
+                let (Some(i), Some(s)) = (i, s) else {
+                    return Err(bad("value_int/value_scale columns are missing or have wrong types".into()));
+                };
+                crate::values::decode_columns(v, i, s, &mut vs)
+                    .map_err(|e| bad(format!("rows {}..: {e}", ts.len() - t.len())))?;
+            } else {
+                vs.extend_from_slice(v.values());
+            }
         }
         if ts.len() != want {
             return Err(bad(format!("read {} sample rows, expected {want}", ts.len())));

@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicUsize;
 
 use engine::bucket::Bucket;
 use engine::bucket_source::BucketSource;
+use engine::format::SamplesEncoding;
 use engine::{MemSource, SeriesStream};
 use proto::prometheus::label_matcher::Type as PbType;
 use proto::thanos::{QueryHints, Range};
@@ -291,7 +292,7 @@ async fn without_replica_labels_resorts_and_keeps_replica_chunks() {
 async fn without_replica_labels_streams_bucket_blocks_per_replica() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = Bucket::local(dir.path()).unwrap();
-    // The replicas as external labels of their blocks, each replica's data in two blocks.
+    // The replicas as external labels of their blocks, each replica's data in two blocks (v2 and v1).
     let half = 1_000_000 + 150 * 15_000;
     let mut n = 0;
     for r in ["a", "b"] {
@@ -316,7 +317,9 @@ async fn without_replica_labels_streams_bucket_blocks_per_replica() {
                 (part.iter().map(|p| p.1[0]).min().unwrap(), part.iter().map(|p| *p.1.last().unwrap()).max().unwrap());
             let mut o = engine::BlockWriterOptions::new(ulid::Ulid::from_parts(n, n as u128), min, max + 1);
             o.external_labels.insert("r".into(), r.into());
-            let mut w = engine::BlockWriter::new(bucket.clone(), o).unwrap();
+            // Replica b's second block in storage format v1: the store serves both formats alike.
+            let enc = if (r, lo) == ("b", half) { SamplesEncoding::V1 } else { SamplesEncoding::V2 };
+            let mut w = engine::BlockWriter::with_encoding(bucket.clone(), o, enc).unwrap();
             for (l, t, v) in part {
                 w.append_series(&l, &t, &v).await.unwrap();
             }

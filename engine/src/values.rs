@@ -1,0 +1,368 @@
+//! Format v2 sample values: a float stored as a decimal-scaled integer where that is exact.
+//!
+//! ```text
+//!   value v (f64) ──► m = round(v · 10^e)  ──► exact?  (m as f64) / 10^e has v's bits, |m| <= 2^53
+//!                                               yes: value_int = m, value = NULL
+//!                                               no:  value = v (bit for bit), value_int = NULL
+//!   value_scale = 10^e on every row of the series
+//! ```
+//!
+//! Decoding is one IEEE division, `value_int / value_scale`, which every SQL engine computes the same
+//! way (Int64 to Float64 is exact below 2^53, 10^e is an exact double for e <= 22, and the quotient is
+//! correctly rounded), so any reader reproduces the writer's float bits. NaNs (stale markers
+//! included), infinities, -0.0 and subnormals never pass the check and stay in the float column.
+//!
+//! The exponent `e` is chosen per series (see [`choose_exponent`]); the spec is `docs/format.md`.
+//! [`decode_columns`] turns the three columns of a batch back into Float64 values.
+
+use arrow::array::{Array, Float64Array, Int64Array};
+
+/// Largest decimal exponent a writer uses (`value_scale` <= 10^18).
+pub const MAX_EXPONENT: u8 = 18;
+
+/// Largest exponent a reader accepts: 10^22 is the largest power of ten that is an exact double.
+pub const MAX_READ_EXPONENT: u8 = 22;
+
+/// 2^53: mantissas up to this magnitude convert to Float64 exactly.
+pub const MAX_MANTISSA: i64 = 1 << 53;
+
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// `10^e` as an exact double (`e` is clamped to [`MAX_READ_EXPONENT`]).
+pub fn scale_of(e: u8) -> f64 {
+    POW10[usize::from(e.min(MAX_READ_EXPONENT))]
+}
+
+/// The exponent `e` when `scale` is exactly `10^e` with `e <= MAX_READ_EXPONENT`.
+pub fn exponent_of_scale(scale: f64) -> Option<u8> {
+    POW10.iter().position(|p| p.to_bits() == scale.to_bits()).map(|e| e as u8)
+}
+
+/// The value of mantissa `m` at `scale`: the one division every reader performs.
+#[inline]
+pub fn decode(m: i64, scale: f64) -> f64 {
+    m as f64 / scale
+}
+
+/// The mantissa of `v` at `scale` (= 10^e) when decoding it gives back `v` bit for bit.
+#[inline]
+pub fn encode(v: f64, scale: f64) -> Option<i64> {
+    let x = (v * scale).round();
+    // NaN and infinities fail this test, so they never get a mantissa.
+    if x.is_nan() || x.abs() > MAX_MANTISSA as f64 {
+        return None;
+    }
+    let m = x as i64;
+    // Decode from the integer (not from x): -0.0 rounds to an x of -0.0 but m = 0 decodes to +0.0.
+    (decode(m, scale).to_bits() == v.to_bits()).then_some(m)
+}
+
+/// The smallest exponent (at most [`MAX_EXPONENT`]) at which `v` is exact, if any.
+///
+/// Integers take one test. Otherwise the largest exponent that keeps `|m| < 2^53` is tried first:
+/// a value not exact there is taken as not exact at any (a smaller exponent would only drop digits).
+pub fn min_exponent(v: f64) -> Option<u8> {
+    if encode(v, 1.0).is_some() {
+        return Some(0);
+    }
+    if !v.is_finite() || v == 0.0 {
+        return None;
+    }
+    // |v| < 2^k, so |v| · 10^e < 2^53 when e <= (53 - k) · log10(2).
+    let k = ((v.to_bits() >> 52) & 0x7ff) as i32 - 1022;
+    let top = ((f64::from(53 - k) * std::f64::consts::LOG10_2).floor() as i32).clamp(0, i32::from(MAX_EXPONENT)) as u8;
+    if top == 0 || encode(v, POW10[usize::from(top)]).is_none() {
+        return None;
+    }
+    (1..=top).find(|&e| encode(v, POW10[usize::from(e)]).is_some())
+}
+
+/// Per exponent `e`, how many of `values` have `e` as their smallest exact exponent.
+pub fn exponent_histogram(values: &[f64]) -> [u64; MAX_EXPONENT as usize + 1] {
+    let mut h = [0u64; MAX_EXPONENT as usize + 1];
+    for &v in values {
+        if let Some(e) = min_exponent(v) {
+            h[usize::from(e)] += 1;
+        }
+    }
+    h
+}
+
+/// The smallest exponent `e <= cap` at which at least `quantile` of the samples that are exact at
+/// some exponent `<= cap` are exact (by their smallest exponent). Samples exact at no exponent do
+/// not count: they go to the float column whatever the choice.
+pub fn pick_exponent(hist: &[u64], quantile: f64, cap: u8) -> u8 {
+    let cap = usize::from(cap).min(hist.len().saturating_sub(1));
+    let total: u64 = hist[..=cap].iter().sum();
+    let want = (total as f64 * quantile).ceil() as u64;
+    let mut acc = 0u64;
+    for (e, &n) in hist[..=cap].iter().enumerate() {
+        acc += n;
+        if acc >= want {
+            return e as u8;
+        }
+    }
+    cap as u8
+}
+
+/// Quantile of [`choose_exponent`] (chosen by measurement, docs/format.md).
+pub const EXPONENT_QUANTILE: f64 = 0.99;
+/// Largest exponent [`choose_exponent`] picks (chosen by measurement, docs/format.md: values that
+/// need more decimals are mostly noisy 16-digit floats whose mantissas cost more than the floats).
+pub const EXPONENT_CAP: u8 = 9;
+
+/// The exponent of a series: [`pick_exponent`] over its [`exponent_histogram`] with the format's
+/// quantile and cap.
+pub fn choose_exponent(values: &[f64]) -> u8 {
+    // Integer-valued series (the common case) need no histogram.
+    if values.iter().all(|&v| encode(v, 1.0).is_some() || v.is_nan()) {
+        return 0;
+    }
+    pick_exponent(&exponent_histogram(values), EXPONENT_QUANTILE, EXPONENT_CAP)
+}
+
+/// Splits one series' values at `scale`: per value either a mantissa (`ints[i]`, `is_int[i]` true) or
+/// the float itself (`floats[i]`). The slot not used holds 0 (it is null in the file). Appends.
+pub fn split(values: &[f64], scale: f64, ints: &mut Vec<i64>, floats: &mut Vec<f64>, is_int: &mut Vec<bool>) {
+    ints.reserve(values.len());
+    floats.reserve(values.len());
+    is_int.reserve(values.len());
+    for &v in values {
+        match encode(v, scale) {
+            Some(m) => {
+                ints.push(m);
+                floats.push(0.0);
+                is_int.push(true);
+            }
+            None => {
+                ints.push(0);
+                floats.push(v);
+                is_int.push(false);
+            }
+        }
+    }
+}
+
+/// Appends the values of a v2 batch to `out`: `value` where it is set, else `value_int / value_scale`.
+///
+/// Works 64 rows at a time on the validity bitmap of `value`: runs of float rows are copied, runs of
+/// integer rows divided without a branch per row; only mixed words select per row. Errors (naming
+/// the problem) when the columns differ in length, a row does not have exactly one of `value` and
+/// `value_int` set (one XOR of the validity bitmaps) or `value_scale` has nulls.
+pub fn decode_columns(
+    value: &Float64Array,
+    ints: &Int64Array,
+    scales: &Float64Array,
+    out: &mut Vec<f64>,
+) -> Result<(), String> {
+    let n = value.len();
+    if ints.len() != n || scales.len() != n {
+        return Err(format!("value columns differ in length: {n}, {}, {}", ints.len(), scales.len()));
+    }
+    let valid = |a: Option<&arrow::buffer::NullBuffer>| {
+        a.map_or_else(|| arrow::buffer::BooleanBuffer::new_set(n), |b| b.inner().clone())
+    };
+    let one_each = &valid(value.nulls()) ^ &valid(ints.nulls());
+    if one_each.count_set_bits() != n || scales.null_count() != 0 {
+        return Err(format!(
+            "{} of {n} rows do not have exactly one of value and value_int set, {} have no value_scale \
+             (it must be set on every row)",
+            n - one_each.count_set_bits(),
+            scales.null_count()
+        ));
+    }
+    let (fv, iv, sv) = (value.values(), ints.values(), scales.values());
+    out.reserve(n);
+    let Some(floats) = value.nulls() else {
+        out.extend_from_slice(fv);
+        return Ok(());
+    };
+    let mut run = |word: u64, at: usize, len: usize| {
+        let all = if len == 64 { u64::MAX } else { (1u64 << len) - 1 };
+        let (f, m, s) = (&fv[at..at + len], &iv[at..at + len], &sv[at..at + len]);
+        if word == all {
+            out.extend_from_slice(f);
+        } else if word == 0 {
+            out.extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
+        } else {
+            // Both candidates per row, then a select: no data-dependent branch (null slots hold
+            // arbitrary finite integers, so dividing them is harmless).
+            out.extend((0..len).map(|k| {
+                let d = decode(m[k], s[k]);
+                if (word >> k) & 1 == 1 { f[k] } else { d }
+            }));
+        }
+    };
+    let bits = floats.inner();
+    let chunks = bits.inner().bit_chunks(bits.offset(), bits.len());
+    let mut at = 0;
+    for word in chunks.iter() {
+        run(word, at, 64);
+        at += 64;
+    }
+    if chunks.remainder_len() > 0 {
+        run(chunks.remainder_bits(), at, chunks.remainder_len());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const STALE: u64 = 0x7ff0_0000_0000_0002;
+
+    #[test]
+    fn special_values_never_become_integers() {
+        for v in [
+            f64::NAN,
+            f64::from_bits(STALE),
+            f64::from_bits(0x7ff8_0000_0000_0001),
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            f64::MIN_POSITIVE / 4.0,
+            -5e-324,
+            1e300,
+            (MAX_MANTISSA + 2) as f64,
+        ] {
+            assert_eq!(min_exponent(v), None, "{v:e} ({:#x})", v.to_bits());
+            for e in 0..=MAX_READ_EXPONENT {
+                assert_eq!(encode(v, scale_of(e)), None, "{v:e} at e={e}");
+            }
+        }
+        assert_eq!(encode(0.0, 1.0), Some(0));
+        assert_eq!(encode(MAX_MANTISSA as f64, 1.0), Some(MAX_MANTISSA));
+    }
+
+    #[test]
+    fn decimals_get_their_smallest_exponent() {
+        for (v, e) in [
+            (0.0, 0),
+            (1.0, 0),
+            (-42.0, 0),
+            (1e15, 0),
+            (0.1, 1),
+            (0.3, 1),
+            (36.55, 2),
+            (-0.001, 3),
+            (123456.789, 3),
+            (4.5123e-5, 9),
+            (1e-18, 18),
+        ] {
+            assert_eq!(min_exponent(v), Some(e), "{v}");
+            let m = encode(v, scale_of(e)).unwrap();
+            assert_eq!(decode(m, scale_of(e)).to_bits(), v.to_bits());
+        }
+        // 17 significant digits do not fit below 2^53; 0.1 + 0.2 is not a short decimal.
+        assert_eq!(min_exponent(0.1 + 0.2), None);
+        assert_eq!(min_exponent(1.000_000_000_000_000_2), None);
+        // 16 significant digits fit: pi is 3141592653589793 / 10^15.
+        assert_eq!(min_exponent(std::f64::consts::PI), Some(15));
+        assert_eq!(min_exponent(1e-19), None);
+    }
+
+    #[test]
+    fn every_decoded_value_is_bit_exact() {
+        // A deterministic sweep of short decimals, irregular floats and edge magnitudes.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..200_000 {
+            let r = next();
+            let v = match i % 4 {
+                0 => (r % 1_000_000) as f64 / scale_of((r >> 40) as u8 % 8),
+                1 => f64::from_bits(r),
+                2 => (r % 1000) as f64 * 0.1,
+                _ => ((r >> 11) as f64) * 1e-3,
+            };
+            for e in [0, 1, 2, 3, 6, 9, 12, 15, 18, 22] {
+                if let Some(m) = encode(v, scale_of(e)) {
+                    assert!(m.abs() <= MAX_MANTISSA);
+                    assert_eq!(decode(m, scale_of(e)).to_bits(), v.to_bits(), "{v:e} at {e}");
+                }
+            }
+            if let Some(e) = min_exponent(v) {
+                assert!(encode(v, scale_of(e)).is_some());
+                assert!(e == 0 || encode(v, scale_of(e - 1)).is_none(), "{v:e}: {e} is not the smallest");
+            }
+        }
+    }
+
+    #[test]
+    fn decode_columns_by_words_and_rows() {
+        // Runs longer than a word of each kind, mixed words, a tail, and a sliced (offset) bitmap.
+        let vs: Vec<f64> = (0..300)
+            .map(|i| match i {
+                0..=99 => f64::from(i) * 0.25,
+                100..=180 => f64::from(i).sqrt(),
+                _ if i % 3 == 0 => f64::from_bits(STALE),
+                _ => f64::from(i) - 0.5,
+            })
+            .collect();
+        let scale = scale_of(choose_exponent(&vs));
+        let (mut ints, mut floats, mut is_int) = (Vec::new(), Vec::new(), Vec::new());
+        split(&vs, scale, &mut ints, &mut floats, &mut is_int);
+        let fnull = arrow::buffer::NullBuffer::from_iter(is_int.iter().map(|b| !b));
+        let inull = arrow::buffer::NullBuffer::from(is_int.clone());
+        let value = Float64Array::new(floats.into(), Some(fnull));
+        let int = Int64Array::new(ints.into(), Some(inull));
+        let sc = Float64Array::from(vec![scale; vs.len()]);
+        for (a, len) in [(0, 300), (3, 290), (70, 1), (100, 81)] {
+            let mut out = Vec::new();
+            decode_columns(&value.slice(a, len), &int.slice(a, len), &sc.slice(a, len), &mut out).unwrap();
+            let want: Vec<u64> = vs[a..a + len].iter().map(|v| v.to_bits()).collect();
+            assert_eq!(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "slice {a}+{len}");
+        }
+        // Both columns set in a row is an error.
+        let both = Int64Array::from(vec![Some(1); 300]);
+        let scales = Float64Array::from(vec![Some(1.0); 300]);
+        assert!(decode_columns(&value, &both, &scales, &mut Vec::new()).unwrap_err().contains("exactly one"));
+        // One row with both and another with neither: the counts balance, the rows do not.
+        let mut f: Vec<Option<f64>> = (0..8).map(|i| (i % 2 == 0).then_some(1.5)).collect();
+        let mut m: Vec<Option<i64>> = (0..8).map(|i| (i % 2 == 1).then_some(3)).collect();
+        f[1] = Some(2.0);
+        m[2] = None;
+        f[2] = None;
+        let e = decode_columns(
+            &Float64Array::from(f),
+            &Int64Array::from(m),
+            &Float64Array::from(vec![1.0; 8]),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("2 of 8 rows"), "{e}");
+    }
+
+    #[test]
+    fn series_exponent_and_split() {
+        let vs = [20.5, 20.25, f64::NAN, 21.0, 0.1 + 0.2, -0.0, 19.75];
+        let e = choose_exponent(&vs);
+        assert_eq!(e, 2);
+        let (mut ints, mut floats, mut is_int) = (Vec::new(), Vec::new(), Vec::new());
+        split(&vs, scale_of(e), &mut ints, &mut floats, &mut is_int);
+        assert_eq!(is_int, [true, true, false, true, false, false, true]);
+        assert_eq!(ints[..2], [2050, 2025]);
+        for i in 0..vs.len() {
+            let back = if is_int[i] { decode(ints[i], scale_of(e)) } else { floats[i] };
+            assert_eq!(back.to_bits(), vs[i].to_bits());
+        }
+        assert_eq!(choose_exponent(&[1.0, 2.0, f64::NAN]), 0);
+        // One sample in 200 with more digits does not raise the exponent of the rest.
+        let mut many: Vec<f64> = (0..199).map(|i| f64::from(i) * 0.5).collect();
+        many.push(0.123);
+        assert_eq!(choose_exponent(&many), 1);
+        assert_eq!(pick_exponent(&exponent_histogram(&many), 1.0, MAX_EXPONENT), 3);
+        assert_eq!(pick_exponent(&exponent_histogram(&many), 1.0, 2), 1);
+        assert_eq!(exponent_of_scale(1e6), Some(6));
+        assert_eq!(exponent_of_scale(3.0), None);
+    }
+}

@@ -117,19 +117,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     // Prometheus on a copy of the blocks
     let prom_data = work.path().join("prom");
     copy_dir(&prom_blocks, &prom_data).map_err(|e| e.to_string())?;
-    let cfg = work.path().join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
-    let pport = free_port().map_err(|e| e.to_string())?;
-    let prom_log = work.path().join("prometheus.log");
-    let mut prom = Daemon::spawn(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", prom_data.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .arg("--storage.tsdb.retention.time=100y"),
-        &prom_log,
-    )
-    .map_err(|e| format!("{e} (prometheus is in the Debian package `prometheus`)"))?;
+    let (mut prom, pbase, prom_log) = prometheus_over(&prom_data, work.path())?;
     // Strata over the converted blocks
     let bdir = work.path().join("bucket");
     let bucket = Bucket::local(&bdir).map_err(|e| e.to_string())?;
@@ -146,7 +134,6 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
             .map_err(|e| format!("{e} (cargo build --release --workspace first)"))
     };
     let client = reqwest::Client::new();
-    let pbase = format!("http://127.0.0.1:{pport}");
     rt.block_on(prom.wait_http_ok(&format!("{pbase}/-/ready"), ready, &prom_log)).map_err(|e| e.to_string())?;
     // One `strata query` per format over a copy of the bucket in that format; with --via-store a
     // store gateway over the bucket and the querier in front of it over gRPC.

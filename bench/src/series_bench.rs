@@ -20,7 +20,7 @@ use proto::thanos::{SeriesRequest, series_response};
 
 use ingest::testkit::{Daemon, free_port};
 
-use crate::util::{promtool_blocks, spec};
+use crate::util::{prometheus_over, promtool_blocks, spec};
 
 /// Arguments of `bench series`.
 #[derive(Debug, clap::Args)]
@@ -197,21 +197,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     )
     .map_err(|e| format!("{e} (cargo build --release --workspace first)"))?;
     // Prometheus: the promtool blocks as its TSDB.
-    let cfg = work.path().join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
-    let pport = port()?;
-    let prom_log = work.path().join("prometheus.log");
-    let mut prom = Daemon::spawn(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", blocks.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .arg("--storage.tsdb.retention.time=100y"),
-        &prom_log,
-    )
-    .map_err(|e| format!("prometheus: {e}"))?;
+    let (mut prom, pbase, prom_log) = prometheus_over(&blocks, work.path())?;
     let client = reqwest::Client::new();
-    let pbase = format!("http://127.0.0.1:{pport}");
     let ready = Duration::from_secs(120);
     rt.block_on(prom.wait_http_ok(&format!("{pbase}/-/ready"), ready, &prom_log)).map_err(|e| e.to_string())?;
     rt.block_on(strata.wait_http_ok(&format!("http://{http}/-/ready"), ready, &strata_log))

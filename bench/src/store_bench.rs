@@ -16,7 +16,7 @@ use ingest::convert::{ConvertOptions, convert_path};
 use ingest::testkit::{Daemon, free_port};
 
 use crate::series_bench::{prometheus_read, strata_series};
-use crate::util::{promtool_blocks, spec};
+use crate::util::{prometheus_over, promtool_blocks, spec};
 
 /// Arguments of `bench store`.
 #[derive(Debug, clap::Args)]
@@ -118,21 +118,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         Measured { ready_s, idle_rss, query_s, after_rss, peak_rss, series: got.series, samples: got.samples }
     };
     let prom = {
-        let cfg = work.path().join("prometheus.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
-        let pport = port()?;
-        let log = work.path().join("prometheus.log");
         let started = Instant::now();
-        let mut d = Daemon::spawn(
-            Command::new("prometheus")
-                .arg(format!("--config.file={}", cfg.display()))
-                .arg(format!("--storage.tsdb.path={}", blocks.display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-                .arg("--storage.tsdb.retention.time=100y"),
-            &log,
-        )
-        .map_err(|e| format!("prometheus: {e}"))?;
-        let base = format!("http://127.0.0.1:{pport}");
+        let (mut d, base, log) = prometheus_over(&blocks, work.path())?;
         rt.block_on(d.wait_http_ok(&format!("{base}/-/ready"), within, &log)).map_err(|e| e.to_string())?;
         let ready_s = started.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(2));

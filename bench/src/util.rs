@@ -2,6 +2,9 @@
 //! `ingest::testkit`, which the end-to-end tests use too): the data spec and promtool blocks of it.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ingest::testkit::{Daemon, free_port};
 
 use ingest::datagen::{self, GenSpec};
 
@@ -68,4 +71,23 @@ pub(crate) fn tsdb_bytes(dir: &Path) -> u64 {
         (n == "index" && ingest::tsdb::is_block_dir_name(parent))
             || (parent == "chunks" && grand.is_some_and(ingest::tsdb::is_block_dir_name))
     })
+}
+
+/// A Prometheus 2.42 serving the TSDB blocks under `tsdb` (nothing scraped, retention long enough to
+/// keep every block), logging to `work/prometheus.log`: the daemon, its base URL and its log.
+pub(crate) fn prometheus_over(tsdb: &Path, work: &Path) -> Result<(Daemon, String, PathBuf), String> {
+    let cfg = work.join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| format!("{}: {e}", cfg.display()))?;
+    let port = free_port().map_err(|e| e.to_string())?;
+    let log = work.join("prometheus.log");
+    let d = Daemon::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=100y"),
+        &log,
+    )
+    .map_err(|e| format!("{e} (prometheus is in the Debian package `prometheus`)"))?;
+    Ok((d, format!("http://127.0.0.1:{port}"), log))
 }

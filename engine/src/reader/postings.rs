@@ -68,6 +68,14 @@ impl LabelColumn {
         (0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect()
     }
 
+    /// Heap bytes of the postings and the value lookup (the dictionary column itself belongs
+    /// to the series table).
+    pub(super) fn postings_heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(String, Vec<u32>)>() + std::mem::size_of::<u64>();
+        (self.offsets.capacity() + self.ids.capacity()) * 4
+            + self.keys_of.iter().map(|(v, ks)| entry + v.capacity() + ks.capacity() * 4).sum::<usize>()
+    }
+
     /// Ascending ids of the series whose key is `k`.
     pub(super) fn postings(&self, k: usize) -> &[u32] {
         match (self.offsets.get(k), self.offsets.get(k + 1)) {

@@ -55,6 +55,12 @@ impl SeriesIndex {
         &self.label_index
     }
 
+    /// Heap bytes of the block's label index: names and values ([`LabelIndex::heap_bytes`]) and
+    /// the postings of every label column.
+    pub fn label_index_bytes(&self) -> usize {
+        self.label_index.heap_bytes() + self.columns.values().map(LabelColumn::postings_heap_bytes).sum::<usize>()
+    }
+
     /// Names of the label columns (not counting overflow labels), unordered.
     pub fn label_columns(&self) -> impl Iterator<Item = &str> {
         self.columns.keys().map(String::as_str)

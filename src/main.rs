@@ -5,6 +5,7 @@
 
 mod cli_tools;
 mod convert_cmd;
+mod gen_cmd;
 mod promql_cmd;
 mod query_cmd;
 mod receive_cmd;
@@ -64,6 +65,9 @@ enum ToolsCommand {
         #[command(subcommand)]
         command: cli_tools::BucketCommand,
     },
+    /// Write synthetic fleet data as OpenMetrics text to stdout (input for
+    /// `promtool tsdb create-blocks-from openmetrics`).
+    Gen(gen_cmd::GenArgs),
 }
 
 /// Errors the CLI reports before exiting non-zero.
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Tsdb { command: TsdbCommand::Convert(args) } => convert_cmd::run(args).await,
             Command::Tools { command: ToolsCommand::Bucket { command } } => cli_tools::run_bucket(command).await,
+            Command::Tools { command: ToolsCommand::Gen(args) } => gen_cmd::run(args),
             Command::Promql { command } => promql_cmd::run(command).await,
             Command::Query(args) => query_cmd::run(args).await,
             Command::Up(args) => up_cmd::run(args).await,

@@ -23,6 +23,9 @@ use crate::server::{self, Readiness, SyncMetrics};
 const EXPERIMENTAL_FUNCTIONS: &str = "promql-experimental-functions";
 /// The `--enable-feature` value that turns on Prometheus's delayed `__name__` removal.
 const DELAYED_NAME_REMOVAL: &str = "promql-delayed-name-removal";
+/// Prometheus's feature that makes `rate`, `increase`, `irate` and `resets` use start timestamps:
+/// refused, since bucket blocks, the head and remote write 1.0 store none.
+const USE_START_TIMESTAMPS: &str = "use-start-timestamps";
 
 /// Arguments of `strata query`.
 #[derive(Debug, Args)]
@@ -90,6 +93,12 @@ impl EngineArgs {
             match f.trim() {
                 EXPERIMENTAL_FUNCTIONS => experimental = true,
                 DELAYED_NAME_REMOVAL => delayed_name_removal = true,
+                USE_START_TIMESTAMPS => {
+                    return Err(CliError::Usage(format!(
+                        "--enable-feature {USE_START_TIMESTAMPS}: not supported: bucket blocks, the head and \
+                         remote write 1.0 store no start timestamps, so queries cannot use them (docs/promql.md)"
+                    )));
+                }
                 "" => {}
                 other => return Err(CliError::Usage(format!("--enable-feature {other:?}: unknown feature"))),
             }
@@ -103,7 +112,7 @@ impl EngineArgs {
             timeout,
             enable_experimental_functions: experimental,
             enable_delayed_name_removal: delayed_name_removal,
-            // Bucket blocks and the head store no start timestamps yet (docs/promql.md).
+            // Refused above: bucket blocks and the head store no start timestamps (docs/promql.md).
             use_start_timestamps: false,
             // A query's series are dealt out to one partition per core.
             ..query::EngineOptions::default()
@@ -284,6 +293,14 @@ mod tests {
         for bad in [["x", "--query.timeout=soon"], ["x", "--enable-feature=nope"], ["x", "--query.max-concurrent=0"]] {
             assert!(Cli::parse_from(bad).engine.config(BTreeMap::new()).is_err(), "{bad:?}");
         }
+
+        // Start timestamps are refused with a reason, also next to a feature Strata has.
+        let cli = Cli::parse_from(["x", "--enable-feature=promql-experimental-functions,use-start-timestamps"]);
+        let err = cli.engine.config(BTreeMap::new()).unwrap_err().to_string();
+        assert!(
+            err.contains("use-start-timestamps: not supported") && err.contains("store no start timestamps"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
@@ -16,9 +16,9 @@ use futures::TryStreamExt;
 /// Generated fleet data plus a family with special float values.
 fn test_openmetrics() -> String {
     let spec =
-        bench::datagen::GenSpec { targets: 6, duration_ms: 5 * 3_600_000, interval_ms: 30_000, ..Default::default() };
+        ingest::datagen::GenSpec { targets: 6, duration_ms: 5 * 3_600_000, interval_ms: 30_000, ..Default::default() };
     let mut buf = Vec::new();
-    bench::datagen::write_openmetrics(&spec, &mut buf).unwrap();
+    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
     let mut text = String::from_utf8(buf).unwrap();
     text.truncate(text.len() - "# EOF\n".len());
     text.push_str("# TYPE special gauge\n");
@@ -85,18 +85,31 @@ fn block_dirs(data: &Path) -> Vec<String> {
     v
 }
 
+/// The common set-up: promtool blocks of [`test_openmetrics`] in `<tmp>/prom` (their ULIDs) and a
+/// FILESYSTEM bucket config for `<tmp>/bucket`.
+struct Fixture {
+    data: PathBuf,
+    ulids: Vec<String>,
+    bdir: PathBuf,
+    cfg: PathBuf,
+}
+
+fn fixture(promtool: &Path, tmp: &Path) -> Fixture {
+    let data = tmp.join("prom");
+    promtool_blocks(promtool, &test_openmetrics(), tmp, &data);
+    let ulids = block_dirs(&data);
+    let bdir = tmp.join("bucket");
+    let cfg = fs_bucket_config(tmp, &bdir);
+    Fixture { data, ulids, bdir, cfg }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn convert_matches_promtool_dump_and_tools_work() {
     let Some(promtool) = peer("promtool") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("prom");
-    promtool_blocks(&promtool, &test_openmetrics(), tmp.path(), &data);
-    let ulids = block_dirs(&data);
+    let Fixture { data, ulids, bdir, cfg } = fixture(&promtool, tmp.path());
     assert!(ulids.len() >= 3, "expected several 2h blocks, got {ulids:?}");
     let expected = promtool_dump(&promtool, &data, &tmp.path().join("dump"));
-
-    let bdir = tmp.path().join("bucket");
-    let cfg = fs_bucket_config(tmp.path(), &bdir);
     let cfg_s = cfg.to_str().unwrap();
     let out = strata_ok(&[
         "tsdb",
@@ -198,11 +211,7 @@ async fn convert_matches_promtool_dump_and_tools_work() {
 async fn corrupt_block_fails_alone_and_interrupted_runs_complete() {
     let Some(promtool) = peer("promtool") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("prom");
-    promtool_blocks(&promtool, &test_openmetrics(), tmp.path(), &data);
-    let ulids = block_dirs(&data);
-    let bdir = tmp.path().join("bucket");
-    let cfg = fs_bucket_config(tmp.path(), &bdir);
+    let Fixture { data, ulids, bdir, cfg } = fixture(&promtool, tmp.path());
     let cfg_s = cfg.to_str().unwrap();
 
     // Corrupt one chunk byte of the second block: its CRC check must fail.
@@ -233,11 +242,7 @@ async fn corrupt_block_fails_alone_and_interrupted_runs_complete() {
 async fn killed_conversion_leaves_no_visible_partial_block() {
     let Some(promtool) = peer("promtool") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("prom");
-    promtool_blocks(&promtool, &test_openmetrics(), tmp.path(), &data);
-    let ulids = block_dirs(&data);
-    let bdir = tmp.path().join("bucket");
-    let cfg = fs_bucket_config(tmp.path(), &bdir);
+    let Fixture { data, ulids, bdir, cfg } = fixture(&promtool, tmp.path());
     let cfg_s = cfg.to_str().unwrap();
     // Kill the converter at several points in its run; whatever is visible must verify.
     for delay_ms in [30u64, 120, 300] {
@@ -286,4 +291,38 @@ async fn convert_into_s3() {
     let expected = promtool_dump(&promtool, &data, &tmp.path().join("dump"));
     let bucket = Arc::new(Bucket::from_config_file(&cfg).unwrap());
     assert_same(&expected, &bucket_dump(&bucket, &[]).await);
+}
+
+/// `strata tools gen` (the quick start's first command): deterministic OpenMetrics text with the
+/// asked-for targets, range and interval, which promtool turns into blocks holding every sample.
+#[test]
+fn tools_gen_writes_data_promtool_accepts() {
+    let args = ["tools", "gen", "--targets", "3", "--hours", "2.5", "--interval", "30", "--seed", "9"];
+    let text = strata_ok(&args);
+    assert_eq!(strata_ok(&args), text, "same arguments, same bytes");
+    assert_ne!(strata_ok(&["tools", "gen", "--targets", "3", "--hours", "2.5", "--interval", "30"]), text);
+    assert!(text.ends_with("# EOF\n"));
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    // 3 targets x 20 series x 2.5 h / 30 s
+    assert_eq!(samples.len(), 3 * 20 * 300);
+    let t0 = 1_700_000_000.0;
+    let mut instances = std::collections::BTreeSet::new();
+    for l in &samples {
+        let t: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((t0..t0 + 9000.0).contains(&t), "{l}");
+        let i = l.find("instance=\"").unwrap() + 10;
+        instances.insert(&l[i..i + 15]);
+    }
+    assert_eq!(instances.len(), 3, "{instances:?}");
+
+    let bad = strata(&["tools", "gen", "--interval", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--interval"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    let Some(promtool) = peer("promtool") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    promtool_blocks(&promtool, &text, tmp.path(), &tmp.path().join("prom"));
+    let dump = promtool_dump(&promtool, &tmp.path().join("prom"), &tmp.path().join("dump"));
+    assert_eq!(dump.len(), 60);
+    assert_eq!(dump.values().map(Vec::len).sum::<usize>(), samples.len());
 }

@@ -17,8 +17,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -428,36 +428,11 @@ fn difference(p: &Answer, s: &Answer) -> Option<String> {
     }
 }
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Starts a daemon with stderr to `log` and waits until `base/-/ready` answers 200.
-async fn start(client: &reqwest::Client, cmd: &mut Command, base: &str, log: &Path) -> Daemon {
-    let logf = std::fs::File::create(log).unwrap();
-    let d = Daemon(cmd.stdout(Stdio::null()).stderr(logf).spawn().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/-/ready")).send().await
-            && r.status() == 200
-        {
-            return d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{cmd:?} did not get ready; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn start(cmd: &mut Command, base: &str, log: &Path) -> Daemon {
+    let mut d = Daemon::spawn(cmd, log).unwrap();
+    d.wait_http_ok(&format!("{base}/-/ready"), Duration::from_secs(60), log).await.unwrap();
+    d
 }
 
 async fn fetch(client: &reqwest::Client, base: &str, path_and_query: &str) -> Value {
@@ -478,7 +453,7 @@ async fn promql_agrees_with_prometheus_2_42() {
     let tmp = tempfile::tempdir().unwrap();
 
     // 1. data → TSDB blocks
-    let spec = bench::datagen::GenSpec {
+    let spec = ingest::datagen::GenSpec {
         targets: 4,
         start_ms: T0 * 1000 + FIRST_MS,
         duration_ms: HOURS * 3_600_000,
@@ -487,7 +462,7 @@ async fn promql_agrees_with_prometheus_2_42() {
         seed: 7,
     };
     let mut buf = Vec::new();
-    bench::datagen::write_openmetrics(&spec, &mut buf).unwrap();
+    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
     let blocks = tmp.path().join("blocks");
     promtool_blocks(&promtool, &String::from_utf8(buf).unwrap(), tmp.path(), &blocks);
 
@@ -504,7 +479,7 @@ async fn promql_agrees_with_prometheus_2_42() {
         .arg(format!("--storage.tsdb.path={}", prom_data.display()))
         .arg(format!("--web.listen-address={}", prom_base.trim_start_matches("http://")))
         .arg("--storage.tsdb.retention.time=100y");
-    let _prom = start(&client, &mut cmd, &prom_base, &tmp.path().join("prometheus.log")).await;
+    let _prom = start(&mut cmd, &prom_base, &tmp.path().join("prometheus.log")).await;
 
     // 3. the same blocks converted into a filesystem bucket, served by `strata query`
     let cfg = fs_bucket_config(tmp.path(), &tmp.path().join("bucket"));
@@ -522,13 +497,16 @@ async fn promql_agrees_with_prometheus_2_42() {
         .arg(strata_base.trim_start_matches("http://"))
         .env("RUST_LOG", "warn");
     let strata_log: PathBuf = tmp.path().join("strata.log");
-    let _strata = start(&client, &mut cmd, &strata_base, &strata_log).await;
+    let _strata = start(&mut cmd, &strata_base, &strata_log).await;
 
     // sanity: both see all 80 series (4 targets x 20)
     for base in [&prom_base, &strata_base] {
-        let v =
-            fetch(&client, base, &format!("/api/v1/query?query={}&time={}", enc("count({job=~\".+\"})"), T0 + 3600))
-                .await;
+        let v = fetch(
+            &client,
+            base,
+            &format!("/api/v1/query?query={}&time={}", urlencode("count({job=~\".+\"})"), T0 + 3600),
+        )
+        .await;
         assert_eq!(v["data"]["result"][0]["value"][1], "80", "{base}: {v}");
     }
 
@@ -543,22 +521,25 @@ async fn promql_agrees_with_prometheus_2_42() {
         let ordered = q.starts_with("sort");
         let mut calls: Vec<(String, String)> = INSTANT_TIMES
             .iter()
-            .map(|t| (format!("instant at {t}"), format!("/api/v1/query?query={}&time={t}", enc(q))))
+            .map(|t| (format!("instant at {t}"), format!("/api/v1/query?query={}&time={t}", urlencode(q))))
             .collect();
-        calls.push((format!("instant at {ODD_INSTANT}"), format!("/api/v1/query?query={}&time={ODD_INSTANT}", enc(q))));
+        calls.push((
+            format!("instant at {ODD_INSTANT}"),
+            format!("/api/v1/query?query={}&time={ODD_INSTANT}", urlencode(q)),
+        ));
         let mut ranges = vec![RANGE, ODD_RANGE];
         if !["rate(", "increase(", "delta("].iter().any(|f| q.contains(f)) {
             ranges.push(EDGE_RANGE);
             calls.extend(
                 EDGE_INSTANT_TIMES
                     .iter()
-                    .map(|t| (format!("instant at {t}"), format!("/api/v1/query?query={}&time={t}", enc(q)))),
+                    .map(|t| (format!("instant at {t}"), format!("/api/v1/query?query={}&time={t}", urlencode(q)))),
             );
         }
         for (s, e, step) in ranges {
             calls.push((
                 format!("range {s}..{e} step {step}"),
-                format!("/api/v1/query_range?query={}&start={s}&end={e}&step={step}", enc(q)),
+                format!("/api/v1/query_range?query={}&start={s}&end={e}&step={step}", urlencode(q)),
             ));
         }
         let mut nonempty = false;

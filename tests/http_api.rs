@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -65,43 +65,20 @@ async fn write_block(bucket: &Bucket, range: std::ops::Range<i64>, extra: &[(Lab
     w.finish().await.unwrap();
 }
 
-/// A running strata server and its HTTP base URL.
-struct Server {
-    daemon: Daemon,
-    base: String,
-    log: PathBuf,
+/// A running strata server, with JSON helpers.
+struct Server(Strata);
+
+impl std::ops::Deref for Server {
+    type Target = Strata;
+    fn deref(&self) -> &Strata {
+        &self.0
+    }
 }
 
 impl Server {
     /// Starts `strata <args> --http-address 127.0.0.1:<free port>` and waits for `/-/ready`.
     async fn start(args: &[&str], log: &Path) -> Server {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let logf = std::fs::File::create(log).unwrap();
-        let child = Command::new(strata_bin())
-            .args(args)
-            .args(["--http-address", &addr])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .unwrap();
-        let s = Server { daemon: Daemon(child), base: format!("http://{addr}"), log: log.to_path_buf() };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}/-/ready", s.base)).send().await
-                && r.status() == 200
-            {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "strata did not get ready; log:\n{}", s.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        Server(Strata::start(args, log).await)
     }
 
     async fn get(&self, path_and_query: &str) -> (u16, Value) {
@@ -133,18 +110,6 @@ impl Server {
     }
 }
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn float(v: &Value) -> f64 {
     parse_go_float(v.as_str().unwrap())
 }
@@ -159,11 +124,15 @@ fn only_value(v: &Value) -> f64 {
 
 async fn check_raw_http(s: &Server) {
     // Instant queries, GET and POST.
-    let (st, v) = s.get(&format!("/api/v1/query?query={}&time={}", enc("sum(http_requests_total)"), T0 + 600)).await;
+    let (st, v) =
+        s.get(&format!("/api/v1/query?query={}&time={}", urlencode("sum(http_requests_total)"), T0 + 600)).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"], json!({"resultType": "vector", "result": [{"metric": {}, "value": [T0 + 600, "600"]}]}));
     let (_, v) = s
-        .post("/api/v1/query", &format!("query={}&time={}", enc(r#"http_requests_total{instance="a"}"#), T0 + 600))
+        .post(
+            "/api/v1/query",
+            &format!("query={}&time={}", urlencode(r#"http_requests_total{instance="a"}"#), T0 + 600),
+        )
         .await;
     assert_eq!(
         v["data"]["result"],
@@ -173,7 +142,7 @@ async fn check_raw_http(s: &Server) {
     let (_, v) = s
         .get(&format!(
             "/api/v1/query?query={}&time={}",
-            enc(r#"rate(http_requests_total{instance="a"}[5m])"#),
+            urlencode(r#"rate(http_requests_total{instance="a"}[5m])"#),
             T0 + 600
         ))
         .await;
@@ -182,7 +151,7 @@ async fn check_raw_http(s: &Server) {
     let (_, v) = s
         .get(&format!(
             "/api/v1/query?query={}&time={}",
-            enc(r#"increase(http_requests_total{instance="b"}[10m])"#),
+            urlencode(r#"increase(http_requests_total{instance="b"}[10m])"#),
             T0 + 2100
         ))
         .await;
@@ -200,7 +169,7 @@ async fn check_raw_http(s: &Server) {
     let (st, v) = s
         .get(&format!(
             "/api/v1/query_range?query={}&start={T0}&end={}&step=1m",
-            enc(r#"http_requests_total{instance="b"}"#),
+            urlencode(r#"http_requests_total{instance="b"}"#),
             T0 + 120
         ))
         .await;
@@ -217,7 +186,7 @@ async fn check_raw_http(s: &Server) {
             "/api/v1/query_range",
             &format!(
                 "query={}&start={}&end={}&step=60",
-                enc("sum(http_requests_total)"),
+                urlencode("sum(http_requests_total)"),
                 T0 + SPLIT_S - 60,
                 T0 + SPLIT_S + 60
             ),
@@ -229,7 +198,7 @@ async fn check_raw_http(s: &Server) {
     );
 
     // Metadata endpoints.
-    let (_, v) = s.get(&format!("/api/v1/series?match[]={}", enc("http_requests_total"))).await;
+    let (_, v) = s.get(&format!("/api/v1/series?match[]={}", urlencode("http_requests_total"))).await;
     assert_eq!(
         v["data"],
         json!([
@@ -237,14 +206,14 @@ async fn check_raw_http(s: &Server) {
             {"__name__": "http_requests_total", "instance": "b", "job": "api"},
         ])
     );
-    let (_, v) = s.get(&format!("/api/v1/series?match[]={}&limit=1", enc("http_requests_total"))).await;
+    let (_, v) = s.get(&format!("/api/v1/series?match[]={}&limit=1", urlencode("http_requests_total"))).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     assert_eq!(v["warnings"], json!(["results truncated due to limit"]));
     let (_, v) = s.get("/api/v1/labels").await;
     assert_eq!(v["data"], json!(["__name__", "instance", "job", "kind", "room"]));
     let (_, v) = s.get("/api/v1/label/__name__/values").await;
     assert_eq!(v["data"], json!(["http_requests_total", "special", "temperature"]));
-    let (_, v) = s.get(&format!("/api/v1/label/instance/values?match[]={}", enc(r#"{job="api"}"#))).await;
+    let (_, v) = s.get(&format!("/api/v1/label/instance/values?match[]={}", urlencode(r#"{job="api"}"#))).await;
     assert_eq!(v["data"], json!(["a", "b"]));
     let (_, v) = s.get("/api/v1/metadata").await;
     assert_eq!(v, json!({"status": "success", "data": {}}));
@@ -255,7 +224,7 @@ async fn check_raw_http(s: &Server) {
     assert_eq!(v["data"]["query.max-samples"], "50000000");
 
     // Errors: status codes and error types.
-    let (st, v) = s.get(&format!("/api/v1/query?query={}", enc("sum(http_requests_total"))).await;
+    let (st, v) = s.get(&format!("/api/v1/query?query={}", urlencode("sum(http_requests_total"))).await;
     assert_eq!((st, v["errorType"].as_str()), (400, Some("bad_data")), "{v}");
     assert!(v["error"].as_str().unwrap().starts_with("invalid parameter \"query\""), "{v}");
     let (st, v) = s.get(&format!("/api/v1/query_range?query=up&start={T0}&end={}&step=1", T0 + 11_001)).await;
@@ -266,7 +235,8 @@ async fn check_raw_http(s: &Server) {
     assert_eq!(st, 400, "{v}");
 
     // Explain: the plan rides along in data.explain.
-    let (_, v) = s.get(&format!("/api/v1/query?query={}&time={}&explain=true", enc("sum(temperature)"), T0 + 60)).await;
+    let (_, v) =
+        s.get(&format!("/api/v1/query?query={}&time={}&explain=true", urlencode("sum(temperature)"), T0 + 60)).await;
     assert_eq!(v["data"]["result"][0]["value"][1], "20.5");
     assert!(v["data"]["explain"].as_str().unwrap().contains("physical plan"), "{v}");
 
@@ -423,19 +393,9 @@ async fn up_serves_the_prometheus_api() {
     }
 
     // Graceful shutdown on SIGTERM: exit status 0 and a log line.
-    let mut s = s;
-    let pid = s.daemon.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = s.daemon.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "strata did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "exit status {status}; log:\n{}", s.log_text());
-    assert!(s.log_text().contains("SIGTERM received"), "{}", s.log_text());
+    let log = s.log.clone();
+    s.0.stop().await;
+    assert!(read_log(&log).contains("SIGTERM received"), "{}", read_log(&log));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,31 +447,19 @@ async fn api_is_unavailable_until_the_first_sync() {
     )
     .unwrap();
     let port = free_port();
-    let log = std::fs::File::create(dir.path().join("query.log")).unwrap();
-    let child = Command::new(strata_bin())
-        .args([
-            "query",
-            "--objstore.config-file",
-            cfg.to_str().unwrap(),
-            "--http-address",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let _d = Daemon(child);
+    let log = dir.path().join("query.log");
+    let mut cmd = Command::new(strata_bin());
+    cmd.args([
+        "query",
+        "--objstore.config-file",
+        cfg.to_str().unwrap(),
+        "--http-address",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let mut d = Daemon::spawn(&mut cmd, &log).unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    d.wait_http_ok(&format!("{base}/-/healthy"), Duration::from_secs(30), &log).await.unwrap();
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/-/healthy")).send().await {
-            assert_eq!(r.status(), 200);
-            break;
-        }
-        assert!(Instant::now() < deadline, "strata query did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let r = client.get(format!("{base}/-/ready")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let r = client.get(format!("{base}/api/v1/query?query=1")).send().await.unwrap();

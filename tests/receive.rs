@@ -14,10 +14,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use engine::bucket::Bucket;
@@ -103,20 +103,6 @@ fn dump_of(series: impl IntoIterator<Item = (engine::Labels, Vec<(i64, f64)>)>, 
     out
 }
 
-async fn wait_http_ok(url: &str, within: Duration) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} did not answer 200 within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
     let Some(prometheus) = peer("prometheus") else { return };
@@ -126,8 +112,9 @@ async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
     let (rw_port, http_port, prom_port) = (free_port(), free_port(), free_port());
     let fixture_port = serve_fixture().await;
 
-    let receiver = Command::new(strata_bin())
-        .args(["receive", "--remote-write.address", &format!("127.0.0.1:{rw_port}")])
+    let log = dir.path().join("receive.log");
+    let mut cmd = Command::new(strata_bin());
+    cmd.args(["receive", "--remote-write.address", &format!("127.0.0.1:{rw_port}")])
         .args(["--http-address", &format!("127.0.0.1:{http_port}")])
         .arg("--tsdb.path")
         .arg(dir.path().join("tsdb"))
@@ -137,13 +124,12 @@ async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
         // Debian's Prometheus 2.42 does not send remote_write `headers`, so the tenant comes from
         // the default tenant flag (the header path is covered by the receive handler tests)
         .args(["--receive.default-tenant-id", "e2e-tenant"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+        .env("RUST_LOG", "info");
+    let mut receiver = Daemon::spawn(&mut cmd, &log).unwrap();
+    receiver
+        .wait_http_ok(&format!("http://127.0.0.1:{http_port}/-/ready"), Duration::from_secs(30), &log)
+        .await
         .unwrap();
-    let mut receiver = Daemon(receiver);
-    wait_http_ok(&format!("http://127.0.0.1:{http_port}/-/ready"), Duration::from_secs(30)).await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("strata_build_info"), "{metrics}");
 
@@ -157,16 +143,18 @@ async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
     );
     let cfg_path = dir.path().join("prometheus.yml");
     std::fs::write(&cfg_path, config).unwrap();
-    let prom = Command::new(prometheus)
-        .arg(format!("--config.file={}", cfg_path.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let prom_log = dir.path().join("prometheus.log");
+    let mut prom = Daemon::spawn(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+        &prom_log,
+    )
+    .unwrap();
+    prom.wait_http_ok(&format!("http://127.0.0.1:{prom_port}/-/ready"), Duration::from_secs(30), &prom_log)
+        .await
         .unwrap();
-    let _prom = Daemon(prom);
-    wait_http_ok(&format!("http://127.0.0.1:{prom_port}/-/ready"), Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(25)).await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"strata_receive_requests_total{code="200"}"#), "{metrics}");
@@ -178,20 +166,8 @@ async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
 
     // SIGTERM: the receiver stops taking writes and cuts every head into the bucket. Prometheus
     // keeps running (its remote write now fails and retries; its TSDB keeps everything).
-    let pid = receiver.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = receiver.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "strata receive did not stop after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = receiver.0.stderr.take() {
-        std::io::Read::read_to_string(&mut e, &mut stderr).unwrap();
-    }
+    let status = receiver.terminate(Duration::from_secs(60)).await.unwrap();
+    let stderr = read_log(&log);
     assert!(status.success(), "strata receive failed: {status}\n{stderr}");
 
     let bucket = Bucket::local(&bucket_dir).unwrap();

@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,74 +35,51 @@ struct Node {
     http: String,
     tsdb: PathBuf,
     log: PathBuf,
-    daemon: Option<Daemon>,
-}
-
-fn log_of(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    server: Option<Strata>,
 }
 
 fn all_logs(nodes: &[Node]) -> String {
-    nodes.iter().enumerate().map(|(i, n)| format!("--- receiver {i} ({}) ---\n{}", n.rw, log_of(&n.log))).collect()
+    nodes.iter().enumerate().map(|(i, n)| format!("--- receiver {i} ({}) ---\n{}", n.rw, read_log(&n.log))).collect()
 }
 
 impl Node {
     async fn start(&mut self, i: usize, hashrings: &Path, bucket_cfg: &Path) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(strata_bin())
-            .args(["receive", "--remote-write.address", &self.rw, "--http-address", &self.http])
-            .arg("--tsdb.path")
-            .arg(&self.tsdb)
-            .arg("--objstore.config-file")
-            .arg(bucket_cfg)
-            .arg("--receive.hashrings-file")
-            .arg(hashrings)
-            .args(["--receive.local-endpoint", &self.rw, "--receive.replication-factor", "3"])
-            .args(["--receive.forward-timeout", "5s", "--receive.cut-interval", "1s"])
-            .args(["--label", &format!("receive_replica=\"{i}\"")])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut d = Daemon(child);
-        let url = format!("http://{}/-/ready", self.http);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = reqwest::get(&url).await
-                && r.status() == 200
-                && std::net::TcpStream::connect(&self.rw).is_ok()
-            {
-                break;
-            }
-            if let Some(st) = d.0.try_wait().unwrap() {
-                panic!("receiver {i} exited with {st} before getting ready\n{}", log_of(&self.log));
-            }
-            assert!(Instant::now() < deadline, "receiver {i} not ready within 60 s\n{}", log_of(&self.log));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.daemon = Some(d);
+        let (tsdb, bucket_cfg, hashrings) =
+            (self.tsdb.to_str().unwrap(), bucket_cfg.to_str().unwrap(), hashrings.to_str().unwrap());
+        let label = format!("receive_replica=\"{i}\"");
+        let args = [
+            "receive",
+            "--remote-write.address",
+            &self.rw,
+            "--tsdb.path",
+            tsdb,
+            "--objstore.config-file",
+            bucket_cfg,
+            "--receive.hashrings-file",
+            hashrings,
+            "--receive.local-endpoint",
+            &self.rw,
+            "--receive.replication-factor",
+            "3",
+            "--receive.forward-timeout",
+            "5s",
+            "--receive.cut-interval",
+            "1s",
+            "--label",
+            &label,
+        ];
+        let server = Strata::start_at(&args, &self.http, &self.log).await;
+        // ready on HTTP; the remote-write listener is bound before the HTTP server starts
+        assert!(std::net::TcpStream::connect(&self.rw).is_ok(), "receiver {i}: {} not listening", self.rw);
+        self.server = Some(server);
     }
 
     fn kill9(&mut self) {
-        let mut d = self.daemon.take().unwrap();
-        d.0.kill().unwrap();
-        assert!(!d.0.wait().unwrap().success());
+        self.server.take().unwrap().kill9();
     }
 
-    async fn stop(&mut self, i: usize) {
-        let mut d = self.daemon.take().unwrap();
-        let pid = d.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = d.0.try_wait().unwrap() {
-                assert!(st.success(), "receiver {i} exited with {st}\n{}", log_of(&self.log));
-                return;
-            }
-            assert!(Instant::now() < deadline, "receiver {i} did not stop on SIGTERM\n{}", log_of(&self.log));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    async fn stop(&mut self) {
+        self.server.take().unwrap().stop().await;
     }
 }
 
@@ -153,7 +129,7 @@ async fn replicated_writes_survive_a_killed_receiver() {
             http: format!("127.0.0.1:{}", free_port()),
             tsdb: tmp.path().join(format!("tsdb-{i}")),
             log: tmp.path().join(format!("receiver-{i}.log")),
-            daemon: None,
+            server: None,
         })
         .collect();
     let endpoints: Vec<&str> = nodes.iter().map(|n| n.rw.as_str()).collect();
@@ -191,17 +167,9 @@ async fn replicated_writes_survive_a_killed_receiver() {
                         (labels_of(i), (0..SAMPLES_PER_BATCH).map(|j| (t + j, value_of(i, t + j, base))).collect())
                     })
                     .collect();
-                let body = ingest::remote_write::encode_write_request(&ingest::remote_write::to_write_request(&series))
-                    .unwrap();
+                let body = ingest::remote_write::encode(&series).unwrap();
                 let phase_sent = phase.load(Ordering::SeqCst);
-                let res = client
-                    .post(&urls[node])
-                    .header("Content-Type", "application/x-protobuf")
-                    .header("Content-Encoding", "snappy")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .body(body)
-                    .send()
-                    .await;
+                let res = ingest::remote_write::post(&client, &urls[node], body).send().await;
                 let (status, error) = match res {
                     Ok(r) => {
                         let s = r.status().as_u16();
@@ -239,8 +207,8 @@ async fn replicated_writes_survive_a_killed_receiver() {
     for w in writers {
         w.await.unwrap();
     }
-    for (i, n) in nodes.iter_mut().enumerate() {
-        n.stop(i).await;
+    for n in &mut nodes {
+        n.stop().await;
     }
     let logs = all_logs(&nodes);
     let batches = ledger.lock().unwrap().clone();

@@ -8,11 +8,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use engine::Labels;
@@ -23,78 +22,34 @@ const SERIES: usize = 240;
 const WRITERS: usize = 6;
 const SAMPLES_PER_BATCH: i64 = 4;
 
-struct Up {
-    daemon: Daemon,
-    base: String,
-    log: PathBuf,
-}
-
-fn log_of(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
+/// `strata up` with a 1 s head cut interval; its log keeps every incarnation.
+struct Up(Strata);
 
 async fn start_up(data: &Path, log: &Path) -> Up {
-    let addr = format!("127.0.0.1:{}", free_port());
-    // append: the log keeps every incarnation of the process
-    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let child = Command::new(strata_bin())
-        .args(["up", "--data", data.to_str().unwrap(), "--http-address", &addr, "--receive.cut-interval", "1s"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
-    let mut up = Up { daemon: Daemon(child), base: format!("http://{addr}"), log: log.to_path_buf() };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/-/ready", up.base)).await
-            && r.status() == 200
-        {
-            return up;
-        }
-        if let Some(st) = up.daemon.0.try_wait().unwrap() {
-            panic!("strata up exited with {st} before getting ready\n{}", log_of(&up.log));
-        }
-        assert!(Instant::now() < deadline, "strata up did not get ready within 60 s\n{}", log_of(&up.log));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Up(Strata::start(&["up", "--data", data.to_str().unwrap(), "--receive.cut-interval", "1s"], log).await)
 }
 
 impl Up {
-    /// SIGKILL: no shutdown path runs.
-    fn kill9(mut self) {
-        self.daemon.0.kill().unwrap();
-        let st = self.daemon.0.wait().unwrap();
-        assert!(!st.success(), "killed process reported success: {st}");
+    fn kill9(self) {
+        self.0.kill9();
     }
 
-    /// SIGTERM and wait for a clean exit.
-    fn stop(mut self) {
-        let pid = self.daemon.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = self.daemon.0.try_wait().unwrap() {
-                assert!(st.success(), "strata up exited with {st}\n{}", log_of(&self.log));
-                return;
-            }
-            assert!(Instant::now() < deadline, "strata up did not stop on SIGTERM\n{}", log_of(&self.log));
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    async fn stop(self) {
+        self.0.stop().await;
     }
 
     /// Every sample of `METRIC` in the last `range` before `at_ms`, per series index (label `s`).
     async fn samples(&self, at_ms: i64, range: &str) -> BTreeMap<usize, BTreeMap<i64, f64>> {
         let q = format!("{METRIC}[{range}]");
         let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/query", self.base))
+            .post(self.0.url("/api/v1/query"))
             .form(&[("query", q.as_str()), ("time", &format!("{:.3}", at_ms as f64 / 1000.0))])
             .send()
             .await
             .unwrap();
         let text = r.text().await.unwrap();
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{q}: {e}: {text}"));
-        assert_eq!(v["status"], "success", "{q}: {text}\n{}", log_of(&self.log));
+        assert_eq!(v["status"], "success", "{q}: {text}\n{}", self.0.log_text());
         assert_eq!(v["data"]["resultType"], "matrix", "{q}");
         let mut out: BTreeMap<usize, BTreeMap<i64, f64>> = BTreeMap::new();
         for s in v["data"]["result"].as_array().unwrap() {
@@ -151,17 +106,8 @@ impl Load {
                             (labels_of(i), (0..SAMPLES_PER_BATCH).map(|k| (t + k, value_of(i, t + k, base))).collect())
                         })
                         .collect();
-                    let body =
-                        ingest::remote_write::encode_write_request(&ingest::remote_write::to_write_request(&series))
-                            .unwrap();
-                    let res = client
-                        .post(&url)
-                        .header("Content-Type", "application/x-protobuf")
-                        .header("Content-Encoding", "snappy")
-                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                        .body(body)
-                        .send()
-                        .await;
+                    let body = ingest::remote_write::encode(&series).unwrap();
+                    let res = ingest::remote_write::post(&client, &url, body).send().await;
                     let ok = match res {
                         Ok(r) => {
                             let code = r.status();
@@ -232,7 +178,7 @@ fn check(load: &Load, found: &BTreeMap<usize, BTreeMap<i64, f64>>, when: &str, l
         "{when}: {} of {n_acked} acknowledged samples are missing, first: {:?}\n{}",
         missing.len(),
         &missing[..missing.len().min(10)],
-        log_of(log)
+        read_log(log)
     );
     for (&i, samples) in found {
         let s = sent.get(&i).unwrap_or_else(|| panic!("{when}: series {i} was never sent"));
@@ -257,7 +203,7 @@ async fn acknowledged_writes_survive_sigkill() {
 
     for round in 1..=2 {
         let stop = Arc::new(AtomicBool::new(false));
-        let url = format!("{}/api/v1/write", up.base);
+        let url = up.0.url("/api/v1/write");
         let writers = {
             let stop = stop.clone();
             let load = &mut load;
@@ -273,7 +219,7 @@ async fn acknowledged_writes_survive_sigkill() {
         };
         let ((sent, acked, failed), ()) = tokio::join!(writers, killer);
         println!("round {round}: {sent} batches sent, {acked} acknowledged, {failed} not acknowledged");
-        assert!(acked > 0, "round {round}: no batch was acknowledged\n{}", log_of(&log));
+        assert!(acked > 0, "round {round}: no batch was acknowledged\n{}", read_log(&log));
         assert!(failed > 0, "round {round}: the kill did not interrupt any write");
 
         up = start_up(&data, &log).await;
@@ -287,13 +233,13 @@ async fn acknowledged_writes_survive_sigkill() {
     }
 
     // a clean stop cuts the heads into blocks; the restart serves the same samples once
-    up.stop();
+    up.stop().await;
     let bucket = engine::Bucket::local(data.join("bucket")).unwrap();
     let blocks = bucket.list_blocks().await.unwrap();
-    assert!(!blocks.is_empty(), "SIGTERM cut no block\n{}", log_of(&log));
+    assert!(!blocks.is_empty(), "SIGTERM cut no block\n{}", read_log(&log));
     let up = start_up(&data, &log).await;
     let found = up.samples(now + 60_000, "1h").await;
     let (n_acked, n_found) = check(&load, &found, "after SIGTERM + restart", &log);
     println!("after SIGTERM + restart: {n_acked} acknowledged, {n_found} found in {} block(s)", blocks.len());
-    up.stop();
+    up.stop().await;
 }

@@ -6,53 +6,26 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use engine::Labels;
 use serde_json::Value;
 
-struct Up {
-    daemon: Daemon,
-    base: String,
-}
+/// `strata up` with a 1 s head cut interval, logging next to its data dir.
+struct Up(Strata);
 
 async fn start_up(data: &Path) -> Up {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(data.with_extension("log")).unwrap();
-    let child = Command::new(strata_bin())
-        .args(["up", "--data", data.to_str().unwrap(), "--http-address", &addr, "--receive.cut-interval", "1s"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let up = Up { daemon: Daemon(child), base: format!("http://{addr}") };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/-/ready", up.base)).await
-            && r.status() == 200
-        {
-            return up;
-        }
-        assert!(Instant::now() < deadline, "strata up did not get ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let args = ["up", "--data", data.to_str().unwrap(), "--receive.cut-interval", "1s"];
+    Up(Strata::start(&args, &data.with_extension("log")).await)
 }
 
 impl Up {
     async fn write(&self, series: &[(Labels, Vec<(i64, f64)>)]) -> (u16, String) {
-        let body = ingest::remote_write::encode_write_request(&ingest::remote_write::to_write_request(series)).unwrap();
-        self.post_raw(body).await
+        self.post_raw(ingest::remote_write::encode(series).unwrap()).await
     }
 
     async fn post_raw(&self, body: Vec<u8>) -> (u16, String) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/write", self.base))
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(body)
+        let r = ingest::remote_write::post(&reqwest::Client::new(), &self.0.url("/api/v1/write"), body)
             .send()
             .await
             .unwrap();
@@ -60,9 +33,8 @@ impl Up {
     }
 
     async fn query(&self, q: &str, t_ms: i64) -> Value {
-        let url = format!("{}/api/v1/query", self.base);
         let r = reqwest::Client::new()
-            .post(url)
+            .post(self.0.url("/api/v1/query"))
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(format!("query={}&time={}", urlencode(q), t_ms as f64 / 1000.0))
             .send()
@@ -73,29 +45,9 @@ impl Up {
         v
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
-    fn stop(mut self) {
-        let pid = self.daemon.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = self.daemon.0.try_wait().unwrap() {
-                assert!(st.success(), "strata up exited with {st}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "strata up did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    async fn stop(self) {
+        self.0.stop().await;
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn only_value(v: &Value) -> (Value, f64) {
@@ -135,7 +87,7 @@ async fn up_receives_remote_write_and_keeps_it_across_restarts() {
     let (code, _) = up.post_raw(b"not snappy at all".to_vec()).await;
     assert_eq!(code, 400);
 
-    up.stop();
+    up.stop().await;
     let bucket = engine::Bucket::local(data.join("bucket")).unwrap();
     let blocks = bucket.list_blocks().await.unwrap();
     assert_eq!(blocks.len(), 1, "the shutdown cut writes one block: {blocks:?}");
@@ -150,5 +102,5 @@ async fn up_receives_remote_write_and_keeps_it_across_restarts() {
     assert_eq!(value, 5.0);
     let (_, n) = only_value(&up.query("count_over_time(rw_test[10m])", at).await);
     assert_eq!(n, 5.0);
-    up.stop();
+    up.stop().await;
 }

@@ -8,12 +8,14 @@ use std::time::Instant;
 use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
 
-use crate::util::{dir_bytes, is_parquet, promtool_blocks, spec};
+use ingest::testkit::dir_bytes;
+
+use crate::util::{is_parquet, promtool_blocks, spec};
 
 /// Arguments of `bench convert`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Scrape targets (each has bench::datagen::SERIES_PER_TARGET series).
+    /// Scrape targets (each has ingest::datagen::SERIES_PER_TARGET series).
     #[arg(long, default_value_t = 200)]
     targets: usize,
     /// Hours of data (promtool cuts 2h blocks).
@@ -29,7 +31,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let spec = spec(a.targets, a.hours, a.interval);
+    let spec = spec(a.targets, a.hours, a.interval)?;
     let prom = promtool_blocks("convert", &spec, work.path(), "prom")?;
     let tsdb_bytes = dir_bytes(&prom, &|p| {
         let n = p.file_name().and_then(|s| s.to_str()).unwrap_or("");

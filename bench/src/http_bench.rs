@@ -8,19 +8,20 @@
 //! it is the cold one, before Strata's decoded-page cache holds the pages the request touches. The
 //! `gzip` rows send `Accept-Encoding: gzip` to both.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
 
-use crate::util::{Proc, free_port, promtool_blocks, spec};
+use ingest::testkit::{Daemon, copy_dir, free_port, urlencode};
+
+use crate::util::{promtool_blocks, spec};
 
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Scrape targets (`bench::datagen::SERIES_PER_TARGET` = 20 series each; 500 gives the
+    /// Scrape targets (`ingest::datagen::SERIES_PER_TARGET` = 20 series each; 500 gives the
     /// issue's 10k series).
     #[arg(long, default_value_t = 500)]
     targets: usize,
@@ -39,34 +40,6 @@ pub(crate) struct Args {
     /// Run only the requests whose name contains this text.
     #[arg(long)]
     only: Option<String>,
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
-    for e in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?.flatten() {
-        let t = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &t)?;
-        } else {
-            std::fs::copy(e.path(), &t).map_err(|err| format!("{}: {err}", e.path().display()))?;
-        }
-    }
-    Ok(())
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str, what: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/-/ready")).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{what} did not get ready"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Sends `url` once and returns its wall time in seconds, with the body read whole. With `gzip` the
@@ -125,38 +98,28 @@ async fn compare(
     Ok((cold, median(&mut s), median(&mut p), n))
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let spec = spec(a.targets, a.hours, a.interval);
+    let spec = spec(a.targets, a.hours, a.interval)?;
     let prom_blocks = promtool_blocks("http", &spec, work.path(), "blocks")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
 
     // Prometheus on a copy of the blocks
     let prom_data = work.path().join("prom");
-    copy_dir(&prom_blocks, &prom_data)?;
+    copy_dir(&prom_blocks, &prom_data).map_err(|e| e.to_string())?;
     let cfg = work.path().join("prometheus.yml");
     std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
-    let pport = free_port()?;
-    let _prom = Proc(
+    let pport = free_port().map_err(|e| e.to_string())?;
+    let prom_log = work.path().join("prometheus.log");
+    let mut prom = Daemon::spawn(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", prom_data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .arg("--storage.tsdb.retention.time=100y")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("prometheus: {e}"))?,
-    );
+            .arg("--storage.tsdb.retention.time=100y"),
+        &prom_log,
+    )
+    .map_err(|e| format!("{e} (prometheus is in the Debian package `prometheus`)"))?;
     // Strata over the converted blocks
     let bdir = work.path().join("bucket");
     let bucket = Bucket::local(&bdir).map_err(|e| e.to_string())?;
@@ -169,28 +132,29 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     let bcfg = work.path().join("bucket.yml");
     std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bdir.display()))
         .map_err(|e| e.to_string())?;
-    let sport = free_port()?;
+    let sport = free_port().map_err(|e| e.to_string())?;
     let strata_bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
-    let _strata = Proc(
+    let strata_log = work.path().join("strata.log");
+    let mut strata = Daemon::spawn(
         Command::new(&strata_bin)
             .args(["query", "--objstore.config-file"])
             .arg(&bcfg)
-            .args(["--http-address", &format!("127.0.0.1:{sport}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e} (cargo build --release first)", strata_bin.display()))?,
-    );
+            .args(["--http-address", &format!("127.0.0.1:{sport}")]),
+        &strata_log,
+    )
+    .map_err(|e| format!("{e} (cargo build --release --workspace first)"))?;
     let client = reqwest::Client::new();
     let (pbase, sbase) = (format!("http://127.0.0.1:{pport}"), format!("http://127.0.0.1:{sport}"));
-    rt.block_on(wait_ready(&client, &pbase, "prometheus"))?;
-    rt.block_on(wait_ready(&client, &sbase, "strata query"))?;
+    let ready = Duration::from_secs(120);
+    rt.block_on(prom.wait_http_ok(&format!("{pbase}/-/ready"), ready, &prom_log)).map_err(|e| e.to_string())?;
+    rt.block_on(strata.wait_http_ok(&format!("{sbase}/-/ready"), ready, &strata_log)).map_err(|e| e.to_string())?;
 
     let start = spec.start_ms / 1000 + 600;
     let end = (spec.start_ms + spec.duration_ms) / 1000 - 60;
     let hour = end - 3600;
-    let range = |q: &str, from: i64| format!("/api/v1/query_range?query={}&start={from}&end={end}&step=60", enc(q));
-    let instant = |q: &str| format!("/api/v1/query?query={}&time={end}", enc(q));
+    let range =
+        |q: &str, from: i64| format!("/api/v1/query_range?query={}&start={from}&end={end}&step=60", urlencode(q));
+    let instant = |q: &str| format!("/api/v1/query?query={}&time={end}", urlencode(q));
     // (name, path, heavy aggregation, ask for gzip)
     let cases: Vec<(&str, String, bool, bool)> = vec![
         ("selector 1 series, 1h", range("up{instance=\"host-00000:9100\"}", hour), false, false),
@@ -250,7 +214,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     ];
     println!(
         "bench http: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
-        a.targets * bench::datagen::SERIES_PER_TARGET,
+        a.targets * ingest::datagen::SERIES_PER_TARGET,
         report.samples,
         a.hours,
         a.interval,

@@ -1,5 +1,6 @@
-//! `cargo run --release -p bench -- <benchmark>`: Strata's benchmarks. Each prints its measurements
-//! and the ratio against a reference measured in the same run.
+//! `bench <benchmark>` (built with `cargo build --release --workspace`, run from the target dir):
+//! Strata's benchmarks. Each prints its measurements and the ratio against a reference measured in
+//! the same run.
 
 use std::process::ExitCode;
 
@@ -16,7 +17,7 @@ mod util;
 static ALLOC: alloc::Counting = alloc::Counting;
 
 #[derive(Debug, Parser)]
-#[command(name = "bench", about = "Strata benchmarks and data generators")]
+#[command(name = "bench", about = "Strata benchmarks (synthetic data: `strata tools gen`)")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -24,21 +25,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Write synthetic fleet data as OpenMetrics text to stdout (input for promtool's backfill).
-    Gen {
-        /// Scrape targets (each has bench::datagen::SERIES_PER_TARGET series).
-        #[arg(long, default_value_t = 10)]
-        targets: usize,
-        /// Hours of data.
-        #[arg(long, default_value_t = 4.0)]
-        hours: f64,
-        /// Scrape interval in seconds.
-        #[arg(long, default_value_t = 15.0)]
-        interval: f64,
-        /// Random seed.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
     /// Storage engine: bytes per sample and conversion throughput vs the Prometheus TSDB block.
     Convert(convert_bench::Args),
     /// PromQL engine latency, throughput and peak memory over a bucket (10k-series queries).
@@ -51,19 +37,11 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings of the in-process engine (convert, promql) go to stderr; RUST_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let res = match cli.command {
-        Cmd::Gen { targets, hours, interval, seed } => {
-            let spec = bench::datagen::GenSpec {
-                targets,
-                duration_ms: (hours * 3_600_000.0) as i64,
-                interval_ms: (interval * 1000.0) as i64,
-                seed,
-                ..Default::default()
-            };
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::new(stdout.lock());
-            bench::datagen::write_openmetrics(&spec, &mut w).map_err(|e| format!("writing OpenMetrics: {e}"))
-        }
         Cmd::Convert(a) => convert_bench::run(a),
         Cmd::Promql(a) => promql_bench::run(a),
         Cmd::Receive(a) => receive_bench::run(a),

@@ -12,14 +12,16 @@
 //! per sample of the block cut at shutdown; then the ratios Strata/Prometheus and Strata/VM.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::Labels;
 
-use crate::util::{Proc, dir_bytes, free_port, is_parquet};
+use ingest::testkit::{Daemon, dir_bytes, free_port};
+
+use crate::util::is_parquet;
 
 /// Arguments of `bench receive`.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,16 +61,18 @@ fn rss_bytes(pid: u32) -> u64 {
 }
 
 struct Target {
-    proc: Proc,
+    proc: Daemon,
+    log: PathBuf,
     write_url: String,
     ready_url: String,
 }
 
 fn start(name: &'static str, a: &Args, dir: &Path) -> Result<Target, String> {
-    let port = free_port()?;
+    let port = free_port().map_err(|e| e.to_string())?;
     let addr = format!("127.0.0.1:{port}");
     let base = format!("http://{addr}");
-    let spawn = |cmd: &mut Command| cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let log = dir.with_extension("log");
+    let spawn = |cmd: &mut Command| Daemon::spawn(cmd, &log);
     let (child, write, ready) = match name {
         "strata" => {
             let bin = match &a.strata {
@@ -104,7 +108,7 @@ fn start(name: &'static str, a: &Args, dir: &Path) -> Result<Target, String> {
             (c, format!("{base}/api/v1/write"), format!("{base}/health"))
         }
     };
-    Ok(Target { proc: Proc(child), write_url: write, ready_url: ready })
+    Ok(Target { proc: child, log, write_url: write, ready_url: ready })
 }
 
 /// Timestamps between 2^35 and 2^42 ms (1971 to 2109) take exactly 6 varint bytes, so they can be
@@ -204,20 +208,9 @@ struct Outcome {
 async fn run_one(name: &'static str, a: &Args) -> Result<Outcome, String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir = work.path().join(name);
-    let t = start(name, a, &dir)?;
+    let mut t = start(name, a, &dir)?;
+    t.proc.wait_http_ok(&t.ready_url, Duration::from_secs(60), &t.log).await.map_err(|e| format!("{name}: {e}"))?;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(&t.ready_url).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{name} did not get ready"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let pid = t.proc.0.id();
     let idle_rss = rss_bytes(pid);
     let now_ms =
@@ -264,14 +257,7 @@ async fn run_one(name: &'static str, a: &Args) -> Result<Outcome, String> {
                     let base_t = start_ts + round * a.samples_per_series as i64 * 1000;
                     let Some(body) = tpl.body(base_t, round) else { break 'outer };
                     let t0 = Instant::now();
-                    let r = client
-                        .post(&url)
-                        .header("Content-Type", "application/x-protobuf")
-                        .header("Content-Encoding", "snappy")
-                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                        .body(body)
-                        .send()
-                        .await;
+                    let r = ingest::remote_write::post(&client, &url, body).send().await;
                     lat.push(t0.elapsed().as_secs_f64());
                     if let Ok(r) = r
                         && r.status().is_success()
@@ -308,9 +294,7 @@ async fn run_one(name: &'static str, a: &Args) -> Result<Outcome, String> {
     };
     if name == "strata" {
         // SIGTERM: strata up cuts its heads into a block; then measure the Parquet bytes.
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        let mut t = t;
-        let _ = t.proc.0.wait();
+        t.proc.terminate(Duration::from_secs(120)).await.map_err(|e| format!("strata up: {e}"))?;
         let bytes = dir_bytes(&dir.join("bucket"), &is_parquet);
         let samples = acked.load(Ordering::Relaxed).max(1);
         out.bytes_per_sample = Some(bytes as f64 / samples as f64);

@@ -1,86 +1,35 @@
-//! Pieces the benchmark commands share: child processes killed on drop, free loopback ports,
-//! directory sizes, and synthetic data turned into real TSDB blocks by promtool.
+//! Pieces the benchmark commands share (processes, ports, copies and sizes come from
+//! `ingest::testkit`, which the end-to-end tests use too): the data spec and promtool blocks of it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 
-/// A child process, killed and reaped on drop.
-#[derive(Debug)]
-pub(crate) struct Proc(pub(crate) Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free loopback TCP port.
-pub(crate) fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-/// Bytes of the files under `p` (recursively) that `filter` accepts.
-pub(crate) fn dir_bytes(p: &Path, filter: &dyn Fn(&Path) -> bool) -> u64 {
-    let mut n = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                n += dir_bytes(&path, filter);
-            } else if filter(&path) {
-                n += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    n
-}
+use ingest::datagen::{self, GenSpec};
 
 /// True for `*.parquet` files.
 pub(crate) fn is_parquet(p: &Path) -> bool {
     p.extension().and_then(|s| s.to_str()) == Some("parquet")
 }
 
-/// The spec of `targets` scrape targets over `hours` at `interval` seconds.
-pub(crate) fn spec(targets: usize, hours: f64, interval: f64) -> bench::datagen::GenSpec {
-    bench::datagen::GenSpec {
-        targets,
-        duration_ms: (hours * 3_600_000.0) as i64,
-        interval_ms: (interval * 1000.0) as i64,
-        ..Default::default()
-    }
+/// The spec of `targets` scrape targets over `hours` at `interval` seconds (default seed).
+pub(crate) fn spec(targets: usize, hours: f64, interval: f64) -> Result<GenSpec, String> {
+    GenSpec::fleet(targets, hours, interval, GenSpec::default().seed).map_err(|e| e.to_string())
 }
 
 /// Writes `spec` as OpenMetrics under `work` and makes TSDB blocks of it with
 /// `promtool tsdb create-blocks-from openmetrics` into `work/<dir>`; returns that directory.
-pub(crate) fn promtool_blocks(
-    bench_name: &str,
-    spec: &bench::datagen::GenSpec,
-    work: &Path,
-    dir: &str,
-) -> Result<PathBuf, String> {
+pub(crate) fn promtool_blocks(bench_name: &str, spec: &GenSpec, work: &Path, dir: &str) -> Result<PathBuf, String> {
     let om = work.join("fleet.om");
     {
         let f = std::fs::File::create(&om).map_err(|e| format!("{}: {e}", om.display()))?;
         let mut w = std::io::BufWriter::new(f);
-        bench::datagen::write_openmetrics(spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
+        datagen::write_openmetrics(spec, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
     }
     let out = work.join(dir);
     eprintln!(
         "bench {bench_name}: promtool tsdb create-blocks-from openmetrics ({} samples) ...",
-        bench::datagen::total_samples(spec)
+        datagen::total_samples(spec)
     );
-    let st = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om)
-        .arg(&out)
-        .output()
-        .map_err(|e| format!("running promtool (Debian package `prometheus`): {e}"))?;
-    if !st.status.success() {
-        return Err(format!("promtool failed: {}", String::from_utf8_lossy(&st.stderr)));
-    }
+    ingest::testkit::promtool_blocks(Path::new("promtool"), &om, &out)
+        .map_err(|e| format!("{e} (promtool is in the Debian package `prometheus`)"))?;
     Ok(out)
 }

@@ -8,8 +8,10 @@
 //! ```yaml
 //! type: FILESYSTEM            # or S3
 //! config:
-//!   directory: /var/strata    # S3: bucket, endpoint, region, access_key, secret_key, insecure
+//!   directory: /var/strata    # S3: bucket, endpoint, region, access_key, secret_key, insecure, ...
 //! ```
+//!
+//! The YAML is parsed (strictly, as Thanos does) in `objstore.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,14 +20,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
-use serde::Deserialize;
+use object_store::{ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, Result};
 use crate::meta::{BlockMeta, DELETION_MARK_FILE, META_FILE};
+use crate::objstore::{self, Kind, S3Config};
 
 /// Object storage holding blocks.
 #[derive(Clone)]
@@ -46,43 +48,6 @@ impl fmt::Debug for Bucket {
 struct DirState {
     has_meta: bool,
     has_deletion_mark: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct ObjstoreConfig {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    config: serde_yaml::Value,
-    #[serde(default)]
-    prefix: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct FsConfig {
-    #[serde(default)]
-    directory: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct S3Config {
-    #[serde(default)]
-    bucket: String,
-    #[serde(default)]
-    endpoint: String,
-    #[serde(default)]
-    region: String,
-    #[serde(default)]
-    access_key: String,
-    #[serde(default)]
-    secret_key: String,
-    #[serde(default)]
-    session_token: String,
-    #[serde(default)]
-    insecure: bool,
-    /// `auto` (default), `path` or `virtual-host`, as in Thanos.
-    #[serde(default)]
-    bucket_lookup_type: String,
 }
 
 impl Bucket {
@@ -124,37 +89,21 @@ impl Bucket {
 
     fn from_yaml_at(text: &str, path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::BadObjstoreConfig { path: path.to_path_buf(), reason };
-        let cfg: ObjstoreConfig = serde_yaml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let bucket = match cfg.kind.to_ascii_uppercase().as_str() {
-            "FILESYSTEM" => {
-                let fs: FsConfig =
-                    serde_yaml::from_value(cfg.config).map_err(|e| bad(format!("FILESYSTEM config: {e}")))?;
-                if fs.directory.is_empty() {
-                    return Err(bad("FILESYSTEM config needs `directory`".into()));
-                }
-                Self::local(PathBuf::from(fs.directory))?
-            }
-            "S3" => {
-                let s3: S3Config = serde_yaml::from_value(cfg.config).map_err(|e| bad(format!("S3 config: {e}")))?;
-                Self::s3(s3).map_err(&bad)?
-            }
-            other => {
-                return Err(bad(format!("object storage type {other:?} is not supported (supported: FILESYSTEM, S3)")));
-            }
+        let cfg = objstore::parse(text).map_err(bad)?;
+        let bucket = match cfg.kind {
+            Kind::Filesystem(fs) => Self::local(PathBuf::from(fs.directory))?,
+            Kind::S3(s3) => Self::s3(&s3).map_err(bad)?,
         };
-        if cfg.prefix.trim_matches('/').is_empty() {
+        if cfg.prefix.is_empty() {
             Ok(bucket)
         } else {
-            let p = ObjPath::from(cfg.prefix.trim_matches('/'));
+            let p = ObjPath::from(cfg.prefix.as_str());
             let desc = format!("{} prefix {}", bucket.desc, p);
             Ok(Self::from_store(Arc::new(object_store::prefix::PrefixStore::new(bucket.store, p)), desc))
         }
     }
 
-    fn s3(c: S3Config) -> std::result::Result<Self, String> {
-        if c.bucket.is_empty() {
-            return Err("S3 config needs `bucket`".into());
-        }
+    fn s3(c: &S3Config) -> std::result::Result<Self, String> {
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&c.bucket);
         let endpoint = if c.endpoint.is_empty() { "s3.amazonaws.com".to_string() } else { c.endpoint.clone() };
         let aws = endpoint.contains("amazonaws.com");
@@ -169,12 +118,14 @@ impl Bucket {
             b = b.with_endpoint(url.trim_end_matches('/'));
         }
         b = b.with_allow_http(c.insecure || url.starts_with("http://"));
+        if c.skip_tls_verify() {
+            b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::AllowInvalidCertificates), "true");
+        }
         // Thanos (minio-go) uses virtual-hosted style for AWS and path style for other endpoints.
         let virtual_host = match c.bucket_lookup_type.as_str() {
-            "" | "auto" => aws,
             "path" => false,
-            "virtual-host" => true,
-            other => return Err(format!("S3 bucket_lookup_type {other:?} is not one of auto, path, virtual-host")),
+            "virtual-hosted" => true,
+            _ => aws,
         };
         b = b.with_virtual_hosted_style_request(virtual_host);
         b = b.with_region(if c.region.is_empty() { "us-east-1" } else { c.region.as_str() });

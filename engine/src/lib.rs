@@ -7,12 +7,15 @@
 pub mod bucket;
 pub mod bucket_source;
 pub mod chunkenc;
+pub mod duration;
 pub mod error;
 pub mod format;
+pub mod gofloat;
 pub mod head;
 pub mod labels;
 pub mod merge;
 pub mod meta;
+mod objstore;
 pub mod reader;
 pub mod source;
 pub mod sql;

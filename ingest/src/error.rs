@@ -176,6 +176,21 @@ pub enum Error {
         /// Endpoints needed.
         want: u64,
     },
+    /// The synthetic data generator was given a spec it cannot generate.
+    #[error("data generator: {reason}")]
+    BadGenSpec {
+        /// What is wrong (names the flag).
+        reason: String,
+    },
+    /// A helper process of the tests or benchmarks (a peer, promtool) failed to start, answer or
+    /// stop.
+    #[error("{what}: {reason}")]
+    Process {
+        /// The command or what was being done.
+        what: String,
+        /// What went wrong (with the process's log when there is one).
+        reason: String,
+    },
     /// Forwarding a remote-write request to another receiver failed.
     #[error("forwarding to receiver {endpoint}: {reason}")]
     Forward {

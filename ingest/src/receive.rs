@@ -528,16 +528,9 @@ impl ReceiveState {
             Err(e) => return Outcome::Internal(fail(e.to_string())),
         };
         let url = format!("http://{endpoint}/api/v1/receive");
-        let resp = self
-            .0
-            .client
-            .post(&url)
-            .header(header::CONTENT_TYPE, "application/x-protobuf")
-            .header(header::CONTENT_ENCODING, "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        let resp = remote_write::post(&self.0.client, &url, body)
             .header(self.0.opts.tenant_header.as_str(), tenant)
             .header(REPLICA_HEADER, replica.to_string())
-            .body(body)
             .send()
             .await;
         let forwards = &self.0.metrics.forwards;

@@ -1,4 +1,5 @@
-//! Decoding and validation of Prometheus remote write 1.0 requests.
+//! Decoding and validation of Prometheus remote write 1.0 requests, and the sending side
+//! ([`encode`], [`post`]) that receive's forwarding, the tests and the benchmarks use.
 //!
 //! ```text
 //!   HTTP body ──snappy block decode──► message ──parse (borrowing strings)──► Request<'msg>
@@ -56,6 +57,23 @@ pub fn decode_write_request(body: &[u8], max_bytes: usize) -> Result<WriteReques
 /// Encodes a request as a remote write 1.0 body (protobuf, snappy block format).
 pub fn encode_write_request(req: &WriteRequest) -> Result<Vec<u8>> {
     compress(&req.encode_to_vec())
+}
+
+/// Encodes owned series (labels in order, samples as given) as a remote write 1.0 body.
+pub fn encode(series: &[Series]) -> Result<Vec<u8>> {
+    encode_write_request(&to_write_request(series))
+}
+
+/// A remote write 1.0 POST of `body` (snappy-compressed `prometheus.WriteRequest`, as
+/// [`encode`] makes it) to `url`, with the headers the protocol requires. The caller adds its own
+/// (tenant, replica) and sends it.
+pub fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+        .header(reqwest::header::CONTENT_ENCODING, "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
 }
 
 /// Compresses an encoded message in the snappy block format (the inverse of [`decompress`]).

@@ -22,8 +22,8 @@ use promql_parser::parser::{self, value::ValueType};
 use crate::error::{Error, Result};
 use crate::plan::partitions::merged;
 use crate::plan::{
-    Annotations, BatchView, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, decode_labels, encode_labels,
-    has_drop_mark_bytes, remove_marked_name,
+    Annotations, BatchView, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, SameLabelsMerge, decode_labels,
+    encode_labels, has_drop_mark_bytes, remove_marked_name,
 };
 use crate::planner::Planner;
 use crate::value::{QueryResult, Sample, Series, Value};
@@ -299,78 +299,47 @@ impl Engine {
     }
 }
 
-/// (timestamp ms, value) points of one series.
-type Points = Vec<(i64, f64)>;
-
 /// Folds the plan's output batches into result series: rows of one label set (a run of equal
-/// dictionary keys) become one series; the same label set in several batches is merged, and two
-/// points of one label set at the same time are Prometheus's "same labelset" error.
+/// dictionary keys) become one series; the same label set in several batches is merged by
+/// [`SameLabelsMerge`] (two points of one label set at the same time are Prometheus's "same
+/// labelset" error).
 ///
 /// With delayed name removal, this is where marked series lose their metric name (see
 /// `plan::DROP_NAME_MARK`); series that end up with one label set are merged the same way.
 #[derive(Default)]
 struct SeriesCollector {
-    at: HashMap<Vec<u8>, usize>,
-    out: Vec<(Vec<u8>, Points)>,
-    merged: bool,
+    merge: SameLabelsMerge,
     delayed_name_removal: bool,
 }
 
 impl SeriesCollector {
     fn add(&mut self, b: &RecordBatch) -> Result<()> {
         for series in BatchView::new(b)?.series() {
-            self.insert(series.labels, series.ts.iter().copied().zip(series.vs.iter().copied()));
+            self.merge.insert(series.labels, series.ts.iter().copied().zip(series.vs.iter().copied()));
         }
         Ok(())
     }
 
-    /// Appends `points` to the series of the encoded label set `key`, or starts that series.
-    fn insert(&mut self, key: &[u8], points: impl Iterator<Item = (i64, f64)>) {
-        match self.at.get(key) {
-            Some(&n) => {
-                self.out[n].1.extend(points);
-                self.merged = true;
-            }
-            None => {
-                self.at.insert(key.to_vec(), self.out.len());
-                self.out.push((key.to_vec(), points.collect()));
-            }
-        }
-    }
-
     fn finish(mut self) -> Result<Vec<Series>> {
-        if self.delayed_name_removal && self.out.iter().any(|(key, _)| has_drop_mark_bytes(key)) {
+        if self.delayed_name_removal && self.merge.keys().any(has_drop_mark_bytes) {
             self.remove_marked_names()?;
         }
-        let mut out = self.out;
-        if self.merged {
-            for (_, pts) in &mut out {
-                if pts.windows(2).any(|w| w[0].0 >= w[1].0) {
-                    pts.sort_by_key(|p| p.0);
-                    if pts.windows(2).any(|w| w[0].0 == w[1].0) {
-                        return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
-                    }
-                }
-            }
-        }
+        let out = self.merge.finish()?;
         out.into_iter().map(|(key, points)| Ok(Series { labels: decode_labels(&key)?, points })).collect()
     }
-}
 
-impl SeriesCollector {
     /// Removes the metric name from the series marked for it and merges the series that then
     /// share a label set (in first-seen order).
     fn remove_marked_names(&mut self) -> Result<()> {
-        self.at.clear();
-        for (key, points) in std::mem::take(&mut self.out) {
+        for (key, points) in self.merge.take() {
             if has_drop_mark_bytes(&key) {
                 let mut l = decode_labels(&key)?;
                 remove_marked_name(&mut l);
                 let mut k = Vec::with_capacity(key.len());
                 encode_labels(&l, &mut k);
-                self.insert(&k, points.into_iter());
+                self.merge.insert(&k, points.into_iter());
             } else {
-                self.insert(&key, points.into_iter());
+                self.merge.insert(&key, points.into_iter());
             }
         }
         Ok(())

@@ -1133,9 +1133,8 @@ fn annotation_position(text: &str, calls: &[CallSite<'_>], msg: &str) -> Option<
                 idx.into_iter().filter_map(|i| c.args.get(i).copied()).collect::<Vec<_>>()
             })
             .collect();
-        let by_value = args
-            .iter()
-            .find(|(_, a)| literal_value(a).is_some_and(|v| crate::plan::aggregate::go_float(v) == got.trim()));
+        let by_value =
+            args.iter().find(|(_, a)| literal_value(a).is_some_and(|v| engine::gofloat::format_fixed(v) == got.trim()));
         return by_value.or(args.first()).map(|(at, _)| line_col(text, *at));
     }
     if msg.contains("start time that overlaps with previous sample timestamp") {

@@ -1,29 +1,16 @@
 //! Shared helpers of the end-to-end tests: real peers (promtool, moto), free ports, the strata binary.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Finds a peer program on PATH. Under CI=true a missing peer panics (the test FAILS); otherwise
-/// the caller gets None and skips with a notice.
-pub fn peer(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("required test peer {name:?} is not installed (run scripts/install-test-deps)");
-        }
-        eprintln!("NOTICE: {name} not found on PATH; skipping this test (it fails under CI=true)");
-    }
-    found
-}
+pub use ingest::testkit::{Daemon, peer, read_log, urlencode};
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    ingest::testkit::free_port().unwrap()
 }
 
 /// Path of the strata binary under test.
@@ -56,17 +43,12 @@ pub fn fs_bucket_config(dir: &Path, bucket_dir: &Path) -> PathBuf {
     p
 }
 
-/// Runs `promtool tsdb create-blocks-from openmetrics` on `om_text` into `out_dir`.
+/// Runs `promtool tsdb create-blocks-from openmetrics` on `om_text` (written to `work/input.om`)
+/// into `out_dir`.
 pub fn promtool_blocks(promtool: &Path, om_text: &str, work: &Path, out_dir: &Path) {
     let om = work.join("input.om");
     std::fs::write(&om, om_text).unwrap();
-    let out = Command::new(promtool)
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om)
-        .arg(out_dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "promtool failed: {}", String::from_utf8_lossy(&out.stderr));
+    ingest::testkit::promtool_blocks(promtool, &om, out_dir).unwrap();
 }
 
 /// One sample as promtool prints it: timestamp and value (compared bitwise, NaN equal to NaN).
@@ -113,25 +95,55 @@ pub fn dump_key(labels: &engine::Labels) -> String {
 
 /// Recursively copies a directory.
 pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
+    ingest::testkit::copy_dir(from, to).unwrap();
 }
 
-/// A child process killed on drop.
-pub struct Daemon(pub Child);
+/// A running `strata` server: its process (killed on drop), HTTP base URL and log file.
+pub struct Strata {
+    pub daemon: Daemon,
+    pub base: String,
+    pub log: PathBuf,
+}
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Strata {
+    /// Starts `strata <args> --http-address 127.0.0.1:<free port>` with `RUST_LOG=info` and stderr
+    /// appended to `log`, and waits (60 s at most) until `/-/ready` answers 200.
+    pub async fn start(args: &[&str], log: &Path) -> Strata {
+        Self::start_at(args, &format!("127.0.0.1:{}", free_port()), log).await
+    }
+
+    /// Like [`Strata::start`] on the HTTP address `addr`.
+    pub async fn start_at(args: &[&str], addr: &str, log: &Path) -> Strata {
+        let mut cmd = Command::new(strata_bin());
+        cmd.args(args).args(["--http-address", addr]).env("RUST_LOG", "info");
+        let mut daemon = Daemon::spawn(&mut cmd, log).unwrap();
+        let base = format!("http://{addr}");
+        if let Err(e) = daemon.wait_http_ok(&format!("{base}/-/ready"), Duration::from_secs(60), log).await {
+            panic!("strata {args:?} did not get ready: {e}");
+        }
+        Strata { daemon, base, log: log.to_path_buf() }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// SIGTERM, then asserts a clean exit (status 0) within 60 s.
+    pub async fn stop(mut self) {
+        let st = self.daemon.terminate(Duration::from_secs(60)).await.unwrap();
+        assert!(st.success(), "strata exited with {st}; log:\n{}", self.log_text());
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(mut self) {
+        let st = self.daemon.kill().unwrap();
+        assert!(!st.success(), "killed process reported success: {st}");
     }
 }
 

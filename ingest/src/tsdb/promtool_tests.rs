@@ -18,28 +18,7 @@ type Expected = BTreeMap<Labels, Vec<(i64, u64)>>;
 
 /// The promtool binary, or `None` (after a notice) when it is missing outside CI.
 fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|c| c.is_file()))
-        .unwrap_or_default();
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("promtool is not installed (Debian package `prometheus`); it is required when CI=true");
-        }
-        eprintln!("NOTICE: promtool not found on PATH; skipping the real-block test");
-    }
-    found
-}
-
-fn fmt_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v:?}")
-    }
+    crate::testkit::peer("promtool")
 }
 
 /// OpenMetrics text with counters, gauges, NaN, infinities, a gap, irregular millisecond
@@ -51,7 +30,13 @@ fn openmetrics() -> (String, Expected) {
     let mut series = |text: &mut String, name: &str, labels: &[(&str, &str)], samples: Vec<(i64, f64)>| {
         let lbl: Vec<String> = labels.iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
         for &(t, v) in &samples {
-            text.push_str(&format!("{name}{{{}}} {} {}.{:03}\n", lbl.join(","), fmt_value(v), t / 1000, t % 1000));
+            text.push_str(&format!(
+                "{name}{{{}}} {} {}.{:03}\n",
+                lbl.join(","),
+                engine::gofloat::format_sample_value(v),
+                t / 1000,
+                t % 1000
+            ));
         }
         let key = Labels::from_pairs(labels.iter().copied().chain([("__name__", name)]));
         let bits = samples.iter().map(|&(t, v)| (t, if v.is_nan() { GO_NAN_BITS } else { v.to_bits() })).collect();
@@ -113,13 +98,7 @@ fn make_blocks(promtool: &Path) -> (tempfile::TempDir, PathBuf, Expected) {
     let input = dir.path().join("input.om");
     std::fs::write(&input, text).unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(promtool)
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "promtool failed: {}", String::from_utf8_lossy(&out.stderr));
+    crate::testkit::promtool_blocks(promtool, &input, &data).unwrap();
     (dir, data, exp)
 }
 

@@ -117,19 +117,6 @@ pub(crate) struct AggregateSpec {
     pub(crate) value_label: Option<String>,
 }
 
-/// Formats a float like Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
-pub(crate) fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
 impl AggregateSpec {
     /// Writes the encoded group labels of a series (given encoded) into `out`: the `by` labels,
     /// or all but the `without` labels and the metric name. For `count_values` the value label
@@ -552,7 +539,7 @@ impl Accumulator for AggAcc {
                         for (bits, n) in counts {
                             let mut l = glabels.clone();
                             if keep_value {
-                                l.set(&name, &go_float(f64::from_bits(bits)));
+                                l.set(&name, &engine::gofloat::format_fixed(f64::from_bits(bits)));
                             }
                             let idx = *cv_out.entry(l.clone()).or_insert_with(|| {
                                 out.push(SeriesData::new(l));
@@ -828,13 +815,5 @@ mod tests {
         let inst: Vec<&str> = out.iter().map(|s| s.labels.get("instance").unwrap()).collect();
         // Groups in the order of their first series (b, then a), each sorted by value.
         assert_eq!(inst, vec!["3", "1", "2", "4"]);
-    }
-
-    #[test]
-    fn go_float_format() {
-        assert_eq!(go_float(1.0), "1");
-        assert_eq!(go_float(0.5), "0.5");
-        assert_eq!(go_float(f64::INFINITY), "+Inf");
-        assert_eq!(go_float(1e21), "1000000000000000000000");
     }
 }

@@ -123,34 +123,12 @@ pub(crate) fn series_to_batch(series: &[SeriesData]) -> Result<RecordBatch> {
     RecordBatch::try_new(prom_schema(), cols).map_err(|e| Error::Internal(format!("building batch: {e}")))
 }
 
-/// Splits a record batch of [`prom_schema`] back into series.
+/// Splits a record batch of [`prom_schema`] back into series (labels decoded, samples copied).
 pub(crate) fn batch_to_series(b: &RecordBatch) -> Result<Vec<SeriesData>> {
-    let bad = |what: &str| Error::Internal(format!("PromQL batch has a bad {what} column"));
-    let dict = b.column(0).as_any().downcast_ref::<DictionaryArray<UInt32Type>>().ok_or_else(|| bad("labels"))?;
-    let values = dict.values().as_any().downcast_ref::<BinaryArray>().ok_or_else(|| bad("labels"))?;
-    let ts = b.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| bad("timestamp"))?.values();
-    let vs = b.column(2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| bad("value"))?.values();
-    let keys = dict.keys().values();
-    let mut out: Vec<SeriesData> = Vec::new();
-    let mut i = 0;
-    while i < keys.len() {
-        let k = keys[i];
-        let mut j = i;
-        while j < keys.len() && keys[j] == k {
-            j += 1;
-        }
-        let idx = k as usize;
-        if idx >= values.len() {
-            return Err(bad("labels"));
-        }
-        out.push(SeriesData {
-            labels: decode_labels(values.value(idx))?,
-            ts: ts[i..j].to_vec(),
-            vs: vs[i..j].to_vec(),
-        });
-        i = j;
-    }
-    Ok(out)
+    BatchView::new(b)?
+        .series()
+        .map(|s| Ok(SeriesData { labels: decode_labels(s.labels)?, ts: s.ts.to_vec(), vs: s.vs.to_vec() }))
+        .collect()
 }
 
 /// A borrowed view of one record batch of [`prom_schema`]: the label dictionary and the sample
@@ -263,32 +241,81 @@ impl BatchBuilder {
 }
 
 /// Merges series that share a label set (as Prometheus does when it builds a result matrix by
-/// label hash); two of them with a point at the same step is the PromQL error
-/// "vector cannot contain metrics with the same labelset".
-pub(crate) fn merge_same_labels(mut series: Vec<SeriesData>) -> Result<Vec<SeriesData>> {
-    series.retain(|s| !s.ts.is_empty());
-    let mut idx: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
-    let mut out: Vec<SeriesData> = Vec::with_capacity(series.len());
-    for s in series {
-        match idx.get(&s.labels) {
-            Some(&i) => {
-                let o = &mut out[i];
-                let mut pts: Vec<(i64, f64)> = o.ts.iter().copied().zip(o.vs.iter().copied()).collect();
-                pts.extend(s.ts.iter().copied().zip(s.vs.iter().copied()));
-                pts.sort_by_key(|p| p.0);
-                if pts.windows(2).any(|w| w[0].0 == w[1].0) {
-                    return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
-                }
-                o.ts = pts.iter().map(|p| p.0).collect();
-                o.vs = pts.iter().map(|p| p.1).collect();
+/// label hash), through [`SameLabelsMerge`]; series without points are left out.
+pub(crate) fn merge_same_labels(series: Vec<SeriesData>) -> Result<Vec<SeriesData>> {
+    let mut merge = SameLabelsMerge::default();
+    let mut key = Vec::new();
+    for s in series.iter().filter(|s| !s.ts.is_empty()) {
+        key.clear();
+        encode_labels(&s.labels, &mut key);
+        merge.insert(&key, s.ts.iter().copied().zip(s.vs.iter().copied()));
+    }
+    merge
+        .finish()?
+        .into_iter()
+        .map(|(key, points)| {
+            let (ts, vs) = points.into_iter().unzip();
+            Ok(SeriesData { labels: decode_labels(&key)?, ts, vs })
+        })
+        .collect()
+}
+
+/// An encoded label set with its (timestamp ms, value) points.
+pub(crate) type KeyedPoints = (Vec<u8>, Vec<(i64, f64)>);
+
+/// Points of one label set gathered from several places (series of several batches, or series a
+/// rewrite gave the same labels), keyed by the encoded label set, in first-seen order. The one
+/// place that decides PromQL's "vector cannot contain metrics with the same labelset": two points
+/// of one label set at the same time.
+#[derive(Debug, Default)]
+pub(crate) struct SameLabelsMerge {
+    at: std::collections::HashMap<Vec<u8>, usize>,
+    out: Vec<KeyedPoints>,
+    merged: bool,
+}
+
+impl SameLabelsMerge {
+    /// Appends `points` to the label set `key` (encoded), or starts it.
+    pub(crate) fn insert(&mut self, key: &[u8], points: impl Iterator<Item = (i64, f64)>) {
+        match self.at.get(key) {
+            Some(&n) => {
+                self.out[n].1.extend(points);
+                self.merged = true;
             }
             None => {
-                idx.insert(s.labels.clone(), out.len());
-                out.push(s);
+                self.at.insert(key.to_vec(), self.out.len());
+                self.out.push((key.to_vec(), points.collect()));
             }
         }
     }
-    Ok(out)
+
+    /// The label sets gathered so far.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.out.iter().map(|(k, _)| k.as_slice())
+    }
+
+    /// Takes the entries out (to insert them again under rewritten keys); what was merged stays
+    /// merged.
+    pub(crate) fn take(&mut self) -> Vec<KeyedPoints> {
+        self.at.clear();
+        std::mem::take(&mut self.out)
+    }
+
+    /// The label sets with their points sorted by time.
+    pub(crate) fn finish(self) -> Result<Vec<KeyedPoints>> {
+        let mut out = self.out;
+        if self.merged {
+            for (_, pts) in &mut out {
+                if pts.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    pts.sort_by_key(|p| p.0);
+                    if pts.windows(2).any(|w| w[0].0 == w[1].0) {
+                        return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The value of a scalar input (one series, empty labels) at each step of `grid`; NaN where it

@@ -37,9 +37,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::{
-    Annotations, PromNode, SeriesData, aggregate, batch_to_series, prom_df_schema, prom_schema, series_to_batch,
-};
+use super::{Annotations, PromNode, SeriesData, batch_to_series, prom_df_schema, prom_schema, series_to_batch};
 use crate::error::{Error, Result};
 
 /// An f64 that can sit in a hashed, ordered plan node (compared by bits).
@@ -106,7 +104,7 @@ impl EvalCtx {
         if !(0.0..=1.0).contains(&q) {
             self.warn(format!(
                 "PromQL warning: quantile value should be between 0 and 1, got {}",
-                aggregate::go_float(q)
+                engine::gofloat::format_fixed(q)
             ));
         }
     }

@@ -42,6 +42,8 @@ pub(crate) struct SeriesDesc {
 /// A `load` / `load_with_nhcb` block.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadCmd {
+    /// 1-based line of the `load` header.
+    pub(crate) line: usize,
     /// Gap between slots in ms.
     pub(crate) interval: i64,
     /// `load_with_nhcb`: classic histograms are also converted to NHCB series.
@@ -588,7 +590,7 @@ fn parse_load(lines: &[String], mut i: usize) -> Result<(usize, LoadCmd), String
     let c = r.captures(&lines[i]).ok_or("invalid load command (load[_with_nhcb] <step:duration>)")?;
     let with_nhcb = c.get(1).is_some();
     let interval = parse_duration(c.get(2).map_or("", |m| m.as_str())).map_err(|e| format!("invalid step: {e}"))?;
-    let mut cmd = LoadCmd { interval, with_nhcb, series: Vec::new() };
+    let mut cmd = LoadCmd { line: i + 1, interval, with_nhcb, series: Vec::new() };
     let mut pending_st: Option<(String, Vec<Option<i64>>, usize)> = None; // (label text, offsets, line)
     while i + 1 < lines.len() {
         i += 1;

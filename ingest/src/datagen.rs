@@ -1,4 +1,5 @@
-//! Synthetic Prometheus-like data as OpenMetrics text, for `promtool tsdb create-blocks-from openmetrics`.
+//! Synthetic Prometheus-like data as OpenMetrics text, for `promtool tsdb create-blocks-from openmetrics`
+//! (`strata tools gen` writes it to stdout; the benchmarks and end-to-end tests use it too).
 //!
 //! The mix imitates a scraped fleet: per target an `up` gauge, request counters by method and status
 //! with uneven increments, memory and temperature gauges with decimals, a constant `build_info`, and a
@@ -9,6 +10,8 @@ use std::io::{self, Write};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -37,6 +40,37 @@ impl Default for GenSpec {
             jitter_ms: 3,
             seed: 42,
         }
+    }
+}
+
+impl GenSpec {
+    /// `targets` scrape targets over `hours` hours, one scrape every `interval_s` seconds, from the
+    /// default start with the default jitter and `seed`. Refuses a spec that generates nothing
+    /// sensible (no targets, no time, an interval under 1 ms or longer than the range).
+    ///
+    /// ```
+    /// let s = ingest::datagen::GenSpec::fleet(3, 1.0, 15.0, 42).unwrap();
+    /// assert_eq!(ingest::datagen::total_samples(&s), 3 * ingest::datagen::SERIES_PER_TARGET as u64 * 240);
+    /// assert!(ingest::datagen::GenSpec::fleet(3, 1.0, 0.0, 42).is_err());
+    /// ```
+    pub fn fleet(targets: usize, hours: f64, interval_s: f64, seed: u64) -> Result<Self> {
+        let bad = |reason: String| Err(Error::BadGenSpec { reason });
+        if targets == 0 {
+            return bad("--targets must be at least 1".into());
+        }
+        if !(hours.is_finite() && hours > 0.0 && hours <= 24.0 * 366.0 * 10.0) {
+            return bad(format!("--hours {hours}: expected a number of hours above 0 (at most ten years)"));
+        }
+        if !(interval_s.is_finite() && interval_s >= 0.001 && interval_s <= hours * 3600.0) {
+            return bad(format!("--interval {interval_s}: expected seconds between 0.001 and the --hours range"));
+        }
+        Ok(GenSpec {
+            targets,
+            duration_ms: (hours * 3_600_000.0) as i64,
+            interval_ms: (interval_s * 1000.0).round() as i64,
+            seed,
+            ..Default::default()
+        })
     }
 }
 

@@ -6,10 +6,12 @@
 mod cli_tools;
 mod convert_cmd;
 mod gen_cmd;
+mod grpc;
 mod promql_cmd;
 mod query_cmd;
 mod receive_cmd;
 mod server;
+mod store_cmd;
 mod up_cmd;
 
 use std::process::ExitCode;
@@ -44,12 +46,14 @@ enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
-    /// Serve PromQL over a bucket as the Prometheus HTTP API v1.
+    /// The querier: PromQL over StoreAPI endpoints and/or a bucket, as the Prometheus HTTP API v1.
     Query(query_cmd::QueryArgs),
     /// Run Strata in one process on a local directory (the embedded default).
     Up(up_cmd::UpArgs),
     /// Receive Prometheus remote write into per-tenant heads and cut them into blocks.
     Receive(receive_cmd::ReceiveArgs),
+    /// Serve the raw blocks of a bucket over the Thanos StoreAPI (gRPC): the store gateway.
+    Store(store_cmd::StoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
             Command::Query(args) => query_cmd::run(args).await,
             Command::Up(args) => up_cmd::run(args).await,
             Command::Receive(args) => receive_cmd::run(args).await,
+            Command::Store(args) => store_cmd::run(args).await,
         }
     });
     match res {

@@ -1,8 +1,12 @@
-//! `strata query`: the PromQL engine over a bucket, served as the Prometheus HTTP API v1.
+//! `strata query`: the querier. PromQL over StoreAPI endpoints (`--endpoint`, Thanos's querier:
+//! Info discovery, fan-out, replica deduplication, partial response) and/or a bucket read
+//! directly (`--objstore.config-file`), served as the Prometheus HTTP API v1 plus Thanos's
+//! `/api/v1/stores`.
 //!
 //! The bucket's block list is re-read every `--sync-block-duration` (Thanos store's flag), so new
-//! blocks are served without a restart; the server is ready once the first sync finished.
-//! [`serve_bucket`] is shared with `strata up`.
+//! blocks are served without a restart; endpoints are asked for their Info every
+//! `--endpoint.info-timeout`. The server is ready once the first sync and the first discovery
+//! round finished. [`serve_bucket`] is shared with `strata up`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,11 +17,16 @@ use clap::Args;
 use engine::bucket::Bucket;
 use engine::bucket_source::BucketSource;
 use engine::{MergedSource, SeriesSource};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
 use query::api::params::parse_duration;
 use query::api::{ApiConfig, ApiMetrics, ApiState};
+use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
+use query::storeapi::{DedupFunc, EndpointSet, Proxy, ProxyOptions};
 
 use crate::CliError;
-use crate::server::{self, Readiness, SyncMetrics};
+use crate::server::{self, Readiness, Shutdown, SyncMetrics};
 
 /// The `--enable-feature` value that turns on Prometheus's experimental PromQL functions.
 const EXPERIMENTAL_FUNCTIONS: &str = "promql-experimental-functions";
@@ -30,14 +39,96 @@ const USE_START_TIMESTAMPS: &str = "use-start-timestamps";
 /// Arguments of `strata query`.
 #[derive(Debug, Args)]
 pub(crate) struct QueryArgs {
-    /// Object storage configuration file (Thanos objstore YAML).
+    /// Object storage configuration file (Thanos objstore YAML) of a bucket to read directly.
+    /// At least one of this and --endpoint is required; both may be given.
     #[arg(long = "objstore.config-file")]
-    objstore_config_file: PathBuf,
+    objstore_config_file: Option<PathBuf>,
     /// Listen address of the HTTP API (host:port).
     #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
     http_address: String,
     #[command(flatten)]
+    querier: QuerierArgs,
+    #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// The querier's flags (Thanos's names and defaults).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct QuerierArgs {
+    /// Address (host:port) of a StoreAPI endpoint: a Strata or Thanos store, receiver, sidecar,
+    /// ruler or querier (repeatable).
+    #[arg(long = "endpoint", value_name = "HOST:PORT")]
+    endpoints: Vec<String>,
+    /// Label that tells replicas apart: series differing only in it are deduplicated (repeatable
+    /// or comma-separated). Requests turn dedup off with dedup=false or name other labels with
+    /// replicaLabels[].
+    #[arg(long = "query.replica-label", value_delimiter = ',')]
+    replica_labels: Vec<String>,
+    /// How replicas are merged: penalty (follow one replica, switch at its gaps) or chain (every
+    /// sample of every replica).
+    #[arg(long = "deduplication.func", default_value = "penalty", value_parser = ["penalty", "chain"])]
+    dedup_func: String,
+    /// Answer from the endpoints that work, with a warning for the others, when a request has no
+    /// partial_response parameter (the default).
+    #[arg(long = "query.partial-response", overrides_with = "no_partial_response")]
+    partial_response: bool,
+    /// Fail a request when any endpoint fails (unless it says partial_response=true).
+    #[arg(long = "no-query.partial-response", overrides_with = "partial_response")]
+    no_partial_response: bool,
+    /// An endpoint that sends nothing for this long is given up on (a partial response warning, or
+    /// the error); 0 waits forever.
+    #[arg(long = "store.response-timeout", default_value = "0ms")]
+    response_timeout: String,
+    /// Timeout of the endpoints' Info calls, which are repeated at this interval.
+    #[arg(long = "endpoint.info-timeout", default_value = "5s")]
+    info_timeout: String,
+    /// HTTP header naming the tenant of a request; sent to the endpoints as thanos-tenant.
+    #[arg(long = "query.tenant-header", default_value = "THANOS-TENANT")]
+    tenant_header: String,
+    /// Tenant sent to the endpoints when a request has no tenant header.
+    #[arg(long = "query.default-tenant-id", default_value = "default-tenant")]
+    default_tenant: String,
+}
+
+impl QuerierArgs {
+    /// The proxy settings and the endpoint set (None without --endpoint); records the flags.
+    fn build(
+        &self,
+        flags: &mut BTreeMap<String, String>,
+    ) -> Result<(ProxyOptions, Option<Arc<EndpointSet>>), CliError> {
+        let dedup_func: DedupFunc =
+            self.dedup_func.parse().map_err(|e| CliError::Usage(format!("--deduplication.func: {e}")))?;
+        let timeout_ms = parse_duration(&self.response_timeout)
+            .map_err(|e| CliError::Usage(format!("--store.response-timeout: {e}")))?;
+        if timeout_ms < 0 {
+            return Err(CliError::Usage("--store.response-timeout must not be negative".into()));
+        }
+        let info_timeout = duration_flag("endpoint.info-timeout", &self.info_timeout)?;
+        let replica_labels: Vec<String> =
+            self.replica_labels.iter().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        let opts = ProxyOptions {
+            replica_labels: replica_labels.clone(),
+            dedup_func,
+            partial_response: !self.no_partial_response,
+            response_timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.unsigned_abs())),
+            tenant_header: self.tenant_header.clone(),
+            default_tenant: self.default_tenant.clone(),
+        };
+        let endpoints = if self.endpoints.is_empty() {
+            None
+        } else {
+            Some(Arc::new(EndpointSet::new(&self.endpoints, info_timeout)?))
+        };
+        flags.insert("endpoint".into(), self.endpoints.join(","));
+        flags.insert("query.replica-label".into(), replica_labels.join(","));
+        flags.insert("deduplication.func".into(), dedup_func.to_string());
+        flags.insert("query.partial-response".into(), opts.partial_response.to_string());
+        flags.insert("store.response-timeout".into(), self.response_timeout.clone());
+        flags.insert("endpoint.info-timeout".into(), self.info_timeout.clone());
+        flags.insert("query.tenant-header".into(), self.tenant_header.clone());
+        flags.insert("query.default-tenant-id".into(), self.default_tenant.clone());
+        Ok((opts, endpoints))
+    }
 }
 
 /// PromQL engine and bucket-sync flags shared by `strata query` and `strata up`.
@@ -68,7 +159,7 @@ pub(crate) struct EngineArgs {
     page_cache_size: String,
 }
 
-fn duration_flag(flag: &str, value: &str) -> Result<Duration, CliError> {
+pub(crate) fn duration_flag(flag: &str, value: &str) -> Result<Duration, CliError> {
     let ms = parse_duration(value).map_err(|e| CliError::Usage(format!("--{flag}: {e}")))?;
     if ms <= 0 {
         return Err(CliError::Usage(format!("--{flag} {value}: must be positive")));
@@ -130,12 +221,22 @@ impl EngineArgs {
 
 /// Runs `strata query`.
 pub(crate) async fn run(args: QueryArgs) -> Result<(), CliError> {
-    let bucket = Bucket::from_config_file(&args.objstore_config_file)?;
-    let flags = BTreeMap::from([
-        ("objstore.config-file".to_string(), args.objstore_config_file.display().to_string()),
-        ("http-address".to_string(), args.http_address.clone()),
-    ]);
-    serve_bucket("query", bucket, &args.http_address, &args.engine, flags, None).await
+    if args.objstore_config_file.is_none() && args.querier.endpoints.is_empty() {
+        return Err(CliError::Usage(
+            "nothing to query: give --endpoint (StoreAPI endpoints) and/or --objstore.config-file (a bucket)".into(),
+        ));
+    }
+    let mut flags = BTreeMap::from([("http-address".to_string(), args.http_address.clone())]);
+    let bucket = match &args.objstore_config_file {
+        Some(cfg) => {
+            flags.insert("objstore.config-file".into(), cfg.display().to_string());
+            Some(Bucket::from_config_file(cfg)?)
+        }
+        None => None,
+    };
+    let (proxy_opts, endpoints) = args.querier.build(&mut flags)?;
+    let parts = Parts { bucket, querier: Querier { opts: proxy_opts, endpoints }, ..Default::default() };
+    serve("query", &args.http_address, &args.engine, flags, parts).await
 }
 
 /// Remote write served beside the query API (`strata up`): the receive state and its cut interval.
@@ -145,11 +246,31 @@ pub(crate) struct EmbeddedReceive {
     pub(crate) cut_every: Duration,
 }
 
+/// The querier part of a server: its settings and endpoints.
+#[derive(Debug, Default)]
+struct Querier {
+    opts: ProxyOptions,
+    endpoints: Option<Arc<EndpointSet>>,
+}
+
+/// What a server runs besides the query API.
+#[derive(Debug, Default)]
+struct Parts<'a> {
+    /// A bucket read directly.
+    bucket: Option<Bucket>,
+    /// Remote write into heads cut into the bucket (needs `bucket`).
+    receive: Option<EmbeddedReceive>,
+    /// The StoreAPI served over the local data (bucket, heads).
+    grpc_address: Option<&'a str>,
+    querier: Querier,
+}
+
 /// Serves the query API over the raw blocks of `bucket` on `http_address` until SIGINT/SIGTERM,
 /// re-syncing the block list in the background. With `receive`, remote write is served on the same
 /// address, PromQL sees the heads and the bucket merged, heads are cut into the bucket every
 /// `cut_every` (the bucket is re-synced right after a cut, so no sample is ever invisible) and
-/// everything left in the heads is cut on shutdown.
+/// everything left in the heads is cut on shutdown. With `grpc_address`, the same data is served
+/// over the StoreAPI there (Info fails until the first sync), shutting down with the HTTP server.
 pub(crate) async fn serve_bucket(
     component: &'static str,
     bucket: Bucket,
@@ -157,31 +278,97 @@ pub(crate) async fn serve_bucket(
     engine: &EngineArgs,
     flags: BTreeMap<String, String>,
     receive: Option<EmbeddedReceive>,
+    grpc_address: Option<&str>,
 ) -> Result<(), CliError> {
+    let parts = Parts { bucket: Some(bucket), receive, grpc_address, querier: Querier::default() };
+    serve(component, http_address, engine, flags, parts).await
+}
+
+/// [`serve_bucket`] with an optional bucket and the querier's endpoints: the API reads the local
+/// sources and the endpoints through one [`Proxy`]; ready once the bucket synced and the endpoints
+/// had their first Info round.
+async fn serve(
+    component: &'static str,
+    http_address: &str,
+    engine: &EngineArgs,
+    flags: BTreeMap<String, String>,
+    parts: Parts<'_>,
+) -> Result<(), CliError> {
+    let Parts { bucket, receive, grpc_address, querier } = parts;
     let (config, sync_interval) = engine.config(flags)?;
-    tracing::info!(bucket = %bucket.describe(), component, "serving PromQL over the bucket");
     let mut registry = server::new_registry(component);
     let api_metrics = ApiMetrics::register(&mut registry);
-    let sync_metrics = SyncMetrics::register(&mut registry);
-    let bucket_source = Arc::new(BucketSource::with_page_cache_bytes(bucket, engine.page_cache_bytes()?));
-    registry.register_collector(Box::new(server::PageCacheCollector(bucket_source.clone())));
-    let (source, extra_routes): (Arc<dyn SeriesSource>, axum::Router) = match &receive {
-        Some(r) => {
-            r.state.register_metrics(&mut registry);
-            let merged = MergedSource::new(vec![bucket_source.clone(), r.state.source()]);
-            (Arc::new(merged), ingest::receive::router(r.state.clone()))
-        }
-        None => (bucket_source.clone(), axum::Router::new()),
-    };
-    let state = ApiState::new(source, config, api_metrics);
     let ready = Readiness::default();
-    let sync = tokio::spawn(sync_loop(bucket_source.clone(), sync_interval, sync_metrics, ready.clone()));
-    let cutter = receive.as_ref().map(|r| {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        (stop, tokio::spawn(cut_loop(r.state.clone(), bucket_source.clone(), r.cut_every, stopped)))
-    });
-    let res = server::serve(http_address, query::api::router(state).merge(extra_routes), ready, registry).await;
-    sync.abort();
+    let mut locals: Vec<Arc<dyn SeriesSource>> = Vec::new();
+    let mut tasks = Vec::new();
+    let bucket_source = match bucket {
+        Some(bucket) => {
+            tracing::info!(bucket = %bucket.describe(), component, "serving PromQL over the bucket");
+            let sync_metrics = SyncMetrics::register(&mut registry);
+            let src = Arc::new(BucketSource::with_page_cache_bytes(bucket, engine.page_cache_bytes()?));
+            registry.register_collector(Box::new(server::PageCacheCollector(src.clone())));
+            let synced = Readiness::default();
+            tasks.push(tokio::spawn(sync_loop(src.clone(), sync_interval, sync_metrics, synced.clone())));
+            Some((src, synced))
+        }
+        None => None,
+    };
+    let extra_routes = match (&receive, &bucket_source) {
+        (Some(r), Some((src, _))) => {
+            r.state.register_metrics(&mut registry);
+            locals.push(Arc::new(MergedSource::new(vec![src.clone(), r.state.source()])));
+            ingest::receive::router(r.state.clone())
+        }
+        (_, Some((src, _))) => {
+            locals.push(src.clone());
+            axum::Router::new()
+        }
+        (_, None) => axum::Router::new(),
+    };
+    if let Some(set) = &querier.endpoints {
+        tracing::info!(endpoints = set.len(), component, "querying StoreAPI endpoints");
+        registry.register_collector(Box::new(EndpointCollector(set.clone())));
+        tasks.push(tokio::spawn(set.clone().run()));
+    }
+    let local_source = locals.first().cloned();
+    let proxy = Proxy::new(locals, querier.endpoints.clone(), querier.opts);
+    tasks.push(tokio::spawn(become_ready(
+        bucket_source.as_ref().map(|(_, synced)| synced.clone()),
+        querier.endpoints.clone(),
+        ready.clone(),
+    )));
+    let storeapi = match (grpc_address, local_source) {
+        (Some(address), Some(source)) => {
+            let opts = StoreApiOptions {
+                component_type: if receive.is_some() { "receive" } else { "store" }.into(),
+                ..Default::default()
+            };
+            let metrics = StoreApiMetrics::register(&mut registry);
+            Some((address, StoreApi::new(source, opts, ready.flag(), metrics)))
+        }
+        _ => None,
+    };
+    let state = ApiState::with_proxy(proxy, config, api_metrics);
+    let cutter = match (&receive, &bucket_source) {
+        (Some(r), Some((src, _))) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            Some((stop, tokio::spawn(cut_loop(r.state.clone(), src.clone(), r.cut_every, stopped))))
+        }
+        _ => None,
+    };
+    let shutdown = Shutdown::on_signal();
+    let api = query::api::router(state).merge(extra_routes);
+    let http = server::serve_until(http_address, api, ready, registry, shutdown.clone());
+    let res = match &storeapi {
+        Some((address, storeapi)) => {
+            tokio::try_join!(http, crate::grpc::serve(address, crate::grpc::storeapi_routes(storeapi), shutdown))
+                .map(|_| ())
+        }
+        None => http.await,
+    };
+    for t in tasks {
+        t.abort();
+    }
     if let Some((stop, task)) = cutter {
         // let a cut in progress finish rather than abort it half-way
         let _ = stop.send(());
@@ -197,6 +384,59 @@ pub(crate) async fn serve_bucket(
         }
     }
     res
+}
+
+/// Marks the server ready once the bucket had its first sync and the endpoints their first Info
+/// round (each only if present).
+async fn become_ready(bucket_synced: Option<Readiness>, endpoints: Option<Arc<EndpointSet>>, ready: Readiness) {
+    loop {
+        let bucket_ok = bucket_synced.as_ref().is_none_or(Readiness::is_ready);
+        let endpoints_ok = endpoints.as_ref().is_none_or(|e| e.discovered());
+        if bucket_ok && endpoints_ok {
+            tracing::info!("ready");
+            ready.set_ready();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The endpoints on `/metrics`, read at each scrape: Thanos's
+/// `store_nodes_grpc_connections{external_labels, store_type}` (endpoints up, by external label
+/// sets and component type) and `endpoint_up{endpoint}` (1 when its last Info call succeeded).
+#[derive(Debug)]
+struct EndpointCollector(Arc<EndpointSet>);
+
+impl Collector for EndpointCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let statuses = self.0.statuses();
+        let mut up: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for s in statuses.iter().filter(|s| s.last_error.is_none()) {
+            let sets: Vec<String> = s.label_sets.iter().map(ToString::to_string).collect();
+            *up.entry((sets.join(","), s.component.clone())).or_default() += 1;
+        }
+        let mut fam = enc.encode_descriptor(
+            "store_nodes_grpc_connections",
+            "Number of gRPC connection to Store APIs. Opened connection means healthy store APIs available for Querier.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for ((ext, store_type), n) in up {
+            let labels = [("external_labels", ext), ("store_type", store_type)];
+            ConstGauge::new(n).encode(fam.encode_family(&labels)?)?;
+        }
+        let mut fam = enc.encode_descriptor(
+            "endpoint_up",
+            "1 when the endpoint's last Info call succeeded, 0 when it failed",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for s in &statuses {
+            let labels = [("endpoint", s.name.clone())];
+            ConstGauge::new(i64::from(s.last_error.is_none())).encode(fam.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Cuts finished blocks out of the heads every `every`, and re-syncs the bucket after a cut so the
@@ -227,7 +467,7 @@ async fn cut_loop(
 
 /// Re-reads the block list every `interval` (every 5 s at most until the first sync succeeded)
 /// and marks the server ready after the first successful sync.
-async fn sync_loop(source: Arc<BucketSource>, interval: Duration, metrics: SyncMetrics, ready: Readiness) {
+pub(crate) async fn sync_loop(source: Arc<BucketSource>, interval: Duration, metrics: SyncMetrics, ready: Readiness) {
     loop {
         let started = Instant::now();
         match source.sync().await {
@@ -237,7 +477,7 @@ async fn sync_loop(source: Arc<BucketSource>, interval: Duration, metrics: SyncM
                 if ready.is_ready() {
                     tracing::debug!(blocks, "bucket synced");
                 } else {
-                    tracing::info!(blocks, ms = started.elapsed().as_millis() as u64, "first bucket sync done; ready");
+                    tracing::info!(blocks, ms = started.elapsed().as_millis() as u64, "first bucket sync done");
                     ready.set_ready();
                 }
             }
@@ -301,6 +541,59 @@ mod tests {
             err.contains("use-start-timestamps: not supported") && err.contains("store no start timestamps"),
             "{err}"
         );
+    }
+
+    #[derive(Debug, Parser)]
+    struct QCli {
+        #[command(flatten)]
+        querier: QuerierArgs,
+    }
+
+    #[tokio::test]
+    async fn querier_flags() {
+        let mut flags = BTreeMap::new();
+        let (opts, eps) = QCli::parse_from(["x"]).querier.build(&mut flags).unwrap();
+        assert!(eps.is_none());
+        assert!(opts.replica_labels.is_empty());
+        assert_eq!(opts.dedup_func, DedupFunc::Penalty);
+        assert!(opts.partial_response);
+        assert_eq!(opts.response_timeout, None);
+        assert_eq!((opts.tenant_header.as_str(), opts.default_tenant.as_str()), ("THANOS-TENANT", "default-tenant"));
+        assert_eq!(flags["query.partial-response"], "true");
+
+        let cli = QCli::parse_from([
+            "x",
+            "--endpoint=127.0.0.1:1",
+            "--endpoint",
+            "127.0.0.1:2",
+            "--query.replica-label=replica,rule_replica",
+            "--query.replica-label",
+            "prom",
+            "--deduplication.func=chain",
+            "--no-query.partial-response",
+            "--store.response-timeout=30s",
+        ]);
+        let (opts, eps) = cli.querier.build(&mut flags).unwrap();
+        assert_eq!(eps.unwrap().len(), 2);
+        assert_eq!(opts.replica_labels, ["replica", "rule_replica", "prom"]);
+        assert_eq!(opts.dedup_func, DedupFunc::Chain);
+        assert!(!opts.partial_response);
+        assert_eq!(opts.response_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(flags["endpoint"], "127.0.0.1:1,127.0.0.1:2");
+        let (opts, _) = QCli::parse_from(["x", "--no-query.partial-response", "--query.partial-response"])
+            .querier
+            .build(&mut flags)
+            .unwrap();
+        assert!(opts.partial_response);
+
+        assert!(QCli::try_parse_from(["x", "--deduplication.func=quorum"]).is_err());
+        for bad in [
+            ["x", "--endpoint=dns+store:1"],
+            ["x", "--store.response-timeout=-1s"],
+            ["x", "--endpoint.info-timeout=0s"],
+        ] {
+            assert!(QCli::parse_from(bad).querier.build(&mut flags).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   /-/healthy  /-/ready  /metrics ─────────────┼──► request log ──► axum::serve(listener)
 //!                                               └── until SIGINT / SIGTERM, then drain
 //! ```
+//!
+//! A component serving gRPC as well shares one [`Shutdown`] between both servers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +47,34 @@ impl Readiness {
     /// True once ready.
     pub(crate) fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// The flag itself, for servers outside this module (the StoreAPI's Info fails until ready).
+    pub(crate) fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+/// The shutdown signal of a process, shared by its servers: every clone resolves once SIGINT or
+/// SIGTERM arrived.
+#[derive(Debug, Clone)]
+pub(crate) struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Starts listening for SIGINT/SIGTERM.
+    pub(crate) fn on_signal() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    /// Resolves once the signal arrived.
+    pub(crate) async fn wait(mut self) {
+        // An error means the listener is gone without a signal: there is nothing left to wait for.
+        let _ = self.0.wait_for(|&stop| stop).await;
     }
 }
 
@@ -226,6 +256,17 @@ async fn shutdown_signal() {
 /// Binds `address` (e.g. `127.0.0.1:10902`), serves `api` behind the readiness gate plus the
 /// shared endpoints, and returns after a graceful shutdown on SIGINT/SIGTERM.
 pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry: Registry) -> Result<(), CliError> {
+    serve_until(address, api, ready, registry, Shutdown::on_signal()).await
+}
+
+/// [`serve`] until `shutdown` resolves.
+pub(crate) async fn serve_until(
+    address: &str,
+    api: Router,
+    ready: Readiness,
+    registry: Registry,
+    shutdown: Shutdown,
+) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| CliError::Failed(format!("--http-address {address}: cannot listen: {e}")))?;
@@ -243,7 +284,7 @@ pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry
         .layer(middleware::from_fn(log_requests));
     tracing::info!(address = %local, "HTTP server listening");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown.wait())
         .await
         .map_err(|e| CliError::Failed(format!("HTTP server on {local}: {e}")))?;
     tracing::info!("HTTP server stopped");

@@ -3,7 +3,8 @@
 //! names another; Prometheus remote write (`/api/v1/write`, `/api/v1/receive`) and the Prometheus
 //! query API are served on the same `--http-address`. Received samples live in per-tenant heads
 //! under `<data>/receive` (WAL-backed) and are queryable at once; finished blocks are cut into the
-//! bucket.
+//! bucket. The bucket and the heads together are served over the Thanos StoreAPI (gRPC) on
+//! `--grpc-address`, so a querier (Strata's or Thanos's) can read them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ pub(crate) struct UpArgs {
     /// Listen address of the HTTP API (host:port).
     #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
     http_address: String,
+    /// Listen address of the StoreAPI (gRPC, host:port) over the bucket and the heads.
+    #[arg(long = "grpc-address", default_value = "127.0.0.1:10901")]
+    grpc_address: String,
     /// Object storage configuration file (Thanos objstore YAML) to use instead of `<data>/bucket`.
     #[arg(long = "objstore.config-file")]
     objstore_config_file: Option<PathBuf>,
@@ -40,6 +44,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     let mut flags = BTreeMap::from([
         ("data".to_string(), args.data.display().to_string()),
         ("http-address".to_string(), args.http_address.clone()),
+        ("grpc-address".to_string(), args.grpc_address.clone()),
     ]);
     let bucket = match &args.objstore_config_file {
         Some(cfg) => {
@@ -51,5 +56,5 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
     let receive = EmbeddedReceive { state, cut_every };
-    serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive)).await
+    serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address)).await
 }

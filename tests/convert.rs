@@ -15,19 +15,12 @@ use futures::TryStreamExt;
 
 /// Generated fleet data plus a family with special float values.
 fn test_openmetrics() -> String {
-    let spec =
-        ingest::datagen::GenSpec { targets: 6, duration_ms: 5 * 3_600_000, interval_ms: 30_000, ..Default::default() };
-    let mut buf = Vec::new();
-    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
-    let mut text = String::from_utf8(buf).unwrap();
-    text.truncate(text.len() - "# EOF\n".len());
-    text.push_str("# TYPE special gauge\n");
-    let t0 = spec.start_ms / 1000;
-    for (i, v) in ["NaN", "+Inf", "-Inf", "0", "-0.0", "1e-300", "123456789.123456789", "NaN"].iter().enumerate() {
-        text.push_str(&format!("special{{kind=\"edge\"}} {v} {}\n", t0 + 60 * i as i64));
-    }
-    text.push_str("# EOF\n");
-    text
+    openmetrics_with_specials(&ingest::datagen::GenSpec {
+        targets: 6,
+        duration_ms: 5 * 3_600_000,
+        interval_ms: 30_000,
+        ..Default::default()
+    })
 }
 
 /// Reads every series of the bucket through the engine and renders it like promtool's dump,

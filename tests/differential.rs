@@ -16,9 +16,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -428,13 +427,6 @@ fn difference(p: &Answer, s: &Answer) -> Option<String> {
     }
 }
 
-/// Starts a daemon with stderr to `log` and waits until `base/-/ready` answers 200.
-async fn start(cmd: &mut Command, base: &str, log: &Path) -> Daemon {
-    let mut d = Daemon::spawn(cmd, log).unwrap();
-    d.wait_http_ok(&format!("{base}/-/ready"), Duration::from_secs(60), log).await.unwrap();
-    d
-}
-
 async fn fetch(client: &reqwest::Client, base: &str, path_and_query: &str) -> Value {
     let r = client.get(format!("{base}{path_and_query}")).send().await.unwrap();
     let text = r.text().await.unwrap();
@@ -479,7 +471,7 @@ async fn promql_agrees_with_prometheus_2_42() {
         .arg(format!("--storage.tsdb.path={}", prom_data.display()))
         .arg(format!("--web.listen-address={}", prom_base.trim_start_matches("http://")))
         .arg("--storage.tsdb.retention.time=100y");
-    let _prom = start(&mut cmd, &prom_base, &tmp.path().join("prometheus.log")).await;
+    let _prom = start_daemon(&mut cmd, &prom_base, &tmp.path().join("prometheus.log")).await;
 
     // 3. the same blocks converted into a filesystem bucket, served by `strata query`
     let cfg = fs_bucket_config(tmp.path(), &tmp.path().join("bucket"));
@@ -497,7 +489,7 @@ async fn promql_agrees_with_prometheus_2_42() {
         .arg(strata_base.trim_start_matches("http://"))
         .env("RUST_LOG", "warn");
     let strata_log: PathBuf = tmp.path().join("strata.log");
-    let _strata = start(&mut cmd, &strata_base, &strata_log).await;
+    let _strata = start_daemon(&mut cmd, &strata_base, &strata_log).await;
 
     // sanity: both see all 80 series (4 targets x 20)
     for base in [&prom_base, &strata_base] {

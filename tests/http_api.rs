@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -65,51 +65,6 @@ async fn write_block(bucket: &Bucket, range: std::ops::Range<i64>, extra: &[(Lab
     w.finish().await.unwrap();
 }
 
-/// A running strata server, with JSON helpers.
-struct Server(Strata);
-
-impl std::ops::Deref for Server {
-    type Target = Strata;
-    fn deref(&self) -> &Strata {
-        &self.0
-    }
-}
-
-impl Server {
-    /// Starts `strata <args> --http-address 127.0.0.1:<free port>` and waits for `/-/ready`.
-    async fn start(args: &[&str], log: &Path) -> Server {
-        Server(Strata::start(args, log).await)
-    }
-
-    async fn get(&self, path_and_query: &str) -> (u16, Value) {
-        let r = reqwest::Client::new().get(format!("{}{path_and_query}", self.base)).send().await.unwrap();
-        Self::decode(r).await
-    }
-
-    async fn post(&self, path: &str, form: &str) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.to_string())
-            .send()
-            .await
-            .unwrap();
-        Self::decode(r).await
-    }
-
-    async fn decode(r: reqwest::Response) -> (u16, Value) {
-        let status = r.status().as_u16();
-        assert_eq!(r.headers()["content-type"], "application/json");
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
-    }
-
-    async fn text(&self, path: &str) -> (u16, String) {
-        let r = reqwest::Client::new().get(format!("{}{path}", self.base)).send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-}
-
 fn float(v: &Value) -> f64 {
     parse_go_float(v.as_str().unwrap())
 }
@@ -122,7 +77,7 @@ fn only_value(v: &Value) -> f64 {
     float(&r[0]["value"][1])
 }
 
-async fn check_raw_http(s: &Server) {
+async fn check_raw_http(s: &Strata) {
     // Instant queries, GET and POST.
     let (st, v) =
         s.get(&format!("/api/v1/query?query={}&time={}", urlencode("sum(http_requests_total)"), T0 + 600)).await;
@@ -268,7 +223,7 @@ fn promtool_out(promtool: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn check_promtool(s: &Server, promtool: &Path) {
+fn check_promtool(s: &Strata, promtool: &Path) {
     let t = (T0 + 600).to_string();
     let out = promtool_out(promtool, &["query", "instant", "--time", &t, &s.base, "sum(http_requests_total)"]);
     assert_eq!(out.trim(), format!("{{}} => 600 @[{}]", T0 + 600));
@@ -310,22 +265,6 @@ fn check_promtool(s: &Server, promtool: &Path) {
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), vec!["a", "b"]);
 }
 
-/// The venv python with prometheus-api-client, if installed (a missing one FAILS under CI=true).
-fn python_client() -> Option<PathBuf> {
-    let venv = std::env::var("STRATA_VENV").unwrap_or_else(|_| "/var/tmp/strata-venv".into());
-    let py = Path::new(&venv).join("bin/python");
-    let ok = py.is_file()
-        && Command::new(&py).args(["-c", "import prometheus_api_client"]).status().is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("prometheus-api-client is not installed in {venv} (run scripts/install-test-deps)");
-        }
-        eprintln!("NOTICE: prometheus-api-client not in {venv}; skipping its checks (they fail under CI=true)");
-        return None;
-    }
-    Some(py)
-}
-
 const PY_CLIENT: &str = r#"
 import json, sys
 from datetime import datetime, timezone
@@ -346,7 +285,7 @@ out = {
 print(json.dumps(out))
 "#;
 
-fn check_python(s: &Server, py: &Path) {
+fn check_python(s: &Strata, py: &Path) {
     let out = Command::new(py).args(["-c", PY_CLIENT, &s.base, &T0.to_string()]).output().unwrap();
     assert!(out.status.success(), "python client failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -364,8 +303,9 @@ async fn up_serves_the_prometheus_api() {
     write_block(&bucket, 0..SPLIT_S / STEP_S, &[]).await;
     write_block(&bucket, SPLIT_S / STEP_S..SAMPLES, &[]).await;
 
-    let s = Server::start(
-        &["up", "--data", data.to_str().unwrap(), "--sync-block-duration", "1s"],
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let s = Strata::start(
+        &["up", "--data", data.to_str().unwrap(), "--sync-block-duration", "1s", "--grpc-address", &grpc],
         &dir.path().join("up.log"),
     )
     .await;
@@ -373,7 +313,7 @@ async fn up_serves_the_prometheus_api() {
     if let Some(promtool) = peer("promtool") {
         check_promtool(&s, &promtool);
     }
-    if let Some(py) = python_client() {
+    if let Some(py) = venv_python(&["prometheus_api_client"]) {
         check_python(&s, &py);
     }
 
@@ -394,7 +334,7 @@ async fn up_serves_the_prometheus_api() {
 
     // Graceful shutdown on SIGTERM: exit status 0 and a log line.
     let log = s.log.clone();
-    s.0.stop().await;
+    s.stop().await;
     assert!(read_log(&log).contains("SIGTERM received"), "{}", read_log(&log));
 }
 
@@ -405,7 +345,7 @@ async fn query_serves_a_configured_bucket() {
     let bucket = Bucket::local(&bucket_dir).unwrap();
     write_block(&bucket, 0..SAMPLES, &[]).await;
     let cfg = fs_bucket_config(dir.path(), &bucket_dir);
-    let s = Server::start(
+    let s = Strata::start(
         &["query", "--objstore.config-file", cfg.to_str().unwrap(), "--query.lookback-delta", "1m"],
         &dir.path().join("query.log"),
     )

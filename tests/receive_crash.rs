@@ -26,7 +26,9 @@ const SAMPLES_PER_BATCH: i64 = 4;
 struct Up(Strata);
 
 async fn start_up(data: &Path, log: &Path) -> Up {
-    Up(Strata::start(&["up", "--data", data.to_str().unwrap(), "--receive.cut-interval", "1s"], log).await)
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let args = ["up", "--data", data.to_str().unwrap(), "--receive.cut-interval", "1s", "--grpc-address", &grpc];
+    Up(Strata::start(&args, log).await)
 }
 
 impl Up {

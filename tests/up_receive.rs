@@ -15,7 +15,8 @@ use serde_json::Value;
 struct Up(Strata);
 
 async fn start_up(data: &Path) -> Up {
-    let args = ["up", "--data", data.to_str().unwrap(), "--receive.cut-interval", "1s"];
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let args = ["up", "--data", data.to_str().unwrap(), "--receive.cut-interval", "1s", "--grpc-address", &grpc];
     Up(Strata::start(&args, &data.with_extension("log")).await)
 }
 
@@ -25,11 +26,7 @@ impl Up {
     }
 
     async fn post_raw(&self, body: Vec<u8>) -> (u16, String) {
-        let r = ingest::remote_write::post(&reqwest::Client::new(), &self.0.url("/api/v1/write"), body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        post_remote_write(&self.0.url("/api/v1/write"), body).await
     }
 
     async fn query(&self, q: &str, t_ms: i64) -> Value {

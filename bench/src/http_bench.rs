@@ -1,5 +1,7 @@
 //! `bench http`: query-API latency, Strata (`strata query` over converted blocks) vs Prometheus 2.42
-//! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP.
+//! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP. With
+//! `--via-store` Strata answers as Thanos is deployed: `strata query --endpoint` in front of a
+//! `strata store` gateway over the blocks, every sample crossing the StoreAPI (gRPC, XOR chunks).
 //!
 //! Each request is sent once to each system as a warm-up, then `--runs` more times to each,
 //! alternating Strata and Prometheus so that a busy moment of the machine hits both alike. The
@@ -40,6 +42,10 @@ pub(crate) struct Args {
     /// Run only the requests whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Query through the StoreAPI: `strata query --endpoint` over a `strata store` of the blocks,
+    /// instead of `strata query` reading the bucket itself.
+    #[arg(long)]
+    via_store: bool,
 }
 
 /// Sends `url` once and returns its wall time in seconds, with the body read whole. With `gzip` the
@@ -134,18 +140,31 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let sport = free_port().map_err(|e| e.to_string())?;
     let strata_bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
+    let ready = Duration::from_secs(120);
+    let bucket_cfg = bcfg.display().to_string();
+    let query_addr = format!("127.0.0.1:{sport}");
+    let spawn = |args: &[&str], log: &std::path::Path| -> Result<Daemon, String> {
+        Daemon::spawn(Command::new(&strata_bin).args(args), log)
+            .map_err(|e| format!("{e} (cargo build --release --workspace first)"))
+    };
+    // With --via-store: a store gateway over the bucket and the querier in front of it over gRPC.
+    let mut _store = None;
     let strata_log = work.path().join("strata.log");
-    let mut strata = Daemon::spawn(
-        Command::new(&strata_bin)
-            .args(["query", "--objstore.config-file"])
-            .arg(&bcfg)
-            .args(["--http-address", &format!("127.0.0.1:{sport}")]),
-        &strata_log,
-    )
-    .map_err(|e| format!("{e} (cargo build --release --workspace first)"))?;
+    let mut strata = if a.via_store {
+        let grpc = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+        let http = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+        let store_log = work.path().join("store.log");
+        let args = ["store", "--objstore.config-file", &bucket_cfg, "--grpc-address", &grpc, "--http-address", &http];
+        let mut store = spawn(&args, &store_log)?;
+        rt.block_on(store.wait_http_ok(&format!("http://{http}/-/ready"), ready, &store_log))
+            .map_err(|e| e.to_string())?;
+        _store = Some(store);
+        spawn(&["query", "--endpoint", &grpc, "--http-address", &query_addr], &strata_log)?
+    } else {
+        spawn(&["query", "--objstore.config-file", &bucket_cfg, "--http-address", &query_addr], &strata_log)?
+    };
     let client = reqwest::Client::new();
     let (pbase, sbase) = (format!("http://127.0.0.1:{pport}"), format!("http://127.0.0.1:{sport}"));
-    let ready = Duration::from_secs(120);
     rt.block_on(prom.wait_http_ok(&format!("{pbase}/-/ready"), ready, &prom_log)).map_err(|e| e.to_string())?;
     rt.block_on(strata.wait_http_ok(&format!("{sbase}/-/ready"), ready, &strata_log)).map_err(|e| e.to_string())?;
 
@@ -213,7 +232,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         ("selector all series, 1d, gzip", range("{job=~\".+\"}", start), false, true),
     ];
     println!(
-        "bench http: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
+        "bench http{}: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
+        if a.via_store { " (strata query -> strata store over gRPC)" } else { "" },
         a.targets * ingest::datagen::SERIES_PER_TARGET,
         report.samples,
         a.hours,

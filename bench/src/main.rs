@@ -11,6 +11,7 @@ mod convert_bench;
 mod http_bench;
 mod promql_bench;
 mod receive_bench;
+mod series_bench;
 mod util;
 
 #[global_allocator]
@@ -33,6 +34,8 @@ enum Cmd {
     Receive(receive_bench::Args),
     /// Query-API latency: strata query vs Prometheus 2.42 on the same TSDB blocks.
     Http(http_bench::Args),
+    /// StoreAPI Series() throughput as XOR chunks: strata store vs Prometheus 2.42 remote read.
+    Series(series_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Cmd::Promql(a) => promql_bench::run(a),
         Cmd::Receive(a) => receive_bench::run(a),
         Cmd::Http(a) => http_bench::run(a),
+        Cmd::Series(a) => series_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

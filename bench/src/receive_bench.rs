@@ -79,8 +79,15 @@ fn start(name: &'static str, a: &Args, dir: &Path) -> Result<Target, String> {
                 Some(b) => b.clone(),
                 None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata"),
             };
-            let c = spawn(Command::new(&bin).args(["up", "--data"]).arg(dir).args(["--http-address", &addr]))
-                .map_err(|e| format!("{}: {e} (build it with cargo build --release)", bin.display()))?;
+            let grpc = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+            let c = spawn(
+                Command::new(&bin)
+                    .args(["up", "--data"])
+                    .arg(dir)
+                    .args(["--http-address", &addr])
+                    .args(["--grpc-address", &grpc]),
+            )
+            .map_err(|e| format!("{}: {e} (build it with cargo build --release)", bin.display()))?;
             (c, format!("{base}/api/v1/write"), format!("{base}/-/ready"))
         }
         "prometheus" => {

@@ -7,7 +7,12 @@
 //!      per block: external-label matchers decide the block; other matchers resolve on series.parquet;
 //!                 external labels added to every series; re-sorted; samples read in chunks
 //!      ──► merge_series_streams (same series across blocks = one series, duplicate timestamps dropped)
+//!   select_relabelled(): the same per block with the labels changed before sorting; blocks joined per
+//!      external label set, the sets interleaved (replicas stay apart)
 //! ```
+//!
+//! An optional [`TimeWindow`] (the store gateway's `--min-time`/`--max-time`) keeps blocks outside it
+//! unloaded and clamps every request to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
@@ -18,15 +23,19 @@ use futures::StreamExt;
 use crate::bucket::Bucket;
 use crate::error::Result;
 use crate::labels::{Labels, Matcher};
-use crate::merge::merge_series_streams;
+use crate::merge::{interleave_series_streams, merge_series_streams};
 use crate::reader::{BlockReader, PageCache, PageCacheStats};
-use crate::source::{SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
+use crate::source::{DataRange, Relabel, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
 
 /// Samples read from a block per request (whole series; a bigger series goes alone).
 pub const BLOCK_CHUNK_SAMPLES: u64 = 1 << 16;
 
 /// Default bound of the decoded-page cache: 512 MiB, about 33M decoded samples.
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 512 << 20;
+
+/// The inclusive `[min_t, max_t]` a source serves, asked at each use (a bound relative to the
+/// current time moves with the clock).
+pub type TimeWindow = Arc<dyn Fn() -> (i64, i64) + Send + Sync>;
 
 /// Serves the raw blocks of a bucket. Call [`BucketSource::sync`] to pick up block changes.
 #[derive(Debug)]
@@ -35,8 +44,30 @@ pub struct BucketSource {
     blocks: RwLock<BTreeMap<String, Arc<BlockReader>>>,
     /// Blocks seen that are not raw resolution (not served).
     skipped: RwLock<HashSet<String>>,
+    /// Blocks outside the time window, with their `[min_time, max_time)`, re-checked at each sync.
+    outside: RwLock<BTreeMap<String, (i64, i64)>>,
+    window: Window,
     /// Decoded sample pages of the loaded blocks (a block's pages leave with the block).
     cache: Arc<PageCache>,
+}
+
+/// The optional [`TimeWindow`] (a closure, hence this wrapper's own `Debug`).
+#[derive(Clone, Default)]
+struct Window(Option<TimeWindow>);
+
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(w) => write!(f, "{:?}", w()),
+            None => f.write_str("unbounded"),
+        }
+    }
+}
+
+impl Window {
+    fn get(&self) -> (i64, i64) {
+        self.0.as_ref().map_or((i64::MIN, i64::MAX), |w| w())
+    }
 }
 
 impl BucketSource {
@@ -52,8 +83,24 @@ impl BucketSource {
             bucket,
             blocks: RwLock::new(BTreeMap::new()),
             skipped: RwLock::new(HashSet::new()),
+            outside: RwLock::new(BTreeMap::new()),
+            window: Window::default(),
             cache: Arc::new(PageCache::new(bytes)),
         }
+    }
+
+    /// Serves only `window()`: blocks wholly outside it are not loaded (those that leave it are
+    /// dropped and those that enter it loaded at the next sync) and every request is clamped to it,
+    /// as Thanos's store gateway does with `--min-time`/`--max-time`.
+    pub fn with_time_window(mut self, window: TimeWindow) -> Self {
+        self.window = Window(Some(window));
+        self
+    }
+
+    /// `[min_t, max_t]` clamped to the time window.
+    fn clamp(&self, min_t: i64, max_t: i64) -> (i64, i64) {
+        let (lo, hi) = self.window.get();
+        (min_t.max(lo), max_t.min(hi))
     }
 
     /// Usage of the decoded-page cache.
@@ -76,10 +123,28 @@ impl BucketSource {
     /// A block that cannot be opened is logged and retried at the next sync.
     pub async fn sync(&self) -> Result<()> {
         let listed = self.bucket.list_blocks().await?;
+        let (lo, hi) = self.window.get();
+        let in_window = |(min, max): (i64, i64)| min <= hi && lo < max;
+        // Blocks that left the window are dropped (and remembered), those that entered it reopened.
+        let mut outside = std::mem::take(&mut *self.outside.write().unwrap_or_else(|p| p.into_inner()));
+        {
+            let mut b = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            b.retain(|u, r| {
+                let range = (r.meta().min_time, r.meta().max_time);
+                if !in_window(range) {
+                    outside.insert(u.clone(), range);
+                }
+                in_window(range)
+            });
+        }
+        let entered: Vec<String> = outside.iter().filter(|(_, r)| in_window(**r)).map(|(u, _)| u.clone()).collect();
+        for u in &entered {
+            outside.remove(u);
+        }
         let known: HashSet<String> = {
             let b = self.blocks.read().unwrap_or_else(|p| p.into_inner());
             let s = self.skipped.read().unwrap_or_else(|p| p.into_inner());
-            b.keys().chain(s.iter()).cloned().collect()
+            b.keys().chain(s.iter()).chain(outside.keys()).cloned().collect()
         };
         let mut opened = Vec::new();
         let mut skipped = Vec::new();
@@ -87,6 +152,10 @@ impl BucketSource {
             match self.bucket.read_meta(u).await {
                 Ok(m) if m.thanos.downsample.resolution != 0 || m.strata.is_none() => {
                     skipped.push(u.clone());
+                    continue;
+                }
+                Ok(m) if !in_window((m.min_time, m.max_time)) => {
+                    outside.insert(u.clone(), (m.min_time, m.max_time));
                     continue;
                 }
                 Ok(_) => {}
@@ -109,6 +178,8 @@ impl BucketSource {
             b.retain(|u, _| live.contains(u));
             b.extend(opened);
         }
+        outside.retain(|u, _| live.contains(u));
+        *self.outside.write().unwrap_or_else(|p| p.into_inner()) = outside;
         let mut s = self.skipped.write().unwrap_or_else(|p| p.into_inner());
         s.retain(|u| live.contains(u));
         s.extend(skipped);
@@ -120,6 +191,7 @@ impl BucketSource {
         self.blocks.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
+    /// Blocks overlapping `[min_t, max_t]` (already clamped to the window), by min time.
     fn overlapping(&self, min_t: i64, max_t: i64) -> Vec<Arc<BlockReader>> {
         let mut v: Vec<Arc<BlockReader>> =
             self.blocks().into_iter().filter(|b| b.meta().overlaps(min_t, max_t)).collect();
@@ -188,10 +260,17 @@ fn merge_sorted<'a>(a: Vec<&'a str>, b: impl IntoIterator<Item = &'a str>) -> Ve
     out
 }
 
-/// Series of `block` matching `matchers` with data in range, with external labels added, sorted by
-/// the resulting labels. Series that become equal once external labels override one of their labels
-/// are grouped (their samples are merged when read).
-fn block_series(block: &BlockReader, matchers: &[Matcher], min_t: i64, max_t: i64) -> Vec<(Labels, Vec<u32>)> {
+/// Series of `block` matching `matchers` with data in range, with external labels added and then
+/// `relabel` applied, sorted by the resulting labels. Series that become equal once external labels
+/// override one of their labels (or once relabelled) are grouped (their samples are merged when
+/// read).
+fn block_series(
+    block: &BlockReader,
+    matchers: &[Matcher],
+    min_t: i64,
+    max_t: i64,
+    relabel: &Relabel,
+) -> Vec<(Labels, Vec<u32>)> {
     let ext = &block.meta().thanos.labels;
     let Some(rest) = non_external(block, matchers) else { return Vec::new() };
     let idx = block.index();
@@ -203,6 +282,7 @@ fn block_series(block: &BlockReader, matchers: &[Matcher], min_t: i64, max_t: i6
             for (n, v) in ext {
                 l.set(n, v);
             }
+            relabel.apply(&mut l);
             (l, id)
         })
         .collect();
@@ -280,12 +360,13 @@ fn read_ahead(mut s: SeriesStream) -> SeriesStream {
 #[async_trait]
 impl SeriesSource for BucketSource {
     async fn select(&self, req: &SelectRequest) -> Result<SeriesStream> {
+        let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
         let streams: Vec<SeriesStream> = self
-            .overlapping(req.min_t, req.max_t)
+            .overlapping(min_t, max_t)
             .into_iter()
             .filter_map(|b| {
-                let series = block_series(&b, &req.matchers, req.min_t, req.max_t);
-                (!series.is_empty()).then(|| block_stream(b, series, req.min_t, req.max_t))
+                let series = block_series(&b, &req.matchers, min_t, max_t, &Relabel::default());
+                (!series.is_empty()).then(|| block_stream(b, series, min_t, max_t))
             })
             .collect();
         if streams.len() == 1 {
@@ -294,9 +375,55 @@ impl SeriesSource for BucketSource {
         Ok(merge_series_streams(streams.into_iter().map(read_ahead).collect()))
     }
 
+    /// Streams without collecting: every block is relabelled and sorted on its own (labels only),
+    /// blocks of one external label set are joined like [`SeriesSource::select`] joins them, and
+    /// the label sets are interleaved, so the replicas of a series (blocks whose external labels
+    /// differ only in a removed label) stay separate entries.
+    async fn select_relabelled(&self, req: &SelectRequest, relabel: &Relabel) -> Result<SeriesStream> {
+        if relabel.is_identity() {
+            return self.select(req).await;
+        }
+        let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
+        let mut sets: BTreeMap<BTreeMap<String, String>, Vec<SeriesStream>> = BTreeMap::new();
+        for b in self.overlapping(min_t, max_t) {
+            let series = block_series(&b, &req.matchers, min_t, max_t, relabel);
+            if !series.is_empty() {
+                let ext = b.meta().thanos.labels.clone();
+                sets.entry(ext).or_default().push(block_stream(b, series, min_t, max_t));
+            }
+        }
+        let many = sets.values().map(Vec::len).sum::<usize>() > 1;
+        let streams = sets
+            .into_values()
+            .map(|blocks| {
+                merge_series_streams(if many { blocks.into_iter().map(read_ahead).collect() } else { blocks })
+            })
+            .collect();
+        Ok(interleave_series_streams(streams))
+    }
+
+    /// One range per external label set of the loaded blocks, clamped to the time window.
+    async fn data_ranges(&self) -> Vec<DataRange> {
+        let mut sets: BTreeMap<&BTreeMap<String, String>, (i64, i64)> = BTreeMap::new();
+        let blocks = self.blocks();
+        for b in &blocks {
+            let m = b.meta();
+            let e = sets.entry(&m.thanos.labels).or_insert((i64::MAX, i64::MIN));
+            // meta.json's maxTime is exclusive.
+            *e = (e.0.min(m.min_time), e.1.max(m.max_time.saturating_sub(1)));
+        }
+        sets.into_iter()
+            .filter_map(|(ext, (min_t, max_t))| {
+                let (min_t, max_t) = self.clamp(min_t, max_t);
+                (min_t <= max_t).then(|| DataRange { labels: Labels::from_pairs(ext.clone()), min_t, max_t })
+            })
+            .collect()
+    }
+
     /// The union over blocks is taken on references to the blocks' label sets; each distinct
     /// set is cloned once at the end (blocks with external labels add modified copies).
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
+        let (min_t, max_t) = self.clamp(min_t, max_t);
         let blocks = self.overlapping(min_t, max_t);
         let mut plain: BTreeSet<&Labels> = BTreeSet::new();
         let mut relabelled: BTreeSet<Labels> = BTreeSet::new();
@@ -306,7 +433,8 @@ impl SeriesSource for BucketSource {
                 let ids = idx.resolve_in_range(matchers, min_t, max_t);
                 plain.extend(ids.into_iter().filter_map(|id| idx.labels.get(id as usize)));
             } else {
-                relabelled.extend(block_series(b, matchers, min_t, max_t).into_iter().map(|s| s.0));
+                relabelled
+                    .extend(block_series(b, matchers, min_t, max_t, &Relabel::default()).into_iter().map(|s| s.0));
             }
         }
         if relabelled.is_empty() {
@@ -319,6 +447,7 @@ impl SeriesSource for BucketSource {
     /// Answered from each block's cached label index when no matcher applies inside the block and
     /// the block lies wholly in range; otherwise from the matching series' labels (never cloned).
     async fn label_names(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let (min_t, max_t) = self.clamp(min_t, max_t);
         let blocks = self.overlapping(min_t, max_t);
         let mut out: Vec<&str> = Vec::new();
         for b in &blocks {
@@ -349,6 +478,7 @@ impl SeriesSource for BucketSource {
 
     /// Like [`BucketSource::label_names`]: the cached label index answers where it can.
     async fn label_values(&self, name: &str, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let (min_t, max_t) = self.clamp(min_t, max_t);
         let blocks = self.overlapping(min_t, max_t);
         let mut out: Vec<&str> = Vec::new();
         // The index list merged last: blocks in a row mostly repeat it, and checking that is
@@ -556,6 +686,109 @@ mod tests {
         assert!(src.label_values("c", &[], i64::MIN, i64::MAX).await.unwrap().is_empty());
         assert_eq!(src.label_values("b", &[], i64::MIN, i64::MAX).await.unwrap(), vec!["1", "3"]);
         assert_eq!(src.label_names(&[], 0, 100).await.unwrap(), vec!["__name__", "b"]);
+    }
+
+    #[tokio::test]
+    async fn time_window_keeps_blocks_out_and_clamps_requests() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        const H2: i64 = 7_200_000;
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let x = Labels::from_pairs([("__name__", "x")]);
+        // Three 2h blocks with 8 samples each, 15 min apart; the last one with an external label.
+        for k in 0..3i64 {
+            let ts: Vec<i64> = (0..8).map(|i| k * H2 + i * 900_000).collect();
+            let vs: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
+            let mut o = crate::BlockWriterOptions::new(ulid::Ulid::from_parts(k as u64 + 1, 1), k * H2, (k + 1) * H2);
+            if k == 2 {
+                o.external_labels.insert("replica".into(), "b".into());
+            }
+            let mut w = crate::BlockWriter::new(bucket.clone(), o).unwrap();
+            w.append_series(&x, &ts, &vs).await.unwrap();
+            w.finish().await.unwrap();
+        }
+        let lo = Arc::new(AtomicI64::new(H2));
+        let l = lo.clone();
+        let src = BucketSource::new(bucket)
+            .with_time_window(Arc::new(move || (l.load(Ordering::SeqCst), l.load(Ordering::SeqCst) + H2 + 1000)));
+        src.sync().await.unwrap();
+        let loaded = |src: &BucketSource| src.blocks().iter().map(|b| b.meta().min_time / H2).collect::<Vec<_>>();
+        assert_eq!(loaded(&src), vec![1, 2]);
+        let all = SelectRequest { min_t: i64::MIN, max_t: i64::MAX, ..Default::default() };
+        let got = flat(&src, &all).await;
+        // Block 1's samples and block 2's first (at 4h, inside the window's extra second).
+        let ts: Vec<i64> = got.iter().flat_map(|s| s.1.clone()).collect();
+        assert_eq!(ts, (0..9).map(|i| H2 + i * 900_000).collect::<Vec<_>>());
+        let series = src.series(&[], i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(src.label_values("replica", &[], i64::MIN, H2 * 2 - 1).await.unwrap(), Vec::<String>::new());
+        assert_eq!(src.label_names(&[], H2 * 3, i64::MAX).await.unwrap(), Vec::<String>::new());
+        let ranges = src.data_ranges().await;
+        assert_eq!(
+            ranges,
+            vec![
+                DataRange { labels: Labels::default(), min_t: H2, max_t: 2 * H2 - 1 },
+                DataRange { labels: Labels::from_pairs([("replica", "b")]), min_t: 2 * H2, max_t: 2 * H2 + 1000 },
+            ]
+        );
+        // The window moves back: block 0 loads, block 2 leaves.
+        lo.store(0, Ordering::SeqCst);
+        src.sync().await.unwrap();
+        assert_eq!(loaded(&src), vec![0, 1]);
+        let got = flat(&src, &all).await;
+        assert_eq!(got[0].1.len(), 9);
+        // ... and forward again: block 2 comes back without a new listing.
+        lo.store(2 * H2, Ordering::SeqCst);
+        src.sync().await.unwrap();
+        assert_eq!(loaded(&src), vec![2]);
+        // select_relabelled over the window: the replica label removed, samples clamped.
+        let r = Relabel { set: Labels::default(), remove: vec!["replica".into()] };
+        let batches: Vec<SeriesBatch> = src.select_relabelled(&all, &r).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(batches[0].series(0).0, &x);
+        assert_eq!(batches[0].series(0).1.len(), 8);
+    }
+
+    #[tokio::test]
+    async fn select_relabelled_matches_the_collected_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let data = synthetic(200, 0);
+        // Two replicas of the same data and a third block with another replica and zone override.
+        write_block(&bucket, ulid::Ulid::from_parts(1, 1), &[("replica", "a")], &data).await;
+        write_block(&bucket, ulid::Ulid::from_parts(1, 2), &[("replica", "b")], &data[..120]).await;
+        write_block(&bucket, ulid::Ulid::from_parts(1, 3), &[("replica", "c"), ("zone", "zz")], &data[50..]).await;
+        let src = BucketSource::new(bucket);
+        src.sync().await.unwrap();
+        for relabel in [
+            Relabel { set: Labels::default(), remove: vec!["replica".into()] },
+            Relabel { set: Labels::default(), remove: vec!["replica".into(), "job".into()] },
+            Relabel { set: Labels::from_pairs([("job", "j"), ("a", "1")]), remove: vec!["zone".into()] },
+        ] {
+            for req in requests() {
+                let got: Vec<SeriesBatch> =
+                    src.select_relabelled(&req, &relabel).await.unwrap().try_collect().await.unwrap();
+                let want = crate::source::relabel_collected(src.select(&req).await.unwrap(), &relabel).await.unwrap();
+                let want: Vec<SeriesBatch> = want.try_collect().await.unwrap();
+                // Entries with equal labels may come in another order: compare sorted entries.
+                let entries = |bs: &[SeriesBatch]| {
+                    let mut v = Vec::new();
+                    for b in bs {
+                        for i in 0..b.num_series() {
+                            let (l, t, x) = b.series(i);
+                            v.push((l.clone(), t.to_vec(), x.iter().map(|f| f.to_bits()).collect::<Vec<_>>()));
+                        }
+                    }
+                    v
+                };
+                let (g, mut w) = (entries(&got), entries(&want));
+                let order: Vec<&Labels> = g.iter().map(|e| &e.0).collect();
+                assert!(order.is_sorted(), "{relabel:?} {:?}", req.matchers);
+                let mut g = g.clone();
+                g.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+                w.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+                assert_eq!(g, w, "{relabel:?} {:?}", req.matchers);
+            }
+        }
     }
 
     #[test]

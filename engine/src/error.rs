@@ -118,6 +118,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A remote series source (e.g. a StoreAPI endpoint) failed or answered something unusable.
+    #[error("{endpoint}: {reason}")]
+    Remote {
+        /// The remote source (its address, or a description).
+        endpoint: String,
+        /// What went wrong, as the source or the transport reported it.
+        reason: String,
+    },
     /// Local I/O failed.
     #[error("i/o on {path}: {source}")]
     Io {

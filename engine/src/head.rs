@@ -743,6 +743,12 @@ impl Head {
         Ok(rep)
     }
 
+    /// Oldest and newest sample timestamps held (cheap: no walk over the series); `None` when empty.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        (st.min_t <= st.max_t).then_some((st.min_t, st.max_t))
+    }
+
     /// Counts, time range and memory of the head.
     pub fn stats(&self) -> HeadStats {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
@@ -969,6 +975,15 @@ impl SeriesSource for Head {
         }
         Ok(out.into_iter().map(str::to_string).collect())
     }
+
+    /// From the oldest sample to `i64::MAX` (the head keeps growing), without labels (the head's
+    /// series do not carry its blocks' external labels); none while the head is empty.
+    async fn data_ranges(&self) -> Vec<crate::DataRange> {
+        self.time_range()
+            .map(|(min_t, _)| crate::DataRange { labels: Labels::default(), min_t, max_t: i64::MAX })
+            .into_iter()
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -1006,6 +1021,7 @@ mod tests {
     async fn append_then_select_in_label_order() {
         let dir = tempfile::tempdir().unwrap();
         let head = Head::open(HeadOptions::new(dir.path())).await.unwrap();
+        assert!(head.data_ranges().await.is_empty() && head.time_range().is_none());
         let stale = f64::from_bits(STALE_NAN_BITS);
         let ts: Vec<i64> = (0..300).map(|i| 1_000_000 + i * 15_000).collect();
         let rep = head
@@ -1017,6 +1033,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rep, AppendReport { accepted: 602, ..Default::default() });
+        // A live head claims everything from its oldest sample on.
+        let range = crate::DataRange { labels: Labels::default(), min_t: 1_000_000, max_t: i64::MAX };
+        assert_eq!(head.data_ranges().await, vec![range]);
+        assert_eq!(head.time_range(), Some((1_000_000, *ts.last().unwrap())));
         let got = all(&*head, 0, i64::MAX).await;
         let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
         assert_eq!(names, vec![r#"down{job="a"}"#, r#"up{job="a"}"#, r#"up{job="b"}"#]);

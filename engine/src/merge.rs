@@ -9,6 +9,8 @@
 //!
 //! Used by the bucket source across blocks and by the query layer across sources.
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 
 use crate::error::Result;
@@ -20,16 +22,31 @@ pub const MERGE_BATCH_SAMPLES: usize = 1 << 20;
 /// Output batches close once they hold this many series.
 pub const MERGE_BATCH_SERIES: usize = 16 * 1024;
 
-struct Cursor {
+/// A reading position in a [`SeriesStream`]: the batch holding the current series and its index.
+/// Merges keep one per input stream; batches are shared (`Arc`), so a merge may hold on to series of
+/// earlier batches while the cursor moves on.
+pub struct SeriesCursor {
     stream: SeriesStream,
-    batch: Option<SeriesBatch>,
+    batch: Option<Arc<SeriesBatch>>,
     pos: usize,
     done: bool,
 }
 
-impl Cursor {
-    /// Makes `batch[pos]` a valid series unless the stream is exhausted.
-    async fn fill(&mut self) -> Result<()> {
+impl std::fmt::Debug for SeriesCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesCursor").field("pos", &self.pos).field("done", &self.done).finish_non_exhaustive()
+    }
+}
+
+impl SeriesCursor {
+    /// A cursor before the first series of `stream`; call [`SeriesCursor::fill`].
+    pub fn new(stream: SeriesStream) -> Self {
+        SeriesCursor { stream, batch: None, pos: 0, done: false }
+    }
+
+    /// Reads batches until the cursor is on a series, unless the stream is exhausted. After an
+    /// error the cursor is exhausted.
+    pub async fn fill(&mut self) -> Result<()> {
         loop {
             if self.done {
                 return Ok(());
@@ -46,21 +63,33 @@ impl Cursor {
                 }
                 Some(Err(e)) => {
                     self.done = true;
+                    self.batch = None;
                     return Err(e);
                 }
                 Some(Ok(b)) => {
-                    self.batch = Some(b);
+                    self.batch = Some(Arc::new(b));
                     self.pos = 0;
                 }
             }
         }
     }
 
-    fn head(&self) -> Option<&Labels> {
+    /// Labels of the current series (None when exhausted or not filled).
+    pub fn head(&self) -> Option<&Labels> {
         if self.done {
             return None;
         }
         self.batch.as_ref().and_then(|b| b.labels.get(self.pos))
+    }
+
+    /// The batch of the current series and the series' index in it.
+    pub fn current(&self) -> Option<(&Arc<SeriesBatch>, usize)> {
+        self.batch.as_ref().filter(|b| !self.done && self.pos < b.num_series()).map(|b| (b, self.pos))
+    }
+
+    /// Moves past the current series (call [`SeriesCursor::fill`] before reading on).
+    pub fn advance(&mut self) {
+        self.pos += 1;
     }
 }
 
@@ -85,11 +114,11 @@ fn merge_samples(a: (&[i64], &[f64]), b: (&[i64], &[f64]), out_t: &mut Vec<i64>,
 }
 
 struct State {
-    cursors: Vec<Cursor>,
-    finished: bool,
+    cursors: Vec<SeriesCursor>,
 }
 
-impl State {
+#[async_trait::async_trait]
+impl BatchProducer for State {
     async fn next_batch(&mut self) -> Result<Option<SeriesBatch>> {
         let mut out: Vec<(Labels, Vec<i64>, Vec<f64>)> = Vec::new();
         let mut samples = 0usize;
@@ -97,15 +126,15 @@ impl State {
             for c in &mut self.cursors {
                 c.fill().await?;
             }
-            let Some(min) = self.cursors.iter().filter_map(Cursor::head).min().cloned() else { break };
+            let Some(min) = self.cursors.iter().filter_map(SeriesCursor::head).min().cloned() else { break };
             let mut ts: Vec<i64> = Vec::new();
             let mut vs: Vec<f64> = Vec::new();
             for c in &mut self.cursors {
                 if c.head() != Some(&min) {
                     continue;
                 }
-                if let Some(b) = &c.batch {
-                    let (_, t, v) = b.series(c.pos);
+                if let Some((b, i)) = c.current() {
+                    let (_, t, v) = b.series(i);
                     // Blocks of one series usually follow each other in time: then appending is
                     // the merge.
                     if ts.last().is_none_or(|&last| t.first().is_none_or(|&first| first > last)) {
@@ -119,7 +148,7 @@ impl State {
                         vs = mv;
                     }
                 }
-                c.pos += 1;
+                c.advance();
             }
             if ts.is_empty() {
                 continue;
@@ -134,6 +163,26 @@ impl State {
     }
 }
 
+/// The state of a stream built batch by batch (a merge's cursors and output), see
+/// [`produce_stream`].
+#[async_trait::async_trait]
+pub trait BatchProducer: Send + 'static {
+    /// The next batch; None when done.
+    async fn next_batch(&mut self) -> Result<Option<SeriesBatch>>;
+}
+
+/// The stream of `producer`'s batches; it ends after the first error.
+pub fn produce_stream<P: BatchProducer>(producer: P) -> SeriesStream {
+    Box::pin(futures::stream::unfold(Some(producer), |state| async move {
+        let mut p = state?;
+        match p.next_batch().await {
+            Ok(Some(b)) => Some((Ok(b), Some(p))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    }))
+}
+
 /// Merges streams that each satisfy the [`crate::SeriesSource`] contract into one that does too.
 /// Series with equal labels are joined; on equal timestamps the sample of the stream listed first
 /// is kept. Batches hold at most about [`MERGE_BATCH_SAMPLES`] samples (more only for one huge
@@ -144,23 +193,69 @@ pub fn merge_series_streams(mut streams: Vec<SeriesStream>) -> SeriesStream {
     {
         return s;
     }
-    let state = State {
-        cursors: streams.into_iter().map(|stream| Cursor { stream, batch: None, pos: 0, done: false }).collect(),
-        finished: false,
-    };
-    Box::pin(futures::stream::unfold(state, |mut st| async move {
-        if st.finished {
-            return None;
-        }
-        match st.next_batch().await {
-            Ok(Some(b)) => Some((Ok(b), st)),
-            Ok(None) => None,
-            Err(e) => {
-                st.finished = true;
-                Some((Err(e), st))
+    produce_stream(State { cursors: streams.into_iter().map(SeriesCursor::new).collect() })
+}
+
+/// Interleaves streams that each satisfy the [`crate::SeriesSource`] contract into one stream in
+/// label order **without joining** equal series: entries with equal labels follow each other, those
+/// of the stream listed first first. [`crate::SeriesSource::select_relabelled`] implementations use
+/// it to keep replicas apart once their replica label is gone.
+///
+/// ```text
+///   stream 0: a{..} c{..}   ─┐
+///   stream 1: a{..} b{..}   ─┴─► a{0} a{1} b{1} c{0}
+/// ```
+///
+/// Output batches are zero-copy slices of the input batches (runs of series one stream contributes
+/// before another's turn).
+pub fn interleave_series_streams(mut streams: Vec<SeriesStream>) -> SeriesStream {
+    if streams.len() == 1
+        && let Some(s) = streams.pop()
+    {
+        return s;
+    }
+    let cursors: Vec<SeriesCursor> = streams.into_iter().map(SeriesCursor::new).collect();
+    Box::pin(futures::stream::unfold(Some(cursors), |state| async move {
+        let mut cursors = state?;
+        for c in &mut cursors {
+            if let Err(e) = c.fill().await {
+                return Some((Err(e), None));
             }
         }
+        // The first stream holding the smallest head goes next.
+        let mut best: Option<(usize, &Labels)> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            if let Some(h) = c.head()
+                && best.is_none_or(|(_, b)| h < b)
+            {
+                best = Some((i, h));
+            }
+        }
+        let (i, _) = best?;
+        // Its run ends before the first entry that another stream's head must precede: an equal
+        // head of an earlier stream or a smaller head of any other.
+        let bound = |l: &Labels| {
+            cursors.iter().enumerate().any(|(j, c)| j != i && c.head().is_some_and(|h| h < l || (h == l && j < i)))
+        };
+        let (b, pos) = cursors[i].current()?;
+        let mut end = pos + 1;
+        while end < b.num_series() && !bound(&b.labels[end]) {
+            end += 1;
+        }
+        let out = slice_batch(b, pos, end);
+        cursors[i].pos = end;
+        Some((Ok(out), Some(cursors)))
     }))
+}
+
+/// Series `from..to` of `b`, sharing its sample buffers.
+fn slice_batch(b: &SeriesBatch, from: usize, to: usize) -> SeriesBatch {
+    let (first, last) = (b.offsets[from], b.offsets[to]);
+    SeriesBatch {
+        labels: b.labels[from..to].to_vec(),
+        offsets: b.offsets[from..=to].iter().map(|o| o - first).collect(),
+        samples: b.samples.slice(first, last - first),
+    }
 }
 
 /// Several sources seen as one: `select` merges their streams with [`merge_series_streams`]
@@ -190,12 +285,38 @@ impl crate::SeriesSource for MergedSource {
         Ok(merge_series_streams(streams))
     }
 
+    /// Each source relabelled, interleaved: a series present in several sources comes once per
+    /// source.
+    async fn select_relabelled(
+        &self,
+        req: &crate::SelectRequest,
+        relabel: &crate::source::Relabel,
+    ) -> Result<SeriesStream> {
+        if relabel.is_identity() {
+            return self.select(req).await;
+        }
+        let mut streams = Vec::with_capacity(self.sources.len());
+        for s in &self.sources {
+            streams.push(s.select_relabelled(req, relabel).await?);
+        }
+        Ok(interleave_series_streams(streams))
+    }
+
     async fn series(&self, matchers: &[crate::Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
         let mut out = Vec::new();
         for s in &self.sources {
             out.push(s.series(matchers, min_t, max_t).await?);
         }
         Ok(sorted_union(out))
+    }
+
+    /// The sources' ranges, one list after the other.
+    async fn data_ranges(&self) -> Vec<crate::DataRange> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            out.extend(s.data_ranges().await);
+        }
+        out
     }
 
     async fn label_names(&self, matchers: &[crate::Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
@@ -294,6 +415,47 @@ mod tests {
         })]));
         let ok = stream(vec![vec![(l("a"), vec![1], vec![1.0])]]);
         let r: Result<Vec<SeriesBatch>> = merge_series_streams(vec![ok, bad]).try_collect().await;
+        assert!(r.unwrap_err().to_string().contains("boom"));
+    }
+
+    #[tokio::test]
+    async fn interleave_keeps_equal_series_apart_in_stream_order() {
+        let s0 = stream(vec![
+            vec![(l("a"), vec![1], vec![1.0]), (l("c"), vec![3], vec![3.0])],
+            vec![(l("d"), vec![4], vec![4.0]), (l("e"), vec![5], vec![5.0])],
+        ]);
+        let s1 = stream(vec![vec![], vec![(l("a"), vec![10], vec![10.0]), (l("b"), vec![20], vec![20.0])]]);
+        let s2 = stream(vec![vec![(l("c"), vec![30, 31], vec![30.0, 31.0])], vec![(l("f"), vec![6], vec![6.0])]]);
+        let out: Vec<SeriesBatch> = interleave_series_streams(vec![s0, s1, s2]).try_collect().await.unwrap();
+        let mut got = Vec::new();
+        for b in &out {
+            assert_eq!(b.offsets.len(), b.num_series() + 1);
+            assert_eq!(b.offsets[0], 0);
+            assert_eq!(*b.offsets.last().unwrap(), b.samples.num_rows());
+            for i in 0..b.num_series() {
+                let (lab, t, v) = b.series(i);
+                got.push((lab.metric_name().unwrap().to_string(), t.to_vec(), v.to_vec()));
+            }
+        }
+        let want: Vec<(String, Vec<i64>, Vec<f64>)> = vec![
+            ("a".into(), vec![1], vec![1.0]),
+            ("a".into(), vec![10], vec![10.0]),
+            ("b".into(), vec![20], vec![20.0]),
+            ("c".into(), vec![3], vec![3.0]),
+            ("c".into(), vec![30, 31], vec![30.0, 31.0]),
+            ("d".into(), vec![4], vec![4.0]),
+            ("e".into(), vec![5], vec![5.0]),
+            ("f".into(), vec![6], vec![6.0]),
+        ];
+        assert_eq!(got, want);
+        // d and e come from one batch of stream 0 with nothing in between: one slice.
+        assert!(out.iter().any(|b| b.num_series() == 2 && b.labels[0] == l("d")));
+        let bad: SeriesStream = Box::pin(futures::stream::iter(vec![Err(crate::Error::BadInput {
+            block: "b".into(),
+            reason: "boom".into(),
+        })]));
+        let r: Result<Vec<SeriesBatch>> =
+            interleave_series_streams(vec![stream(vec![vec![(l("a"), vec![1], vec![1.0])]]), bad]).try_collect().await;
         assert!(r.unwrap_err().to_string().contains("boom"));
     }
 

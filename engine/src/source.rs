@@ -176,12 +176,91 @@ pub struct SelectRequest {
     pub hints: SelectHints,
 }
 
+/// The data behind one external label set of a source, as a StoreAPI `Info` answer lists it
+/// (`TSDBInfo`): the labels every one of its series carries and the inclusive time range of its
+/// samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRange {
+    /// Labels all series of this part carry (a block's or a tenant's external labels; empty for
+    /// data without any).
+    pub labels: Labels,
+    /// Oldest sample that may be present (ms, inclusive).
+    pub min_t: i64,
+    /// Newest sample that may be present (ms, inclusive); `i64::MAX` for data still growing.
+    pub max_t: i64,
+}
+
+impl DataRange {
+    /// A range that claims nothing: any series at any time may be present.
+    pub fn unbounded() -> Self {
+        DataRange { labels: Labels::default(), min_t: i64::MIN, max_t: i64::MAX }
+    }
+}
+
+/// A change applied to the labels of every selected series by [`SeriesSource::select_relabelled`]:
+/// first the `set` labels are put on (replacing same-named ones), then the `remove` names are taken
+/// off. A StoreAPI server uses it for its external labels and `without_replica_labels`.
+///
+/// ```
+/// use engine::{Labels, source::Relabel};
+/// let r = Relabel { set: Labels::from_pairs([("zone", "eu")]), remove: vec!["replica".into()] };
+/// let mut l = Labels::from_pairs([("__name__", "up"), ("replica", "a"), ("zone", "us")]);
+/// r.apply(&mut l);
+/// assert_eq!(l, Labels::from_pairs([("__name__", "up"), ("zone", "eu")]));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Relabel {
+    /// Labels put on every series, replacing a same-named label.
+    pub set: Labels,
+    /// Label names removed from every series after `set`.
+    pub remove: Vec<String>,
+}
+
+impl Relabel {
+    /// True when the relabelling changes nothing.
+    pub fn is_identity(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies the change to `l`.
+    pub fn apply(&self, l: &mut Labels) {
+        for x in self.set.iter() {
+            l.set(&x.name, &x.value);
+        }
+        for n in &self.remove {
+            l.remove(n);
+        }
+    }
+}
+
 /// Anything that holds series and samples.
 #[async_trait]
 pub trait SeriesSource: Send + Sync + fmt::Debug {
     /// Series matching all matchers with their samples in `[min_t, max_t]`; series with no sample in
     /// range are left out. Series in label order, each whole in one batch.
     async fn select(&self, req: &SelectRequest) -> Result<SeriesStream>;
+
+    /// [`SeriesSource::select`] with every series' labels changed by `relabel` (matchers apply to
+    /// the labels before the change), in the order of the changed labels. Series that become
+    /// equal are not joined: they follow each other as separate entries, each whole, so a
+    /// consumer can tell the replicas of a series apart once the replica label is gone.
+    ///
+    /// The default collects the whole selection, relabels it and sorts it (fine for in-memory
+    /// sources); sources that can produce the order while streaming override it.
+    async fn select_relabelled(&self, req: &SelectRequest, relabel: &Relabel) -> Result<SeriesStream> {
+        let stream = self.select(req).await?;
+        if relabel.is_identity() {
+            return Ok(stream);
+        }
+        relabel_collected(stream, relabel).await
+    }
+
+    /// The external label sets of the data held and the time range of each, answered from
+    /// metadata without reading samples (a StoreAPI server's `Info`). The default claims any
+    /// series at any time ([`DataRange::unbounded`]).
+    async fn data_ranges(&self) -> Vec<DataRange> {
+        vec![DataRange::unbounded()]
+    }
 
     /// Label sets of the series matching all matchers that have data in `[min_t, max_t]`, sorted.
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>>;
@@ -205,6 +284,30 @@ pub trait SeriesSource: Send + Sync + fmt::Debug {
         }
         Ok(out.into_iter().collect())
     }
+}
+
+/// The default of [`SeriesSource::select_relabelled`]: collects `stream`, relabels every series
+/// and sorts by the new labels (stable, so equal ones keep their order), in batches of at most
+/// [`MEM_BATCH_SERIES`] series.
+pub async fn relabel_collected(mut stream: SeriesStream, relabel: &Relabel) -> Result<SeriesStream> {
+    use futures::StreamExt;
+    let mut all: Vec<(Labels, Vec<i64>, Vec<f64>)> = Vec::new();
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        for i in 0..b.num_series() {
+            let (l, t, v) = b.series(i);
+            let mut l = l.clone();
+            relabel.apply(&mut l);
+            all.push((l, t.to_vec(), v.to_vec()));
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut batches = Vec::new();
+    let mut it = all.into_iter().peekable();
+    while it.peek().is_some() {
+        batches.push(SeriesBatch::from_series(it.by_ref().take(MEM_BATCH_SERIES).collect()));
+    }
+    Ok(Box::pin(futures::stream::iter(batches)))
 }
 
 /// An in-memory series source: a sorted map of series to samples. Used by tests, the PromQL test
@@ -291,6 +394,20 @@ impl SeriesSource for MemSource {
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
         Ok(self.matching(matchers, min_t, max_t).into_iter().map(|s| s.0).collect())
     }
+
+    /// One unlabelled range from the oldest to the newest sample held (none when empty).
+    async fn data_ranges(&self) -> Vec<DataRange> {
+        let g = match self.series.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let min_t = g.values().filter_map(|s| s.0.first()).min();
+        let max_t = g.values().filter_map(|s| s.0.last()).max();
+        match (min_t, max_t) {
+            (Some(&min_t), Some(&max_t)) => vec![DataRange { labels: Labels::default(), min_t, max_t }],
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +440,36 @@ mod tests {
         assert!(s.series(&[], 6, 10).await.unwrap().is_empty());
         // Without start timestamps the batch has no start_timestamp column.
         assert!(b.start_timestamps().is_none());
+    }
+
+    #[tokio::test]
+    async fn default_select_relabelled_sorts_by_the_new_labels_and_keeps_equal_ones_apart() {
+        let s = MemSource::new();
+        let l = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied());
+        s.add(l(&[("__name__", "m"), ("p", "1"), ("r", "a")]), &[1], &[1.0]);
+        s.add(l(&[("__name__", "m"), ("p", "1"), ("q", "1"), ("r", "a")]), &[2], &[2.0]);
+        s.add(l(&[("__name__", "m"), ("p", "1"), ("r", "b")]), &[3], &[3.0]);
+        let req = SelectRequest { min_t: 0, max_t: 10, ..Default::default() };
+        let relabel = Relabel { set: l(&[("a", "1")]), remove: vec!["r".into()] };
+        let batches: Vec<SeriesBatch> = s.select_relabelled(&req, &relabel).await.unwrap().try_collect().await.unwrap();
+        let got: Vec<(String, Vec<i64>)> = batches
+            .iter()
+            .flat_map(|b| (0..b.num_series()).map(|i| (b.series(i).0.to_string(), b.series(i).1.to_vec())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (r#"m{a="1", p="1"}"#.to_string(), vec![1]),
+                (r#"m{a="1", p="1"}"#.to_string(), vec![3]),
+                (r#"m{a="1", p="1", q="1"}"#.to_string(), vec![2]),
+            ]
+        );
+        // The identity leaves select alone; the ranges cover the samples.
+        let plain: Vec<SeriesBatch> =
+            s.select_relabelled(&req, &Relabel::default()).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(plain[0].labels[0], l(&[("__name__", "m"), ("p", "1"), ("q", "1"), ("r", "a")]));
+        assert_eq!(s.data_ranges().await, vec![DataRange { labels: Labels::default(), min_t: 1, max_t: 3 }]);
+        assert!(MemSource::new().data_ranges().await.is_empty());
     }
 
     #[tokio::test]

@@ -136,6 +136,9 @@ impl SeriesSource for EngineHead {
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> engine::Result<Vec<Labels>> {
         self.head.series(matchers, min_t, max_t).await
     }
+    async fn data_ranges(&self) -> Vec<engine::DataRange> {
+        self.head.data_ranges().await
+    }
 }
 
 #[async_trait]
@@ -817,6 +820,21 @@ impl SeriesSource for ReceiveSource {
             return Ok(Box::pin(futures::stream::empty()));
         }
         Ok(engine::merge_series_streams(streams))
+    }
+
+    /// Each tenant head's ranges, labelled with the tenant's external labels.
+    async fn data_ranges(&self) -> Vec<engine::DataRange> {
+        let mut out = Vec::new();
+        for (tenant, head) in self.state.heads().await {
+            let ext = self.state.tenant_labels(&tenant);
+            out.extend(
+                head.data_ranges()
+                    .await
+                    .into_iter()
+                    .map(|r| engine::DataRange { labels: with_labels(r.labels, &ext), ..r }),
+            );
+        }
+        out
     }
 
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> engine::Result<Vec<Labels>> {

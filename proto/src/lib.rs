@@ -61,10 +61,48 @@ pub mod thanos {
 }
 
 /// Package `hintspb`: store gateway hints, carried in `google.protobuf.Any`.
+///
+/// Each hints message knows its `Any` type URL (`type.googleapis.com/hintspb.<Message>`, as Go's
+/// `types.MarshalAny` writes it), so [`prost_types::Any::from_msg`] packs it and
+/// [`prost_types::Any::to_msg`] unpacks it after checking the type:
+///
+/// ```
+/// use proto::hintspb::SeriesRequestHints;
+/// let any = prost_types::Any::from_msg(&SeriesRequestHints { enable_query_stats: true, ..Default::default() }).unwrap();
+/// assert_eq!(any.type_url, "type.googleapis.com/hintspb.SeriesRequestHints");
+/// assert!(any.to_msg::<SeriesRequestHints>().unwrap().enable_query_stats);
+/// assert!(any.to_msg::<proto::hintspb::LabelNamesRequestHints>().is_err());
+/// ```
 #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 pub mod hintspb {
     include!(concat!(env!("OUT_DIR"), "/hintspb.rs"));
+
+    /// Prefix of the `Any` type URLs of the hints (Go's `types.MarshalAny` writes it).
+    pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
+
+    macro_rules! any_name {
+        ($($t:ident),*) => {$(
+            impl prost::Name for $t {
+                const NAME: &'static str = stringify!($t);
+                const PACKAGE: &'static str = "hintspb";
+                fn type_url() -> String {
+                    format!("{TYPE_URL_PREFIX}hintspb.{}", stringify!($t))
+                }
+            }
+        )*};
+    }
+    any_name!(
+        SeriesRequestHints,
+        SeriesResponseHints,
+        LabelNamesRequestHints,
+        LabelNamesResponseHints,
+        LabelValuesRequestHints,
+        LabelValuesResponseHints
+    );
 }
+
+#[cfg(test)]
+mod golden_tests;
 
 #[cfg(test)]
 mod tests {

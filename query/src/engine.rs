@@ -96,6 +96,8 @@ impl std::fmt::Debug for Inner {
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    /// Read instead of the source the engine was built with (see [`Engine::with_source`]).
+    source: Option<Arc<dyn SeriesSource>>,
 }
 
 /// Default resolution of subqueries without a step (`x[5m:]`), as Prometheus's default
@@ -126,7 +128,13 @@ impl Engine {
             .with_physical_optimizer_rules(physical_rules)
             .with_query_planner(Arc::new(PromQueryPlanner { ext }))
             .build();
-        Engine { inner: Arc::new(Inner { opts, state }) }
+        Engine { inner: Arc::new(Inner { opts, state }), source: None }
+    }
+
+    /// This engine reading `source` instead of the source it was built with: same settings and
+    /// session, nothing rebuilt (the querier gives each request its own view of its sources).
+    pub fn with_source(&self, source: Arc<dyn SeriesSource>) -> Engine {
+        Engine { inner: Arc::clone(&self.inner), source: Some(source) }
     }
 
     /// A task context for one query: the engine's settings plus `ann`, which the plan's nodes
@@ -137,6 +145,9 @@ impl Engine {
         let mut cfg = state.config().clone();
         if let Some(ann) = ann {
             cfg.set_extension(ann);
+        }
+        if let Some(src) = &self.source {
+            cfg.set_extension(Arc::new(crate::plan::series_scan::ScanSource(Arc::clone(src))));
         }
         Arc::new(TaskContext::new(
             None,

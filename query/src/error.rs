@@ -21,6 +21,10 @@ pub enum Error {
     /// "query processing would load too many samples into memory in <phase>").
     #[error("{0}")]
     TooManySamples(String),
+    /// A request limit was exceeded (e.g. the StoreAPI's `--store.limits.request-series`; gRPC
+    /// `ResourceExhausted`). The message names the limit and the flag setting it.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A storage error.
     #[error("storage: {0}")]
     Storage(#[from] engine::Error),
@@ -34,7 +38,7 @@ impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::BadData(_) => "bad_data",
-            Error::Execution(_) | Error::TooManySamples(_) => "execution",
+            Error::Execution(_) | Error::TooManySamples(_) | Error::LimitExceeded(_) => "execution",
             Error::Timeout(_) => "timeout",
             Error::Canceled(_) => "canceled",
             Error::Storage(_) | Error::Internal(_) => "internal",

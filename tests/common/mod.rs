@@ -145,6 +145,38 @@ impl Strata {
         let st = self.daemon.kill().unwrap();
         assert!(!st.success(), "killed process reported success: {st}");
     }
+
+    /// GET `path_and_query`: the status and the JSON body.
+    pub async fn get(&self, path_and_query: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new().get(self.url(path_and_query)).send().await.unwrap();
+        Self::decode(r).await
+    }
+
+    /// POST a form body to `path`: the status and the JSON body.
+    pub async fn post(&self, path: &str, form: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_string())
+            .send()
+            .await
+            .unwrap();
+        Self::decode(r).await
+    }
+
+    /// The status and JSON body of a response, asserting the JSON content type.
+    pub async fn decode(r: reqwest::Response) -> (u16, serde_json::Value) {
+        let status = r.status().as_u16();
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    }
+
+    /// GET `path`: the status and the body as text.
+    pub async fn text(&self, path: &str) -> (u16, String) {
+        let r = reqwest::Client::new().get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
 }
 
 /// Starts `moto_server` (S3) on a free loopback port and waits until it answers. None if missing.
@@ -177,4 +209,70 @@ pub fn create_s3_bucket(port: u16, name: &str) {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");
+}
+
+/// Starts `cmd` with stderr to `log` and waits (up to 60 s) until `base/-/ready` answers 200.
+pub async fn start_daemon(cmd: &mut Command, base: &str, log: &Path) -> Daemon {
+    let mut d = Daemon::spawn(cmd, log).unwrap();
+    if let Err(e) = d.wait_http_ok(&format!("{base}/-/ready"), Duration::from_secs(60), log).await {
+        panic!("{cmd:?} did not get ready: {e}");
+    }
+    d
+}
+
+/// The test venv's python (`$STRATA_VENV`, default /var/tmp/strata-venv) if it can import every
+/// module of `modules`. Under CI=true a missing one panics (the test FAILS); otherwise None.
+pub fn venv_python(modules: &[&str]) -> Option<PathBuf> {
+    let venv = std::env::var("STRATA_VENV").unwrap_or_else(|_| "/var/tmp/strata-venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    let import = format!("import {}", modules.join(", "));
+    let ok = py.is_file() && Command::new(&py).args(["-c", &import]).status().is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("python modules {modules:?} are not installed in {venv} (run scripts/install-test-deps)");
+        }
+        eprintln!("NOTICE: python modules {modules:?} not in {venv}; skipping this test (it fails under CI=true)");
+        return None;
+    }
+    Some(py)
+}
+
+/// A plain HTTP/1.1 GET of `path` on a loopback port: the status (0 when nothing answers) and the
+/// body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    if s.read_to_string(&mut resp).is_err() {
+        return (0, String::new());
+    }
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// `ingest::datagen` fleet data for `spec` as OpenMetrics text, plus a gauge family `special{kind="edge"}`
+/// with NaN, infinities, signed zero and extreme values, one a minute from the spec's start.
+pub fn openmetrics_with_specials(spec: &ingest::datagen::GenSpec) -> String {
+    let mut buf = Vec::new();
+    ingest::datagen::write_openmetrics(spec, &mut buf).unwrap();
+    let mut text = String::from_utf8(buf).unwrap();
+    text.truncate(text.len() - "# EOF\n".len());
+    text.push_str("# TYPE special gauge\n");
+    let t0 = spec.start_ms / 1000;
+    for (i, v) in ["NaN", "+Inf", "-Inf", "0", "-0.0", "1e-300", "123456789.123456789", "NaN"].iter().enumerate() {
+        text.push_str(&format!("special{{kind=\"edge\"}} {v} {}\n", t0 + 60 * i as i64));
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
+/// POSTs a snappy-compressed remote-write 1.0 body to `url`; the status and the response text.
+pub async fn post_remote_write(url: &str, body: Vec<u8>) -> (u16, String) {
+    let r = ingest::remote_write::post(&reqwest::Client::new(), url, body).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }

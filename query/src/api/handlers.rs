@@ -1,24 +1,26 @@
 //! The endpoint handlers: parse the form, call the engine or the source, encode the answer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use engine::{Labels, Matcher};
+use engine::{Labels, Matcher, SeriesSource};
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::ApiState;
 use super::json::{self, write_str};
 use super::params::{
-    Form, invalid_param, parse_bool, parse_duration, parse_limit, parse_matches, parse_start_end, parse_time,
-    unescape_label_name, valid_label_name,
+    Form, invalid_param, parse_bool, parse_duration, parse_limit, parse_matches, parse_selector_param, parse_start_end,
+    parse_time, unescape_label_name, valid_label_name,
 };
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::storeapi::{ReadOptions, Warnings};
 use crate::value::Value;
 
 /// Most points per series a range query may ask for, as Prometheus.
@@ -168,6 +170,39 @@ fn storage_err(e: engine::Error) -> Error {
     Error::Execution(e.to_string())
 }
 
+/// What one request reads: its view of the API's sources, built from the Thanos read parameters,
+/// and the warnings the sources report while answering it.
+struct Read {
+    source: Arc<dyn SeriesSource>,
+    warnings: Warnings,
+}
+
+impl Read {
+    /// Parses `dedup`, `replicaLabels[]`, `partial_response`, `storeMatch[]` and the tenant header.
+    fn parse(s: &ApiState, f: &Form, headers: &HeaderMap) -> Result<Self> {
+        let dedup = parse_bool(f, "dedup", true)?;
+        let replica = f.get_all("replicaLabels[]");
+        let replica_labels = (!replica.is_empty()).then(|| replica.iter().map(|r| r.to_string()).collect());
+        let partial_response = match f.get_non_empty("partial_response") {
+            Some(_) => Some(parse_bool(f, "partial_response", true)?),
+            None => None,
+        };
+        let proxy = &s.inner.proxy;
+        let tenant = headers
+            .get(proxy.options().tenant_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        let mut store_matchers = Vec::new();
+        for sm in f.get_all("storeMatch[]") {
+            store_matchers.extend(parse_selector_param("storeMatch[]", sm)?);
+        }
+        let opts = ReadOptions { dedup, replica_labels, partial_response, tenant, store_matchers };
+        let warnings = Warnings::default();
+        Ok(Read { source: proxy.read(&opts, &warnings), warnings })
+    }
+}
+
 /// Per-request query settings.
 struct QueryOpts {
     timeout: Duration,
@@ -180,7 +215,7 @@ struct QueryOpts {
 }
 
 impl QueryOpts {
-    fn parse(s: &ApiState, f: &Form) -> Result<Self> {
+    fn parse(s: &ApiState, f: &Form, step_ms: i64) -> Result<Self> {
         let server_timeout = s.inner.config.engine.timeout;
         let timeout = match f.get_non_empty("timeout") {
             Some(t) => {
@@ -199,7 +234,7 @@ impl QueryOpts {
                 if ms > 0 {
                     opts.lookback_delta_ms = ms;
                 }
-                Some(Engine::new(s.inner.source.clone(), opts))
+                Some(Engine::new(Arc::clone(&s.inner.source), opts))
             }
             None => None,
         };
@@ -210,7 +245,7 @@ impl QueryOpts {
             .map(|v| format!("stats={v:?} is deprecated; use stats=all"));
         let explain = parse_bool(f, "explain", false)?;
         let analyze = parse_bool(f, "analyze", false)?;
-        check_thanos_params(f)?;
+        check_query_params(f, step_ms)?;
         Ok(QueryOpts { timeout, engine, limit, stats: stats_param.is_some(), stats_warning, explain, analyze })
     }
 
@@ -219,16 +254,29 @@ impl QueryOpts {
     }
 }
 
-/// Validates the Thanos querier parameters. `dedup` and `replicaLabels[]` act on `/series`;
-/// `partial_response` and `max_source_resolution` have no effect over a single bucket yet.
-fn check_thanos_params(f: &Form) -> Result<()> {
-    parse_bool(f, "dedup", true)?;
-    parse_bool(f, "partial_response", true)?;
-    if let Some(r) = f.get_non_empty("max_source_resolution")
-        && r != "auto"
-        && parse_duration(r).map_err(|e| invalid_param("max_source_resolution", e))? < 0
-    {
-        return Err(invalid_param("max_source_resolution", "negative resolutions are not accepted"));
+/// Validates the Thanos query parameters of `query` and `query_range` that are not read options.
+/// `max_source_resolution` asks for downsampled data, which Strata cannot read yet: only a raw
+/// resolution (0, or `auto` where it means 0) is accepted. `step_ms` is 0 for instant queries.
+fn check_query_params(f: &Form, step_ms: i64) -> Result<()> {
+    if let Some(r) = f.get_non_empty("max_source_resolution") {
+        // Thanos: `auto` is step/5 for range queries, the instant default (raw) otherwise.
+        let ms = if r == "auto" {
+            step_ms / 5
+        } else {
+            parse_duration(r).map_err(|e| invalid_param("max_source_resolution", e))?
+        };
+        if ms < 0 {
+            return Err(invalid_param("max_source_resolution", "negative resolutions are not accepted"));
+        }
+        if ms > 0 {
+            return Err(invalid_param(
+                "max_source_resolution",
+                format!(
+                    "{r:?} ({ms} ms) asks for downsampled data, which Strata does not read yet: it reads raw \
+                     samples only; leave the parameter out or use 0"
+                ),
+            ));
+        }
     }
     match f.get_non_empty("engine") {
         None | Some("prometheus" | "thanos") => Ok(()),
@@ -297,9 +345,16 @@ fn apply_limit(v: &mut Value, limit: Option<usize>) -> bool {
 }
 
 /// Runs an instant (`step_ms == 0`) or range query with its per-request options and encodes it.
-async fn run_query(s: &ApiState, f: &Form, expr: &str, start: i64, end: i64, step_ms: i64) -> Result<Answer> {
-    let opts = QueryOpts::parse(s, f)?;
-    let engine = opts.engine(s);
+async fn run_query(
+    s: &ApiState,
+    f: &Form,
+    headers: &HeaderMap,
+    expr: &str,
+    (start, end, step_ms): (i64, i64, i64),
+) -> Result<Answer> {
+    let opts = QueryOpts::parse(s, f, step_ms)?;
+    let read = Read::parse(s, f, headers)?;
+    let engine = &opts.engine(s).with_source(Arc::clone(&read.source));
     let started = Instant::now();
     let fut = async {
         if step_ms == 0 {
@@ -316,7 +371,8 @@ async fn run_query(s: &ApiState, f: &Form, expr: &str, start: i64, end: i64, ste
     } else {
         None
     };
-    let mut warnings = std::mem::take(&mut result.warnings);
+    let mut warnings = read.warnings.take();
+    warnings.append(&mut result.warnings);
     if apply_limit(&mut result.value, opts.limit) {
         warnings.push(TRUNCATED.into());
     }
@@ -337,16 +393,16 @@ async fn run_query(s: &ApiState, f: &Form, expr: &str, start: i64, end: i64, ste
     Ok(Answer { body: data, warnings, infos: result.infos })
 }
 
-async fn do_query(s: &ApiState, f: &Form) -> Result<Answer> {
+async fn do_query(s: &ApiState, f: &Form, headers: &HeaderMap) -> Result<Answer> {
     let expr = required_query(f)?;
     let t = match f.get_non_empty("time") {
         Some(t) => parse_time(t).map_err(|e| invalid_param("time", e))?,
         None => now_ms(),
     };
-    run_query(s, f, expr, t, t, 0).await
+    run_query(s, f, headers, expr, (t, t, 0)).await
 }
 
-async fn do_query_range(s: &ApiState, f: &Form) -> Result<Answer> {
+async fn do_query_range(s: &ApiState, f: &Form, headers: &HeaderMap) -> Result<Answer> {
     let start = parse_time(f.get("start").unwrap_or("")).map_err(|e| invalid_param("start", e))?;
     let end = parse_time(f.get("end").unwrap_or("")).map_err(|e| invalid_param("end", e))?;
     if end < start {
@@ -366,14 +422,14 @@ async fn do_query_range(s: &ApiState, f: &Form) -> Result<Answer> {
         ));
     }
     let expr = required_query(f)?;
-    run_query(s, f, expr, start, end, step).await
+    run_query(s, f, headers, expr, (start, end, step)).await
 }
 
 /// Union of the source's series over OR-ed matcher sets.
-async fn series_union(s: &ApiState, sets: &[Vec<Matcher>], start: i64, end: i64) -> Result<BTreeSet<Labels>> {
+async fn series_union(src: &dyn SeriesSource, sets: &[Vec<Matcher>], start: i64, end: i64) -> Result<BTreeSet<Labels>> {
     let mut all = BTreeSet::new();
     for set in sets {
-        all.extend(s.inner.source.series(set, start, end).await.map_err(storage_err)?);
+        all.extend(src.series(set, start, end).await.map_err(storage_err)?);
     }
     Ok(all)
 }
@@ -405,29 +461,19 @@ fn limit_list<T>(list: &mut Vec<T>, limit: Option<usize>) -> Vec<String> {
     }
 }
 
-async fn do_series(s: &ApiState, f: &Form) -> Result<Answer> {
+async fn do_series(s: &ApiState, f: &Form, headers: &HeaderMap) -> Result<Answer> {
     if f.get_all("match[]").is_empty() {
         return Err(Error::BadData("no match[] parameter provided".into()));
     }
     let sets = parse_matches(f)?;
     let (start, end) = parse_start_end(f)?;
     let limit = parse_limit(f)?;
-    check_thanos_params(f)?;
-    let mut all = series_union(s, &sets, start, end).await?;
-    let replica_labels = f.get_all("replicaLabels[]");
-    if parse_bool(f, "dedup", true)? && !replica_labels.is_empty() {
-        all = all
-            .into_iter()
-            .map(|mut l| {
-                for r in &replica_labels {
-                    l.remove(r);
-                }
-                l
-            })
-            .collect();
-    }
+    let read = Read::parse(s, f, headers)?;
+    // With dedup the proxy has removed the replica labels already.
+    let all = series_union(read.source.as_ref(), &sets, start, end).await?;
     let mut list: Vec<Labels> = all.into_iter().collect();
-    let warnings = limit_list(&mut list, limit);
+    let mut warnings = read.warnings.take();
+    warnings.extend(limit_list(&mut list, limit));
     let mut data = String::from(json::SUCCESS_OPEN);
     data.push('[');
     for (i, l) in list.iter().enumerate() {
@@ -440,12 +486,12 @@ async fn do_series(s: &ApiState, f: &Form) -> Result<Answer> {
     Ok(Answer { body: data, warnings, infos: vec![] })
 }
 
-async fn do_labels(s: &ApiState, f: &Form) -> Result<Answer> {
+async fn do_labels(s: &ApiState, f: &Form, headers: &HeaderMap) -> Result<Answer> {
     let sets = parse_matches(f)?;
     let (start, end) = parse_start_end(f)?;
     let limit = parse_limit(f)?;
-    check_thanos_params(f)?;
-    let src = &s.inner.source;
+    let read = Read::parse(s, f, headers)?;
+    let src = &read.source;
     let mut names: Vec<String> = if sets.is_empty() {
         src.label_names(&[], start, end).await.map_err(storage_err)?
     } else {
@@ -455,11 +501,12 @@ async fn do_labels(s: &ApiState, f: &Form) -> Result<Answer> {
         }
         all.into_iter().collect()
     };
-    let warnings = limit_list(&mut names, limit);
+    let mut warnings = read.warnings.take();
+    warnings.extend(limit_list(&mut names, limit));
     Ok(Answer { body: strings_body(&names), warnings, infos: vec![] })
 }
 
-async fn do_label_values(s: &ApiState, f: &Form, raw_name: &str) -> Result<Answer> {
+async fn do_label_values(s: &ApiState, f: &Form, headers: &HeaderMap, raw_name: &str) -> Result<Answer> {
     let name = unescape_label_name(raw_name);
     if !valid_label_name(&name) {
         return Err(Error::BadData(format!("invalid label name: {raw_name:?}")));
@@ -467,8 +514,8 @@ async fn do_label_values(s: &ApiState, f: &Form, raw_name: &str) -> Result<Answe
     let sets = parse_matches(f)?;
     let (start, end) = parse_start_end(f)?;
     let limit = parse_limit(f)?;
-    check_thanos_params(f)?;
-    let src = &s.inner.source;
+    let read = Read::parse(s, f, headers)?;
+    let src = &read.source;
     let mut values: Vec<String> = if sets.is_empty() {
         src.label_values(&name, &[], start, end).await.map_err(storage_err)?
     } else {
@@ -478,8 +525,63 @@ async fn do_label_values(s: &ApiState, f: &Form, raw_name: &str) -> Result<Answe
         }
         all.into_iter().collect()
     };
-    let warnings = limit_list(&mut values, limit);
+    let mut warnings = read.warnings.take();
+    warnings.extend(limit_list(&mut values, limit));
     Ok(Answer { body: strings_body(&values), warnings, infos: vec![] })
+}
+
+/// Go's `time.Time` JSON (RFC 3339 with nanoseconds, trailing zeros dropped), in UTC; Go's zero
+/// time for `None`.
+fn go_time(t: Option<SystemTime>) -> String {
+    let Some(t) = t else { return "0001-01-01T00:00:00Z".into() };
+    let dt: chrono::DateTime<chrono::Utc> = t.into();
+    let mut out = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let nanos = dt.timestamp_subsec_nanos();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// Thanos's `/api/v1/stores`: the endpoints by component type, each with its address, last
+/// successful check, last error, external label sets and time range.
+fn do_stores(s: &ApiState) -> Answer {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for st in s.inner.proxy.endpoints().map(|e| e.statuses()).unwrap_or_default() {
+        let mut o = String::from("{\"name\":");
+        write_str(&mut o, &st.name);
+        o.push_str(",\"lastCheck\":");
+        write_str(&mut o, &go_time(st.last_check));
+        o.push_str(",\"lastError\":");
+        match &st.last_error {
+            Some(e) => write_str(&mut o, e),
+            None => o.push_str("null"),
+        }
+        o.push_str(",\"labelSets\":[");
+        for (i, l) in st.label_sets.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            json::write_labels(&mut o, l);
+        }
+        o.push_str(&format!("],\"minTime\":{},\"maxTime\":{}}}", st.min_time, st.max_time));
+        groups.entry(st.component).or_default().push(o);
+    }
+    let mut data = String::from("{");
+    for (i, (component, list)) in groups.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        write_str(&mut data, component);
+        data.push_str(":[");
+        data.push_str(&list.join(","));
+        data.push(']');
+    }
+    data.push('}');
+    Answer::data(data)
 }
 
 fn do_metadata(f: &Form) -> Result<Answer> {
@@ -531,7 +633,7 @@ fn do_buildinfo() -> Answer {
 
 /// Generates a handler that reads the form and answers through `respond`.
 macro_rules! form_handler {
-    ($name:ident, $path:literal, |$s:ident, $f:ident| $body:expr) => {
+    ($name:ident, $path:literal, |$s:ident, $f:ident, $h:ident| $body:expr) => {
         pub(super) async fn $name(
             State($s): State<ApiState>,
             method: Method,
@@ -541,27 +643,32 @@ macro_rules! form_handler {
         ) -> Response {
             let started = Instant::now();
             let $f = form(&method, &headers, raw, &body);
+            let $h = &headers;
             let res = $body;
-            respond(&$s, $path, started, &headers, res).await
+            respond(&$s, $path, started, $h, res).await
         }
     };
 }
 
-form_handler!(query, "/api/v1/query", |s, f| do_query(&s, &f).await);
-form_handler!(query_range, "/api/v1/query_range", |s, f| do_query_range(&s, &f).await);
-form_handler!(series, "/api/v1/series", |s, f| do_series(&s, &f).await);
-form_handler!(labels, "/api/v1/labels", |s, f| do_labels(&s, &f).await);
-form_handler!(metadata, "/api/v1/metadata", |s, f| do_metadata(&f));
-form_handler!(format_query, "/api/v1/format_query", |s, f| do_format_query(&f));
-form_handler!(parse_query, "/api/v1/parse_query", |s, f| do_parse_query(&f));
-form_handler!(query_exemplars, "/api/v1/query_exemplars", |s, f| do_query_exemplars(&f));
-form_handler!(buildinfo, "/api/v1/status/buildinfo", |s, f| {
+form_handler!(query, "/api/v1/query", |s, f, h| do_query(&s, &f, h).await);
+form_handler!(query_range, "/api/v1/query_range", |s, f, h| do_query_range(&s, &f, h).await);
+form_handler!(series, "/api/v1/series", |s, f, h| do_series(&s, &f, h).await);
+form_handler!(labels, "/api/v1/labels", |s, f, h| do_labels(&s, &f, h).await);
+form_handler!(metadata, "/api/v1/metadata", |s, f, _h| do_metadata(&f));
+form_handler!(format_query, "/api/v1/format_query", |s, f, _h| do_format_query(&f));
+form_handler!(parse_query, "/api/v1/parse_query", |s, f, _h| do_parse_query(&f));
+form_handler!(query_exemplars, "/api/v1/query_exemplars", |s, f, _h| do_query_exemplars(&f));
+form_handler!(buildinfo, "/api/v1/status/buildinfo", |s, f, _h| {
     let _ = &f;
     Ok(do_buildinfo())
 });
-form_handler!(flags, "/api/v1/status/flags", |s, f| {
+form_handler!(flags, "/api/v1/status/flags", |s, f, _h| {
     let _ = &f;
     Ok(Answer::data(serde_json::to_string(&s.inner.config.flags).unwrap_or_else(|_| "{}".into())))
+});
+form_handler!(stores, "/api/v1/stores", |s, f, _h| {
+    let _ = &f;
+    Ok(do_stores(&s))
 });
 
 /// `GET /api/v1/label/<name>/values`.
@@ -573,7 +680,7 @@ pub(super) async fn label_values(
 ) -> Response {
     let started = Instant::now();
     let f = Form::parse(raw.as_deref(), &[]);
-    let res = do_label_values(&s, &f, &name).await;
+    let res = do_label_values(&s, &f, &headers, &name).await;
     respond(&s, "/api/v1/label/:name/values", started, &headers, res).await
 }
 

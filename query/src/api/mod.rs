@@ -1,7 +1,10 @@
 //! The Prometheus HTTP API v1 over the PromQL [`Engine`] and a [`SeriesSource`], as an axum
 //! [`Router`]: `/api/v1/query`, `query_range`, `series`, `labels`, `label/<name>/values`,
 //! `metadata`, `query_exemplars`, `format_query`, `parse_query`, `status/buildinfo` and
-//! `status/flags` (contract: `spec/http-api.md`), plus the Thanos query parameters.
+//! `status/flags` (contract: `spec/http-api.md`), plus the Thanos query parameters (`dedup`,
+//! `replicaLabels[]`, `partial_response`, `storeMatch[]`, `max_source_resolution`) and Thanos's
+//! `/api/v1/stores`. Sources are read through a [`Proxy`] per request; the warnings it collects
+//! (endpoint failures under partial response) join the answer's `warnings`.
 //!
 //! ```text
 //!   GET/POST form ─► params (times, durations, match[], limit) ─► Engine / SeriesSource
@@ -37,6 +40,7 @@ use engine::SeriesSource;
 use tokio::sync::Semaphore;
 
 use crate::engine::{Engine, EngineOptions};
+use crate::storeapi::{Proxy, ReadOptions, Warnings};
 
 pub use metrics::ApiMetrics;
 
@@ -58,6 +62,8 @@ impl Default for ApiConfig {
 }
 
 struct Inner {
+    proxy: Proxy,
+    /// The source the engine was built with (requests read through their own view of `proxy`).
     source: Arc<dyn SeriesSource>,
     engine: Engine,
     config: ApiConfig,
@@ -74,18 +80,27 @@ pub struct ApiState {
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState")
-            .field("source", &self.inner.source)
+            .field("proxy", &self.inner.proxy)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
 }
 
 impl ApiState {
-    /// The API over `source`, with one engine built from `config.engine`.
+    /// The API over one local `source` (requests may still deduplicate with `replicaLabels[]`),
+    /// with one engine built from `config.engine`.
     pub fn new(source: Arc<dyn SeriesSource>, config: ApiConfig, metrics: ApiMetrics) -> Self {
+        Self::with_proxy(Proxy::local(source), config, metrics)
+    }
+
+    /// The API over a querier's [`Proxy`] (local sources and StoreAPI endpoints): every request
+    /// reads through the proxy with its Thanos parameters (`dedup`, `replicaLabels[]`,
+    /// `partial_response`, `storeMatch[]`, the tenant header) and answers the proxy's warnings.
+    pub fn with_proxy(proxy: Proxy, config: ApiConfig, metrics: ApiMetrics) -> Self {
+        let source = proxy.read(&ReadOptions::default(), &Warnings::default());
         let engine = Engine::new(source.clone(), config.engine.clone());
         let slots = Semaphore::new(config.max_concurrent.clamp(1, Semaphore::MAX_PERMITS));
-        ApiState { inner: Arc::new(Inner { source, engine, config, metrics, slots }) }
+        ApiState { inner: Arc::new(Inner { proxy, source, engine, config, metrics, slots }) }
     }
 
     /// The API's metrics.
@@ -110,5 +125,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/metadata", get(metadata).options(options))
         .route("/api/v1/status/buildinfo", get(buildinfo).options(options))
         .route("/api/v1/status/flags", get(flags).options(options))
+        .route("/api/v1/stores", get(stores).options(options))
         .with_state(state)
 }

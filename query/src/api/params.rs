@@ -162,9 +162,14 @@ pub fn parse_start_end(form: &Form) -> Result<(i64, i64)> {
 /// assert!(query::api::params::parse_selector(r#"{job=~".*"}"#).is_err());
 /// ```
 pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>> {
-    let expr = parser::parse(&crate::planner::go_string_literals(s)).map_err(|e| invalid_param("match[]", e))?;
+    parse_selector_param("match[]", s)
+}
+
+/// [`parse_selector`] for the parameter `param` (errors name it).
+pub fn parse_selector_param(param: &str, s: &str) -> Result<Vec<Vec<Matcher>>> {
+    let expr = parser::parse(&crate::planner::go_string_literals(s)).map_err(|e| invalid_param(param, e))?;
     let Expr::VectorSelector(vs) = expr else {
-        return Err(invalid_param("match[]", format!("{s:?} is not a series selector")));
+        return Err(invalid_param(param, format!("{s:?} is not a series selector")));
     };
     let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>> {
         let mut out = Vec::with_capacity(ms.len() + 1);
@@ -178,10 +183,10 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>> {
                 PqlMatchOp::Re(_) => MatchOp::RegexMatch,
                 PqlMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
             };
-            out.push(Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| invalid_param("match[]", e))?);
+            out.push(Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| invalid_param(param, e))?);
         }
         if !out.iter().any(|m| !m.matches_empty()) {
-            return Err(Error::BadData("match[] must contain at least one non-empty matcher".into()));
+            return Err(Error::BadData(format!("{param} must contain at least one non-empty matcher")));
         }
         Ok(out)
     };

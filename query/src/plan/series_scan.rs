@@ -121,6 +121,12 @@ impl ScanSpec {
     }
 }
 
+/// A per-query replacement of the scans' source, set as a task-context extension: the querier
+/// reads each request through its own view of its sources (the request's options, its warnings),
+/// while plans are built once against the engine's source.
+#[derive(Debug)]
+pub(crate) struct ScanSource(pub(crate) Arc<dyn SeriesSource>);
+
 /// The physical scan over a [`SeriesSource`]. With several partitions it deals batches of
 /// whole series out to them in turn (see [`super::partitions`]).
 #[derive(Debug)]
@@ -252,24 +258,33 @@ impl ExecutionPlan for SeriesScanExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
         let out_schema = scan_schema(&self.spec);
         if self.partitions > 1 {
-            let dealer =
-                self.dealer.get_or_init(|| Arc::new(RoundRobin::new(self.batches(partition), self.partitions))).clone();
+            let dealer = self
+                .dealer
+                .get_or_init(|| Arc::new(RoundRobin::new(self.batches(partition, &context), self.partitions)))
+                .clone();
             return Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, dealer.partition(partition)?)));
         }
-        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, self.batches(partition))))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, self.batches(partition, &context))))
     }
 }
 
 impl SeriesScanExec {
     /// The scan's batches; cut into batches of about [`PARTITION_BATCH_SAMPLES`] samples when
     /// they are dealt out to several partitions.
-    fn batches(&self, partition: usize) -> futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> {
+    fn batches(
+        &self,
+        partition: usize,
+        context: &TaskContext,
+    ) -> futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> {
         let spec = self.spec.clone();
-        let source = self.source.clone();
+        let source = match context.session_config().get_extension::<ScanSource>() {
+            Some(s) => Arc::clone(&s.0),
+            None => self.source.clone(),
+        };
         let cut = self.partitions > 1;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fut = async move {

@@ -1,10 +1,23 @@
 //! The Thanos StoreAPI in Strata: conversions between the wire types of `proto` and the engine's
-//! labels and matchers ([`convert`]), used by the StoreAPI server (any [`engine::SeriesSource`]
-//! served as `thanos.Store` + `thanos.info.Info`) and by the querier's StoreAPI client.
+//! labels and matchers ([`convert`]), the StoreAPI client ([`client`]: one remote endpoint as a
+//! [`engine::SeriesSource`]), and the querier built on it: the endpoint set with Info discovery
+//! ([`endpoints`]), the fan-out with partial response ([`proxy`]) and replica deduplication
+//! ([`dedup`]).
 //!
 //! ```text
 //!   SeriesSource ──► server ──gRPC (thanos.Store/Series, XOR chunks)──► client ──► SeriesSource
 //!                                                                          (querier fan-out, dedup)
 //! ```
 
+pub mod client;
 pub mod convert;
+pub mod dedup;
+pub mod endpoints;
+mod merge;
+pub mod proxy;
+pub mod server;
+
+pub use client::{Remote, RemoteSource};
+pub use dedup::DedupFunc;
+pub use endpoints::{EndpointSet, EndpointStatus};
+pub use proxy::{Proxy, ProxyOptions, ReadOptions, Warnings};

@@ -357,3 +357,45 @@ fn string_lists_are_valid_json_with_escapes() {
     empty.push('}');
     assert_eq!(serde_json::from_str::<serde_json::Value>(&empty).unwrap()["data"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn thanos_read_parameters_act() {
+    let (_, r) = app();
+    // replicaLabels[] deduplicates in queries too: the two `up` series differ only in instance and
+    // job; penalty keeps h1's samples (it sorts first and both scrape at the same times).
+    let (st, v) = get(&r, "/api/v1/query?query=up&time=120&replicaLabels[]=instance&replicaLabels[]=job").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["result"], json!([{"metric": {"__name__": "up"}, "value": [120, "2"]}]));
+    let (_, v) =
+        get(&r, "/api/v1/query?query=up&time=120&replicaLabels[]=instance&replicaLabels[]=job&dedup=false").await;
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 2);
+    let (_, v) = get(&r, "/api/v1/labels?replicaLabels[]=instance").await;
+    assert_eq!(v["data"], json!(["__name__", "code", "job"]));
+    let (_, v) = get(&r, "/api/v1/label/instance/values?replicaLabels[]=instance").await;
+    assert_eq!(v["data"], json!([]));
+    // Raw resolutions are fine; downsampled ones are refused, not ignored.
+    for ok in ["0", "0s", "auto"] {
+        let (st, v) = get(&r, &format!("/api/v1/query?query=up&time=120&max_source_resolution={ok}")).await;
+        assert_eq!(st, StatusCode::OK, "{ok}: {v}");
+    }
+    for (uri, want) in [
+        ("/api/v1/query?query=up&time=120&max_source_resolution=5m", "\"5m\" (300000 ms) asks for downsampled data"),
+        (
+            "/api/v1/query_range?query=up&start=0&end=600&step=60&max_source_resolution=auto",
+            "\"auto\" (12000 ms) asks for downsampled data",
+        ),
+        ("/api/v1/query?query=up&partial_response=sometimes", "invalid parameter \"partial_response\""),
+        ("/api/v1/series?match[]=up&storeMatch[]=%7B", "invalid parameter \"storeMatch[]\""),
+    ] {
+        let (st, v) = get(&r, uri).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{uri}: {v}");
+    }
+    // No endpoints: no stores; storeMatch[] selects endpoints by address, never the local source.
+    let (_, v) = get(&r, "/api/v1/stores").await;
+    assert_eq!(v["data"], json!({}));
+    let (_, v) = get(&r, "/api/v1/series?match[]=up&storeMatch[]=%7B__address__%3D%22x%3A1%22%7D").await;
+    assert_eq!(v["data"], json!([]));
+    let (_, v) = get(&r, "/api/v1/query?query=up&time=120&partial_response=false").await;
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,38 @@
+//! gRPC hosting shared by the components: tonic services served on an address with Thanos's message
+//! limits (2^31 - 1 bytes both ways; the services are built with them, see
+//! [`query::storeapi::server::MAX_MESSAGE_BYTES`]), a tracing span per call, and a graceful shutdown
+//! on the same [`Shutdown`] as the HTTP server (calls in flight finish).
+//!
+//! ```text
+//!   StoreApi ─► thanos.Store + thanos.info.Info ─► Routes ─► serve(--grpc-address) until Shutdown
+//! ```
+
+use query::storeapi::server::StoreApi;
+use tonic::service::Routes;
+use tonic::transport::Server;
+
+use crate::CliError;
+use crate::server::Shutdown;
+
+/// The StoreAPI services (`thanos.Store`, `thanos.info.Info`) of `api`.
+pub(crate) fn storeapi_routes(api: &StoreApi) -> Routes {
+    Routes::new(api.store_server()).add_service(api.info_server())
+}
+
+/// Binds `address` (`--grpc-address`), serves `routes` until `shutdown`, then lets the calls in
+/// flight finish.
+pub(crate) async fn serve(address: &str, routes: Routes, shutdown: Shutdown) -> Result<(), CliError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| CliError::Failed(format!("--grpc-address {address}: cannot listen: {e}")))?;
+    let local = listener.local_addr().map_err(|e| CliError::Failed(format!("--grpc-address {address}: {e}")))?;
+    tracing::info!(address = %local, "gRPC server listening");
+    Server::builder()
+        .trace_fn(|req| tracing::debug_span!("grpc", path = %req.uri().path()))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown.wait())
+        .await
+        .map_err(|e| CliError::Failed(format!("gRPC server on {local}: {e}")))?;
+    tracing::info!("gRPC server stopped");
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `strata store`: the store gateway. Serves the raw blocks of a bucket over the Thanos StoreAPI
+//! (`thanos.Store` + `thanos.info.Info`, gRPC on `--grpc-address`) so that any querier, Strata's or
+//! Thanos's, can read them; `/metrics`, `/-/healthy` and `/-/ready` on `--http-address`.
+//!
+//! ```text
+//!   bucket ──sync every --sync-block-duration──► BucketSource (blocks in --min-time..--max-time)
+//!                                                  └─► StoreApi ─► gRPC (ready after the first sync)
+//! ```
+//!
+//! The block list is re-read every `--sync-block-duration`: new blocks are served, deleted and
+//! deletion-marked ones dropped, partial uploads (no `meta.json`) ignored. Blocks carry their own
+//! external labels (`meta.json`), so the store has no `--label` flag, as in Thanos.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use clap::Args;
+use engine::bucket::Bucket;
+use engine::bucket_source::BucketSource;
+use query::storeapi::server::{RequestLimits, StoreApi, StoreApiMetrics, StoreApiOptions};
+
+use crate::CliError;
+use crate::query_cmd::sync_loop;
+use crate::server::{self, PageCacheCollector, Readiness, Shutdown, SyncMetrics};
+
+/// Arguments of `strata store`.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// Object storage configuration file (Thanos objstore YAML).
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: PathBuf,
+    /// Listen address of the StoreAPI (gRPC, host:port).
+    #[arg(long = "grpc-address", default_value = "127.0.0.1:10901")]
+    grpc_address: String,
+    /// Listen address of /metrics, /-/healthy and /-/ready (host:port).
+    #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
+    http_address: String,
+    /// How often the bucket's block list is re-read.
+    #[arg(long = "sync-block-duration", default_value = "3m")]
+    sync_block_duration: String,
+    /// Start of the time range served: RFC3339 or a duration relative to now (-1d, 2h45m; units
+    /// ms, s, m, h, d, w, y). Blocks wholly before it are not loaded.
+    #[arg(long = "min-time", default_value = "0000-01-01T00:00:00Z")]
+    min_time: String,
+    /// End of the time range served, like --min-time. Blocks wholly after it are not loaded.
+    #[arg(long = "max-time", default_value = "9999-12-31T23:59:59Z")]
+    max_time: String,
+    /// Most series one Series call may return; beyond it the call fails (0: no limit).
+    #[arg(long = "store.limits.request-series", default_value_t = 0)]
+    request_series: u64,
+    /// Most samples one Series call may return; beyond it the call fails (0: no limit).
+    #[arg(long = "store.limits.request-samples", default_value_t = 0)]
+    request_samples: u64,
+    /// Memory for decoded sample pages of the blocks (LRU; e.g. 512MiB, 2GiB; 0 turns it off).
+    #[arg(long = "store.page-cache-size", default_value = "512MiB")]
+    page_cache_size: String,
+}
+
+/// A `--min-time`/`--max-time` value: a fixed time, or an offset from the current time (evaluated
+/// at each use, so the window moves with the clock), as Thanos's `TimeOrDurationValue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeOrDuration {
+    /// Milliseconds since the epoch.
+    At(i64),
+    /// Milliseconds from now (negative: in the past).
+    FromNow(i64),
+}
+
+impl TimeOrDuration {
+    fn parse(flag: &str, v: &str) -> Result<Self, CliError> {
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+            return Ok(TimeOrDuration::At(t.timestamp_millis()));
+        }
+        let (sign, d) = match v.strip_prefix('-') {
+            Some(d) => (-1, d),
+            None => (1, v),
+        };
+        let ms = query::api::params::parse_duration(d).map_err(|_| {
+            CliError::Usage(format!("--{flag} {v:?}: expected an RFC3339 time or a duration like -2w or 2h45m"))
+        })?;
+        Ok(TimeOrDuration::FromNow(sign * ms))
+    }
+
+    fn at(self, now_ms: i64) -> i64 {
+        match self {
+            TimeOrDuration::At(t) => t,
+            TimeOrDuration::FromNow(d) => now_ms.saturating_add(d),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs `strata store` until SIGINT/SIGTERM.
+pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
+    let min_time = TimeOrDuration::parse("min-time", &args.min_time)?;
+    let max_time = TimeOrDuration::parse("max-time", &args.max_time)?;
+    let now = now_ms();
+    if min_time.at(now) > max_time.at(now) {
+        return Err(CliError::Usage(format!(
+            "--min-time {:?} can't be greater than --max-time {:?}",
+            args.min_time, args.max_time
+        )));
+    }
+    let sync_interval = crate::query_cmd::duration_flag("sync-block-duration", &args.sync_block_duration)?;
+    let page_cache_bytes = match args.page_cache_size.trim() {
+        "0" => 0,
+        v => crate::receive_cmd::parse_size("store.page-cache-size", v)?,
+    };
+    let bucket = Bucket::from_config_file(&args.objstore_config_file)?;
+    tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "store gateway starting");
+    let source =
+        Arc::new(BucketSource::with_page_cache_bytes(bucket, page_cache_bytes).with_time_window(Arc::new(move || {
+            let now = now_ms();
+            (min_time.at(now), max_time.at(now))
+        })));
+
+    let mut registry = server::new_registry("store");
+    let sync_metrics = SyncMetrics::register(&mut registry);
+    registry.register_collector(Box::new(PageCacheCollector(source.clone())));
+    let api_metrics = StoreApiMetrics::register(&mut registry);
+    let ready = Readiness::default();
+    let opts = StoreApiOptions {
+        component_type: "store".into(),
+        limits: RequestLimits { series: args.request_series, samples: args.request_samples },
+        ..Default::default()
+    };
+    let api = StoreApi::new(source.clone(), opts, ready.flag(), api_metrics);
+    let sync = tokio::spawn(sync_loop(source, sync_interval, sync_metrics, ready.clone()));
+
+    let shutdown = Shutdown::on_signal();
+    let http = server::serve_until(&args.http_address, Router::new(), ready, registry, shutdown.clone());
+    let grpc = crate::grpc::serve(&args.grpc_address, crate::grpc::storeapi_routes(&api), shutdown);
+    let res = tokio::try_join!(http, grpc);
+    sync.abort();
+    res.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn time_or_duration_flags() {
+        let now = 1_700_000_000_000;
+        assert_eq!(TimeOrDuration::parse("x", "2023-11-14T22:13:20Z").unwrap().at(0), now);
+        assert_eq!(TimeOrDuration::parse("x", "2023-11-14T23:13:20+01:00").unwrap().at(0), now);
+        assert_eq!(TimeOrDuration::parse("x", "0000-01-01T00:00:00Z").unwrap().at(now), -62_167_219_200_000);
+        assert_eq!(TimeOrDuration::parse("x", "9999-12-31T23:59:59Z").unwrap().at(now), 253_402_300_799_000);
+        assert_eq!(TimeOrDuration::parse("x", "-2w").unwrap().at(now), now - 14 * 86_400_000);
+        assert_eq!(TimeOrDuration::parse("x", "2h45m").unwrap().at(now), now + 9_900_000);
+        assert_eq!(TimeOrDuration::parse("x", "-1d").unwrap(), TimeOrDuration::FromNow(-86_400_000));
+        for bad in ["yesterday", "-", "2023-13-01T00:00:00Z", "1x"] {
+            assert!(TimeOrDuration::parse("min-time", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! End to end: the querier (`strata query --endpoint ...`) in front of real store gateways
+//! (`strata store`) over buckets converted from promtool-made TSDB blocks, all real binaries on free
+//! loopback ports: an HA pair deduplicated (the gap of one replica filled by the other), partial
+//! response when an endpoint goes down, and promtool's answers through the StoreAPI equal to those
+//! of `strata query` reading the bucket itself. Needs promtool (FAILS without it under CI=true).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Start of the data (unix seconds); two hours of samples.
+const T0: i64 = 1_700_000_000;
+const HOURS: i64 = 2;
+/// Replica a has no samples in [GAP_FROM, GAP_TO) (seconds after T0).
+const GAP_FROM: i64 = 40 * 60;
+const GAP_TO: i64 = 70 * 60;
+
+/// The gauge's value at second `s` after T0 (the same for both replicas).
+fn temp(s: i64) -> f64 {
+    20.0 + (s % 600) as f64 / 8.0
+}
+
+/// OpenMetrics text of one replica: `ha_temp{room="lab"}` every 15 s starting at `offset` s,
+/// without the samples in `gap`, and a counter `ha_requests_total{job="api"}`.
+fn openmetrics(offset: i64, gap: Option<(i64, i64)>) -> String {
+    let mut temp_lines = String::from("# TYPE ha_temp gauge\n");
+    let mut req_lines = String::from("# TYPE ha_requests counter\n");
+    let mut s = offset;
+    while s < HOURS * 3600 {
+        if gap.is_none_or(|(a, b)| s < a || s >= b) {
+            temp_lines.push_str(&format!("ha_temp{{room=\"lab\"}} {} {}\n", temp(s), T0 + s));
+            req_lines.push_str(&format!("ha_requests_total{{job=\"api\"}} {} {}\n", s * 2, T0 + s));
+        }
+        s += 15;
+    }
+    format!("{temp_lines}{req_lines}# EOF\n")
+}
+
+/// A bucket holding one replica's blocks, converted with external label `replica="<name>"`.
+fn replica_bucket(promtool: &Path, dir: &Path, name: &str, offset: i64, gap: Option<(i64, i64)>) -> PathBuf {
+    let work = dir.join(format!("work-{name}"));
+    let tsdb = work.join("tsdb");
+    std::fs::create_dir_all(&tsdb).unwrap();
+    promtool_blocks(promtool, &openmetrics(offset, gap), &work, &tsdb);
+    let cfg = fs_bucket_config(&work, &dir.join(format!("bucket-{name}")));
+    let label = format!("replica=\"{name}\"");
+    strata_ok(&[
+        "tsdb",
+        "convert",
+        "--tsdb.path",
+        tsdb.to_str().unwrap(),
+        "--objstore.config-file",
+        cfg.to_str().unwrap(),
+        "--label",
+        &label,
+    ]);
+    cfg
+}
+
+/// A running `strata store` and its gRPC address.
+struct Store {
+    daemon: Daemon,
+    grpc: String,
+}
+
+impl Store {
+    async fn start(cfg: &Path, log: &Path) -> Store {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(strata_bin());
+        cmd.args(["store", "--objstore.config-file", cfg.to_str().unwrap(), "--grpc-address", &grpc])
+            .args(["--http-address", &http])
+            .env("RUST_LOG", "info");
+        let daemon = start_daemon(&mut cmd, &format!("http://{http}"), log).await;
+        Store { daemon, grpc }
+    }
+}
+
+/// The series of a matrix answer: labels (as `{name=value,...}` JSON text) and points (ms, value).
+fn matrix(v: &Value) -> Vec<(Value, Vec<(i64, f64)>)> {
+    assert_eq!(v["status"], "success", "{v}");
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let pts = r["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, parse_go_float(p[1].as_str().unwrap())))
+                .collect();
+            (r["metric"].clone(), pts)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ha_pair_deduplicated_and_partial_response() {
+    let Some(promtool) = peer("promtool") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Replica a scrapes on the minute marks and misses 40..70 min; replica b scrapes 7 s later.
+    let cfg_a = replica_bucket(&promtool, dir.path(), "a", 0, Some((GAP_FROM, GAP_TO)));
+    let cfg_b = replica_bucket(&promtool, dir.path(), "b", 7, None);
+    let s1 = Store::start(&cfg_a, &dir.path().join("store-a.log")).await;
+    let s2 = Store::start(&cfg_b, &dir.path().join("store-b.log")).await;
+    let q = Strata::start(
+        &["query", "--endpoint", &s1.grpc, "--endpoint", &s2.grpc, "--query.replica-label", "replica"],
+        &dir.path().join("query.log"),
+    )
+    .await;
+    let (start, end) = (T0, T0 + HOURS * 3600 - 60);
+    let range = |expr: &str, extra: &str| {
+        format!("/api/v1/query_range?query={}&start={start}&end={end}&step=60{extra}", urlencode(expr))
+    };
+
+    // Deduplicated: one series without the replica label and a point at every step, the gap of a
+    // filled by b. Each step's value is a recent sample of one of the replicas.
+    let (st, v) = q.get(&range("ha_temp", "")).await;
+    assert_eq!(st, 200, "{v}\n{}", q.log_text());
+    let m = matrix(&v);
+    assert_eq!(m.len(), 1, "{v}");
+    assert_eq!(m[0].0, json!({"__name__": "ha_temp", "room": "lab"}));
+    let steps = ((end - start) / 60 + 1) as usize;
+    assert_eq!(m[0].1.len(), steps, "every step has a value");
+    for &(t, val) in &m[0].1 {
+        let s = t / 1000 - T0;
+        // the sample in use is at most 5 minutes old, from replica a (on 15 s marks) or b (7 s later)
+        let ok = (0..300).any(|age| {
+            let at = s - age;
+            at >= 0 && (at % 15 == 0 || at % 15 == 7) && temp(at) == val
+        });
+        assert!(ok, "value {val} at {s} s is no recent sample of either replica");
+    }
+    // Raw samples: across the gap the data comes from b, nowhere is a hole of more than 4 scrapes.
+    let (_, v) = q.get(&format!("/api/v1/query?query={}&time={}", urlencode("ha_temp[3h]"), end + 60)).await;
+    let raw = matrix(&v);
+    assert_eq!(raw.len(), 1, "{v}");
+    let ts: Vec<i64> = raw[0].1.iter().map(|p| p.0 / 1000 - T0).collect();
+    assert!(ts.windows(2).all(|w| w[1] - w[0] <= 60), "holes in {ts:?}");
+    assert!(ts.iter().any(|s| (GAP_FROM..GAP_TO).contains(s) && s % 15 == 7), "b fills the gap");
+    assert!(ts[0] <= 7 && *ts.last().unwrap() >= HOURS * 3600 - 15, "{ts:?}");
+
+    // dedup=false: both replicas, a with its gap (no value in the gap's middle).
+    let (_, v) = q.get(&range("ha_temp", "&dedup=false")).await;
+    let m = matrix(&v);
+    let names: Vec<&Value> = m.iter().map(|s| &s.0["replica"]).collect();
+    assert_eq!(names, [&json!("a"), &json!("b")], "{v}");
+    // (b's first sample is 7 s after the first step)
+    assert!(m[0].1.len() < steps - 1 && m[1].1.len() == steps - 1, "{} {}", m[0].1.len(), m[1].1.len());
+    assert!(m[0].1.iter().all(|p| !(GAP_FROM + 300..GAP_TO).contains(&(p.0 / 1000 - T0))));
+
+    // Metadata deduplicated too, and the counter's rate over the pair.
+    let (_, v) = q.get(&format!("/api/v1/series?match[]=ha_temp&start={start}&end={end}")).await;
+    assert_eq!(v["data"], json!([{"__name__": "ha_temp", "room": "lab"}]));
+    let (_, v) = q.get(&format!("/api/v1/series?match[]=ha_temp&start={start}&end={end}&dedup=false")).await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    let (_, v) = q.get("/api/v1/labels").await;
+    assert_eq!(v["data"], json!(["__name__", "job", "room"]));
+    let (_, v) = q.get("/api/v1/label/replica/values?dedup=false").await;
+    assert_eq!(v["data"], json!(["a", "b"]));
+    let (_, v) =
+        q.get(&format!("/api/v1/query?query={}&time={}", urlencode("rate(ha_requests_total[5m])"), T0 + 3600)).await;
+    let r = parse_go_float(v["data"]["result"][0]["value"][1].as_str().unwrap());
+    assert!((r - 2.0).abs() < 1e-9, "{v}");
+    let (_, v) = q.get("/api/v1/stores").await;
+    let stores = v["data"]["store"].as_array().unwrap();
+    let mut sets: Vec<&Value> = stores.iter().map(|s| &s["labelSets"]).collect();
+    sets.sort_by_key(|s| s.to_string());
+    assert_eq!(sets, [&json!([{"replica": "a"}]), &json!([{"replica": "b"}])], "{v}");
+
+    // Partial response: store b goes away. With partial response (the default) the answer is
+    // replica a's data plus a warning naming b; with partial_response=false the request fails.
+    let down = s2.grpc.clone();
+    drop(s2.daemon);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let warned = loop {
+        let (st, v) = q.get(&range("ha_temp", "")).await;
+        assert_eq!(st, 200, "{v}");
+        let warnings = v["warnings"].as_array().cloned().unwrap_or_default();
+        if warnings.iter().any(|w| w.as_str().unwrap().contains(&down)) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no warning about {down}: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let m = matrix(&warned);
+    assert_eq!(m.len(), 1);
+    assert!(m[0].1.len() < steps, "only replica a's data, with its gap");
+    let (st, v) = q.get(&range("ha_temp", "&partial_response=false")).await;
+    assert_eq!((st, &v["status"]), (500, &json!("error")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains(&down), "{v}");
+    let (st, v) = q.get(&format!("/api/v1/labels?partial_response=false&start={start}&end={end}")).await;
+    assert_eq!(st, 422, "{v}");
+    // The stores page shows it down.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = q.get("/api/v1/stores").await;
+        let all: Vec<Value> =
+            v["data"].as_object().unwrap().values().flat_map(|l| l.as_array().unwrap().clone()).collect();
+        if all.iter().any(|s| s["name"] == json!(down) && s["lastError"].is_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{down} not shown down: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(s1);
+}
+
+#[tokio::test]
+async fn promtool_through_the_storeapi_equals_the_bucket_directly() {
+    let Some(promtool) = peer("promtool") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = replica_bucket(&promtool, dir.path(), "a", 0, Some((GAP_FROM, GAP_TO)));
+    let store = Store::start(&cfg, &dir.path().join("store.log")).await;
+    let via_store = Strata::start(&["query", "--endpoint", &store.grpc], &dir.path().join("q1.log")).await;
+    let direct =
+        Strata::start(&["query", "--objstore.config-file", cfg.to_str().unwrap()], &dir.path().join("q2.log")).await;
+    let (start, end) = (T0.to_string(), (T0 + HOURS * 3600).to_string());
+    let exprs = [
+        "ha_temp",
+        "rate(ha_requests_total[5m])",
+        "sum by (replica) (increase(ha_requests_total[10m]))",
+        "max_over_time(ha_temp[7m]) - min_over_time(ha_temp[7m])",
+        "count_over_time({__name__=~\"ha_.*\"}[3m])",
+    ];
+    for e in exprs {
+        let run = |base: &str| {
+            let out = Command::new(&promtool)
+                .args(["query", "range", "--start", &start, "--end", &end, "--step", "45s", base, e])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "promtool {e}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let (a, b) = (run(&via_store.base), run(&direct.base));
+        assert!(a.lines().count() > 10, "{e}: {a}");
+        assert_eq!(a, b, "{e}");
+        let inst = |base: &str| {
+            let out = Command::new(&promtool)
+                .args(["query", "instant", "--time", &(T0 + 3000).to_string(), base, e])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(inst(&via_store.base), inst(&direct.base), "{e}");
+    }
+    let series = |base: &str| {
+        let out = Command::new(&promtool)
+            .args(["query", "series", "--match", "{__name__=~\"ha_.*\"}", "--start", &start, "--end", &end, base])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let s = series(&via_store.base);
+    assert!(s.contains("replica=\"a\""), "{s}");
+    assert_eq!(s, series(&direct.base));
+}

@@ -25,6 +25,10 @@ pub(crate) struct Args {
     /// Repetitions per query (the best time is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Partition counts to run every query with (`query::EngineOptions::partitions`), comma
+    /// separated; default: 1 and the machine's cores, to show what the second core buys.
+    #[arg(long, value_delimiter = ',')]
+    partitions: Vec<usize>,
 }
 
 const STEP_MS: i64 = 60_000;
@@ -92,7 +96,12 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     eprintln!("bench promql: wrote {total} samples in {:.1}s", t.elapsed().as_secs_f64());
     let src = BucketSource::new(bucket);
     rt.block_on(src.sync()).map_err(|e| e.to_string())?;
-    let engine = query::Engine::new(Arc::new(src), query::EngineOptions::default());
+    let src: Arc<dyn engine::SeriesSource> = Arc::new(src);
+    let mut partitions = a.partitions.clone();
+    if partitions.is_empty() {
+        partitions = vec![1, query::EngineOptions::default().partitions];
+        partitions.dedup();
+    }
 
     let end = START_MS + a.hours * 3_600_000 - STEP_MS;
     let per_series = (a.hours * 3_600_000 / STEP_MS) as f64;
@@ -109,10 +118,12 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         ("topk(10, rate(c[5m]))", "topk(10, rate(c_total[5m]))".into(), counters * per_series),
     ];
     println!(
-        "{:<32} {:>10} {:>16} {:>14} {:>10}",
-        "range query at 60s step", "best ms", "samples/s", "peak heap MiB", "series"
+        "{:<32} {:>10} {:>10} {:>16} {:>14} {:>10}",
+        "range query at 60s step", "partitions", "best ms", "samples/s", "peak heap MiB", "series"
     );
-    for (name, q, input) in cases {
+    for ((name, q, input), &parts) in cases.iter().flat_map(|c| partitions.iter().map(move |p| (c, p))) {
+        let opts = query::EngineOptions { partitions: parts.max(1), ..query::EngineOptions::default() };
+        let engine = query::Engine::new(Arc::clone(&src), opts);
         let mut best = f64::MAX;
         let mut peak_mib = 0.0f64;
         let mut nseries = 0usize;
@@ -120,14 +131,20 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
             let before = current();
             reset_peak();
             let t = Instant::now();
-            let r = rt.block_on(engine.range_query(&q, START_MS, end, STEP_MS)).map_err(|e| format!("{q}: {e}"))?;
+            let r = rt.block_on(engine.range_query(q, START_MS, end, STEP_MS)).map_err(|e| format!("{q}: {e}"))?;
             best = best.min(t.elapsed().as_secs_f64());
             peak_mib = peak_mib.max((peak().saturating_sub(before)) as f64 / (1024.0 * 1024.0));
             if let query::Value::Matrix(m) = &r.value {
                 nseries = m.len();
             }
         }
-        println!("{name:<32} {:>10.1} {:>16.0} {:>14.1} {:>10}", best * 1000.0, input / best, peak_mib, nseries);
+        println!(
+            "{name:<32} {parts:>10} {:>10.1} {:>16.0} {:>14.1} {:>10}",
+            best * 1000.0,
+            input / best,
+            peak_mib,
+            nseries
+        );
     }
     Ok(())
 }

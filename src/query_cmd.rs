@@ -297,6 +297,7 @@ async fn serve(
     let Parts { bucket, receive, grpc_address, querier } = parts;
     let (config, sync_interval) = engine.config(flags)?;
     let mut registry = server::new_registry(component);
+    let mut thanos = server::thanos_registry();
     let api_metrics = ApiMetrics::register(&mut registry);
     let ready = Readiness::default();
     let mut locals: Vec<Arc<dyn SeriesSource>> = Vec::new();
@@ -307,6 +308,7 @@ async fn serve(
             let sync_metrics = SyncMetrics::register(&mut registry);
             let src = Arc::new(BucketSource::with_page_cache_bytes(bucket, engine.page_cache_bytes()?));
             registry.register_collector(Box::new(server::PageCacheCollector(src.clone())));
+            thanos.register_collector(Box::new(server::BucketStoreCollector(src.clone())));
             let synced = Readiness::default();
             tasks.push(tokio::spawn(sync_loop(src.clone(), sync_interval, sync_metrics, synced.clone())));
             Some((src, synced))
@@ -358,7 +360,7 @@ async fn serve(
     };
     let shutdown = Shutdown::on_signal();
     let api = query::api::router(state).merge(extra_routes);
-    let http = server::serve_until(http_address, api, ready, registry, shutdown.clone());
+    let http = server::serve_until(http_address, api, ready, vec![registry, thanos], shutdown.clone());
     let res = match &storeapi {
         Some((address, storeapi)) => {
             tokio::try_join!(http, crate::grpc::serve(address, crate::grpc::storeapi_routes(storeapi), shutdown))
@@ -472,7 +474,7 @@ pub(crate) async fn sync_loop(source: Arc<BucketSource>, interval: Duration, met
         let started = Instant::now();
         match source.sync().await {
             Ok(()) => {
-                let blocks = source.blocks().len();
+                let blocks = source.stats().blocks;
                 metrics.observe(true, started.elapsed().as_secs_f64(), blocks);
                 if ready.is_ready() {
                     tracing::debug!(blocks, "bucket synced");

@@ -133,6 +133,7 @@ pub(crate) struct PageCacheCollector(pub(crate) Arc<BucketSource>);
 impl Collector for PageCacheCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.page_cache_stats();
+        let open = self.0.stats();
         let counters = [
             ("page_cache_hits", "Decoded-page cache lookups answered from the cache", s.hits),
             ("page_cache_misses", "Decoded-page cache lookups that read and decoded the page", s.misses),
@@ -155,10 +156,54 @@ impl Collector for PageCacheCollector {
                 "Heap bytes of the loaded blocks' label indexes (label names, values and postings)",
                 as_i64(self.0.label_index_bytes()),
             ),
+            ("bucket_open_blocks", "Blocks open (series table and samples footer in memory)", as_i64(open.open_blocks)),
+            ("bucket_open_bytes", "Heap bytes of the open blocks", as_i64(open.open_bytes)),
         ];
         for (name, help, v) in gauges {
             let g = ConstGauge::new(v);
             g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The store gateway's block metrics under Thanos's names (register in a [`thanos_registry`]):
+/// blocks served, and the lazy opens and closes of their series tables, which play the part of
+/// Thanos's lazily loaded index headers. The open blocks' count and bytes are Strata's own
+/// (`strata_bucket_open_blocks`, `strata_bucket_open_bytes`, from [`PageCacheCollector`]).
+#[derive(Debug)]
+pub(crate) struct BucketStoreCollector(pub(crate) Arc<BucketSource>);
+
+impl Collector for BucketStoreCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let g = ConstGauge::new(i64::try_from(s.blocks).unwrap_or(i64::MAX));
+        g.encode(enc.encode_descriptor(
+            "thanos_bucket_store_blocks_loaded",
+            "Number of currently loaded blocks.",
+            None,
+            g.metric_type(),
+        )?)?;
+        let counters = [
+            (
+                "thanos_bucket_store_indexheader_lazy_load",
+                "Total number of index-header lazy load operations (Strata: block series tables opened on first use).",
+                s.opens,
+            ),
+            (
+                "thanos_bucket_store_indexheader_lazy_load_failed",
+                "Total number of failed index-header lazy load operations.",
+                s.open_failures,
+            ),
+            (
+                "thanos_bucket_store_indexheader_lazy_unload",
+                "Total number of index-header lazy unload operations (Strata: closed beyond --index-cache-size).",
+                s.closes,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
         Ok(())
     }
@@ -176,7 +221,8 @@ pub(crate) fn new_registry(component: &'static str) -> Registry {
 #[derive(Debug, Clone)]
 struct ServerState {
     ready: Readiness,
-    registry: Arc<Registry>,
+    /// Registries served one after the other on /metrics (each may have its own prefix).
+    registries: Arc<Vec<Registry>>,
 }
 
 async fn healthy() -> &'static str {
@@ -191,10 +237,28 @@ async fn ready_check(State(s): State<ServerState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<ServerState>) -> Response {
+/// The registries in the OpenMetrics text format, one `# EOF` at the end.
+fn encode_all(registries: &[Registry]) -> Result<String, std::fmt::Error> {
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
-        Ok(()) => {
+    for r in registries {
+        prometheus_client::encoding::text::encode(&mut text, r)?;
+        if let Some(body) = text.strip_suffix("# EOF\n") {
+            text.truncate(body.len());
+        }
+    }
+    text.push_str("# EOF\n");
+    Ok(text)
+}
+
+/// A registry without Strata's prefix, for the metrics that keep Thanos's names (`thanos_*`) because
+/// they mean the same as Thanos's.
+pub(crate) fn thanos_registry() -> Registry {
+    Registry::default()
+}
+
+async fn metrics(State(s): State<ServerState>) -> Response {
+    match encode_all(&s.registries) {
+        Ok(text) => {
             let mut resp = Response::new(Body::from(text));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -256,22 +320,23 @@ async fn shutdown_signal() {
 /// Binds `address` (e.g. `127.0.0.1:10902`), serves `api` behind the readiness gate plus the
 /// shared endpoints, and returns after a graceful shutdown on SIGINT/SIGTERM.
 pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry: Registry) -> Result<(), CliError> {
-    serve_until(address, api, ready, registry, Shutdown::on_signal()).await
+    serve_until(address, api, ready, vec![registry], Shutdown::on_signal()).await
 }
 
-/// [`serve`] until `shutdown` resolves.
+/// [`serve`] until `shutdown` resolves, with several registries on `/metrics` (e.g. one from
+/// [`thanos_registry`] next to Strata's).
 pub(crate) async fn serve_until(
     address: &str,
     api: Router,
     ready: Readiness,
-    registry: Registry,
+    registries: Vec<Registry>,
     shutdown: Shutdown,
 ) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| CliError::Failed(format!("--http-address {address}: cannot listen: {e}")))?;
     let local = listener.local_addr().map_err(|e| CliError::Failed(format!("--http-address {address}: {e}")))?;
-    let state = ServerState { ready: ready.clone(), registry: Arc::new(registry) };
+    let state = ServerState { ready: ready.clone(), registries: Arc::new(registries) };
     let app = api
         .layer(middleware::from_fn_with_state(ready, readiness_gate))
         .merge(
@@ -325,6 +390,22 @@ mod tests {
         assert!(text.contains("strata_page_cache_capacity_bytes 1048576\n"), "{text}");
         assert!(text.contains("# TYPE strata_page_cache_bytes gauge"), "{text}");
         assert!(text.contains("strata_label_index_bytes 0\n"), "{text}");
+    }
+
+    #[test]
+    fn registries_are_served_together_with_one_eof() {
+        let a = new_registry("store");
+        let mut b = thanos_registry();
+        let g: Gauge = Gauge::default();
+        g.set(1);
+        b.register("thanos_bucket_store_blocks_loaded", "blocks", g);
+        let text = encode_all(&[a, b]).unwrap();
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("strata_build_info{") && text.contains("\nthanos_bucket_store_blocks_loaded 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! The block list is re-read every `--sync-block-duration`: new blocks are served, deleted and
-//! deletion-marked ones dropped, partial uploads (no `meta.json`) ignored. Blocks carry their own
+//! deletion-marked ones dropped, partial uploads (no `meta.json`) ignored. A sync reads only the
+//! new blocks' meta.json: a block's series table and samples footer are opened on first use and
+//! closed, least recently used first, beyond `--index-cache-size`. Blocks carry their own
 //! external labels (`meta.json`), so the store has no `--label` flag, as in Thanos.
 
 use std::path::PathBuf;
@@ -22,7 +24,7 @@ use query::storeapi::server::{RequestLimits, StoreApi, StoreApiMetrics, StoreApi
 
 use crate::CliError;
 use crate::query_cmd::sync_loop;
-use crate::server::{self, PageCacheCollector, Readiness, Shutdown, SyncMetrics};
+use crate::server::{self, BucketStoreCollector, PageCacheCollector, Readiness, Shutdown, SyncMetrics};
 
 /// Arguments of `strata store`.
 #[derive(Debug, Args)]
@@ -52,6 +54,11 @@ pub(crate) struct StoreArgs {
     /// Most samples one Series call may return; beyond it the call fails (0: no limit).
     #[arg(long = "store.limits.request-samples", default_value_t = 0)]
     request_samples: u64,
+    /// Most memory the open blocks' series tables (labels, postings) and Parquet footers may hold;
+    /// blocks open on first use and the least recently used are closed beyond this (KB, MB, GB,
+    /// KiB, MiB, GiB).
+    #[arg(long = "index-cache-size", default_value = "250MB")]
+    index_cache_size: String,
     /// Memory for decoded sample pages of the blocks (LRU; e.g. 512MiB, 2GiB; 0 turns it off).
     #[arg(long = "store.page-cache-size", default_value = "512MiB")]
     page_cache_size: String,
@@ -110,17 +117,23 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
         "0" => 0,
         v => crate::receive_cmd::parse_size("store.page-cache-size", v)?,
     };
+    let index_budget = crate::receive_cmd::parse_size("index-cache-size", &args.index_cache_size)?;
     let bucket = Bucket::from_config_file(&args.objstore_config_file)?;
     tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "store gateway starting");
-    let source =
-        Arc::new(BucketSource::with_page_cache_bytes(bucket, page_cache_bytes).with_time_window(Arc::new(move || {
-            let now = now_ms();
-            (min_time.at(now), max_time.at(now))
-        })));
+    let source = Arc::new(
+        BucketSource::with_page_cache_bytes(bucket, page_cache_bytes).with_index_budget(index_budget).with_time_window(
+            Arc::new(move || {
+                let now = now_ms();
+                (min_time.at(now), max_time.at(now))
+            }),
+        ),
+    );
 
     let mut registry = server::new_registry("store");
     let sync_metrics = SyncMetrics::register(&mut registry);
     registry.register_collector(Box::new(PageCacheCollector(source.clone())));
+    let mut thanos = server::thanos_registry();
+    thanos.register_collector(Box::new(BucketStoreCollector(source.clone())));
     let api_metrics = StoreApiMetrics::register(&mut registry);
     let ready = Readiness::default();
     let opts = StoreApiOptions {
@@ -132,7 +145,7 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     let sync = tokio::spawn(sync_loop(source, sync_interval, sync_metrics, ready.clone()));
 
     let shutdown = Shutdown::on_signal();
-    let http = server::serve_until(&args.http_address, Router::new(), ready, registry, shutdown.clone());
+    let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry, thanos], shutdown.clone());
     let grpc = crate::grpc::serve(&args.grpc_address, crate::grpc::storeapi_routes(&api), shutdown);
     let res = tokio::try_join!(http, grpc);
     sync.abort();

@@ -390,6 +390,19 @@ fn store_gateway_serves_the_bucket_to_a_python_grpc_client() {
         "{metrics}"
     );
     assert!(metrics.contains("strata_storeapi_samples_sent_total"), "{metrics}");
+    // Every converted block is served; the ones the calls read were opened on first use, none
+    // closed (the default --index-cache-size holds them all).
+    let metric = |name: &str| -> u64 {
+        let line =
+            metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let n_blocks = ranges.len() as u64;
+    assert_eq!(metric("thanos_bucket_store_blocks_loaded"), n_blocks, "{metrics}");
+    let opened = metric("thanos_bucket_store_indexheader_lazy_load_total");
+    assert!((1..=n_blocks).contains(&opened), "{opened} of {n_blocks}: {metrics}");
+    assert_eq!(metric("strata_bucket_open_blocks"), opened, "{metrics}");
+    assert_eq!(metric("thanos_bucket_store_indexheader_lazy_unload_total"), 0, "{metrics}");
 }
 
 #[test]

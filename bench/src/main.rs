@@ -12,6 +12,7 @@ mod http_bench;
 mod promql_bench;
 mod receive_bench;
 mod series_bench;
+mod store_bench;
 mod util;
 
 #[global_allocator]
@@ -36,6 +37,8 @@ enum Cmd {
     Http(http_bench::Args),
     /// StoreAPI Series() throughput as XOR chunks: strata store vs Prometheus 2.42 remote read.
     Series(series_bench::Args),
+    /// Store gateway over many blocks: start to ready and memory, strata store vs Prometheus 2.42.
+    Store(store_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Receive(a) => receive_bench::run(a),
         Cmd::Http(a) => http_bench::run(a),
         Cmd::Series(a) => series_bench::run(a),
+        Cmd::Store(a) => store_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,10 +42,10 @@ pub(crate) struct Args {
 
 /// What one streamed answer held.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Streamed {
-    series: u64,
+pub(crate) struct Streamed {
+    pub(crate) series: u64,
     chunks: u64,
-    samples: u64,
+    pub(crate) samples: u64,
     bytes: u64,
 }
 
@@ -54,7 +54,7 @@ fn chunk_samples(data: &[u8]) -> u64 {
     data.get(..2).map_or(0, |h| u64::from(u16::from_be_bytes([h[0], h[1]])))
 }
 
-async fn strata_series(addr: &str, min_t: i64, max_t: i64) -> Result<Streamed, String> {
+pub(crate) async fn strata_series(addr: &str, min_t: i64, max_t: i64) -> Result<Streamed, String> {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("{addr}: {e}"))?
         .connect()
@@ -116,7 +116,12 @@ fn read_frames(buf: &[u8], out: &mut Streamed, last_series: &mut Vec<u8>) -> Res
     }
 }
 
-async fn prometheus_read(client: &reqwest::Client, base: &str, min_t: i64, max_t: i64) -> Result<Streamed, String> {
+pub(crate) async fn prometheus_read(
+    client: &reqwest::Client,
+    base: &str,
+    min_t: i64,
+    max_t: i64,
+) -> Result<Streamed, String> {
     let req = ReadRequest {
         queries: vec![Query {
             start_timestamp_ms: min_t,

@@ -2,28 +2,34 @@
 //! store gateway serves them.
 //!
 //! ```text
-//!   sync(): list blocks ──► open new BlockReaders (cached by ULID), drop deleted ones
-//!   select(): blocks overlapping [min_t, max_t]
-//!      per block: external-label matchers decide the block; other matchers resolve on series.parquet;
-//!                 external labels added to every series; re-sorted; samples read in chunks
+//!   sync(): list blocks ──► read meta.json of new ones (nothing else), drop deleted ones
+//!   a request: blocks whose meta overlaps [min_t, max_t] and whose external labels the matchers
+//!      accept ──► opened on first use (series.parquet + samples footer, concurrently), kept while the
+//!      opened blocks fit the index budget, least recently used ones closed beyond it
+//!   select(): per block: other matchers resolve on series.parquet; external labels added to every
+//!                 series; re-sorted; samples read in chunks
 //!      ──► merge_series_streams (same series across blocks = one series, duplicate timestamps dropped)
 //!   select_relabelled(): the same per block with the labels changed before sorting; blocks joined per
 //!      external label set, the sets interleaved (replicas stay apart)
 //! ```
 //!
-//! An optional [`TimeWindow`] (the store gateway's `--min-time`/`--max-time`) keeps blocks outside it
-//! unloaded and clamps every request to it.
+//! Opening lazily makes a sync cost one small read per new block, so a store over thousands of
+//! blocks is ready in seconds and holds only the series tables queries use (Thanos's lazy
+//! index-header reader does the same). An optional [`TimeWindow`] (the store gateway's
+//! `--min-time`/`--max-time`) keeps blocks outside it out and clamps every request to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::bucket::Bucket;
 use crate::error::Result;
 use crate::labels::{Labels, Matcher};
 use crate::merge::{interleave_series_streams, merge_series_streams};
+use crate::meta::BlockMeta;
 use crate::reader::{BlockReader, PageCache, PageCacheStats};
 use crate::source::{DataRange, Relabel, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
 
@@ -33,6 +39,9 @@ pub const BLOCK_CHUNK_SAMPLES: u64 = 1 << 16;
 /// Default bound of the decoded-page cache: 512 MiB, about 33M decoded samples.
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 512 << 20;
 
+/// Blocks opened at the same time by one request, and meta.json files read at once by a sync.
+const OPEN_CONCURRENCY: usize = 16;
+
 /// The inclusive `[min_t, max_t]` a source serves, asked at each use (a bound relative to the
 /// current time moves with the clock).
 pub type TimeWindow = Arc<dyn Fn() -> (i64, i64) + Send + Sync>;
@@ -41,14 +50,55 @@ pub type TimeWindow = Arc<dyn Fn() -> (i64, i64) + Send + Sync>;
 #[derive(Debug)]
 pub struct BucketSource {
     bucket: Bucket,
-    blocks: RwLock<BTreeMap<String, Arc<BlockReader>>>,
+    blocks: RwLock<BTreeMap<String, Arc<Block>>>,
     /// Blocks seen that are not raw resolution (not served).
     skipped: RwLock<HashSet<String>>,
     /// Blocks outside the time window, with their `[min_time, max_time)`, re-checked at each sync.
     outside: RwLock<BTreeMap<String, (i64, i64)>>,
     window: Window,
-    /// Decoded sample pages of the loaded blocks (a block's pages leave with the block).
+    /// Decoded sample pages of the opened blocks (a block's pages leave with the block).
     cache: Arc<PageCache>,
+    /// Most heap bytes the opened blocks may hold before least recently used ones are closed.
+    index_budget: usize,
+    /// Use counter: a block's `last_used` is the counter's value at its last use.
+    clock: AtomicU64,
+    stats: OpenCounters,
+}
+
+/// A block known from its meta.json; opened on first use, closed again beyond the index budget.
+#[derive(Debug)]
+struct Block {
+    meta: BlockMeta,
+    /// The open block; the async lock makes concurrent first uses wait for one open.
+    reader: tokio::sync::Mutex<Option<Arc<BlockReader>>>,
+    /// [`BucketSource::clock`] at the last use.
+    last_used: AtomicU64,
+    /// Heap bytes of the open block (0 while closed).
+    bytes: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct OpenCounters {
+    opens: AtomicU64,
+    open_failures: AtomicU64,
+    closes: AtomicU64,
+}
+
+/// What a [`BucketSource`] holds and has done: for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BucketSourceStats {
+    /// Blocks served (known from their meta.json).
+    pub blocks: usize,
+    /// Blocks currently open (series table and samples footer in memory).
+    pub open_blocks: usize,
+    /// Heap bytes of the open blocks.
+    pub open_bytes: usize,
+    /// Blocks opened on first use, since start.
+    pub opens: u64,
+    /// Opens that failed, since start.
+    pub open_failures: u64,
+    /// Open blocks closed to stay within the index budget, since start.
+    pub closes: u64,
 }
 
 /// The optional [`TimeWindow`] (a closure, hence this wrapper's own `Debug`).
@@ -71,8 +121,8 @@ impl Window {
 }
 
 impl BucketSource {
-    /// A source with no blocks loaded yet and a [`DEFAULT_PAGE_CACHE_BYTES`] page cache; call
-    /// [`BucketSource::sync`].
+    /// A source with no blocks known yet, a [`DEFAULT_PAGE_CACHE_BYTES`] page cache and no bound on
+    /// open blocks; call [`BucketSource::sync`].
     pub fn new(bucket: Bucket) -> Self {
         Self::with_page_cache_bytes(bucket, DEFAULT_PAGE_CACHE_BYTES)
     }
@@ -86,12 +136,23 @@ impl BucketSource {
             outside: RwLock::new(BTreeMap::new()),
             window: Window::default(),
             cache: Arc::new(PageCache::new(bytes)),
+            index_budget: usize::MAX,
+            clock: AtomicU64::new(0),
+            stats: OpenCounters::default(),
         }
     }
 
-    /// Serves only `window()`: blocks wholly outside it are not loaded (those that leave it are
-    /// dropped and those that enter it loaded at the next sync) and every request is clamped to it,
-    /// as Thanos's store gateway does with `--min-time`/`--max-time`.
+    /// Keeps the open blocks' heap bytes ([`BlockReader::heap_bytes`]) at most `bytes`: beyond it
+    /// the least recently used blocks are closed (reopened on their next use). The block a request
+    /// just opened stays open even when it alone is bigger.
+    pub fn with_index_budget(mut self, bytes: usize) -> Self {
+        self.index_budget = bytes;
+        self
+    }
+
+    /// Serves only `window()`: blocks wholly outside it are not served (those that leave it are
+    /// dropped and those that enter it picked up at the next sync) and every request is clamped to
+    /// it, as Thanos's store gateway does with `--min-time`/`--max-time`.
     pub fn with_time_window(mut self, window: TimeWindow) -> Self {
         self.window = Window(Some(window));
         self
@@ -108,10 +169,14 @@ impl BucketSource {
         self.cache.stats()
     }
 
-    /// Heap bytes of the loaded blocks' label indexes (names, values and postings per block,
-    /// built when a block is opened and dropped with it).
+    /// Heap bytes of the open blocks' label indexes (names, values and postings per block, built
+    /// when a block is opened and dropped when it is closed); a block being opened right now is
+    /// not counted yet.
     pub fn label_index_bytes(&self) -> usize {
-        self.blocks.read().unwrap_or_else(|p| p.into_inner()).values().map(|b| b.index().label_index_bytes()).sum()
+        self.known()
+            .iter()
+            .filter_map(|b| b.reader.try_lock().ok().and_then(|r| r.as_ref().map(|r| r.index().label_index_bytes())))
+            .sum()
     }
 
     /// Most bytes the decoded-page cache may hold (0: off).
@@ -119,18 +184,33 @@ impl BucketSource {
         self.cache.capacity()
     }
 
-    /// Re-reads the block list: opens new complete blocks, forgets deleted or deletion-marked ones.
-    /// A block that cannot be opened is logged and retried at the next sync.
+    /// Blocks served and open, and the open/close counters.
+    pub fn stats(&self) -> BucketSourceStats {
+        let blocks = self.known();
+        let open: Vec<usize> = blocks.iter().map(|b| b.bytes.load(Ordering::Relaxed)).filter(|&n| n > 0).collect();
+        BucketSourceStats {
+            blocks: blocks.len(),
+            open_blocks: open.len(),
+            open_bytes: open.iter().sum(),
+            opens: self.stats.opens.load(Ordering::Relaxed),
+            open_failures: self.stats.open_failures.load(Ordering::Relaxed),
+            closes: self.stats.closes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Re-reads the block list: reads the meta.json of new complete blocks (opening them is left to
+    /// their first use), forgets deleted or deletion-marked ones. A block whose meta.json cannot be
+    /// read is logged and retried at the next sync.
     pub async fn sync(&self) -> Result<()> {
         let listed = self.bucket.list_blocks().await?;
         let (lo, hi) = self.window.get();
         let in_window = |(min, max): (i64, i64)| min <= hi && lo < max;
-        // Blocks that left the window are dropped (and remembered), those that entered it reopened.
+        // Blocks that left the window are dropped (and remembered), those that entered it taken back.
         let mut outside = std::mem::take(&mut *self.outside.write().unwrap_or_else(|p| p.into_inner()));
         {
             let mut b = self.blocks.write().unwrap_or_else(|p| p.into_inner());
-            b.retain(|u, r| {
-                let range = (r.meta().min_time, r.meta().max_time);
+            b.retain(|u, blk| {
+                let range = (blk.meta.min_time, blk.meta.max_time);
                 if !in_window(range) {
                     outside.insert(u.clone(), range);
                 }
@@ -146,37 +226,41 @@ impl BucketSource {
             let s = self.skipped.read().unwrap_or_else(|p| p.into_inner());
             b.keys().chain(s.iter()).chain(outside.keys()).cloned().collect()
         };
-        let mut opened = Vec::new();
+        let new: Vec<String> = listed.iter().filter(|u| !known.contains(*u)).cloned().collect();
+        let bucket = &self.bucket;
+        let metas: Vec<(String, Result<BlockMeta>)> = futures::stream::iter(new)
+            .map(|u: String| async move {
+                let m = bucket.read_meta(&u).await;
+                (u, m)
+            })
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect()
+            .await;
+        let mut added = Vec::new();
         let mut skipped = Vec::new();
-        for u in listed.iter().filter(|u| !known.contains(*u)) {
-            match self.bucket.read_meta(u).await {
-                Ok(m) if m.thanos.downsample.resolution != 0 || m.strata.is_none() => {
-                    skipped.push(u.clone());
-                    continue;
-                }
+        for (u, m) in metas {
+            match m {
+                Ok(m) if m.thanos.downsample.resolution != 0 || m.strata.is_none() => skipped.push(u),
                 Ok(m) if !in_window((m.min_time, m.max_time)) => {
-                    outside.insert(u.clone(), (m.min_time, m.max_time));
-                    continue;
+                    outside.insert(u, (m.min_time, m.max_time));
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(block = %u, error = %e, "cannot read block meta; will retry");
-                    continue;
-                }
-            }
-            match BlockReader::open(&self.bucket, u).await {
-                Ok(r) if self.cache.capacity() > 0 => {
-                    opened.push((u.clone(), Arc::new(r.with_page_cache(Arc::clone(&self.cache)))))
-                }
-                Ok(r) => opened.push((u.clone(), Arc::new(r))),
-                Err(e) => tracing::warn!(block = %u, error = %e, "cannot open block; will retry"),
+                Ok(meta) => added.push((
+                    u,
+                    Arc::new(Block {
+                        meta,
+                        reader: tokio::sync::Mutex::new(None),
+                        last_used: AtomicU64::new(0),
+                        bytes: AtomicUsize::new(0),
+                    }),
+                )),
+                Err(e) => tracing::warn!(block = %u, error = %e, "cannot read block meta; will retry"),
             }
         }
         let live: HashSet<&String> = listed.iter().collect();
         {
             let mut b = self.blocks.write().unwrap_or_else(|p| p.into_inner());
             b.retain(|u, _| live.contains(u));
-            b.extend(opened);
+            b.extend(added);
         }
         outside.retain(|u, _| live.contains(u));
         *self.outside.write().unwrap_or_else(|p| p.into_inner()) = outside;
@@ -186,24 +270,95 @@ impl BucketSource {
         Ok(())
     }
 
-    /// The currently loaded blocks, by ULID.
-    pub fn blocks(&self) -> Vec<Arc<BlockReader>> {
+    /// The blocks served, by ULID.
+    fn known(&self) -> Vec<Arc<Block>> {
         self.blocks.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Blocks overlapping `[min_t, max_t]` (already clamped to the window), by min time.
-    fn overlapping(&self, min_t: i64, max_t: i64) -> Vec<Arc<BlockReader>> {
-        let mut v: Vec<Arc<BlockReader>> =
-            self.blocks().into_iter().filter(|b| b.meta().overlaps(min_t, max_t)).collect();
-        v.sort_by(|a, b| (a.meta().min_time, a.ulid()).cmp(&(b.meta().min_time, b.ulid())));
-        v
+    /// The meta.json of every block served, by ULID.
+    pub fn block_metas(&self) -> Vec<BlockMeta> {
+        self.known().iter().map(|b| b.meta.clone()).collect()
+    }
+
+    /// Every block served, opened (by ULID).
+    pub async fn open_blocks(&self) -> Result<Vec<Arc<BlockReader>>> {
+        self.open_all(self.known()).await
+    }
+
+    /// Opens `block` if it is not open, and marks it used.
+    async fn open(&self, block: &Block) -> Result<Arc<BlockReader>> {
+        block.last_used.store(self.clock.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let mut slot = block.reader.lock().await;
+        if let Some(r) = &*slot {
+            return Ok(Arc::clone(r));
+        }
+        let r = match BlockReader::open(&self.bucket, &block.meta.ulid).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let r = Arc::new(if self.cache.capacity() > 0 { r.with_page_cache(Arc::clone(&self.cache)) } else { r });
+        block.bytes.store(r.heap_bytes().max(1), Ordering::Relaxed);
+        *slot = Some(Arc::clone(&r));
+        drop(slot);
+        self.stats.opens.fetch_add(1, Ordering::Relaxed);
+        self.close_beyond_budget(block);
+        Ok(r)
+    }
+
+    /// Closes least recently used open blocks (never `keep`) until the open ones fit the budget.
+    /// A block a request still reads stays alive for that request (it holds an `Arc`).
+    fn close_beyond_budget(&self, keep: &Block) {
+        let blocks = self.known();
+        let mut total: usize = blocks.iter().map(|b| b.bytes.load(Ordering::Relaxed)).sum();
+        if total <= self.index_budget {
+            return;
+        }
+        let mut open: Vec<&Arc<Block>> =
+            blocks.iter().filter(|b| b.bytes.load(Ordering::Relaxed) > 0 && !std::ptr::eq(b.as_ref(), keep)).collect();
+        open.sort_by_key(|b| b.last_used.load(Ordering::Relaxed));
+        for b in open {
+            if total <= self.index_budget {
+                break;
+            }
+            // A block being opened right now is skipped: it is in use.
+            if let Ok(mut slot) = b.reader.try_lock()
+                && slot.take().is_some()
+            {
+                total = total.saturating_sub(b.bytes.swap(0, Ordering::Relaxed));
+                self.stats.closes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Opens `blocks` (concurrently), keeping their order.
+    async fn open_all(&self, blocks: Vec<Arc<Block>>) -> Result<Vec<Arc<BlockReader>>> {
+        futures::stream::iter(blocks)
+            .map(|b| async move { self.open(&b).await })
+            .buffered(OPEN_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// The blocks overlapping `[min_t, max_t]` (already clamped to the window) whose external
+    /// labels `matchers` accept, opened, by min time.
+    async fn overlapping(&self, min_t: i64, max_t: i64, matchers: &[Matcher]) -> Result<Vec<Arc<BlockReader>>> {
+        let mut v: Vec<Arc<Block>> = self
+            .known()
+            .into_iter()
+            .filter(|b| b.meta.overlaps(min_t, max_t) && non_external(&b.meta, matchers).is_some())
+            .collect();
+        v.sort_by(|a, b| (a.meta.min_time, &a.meta.ulid).cmp(&(b.meta.min_time, &b.meta.ulid)));
+        self.open_all(v).await
     }
 }
 
 /// The matchers of `matchers` that the block's external labels do not decide; `None` when an
 /// external label rejects the whole block.
-fn non_external(block: &BlockReader, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
-    let ext = &block.meta().thanos.labels;
+fn non_external(meta: &BlockMeta, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
+    let ext = &meta.thanos.labels;
     let mut rest = Vec::with_capacity(matchers.len());
     for m in matchers {
         match ext.get(&m.name) {
@@ -230,7 +385,7 @@ enum Hits {
 }
 
 fn block_hits(block: &BlockReader, matchers: &[Matcher], min_t: i64, max_t: i64) -> Hits {
-    let Some(rest) = non_external(block, matchers) else { return Hits::None };
+    let Some(rest) = non_external(block.meta(), matchers) else { return Hits::None };
     let idx = block.index();
     if rest.is_empty() && covered(block, min_t, max_t) {
         return if idx.label_index().names().next().is_some() { Hits::All } else { Hits::None };
@@ -272,7 +427,7 @@ fn block_series(
     relabel: &Relabel,
 ) -> Vec<(Labels, Vec<u32>)> {
     let ext = &block.meta().thanos.labels;
-    let Some(rest) = non_external(block, matchers) else { return Vec::new() };
+    let Some(rest) = non_external(block.meta(), matchers) else { return Vec::new() };
     let idx = block.index();
     let mut all: Vec<(Labels, u32)> = idx
         .resolve_in_range(&rest, min_t, max_t)
@@ -362,7 +517,8 @@ impl SeriesSource for BucketSource {
     async fn select(&self, req: &SelectRequest) -> Result<SeriesStream> {
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
         let streams: Vec<SeriesStream> = self
-            .overlapping(min_t, max_t)
+            .overlapping(min_t, max_t, &req.matchers)
+            .await?
             .into_iter()
             .filter_map(|b| {
                 let series = block_series(&b, &req.matchers, min_t, max_t, &Relabel::default());
@@ -385,7 +541,7 @@ impl SeriesSource for BucketSource {
         }
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
         let mut sets: BTreeMap<BTreeMap<String, String>, Vec<SeriesStream>> = BTreeMap::new();
-        for b in self.overlapping(min_t, max_t) {
+        for b in self.overlapping(min_t, max_t, &req.matchers).await? {
             let series = block_series(&b, &req.matchers, min_t, max_t, relabel);
             if !series.is_empty() {
                 let ext = b.meta().thanos.labels.clone();
@@ -402,12 +558,12 @@ impl SeriesSource for BucketSource {
         Ok(interleave_series_streams(streams))
     }
 
-    /// One range per external label set of the loaded blocks, clamped to the time window.
+    /// One range per external label set of the blocks served, clamped to the time window.
     async fn data_ranges(&self) -> Vec<DataRange> {
         let mut sets: BTreeMap<&BTreeMap<String, String>, (i64, i64)> = BTreeMap::new();
-        let blocks = self.blocks();
+        let blocks = self.known();
         for b in &blocks {
-            let m = b.meta();
+            let m = &b.meta;
             let e = sets.entry(&m.thanos.labels).or_insert((i64::MAX, i64::MIN));
             // meta.json's maxTime is exclusive.
             *e = (e.0.min(m.min_time), e.1.max(m.max_time.saturating_sub(1)));
@@ -424,7 +580,7 @@ impl SeriesSource for BucketSource {
     /// set is cloned once at the end (blocks with external labels add modified copies).
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Labels>> {
         let (min_t, max_t) = self.clamp(min_t, max_t);
-        let blocks = self.overlapping(min_t, max_t);
+        let blocks = self.overlapping(min_t, max_t, matchers).await?;
         let mut plain: BTreeSet<&Labels> = BTreeSet::new();
         let mut relabelled: BTreeSet<Labels> = BTreeSet::new();
         for b in &blocks {
@@ -448,7 +604,7 @@ impl SeriesSource for BucketSource {
     /// the block lies wholly in range; otherwise from the matching series' labels (never cloned).
     async fn label_names(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
         let (min_t, max_t) = self.clamp(min_t, max_t);
-        let blocks = self.overlapping(min_t, max_t);
+        let blocks = self.overlapping(min_t, max_t, matchers).await?;
         let mut out: Vec<&str> = Vec::new();
         for b in &blocks {
             let ext = &b.meta().thanos.labels;
@@ -479,7 +635,7 @@ impl SeriesSource for BucketSource {
     /// Like [`BucketSource::label_names`]: the cached label index answers where it can.
     async fn label_values(&self, name: &str, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
         let (min_t, max_t) = self.clamp(min_t, max_t);
-        let blocks = self.overlapping(min_t, max_t);
+        let blocks = self.overlapping(min_t, max_t, matchers).await?;
         let mut out: Vec<&str> = Vec::new();
         // The index list merged last: blocks in a row mostly repeat it, and checking that is
         // cheaper than merging it again.
@@ -642,7 +798,7 @@ mod tests {
         let u3 = ulid::Ulid::from_parts(3, 3);
         write_block(&bucket, u3, &[("b", "9")], &b3s).await;
         src.sync().await.unwrap();
-        assert_eq!(src.blocks().len(), 3);
+        assert_eq!(src.block_metas().len(), 3);
         let got = flat(&src, &SelectRequest { matchers: vec![Matcher::equal("b", "9")], ..all.clone() }).await;
         let labels: Vec<String> = got.iter().map(|s| s.0.to_string()).collect();
         assert_eq!(labels, vec![r#"x{a="0", b="9", c="2"}"#, r#"x{b="9", c="1"}"#]);
@@ -675,7 +831,7 @@ mod tests {
         let cached_before = src.page_cache_stats();
         assert!(cached_before.pages >= 3, "{cached_before:?}");
         src.sync().await.unwrap();
-        assert_eq!(src.blocks().iter().map(|b| b.ulid().to_string()).collect::<Vec<_>>(), vec![u1.to_string()]);
+        assert_eq!(src.block_metas().iter().map(|m| m.ulid.clone()).collect::<Vec<_>>(), vec![u1.to_string()]);
         // The unloaded blocks' pages left the cache with them.
         let cached_after = src.page_cache_stats();
         assert!(cached_after.pages < cached_before.pages, "{cached_before:?} -> {cached_after:?}");
@@ -686,6 +842,54 @@ mod tests {
         assert!(src.label_values("c", &[], i64::MIN, i64::MAX).await.unwrap().is_empty());
         assert_eq!(src.label_values("b", &[], i64::MIN, i64::MAX).await.unwrap(), vec!["1", "3"]);
         assert_eq!(src.label_names(&[], 0, 100).await.unwrap(), vec!["__name__", "b"]);
+    }
+
+    #[tokio::test]
+    async fn blocks_open_on_first_use_and_close_beyond_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let x = |v: &str| Labels::from_pairs([("__name__", "x"), ("b", v)]);
+        for k in 0..3i64 {
+            let t = k * 1000;
+            let mut o = crate::BlockWriterOptions::new(ulid::Ulid::from_parts(k as u64 + 1, 1), t, t + 1000);
+            o.external_labels.insert("r".into(), k.to_string());
+            let mut w = crate::BlockWriter::new(bucket.clone(), o).unwrap();
+            w.append_series(&x("1"), &[t, t + 10], &[1.0, 2.0]).await.unwrap();
+            w.append_series(&x("2"), &[t + 5], &[3.0]).await.unwrap();
+            w.finish().await.unwrap();
+        }
+        let all = SelectRequest { min_t: i64::MIN, max_t: i64::MAX, ..Default::default() };
+        let src = BucketSource::new(bucket.clone());
+        src.sync().await.unwrap();
+        let st = src.stats();
+        assert_eq!((st.blocks, st.open_blocks, st.opens, st.open_bytes), (3, 0, 0, 0), "{st:?}");
+        // Ranges and label sets come from meta.json alone.
+        assert_eq!(src.data_ranges().await.len(), 3);
+        assert_eq!(src.stats().opens, 0);
+        // A request opens only the blocks its time range and external labels select.
+        let one = SelectRequest { min_t: 1000, max_t: 1010, ..Default::default() };
+        assert_eq!(flat(&src, &one).await.len(), 2);
+        let ext = SelectRequest { matchers: vec![Matcher::equal("r", "2")], ..all.clone() };
+        assert_eq!(flat(&src, &ext).await.len(), 2);
+        let st = src.stats();
+        assert_eq!((st.open_blocks, st.opens), (2, 2), "{st:?}");
+        let want = flat(&src, &all).await;
+        assert_eq!(want.len(), 6);
+        let st = src.stats();
+        assert_eq!((st.open_blocks, st.opens, st.closes), (3, 3, 0), "{st:?}");
+        assert!(st.open_bytes > 3 * 1000, "{st:?}");
+        let one_block = st.open_bytes / 3;
+
+        // A budget of about one block: answers unchanged, blocks closed and reopened as needed.
+        let small = BucketSource::new(bucket).with_index_budget(one_block + one_block / 2);
+        small.sync().await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(flat(&small, &all).await, want);
+            assert_eq!(small.label_values("b", &[], i64::MIN, i64::MAX).await.unwrap(), vec!["1", "2"]);
+        }
+        let st = small.stats();
+        assert!(st.open_blocks < 3 && st.closes >= 2 && st.opens >= 4, "{st:?}");
+        assert!(st.open_bytes <= one_block * 2, "{st:?}");
     }
 
     #[tokio::test]
@@ -712,7 +916,7 @@ mod tests {
         let src = BucketSource::new(bucket)
             .with_time_window(Arc::new(move || (l.load(Ordering::SeqCst), l.load(Ordering::SeqCst) + H2 + 1000)));
         src.sync().await.unwrap();
-        let loaded = |src: &BucketSource| src.blocks().iter().map(|b| b.meta().min_time / H2).collect::<Vec<_>>();
+        let loaded = |src: &BucketSource| src.block_metas().iter().map(|m| m.min_time / H2).collect::<Vec<_>>();
         assert_eq!(loaded(&src), vec![1, 2]);
         let all = SelectRequest { min_t: i64::MIN, max_t: i64::MAX, ..Default::default() };
         let got = flat(&src, &all).await;
@@ -817,7 +1021,7 @@ mod tests {
         write_block(&bucket, ulid::Ulid::from_parts(1, 2), &[("region", "eu")], &synthetic(300, 0)).await;
         let src = BucketSource::new(bucket);
         src.sync().await.unwrap();
-        let blocks = src.blocks();
+        let blocks = src.open_blocks().await.unwrap();
         // The whole range takes the index path for every block, a window inside a block does not.
         assert!(blocks.iter().all(|b| matches!(block_hits(b, &[], i64::MIN, i64::MAX), Hits::All)));
         assert!(matches!(block_hits(&blocks[0], &[], 1_000_000, 2_000_000), Hits::Some(_)));

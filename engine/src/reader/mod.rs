@@ -116,6 +116,12 @@ impl BlockReader {
     pub fn index(&self) -> &SeriesIndex {
         &self.index
     }
+
+    /// Approximate heap bytes the open block holds: its series table ([`SeriesIndex::heap_bytes`])
+    /// and the footer and page index of samples.parquet (decoded pages are in the [`PageCache`]).
+    pub fn heap_bytes(&self) -> usize {
+        self.index.heap_bytes() + self.samples_meta.metadata().memory_size() + self.ts_pages.len() * 32
+    }
 }
 
 /// An unloaded block takes its cached pages with it.

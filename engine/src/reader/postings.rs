@@ -52,6 +52,13 @@ impl LabelColumn {
         LabelColumn { dict, keys_of, offsets, ids }
     }
 
+    /// Approximate heap bytes of the postings and the value lookup (the dictionary itself is part
+    /// of the series table).
+    pub(super) fn heap_bytes(&self) -> usize {
+        let map: usize = self.keys_of.iter().map(|(v, k)| v.len() + 24 + 24 + 4 * k.len()).sum();
+        4 * (self.offsets.len() + self.ids.len()) + map
+    }
+
     /// Per dictionary key: does `m` accept its value? An equality matcher looks its value up;
     /// the others run once per distinct value.
     pub(super) fn accepted_keys(&self, m: &Matcher) -> Vec<bool> {
@@ -66,14 +73,6 @@ impl LabelColumn {
             return hits;
         }
         (0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect()
-    }
-
-    /// Heap bytes of the postings and the value lookup (the dictionary column itself belongs
-    /// to the series table).
-    pub(super) fn postings_heap_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(String, Vec<u32>)>() + std::mem::size_of::<u64>();
-        (self.offsets.capacity() + self.ids.capacity()) * 4
-            + self.keys_of.iter().map(|(v, ks)| entry + v.capacity() + ks.capacity() * 4).sum::<usize>()
     }
 
     /// Ascending ids of the series whose key is `k`.

@@ -58,7 +58,24 @@ impl SeriesIndex {
     /// Heap bytes of the block's label index: names and values ([`LabelIndex::heap_bytes`]) and
     /// the postings of every label column.
     pub fn label_index_bytes(&self) -> usize {
-        self.label_index.heap_bytes() + self.columns.values().map(LabelColumn::postings_heap_bytes).sum::<usize>()
+        self.label_index.heap_bytes() + self.columns.values().map(LabelColumn::heap_bytes).sum::<usize>()
+    }
+
+    /// Approximate heap footprint in bytes: the series table as read, the decoded label sets, the
+    /// per-series bookkeeping, postings and the label index. What a loaded block costs in memory
+    /// (the store gateway's `--index-cache-size` counts it).
+    pub fn heap_bytes(&self) -> usize {
+        let label = std::mem::size_of::<Label>();
+        let labels: usize = self
+            .labels
+            .iter()
+            .map(|l| {
+                std::mem::size_of::<Labels>() + l.iter().map(|p| label + p.name.len() + p.value.len()).sum::<usize>()
+            })
+            .sum();
+        let per_series = self.len() * 5 * std::mem::size_of::<u64>();
+        let postings: usize = self.columns.iter().map(|(n, c)| n.len() + c.heap_bytes()).sum();
+        self.batch.get_array_memory_size() + labels + per_series + postings + self.label_index.heap_bytes()
     }
 
     /// Names of the label columns (not counting overflow labels), unordered.

@@ -1,0 +1,172 @@
+//! `bench store`: the store gateway over many blocks, `strata store` vs Prometheus 2.42 opening the
+//! same promtool-made TSDB blocks, measured in the same run: time from start to ready, resident
+//! memory once ready (idle), and resident memory after one request that reads every block (StoreAPI
+//! Series() over all series and the whole range for Strata; the same as a streamed remote read for
+//! Prometheus), with the peak (VmHWM) of the whole run.
+//!
+//! The data: the fleet generator over `--blocks` x 2 h (promtool cuts one block per 2 h), converted
+//! into a filesystem bucket. Issue 11's targets: ready in under 5 s with 1,000 blocks, idle RSS under
+//! 200 MiB.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use engine::bucket::Bucket;
+use ingest::convert::{ConvertOptions, convert_path};
+use ingest::testkit::{Daemon, free_port};
+
+use crate::series_bench::{prometheus_read, strata_series};
+use crate::util::{promtool_blocks, spec};
+
+/// Arguments of `bench store`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Number of 2 h blocks.
+    #[arg(long, default_value_t = 1000)]
+    blocks: usize,
+    /// Scrape targets (20 series each).
+    #[arg(long, default_value_t = 10)]
+    targets: usize,
+    /// Scrape interval in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    interval: f64,
+    /// `--index-cache-size` of strata store.
+    #[arg(long, default_value = "250MB")]
+    index_cache_size: String,
+}
+
+/// `VmRSS` and `VmHWM` of a process, in bytes.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// What one system measured.
+#[derive(Debug, Default)]
+struct Measured {
+    ready_s: f64,
+    idle_rss: u64,
+    query_s: f64,
+    after_rss: u64,
+    peak_rss: u64,
+    series: u64,
+    samples: u64,
+}
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+pub(crate) fn run(a: Args) -> Result<(), String> {
+    if a.blocks == 0 {
+        return Err("--blocks must be at least 1".into());
+    }
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let spec = spec(a.targets, a.blocks as f64 * 2.0, a.interval)?;
+    let blocks = promtool_blocks("store", &spec, work.path(), "blocks")?;
+    let n_tsdb = std::fs::read_dir(&blocks)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter(|e| e.path().join("meta.json").is_file())
+        .count();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let bdir = work.path().join("bucket");
+    let bucket = Bucket::local(&bdir).map_err(|e| e.to_string())?;
+    eprintln!("bench store: converting {n_tsdb} TSDB blocks ...");
+    let report =
+        rt.block_on(convert_path(&blocks, &bucket, &ConvertOptions::default(), &|_| {})).map_err(|e| e.to_string())?;
+    if let Some((p, e)) = report.failed.first() {
+        return Err(format!("convert {}: {e}", p.display()));
+    }
+    let bcfg = work.path().join("bucket.yml");
+    std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bdir.display()))
+        .map_err(|e| e.to_string())?;
+    let (min_t, max_t) = (spec.start_ms, spec.start_ms + spec.duration_ms);
+    let port = || free_port().map_err(|e| e.to_string());
+    let client = reqwest::Client::new();
+    let within = Duration::from_secs(600);
+
+    // Strata first, then Prometheus (never both at once: each gets the machine to itself).
+    let strata = {
+        let (grpc, http) = (format!("127.0.0.1:{}", port()?), format!("127.0.0.1:{}", port()?));
+        let bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
+        let log = work.path().join("store.log");
+        let started = Instant::now();
+        let mut d = Daemon::spawn(
+            Command::new(&bin)
+                .args(["store", "--objstore.config-file"])
+                .arg(&bcfg)
+                .args(["--grpc-address", &grpc, "--http-address", &http])
+                .args(["--index-cache-size", &a.index_cache_size]),
+            &log,
+        )
+        .map_err(|e| format!("{e} (cargo build --release --workspace first)"))?;
+        rt.block_on(d.wait_http_ok(&format!("http://{http}/-/ready"), within, &log)).map_err(|e| e.to_string())?;
+        let ready_s = started.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(2));
+        let pid = d.0.id();
+        let idle_rss = rss(pid).0;
+        let t = Instant::now();
+        let got = rt.block_on(strata_series(&grpc, min_t, max_t))?;
+        let query_s = t.elapsed().as_secs_f64();
+        let (after_rss, peak_rss) = rss(pid);
+        Measured { ready_s, idle_rss, query_s, after_rss, peak_rss, series: got.series, samples: got.samples }
+    };
+    let prom = {
+        let cfg = work.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
+        let pport = port()?;
+        let log = work.path().join("prometheus.log");
+        let started = Instant::now();
+        let mut d = Daemon::spawn(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.tsdb.path={}", blocks.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+                .arg("--storage.tsdb.retention.time=100y"),
+            &log,
+        )
+        .map_err(|e| format!("prometheus: {e}"))?;
+        let base = format!("http://127.0.0.1:{pport}");
+        rt.block_on(d.wait_http_ok(&format!("{base}/-/ready"), within, &log)).map_err(|e| e.to_string())?;
+        let ready_s = started.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(2));
+        let pid = d.0.id();
+        let idle_rss = rss(pid).0;
+        let t = Instant::now();
+        let got = rt.block_on(prometheus_read(&client, &base, min_t, max_t))?;
+        let query_s = t.elapsed().as_secs_f64();
+        let (after_rss, peak_rss) = rss(pid);
+        Measured { ready_s, idle_rss, query_s, after_rss, peak_rss, series: got.series, samples: got.samples }
+    };
+    if strata.samples != prom.samples || strata.series != prom.series {
+        return Err(format!(
+            "the answers differ: strata {} series / {} samples, prometheus {} series / {} samples",
+            strata.series, strata.samples, prom.series, prom.samples
+        ));
+    }
+    println!(
+        "bench store: {} blocks ({} TSDB blocks converted), {} series, {} samples; index-cache-size {}",
+        report.converted.len(),
+        n_tsdb,
+        strata.series,
+        strata.samples,
+        a.index_cache_size
+    );
+    println!("| | strata store | Prometheus 2.42 | ratio |");
+    println!("|---|---|---|---|");
+    let row = |what: &str, s: f64, p: f64, unit: &str| {
+        println!("| {what} | {s:.2} {unit} | {p:.2} {unit} | {:.2} |", s / p);
+    };
+    row("start to ready", strata.ready_s, prom.ready_s, "s");
+    row("RSS idle (ready + 2 s)", strata.idle_rss as f64 / MIB, prom.idle_rss as f64 / MIB, "MiB");
+    row("one read of every series, whole range", strata.query_s, prom.query_s, "s");
+    row("RSS after that read", strata.after_rss as f64 / MIB, prom.after_rss as f64 / MIB, "MiB");
+    row("peak RSS of the run (VmHWM)", strata.peak_rss as f64 / MIB, prom.peak_rss as f64 / MIB, "MiB");
+    Ok(())
+}

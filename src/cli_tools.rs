@@ -1,4 +1,5 @@
-//! `strata tools bucket ls|inspect|verify`: operator views of a bucket.
+//! `strata tools bucket ls|inspect|verify|mark`: operator views of a bucket, and Thanos's block
+//! marks.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,40 @@ pub(crate) enum BucketCommand {
     Inspect(ListArgs),
     /// Check every block (or the ones given with --id) for format problems; exits non-zero on any.
     Verify(VerifyArgs),
+    /// Mark blocks for deletion or no-compaction (Thanos's mark files), or remove a mark.
+    Mark(MarkArgs),
+}
+
+/// Marks `strata tools bucket mark` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Marker {
+    /// `deletion-mark.json`: readers stop serving the block, the compactor deletes it after its
+    /// --delete-delay.
+    #[value(name = "deletion-mark.json")]
+    Deletion,
+    /// `no-compact-mark.json`: the compactor leaves the block out of every compaction.
+    #[value(name = "no-compact-mark.json")]
+    NoCompact,
+}
+
+/// Arguments of mark.
+#[derive(Debug, Args)]
+pub(crate) struct MarkArgs {
+    /// Object storage configuration file (Thanos objstore YAML).
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: PathBuf,
+    /// ULID of a block to mark (repeatable).
+    #[arg(long = "id", required = true)]
+    ids: Vec<String>,
+    /// Mark to put.
+    #[arg(long = "marker", value_enum)]
+    marker: Marker,
+    /// Human-readable details put into the mark (required unless --remove).
+    #[arg(long = "details", default_value = "")]
+    details: String,
+    /// Remove the mark instead.
+    #[arg(long = "remove")]
+    remove: bool,
 }
 
 /// Output format of ls and inspect.
@@ -55,7 +90,44 @@ pub(crate) async fn run_bucket(cmd: BucketCommand) -> Result<(), CliError> {
         BucketCommand::Ls(a) => list(a, false).await,
         BucketCommand::Inspect(a) => list(a, true).await,
         BucketCommand::Verify(a) => verify(a).await,
+        BucketCommand::Mark(a) => mark(a).await,
     }
+}
+
+async fn mark(a: MarkArgs) -> Result<(), CliError> {
+    if !a.remove && a.details.is_empty() {
+        return Err(CliError::Usage("mark: --details is required (unless --remove)".into()));
+    }
+    for id in &a.ids {
+        if ulid::Ulid::from_string(id).is_err() {
+            return Err(CliError::Usage(format!("mark: --id {id:?} is not a ULID")));
+        }
+    }
+    let bucket = Bucket::from_config_file(&a.objstore_config_file)?;
+    let file = match a.marker {
+        Marker::Deletion => engine::meta::DELETION_MARK_FILE,
+        Marker::NoCompact => engine::meta::NO_COMPACT_MARK_FILE,
+    };
+    for id in &a.ids {
+        let path = Bucket::block_path(id, file);
+        if a.remove {
+            if !bucket.exists(&path).await? {
+                return Err(CliError::Failed(format!("mark: block {id} has no {file}")));
+            }
+            bucket.delete(&path).await?;
+            println!("{id}: {file} removed");
+            continue;
+        }
+        if !bucket.exists(&Bucket::block_path(id, engine::meta::META_FILE)).await? {
+            return Err(CliError::Failed(format!("mark: block {id} not found (no {})", engine::meta::META_FILE)));
+        }
+        match a.marker {
+            Marker::Deletion => bucket.mark_for_deletion(id, &a.details).await?,
+            Marker::NoCompact => bucket.mark_no_compact(id, "manual", &a.details).await?,
+        }
+        println!("{id}: {file} written");
+    }
+    Ok(())
 }
 
 fn time(ms: i64) -> String {

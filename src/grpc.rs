@@ -7,12 +7,31 @@
 //!   StoreApi ─► thanos.Store + thanos.info.Info ─► Routes ─► serve(--grpc-address) until Shutdown
 //! ```
 
-use query::storeapi::server::StoreApi;
+use clap::Args;
+use query::storeapi::server::{RequestLimits, StoreApi};
 use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::CliError;
 use crate::server::Shutdown;
+
+/// Thanos's StoreAPI request limits (`--store.limits.*`), flags of every component serving Series.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StoreLimitsArgs {
+    /// Most series one Series call may return; beyond it the call fails (0: no limit).
+    #[arg(long = "store.limits.request-series", default_value_t = 0)]
+    request_series: u64,
+    /// Most samples one Series call may return; beyond it the call fails (0: no limit).
+    #[arg(long = "store.limits.request-samples", default_value_t = 0)]
+    request_samples: u64,
+}
+
+impl StoreLimitsArgs {
+    /// The limits the StoreAPI server enforces.
+    pub(crate) fn limits(&self) -> RequestLimits {
+        RequestLimits { series: self.request_series, samples: self.request_samples }
+    }
+}
 
 /// The StoreAPI services (`thanos.Store`, `thanos.info.Info`) of `api`.
 pub(crate) fn storeapi_routes(api: &StoreApi) -> Routes {

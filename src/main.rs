@@ -4,6 +4,7 @@
 //! and wires components together; the logic lives in the workspace crates.
 
 mod cli_tools;
+mod compact_cmd;
 mod convert_cmd;
 mod gen_cmd;
 mod grpc;
@@ -54,6 +55,9 @@ enum Command {
     Receive(receive_cmd::ReceiveArgs),
     /// Serve the raw blocks of a bucket over the Thanos StoreAPI (gRPC): the store gateway.
     Store(store_cmd::StoreArgs),
+    /// Compact the blocks of a bucket: merge, deduplicate replicas, apply retention, delete marked
+    /// blocks.
+    Compact(compact_cmd::CompactArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,7 +68,7 @@ enum TsdbCommand {
 
 #[derive(Debug, Subcommand)]
 enum ToolsCommand {
-    /// Bucket tools: ls, inspect, verify.
+    /// Bucket tools: ls, inspect, verify, mark.
     Bucket {
         #[command(subcommand)]
         command: cli_tools::BucketCommand,
@@ -89,7 +93,7 @@ enum CliError {
 
 fn init_logging(level: &str) {
     // Our crates log at the chosen level; dependencies (DataFusion, object_store, ...) only warn.
-    let ours = format!("warn,strata={level},engine={level},ingest={level},query={level}");
+    let ours = format!("warn,strata={level},engine={level},ingest={level},query={level},compactor={level}");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(ours));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up_cmd::run(args).await,
             Command::Receive(args) => receive_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
+            Command::Compact(args) => compact_cmd::run(args).await,
         }
     });
     match res {

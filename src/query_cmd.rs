@@ -441,27 +441,30 @@ impl Collector for EndpointCollector {
     }
 }
 
-/// Cuts finished blocks out of the heads every `every`, and re-syncs the bucket after a cut so the
-/// new blocks are served before anything else happens.
-async fn cut_loop(
+/// Cuts finished blocks out of the heads every `every`, re-syncing the bucket after each upload
+/// and before the head drops the samples, so they are always served by one or the other.
+pub(crate) async fn cut_loop(
     state: ingest::receive::ReceiveState,
     bucket: Arc<BucketSource>,
     every: Duration,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let resync = move || -> futures::future::BoxFuture<'static, ()> {
+        let bucket = bucket.clone();
+        Box::pin(async move {
+            if let Err(e) = bucket.sync().await {
+                tracing::warn!("bucket sync after a cut failed (the block is served after the next sync): {e}");
+            }
+        })
+    };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = &mut stop => return,
         }
-        match state.cut_all(false).await {
+        match state.cut_all_then(false, &resync).await {
             Ok(0) => {}
-            Ok(blocks) => {
-                tracing::info!(blocks, "cut blocks from the heads");
-                if let Err(e) = bucket.sync().await {
-                    tracing::warn!("bucket sync after a cut failed: {e}");
-                }
-            }
+            Ok(blocks) => tracing::info!(blocks, "cut blocks from the heads"),
             Err(e) => tracing::warn!("cutting the heads failed; will retry: {e}"),
         }
     }

@@ -2,9 +2,22 @@
 //! `--remote-write.address` (`/api/v1/receive` and `/api/v1/write`), one head per tenant under
 //! `--tsdb.path`, blocks of `--tsdb.block-duration` cut every few seconds into the bucket (and all
 //! data on shutdown), `/metrics`, `/-/healthy` and `/-/ready` on `--http-address` (the shared
-//! server of [`crate::server`]). With `--receive.hashrings-file`, series are placed and replicated
-//! across receivers like Thanos's `hashmod` hashring; receivers forward to each other over HTTP
-//! remote write (Thanos uses gRPC there).
+//! server of [`crate::server`]).
+//!
+//! On `--grpc-address` it serves the Thanos StoreAPI (`thanos.Store`, `thanos.info.Info`) over every
+//! tenant's head and the blocks it cut (each tenant's series carry the `--label`s and the tenant
+//! label; Info lists one label set per tenant; ready after the first read of the bucket) and
+//! `thanos.WriteableStore/RemoteWrite`, the gRPC write of receivers among themselves. With
+//! `--receive.hashrings-file`, series are placed and replicated across receivers like Thanos's
+//! `hashmod` hashring, forwarded to the peers' gRPC addresses, so Strata and Thanos receivers can
+//! share a hashring.
+//!
+//! ```text
+//!   remote write (HTTP) ─┐                      ┌─► local tenant heads ──cut──► bucket (own blocks)
+//!   RemoteWrite (gRPC) ──┴─► hashring placement ─┤                                   │
+//!                                                └─► peers: RemoteWrite (gRPC)        │
+//!   StoreAPI (gRPC) ◄── heads ∪ own blocks (re-read after every cut) ◄───────────────┘
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,13 +25,20 @@ use std::time::Duration;
 
 use axum::Router;
 use clap::Args;
-use engine::Labels;
 use engine::bucket::Bucket;
+use engine::bucket_source::BucketSource;
+use engine::{Labels, MergedSource, SeriesSource};
 use ingest::hashring::Hashrings;
 use ingest::receive::{self, EngineHeads, ReceiveOptions, ReceiveState};
+use ingest::receive_grpc::writeable_store;
+use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 
 use crate::CliError;
-use crate::server::{Readiness, new_registry, serve};
+use crate::query_cmd::{cut_loop, sync_loop};
+use crate::server::{
+    BucketStoreCollector, PageCacheCollector, Readiness, Shutdown, SyncMetrics, new_registry, serve_until,
+    thanos_registry,
+};
 
 /// Arguments of `strata receive`.
 #[derive(Debug, Args)]
@@ -29,6 +49,10 @@ pub(crate) struct ReceiveArgs {
     /// Listen address of /metrics, /-/healthy and /-/ready (host:port).
     #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
     http_address: String,
+    /// Listen address of the StoreAPI and of thanos.WriteableStore (gRPC, host:port); hashring
+    /// peers forward here.
+    #[arg(long = "grpc-address", default_value = "127.0.0.1:10901")]
+    grpc_address: String,
     /// Directory of the tenant heads (WAL and state), one subdirectory per tenant.
     #[arg(long = "tsdb.path", default_value = "./data")]
     tsdb_path: PathBuf,
@@ -41,15 +65,17 @@ pub(crate) struct ReceiveArgs {
     /// Hashrings file (Thanos JSON); without it every series is written locally.
     #[arg(long = "receive.hashrings-file")]
     hashrings_file: Option<PathBuf>,
-    /// This receiver's endpoint (host:port of its remote-write address) as the hashrings name it.
+    /// This receiver's endpoint as the hashrings name it: the host:port of its --grpc-address.
     #[arg(long = "receive.local-endpoint")]
     local_endpoint: Option<String>,
-    /// How many receivers store each series; a write needs floor(rf/2)+1 of them.
+    /// How many receivers store each series; a write needs floor(rf/2)+1 of them (1 for rf=2).
     #[arg(long = "receive.replication-factor", default_value_t = 1)]
     replication_factor: u64,
-    /// Timeout of a request forwarded to another receiver.
+    /// Timeout of a write forwarded to another receiver (gRPC).
     #[arg(long = "receive.forward-timeout", default_value = "5s")]
     forward_timeout: String,
+    #[command(flatten)]
+    limits: crate::grpc::StoreLimitsArgs,
 }
 
 /// Receive flags shared by `strata receive` and `strata up`.
@@ -164,6 +190,10 @@ pub(crate) fn parse_size(flag: &str, v: &str) -> Result<usize, CliError> {
         .ok_or_else(|| CliError::Usage(format!("--{flag} {v:?}: expected a positive size like 32MiB")))
 }
 
+/// How often the receiver re-reads the bucket for its own blocks besides right after each cut (a
+/// restart, or blocks a previous run uploaded on shutdown).
+const BLOCK_SYNC_INTERVAL: Duration = Duration::from_secs(180);
+
 /// Runs `strata receive` until SIGINT/SIGTERM, then cuts every head into blocks.
 pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
     let bucket = match &args.objstore_config_file {
@@ -178,7 +208,24 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
             duration_ms("receive.forward-timeout", &args.forward_timeout)?.max(1) as u64
         ),
     };
-    let (state, cut_every) = args.core.open(&args.tsdb_path, bucket, ring).await?;
+    let (state, cut_every) = args.core.open(&args.tsdb_path, bucket.clone(), ring).await?;
+
+    // the StoreAPI data: the heads and the blocks this receiver cut
+    let own = state.clone();
+    let blocks = Arc::new(BucketSource::new(bucket).with_block_filter(Arc::new(move |meta| own.is_own_block(meta))));
+    let source: Arc<dyn SeriesSource> = Arc::new(MergedSource::new(vec![blocks.clone(), state.source()]));
+    let mut registry = new_registry("receive");
+    state.register_metrics(&mut registry);
+    let sync_metrics = SyncMetrics::register(&mut registry);
+    registry.register_collector(Box::new(PageCacheCollector(blocks.clone())));
+    let mut thanos = thanos_registry();
+    thanos.register_collector(Box::new(BucketStoreCollector(blocks.clone())));
+    let api_metrics = StoreApiMetrics::register(&mut registry);
+    let ready = Readiness::default();
+    let opts = StoreApiOptions { component_type: "receive".into(), limits: args.limits.limits(), ..Default::default() };
+    let api = StoreApi::new(source, opts, ready.flag(), api_metrics);
+    let routes = crate::grpc::storeapi_routes(&api).add_service(writeable_store(state.clone()));
+    let sync = tokio::spawn(sync_loop(blocks.clone(), BLOCK_SYNC_INTERVAL, sync_metrics, ready.clone()));
 
     let listener = tokio::net::TcpListener::bind(&args.remote_write_address).await.map_err(|e| {
         CliError::Failed(format!("--remote-write.address {}: cannot listen: {e}", args.remote_write_address))
@@ -196,15 +243,16 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
             .await
     });
     tracing::info!(address = %rw_local, "remote write listening on /api/v1/receive and /api/v1/write");
-    let (stop_cutter, cutter) = state.spawn_cutter(cut_every);
+    let (stop_cutter, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cutter = tokio::spawn(cut_loop(state.clone(), blocks, cut_every, stopped));
 
-    let ready = Readiness::default();
-    ready.set_ready();
-    let mut registry = new_registry("receive");
-    state.register_metrics(&mut registry);
-    let served = serve(&args.http_address, Router::new(), ready, registry).await;
+    let shutdown = Shutdown::on_signal();
+    let http = serve_until(&args.http_address, Router::new(), ready, vec![registry, thanos], shutdown.clone());
+    let grpc = crate::grpc::serve(&args.grpc_address, routes, shutdown);
+    let served = tokio::try_join!(http, grpc);
 
     // shutdown: stop taking writes, stop the periodic cutter, then cut everything
+    sync.abort();
     let _ = stop_rw.send(());
     match rw_server.await {
         Ok(Ok(())) => {}

@@ -63,9 +63,14 @@ pub(crate) struct Shutdown(tokio::sync::watch::Receiver<bool>);
 impl Shutdown {
     /// Starts listening for SIGINT/SIGTERM.
     pub(crate) fn on_signal() -> Self {
+        Self::when(shutdown_signal())
+    }
+
+    /// Shuts down once `trigger` resolves (e.g. a signal or the end of a one-shot job).
+    pub(crate) fn when(trigger: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            shutdown_signal().await;
+            trigger.await;
             let _ = tx.send(true);
         });
         Shutdown(rx)
@@ -290,7 +295,7 @@ async fn log_requests(req: Request, next: Next) -> Response {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!("cannot listen for SIGINT: {e}");
@@ -318,12 +323,8 @@ async fn shutdown_signal() {
 }
 
 /// Binds `address` (e.g. `127.0.0.1:10902`), serves `api` behind the readiness gate plus the
-/// shared endpoints, and returns after a graceful shutdown on SIGINT/SIGTERM.
-pub(crate) async fn serve(address: &str, api: Router, ready: Readiness, registry: Registry) -> Result<(), CliError> {
-    serve_until(address, api, ready, vec![registry], Shutdown::on_signal()).await
-}
-
-/// [`serve`] until `shutdown` resolves, with several registries on `/metrics` (e.g. one from
+/// shared endpoints, and returns after a graceful shutdown once `shutdown` resolves (e.g.
+/// [`Shutdown::on_signal`]); several registries go on `/metrics` (e.g. one from
 /// [`thanos_registry`] next to Strata's).
 pub(crate) async fn serve_until(
     address: &str,

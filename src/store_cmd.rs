@@ -20,7 +20,7 @@ use axum::Router;
 use clap::Args;
 use engine::bucket::Bucket;
 use engine::bucket_source::BucketSource;
-use query::storeapi::server::{RequestLimits, StoreApi, StoreApiMetrics, StoreApiOptions};
+use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 
 use crate::CliError;
 use crate::query_cmd::sync_loop;
@@ -48,12 +48,8 @@ pub(crate) struct StoreArgs {
     /// End of the time range served, like --min-time. Blocks wholly after it are not loaded.
     #[arg(long = "max-time", default_value = "9999-12-31T23:59:59Z")]
     max_time: String,
-    /// Most series one Series call may return; beyond it the call fails (0: no limit).
-    #[arg(long = "store.limits.request-series", default_value_t = 0)]
-    request_series: u64,
-    /// Most samples one Series call may return; beyond it the call fails (0: no limit).
-    #[arg(long = "store.limits.request-samples", default_value_t = 0)]
-    request_samples: u64,
+    #[command(flatten)]
+    limits: crate::grpc::StoreLimitsArgs,
     /// Most memory the open blocks' series tables (labels, postings) and Parquet footers may hold;
     /// blocks open on first use and the least recently used are closed beyond this (KB, MB, GB,
     /// KiB, MiB, GiB).
@@ -136,11 +132,7 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     thanos.register_collector(Box::new(BucketStoreCollector(source.clone())));
     let api_metrics = StoreApiMetrics::register(&mut registry);
     let ready = Readiness::default();
-    let opts = StoreApiOptions {
-        component_type: "store".into(),
-        limits: RequestLimits { series: args.request_series, samples: args.request_samples },
-        ..Default::default()
-    };
+    let opts = StoreApiOptions { component_type: "store".into(), limits: args.limits.limits(), ..Default::default() };
     let api = StoreApi::new(source.clone(), opts, ready.flag(), api_metrics);
     let sync = tokio::spawn(sync_loop(source, sync_interval, sync_metrics, ready.clone()));
 

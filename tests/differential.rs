@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -427,6 +427,54 @@ fn difference(p: &Answer, s: &Answer) -> Option<String> {
     }
 }
 
+/// The HTTP calls a query is compared with: instant queries at [`INSTANT_TIMES`] and
+/// [`ODD_INSTANT`], range queries over [`RANGE`] and [`ODD_RANGE`], and the edge times and range
+/// for queries without extrapolating functions.
+fn calls_of(q: &str) -> Vec<(String, String)> {
+    let mut calls: Vec<(String, String)> = INSTANT_TIMES
+        .iter()
+        .map(|t| (format!("instant at {t}"), format!("/api/v1/query?query={}&time={t}", urlencode(q))))
+        .collect();
+    calls.push((
+        format!("instant at {ODD_INSTANT}"),
+        format!("/api/v1/query?query={}&time={ODD_INSTANT}", urlencode(q)),
+    ));
+    let mut ranges = vec![RANGE, ODD_RANGE];
+    if !["rate(", "increase(", "delta("].iter().any(|f| q.contains(f)) {
+        ranges.push(EDGE_RANGE);
+        calls.extend(
+            EDGE_INSTANT_TIMES
+                .iter()
+                .map(|t| (format!("instant at {t}"), format!("/api/v1/query?query={}&time={t}", urlencode(q)))),
+        );
+    }
+    for (s, e, step) in ranges {
+        calls.push((
+            format!("range {s}..{e} step {step}"),
+            format!("/api/v1/query_range?query={}&start={s}&end={e}&step={step}", urlencode(q)),
+        ));
+    }
+    calls
+}
+
+/// The suite's data (4 targets from T0 at 15 s, seed 7) for `hours` cut into TSDB blocks by
+/// promtool under `work/blocks`.
+fn generated_blocks(promtool: &Path, work: &Path, hours: i64) -> PathBuf {
+    let spec = ingest::datagen::GenSpec {
+        targets: 4,
+        start_ms: T0 * 1000 + FIRST_MS,
+        duration_ms: hours * 3_600_000,
+        interval_ms: 15_000,
+        jitter_ms: 3,
+        seed: 7,
+    };
+    let mut buf = Vec::new();
+    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
+    let blocks = work.join("blocks");
+    promtool_blocks(promtool, &String::from_utf8(buf).unwrap(), work, &blocks);
+    blocks
+}
+
 async fn fetch(client: &reqwest::Client, base: &str, path_and_query: &str) -> Value {
     let r = client.get(format!("{base}{path_and_query}")).send().await.unwrap();
     let text = r.text().await.unwrap();
@@ -445,18 +493,7 @@ async fn promql_agrees_with_prometheus_2_42() {
     let tmp = tempfile::tempdir().unwrap();
 
     // 1. data → TSDB blocks
-    let spec = ingest::datagen::GenSpec {
-        targets: 4,
-        start_ms: T0 * 1000 + FIRST_MS,
-        duration_ms: HOURS * 3_600_000,
-        interval_ms: 15_000,
-        jitter_ms: 3,
-        seed: 7,
-    };
-    let mut buf = Vec::new();
-    ingest::datagen::write_openmetrics(&spec, &mut buf).unwrap();
-    let blocks = tmp.path().join("blocks");
-    promtool_blocks(&promtool, &String::from_utf8(buf).unwrap(), tmp.path(), &blocks);
+    let blocks = generated_blocks(&promtool, tmp.path(), HOURS);
 
     // 2. a real Prometheus 2.42 over a copy of the blocks
     let client = reqwest::Client::new();
@@ -511,29 +548,7 @@ async fn promql_agrees_with_prometheus_2_42() {
     let all = QUERIES.iter().map(|q| (*q, None)).chain(KNOWN_DIFFERENCES.iter().map(|(q, r)| (*q, Some(*r))));
     for (q, known_reason) in all {
         let ordered = q.starts_with("sort");
-        let mut calls: Vec<(String, String)> = INSTANT_TIMES
-            .iter()
-            .map(|t| (format!("instant at {t}"), format!("/api/v1/query?query={}&time={t}", urlencode(q))))
-            .collect();
-        calls.push((
-            format!("instant at {ODD_INSTANT}"),
-            format!("/api/v1/query?query={}&time={ODD_INSTANT}", urlencode(q)),
-        ));
-        let mut ranges = vec![RANGE, ODD_RANGE];
-        if !["rate(", "increase(", "delta("].iter().any(|f| q.contains(f)) {
-            ranges.push(EDGE_RANGE);
-            calls.extend(
-                EDGE_INSTANT_TIMES
-                    .iter()
-                    .map(|t| (format!("instant at {t}"), format!("/api/v1/query?query={}&time={t}", urlencode(q)))),
-            );
-        }
-        for (s, e, step) in ranges {
-            calls.push((
-                format!("range {s}..{e} step {step}"),
-                format!("/api/v1/query_range?query={}&start={s}&end={e}&step={step}", urlencode(q)),
-            ));
-        }
+        let calls = calls_of(q);
         let mut nonempty = false;
         for (what, path) in calls {
             let (pv, sv) = tokio::join!(fetch(&client, &prom_base, &path), fetch(&client, &strata_base, &path));
@@ -578,4 +593,70 @@ async fn promql_agrees_with_prometheus_2_42() {
         "queries that unexpectedly select nothing (typo?)"
     );
     assert!(failures.is_empty(), "{} of {checked} query evaluations disagree (see above)", failures.len());
+}
+
+/// Every query of [`QUERIES`] and [`KNOWN_DIFFERENCES`] answers exactly the same (labels,
+/// timestamps, values as printed) from `strata query` over a bucket and over a copy of it that
+/// `strata compact` compacted (18 h of data: the 2h blocks of [0h, 8h) become one 8h block, so the
+/// query windows cross compacted and uncompacted blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promql_answers_are_the_same_after_compaction() {
+    let Some(promtool) = peer("promtool") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let blocks = generated_blocks(&promtool, tmp.path(), 18);
+    let plain = fs_bucket_config(tmp.path(), &tmp.path().join("bucket"));
+    strata_ok(
+        &["tsdb", "convert", "--tsdb.path", blocks.to_str().unwrap(), "--objstore.config-file"]
+            .into_iter()
+            .chain([plain.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    let compacted_dir = tmp.path().join("compacted");
+    std::fs::create_dir_all(&compacted_dir).unwrap();
+    copy_dir(&tmp.path().join("bucket"), &compacted_dir.join("bucket"));
+    let compacted = fs_bucket_config(&compacted_dir, &compacted_dir.join("bucket"));
+    let count = |dir: &Path| std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
+    let before = count(&compacted_dir.join("bucket"));
+    strata_ok(&[
+        "compact",
+        "--objstore.config-file",
+        compacted.to_str().unwrap(),
+        "--http-address=127.0.0.1:0",
+        "--consistency-delay=0s",
+        "--delete-delay=0s",
+    ]);
+    let after = count(&compacted_dir.join("bucket"));
+    assert_eq!((before, after), (10, 7), "the [0h, 8h) window was not compacted");
+
+    let mut servers = Vec::new();
+    for (name, cfg) in [("plain", &plain), ("compacted", &compacted)] {
+        let log = tmp.path().join(format!("{name}.log"));
+        servers.push(
+            Strata::start(&["query", "--objstore.config-file", cfg.to_str().unwrap(), "--log.level=warn"], &log).await,
+        );
+    }
+    let client = reqwest::Client::new();
+    let (mut checked, mut nonempty, mut failures) = (0, 0, Vec::new());
+    for q in QUERIES.iter().copied().chain(KNOWN_DIFFERENCES.iter().map(|(q, _)| *q)) {
+        let ordered = q.starts_with("sort");
+        for (what, path) in calls_of(q) {
+            let (a, b) = tokio::join!(fetch(&client, &servers[0].base, &path), fetch(&client, &servers[1].base, &path));
+            let (a, b) = (answer(&a, ordered), answer(&b, ordered));
+            checked += 1;
+            nonempty += usize::from(matches!(&a, Answer::Data { series, .. } if !series.is_empty()));
+            // Debug text: NaN equals NaN, every other value exactly as printed.
+            if format!("{a:?}") != format!("{b:?}") {
+                failures.push(format!("QUERY {q} [{what}]\n  uncompacted: {a:?}\n  compacted:   {b:?}"));
+            }
+        }
+    }
+    eprintln!("{checked} query evaluations compared, {nonempty} with data");
+    for f in &failures {
+        eprintln!("MISMATCH:\n{}\n", &f[..f.len().min(3000)]);
+    }
+    assert!(nonempty * 2 > checked, "most answers should hold data: {nonempty} of {checked}");
+    assert!(failures.is_empty(), "{} of {checked} evaluations differ after compaction", failures.len());
+    for s in servers {
+        s.stop().await;
+    }
 }

@@ -82,25 +82,6 @@ impl Store {
     }
 }
 
-/// The series of a matrix answer: labels (as `{name=value,...}` JSON text) and points (ms, value).
-fn matrix(v: &Value) -> Vec<(Value, Vec<(i64, f64)>)> {
-    assert_eq!(v["status"], "success", "{v}");
-    v["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let pts = r["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, parse_go_float(p[1].as_str().unwrap())))
-                .collect();
-            (r["metric"].clone(), pts)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn ha_pair_deduplicated_and_partial_response() {
     let Some(promtool) = peer("promtool") else { return };
@@ -261,4 +242,84 @@ async fn promtool_through_the_storeapi_equals_the_bucket_directly() {
     let s = series(&via_store.base);
     assert!(s.contains("replica=\"a\""), "{s}");
     assert_eq!(s, series(&direct.base));
+}
+
+/// `strata compact --deduplication.replica-label replica --deduplication.func penalty` keeps the
+/// same samples as the querier's penalty deduplication of the same HA pair (one block per replica;
+/// both use `engine::dedup`, here through their whole real paths: StoreAPI, proxy and merge on one
+/// side, the compactor's block merge on the other).
+#[tokio::test]
+async fn compactor_penalty_dedup_keeps_the_querier_s_samples() {
+    let Some(promtool) = peer("promtool") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The pair as above, cut before midnight (T0 + 6400 s) so that each replica is one 2h block.
+    let midnight = T0 + 6400;
+    let before_midnight = |text: String| -> String {
+        text.lines()
+            .filter(|l| l.starts_with('#') || l.rsplit(' ').next().unwrap().parse::<i64>().unwrap() < midnight)
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let both = dir.path().join("bucket-both");
+    let mut stores = Vec::new();
+    for (name, offset, gap) in [("a", 0, Some((GAP_FROM, GAP_TO))), ("b", 7, None)] {
+        let work = dir.path().join(format!("work-{name}"));
+        let tsdb = work.join("tsdb");
+        std::fs::create_dir_all(&tsdb).unwrap();
+        promtool_blocks(&promtool, &before_midnight(openmetrics(offset, gap)), &work, &tsdb);
+        let cfg = fs_bucket_config(&work, &dir.path().join(format!("bucket-{name}")));
+        let replica = format!("replica=\"{name}\"");
+        let cfg_s = cfg.to_str().unwrap();
+        strata_ok(
+            &["tsdb", "convert", "--tsdb.path", tsdb.to_str().unwrap(), "--objstore.config-file", cfg_s]
+                .into_iter()
+                .chain(["--label", "cluster=\"c1\"", "--label", &replica])
+                .collect::<Vec<_>>(),
+        );
+        copy_dir(&dir.path().join(format!("bucket-{name}")), &both);
+        stores.push(Store::start(&cfg, &dir.path().join(format!("store-{name}.log"))).await);
+    }
+    let q = Strata::start(
+        &["query", "--endpoint", &stores[0].grpc, "--endpoint", &stores[1].grpc, "--query.replica-label=replica"],
+        &dir.path().join("query.log"),
+    )
+    .await;
+
+    let cfg = fs_bucket_config(dir.path(), &both);
+    strata_ok(&[
+        "compact",
+        "--objstore.config-file",
+        cfg.to_str().unwrap(),
+        "--http-address=127.0.0.1:0",
+        "--consistency-delay=0s",
+        "--delete-delay=0s",
+        "--deduplication.replica-label=replica",
+        "--deduplication.func=penalty",
+    ]);
+    let blocks: Vec<PathBuf> = std::fs::read_dir(&both).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(blocks[0].join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["thanos"]["labels"], json!({"cluster": "c1"}));
+    let compacted =
+        Strata::start(&["query", "--objstore.config-file", cfg.to_str().unwrap()], &dir.path().join("q2.log")).await;
+
+    let raw = format!("/api/v1/query?query={}&time={midnight}", urlencode("{__name__=~\"ha_.+\"}[3h]"));
+    let (_, v) = q.get(&raw).await;
+    let want = matrix(&v);
+    let (_, v) = compacted.get(&raw).await;
+    let got = matrix(&v);
+    assert_eq!(want.len(), 2, "{v}");
+    assert_eq!(want[0].0, json!({"__name__": "ha_requests_total", "cluster": "c1", "job": "api"}));
+    let bits = |m: &[(Value, Vec<(i64, f64)>)]| -> Vec<(String, Vec<(i64, u64)>)> {
+        m.iter().map(|(l, p)| (l.to_string(), p.iter().map(|(t, v)| (*t, v.to_bits())).collect())).collect()
+    };
+    assert_eq!(bits(&got), bits(&want), "compacted samples differ from the querier's deduplication");
+    // Penalty, not chain: b fills a's gap, elsewhere one replica only.
+    let ts: Vec<i64> = want[1].1.iter().map(|p| p.0 / 1000 - T0).collect();
+    assert!(ts.iter().any(|s| (GAP_FROM..GAP_TO).contains(s)), "the gap is filled");
+    let (_, v) = q.get(&format!("{raw}&dedup=false")).await;
+    let pair: usize = matrix(&v).iter().filter(|s| s.0["__name__"] == "ha_temp").map(|s| s.1.len()).sum();
+    assert!(ts.len() * 3 < pair * 2, "one replica at a time: {} of {pair} samples", ts.len());
+    compacted.stop().await;
+    q.stop().await;
 }

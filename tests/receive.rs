@@ -116,6 +116,7 @@ async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
     let mut cmd = Command::new(strata_bin());
     cmd.args(["receive", "--remote-write.address", &format!("127.0.0.1:{rw_port}")])
         .args(["--http-address", &format!("127.0.0.1:{http_port}")])
+        .args(["--grpc-address", &format!("127.0.0.1:{}", free_port())])
         .arg("--tsdb.path")
         .arg(dir.path().join("tsdb"))
         .arg("--objstore.config-file")

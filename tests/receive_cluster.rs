@@ -1,5 +1,6 @@
 //! A receive cluster: three `strata receive` processes on loopback share a Thanos hashrings file
-//! with replication factor 3 (write quorum 2) and one FILESYSTEM bucket, each with its own
+//! (endpoints: their gRPC addresses; they forward over thanos.WriteableStore) with replication
+//! factor 3 (write quorum 2) and one FILESYSTEM bucket, each with its own
 //! `--tsdb.path` and a distinct `receive_replica` external label. Concurrent writers send batches
 //! round-robin to the receivers and record which samples got a 2xx answer. One receiver is killed
 //! with SIGKILL mid-run: writes through the two others must keep succeeding; it is restarted on its
@@ -10,7 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,58 +29,8 @@ const NODES: usize = 3;
 /// The receiver that is killed and restarted.
 const VICTIM: usize = 1;
 
-/// One receiver: fixed ports (the hashrings file names them), its dir and log.
-struct Node {
-    rw: String,
-    http: String,
-    tsdb: PathBuf,
-    log: PathBuf,
-    server: Option<Strata>,
-}
-
-fn all_logs(nodes: &[Node]) -> String {
-    nodes.iter().enumerate().map(|(i, n)| format!("--- receiver {i} ({}) ---\n{}", n.rw, read_log(&n.log))).collect()
-}
-
-impl Node {
-    async fn start(&mut self, i: usize, hashrings: &Path, bucket_cfg: &Path) {
-        let (tsdb, bucket_cfg, hashrings) =
-            (self.tsdb.to_str().unwrap(), bucket_cfg.to_str().unwrap(), hashrings.to_str().unwrap());
-        let label = format!("receive_replica=\"{i}\"");
-        let args = [
-            "receive",
-            "--remote-write.address",
-            &self.rw,
-            "--tsdb.path",
-            tsdb,
-            "--objstore.config-file",
-            bucket_cfg,
-            "--receive.hashrings-file",
-            hashrings,
-            "--receive.local-endpoint",
-            &self.rw,
-            "--receive.replication-factor",
-            "3",
-            "--receive.forward-timeout",
-            "5s",
-            "--receive.cut-interval",
-            "1s",
-            "--label",
-            &label,
-        ];
-        let server = Strata::start_at(&args, &self.http, &self.log).await;
-        // ready on HTTP; the remote-write listener is bound before the HTTP server starts
-        assert!(std::net::TcpStream::connect(&self.rw).is_ok(), "receiver {i}: {} not listening", self.rw);
-        self.server = Some(server);
-    }
-
-    fn kill9(&mut self) {
-        self.server.take().unwrap().kill9();
-    }
-
-    async fn stop(&mut self) {
-        self.server.take().unwrap().stop().await;
-    }
+fn all_logs(nodes: &[Receiver]) -> String {
+    nodes.iter().enumerate().map(|(i, n)| format!("--- receiver {i} ({}) ---\n{}", n.rw, n.log_text())).collect()
 }
 
 fn value_of(idx: usize, t: i64, base: i64) -> f64 {
@@ -123,24 +73,37 @@ async fn replicated_writes_survive_a_killed_receiver() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket_dir = tmp.path().join("bucket");
     let bucket_cfg = fs_bucket_config(tmp.path(), &bucket_dir);
-    let mut nodes: Vec<Node> = (0..NODES)
-        .map(|i| Node {
-            rw: format!("127.0.0.1:{}", free_port()),
-            http: format!("127.0.0.1:{}", free_port()),
-            tsdb: tmp.path().join(format!("tsdb-{i}")),
-            log: tmp.path().join(format!("receiver-{i}.log")),
-            server: None,
+    let hashrings = tmp.path().join("hashrings.json");
+    let mut nodes: Vec<Receiver> = (0..NODES)
+        .map(|i| {
+            let label = format!("receive_replica=\"{i}\"");
+            let mut n = Receiver::new(tmp.path(), &i.to_string(), &bucket_cfg, &["--label", &label]);
+            let grpc = n.grpc.clone();
+            for a in [
+                "--receive.hashrings-file",
+                hashrings.to_str().unwrap(),
+                "--receive.local-endpoint",
+                &grpc,
+                "--receive.replication-factor",
+                "3",
+                "--receive.forward-timeout",
+                "5s",
+            ] {
+                n.args.push(a.to_string());
+            }
+            n
         })
         .collect();
-    let endpoints: Vec<&str> = nodes.iter().map(|n| n.rw.as_str()).collect();
-    let hashrings = tmp.path().join("hashrings.json");
+    let endpoints: Vec<&str> = nodes.iter().map(|n| n.grpc.as_str()).collect();
     std::fs::write(
         &hashrings,
         serde_json::json!([{"hashring": "default", "tenants": [], "endpoints": endpoints}]).to_string(),
     )
     .unwrap();
-    for (i, n) in nodes.iter_mut().enumerate() {
-        n.start(i, &hashrings, &bucket_cfg).await;
+    for n in &mut nodes {
+        n.start().await;
+        // ready on HTTP; the remote-write listener is bound before the HTTP server starts
+        assert!(std::net::TcpStream::connect(&n.rw).is_ok(), "{} not listening", n.rw);
     }
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -199,7 +162,7 @@ async fn replicated_writes_survive_a_killed_receiver() {
     let killed_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     phase.store(RESTART, Ordering::SeqCst);
-    nodes[VICTIM].start(VICTIM, &hashrings, &bucket_cfg).await;
+    nodes[VICTIM].start().await;
     println!("receiver {VICTIM} was down for {:?}", killed_at.elapsed());
     phase.store(AFTER, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,28 +189,6 @@ impl Store {
     fn query(&self, py: &Path, requests: &Value) -> Value {
         python_client(py, &self.grpc, requests).unwrap_or_else(|e| panic!("{e}\nstore log:\n{}", self.log_text()))
     }
-}
-
-/// Runs tests/python/storeapi_client.py against `grpc` with `requests`; its results by request
-/// name, or its stderr.
-fn python_client(py: &Path, grpc: &str, requests: &Value) -> Result<Value, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/storeapi_client.py");
-    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/proto");
-    let mut child = Command::new(py)
-        .arg(&script)
-        .arg(&protos)
-        .arg(grpc)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(requests.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    if !out.status.success() {
-        return Err(format!("python StoreAPI client failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(serde_json::from_slice(&out.stdout).unwrap())
 }
 
 const EQ: i64 = 0;

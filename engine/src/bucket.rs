@@ -26,7 +26,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, Result};
-use crate::meta::{BlockMeta, DELETION_MARK_FILE, META_FILE};
+use crate::meta::{BlockMeta, DELETION_MARK_FILE, DeletionMark, META_FILE, NO_COMPACT_MARK_FILE, NoCompactMark};
 use crate::objstore::{self, Kind, S3Config};
 
 /// Object storage holding blocks.
@@ -48,6 +48,7 @@ impl fmt::Debug for Bucket {
 struct DirState {
     has_meta: bool,
     has_deletion_mark: bool,
+    has_no_compact_mark: bool,
 }
 
 impl Bucket {
@@ -175,6 +176,7 @@ impl Bucket {
                 match file.as_ref() {
                     META_FILE => st.has_meta = true,
                     DELETION_MARK_FILE => st.has_deletion_mark = true,
+                    NO_COMPACT_MARK_FILE => st.has_no_compact_mark = true,
                     _ => {}
                 }
             }
@@ -251,20 +253,83 @@ impl Bucket {
         }
     }
 
-    /// Deletes every object of a block directory, `meta.json` first so that the block stops being
-    /// visible before its data goes.
+    /// Uploads `deletion-mark.json` for block `ulid` (Thanos's format, `deletion_time` now): the
+    /// block stops being listed by [`Bucket::list_blocks`]. An existing mark is left as it is.
+    pub async fn mark_for_deletion(&self, ulid: &str, details: &str) -> Result<()> {
+        let path = Self::block_path(ulid, DELETION_MARK_FILE);
+        if self.exists(&path).await? {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mark = crate::meta::DeletionMark {
+            id: ulid.to_string(),
+            details: details.to_string(),
+            deletion_time: now,
+            version: 1,
+        };
+        let bytes = serde_json::to_vec_pretty(&mark).unwrap_or_default();
+        self.put(&path, bytes.into()).await
+    }
+
+    /// Deletes every object of a block directory as Thanos does: `meta.json` first (the block stops
+    /// being visible before its data goes), `deletion-mark.json` last (until then an interrupted
+    /// deletion is still known as one).
     pub async fn delete_block(&self, ulid: &str) -> Result<()> {
         let dir = ObjPath::from(ulid);
         let objs: Vec<ObjectMeta> =
             self.store.list(Some(&dir)).try_collect().await.map_err(|e| Error::object_store("list", &dir, e))?;
         let meta = Self::block_path(ulid, META_FILE);
+        let mark = Self::block_path(ulid, DELETION_MARK_FILE);
         if objs.iter().any(|o| o.location == meta) {
             self.delete(&meta).await?;
         }
-        for o in objs.iter().filter(|o| o.location != meta) {
+        for o in objs.iter().filter(|o| o.location != meta && o.location != mark) {
             self.delete(&o.location).await?;
         }
+        if objs.iter().any(|o| o.location == mark) {
+            self.delete(&mark).await?;
+        }
         Ok(())
+    }
+
+    /// ULIDs of block directories carrying `no-compact-mark.json`, sorted.
+    pub async fn list_no_compact_marked(&self) -> Result<Vec<String>> {
+        Ok(self.dir_states().await?.into_iter().filter(|(_, s)| s.has_no_compact_mark).map(|(u, _)| u).collect())
+    }
+
+    /// Reads and parses a block's `deletion-mark.json`.
+    pub async fn read_deletion_mark(&self, ulid: &str) -> Result<DeletionMark> {
+        let p = Self::block_path(ulid, DELETION_MARK_FILE);
+        let bytes = self.get(&p).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadMeta { path: p.to_string(), reason: e.to_string() })
+    }
+
+    /// Uploads `no-compact-mark.json` for block `ulid` (Thanos's format, `no_compact_time` now):
+    /// compactors leave the block alone. An existing mark is left as it is.
+    pub async fn mark_no_compact(&self, ulid: &str, reason: &str, details: &str) -> Result<()> {
+        let path = Self::block_path(ulid, NO_COMPACT_MARK_FILE);
+        if self.exists(&path).await? {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mark = NoCompactMark {
+            id: ulid.to_string(),
+            version: 1,
+            details: details.to_string(),
+            no_compact_time: now,
+            reason: reason.to_string(),
+        };
+        let bytes = serde_json::to_vec_pretty(&mark).unwrap_or_default();
+        self.put(&path, bytes.into()).await
+    }
+
+    /// The newest modification time (Unix ms) of the objects in a block directory; `None` when the
+    /// directory is empty or the store keeps no times.
+    pub async fn newest_modification_ms(&self, ulid: &str) -> Result<Option<i64>> {
+        let dir = ObjPath::from(ulid);
+        let objs: Vec<ObjectMeta> =
+            self.store.list(Some(&dir)).try_collect().await.map_err(|e| Error::object_store("list", &dir, e))?;
+        Ok(objs.iter().map(|o| o.last_modified.timestamp_millis()).max())
     }
 }
 
@@ -362,6 +427,46 @@ pub(crate) mod tests {
         assert!(b.list_partial_blocks().await.unwrap().is_empty());
         assert!(!b.exists(&Bucket::block_path(u2, "samples.parquet")).await.unwrap());
         assert_eq!(b.get(&Bucket::block_path(u1, "samples.parquet")).await.unwrap().as_ref(), b"x");
+    }
+
+    #[tokio::test]
+    async fn marks_in_thanos_format_and_deletion_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        let u = "01HZZZZZZZZZZZZZZZZZZZZZZ1";
+        b.put(&Bucket::block_path(u, "samples.parquet"), Bytes::from_static(b"x")).await.unwrap();
+        b.put(
+            &Bucket::block_path(u, META_FILE),
+            Bytes::from(format!(r#"{{"ulid":"{u}","minTime":0,"maxTime":10,"version":1}}"#)),
+        )
+        .await
+        .unwrap();
+        assert!(b.list_no_compact_marked().await.unwrap().is_empty());
+        b.mark_no_compact(u, "manual", "keep it").await.unwrap();
+        assert_eq!(b.list_no_compact_marked().await.unwrap(), vec![u.to_string()]);
+        assert_eq!(b.list_blocks().await.unwrap(), vec![u.to_string()], "a no-compact mark keeps the block served");
+        let v: serde_json::Value =
+            serde_json::from_slice(&b.get(&Bucket::block_path(u, NO_COMPACT_MARK_FILE)).await.unwrap()).unwrap();
+        assert_eq!((v["id"].as_str(), v["version"].as_i64(), v["reason"].as_str()), (Some(u), Some(1), Some("manual")));
+        assert_eq!(v["details"].as_str(), Some("keep it"));
+        assert!(v["no_compact_time"].as_i64().unwrap() > 1_700_000_000);
+
+        b.mark_for_deletion(u, "test").await.unwrap();
+        let m = b.read_deletion_mark(u).await.unwrap();
+        assert_eq!((m.id.as_str(), m.version, m.details.as_str()), (u, 1, "test"));
+        let first = m.deletion_time;
+        b.mark_for_deletion(u, "again").await.unwrap();
+        assert_eq!(b.read_deletion_mark(u).await.unwrap().details, "test", "an existing mark stays");
+        assert!(first > 1_700_000_000);
+        assert!(b.list_blocks().await.unwrap().is_empty());
+        let newest = b.newest_modification_ms(u).await.unwrap().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert!((now - newest).abs() < 60_000, "{now} vs {newest}");
+        assert_eq!(b.newest_modification_ms("01HZZZZZZZZZZZZZZZZZZZZZZ9").await.unwrap(), None);
+
+        b.delete_block(u).await.unwrap();
+        assert!(b.list_marked_for_deletion().await.unwrap().is_empty());
+        assert!(b.list_partial_blocks().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -46,6 +46,10 @@ const OPEN_CONCURRENCY: usize = 16;
 /// current time moves with the clock).
 pub type TimeWindow = Arc<dyn Fn() -> (i64, i64) + Send + Sync>;
 
+/// Which blocks a source serves, decided on their `meta.json` (e.g. a receiver serves only the
+/// blocks it cut itself, not the whole bucket).
+pub type BlockFilter = Arc<dyn Fn(&crate::meta::BlockMeta) -> bool + Send + Sync>;
+
 /// Serves the raw blocks of a bucket. Call [`BucketSource::sync`] to pick up block changes.
 #[derive(Debug)]
 pub struct BucketSource {
@@ -56,6 +60,7 @@ pub struct BucketSource {
     /// Blocks outside the time window, with their `[min_time, max_time)`, re-checked at each sync.
     outside: RwLock<BTreeMap<String, (i64, i64)>>,
     window: Window,
+    filter: Filter,
     /// Decoded sample pages of the opened blocks (a block's pages leave with the block).
     cache: Arc<PageCache>,
     /// Most heap bytes the opened blocks may hold before least recently used ones are closed.
@@ -114,6 +119,16 @@ impl std::fmt::Debug for Window {
     }
 }
 
+/// The optional [`BlockFilter`].
+#[derive(Clone, Default)]
+struct Filter(Option<BlockFilter>);
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "filtered" } else { "all blocks" })
+    }
+}
+
 impl Window {
     fn get(&self) -> (i64, i64) {
         self.0.as_ref().map_or((i64::MIN, i64::MAX), |w| w())
@@ -135,6 +150,7 @@ impl BucketSource {
             skipped: RwLock::new(HashSet::new()),
             outside: RwLock::new(BTreeMap::new()),
             window: Window::default(),
+            filter: Filter::default(),
             cache: Arc::new(PageCache::new(bytes)),
             index_budget: usize::MAX,
             clock: AtomicU64::new(0),
@@ -155,6 +171,13 @@ impl BucketSource {
     /// it, as Thanos's store gateway does with `--min-time`/`--max-time`.
     pub fn with_time_window(mut self, window: TimeWindow) -> Self {
         self.window = Window(Some(window));
+        self
+    }
+
+    /// Serves only the blocks whose meta passes `filter` (checked once per block, when it is first
+    /// listed); the others are skipped like blocks of another resolution.
+    pub fn with_block_filter(mut self, filter: BlockFilter) -> Self {
+        self.filter = Filter(Some(filter));
         self
     }
 
@@ -240,7 +263,13 @@ impl BucketSource {
         let mut skipped = Vec::new();
         for (u, m) in metas {
             match m {
-                Ok(m) if m.thanos.downsample.resolution != 0 || m.strata.is_none() => skipped.push(u),
+                Ok(m)
+                    if m.thanos.downsample.resolution != 0
+                        || m.strata.is_none()
+                        || self.filter.0.as_ref().is_some_and(|f| !f(&m)) =>
+                {
+                    skipped.push(u)
+                }
                 Ok(m) if !in_window((m.min_time, m.max_time)) => {
                     outside.insert(u, (m.min_time, m.max_time));
                 }
@@ -760,6 +789,27 @@ mod tests {
             src.label_names(&[Matcher::equal("__name__", "metric_0")], 0, i64::MAX).await.unwrap(),
             vec!["__name__", "instance", "job", "min_time", "region", "zone"]
         );
+    }
+
+    #[tokio::test]
+    async fn block_filter_leaves_blocks_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let s = |v: &str| {
+            vec![
+                (Labels::from_pairs([("__name__", v)]), vec![20], vec![2.0]),
+                (Labels::from_pairs([("__name__", "x")]), vec![10], vec![1.0]),
+            ]
+        };
+        write_block(&bucket, ulid::Ulid::from_parts(1, 1), &[("replica", "a")], &s("a")).await;
+        write_block(&bucket, ulid::Ulid::from_parts(2, 2), &[("replica", "b")], &s("b")).await;
+        let only_a: BlockFilter = Arc::new(|m| m.thanos.labels.get("replica").is_some_and(|r| r == "a"));
+        let src = BucketSource::new(bucket.clone()).with_block_filter(only_a);
+        src.sync().await.unwrap();
+        assert_eq!(src.block_metas().len(), 1);
+        let got = flat(&src, &SelectRequest { min_t: 0, max_t: 100, ..Default::default() }).await;
+        let names: Vec<String> = got.iter().map(|g| g.0.to_string()).collect();
+        assert_eq!(names, vec![r#"a{replica="a"}"#, r#"x{replica="a"}"#]);
     }
 
     #[tokio::test]

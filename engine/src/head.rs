@@ -785,6 +785,17 @@ impl Head {
     /// upload fails the error is returned, the samples stay in memory and in the WAL, the window stays
     /// closed to new samples, and the next call retries it.
     pub async fn cut(&self, bucket: &Bucket, force: bool) -> Result<Vec<BlockMeta>> {
+        self.cut_then(bucket, force, || async {}).await
+    }
+
+    /// [`Head::cut`], awaiting `uploaded()` after each block is in the bucket and before the head
+    /// drops its samples: a reader of the bucket re-reads it there, so that the samples are never
+    /// in neither the head nor the blocks it serves.
+    pub async fn cut_then<F, Fut>(&self, bucket: &Bucket, force: bool, uploaded: F) -> Result<Vec<BlockMeta>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let _one = self.cut_lock.lock().await;
         let d = self.opts.block_duration_ms;
         let limit = {
@@ -818,6 +829,9 @@ impl Head {
             };
             let segment = rotate.wait().await?;
             let meta = self.write_block(bucket, min_time, end).await?;
+            if meta.is_some() {
+                uploaded().await;
+            }
             let dir = self.opts.dir.clone();
             let cut_point = end;
             tokio::task::spawn_blocking(move || write_cut_point(&dir, cut_point)).await.map_err(|e| {
@@ -1250,6 +1264,33 @@ mod tests {
         let mut want2 = want.clone();
         want2.get_mut(r#"m{job="w0"}"#).unwrap().push(6 * H);
         assert_eq!(got, want2, "everything but the torn record is back");
+    }
+
+    #[tokio::test]
+    async fn cut_then_runs_while_the_head_still_holds_the_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let bdir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(bdir.path()).unwrap();
+        let head = Head::open(HeadOptions::new(dir.path())).await.unwrap();
+        // 9 h 45 min: the 2 h windows starting at 0, 2, 4 and 6 h are cut
+        let ts: Vec<i64> = (0..40).map(|i| i * 15 * 60_000).collect();
+        for &t in &ts {
+            head.append(&[(lbl("c", "a"), vec![(t, 1.0)])]).await.unwrap();
+        }
+        // at each hook: the block is listed in the bucket and the head still holds its samples
+        let seen = std::sync::Mutex::new(Vec::new());
+        let (b, h, log) = (&bucket, &head, &seen);
+        let metas = head
+            .cut_then(&bucket, false, move || async move {
+                let blocks = b.list_blocks().await.unwrap().len();
+                log.lock().unwrap().push((blocks, h.stats().min_t));
+            })
+            .await
+            .unwrap();
+        assert_eq!(metas.len(), 4);
+        let want = vec![(1, Some(0)), (2, Some(2 * H)), (3, Some(4 * H)), (4, Some(6 * H))];
+        assert_eq!(*seen.lock().unwrap(), want);
+        assert_eq!(head.stats().min_t, Some(8 * H), "dropped after the hook");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 pub mod bucket;
 pub mod bucket_source;
 pub mod chunkenc;
+pub mod dedup;
 pub mod duration;
 pub mod error;
 pub mod format;

@@ -16,6 +16,21 @@ pub const DELETION_MARK_FILE: &str = "deletion-mark.json";
 /// Name of the no-compaction mark.
 pub const NO_COMPACT_MARK_FILE: &str = "no-compact-mark.json";
 
+/// A block's `deletion-mark.json`, as Thanos writes it: the block stops being served once the mark
+/// exists; its files are deleted after a delay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletionMark {
+    /// ULID of the marked block.
+    pub id: String,
+    /// Why the block is deleted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+    /// When the mark was written, Unix seconds.
+    pub deletion_time: i64,
+    /// Mark format version, 1.
+    pub version: u32,
+}
+
 /// The `meta.json` of a block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockMeta {
@@ -154,6 +169,24 @@ pub struct StrataFile {
     pub rows: u64,
     /// Schema version of the file (format version it was written with).
     pub schema_version: u32,
+}
+
+/// A block's `no-compact-mark.json`, as Thanos writes it: the compactor leaves the block out of
+/// every compaction (the block is still served).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoCompactMark {
+    /// ULID of the marked block.
+    pub id: String,
+    /// Mark format version, 1.
+    pub version: u32,
+    /// Free text from the operator.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+    /// When the mark was written, Unix seconds.
+    pub no_compact_time: i64,
+    /// Why: `manual` for operator marks (Thanos also writes `index-size-exceeding`,
+    /// `block-index-out-of-order-chunk`, `downsample-vertical-compaction`).
+    pub reason: String,
 }
 
 impl BlockMeta {

@@ -5,7 +5,7 @@
 //! `{"address": "host:port", "az": "..."}`):
 //!
 //! ```json
-//! [{"hashring": "default", "tenants": [], "endpoints": ["10.0.0.1:19291", "10.0.0.2:19291"]}]
+//! [{"hashring": "default", "tenants": [], "endpoints": ["10.0.0.1:10901", {"address": "10.0.0.2:10901"}]}]
 //! ```
 //!
 //! A tenant is served by the first hashring that lists it, or else by the first hashring without
@@ -17,9 +17,10 @@
 //! ```
 //!
 //! With `--receive.replication-factor` rf every series goes to rf distinct endpoints and a write
-//! succeeds once a quorum of `floor(rf / 2) + 1` of them wrote it. Strata endpoints are the
-//! receivers' remote-write addresses: receivers forward to each other over HTTP remote write
-//! (Thanos uses gRPC for this hop).
+//! succeeds once a quorum of `floor(rf / 2) + 1` of them wrote it (1 for rf = 2, as Thanos).
+//! Endpoints are the receivers' gRPC addresses (`--grpc-address`), as in Thanos: receivers forward
+//! to each other over `thanos.WriteableStore/RemoteWrite`, so Strata and Thanos receivers can share
+//! a ring.
 
 use std::path::Path;
 
@@ -69,15 +70,18 @@ pub struct Hashrings {
     rings: Vec<Hashring>,
 }
 
-/// Write quorum of a replication factor: `floor(rf / 2) + 1`.
+/// Write quorum of a replication factor: `floor(rf / 2) + 1`, except 1 for rf = 2, as Thanos
+/// (`writeQuorum` in its receive handler: two replicas keep the guarantees of an HA pair of
+/// Prometheus servers, where one copy suffices).
 ///
 /// ```
 /// assert_eq!(ingest::hashring::write_quorum(1), 1);
+/// assert_eq!(ingest::hashring::write_quorum(2), 1);
 /// assert_eq!(ingest::hashring::write_quorum(3), 2);
 /// assert_eq!(ingest::hashring::write_quorum(4), 3);
 /// ```
 pub fn write_quorum(replication_factor: u64) -> u64 {
-    replication_factor / 2 + 1
+    if replication_factor == 2 { 1 } else { replication_factor / 2 + 1 }
 }
 
 /// Thanos's series hash for placement: xxHash64 (seed 0) over the tenant, `0xff`, then every label
@@ -286,6 +290,6 @@ mod tests {
 
     #[test]
     fn quorum() {
-        assert_eq!([1, 2, 3, 4, 5].map(write_quorum), [1, 2, 2, 3, 3]);
+        assert_eq!([1, 2, 3, 4, 5].map(write_quorum), [1, 1, 2, 3, 3]);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Today: the native reader of Prometheus TSDB blocks ([`tsdb`]) and the converter of those blocks
 //! into Strata blocks ([`convert`]); Prometheus remote write 1.0 decoding ([`remote_write`]), a Prometheus remote read client
-//! ([`remote_read`]) and the receive service ([`receive`]) with Thanos-style hashrings ([`hashring`]); the sidecar comes later. Errors of the whole crate are [`Error`].
+//! ([`remote_read`]) and the receive service ([`receive`]) with Thanos-style hashrings ([`hashring`]) and its gRPC side
+//! ([`receive_grpc`]: `thanos.WriteableStore`, forwarding to peers); the sidecar comes later. Errors of the whole crate are [`Error`].
 //!
 //! Also the synthetic fleet data generator ([`datagen`]) behind `strata tools gen`, the benchmarks and
 //! the end-to-end tests.
@@ -12,6 +13,7 @@ pub mod datagen;
 pub mod error;
 pub mod hashring;
 pub mod receive;
+pub mod receive_grpc;
 pub mod remote_read;
 pub mod remote_write;
 #[doc(hidden)]

@@ -6,10 +6,10 @@
 //!     │ body ≤ max  (413)      tenant = THANOS-TENANT header or the default tenant
 //!     ▼
 //!  decode + validate (400) ──► series ──hashring (hashmod, rf replicas)──┬─► local endpoint: tenant head append
-//!                                                                          └─► other receivers: HTTP remote write
-//!                                                                              with THANOS-REPLICA (no re-forward)
+//!                                                                          └─► other receivers: gRPC
+//!                                                        thanos.WriteableStore/RemoteWrite, replica n+1 (no re-forward)
 //!  answer: 200 all written │ 400 invalid series / too old │ 409 out of order or duplicate
-//!          500 local WAL/disk failure │ 503 write quorum floor(rf/2)+1 not reached (the sender retries)
+//!          500 local WAL/disk failure │ 503 write quorum (floor(rf/2)+1; 1 for rf=2) not reached (retried)
 //! ```
 //!
 //! Partial success is kept: when some series or samples are rejected (400/409) the valid ones of
@@ -24,7 +24,8 @@
 //! it every few seconds and once with `force` on shutdown.
 //!
 //! Answers use 200 on success, as Thanos receive does (Prometheus's own receiver answers 204; senders
-//! accept any 2xx).
+//! accept any 2xx). The same writes arrive over gRPC from other receivers ([`crate::receive_grpc`]),
+//! which is also how this receiver forwards to its hashring peers.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,6 +52,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error::{Error, Result};
 use crate::hashring::{Hashrings, write_quorum};
+use crate::receive_grpc::{ForwardError, Peers};
 use crate::remote_write;
 
 /// Default tenant header (`--receive.tenant-header`), as Thanos.
@@ -59,8 +61,9 @@ pub const DEFAULT_TENANT_HEADER: &str = "THANOS-TENANT";
 pub const DEFAULT_TENANT: &str = "default-tenant";
 /// Label naming the tenant on blocks and on query results (`--receive.tenant-label-name`).
 pub const DEFAULT_TENANT_LABEL: &str = "tenant_id";
-/// Header carrying the replica number (1-based) on requests forwarded between receivers; a request
-/// with it is written locally and never forwarded again.
+/// Header carrying the replica number (1-based) on an HTTP remote write that was already placed by
+/// another receiver (Thanos's `--receive.replica-header`); such a request is written locally and
+/// never forwarded again. Receivers forward to each other over gRPC, where the replica is a field.
 pub const REPLICA_HEADER: &str = "THANOS-REPLICA";
 
 /// What one head append did: samples accepted and rejected by cause.
@@ -84,9 +87,14 @@ pub trait TenantHead: SeriesSource {
     /// Appends samples; durable when it returns. Rejected samples are counted, not errors; an error
     /// means the write failed as a whole (WAL or disk).
     async fn append(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome>;
-    /// Cuts finished blocks (all data when `force`) and uploads them; returns the blocks written.
-    async fn cut(&self, force: bool) -> Result<usize>;
+    /// Cuts finished blocks (all data when `force`) and uploads them, awaiting `uploaded()` after
+    /// each upload and before the head drops the block's samples; returns the blocks written.
+    async fn cut(&self, force: bool, uploaded: &UploadHook) -> Result<usize>;
 }
+
+/// Called after a block is uploaded and before the head drops its samples (see
+/// [`ReceiveState::cut_all_then`]).
+pub type UploadHook = dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync;
 
 /// Opens the head of a tenant.
 #[async_trait]
@@ -153,8 +161,8 @@ impl TenantHead for EngineHead {
             first_error: r.first_error,
         })
     }
-    async fn cut(&self, force: bool) -> Result<usize> {
-        Ok(self.head.cut(&self.bucket, force).await?.len())
+    async fn cut(&self, force: bool, uploaded: &UploadHook) -> Result<usize> {
+        Ok(self.head.cut_then(&self.bucket, force, uploaded).await?.len())
     }
 }
 
@@ -179,7 +187,7 @@ pub struct ReceiveOptions {
     pub hashrings: Option<Hashrings>,
     /// `--receive.local-endpoint`: this receiver's address in the hashrings.
     pub local_endpoint: Option<String>,
-    /// Timeout of a forward to another receiver.
+    /// Timeout of a forward to another receiver (gRPC `thanos.WriteableStore/RemoteWrite`).
     pub forward_timeout: Duration,
 }
 
@@ -208,6 +216,7 @@ struct ReceiveMetrics {
     samples_rejected: Family<[(&'static str, &'static str); 1], Counter>,
     series_invalid: Counter,
     forwards: Family<[(&'static str, &'static str); 1], Counter>,
+    grpc_writes: Family<[(&'static str, String); 1], Counter>,
     tenants: Gauge,
 }
 
@@ -215,7 +224,7 @@ struct Inner {
     opts: ReceiveOptions,
     factory: Arc<dyn HeadFactory>,
     heads: tokio::sync::Mutex<BTreeMap<String, Arc<dyn TenantHead>>>,
-    client: reqwest::Client,
+    peers: Peers,
     metrics: ReceiveMetrics,
 }
 
@@ -281,15 +290,12 @@ impl ReceiveState {
                 reason: "must be at least 1".into(),
             });
         }
-        let client = reqwest::Client::builder()
-            .timeout(opts.forward_timeout)
-            .build()
-            .map_err(|e| Error::Forward { endpoint: "(client)".into(), reason: e.to_string() })?;
+        let peers = Peers::new(opts.forward_timeout);
         Ok(ReceiveState(Arc::new(Inner {
             opts,
             factory,
             heads: tokio::sync::Mutex::new(BTreeMap::new()),
-            client,
+            peers,
             metrics: ReceiveMetrics::default(),
         })))
     }
@@ -300,8 +306,8 @@ impl ReceiveState {
     }
 
     /// Registers the service's metrics: `receive_requests{code}`, `receive_samples_accepted`,
-    /// `receive_samples_rejected{reason}`, `receive_series_invalid`, `receive_forwards{result}` and
-    /// `receive_tenants`.
+    /// `receive_samples_rejected{reason}`, `receive_series_invalid`, `receive_forwards{result}`,
+    /// `receive_grpc_writes{grpc_code}` and `receive_tenants`.
     pub fn register_metrics(&self, registry: &mut Registry) {
         let m = &self.0.metrics;
         registry.register(
@@ -316,7 +322,16 @@ impl ReceiveState {
             m.samples_rejected.clone(),
         );
         registry.register("receive_series_invalid", "Series rejected for invalid labels", m.series_invalid.clone());
-        registry.register("receive_forwards", "Requests forwarded to other receivers, by result", m.forwards.clone());
+        registry.register(
+            "receive_forwards",
+            "Requests forwarded to other receivers over gRPC, by result",
+            m.forwards.clone(),
+        );
+        registry.register(
+            "receive_grpc_writes",
+            "thanos.WriteableStore/RemoteWrite writes answered, by gRPC code",
+            m.grpc_writes.clone(),
+        );
         registry.register("receive_tenants", "Tenants with an open head", m.tenants.clone());
     }
 
@@ -325,6 +340,18 @@ impl ReceiveState {
         let mut l = self.0.opts.external_labels.clone();
         l.set(&self.0.opts.tenant_label, tenant);
         l
+    }
+
+    /// Whether a block in the bucket is one this receiver's heads cut (or one of a receiver with the
+    /// same `--label`s): source `receive`, labels exactly the `--label`s plus the tenant label. A
+    /// receiver serves these over the StoreAPI beside its heads, as Thanos receive serves its local
+    /// blocks; give each receiver a distinct replica label so that it serves only its own.
+    pub fn is_own_block(&self, meta: &engine::meta::BlockMeta) -> bool {
+        let (ext, labels) = (&self.0.opts.external_labels, &meta.thanos.labels);
+        meta.thanos.source == "receive"
+            && labels.contains_key(&self.0.opts.tenant_label)
+            && labels.len() == ext.len() + 1
+            && ext.iter().all(|l| labels.get(&l.name) == Some(&l.value))
     }
 
     /// The head of `tenant`, opened on first use.
@@ -374,10 +401,17 @@ impl ReceiveState {
     /// Cuts every tenant's head (all data when `force`); returns the blocks written. Every head is
     /// tried; the first error is returned after the others were cut.
     pub async fn cut_all(&self, force: bool) -> Result<usize> {
+        self.cut_all_then(force, &|| Box::pin(async {})).await
+    }
+
+    /// [`ReceiveState::cut_all`], awaiting `uploaded()` after each block is in the bucket and before
+    /// its head drops the samples: re-reading the bucket there keeps every sample visible to a
+    /// reader of both (the StoreAPI of `strata receive` and `strata up`).
+    pub async fn cut_all_then(&self, force: bool, uploaded: &UploadHook) -> Result<usize> {
         let mut n = 0;
         let mut first_err = None;
         for (tenant, h) in self.heads().await {
-            match h.cut(force).await {
+            match h.cut(force, uploaded).await {
                 Ok(k) => {
                     if k > 0 {
                         tracing::info!(tenant, blocks = k, force, "cut head blocks");
@@ -394,29 +428,6 @@ impl ReceiveState {
             Some(e) => Err(e),
             None => Ok(n),
         }
-    }
-
-    /// Spawns the periodic cutter: `cut_all(false)` every `every` until the returned sender is
-    /// dropped or sent to.
-    pub fn spawn_cutter(&self, every: Duration) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let st = self.clone();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = &mut rx => return,
-                    _ = tick.tick() => {
-                        if let Err(e) = st.cut_all(false).await {
-                            tracing::warn!("periodic head cut: {e}");
-                        }
-                    }
-                }
-            }
-        });
-        (tx, task)
     }
 
     /// One [`SeriesSource`] over every tenant's head.
@@ -526,37 +537,49 @@ impl ReceiveState {
 
     async fn forward(&self, tenant: &str, endpoint: &str, replica: u64, series: &[AppendSeries<'_>]) -> Outcome {
         let fail = |reason: String| Error::Forward { endpoint: endpoint.to_string(), reason }.to_string();
-        let body = match remote_write::encode_series(series) {
-            Ok(b) => b,
-            Err(e) => return Outcome::Internal(fail(e.to_string())),
-        };
-        let url = format!("http://{endpoint}/api/v1/receive");
-        let resp = remote_write::post(&self.0.client, &url, body)
-            .header(self.0.opts.tenant_header.as_str(), tenant)
-            .header(REPLICA_HEADER, replica.to_string())
-            .send()
-            .await;
-        let forwards = &self.0.metrics.forwards;
-        match resp {
-            Err(e) => {
-                forwards.get_or_create(&[("result", "error")]).inc();
-                Outcome::Unavailable(fail(e.to_string()))
-            }
-            Ok(r) => {
-                let status = r.status();
-                forwards.get_or_create(&[("result", if status.is_success() { "success" } else { "error" })]).inc();
-                if status.is_success() {
-                    return Outcome::Ok;
-                }
-                let text = r.text().await.unwrap_or_default();
-                let msg = fail(format!("{status}: {}", text.trim()));
-                match status.as_u16() {
-                    409 => Outcome::Conflict(msg),
-                    400 | 413 => Outcome::BadRequest(msg),
-                    _ => Outcome::Unavailable(msg),
-                }
-            }
+        let res = self.0.peers.forward(endpoint, tenant, replica, series).await;
+        let result = if res.is_ok() { "success" } else { "error" };
+        self.0.metrics.forwards.get_or_create(&[("result", result)]).inc();
+        match res {
+            Ok(()) => Outcome::Ok,
+            Err(ForwardError::Conflict(m)) => Outcome::Conflict(fail(m)),
+            Err(ForwardError::Failed(m)) => Outcome::Unavailable(fail(m)),
         }
+    }
+
+    /// Counts a `thanos.WriteableStore/RemoteWrite` answer.
+    pub(crate) fn count_grpc_write(&self, code: tonic::Code) {
+        let code = match code {
+            tonic::Code::Ok => "OK".to_string(),
+            c => format!("{c:?}"),
+        };
+        self.0.metrics.grpc_writes.get_or_create(&[("grpc_code", code)]).inc();
+    }
+
+    /// Parses a decompressed remote-write message of `tenant` and writes it (placing and
+    /// replicating it unless `forwarded`): the answer's HTTP status and message, or the parse error.
+    pub(crate) async fn write_message(
+        &self,
+        tenant: &str,
+        raw: &[u8],
+        forwarded: bool,
+    ) -> Result<(StatusCode, String)> {
+        let decoded = remote_write::parse(raw)?;
+        if decoded.histograms_dropped + decoded.exemplars_dropped > 0 {
+            tracing::debug!(
+                tenant,
+                histograms = decoded.histograms_dropped,
+                exemplars = decoded.exemplars_dropped,
+                "remote write: native histograms and exemplars are not stored yet"
+            );
+        }
+        let result = if decoded.is_empty() {
+            WriteResult { per_series: vec![], quorum: 1 }
+        } else {
+            self.write(tenant, &decoded.series(), forwarded).await
+        };
+        self.0.metrics.series_invalid.inc_by(decoded.rejected.len() as u64);
+        Ok(answer(&result, &decoded.rejected))
     }
 }
 
@@ -712,11 +735,14 @@ async fn write_request(st: &ReceiveState, headers: &HeaderMap, body: Body) -> Re
     }
     let forwarded = match headers.get(REPLICA_HEADER).map(|v| v.to_str().map(|s| s.trim().parse::<u64>())) {
         None => false,
-        Some(Ok(Ok(n))) if n >= 1 => true,
+        Some(Ok(Ok(n))) if n >= 1 && n <= opts.replication_factor => true,
         Some(_) => {
             return plain(
                 StatusCode::BAD_REQUEST,
-                format!("remote write: header {REPLICA_HEADER} must be a replica number >= 1"),
+                format!(
+                    "remote write: header {REPLICA_HEADER} must be a replica number from 1 to the replication factor {}",
+                    opts.replication_factor
+                ),
             );
         }
     };
@@ -725,26 +751,10 @@ async fn write_request(st: &ReceiveState, headers: &HeaderMap, body: Body) -> Re
         Err(e) => return plain(http_status(&e), e.to_string()),
     };
     drop(bytes);
-    let decoded = match remote_write::parse(&raw) {
-        Ok(d) => d,
-        Err(e) => return plain(http_status(&e), e.to_string()),
-    };
-    if decoded.histograms_dropped + decoded.exemplars_dropped > 0 {
-        tracing::debug!(
-            tenant,
-            histograms = decoded.histograms_dropped,
-            exemplars = decoded.exemplars_dropped,
-            "remote write: native histograms and exemplars are not stored yet"
-        );
+    match st.write_message(&tenant, &raw, forwarded).await {
+        Ok((status, msg)) => plain(status, msg),
+        Err(e) => plain(http_status(&e), e.to_string()),
     }
-    let result = if decoded.is_empty() {
-        WriteResult { per_series: vec![], quorum: 1 }
-    } else {
-        st.write(&tenant, &decoded.series(), forwarded).await
-    };
-    st.0.metrics.series_invalid.inc_by(decoded.rejected.len() as u64);
-    let (status, msg) = answer(&result, &decoded.rejected);
-    plain(status, msg)
 }
 
 /// The receive HTTP API: `POST /api/v1/receive` (Thanos's path) and `POST /api/v1/write`
@@ -947,11 +957,18 @@ mod tests {
         let bucket = Bucket::local(&fx.bucket_dir).unwrap();
         let mut tenants = Vec::new();
         for ulid in bucket.list_blocks().await.unwrap() {
-            let meta = bucket.read_meta(&ulid).await.unwrap();
+            let mut meta = bucket.read_meta(&ulid).await.unwrap();
+            assert!(fx.state.is_own_block(&meta), "{meta:?}");
             let text = serde_json::to_value(&meta).unwrap();
             let labels = &text["thanos"]["labels"];
             assert_eq!(labels["cluster"], "eu1");
             tenants.push(labels["tenant_id"].as_str().unwrap().to_string());
+            // another receiver's block (other external labels) or another component's is not ours
+            meta.thanos.labels.insert("replica".into(), "b".into());
+            assert!(!fx.state.is_own_block(&meta));
+            meta.thanos.labels.remove("replica");
+            meta.thanos.source = "compactor".into();
+            assert!(!fx.state.is_own_block(&meta));
         }
         tenants.sort();
         assert_eq!(tenants, vec!["default-tenant", "team-b"]);
@@ -1069,6 +1086,23 @@ mod tests {
         // empty request: fine
         assert_eq!(post(&fx.state, "/api/v1/receive", None, body(vec![])).await.0, 200);
 
+        // a replica header beyond the replication factor (1): a misconfigured ring, as Thanos
+        for replica in ["2", "0", "x"] {
+            let req = Request::post("/api/v1/receive")
+                .header("Content-Encoding", "snappy")
+                .header(REPLICA_HEADER, replica)
+                .body(Body::from(body(vec![ts(&[("__name__", "r")], &[(1, 1.0)])])))
+                .unwrap();
+            let resp = router(fx.state.clone()).oneshot(req).await.unwrap();
+            assert_eq!(resp.status().as_u16(), 400, "{replica}");
+        }
+        let req = Request::post("/api/v1/receive")
+            .header("Content-Encoding", "snappy")
+            .header(REPLICA_HEADER, "1")
+            .body(Body::from(body(vec![ts(&[("__name__", "r")], &[(1, 1.0)])])))
+            .unwrap();
+        assert_eq!(router(fx.state.clone()).oneshot(req).await.unwrap().status().as_u16(), 200);
+
         let req = Request::post("/api/v1/write")
             .header("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
             .body(Body::from(body(vec![])))
@@ -1076,11 +1110,15 @@ mod tests {
         assert_eq!(router(fx.state.clone()).oneshot(req).await.unwrap().status().as_u16(), 415);
     }
 
-    /// Serves a receiver on a free loopback port; returns its address.
+    /// Serves a receiver's `thanos.WriteableStore` (gRPC) on a free loopback port; returns its address.
     async fn serve(st: ReceiveState) -> String {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
-        tokio::spawn(async move { axum::serve(l, router(st)).await });
+        let incoming = tonic::transport::server::TcpIncoming::from(l);
+        let svc = crate::receive_grpc::writeable_store(st);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await
+        });
         addr
     }
 
@@ -1091,8 +1129,9 @@ mod tests {
 
     #[tokio::test]
     async fn replicates_to_peers_and_checks_quorum() {
-        // peer receiver B (no hashring: it writes what it gets)
-        let b = fixture(|_| {}).await;
+        // peer receiver B (no hashring: it writes what it gets; replica numbers up to its
+        // replication factor, which must cover the senders' as in a real ring)
+        let b = fixture(|o| o.replication_factor = 3).await;
         let b_addr = serve(b.state.clone()).await;
         let a_addr = free_addr();
         let down = free_addr(); // nothing listens there
@@ -1136,7 +1175,7 @@ mod tests {
             assert_eq!(on_b.contains_key(&key), !want_a, "{key}");
         }
 
-        // rf=2 over {A, down}: quorum 2 cannot be reached -> 503 (Prometheus retries)
+        // rf=2 over {A, down}: quorum 1 (Thanos's rule for rf=2), A's copy suffices -> 200
         let a3 = fixture(|o| {
             o.hashrings = Some(Hashrings::single(vec![a_addr.clone(), down.clone()]));
             o.local_endpoint = Some(a_addr.clone());
@@ -1144,8 +1183,17 @@ mod tests {
         })
         .await;
         let (status, msg) = post(&a3.state, "/api/v1/receive", None, body(series.clone())).await;
+        assert_eq!(status, 200, "{msg}");
+        // rf=3 over {A, down, down2}: quorum 2 cannot be reached -> 503 (Prometheus retries)
+        let a3 = fixture(|o| {
+            o.hashrings = Some(Hashrings::single(vec![a_addr.clone(), down.clone(), free_addr()]));
+            o.local_endpoint = Some(a_addr.clone());
+            o.replication_factor = 3;
+        })
+        .await;
+        let (status, msg) = post(&a3.state, "/api/v1/receive", None, body(series.clone())).await;
         assert_eq!(status, 503, "{msg}");
-        assert!(msg.contains("quorum") && msg.contains(&down), "{msg}");
+        assert!(msg.contains("quorum") && msg.contains("code = Unavailable"), "{msg}");
 
         // rf=3 over {A, B, down}: quorum 2 reached -> 200
         let a4 = fixture(|o| {

@@ -584,24 +584,20 @@ impl<'a> Reader<'a> {
 /// One series with owned labels and its samples (what [`to_write_request`] encodes).
 pub type Series = (Labels, Vec<(i64, f64)>);
 
-/// Encodes borrowed series as a remote write 1.0 body (for forwarding to another receiver).
-pub fn encode_series(series: &[AppendSeries<'_>]) -> Result<Vec<u8>> {
-    let req = WriteRequest {
-        timeseries: series
-            .iter()
-            .map(|s| proto::prometheus::TimeSeries {
-                labels: s.labels.iter().map(|&(n, v)| Label { name: n.into(), value: v.into() }).collect(),
-                samples: s
-                    .samples
-                    .iter()
-                    .map(|&(timestamp, value)| proto::prometheus::Sample { value, timestamp })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    encode_write_request(&req)
+/// Borrowed series as the protobuf `TimeSeries` of a remote write (or `thanos.WriteRequest`).
+pub fn to_timeseries(series: &[AppendSeries<'_>]) -> Vec<proto::prometheus::TimeSeries> {
+    series
+        .iter()
+        .map(|s| proto::prometheus::TimeSeries {
+            labels: s.labels.iter().map(|&(n, v)| Label { name: n.into(), value: v.into() }).collect(),
+            samples: s
+                .samples
+                .iter()
+                .map(|&(timestamp, value)| proto::prometheus::Sample { value, timestamp })
+                .collect(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 #[cfg(test)]

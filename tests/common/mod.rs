@@ -2,6 +2,7 @@
 #![allow(dead_code, unused_imports, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -275,4 +276,96 @@ pub fn openmetrics_with_specials(spec: &ingest::datagen::GenSpec) -> String {
 pub async fn post_remote_write(url: &str, body: Vec<u8>) -> (u16, String) {
     let r = ingest::remote_write::post(&reqwest::Client::new(), url, body).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Runs tests/python/storeapi_client.py against `grpc` with `requests`; its results by request
+/// name, or its stderr.
+pub fn python_client(py: &Path, grpc: &str, requests: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/storeapi_client.py");
+    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/proto");
+    let mut child = Command::new(py)
+        .arg(&script)
+        .arg(&protos)
+        .arg(grpc)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(requests.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(format!("python StoreAPI client failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// The series of a matrix answer: labels (as `{name=value,...}` JSON text) and points (ms, value).
+pub fn matrix(v: &serde_json::Value) -> Vec<(serde_json::Value, Vec<(i64, f64)>)> {
+    assert_eq!(v["status"], "success", "{v}");
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let pts = r["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, parse_go_float(p[1].as_str().unwrap())))
+                .collect();
+            (r["metric"].clone(), pts)
+        })
+        .collect()
+}
+
+/// A `strata receive` with its addresses, tsdb dir and log; restartable on the same ports and dir.
+pub struct Receiver {
+    pub rw: String,
+    pub grpc: String,
+    pub http: String,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+    pub server: Option<Strata>,
+}
+
+impl Receiver {
+    /// A receiver named `name` under `dir` (tsdb dir, log) on free ports, cutting every second;
+    /// `extra` flags are appended (add more to `args` before [`Receiver::start`]).
+    pub fn new(dir: &Path, name: &str, bucket_cfg: &Path, extra: &[&str]) -> Receiver {
+        let rw = format!("127.0.0.1:{}", free_port());
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let tsdb = dir.join(format!("tsdb-{name}"));
+        let mut args: Vec<String> = ["receive", "--remote-write.address", &rw, "--grpc-address", &grpc, "--tsdb.path"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(tsdb.to_str().unwrap().into());
+        args.extend(["--objstore.config-file".into(), bucket_cfg.to_str().unwrap().into()]);
+        args.extend(["--receive.cut-interval".into(), "1s".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let http = format!("127.0.0.1:{}", free_port());
+        Receiver { rw, grpc, http, args, log: dir.join(format!("receive-{name}.log")), server: None }
+    }
+
+    /// Starts it and waits until ready.
+    pub async fn start(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.server = Some(Strata::start_at(&args, &self.http, &self.log).await);
+    }
+
+    /// SIGTERM, asserting a clean exit.
+    pub async fn stop(&mut self) {
+        self.server.take().unwrap().stop().await;
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        self.server.take().unwrap().kill9();
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        read_log(&self.log)
+    }
 }

@@ -4,7 +4,8 @@ written here from the spec (shared/spec/storeapi.md §5.1, §2.1).
 
     python storeapi_client.py PROTO_DIR HOST:PORT < requests.json > results.json
 
-Each request is {"name", "kind": info|label_names|label_values|series, ...fields}; each result holds
+Each request is {"name", "kind": info|label_names|label_values|series, ...fields, optional
+"metadata": [[key, value], ...] sent as gRPC metadata (e.g. thanos-tenant)}; each result holds
 what came back (decoded chunks as [timestamp, value bits] pairs) or {"error": {"code", "details"}}.
 Checks done here: every chunk's hash is the xxhash64 of its bytes, its min/max time are its first
 and last sample, its type is XOR (0), and series of a shard request belong to that shard.
@@ -205,7 +206,7 @@ def run_series(mods, stub, q):
         req.hints.Pack(hints)
         assert req.hints.type_url == "type.googleapis.com/hintspb.SeriesRequestHints", req.hints.type_url
     frames, batch_frames, series = 0, 0, []
-    for resp in stub.Series(req):
+    for resp in stub.Series(req, metadata=[tuple(m) for m in q.get("metadata", [])]):
         frames += 1
         kind = resp.WhichOneof("result")
         if kind == "series":
@@ -247,7 +248,8 @@ def main():
         for q in requests:
             try:
                 if q["kind"] == "info":
-                    r = info.Info(mods["thanos.info_pb2"].InfoRequest())
+                    r = info.Info(mods["thanos.info_pb2"].InfoRequest(),
+                                  metadata=[tuple(m) for m in q.get("metadata", [])])
                     out = {
                         "component_type": r.ComponentType,
                         "label_sets": [[[l.name, l.value] for l in s.labels] for s in r.label_sets],

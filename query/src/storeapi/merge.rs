@@ -20,7 +20,7 @@ use engine::source::sample_schema;
 use engine::{Labels, SeriesBatch, SeriesStream};
 use futures::StreamExt;
 
-use super::dedup::{DedupFunc, Replica, chain_merge, merge_replicas, without_labels};
+use engine::dedup::{DedupFunc, Replica, chain_merge, merge_replicas, without_labels};
 
 /// Collects whole series into [`SeriesBatch`]es without copying the sample vectors at the end.
 #[derive(Debug, Default)]
@@ -78,7 +78,7 @@ impl BatchBuilder {
 pub(crate) enum Combine {
     /// Every sample once by timestamp (the first stream's sample on equal timestamps).
     Union,
-    /// Replica deduplication with the function; `counter` as in [`super::dedup`].
+    /// Replica deduplication with the function; `counter` as in [`engine::dedup`].
     Dedup(DedupFunc, bool),
 }
 

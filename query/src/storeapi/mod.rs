@@ -2,7 +2,7 @@
 //! labels and matchers ([`convert`]), the StoreAPI client ([`client`]: one remote endpoint as a
 //! [`engine::SeriesSource`]), and the querier built on it: the endpoint set with Info discovery
 //! ([`endpoints`]), the fan-out with partial response ([`proxy`]) and replica deduplication
-//! ([`dedup`]).
+//! (with [`engine::dedup`], the algorithms the compactor uses too).
 //!
 //! ```text
 //!   SeriesSource ──► server ──gRPC (thanos.Store/Series, XOR chunks)──► client ──► SeriesSource
@@ -11,13 +11,12 @@
 
 pub mod client;
 pub mod convert;
-pub mod dedup;
 pub mod endpoints;
 mod merge;
 pub mod proxy;
 pub mod server;
 
 pub use client::{Remote, RemoteSource};
-pub use dedup::DedupFunc;
 pub use endpoints::{EndpointSet, EndpointStatus};
+pub use engine::dedup::DedupFunc;
 pub use proxy::{Proxy, ProxyOptions, ReadOptions, Warnings};

@@ -11,7 +11,7 @@
 //!                                                  │  and re-sorted here when not supported)
 //!                                                  ▼
 //!                        merge::group_merge (k-way over the sorted streams) ──► series
-//!                        equal label sets: union, or with dedup penalty / chain (dedup.rs)
+//!                        equal label sets: union, or with dedup penalty / chain (engine::dedup)
 //! ```
 //!
 //! Partial response: under WARN (`--query.partial-response`, default on; per request
@@ -25,9 +25,9 @@ use std::time::Duration;
 use engine::{Labels, Matcher, SelectRequest, SeriesSource, SeriesStream};
 
 use super::client::{CallOptions, LabelQuery, Partial, series_request};
-use super::dedup::{DedupFunc, is_counter_func, without_labels};
 use super::endpoints::{Endpoint, EndpointSet};
 use super::merge::{Combine, group_merge, strip_and_sort};
+use engine::dedup::{DedupFunc, is_counter_func, without_labels};
 
 /// Warnings collected while answering one request (endpoint failures under partial response,
 /// store warnings). Cheap to clone; clones share the list. Repeated warnings are kept once.

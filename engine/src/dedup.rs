@@ -1,6 +1,8 @@
-//! Replica deduplication: series that differ only in replica labels (`--query.replica-label`,
-//! `replicaLabels[]`) become one series, merged with Thanos's **penalty** algorithm (the default) or
-//! **chain** (`--deduplication.func`), with the semantics of Thanos's `pkg/dedup`.
+//! Replica deduplication: the samples of one series from several replicas become one track,
+//! merged with Thanos's **penalty** algorithm or **chain** (1:1), with the semantics of Thanos's
+//! `pkg/dedup`. The querier uses it for `--query.replica-label` / `replicaLabels[]`, the compactor
+//! for vertical compaction with `--deduplication.replica-label` (there without the counter
+//! adjustment, as Thanos's compactor).
 //!
 //! ```text
 //!   replica a:  0   10   20   30             70   80   90      (seconds)
@@ -24,7 +26,7 @@
 
 use std::str::FromStr;
 
-use engine::Labels;
+use crate::labels::Labels;
 
 /// Thanos's penalty for the replica not taken before any sample was taken (ms).
 const INITIAL_PENALTY_MS: i64 = 5000;
@@ -61,14 +63,15 @@ impl std::fmt::Display for DedupFunc {
     }
 }
 
-/// True for the functions whose input Thanos treats as a counter when deduplicating. Accepts
-/// Prometheus's names (`rate`) and the planner's (`Rate`).
-pub(crate) fn is_counter_func(func: Option<&str>) -> bool {
+/// True for the functions whose input Thanos treats as a counter when deduplicating (the
+/// querier's `counter` argument of [`merge_replicas`]). Accepts Prometheus's names (`rate`) and
+/// the planner's (`Rate`).
+pub fn is_counter_func(func: Option<&str>) -> bool {
     func.is_some_and(|f| ["rate", "increase", "irate", "resets"].iter().any(|c| f.eq_ignore_ascii_case(c)))
 }
 
 /// `l` without the labels named in `names`.
-pub(crate) fn without_labels(l: &Labels, names: &[String]) -> Labels {
+pub fn without_labels(l: &Labels, names: &[String]) -> Labels {
     if !names.iter().any(|n| l.get(n).is_some()) {
         return l.clone();
     }
@@ -80,11 +83,11 @@ pub(crate) fn without_labels(l: &Labels, names: &[String]) -> Labels {
 }
 
 /// One replica's samples, sorted by timestamp.
-pub(crate) type Replica<'a> = (&'a [i64], &'a [f64]);
+pub type Replica<'a> = (&'a [i64], &'a [f64]);
 
 /// Merges replicas with `func`, appending the result to `out_t`/`out_v`. `counter` enables the
 /// penalty algorithm's counter adjustment (see the module docs).
-pub(crate) fn merge_replicas(
+pub fn merge_replicas(
     func: DedupFunc,
     replicas: &[Replica<'_>],
     counter: bool,
@@ -104,7 +107,7 @@ pub(crate) fn merge_replicas(
 
 /// Every timestamp of every replica once, in order; on equal timestamps the sample of the replica
 /// listed first is kept. Also the union of one series' overlapping pieces.
-pub(crate) fn chain_merge(replicas: &[Replica<'_>], out_t: &mut Vec<i64>, out_v: &mut Vec<f64>) {
+pub fn chain_merge(replicas: &[Replica<'_>], out_t: &mut Vec<i64>, out_v: &mut Vec<f64>) {
     let mut pos = vec![0usize; replicas.len()];
     out_t.reserve(replicas.iter().map(|r| r.0.len()).max().unwrap_or(0));
     loop {
@@ -306,7 +309,7 @@ impl SampleIter for PenaltyIter<'_> {
 }
 
 /// Thanos's penalty merge of two or more replicas (module docs).
-pub(crate) fn penalty_merge(replicas: &[Replica<'_>], counter: bool, out_t: &mut Vec<i64>, out_v: &mut Vec<f64>) {
+pub fn penalty_merge(replicas: &[Replica<'_>], counter: bool, out_t: &mut Vec<i64>, out_v: &mut Vec<f64>) {
     let mut it = replicas.iter().map(|&(ts, vs)| -> Box<dyn SampleIter + '_> {
         Box::new(SliceIter { ts, vs, idx: None, counter, adjust: 0.0 })
     });

@@ -18,7 +18,7 @@ use ingest::convert::{ConvertOptions, convert_path};
 
 use ingest::testkit::{Daemon, copy_dir, free_port, urlencode};
 
-use crate::util::{format_copy, promtool_blocks, spec};
+use crate::util::{format_copy, prometheus_over, promtool_blocks, spec};
 
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]

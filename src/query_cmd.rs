@@ -205,6 +205,8 @@ impl EngineArgs {
             enable_delayed_name_removal: delayed_name_removal,
             // Refused above: bucket blocks and the head store no start timestamps (docs/promql.md).
             use_start_timestamps: false,
+            // A query's series are dealt out to one partition per core.
+            ..query::EngineOptions::default()
         };
         flags.insert("query.max-samples".into(), self.max_samples.to_string());
         flags.insert("query.timeout".into(), self.timeout.clone());

@@ -128,9 +128,10 @@ impl SyncMetrics {
     }
 }
 
-/// The bucket source's decoded-page cache on `/metrics`, read at each scrape:
+/// The bucket source's caches on `/metrics`, read at each scrape: the decoded-page cache's
 /// `page_cache_hits_total`, `page_cache_misses_total` (page lookups), `page_cache_bytes`,
-/// `page_cache_pages` (held now) and `page_cache_capacity_bytes` (`--store.page-cache-size`).
+/// `page_cache_pages` (held now) and `page_cache_capacity_bytes` (`--store.page-cache-size`), and
+/// `label_index_bytes`, the loaded blocks' label indexes (names, values, postings).
 #[derive(Debug)]
 pub(crate) struct PageCacheCollector(pub(crate) Arc<BucketSource>);
 
@@ -154,6 +155,11 @@ impl Collector for PageCacheCollector {
                 "page_cache_capacity_bytes",
                 "Most bytes the decoded-page cache may hold",
                 as_i64(self.0.page_cache_capacity()),
+            ),
+            (
+                "label_index_bytes",
+                "Heap bytes of the loaded blocks' label indexes (label names, values and postings)",
+                as_i64(self.0.label_index_bytes()),
             ),
             ("bucket_open_blocks", "Blocks open (series table and samples footer in memory)", as_i64(open.open_blocks)),
             ("bucket_open_bytes", "Heap bytes of the open blocks", as_i64(open.open_bytes)),
@@ -384,6 +390,7 @@ mod tests {
         assert!(text.contains("strata_page_cache_pages 0\n"), "{text}");
         assert!(text.contains("strata_page_cache_capacity_bytes 1048576\n"), "{text}");
         assert!(text.contains("# TYPE strata_page_cache_bytes gauge"), "{text}");
+        assert!(text.contains("strata_label_index_bytes 0\n"), "{text}");
     }
 
     #[test]

@@ -213,6 +213,8 @@ async fn check_raw_http(s: &Strata) {
     assert!(metric("strata_page_cache_hits_total") >= 1.0, "{m}");
     assert!(metric("strata_page_cache_pages") >= 1.0, "{m}");
     assert_eq!(metric("strata_page_cache_capacity_bytes"), (512u64 << 20) as f64, "{m}");
+    // The two blocks' label indexes: at least their distinct label values and names.
+    assert!(metric("strata_label_index_bytes") > 100.0, "{m}");
 }
 
 fn promtool_out(promtool: &Path, args: &[&str]) -> String {

@@ -173,6 +173,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     let hour = end - 3600;
     let range =
         |q: &str, from: i64| format!("/api/v1/query_range?query={}&start={from}&end={end}&step=60", urlencode(q));
+    let instant = |q: &str| format!("/api/v1/query?query={}&time={end}", urlencode(q));
     // (name, path, heavy aggregation, ask for gzip)
     let cases: Vec<(&str, String, bool, bool)> = vec![
         ("selector 1 series, 1h", range("up{instance=\"host-00000:9100\"}", hour), false, false),
@@ -190,7 +191,43 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         ),
         ("topk(10, rate[5m]), 1d", range("topk(10, rate(http_requests_total[5m]))", start), true, false),
         ("label values (instance)", "/api/v1/label/instance/values".to_string(), false, false),
+        ("labels", "/api/v1/labels".to_string(), false, false),
+        ("label values (__name__)", "/api/v1/label/__name__/values".to_string(), false, false),
+        (
+            "label values (instance) match[]=up, 1h",
+            format!("/api/v1/label/instance/values?match[]=up&start={hour}&end={end}"),
+            false,
+            false,
+        ),
+        ("labels match[]=up, 1h", format!("/api/v1/labels?match[]=up&start={hour}&end={end}"), false, false),
         ("series match[]=up", format!("/api/v1/series?match[]=up&start={start}&end={end}"), false, false),
+        (
+            "group_left join, 1d",
+            range("rate(http_requests_total[5m]) * on(instance) group_left(version) build_info", start),
+            true,
+            false,
+        ),
+        (
+            "ratio vector/vector, 1d",
+            range("process_resident_memory_bytes / on(instance, job) node_temperature_celsius", start),
+            true,
+            false,
+        ),
+        (
+            "ratio instant",
+            instant(
+                "sum by (instance) (rate(http_requests_total{status=\"500\"}[5m])) / sum by (instance) (rate(http_requests_total[5m]))",
+            ),
+            true,
+            false,
+        ),
+        (
+            "ratio instant, no aggregation",
+            instant("process_resident_memory_bytes / node_temperature_celsius"),
+            true,
+            false,
+        ),
+        ("and on(instance), 1d", range("http_requests_total and on(instance) up == 1", start), true, false),
         ("selector 100 series, 1d, gzip", range("up{instance=~\"host-000[0-9][0-9]:9100\"}", start), false, true),
         ("selector all series, 1d, gzip", range("{job=~\".+\"}", start), false, true),
     ];

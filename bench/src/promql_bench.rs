@@ -28,6 +28,10 @@ pub(crate) struct Args {
     /// Storage format versions to write the data in; each query runs on each, in the same run.
     #[arg(long, value_delimiter = ',', default_value = "2,1")]
     formats: Vec<u32>,
+    /// Partition counts to run every query with (`query::EngineOptions::partitions`), comma
+    /// separated; default: 1 and the machine's cores, to show what the second core buys.
+    #[arg(long, value_delimiter = ',')]
+    partitions: Vec<usize>,
 }
 
 const STEP_MS: i64 = 60_000;
@@ -89,7 +93,7 @@ async fn build_bucket(bucket: &Bucket, a: &Args, format: u32) -> Result<u64, Str
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let mut engines = Vec::new();
+    let mut sources: Vec<(u32, Arc<dyn engine::SeriesSource>)> = Vec::new();
     let mut dirs = Vec::new();
     for &format in &a.formats {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -104,8 +108,13 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         );
         let src = BucketSource::new(bucket);
         rt.block_on(src.sync()).map_err(|e| e.to_string())?;
-        engines.push((format, query::Engine::new(Arc::new(src), query::EngineOptions::default())));
+        sources.push((format, Arc::new(src)));
         dirs.push(dir);
+    }
+    let mut partitions = a.partitions.clone();
+    if partitions.is_empty() {
+        partitions = vec![1, query::EngineOptions::default().partitions];
+        partitions.dedup();
     }
 
     let end = START_MS + a.hours * 3_600_000 - STEP_MS;
@@ -123,10 +132,13 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         ("topk(10, rate(c[5m]))", "topk(10, rate(c_total[5m]))".into(), counters * per_series),
     ];
     println!(
-        "{:<32} {:>6} {:>10} {:>16} {:>14} {:>10}",
-        "range query at 60s step", "format", "best ms", "samples/s", "peak heap MiB", "series"
+        "{:<32} {:>6} {:>10} {:>10} {:>16} {:>14} {:>10}",
+        "range query at 60s step", "format", "partitions", "best ms", "samples/s", "peak heap MiB", "series"
     );
-    for (name, q, input) in cases {
+    for ((name, q, input), &parts) in cases.iter().flat_map(|c| partitions.iter().map(move |p| (c, p))) {
+        let opts = query::EngineOptions { partitions: parts.max(1), ..query::EngineOptions::default() };
+        let engines: Vec<(u32, query::Engine)> =
+            sources.iter().map(|(f, src)| (*f, query::Engine::new(Arc::clone(src), opts.clone()))).collect();
         // Runs alternate between the formats so that a busy moment hits both alike.
         let mut best = vec![f64::MAX; engines.len()];
         let mut peak_mib = vec![0.0f64; engines.len()];
@@ -136,7 +148,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
                 let before = current();
                 reset_peak();
                 let t = Instant::now();
-                let r = rt.block_on(engine.range_query(&q, START_MS, end, STEP_MS)).map_err(|e| format!("{q}: {e}"))?;
+                let r = rt.block_on(engine.range_query(q, START_MS, end, STEP_MS)).map_err(|e| format!("{q}: {e}"))?;
                 best[i] = best[i].min(t.elapsed().as_secs_f64());
                 peak_mib[i] = peak_mib[i].max((peak().saturating_sub(before)) as f64 / (1024.0 * 1024.0));
                 if let query::Value::Matrix(m) = &r.value {
@@ -146,7 +158,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         }
         for (i, (format, _)) in engines.iter().enumerate() {
             println!(
-                "{name:<32} {format:>6} {:>10.1} {:>16.0} {:>14.1} {:>10}",
+                "{name:<32} {format:>6} {parts:>10} {:>10.1} {:>16.0} {:>14.1} {:>10}",
                 best[i] * 1000.0,
                 input / best[i],
                 peak_mib[i],

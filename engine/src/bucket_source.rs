@@ -192,6 +192,16 @@ impl BucketSource {
         self.cache.stats()
     }
 
+    /// Heap bytes of the open blocks' label indexes (names, values and postings per block, built
+    /// when a block is opened and dropped when it is closed); a block being opened right now is
+    /// not counted yet.
+    pub fn label_index_bytes(&self) -> usize {
+        self.known()
+            .iter()
+            .filter_map(|b| b.reader.try_lock().ok().and_then(|r| r.as_ref().map(|r| r.index().label_index_bytes())))
+            .sum()
+    }
+
     /// Most bytes the decoded-page cache may hold (0: off).
     pub fn page_cache_capacity(&self) -> usize {
         self.cache.capacity()
@@ -1075,6 +1085,11 @@ mod tests {
         let pairs: usize = 300 + 7 + 3 + 2 + 1;
         let bytes = idx.heap_bytes();
         assert!((pairs * 24..pairs * 48).contains(&bytes), "{bytes} bytes for {pairs} pairs");
+        // What `/metrics` reports: per block the names and values plus 4 bytes per series and
+        // label column in the postings (at least the metric name's), and a lookup per value.
+        let least: usize = blocks.iter().map(|b| b.index().label_index().heap_bytes() + b.index().len() * 4).sum();
+        let total = src.label_index_bytes();
+        assert!(total > least && total < least * 10, "{total} vs {least}");
 
         let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
         let matcher_sets = vec![

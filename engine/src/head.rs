@@ -953,6 +953,43 @@ impl SeriesSource for Head {
         Ok(self.matching(matchers, min_t, max_t, false)?.into_iter().map(|s| s.0).collect())
     }
 
+    /// Collected over the matching series' labels in place (no label set is cloned); a series
+    /// whose names are all known already is not checked for data in range.
+    async fn label_names(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: BTreeSet<&str> = BTreeSet::new();
+        for l in &st.order {
+            if l.iter().all(|x| out.contains(x.name.as_str())) || !matches_all(matchers, l) {
+                continue;
+            }
+            if let Some(s) = st.get(l)
+                && s.has_data_in(min_t, max_t, l)?
+            {
+                out.extend(l.iter().map(|x| x.name.as_str()));
+            }
+        }
+        Ok(out.into_iter().map(str::to_string).collect())
+    }
+
+    /// Like [`Head::label_names`]: values are collected in place, and a series whose value is
+    /// known already is not checked for data in range.
+    async fn label_values(&self, name: &str, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<String>> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: BTreeSet<&str> = BTreeSet::new();
+        for l in &st.order {
+            let Some(v) = l.get(name) else { continue };
+            if out.contains(v) || !matches_all(matchers, l) {
+                continue;
+            }
+            if let Some(s) = st.get(l)
+                && s.has_data_in(min_t, max_t, l)?
+            {
+                out.insert(v);
+            }
+        }
+        Ok(out.into_iter().map(str::to_string).collect())
+    }
+
     /// From the oldest sample to `i64::MAX` (the head keeps growing), without labels (the head's
     /// series do not carry its blocks' external labels); none while the head is empty.
     async fn data_ranges(&self) -> Vec<crate::DataRange> {
@@ -1040,6 +1077,48 @@ mod tests {
         assert_eq!((st.series, st.samples, st.min_t, st.max_t), (3, 602, Some(1_000_000), Some(ts[299])));
         // 300 samples per series in chunks of 120: 3 chunks each for `up`, 1 for `down`.
         assert_eq!(st.chunks, 7);
+    }
+
+    /// Label names and values answered in place agree with the ones walked from `series`.
+    #[tokio::test]
+    async fn label_lookups_agree_with_the_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = Head::open(HeadOptions::new(dir.path())).await.unwrap();
+        let mut batch = Vec::new();
+        for i in 0..60 {
+            let l = Labels::from_pairs([
+                ("__name__", format!("m{}", i % 3)),
+                ("job", format!("j{}", i % 4)),
+                ("zone", if i % 5 == 0 { String::new() } else { format!("z{}", i % 2) }),
+                ("i", format!("{i}")),
+            ]);
+            // Series i has samples from i * 10 s for a minute.
+            batch.push((l, (0..5).map(|k| (i * 10_000 + k * 15_000, 1.0)).collect()));
+        }
+        head.append(&batch).await.unwrap();
+        let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+        let sets = vec![
+            vec![],
+            vec![m(crate::labels::MatchOp::Equal, "__name__", "m1")],
+            vec![m(crate::labels::MatchOp::RegexMatch, "zone", "z1|")],
+            vec![m(crate::labels::MatchOp::NotEqual, "job", "j2")],
+        ];
+        let mut nonempty = 0;
+        for ms in &sets {
+            for (a, b) in [(0, i64::MAX), (100_000, 200_000), (575_000, 700_000), (800_000, 900_000)] {
+                let series = head.series(ms, a, b).await.unwrap();
+                let names: BTreeSet<String> = series.iter().flat_map(|l| l.iter().map(|x| x.name.clone())).collect();
+                assert_eq!(head.label_names(ms, a, b).await.unwrap(), names.into_iter().collect::<Vec<_>>());
+                for name in ["job", "zone", "i", "nope"] {
+                    let values: BTreeSet<String> =
+                        series.iter().filter_map(|l| l.get(name).map(str::to_string)).collect();
+                    let got = head.label_values(name, ms, a, b).await.unwrap();
+                    nonempty += usize::from(!got.is_empty());
+                    assert_eq!(got, values.into_iter().collect::<Vec<_>>(), "{name} {ms:?} [{a}, {b}]");
+                }
+            }
+        }
+        assert!(nonempty > 20, "{nonempty}");
     }
 
     #[tokio::test]

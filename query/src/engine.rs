@@ -20,6 +20,7 @@ use futures::StreamExt;
 use promql_parser::parser::{self, value::ValueType};
 
 use crate::error::{Error, Result};
+use crate::plan::partitions::merged;
 use crate::plan::{
     Annotations, BatchView, EvalCtx, Grid, PromExtensionPlanner, PromQueryPlanner, SameLabelsMerge, decode_labels,
     encode_labels, has_drop_mark_bytes, remove_marked_name,
@@ -48,6 +49,10 @@ pub struct EngineOptions {
     /// also see a counter reset where a start timestamp says one happened, and `rate`/`increase`
     /// count from a zero at the first sample's start time instead of extrapolating to the left.
     pub use_start_timestamps: bool,
+    /// Partitions a query's series are dealt out to, each run on its own task, so that a query
+    /// over many series uses several cores; default: the machine's cores. 1 runs every query
+    /// on one task.
+    pub partitions: usize,
 }
 
 impl Default for EngineOptions {
@@ -59,6 +64,7 @@ impl Default for EngineOptions {
             enable_experimental_functions: false,
             enable_delayed_name_removal: false,
             use_start_timestamps: false,
+            partitions: crate::plan::partitions::default_partitions(),
         }
     }
 }
@@ -103,6 +109,7 @@ impl Engine {
     pub fn new(source: Arc<dyn SeriesSource>, opts: EngineOptions) -> Self {
         let mut ctx = EvalCtx::new(opts.max_samples);
         ctx.delayed_name_removal = opts.enable_delayed_name_removal;
+        ctx.partitions = opts.partitions.max(1);
         let ext = Arc::new(PromExtensionPlanner { source, ctx });
         let cfg = SessionConfig::new().with_target_partitions(1);
         // PromQL plans are trees of Strata's extension nodes only, which DataFusion's logical
@@ -182,7 +189,7 @@ impl Engine {
         let plan = self.planner(start_ms, end_ms, if is_range { step_ms } else { 0 }).plan_top(&ast, grid)?;
         let state = &self.inner.state;
         let optimized = state.optimize(&plan)?;
-        let physical = state.query_planner().create_physical_plan(&optimized, state).await?;
+        let physical = merged(state.query_planner().create_physical_plan(&optimized, state).await?);
         let mut out = String::new();
         out.push_str("logical plan:\n");
         out.push_str(&optimized.display_indent().to_string());
@@ -252,7 +259,7 @@ impl Engine {
         // The logical analyzer and optimizer have no rules (see `Engine::new`): plan physically
         // straight away.
         let state = &self.inner.state;
-        let physical = state.query_planner().create_physical_plan(&plan, state).await?;
+        let physical = merged(state.query_planner().create_physical_plan(&plan, state).await?);
         // Output batches are folded into series one by one and dropped, so the result is not held
         // twice (as batches and as series) at its peak.
         let mut collector =

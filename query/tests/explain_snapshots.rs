@@ -21,8 +21,9 @@ const RANGE: (i64, i64, i64) = (600_000, 1_200_000, 60_000);
 /// 10m: an instant query.
 const INSTANT: (i64, i64, i64) = (600_000, 600_000, 0);
 
+/// Two partitions, whatever the machine's cores, so the physical plans show the in-order merges.
 fn engine() -> Engine {
-    let opts = EngineOptions { enable_experimental_functions: true, ..Default::default() };
+    let opts = EngineOptions { enable_experimental_functions: true, partitions: 2, ..Default::default() };
     Engine::new(Arc::new(MemSource::new()), opts)
 }
 
@@ -91,7 +92,7 @@ async fn explain_snapshots() {
 /// With `use_start_timestamps`, a scan under `rate` reads the start-timestamp column.
 #[tokio::test]
 async fn explain_snapshot_rate_with_start_timestamps() {
-    let opts = EngineOptions { use_start_timestamps: true, ..Default::default() };
+    let opts = EngineOptions { use_start_timestamps: true, partitions: 2, ..Default::default() };
     let e = Engine::new(Arc::new(MemSource::new()), opts);
     let text = explain(&e, "rate(x[5m])", RANGE).await;
     insta::assert_snapshot!("rate_with_start_timestamps", text);
@@ -103,13 +104,16 @@ async fn explain_analyze_reports_rows() {
     let ts: Vec<i64> = (0..=20).map(|i| i * 60_000).collect();
     let vs: Vec<f64> = (0..=20).map(|i| i as f64).collect();
     src.add(Labels::from_pairs([("__name__", "x"), ("job", "a")]), &ts, &vs);
-    let e = Engine::new(Arc::new(src), EngineOptions::default());
+    let e = Engine::new(Arc::new(src), EngineOptions { partitions: 2, ..Default::default() });
     let text = e.explain("sum by (job) (rate(x[5m]))", 600_000, 1_200_000, 60_000, true).await.unwrap();
     // 15 raw samples in (5m, 20m] scanned, 11 steps of rate and of the sum.
     assert!(
-        text.contains("PromSeriesScanExec: {__name__=\"x\"}, range=[300001, 1200000], metrics=[output_rows=15"),
+        text.contains(
+            "PromSeriesScanExec: {__name__=\"x\"}, range=[300001, 1200000], 2 partitions, metrics=[output_rows=15"
+        ),
         "{text}"
     );
+    assert!(text.contains("PromMergeExec: 2 partitions, in scan order, metrics=[output_rows=11"), "{text}");
     assert!(
         text.contains(
             "PromAggregateExec: sum by (job), t=600000..1200000 step=60000, partial per batch, metrics=[output_rows=11"

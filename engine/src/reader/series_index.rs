@@ -55,6 +55,12 @@ impl SeriesIndex {
         &self.label_index
     }
 
+    /// Heap bytes of the block's label index: names and values ([`LabelIndex::heap_bytes`]) and
+    /// the postings of every label column.
+    pub fn label_index_bytes(&self) -> usize {
+        self.label_index.heap_bytes() + self.columns.values().map(LabelColumn::heap_bytes).sum::<usize>()
+    }
+
     /// Approximate heap footprint in bytes: the series table as read, the decoded label sets, the
     /// per-series bookkeeping, postings and the label index. What a loaded block costs in memory
     /// (the store gateway's `--index-cache-size` counts it).

@@ -195,8 +195,12 @@ impl NodeSpec for AggregateSpec {
         Box::new(acc).finish()
     }
 
-    fn accumulator(&self, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Option<Box<dyn Accumulator>>> {
-        Ok(Some(Box::new(AggAcc::new(self.clone(), params, ctx)?)))
+    fn folds(&self) -> bool {
+        true
+    }
+
+    fn accumulator(&self, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(AggAcc::new(self.clone(), params, ctx)?))
     }
 }
 
@@ -647,7 +651,7 @@ mod tests {
                 };
                 let ctx = EvalCtx::new(1000);
                 let whole = sp.eval(input.clone(), params, &ctx).unwrap();
-                let mut acc = sp.accumulator(params, &ctx).unwrap().unwrap();
+                let mut acc = sp.accumulator(params, &ctx).unwrap();
                 for part in input.chunks(2) {
                     acc.update(&crate::plan::series_to_batch(part).unwrap()).unwrap();
                 }

@@ -17,6 +17,8 @@
 //! Matching errors carry Prometheus's messages (duplicate series for a match group,
 //! many-to-one matching must be explicit, grouping labels must ensure unique matches).
 
+mod join;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -209,13 +211,18 @@ impl NodeSpec for BinarySpec {
     }
 
     fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
-        let rhs = params.first().cloned().unwrap_or_default();
+        let rhs = params.first().map_or(&[][..], Vec::as_slice);
         let out = match (self.lhs_scalar, self.rhs_scalar) {
-            (true, true) => self.scalar_scalar(&main, &rhs),
-            (false, true) => self.vector_scalar(main, &rhs, false, ctx),
+            (true, true) => self.scalar_scalar(&main, rhs),
+            (false, true) => self.vector_scalar(&main, rhs, false, ctx),
             (true, false) => self.vector_scalar(rhs, &main, true, ctx),
-            (false, false) if self.op.is_set() => self.set_op(main, rhs),
-            (false, false) => self.vector_vector(main, rhs, ctx)?,
+            (false, false) if self.op.is_set() => self.set_join(&main, rhs),
+            // The join answers unless series of one signature (or results of one label set)
+            // meet at a step; then the per-step evaluation finds Prometheus's error, if any.
+            (false, false) => match self.vector_join(&main, rhs, ctx) {
+                Some(out) => out,
+                None => self.vector_vector_per_step(&main, rhs, ctx)?,
+            },
         };
         ctx.check_samples(out.iter().map(|s| s.ts.len()).sum())?;
         in_time_order(out)
@@ -308,7 +315,7 @@ impl BinarySpec {
     }
 
     /// `vector op scalar`, or `scalar op vector` when `swap`.
-    fn vector_scalar(&self, vec: Vec<SeriesData>, scalar: &[SeriesData], swap: bool, ctx: &EvalCtx) -> Vec<SeriesData> {
+    fn vector_scalar(&self, vec: &[SeriesData], scalar: &[SeriesData], swap: bool, ctx: &EvalCtx) -> Vec<SeriesData> {
         let sv = scalar_per_step(scalar, &self.grid);
         let mut out = Out::default();
         for s in vec {
@@ -335,10 +342,13 @@ impl BinarySpec {
         out.series
     }
 
-    fn set_op(&self, lhs: Vec<SeriesData>, rhs: Vec<SeriesData>) -> Vec<SeriesData> {
+    /// The set operators evaluated step by step, as Prometheus does: the reference the join
+    /// ([`BinarySpec::set_join`]) is tested against.
+    #[cfg(test)]
+    fn set_op_per_step(&self, lhs: &[SeriesData], rhs: &[SeriesData]) -> Vec<SeriesData> {
         let lsig: Vec<Labels> = lhs.iter().map(|s| self.signature(&s.labels)).collect();
         let rsig: Vec<Labels> = rhs.iter().map(|s| self.signature(&s.labels)).collect();
-        let (ls, rs) = (by_step(&lhs, &self.grid), by_step(&rhs, &self.grid));
+        let (ls, rs) = (by_step(lhs, &self.grid), by_step(rhs, &self.grid));
         let mut out = Out::default();
         for (i, t) in self.grid.times().enumerate() {
             match self.op {
@@ -366,10 +376,12 @@ impl BinarySpec {
         out.series
     }
 
-    fn vector_vector(&self, lhs: Vec<SeriesData>, rhs: Vec<SeriesData>, ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
+    /// Arithmetic and comparisons between vectors evaluated step by step, as Prometheus does
+    /// (the join, [`BinarySpec::vector_join`], hands over to it when a step is ambiguous).
+    fn vector_vector_per_step(&self, lhs: &[SeriesData], rhs: &[SeriesData], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
         // "many" side iterates, "one" side is looked up; group_right swaps them.
         let swapped = self.card == Card::OneToMany;
-        let (many, one) = if swapped { (&rhs, &lhs) } else { (&lhs, &rhs) };
+        let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
         let msig: Vec<Labels> = many.iter().map(|s| self.signature(&s.labels)).collect();
         let osig: Vec<Labels> = one.iter().map(|s| self.signature(&s.labels)).collect();
         let (ms, os) = (by_step(many, &self.grid), by_step(one, &self.grid));

@@ -14,6 +14,8 @@
 //! - [`node`]: the node framework ([`NodeSpec`], [`PromLogical`], [`PromExec`], [`EvalCtx`]);
 //! - [`registry`]: the list of nodes ([`PromNode`]) and how the physical planner finds each
 //!   node's execution plan (adding a node starts there);
+//! - [`partitions`]: how a query uses several cores (a scan deals series out to partitions,
+//!   streaming nodes run per partition, an in-order merge joins them);
 //! - [`grid`]: evaluation steps and `offset`/`@`; [`name_dropping`]: metric-name removal,
 //!   immediate or delayed; [`annotations`]: a query's warnings and infos;
 //! - one file per PromQL operator (`series_scan`, `instant_select`, `range_func`, `aggregate`,
@@ -35,6 +37,7 @@ pub(crate) mod label_fn;
 pub(crate) mod literal;
 pub(crate) mod name_dropping;
 pub(crate) mod node;
+pub(crate) mod partitions;
 pub(crate) mod range_func;
 pub(crate) mod registry;
 pub(crate) mod series_scan;

@@ -10,7 +10,7 @@
 //!   batch by [`NodeSpec::map_batch`]; hot nodes read the batch through a [`BatchView`] and build
 //!   the output with a [`BatchBuilder`] against the input's (or a rewritten) label dictionary, so
 //!   labels are never decoded;
-//! - partial aggregation ([`NodeSpec::accumulator`]): each batch is folded into an
+//! - partial aggregation ([`NodeSpec::folds`]): each batch is folded into an
 //!   [`Accumulator`] that keeps only what the output needs; the output is emitted at the end;
 //! - collecting (the default): the whole first input is decoded into [`SeriesData`] and handed to
 //!   [`NodeSpec::eval`] once.
@@ -75,12 +75,14 @@ pub(crate) struct EvalCtx {
     pub(crate) delayed_name_removal: bool,
     /// Where the running query collects its warnings and infos.
     pub(crate) ann: Option<Arc<Annotations>>,
+    /// Partitions a scan deals its series out to (see [`super::partitions`]).
+    pub(crate) partitions: usize,
 }
 
 impl EvalCtx {
     /// A context with a sample limit and no annotation sink.
     pub(crate) fn new(max_samples: usize) -> Self {
-        EvalCtx { max_samples, delayed_name_removal: false, ann: None }
+        EvalCtx { max_samples, delayed_name_removal: false, ann: None, partitions: 1 }
     }
 
     /// Records a PromQL warning for the running query.
@@ -141,11 +143,15 @@ pub(crate) trait NodeSpec: fmt::Debug + Clone + Hash + Eq + PartialOrd + Send + 
         let out = self.eval(series, params, ctx)?;
         series_to_batch(&out)
     }
-    /// For nodes that fold their first input batch by batch (partial aggregation): a fresh
-    /// accumulator, given the other inputs. `None` (the default) makes the node collect its
-    /// whole first input and call [`NodeSpec::eval`] once.
-    fn accumulator(&self, _params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Option<Box<dyn Accumulator>>> {
-        Ok(None)
+    /// True when the node folds its first input batch by batch into an
+    /// [`NodeSpec::accumulator`] (partial aggregation); false (the default) makes a node that is
+    /// not [`NodeSpec::streaming`] collect its whole first input and call [`NodeSpec::eval`] once.
+    fn folds(&self) -> bool {
+        false
+    }
+    /// For nodes that [`NodeSpec::folds`]: a fresh accumulator, given the other inputs.
+    fn accumulator(&self, _params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Box<dyn Accumulator>> {
+        Err(Error::Internal("this plan node does not fold its input".into()))
     }
 }
 
@@ -228,7 +234,14 @@ pub(crate) fn prom_properties() -> Arc<PlanProperties> {
     ))
 }
 
+/// The other inputs of a node, collected once for all its partitions.
+type SharedParams = Arc<tokio::sync::OnceCell<Arc<Vec<Vec<SeriesData>>>>>;
+
 /// The execution plan of a PromQL operator: runs its [`NodeSpec`] kernel over its inputs.
+///
+/// A streaming node keeps the partitions of its first input (it runs once per partition, see
+/// [`super::partitions`]); every other input, and the first input of the other nodes, is one
+/// partition (the planner merges partitioned inputs in order first).
 #[derive(Debug)]
 pub(crate) struct PromExec<S: NodeSpec> {
     spec: S,
@@ -236,12 +249,34 @@ pub(crate) struct PromExec<S: NodeSpec> {
     ctx: EvalCtx,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    params: SharedParams,
 }
 
 impl<S: NodeSpec> PromExec<S> {
     /// The execution plan of `spec` over `children`.
     pub(crate) fn new(spec: S, children: Vec<Arc<dyn ExecutionPlan>>, ctx: EvalCtx) -> Self {
-        PromExec { spec, children, ctx, props: prom_properties(), metrics: ExecutionPlanMetricsSet::new() }
+        let partitions = match children.first() {
+            Some(c) if spec.streaming() => super::partitions::partition_count(c),
+            _ => 1,
+        };
+        let props = if partitions > 1 {
+            Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(prom_schema()),
+                Partitioning::UnknownPartitioning(partitions),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            ))
+        } else {
+            prom_properties()
+        };
+        PromExec {
+            spec,
+            children,
+            ctx,
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+            params: SharedParams::default(),
+        }
     }
 }
 
@@ -262,6 +297,17 @@ async fn collect_series(s: SendableRecordBatchStream) -> datafusion::error::Resu
     Ok(out)
 }
 
+/// Collects streams into series, each on its own task, so the inputs of a node are computed
+/// at the same time (a binary operator's two sides use two cores).
+async fn collect_all(streams: Vec<SendableRecordBatchStream>) -> datafusion::error::Result<Vec<Vec<SeriesData>>> {
+    let tasks: Vec<_> = streams.into_iter().map(|s| tokio::spawn(collect_series(s))).collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.map_err(|e| DataFusionError::External(Box::new(e)))??);
+    }
+    Ok(out)
+}
+
 /// Wraps a query error so it travels through DataFusion and comes back out intact.
 pub(crate) fn to_df(e: Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -275,7 +321,13 @@ impl<S: NodeSpec> ExecutionPlan for PromExec<S> {
         &self.props
     }
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition; self.children.len()]
+        let mut d = vec![Distribution::SinglePartition; self.children.len()];
+        if self.spec.streaming()
+            && let Some(first) = d.first_mut()
+        {
+            *first = Distribution::UnspecifiedDistribution;
+        }
+        d
     }
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         self.children.iter().collect()
@@ -300,29 +352,28 @@ impl<S: NodeSpec> ExecutionPlan for PromExec<S> {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
-        let mut streams = Vec::with_capacity(self.children.len());
-        for c in &self.children {
-            streams.push(c.execute(0, context.clone())?);
-        }
+        let partitioned = self.props.partitioning.partition_count() > 1;
+        let main = match self.children.first() {
+            Some(c) => Some(c.execute(if partitioned { partition } else { 0 }, context.clone())?),
+            None => None,
+        };
+        // The other inputs are collected once, by whichever partition gets there first.
+        let (shared, rest) = (self.params.clone(), self.children.iter().skip(1).cloned().collect::<Vec<_>>());
+        let param_ctx = context.clone();
         let spec = self.spec.clone();
         let mut ctx = self.ctx.clone();
         ctx.ann = context.session_config().get_extension::<Annotations>();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema = prom_schema();
-        let mut streams = streams.into_iter();
-        let main = streams.next();
-        let rest: Vec<SendableRecordBatchStream> = streams.collect();
         let fut = async move {
-            let mut params = Vec::with_capacity(rest.len());
-            for s in rest {
-                params.push(collect_series(s).await?);
-            }
-            let acc = match &main {
-                Some(_) if !spec.streaming() => spec.accumulator(&params, &ctx).map_err(to_df)?,
-                _ => None,
+            let collect_params = async {
+                let streams = rest.iter().map(|c| c.execute(0, param_ctx.clone())).collect::<Result<Vec<_>, _>>()?;
+                collect_all(streams).await.map(Arc::new)
             };
-            let out: futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> = match (main, acc) {
-                (Some(main), _) if spec.streaming() => {
+            let params = async { shared.get_or_try_init(|| collect_params).await.cloned() };
+            let out: futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> = match main {
+                Some(main) if spec.streaming() => {
+                    let params = params.await?;
                     let baseline = baseline.clone();
                     main.map(move |b| {
                         let b = b?;
@@ -334,7 +385,9 @@ impl<S: NodeSpec> ExecutionPlan for PromExec<S> {
                     })
                     .boxed()
                 }
-                (Some(mut main), Some(mut acc)) => {
+                Some(mut main) if spec.folds() => {
+                    let params = params.await?;
+                    let mut acc = spec.accumulator(&params, &ctx).map_err(to_df)?;
                     while let Some(b) = main.next().await {
                         let b = b?;
                         let timer = baseline.elapsed_compute().timer();
@@ -348,11 +401,17 @@ impl<S: NodeSpec> ExecutionPlan for PromExec<S> {
                     baseline.record_output(rb.num_rows());
                     futures::stream::once(async move { Ok(rb) }).boxed()
                 }
-                (main, _) => {
-                    let series = match main {
-                        Some(m) => collect_series(m).await?,
-                        None => Vec::new(),
+                main => {
+                    // The first input is collected while the others are.
+                    let series = async {
+                        match main {
+                            Some(m) => tokio::spawn(collect_series(m))
+                                .await
+                                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                            None => Ok(Vec::new()),
+                        }
                     };
+                    let (params, series) = futures::future::try_join(params, series).await?;
                     let timer = baseline.elapsed_compute().timer();
                     let out = spec.eval(series, &params, &ctx).map_err(to_df)?;
                     let rb = series_to_batch(&out).map_err(to_df)?;

@@ -21,7 +21,7 @@ use engine::SeriesSource;
 
 use super::{
     EvalCtx, NodeSpec, PromExec, PromLogical, aggregate, binary, histogram, info, instant_fn, instant_select, label_fn,
-    literal, range_func, series_scan, step_fn, subquery,
+    literal, partitions, range_func, series_scan, step_fn, subquery,
 };
 
 /// Declares [`PromNode`] with one variant per listed spec type, a `From` impl per spec, and the
@@ -99,11 +99,20 @@ impl PromNode {
         source: &Arc<dyn SeriesSource>,
         ctx: &EvalCtx,
     ) -> Arc<dyn ExecutionPlan> {
+        /// A streaming node runs on each partition of its first input; every other input is
+        /// merged back into one partition, in order.
         fn kernel<S: NodeSpec>(s: &S, inputs: &[Arc<dyn ExecutionPlan>], ctx: &EvalCtx) -> Arc<dyn ExecutionPlan> {
-            Arc::new(PromExec::new(s.clone(), inputs.to_vec(), ctx.clone()))
+            let inputs = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if i == 0 && s.streaming() { c.clone() } else { partitions::merged(c.clone()) })
+                .collect();
+            Arc::new(PromExec::new(s.clone(), inputs, ctx.clone()))
         }
         match self {
-            PromNode::SeriesScan(s) => Arc::new(series_scan::SeriesScanExec::new(s.clone(), source.clone())),
+            PromNode::SeriesScan(s) => {
+                Arc::new(series_scan::SeriesScanExec::new(s.clone(), source.clone(), ctx.partitions))
+            }
             PromNode::InstantSelect(s) => kernel(s, inputs, ctx),
             PromNode::Literal(s) => kernel(s, inputs, ctx),
             PromNode::RangeFunc(s) => kernel(s, inputs, ctx),

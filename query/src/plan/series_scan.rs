@@ -13,7 +13,8 @@
 //! untouched). With `or` matcher sets (`{a="1" or b="2"}`) it selects once per set and merges.
 
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, BinaryArray, DictionaryArray, RecordBatch, UInt32Array};
 use arrow::datatypes::UInt32Type;
@@ -26,7 +27,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use engine::{MatchOp, Matcher, SelectHints, SelectRequest, SeriesBatch, SeriesSource};
 use futures::{StreamExt, TryStreamExt};
 
-use super::{PromLogical, SeriesData, encode_labels, prom_properties, prom_schema, to_df};
+use super::partitions::{PARTITION_BATCH_SAMPLES, RoundRobin};
+use super::{PromLogical, encode_labels, prom_properties, prom_schema, to_df};
 use crate::error::{Error, Result};
 
 /// One label matcher as a plain, hashable value.
@@ -125,65 +127,107 @@ impl ScanSpec {
 #[derive(Debug)]
 pub(crate) struct ScanSource(pub(crate) Arc<dyn SeriesSource>);
 
-/// The physical scan over a [`SeriesSource`].
+/// The physical scan over a [`SeriesSource`]. With several partitions it deals batches of
+/// whole series out to them in turn (see [`super::partitions`]).
 #[derive(Debug)]
 pub(crate) struct SeriesScanExec {
     spec: ScanSpec,
     source: Arc<dyn SeriesSource>,
+    partitions: usize,
+    /// The dealer of the partitions, made when the first partition is executed.
+    dealer: OnceLock<Arc<RoundRobin>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl SeriesScanExec {
-    /// A scan of `spec` over `source`.
-    pub(crate) fn new(spec: ScanSpec, source: Arc<dyn SeriesSource>) -> Self {
-        let props = if spec.start_timestamps {
+    /// A scan of `spec` over `source` into `partitions` partitions.
+    pub(crate) fn new(spec: ScanSpec, source: Arc<dyn SeriesSource>, partitions: usize) -> Self {
+        let partitions = partitions.max(1);
+        let props = if spec.start_timestamps || partitions > 1 {
             Arc::new(PlanProperties::new(
                 datafusion::physical_expr::EquivalenceProperties::new(scan_schema(&spec)),
-                datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
-                datafusion::physical_plan::execution_plan::EmissionType::Final,
+                datafusion::physical_plan::Partitioning::UnknownPartitioning(partitions),
+                datafusion::physical_plan::execution_plan::EmissionType::Incremental,
                 datafusion::physical_plan::execution_plan::Boundedness::Bounded,
             ))
         } else {
             prom_properties()
         };
-        SeriesScanExec { spec, source, props, metrics: ExecutionPlanMetricsSet::new() }
+        SeriesScanExec {
+            spec,
+            source,
+            partitions,
+            dealer: OnceLock::new(),
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 }
 
 impl DisplayAs for SeriesScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("PromSeriesScanExec: ")?;
-        self.spec.fmt_params(f)
+        self.spec.fmt_params(f)?;
+        if self.partitions > 1 {
+            write!(f, ", {} partitions", self.partitions)?;
+        }
+        Ok(())
     }
 }
 
-/// Converts a source batch to the plan layout without copying the sample columns; with
-/// `start_timestamps`, the source's start timestamps (or nulls) become a fourth column.
-fn convert(b: SeriesBatch, start_timestamps: bool) -> Result<RecordBatch> {
+/// Converts series `range` of a source batch to the plan layout without copying the sample
+/// columns; with `start_timestamps`, the source's start timestamps (or nulls) become a fourth
+/// column.
+fn convert(b: &SeriesBatch, range: Range<usize>, start_timestamps: bool) -> Result<RecordBatch> {
+    let row = |i: usize| b.offsets.get(i).copied().unwrap_or(0);
+    let (first, rows) = (row(range.start), row(range.end).saturating_sub(row(range.start)));
     let mut dict = Vec::new();
     let mut offs: Vec<i32> = vec![0];
-    let mut keys = Vec::with_capacity(b.samples.num_rows());
-    for (i, l) in b.labels.iter().enumerate() {
+    let mut keys = Vec::with_capacity(rows);
+    for (k, i) in range.enumerate() {
+        let Some(l) = b.labels.get(i) else { break };
         encode_labels(l, &mut dict);
         offs.push(dict.len() as i32);
-        let n = b.offsets.get(i + 1).copied().unwrap_or(0).saturating_sub(b.offsets.get(i).copied().unwrap_or(0));
-        keys.extend(std::iter::repeat_n(i as u32, n));
+        keys.extend(std::iter::repeat_n(k as u32, row(i + 1).saturating_sub(row(i))));
     }
     let values = BinaryArray::try_new(arrow::buffer::OffsetBuffer::new(offs.into()), dict.into(), None)
         .map_err(|e| Error::Internal(format!("scan labels: {e}")))?;
     let d = DictionaryArray::<UInt32Type>::try_new(UInt32Array::from(keys), Arc::new(values))
         .map_err(|e| Error::Internal(format!("scan labels: {e}")))?;
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(d), b.samples.column(0).clone(), b.samples.column(1).clone()];
+    let whole = first == 0 && rows == b.samples.num_rows();
+    let col = |c: &ArrayRef| if whole { c.clone() } else { c.slice(first, rows) };
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(d), col(b.samples.column(0)), col(b.samples.column(1))];
     if !start_timestamps {
         return RecordBatch::try_new(prom_schema(), cols).map_err(|e| Error::Internal(format!("scan batch: {e}")));
     }
     cols.push(match b.start_timestamps() {
-        Some(st) => Arc::new(st.clone()),
-        None => arrow::array::new_null_array(&arrow::datatypes::DataType::Int64, b.samples.num_rows()),
+        Some(st) => Arc::new(st.slice(first, rows)),
+        None => arrow::array::new_null_array(&arrow::datatypes::DataType::Int64, rows),
     });
     RecordBatch::try_new(super::prom_schema_with_start_timestamps(), cols)
         .map_err(|e| Error::Internal(format!("scan batch: {e}")))
+}
+
+/// Series ranges of `b` holding about [`PARTITION_BATCH_SAMPLES`] samples each (one range for
+/// the whole batch when it is not to be cut).
+fn cuts(b: &SeriesBatch, cut: bool) -> Vec<Range<usize>> {
+    let n = b.num_series();
+    if !cut || b.samples.num_rows() <= PARTITION_BATCH_SAMPLES {
+        return std::iter::once(0..n).collect();
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 0..n {
+        if b.offsets[i + 1] - b.offsets[start] >= PARTITION_BATCH_SAMPLES {
+            out.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < n {
+        out.push(start..n);
+    }
+    out
 }
 
 impl ExecutionPlan for SeriesScanExec {
@@ -216,13 +260,32 @@ impl ExecutionPlan for SeriesScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        let out_schema = scan_schema(&self.spec);
+        if self.partitions > 1 {
+            let dealer = self
+                .dealer
+                .get_or_init(|| Arc::new(RoundRobin::new(self.batches(partition, &context), self.partitions)))
+                .clone();
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, dealer.partition(partition)?)));
+        }
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, self.batches(partition, &context))))
+    }
+}
+
+impl SeriesScanExec {
+    /// The scan's batches; cut into batches of about [`PARTITION_BATCH_SAMPLES`] samples when
+    /// they are dealt out to several partitions.
+    fn batches(
+        &self,
+        partition: usize,
+        context: &TaskContext,
+    ) -> futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> {
         let spec = self.spec.clone();
         let source = match context.session_config().get_extension::<ScanSource>() {
             Some(s) => Arc::clone(&s.0),
             None => self.source.clone(),
         };
-        let schema = scan_schema(&spec);
-        let out_schema = schema.clone();
+        let cut = self.partitions > 1;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fut = async move {
             let hints = SelectHints { step_ms: spec.step_ms, range_ms: spec.range_ms, func: spec.func.clone() };
@@ -233,11 +296,19 @@ impl ExecutionPlan for SeriesScanExec {
             }
             let out: futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> = if reqs.len() == 1 {
                 let s = source.select(&reqs[0]).await.map_err(|e| to_df(Error::Storage(e)))?;
-                s.map(move |b| {
-                    let b = b.map_err(|e| to_df(Error::Storage(e)))?;
-                    let rb = convert(b, spec.start_timestamps).map_err(to_df)?;
-                    baseline.record_output(rb.num_rows());
-                    Ok(rb)
+                s.flat_map(move |b| {
+                    let batches: Vec<datafusion::error::Result<RecordBatch>> = match b {
+                        Err(e) => vec![Err(to_df(Error::Storage(e)))],
+                        Ok(b) => cuts(&b, cut)
+                            .into_iter()
+                            .map(|r| {
+                                let rb = convert(&b, r, spec.start_timestamps).map_err(to_df)?;
+                                baseline.record_output(rb.num_rows());
+                                Ok(rb)
+                            })
+                            .collect(),
+                    };
+                    futures::stream::iter(batches)
                 })
                 .boxed()
             } else {
@@ -258,29 +329,28 @@ impl ExecutionPlan for SeriesScanExec {
                         }
                     }
                 }
-                let mut sts: Vec<i64> = Vec::new();
-                let series: Vec<SeriesData> = all
+                // Series without samples are left out, as a batch of the plan never holds one.
+                let series: Vec<engine::source::SeriesWithStartTimestamps> = all
                     .into_iter()
-                    .map(|(labels, (ts, vs, st))| {
-                        sts.extend(st);
-                        SeriesData { labels, ts, vs }
-                    })
+                    .filter(|(_, (ts, ..))| !ts.is_empty())
+                    .map(|(labels, (ts, vs, st))| (labels, ts, vs, st))
                     .collect();
-                let mut rb = super::series_to_batch(&series).map_err(to_df)?;
-                if spec.start_timestamps {
-                    let valid = arrow::buffer::NullBuffer::from(sts.iter().map(|&t| t != 0).collect::<Vec<bool>>());
-                    let st = arrow::array::Int64Array::new(sts.into(), Some(valid));
-                    let mut cols = rb.columns().to_vec();
-                    cols.push(Arc::new(st));
-                    rb = RecordBatch::try_new(schema.clone(), cols)
-                        .map_err(|e| to_df(Error::Internal(format!("scan batch: {e}"))))?;
+                let b = if spec.start_timestamps {
+                    SeriesBatch::from_series_with_start_timestamps(series)
+                } else {
+                    SeriesBatch::from_series(series.into_iter().map(|(l, t, v, _)| (l, t, v)).collect())
                 }
-                baseline.record_output(rb.num_rows());
-                futures::stream::once(async move { Ok(rb) }).boxed()
+                .map_err(|e| to_df(Error::Storage(e)))?;
+                let mut out = Vec::new();
+                for r in cuts(&b, cut) {
+                    let rb = convert(&b, r, spec.start_timestamps).map_err(to_df)?;
+                    baseline.record_output(rb.num_rows());
+                    out.push(Ok(rb));
+                }
+                futures::stream::iter(out).boxed()
             };
             Ok::<_, datafusion::error::DataFusionError>(out)
         };
-        let stream = futures::stream::once(fut).try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
+        futures::stream::once(fut).try_flatten().boxed()
     }
 }

@@ -321,7 +321,7 @@ impl BucketSource {
         if let Some(r) = &*slot {
             return Ok(Arc::clone(r));
         }
-        let r = match BlockReader::open(&self.bucket, &block.meta.ulid).await {
+        let r = match BlockReader::open_with_meta(&self.bucket, &block.meta.ulid, block.meta.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
@@ -340,6 +340,9 @@ impl BucketSource {
     /// Closes least recently used open blocks (never `keep`) until the open ones fit the budget.
     /// A block a request still reads stays alive for that request (it holds an `Arc`).
     fn close_beyond_budget(&self, keep: &Block) {
+        if self.index_budget == usize::MAX {
+            return;
+        }
         let blocks = self.known();
         let mut total: usize = blocks.iter().map(|b| b.bytes.load(Ordering::Relaxed)).sum();
         if total <= self.index_budget {

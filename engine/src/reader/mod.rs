@@ -65,6 +65,12 @@ impl BlockReader {
     /// Opens block `ulid`: meta.json, series.parquet (loaded whole) and the samples footer.
     pub async fn open(bucket: &Bucket, ulid: &str) -> Result<Self> {
         let meta = bucket.read_meta(ulid).await?;
+        Self::open_with_meta(bucket, ulid, meta).await
+    }
+
+    /// Like [`BlockReader::open`] for a block whose meta.json the caller has already read (a
+    /// [`crate::bucket_source::BucketSource`] holds it from its sync).
+    pub async fn open_with_meta(bucket: &Bucket, ulid: &str, meta: BlockMeta) -> Result<Self> {
         // A meta.json without a strata section is tried as v1 (its files then fail the schema check).
         let format_version = meta.strata.as_ref().map_or(1, |s| s.format_version);
         if !format::READABLE_FORMAT_VERSIONS.contains(&format_version) {

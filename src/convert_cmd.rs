@@ -99,7 +99,7 @@ fn describe(ulid: &str, outcome: &Result<Outcome, String>) -> String {
 
 pub(crate) async fn run(a: ConvertArgs) -> Result<(), CliError> {
     let bucket = Bucket::from_config_file(&a.objstore_config_file)?;
-    let opts = ConvertOptions { external_labels: parse_labels(&a.labels)? };
+    let opts = ConvertOptions { external_labels: parse_labels(&a.labels)?, ..Default::default() };
     let reporter = Reporter::new();
     let report = convert::convert_path(&a.tsdb_path, &bucket, &opts, &|p| reporter.on(p)).await?;
     if let Some(b) = &reporter.bar {

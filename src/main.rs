@@ -12,6 +12,7 @@ mod promql_cmd;
 mod query_cmd;
 mod receive_cmd;
 mod server;
+mod sidecar_cmd;
 mod store_cmd;
 mod up_cmd;
 
@@ -58,6 +59,9 @@ enum Command {
     /// Compact the blocks of a bucket: merge, deduplicate replicas, apply retention, delete marked
     /// blocks.
     Compact(compact_cmd::CompactArgs),
+    /// Run beside a Prometheus server: upload its blocks to the bucket and serve its recent data
+    /// over the StoreAPI (gRPC).
+    Sidecar(sidecar_cmd::SidecarArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
             Command::Receive(args) => receive_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
             Command::Compact(args) => compact_cmd::run(args).await,
+            Command::Sidecar(args) => sidecar_cmd::run(args).await,
         }
     });
     match res {

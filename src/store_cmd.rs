@@ -63,7 +63,7 @@ pub(crate) struct StoreArgs {
 /// A `--min-time`/`--max-time` value: a fixed time, or an offset from the current time (evaluated
 /// at each use, so the window moves with the clock), as Thanos's `TimeOrDurationValue`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeOrDuration {
+pub(crate) enum TimeOrDuration {
     /// Milliseconds since the epoch.
     At(i64),
     /// Milliseconds from now (negative: in the past).
@@ -71,7 +71,7 @@ enum TimeOrDuration {
 }
 
 impl TimeOrDuration {
-    fn parse(flag: &str, v: &str) -> Result<Self, CliError> {
+    pub(crate) fn parse(flag: &str, v: &str) -> Result<Self, CliError> {
         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
             return Ok(TimeOrDuration::At(t.timestamp_millis()));
         }
@@ -85,7 +85,7 @@ impl TimeOrDuration {
         Ok(TimeOrDuration::FromNow(sign * ms))
     }
 
-    fn at(self, now_ms: i64) -> i64 {
+    pub(crate) fn at(self, now_ms: i64) -> i64 {
         match self {
             TimeOrDuration::At(t) => t,
             TimeOrDuration::FromNow(d) => now_ms.saturating_add(d),
@@ -93,7 +93,7 @@ impl TimeOrDuration {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 

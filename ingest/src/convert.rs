@@ -25,10 +25,19 @@ use crate::error::{Error, Result};
 use crate::tsdb::{self, Block, TsdbSeries};
 
 /// How to convert.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConvertOptions {
     /// External labels written into every converted block's `thanos.labels`.
     pub external_labels: BTreeMap<String, String>,
+    /// `thanos.source` of the converted blocks: `converter` (the default, `strata tsdb convert`)
+    /// or `sidecar` (the sidecar's shipper), as Thanos names its block sources.
+    pub source: String,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions { external_labels: BTreeMap::new(), source: "converter".to_string() }
+    }
 }
 
 /// Progress notifications, for a progress bar or log lines.
@@ -160,7 +169,7 @@ pub async fn convert_block(
         min_time: src.min_time,
         max_time: src.max_time,
         external_labels: opts.external_labels.clone(),
-        source: "converter".to_string(),
+        source: opts.source.clone(),
         compaction_level: src.compaction.level.max(1),
         compaction_sources: sources,
         compaction_parents: src.compaction.parents.clone(),

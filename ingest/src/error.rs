@@ -191,6 +191,29 @@ pub enum Error {
         /// What went wrong (with the process's log when there is one).
         reason: String,
     },
+    /// A call to the Prometheus beside the sidecar failed: transport, HTTP status, or an answer
+    /// that is not what the API documents.
+    #[error("prometheus {url}: {reason}")]
+    Prometheus {
+        /// The URL called.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The sidecar cannot run (no external labels, Prometheus not ready in time).
+    #[error("sidecar: {reason}")]
+    Sidecar {
+        /// Why.
+        reason: String,
+    },
+    /// The shipper cannot sync the TSDB directory.
+    #[error("shipper of {dir}: {reason}")]
+    Shipper {
+        /// The TSDB directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Forwarding a remote-write request to another receiver failed.
     #[error("forwarding to receiver {endpoint}: {reason}")]
     Forward {

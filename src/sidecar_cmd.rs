@@ -1,0 +1,193 @@
+//! `strata sidecar`: runs beside a Prometheus server as Thanos's sidecar does. Ships each
+//! completed TSDB block to the bucket (converted to a Strata block) when `--objstore.config-file`
+//! is given, and serves the Prometheus's data over the StoreAPI (gRPC on `--grpc-address`) through
+//! remote read; `/metrics`, `/-/healthy`, `/-/ready` on `--http-address`. The logic lives in
+//! `ingest::sidecar`; the StoreAPI server is the query crate's.
+//!
+//! ```text
+//!   Prometheus ◄─ watch (ready, external labels) ─ Sidecar ─► ready flag (HTTP /-/ready, Info)
+//!   --tsdb.path ─► Shipper ─► bucket                 RemoteReadSource ─► StoreApi ─► OnlyExternal
+//!                                                    (rejects Series with only external-label
+//!                                                     matchers) ─► gRPC
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use clap::Args;
+use engine::bucket::Bucket;
+use ingest::sidecar::{
+    PromClient, PromState, RemoteReadSource, Shipper, ShipperMetrics, Sidecar, WatchMetrics, WatchOptions,
+};
+use proto::thanos::store_server::{Store, StoreServer};
+use proto::thanos::{LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesRequest};
+use query::storeapi::convert::matchers_from_proto;
+use query::storeapi::server::{MAX_MESSAGE_BYTES, StoreApi, StoreApiMetrics, StoreApiOptions};
+use tonic::service::Routes;
+use tonic::{Request, Response, Status};
+
+use crate::CliError;
+use crate::server::{self, Readiness, Shutdown};
+use crate::store_cmd::{TimeOrDuration, now_ms};
+
+/// Arguments of `strata sidecar`.
+#[derive(Debug, Args)]
+pub(crate) struct SidecarArgs {
+    /// URL of the Prometheus server to run beside.
+    #[arg(long = "prometheus.url", default_value = "http://localhost:9090")]
+    prometheus_url: String,
+    /// How long to wait for Prometheus to become ready at start before giving up.
+    #[arg(long = "prometheus.ready_timeout", default_value = "10m")]
+    prometheus_ready_timeout: String,
+    /// How often the Prometheus configuration (external labels) is re-read; also the longest
+    /// pause between retries while Prometheus is down.
+    #[arg(long = "prometheus.get_config_interval", default_value = "30s")]
+    prometheus_get_config_interval: String,
+    /// Timeout of each call to Prometheus's API (remote read included).
+    #[arg(long = "prometheus.get_config_timeout", default_value = "5s")]
+    prometheus_get_config_timeout: String,
+    /// Prometheus's data directory (its --storage.tsdb.path), where completed blocks appear.
+    #[arg(long = "tsdb.path", default_value = "./data")]
+    tsdb_path: PathBuf,
+    /// Object storage configuration file (Thanos objstore YAML). Without it blocks are not
+    /// uploaded and only the StoreAPI is served.
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: Option<PathBuf>,
+    /// Listen address of the StoreAPI (gRPC, host:port).
+    #[arg(long = "grpc-address", default_value = "127.0.0.1:10901")]
+    grpc_address: String,
+    /// Listen address of /metrics, /-/healthy and /-/ready (host:port).
+    #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
+    http_address: String,
+    /// Also upload compacted blocks (level > 1) already in the TSDB directory: for a one-off
+    /// migration of an existing Prometheus history.
+    #[arg(long = "shipper.upload-compacted")]
+    upload_compacted: bool,
+    /// Start of the time range served: RFC3339 or a duration relative to now (-1d, 2h45m). Only
+    /// data after it is served over the StoreAPI.
+    #[arg(long = "min-time", default_value = "0000-01-01T00:00:00Z")]
+    min_time: String,
+    #[command(flatten)]
+    limits: crate::grpc::StoreLimitsArgs,
+}
+
+/// Runs `strata sidecar` until SIGINT/SIGTERM (or until Prometheus is not ready within
+/// `--prometheus.ready_timeout`, or has no external labels: errors).
+pub(crate) async fn run(args: SidecarArgs) -> Result<(), CliError> {
+    let min_time = TimeOrDuration::parse("min-time", &args.min_time)?;
+    let ready_timeout = crate::query_cmd::duration_flag("prometheus.ready_timeout", &args.prometheus_ready_timeout)?;
+    let config_interval =
+        crate::query_cmd::duration_flag("prometheus.get_config_interval", &args.prometheus_get_config_interval)?;
+    let call_timeout =
+        crate::query_cmd::duration_flag("prometheus.get_config_timeout", &args.prometheus_get_config_timeout)?;
+    if !args.tsdb_path.is_dir() {
+        return Err(CliError::Usage(format!("--tsdb.path {}: not a directory", args.tsdb_path.display())));
+    }
+    let bucket = match &args.objstore_config_file {
+        Some(p) => Some(Bucket::from_config_file(p)?),
+        None => None,
+    };
+    let prom = PromClient::new(&args.prometheus_url, call_timeout)?;
+    tracing::info!(
+        prometheus = %args.prometheus_url,
+        tsdb = %args.tsdb_path.display(),
+        bucket = bucket.as_ref().map_or("none (uploads disabled)", |b| b.describe()),
+        "sidecar starting"
+    );
+
+    let ready = Readiness::default();
+    let state = Arc::new(PromState::new(ready.flag(), min_time.at(now_ms())));
+    let sidecar = Arc::new(Sidecar::new(prom.clone(), state.clone(), &args.tsdb_path));
+
+    let mut registry = server::new_registry("sidecar");
+    let mut thanos = server::thanos_registry();
+    let watch_metrics = WatchMetrics::register(&mut thanos);
+    let shipper = bucket.map(|b| {
+        let m = ShipperMetrics::register(&mut thanos, args.upload_compacted);
+        Shipper::new(&args.tsdb_path, b, state.clone(), args.upload_compacted, m)
+    });
+    let api_metrics = StoreApiMetrics::register(&mut registry);
+    let opts = StoreApiOptions { component_type: "sidecar".into(), limits: args.limits.limits(), ..Default::default() };
+    let source = Arc::new(RemoteReadSource::new(prom, state.clone()));
+    let api = StoreApi::new(source, opts, ready.flag(), api_metrics);
+    let store = StoreServer::new(OnlyExternalCheck { api: api.clone(), state: state.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let routes = Routes::new(store).add_service(api.info_server());
+
+    let shutdown = Shutdown::on_signal();
+    let watch = {
+        let sidecar = sidecar.clone();
+        let opts = WatchOptions { ready_timeout, config_interval };
+        let min_time: ingest::sidecar::MinTimeFn = Arc::new(move || min_time.at(now_ms()));
+        async move { sidecar.watch_prometheus(opts, min_time, watch_metrics).await.map_err(CliError::from) }
+    };
+    let ship = {
+        let sidecar = sidecar.clone();
+        async move {
+            match shipper {
+                Some(s) => sidecar.run_shipper(s).await,
+                None => std::future::pending::<()>().await,
+            }
+            Ok::<(), CliError>(())
+        }
+    };
+    let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry, thanos], shutdown.clone());
+    let grpc = crate::grpc::serve(&args.grpc_address, routes, shutdown.clone());
+    let servers = async { tokio::try_join!(http, grpc).map(|_| ()) };
+    // The background loops end only with an error (they are dropped at shutdown).
+    let background = async { tokio::try_join!(watch, ship).map(|_| ()) };
+    tokio::select! {
+        res = servers => res,
+        res = background => {
+            res?;
+            Ok(())
+        }
+    }
+}
+
+/// `thanos.Store` of the sidecar: the StoreAPI server's, except that a Series request whose
+/// matchers are all on external labels (or that has none) is refused with `InvalidArgument`
+/// "no matchers specified (excluding external labels)", as Thanos's sidecar does; one whose
+/// external-label matchers reject the labels gets an empty answer first.
+#[derive(Debug, Clone)]
+struct OnlyExternalCheck {
+    api: StoreApi,
+    state: Arc<PromState>,
+}
+
+#[tonic::async_trait]
+impl Store for OnlyExternalCheck {
+    type SeriesStream = <StoreApi as Store>::SeriesStream;
+
+    async fn series(&self, request: Request<SeriesRequest>) -> Result<Response<Self::SeriesStream>, Status> {
+        let ext = self.state.external_labels();
+        let matchers = matchers_from_proto(&request.get_ref().matchers)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut rest = 0;
+        let mut possible = true;
+        for m in &matchers {
+            match ext.get(&m.name) {
+                Some(v) => possible &= m.matches(v),
+                None => rest += 1,
+            }
+        }
+        if possible && rest == 0 && self.state.is_ready() {
+            return Err(Status::invalid_argument("no matchers specified (excluding external labels)"));
+        }
+        self.api.series(request).await
+    }
+
+    async fn label_names(&self, request: Request<LabelNamesRequest>) -> Result<Response<LabelNamesResponse>, Status> {
+        self.api.label_names(request).await
+    }
+
+    async fn label_values(
+        &self,
+        request: Request<LabelValuesRequest>,
+    ) -> Result<Response<LabelValuesResponse>, Status> {
+        self.api.label_values(request).await
+    }
+}
+

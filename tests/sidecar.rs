@@ -77,7 +77,8 @@ impl Prom {
         )
         .unwrap();
         let data = dir.join("data");
-        let log = dir.join(format!("prometheus-{}.log", std::time::SystemTime::now().elapsed().map_or(0, |d| d.as_nanos())));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let log = dir.join(format!("prometheus-{nanos}.log"));
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
@@ -296,4 +297,235 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
 
 fn urlencode(s: &str) -> String {
     ingest::testkit::urlencode(s)
+}
+
+/// `/metrics` value of an unlabelled sample, 0 when absent.
+fn metric(port: u16, name: &str) -> f64 {
+    let (_, text) = http_get(port, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0.0)
+}
+
+fn info_labels(py: &Path, grpc: &str) -> Value {
+    let res = python_client(py, grpc, &json!([{"name": "info", "kind": "info"}])).unwrap();
+    match res["info"].get("label_sets") {
+        Some(l) => l.clone(),
+        None => res["info"]["error"]["code"].clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_waits_for_prometheus_and_follows_its_restarts() {
+    let Some(prom_bin) = peer("prometheus") else { return };
+    let Some(py) = venv_python(&["grpc", "grpc_tools"]) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let target = start_target();
+    let port = free_port();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let slog = tmp.path().join("sidecar.log");
+    let url = format!("http://127.0.0.1:{port}");
+    let (mut sidecar, shttp, sgrpc) =
+        spawn_sidecar(&["--prometheus.url", &url, "--tsdb.path", data.to_str().unwrap()], &[], &slog);
+    // Up, not ready, while Prometheus is not there.
+    wait_for("healthy", Duration::from_secs(30), async || http_get(shttp, "/-/healthy").0 == 200, &[&slog]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(http_get(shttp, "/-/ready").0, 503);
+    assert_eq!(metric(shttp, "thanos_sidecar_prometheus_up"), 0.0);
+    assert_eq!(info_labels(&py, &sgrpc), json!("UNAVAILABLE"));
+    assert!(read_log(&slog).contains("Is Prometheus running? Retrying"), "{}", read_log(&slog));
+
+    // Prometheus comes: ready, with its external labels.
+    let prom = Prom::start(&prom_bin, tmp.path(), port, "    cluster: c1\n", target).await;
+    wait_for("ready", Duration::from_secs(30), async || http_get(shttp, "/-/ready").0 == 200, &[&slog]).await;
+    assert_eq!(info_labels(&py, &sgrpc), json!([[["cluster", "c1"]]]));
+    assert_eq!(metric(shttp, "thanos_sidecar_prometheus_up"), 1.0);
+
+    // Prometheus goes away: not ready; back with other external labels: ready with them.
+    let Prom { mut daemon, .. } = prom;
+    daemon.terminate(Duration::from_secs(30)).await.unwrap();
+    wait_for("not ready", Duration::from_secs(30), async || http_get(shttp, "/-/ready").0 == 503, &[&slog]).await;
+    let _prom = Prom::start(&prom_bin, tmp.path(), port, "    cluster: c2\n", target).await;
+    wait_for("ready again", Duration::from_secs(30), async || http_get(shttp, "/-/ready").0 == 200, &[&slog]).await;
+    let py2 = py.clone();
+    let g = sgrpc.clone();
+    wait_for(
+        "the new external labels",
+        Duration::from_secs(30),
+        async || info_labels(&py2, &g) == json!([[["cluster", "c2"]]]),
+        &[&slog],
+    )
+    .await;
+    let st = sidecar.terminate(Duration::from_secs(30)).await.unwrap();
+    assert!(st.success(), "sidecar exit {st}:\n{}", read_log(&slog));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_refuses_a_prometheus_without_external_labels() {
+    let Some(prom_bin) = peer("prometheus") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let prom = Prom::start(&prom_bin, tmp.path(), free_port(), "", start_target()).await;
+    let slog = tmp.path().join("sidecar.log");
+    let (mut sidecar, _, _) =
+        spawn_sidecar(&["--prometheus.url", &prom.url(), "--tsdb.path", prom.data.to_str().unwrap()], &[], &slog);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = sidecar.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "sidecar did not exit:\n{}", read_log(&slog));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let log = read_log(&slog);
+    assert!(
+        log.contains("no external labels configured on Prometheus server, uniquely identifying external labels must be configured"),
+        "{log}"
+    );
+}
+
+/// Promtool-made TSDB blocks (3 blocks of fleet data, stale markers and special values) in `dir`,
+/// and promtool's dump of them.
+fn promtool_tsdb(promtool: &Path, tmp: &Path, dir: &Path) -> Dump {
+    let now_s = chrono::Utc::now().timestamp() / 7200 * 7200;
+    let spec = ingest::datagen::GenSpec {
+        targets: 2,
+        start_ms: (now_s - 5 * 3600) * 1000,
+        duration_ms: 5 * 3_600_000,
+        interval_ms: 30_000,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(tmp.join("work")).unwrap();
+    promtool_blocks(promtool, &openmetrics_with_specials(&spec), &tmp.join("work"), dir);
+    promtool_dump(promtool, dir, &tmp.join("dump"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_upload_survives_sigkill_and_block_deletion() {
+    let Some(prom_bin) = peer("prometheus") else { return };
+    let Some(promtool) = peer("promtool") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let prom = Prom::start(&prom_bin, tmp.path(), free_port(), "    cluster: c1\n", start_target()).await;
+    // The shipper reads a TSDB directory of promtool-made blocks (no need to wait for Prometheus
+    // to cut blocks); readiness and external labels come from the Prometheus.
+    let tsdb = tmp.path().join("tsdb");
+    let expected = promtool_tsdb(&promtool, tmp.path(), &tsdb);
+    let metas = local_metas(&tsdb);
+    assert!(metas.len() >= 3, "{metas:?}");
+    let ulids: Vec<String> = metas.iter().map(|m| m["ulid"].as_str().unwrap().to_string()).collect();
+    let bucket_dir = tmp.path().join("bucket");
+    let cfg = fs_bucket_config(tmp.path(), &bucket_dir);
+    let args = ["--prometheus.url", &prom.url(), "--tsdb.path", tsdb.to_str().unwrap(), "--objstore.config-file", cfg.to_str().unwrap()];
+
+    // SIGKILL in the middle of the first upload: nothing complete in the bucket.
+    let log1 = tmp.path().join("sidecar1.log");
+    let (mut s1, _, _) = spawn_sidecar(&args, &[("STRATA_SIDECAR_TEST_PAUSE_AT", "upload")], &log1);
+    wait_for("the pause", Duration::from_secs(60), async || read_log(&log1).contains("paused at upload"), &[&log1]).await;
+    s1.kill().unwrap();
+    assert!(bucket_metas(&bucket_dir).is_empty(), "{:?}", bucket_metas(&bucket_dir));
+
+    // Restart, pause again in the same (oldest) block, and delete it as retention would: the
+    // upload, from hard links, completes whole.
+    let resume = tmp.path().join("resume");
+    let log2 = tmp.path().join("sidecar2.log");
+    let env = [("STRATA_SIDECAR_TEST_PAUSE_AT", "upload"), ("STRATA_SIDECAR_TEST_RESUME_FILE", resume.to_str().unwrap())];
+    let (mut s2, http2, _) = spawn_sidecar(&args, &env, &log2);
+    wait_for("the pause", Duration::from_secs(60), async || read_log(&log2).contains("paused at upload"), &[&log2]).await;
+    std::fs::remove_dir_all(tsdb.join(&ulids[0])).unwrap();
+    std::fs::write(&resume, "").unwrap();
+    wait_for(
+        "every block uploaded",
+        Duration::from_secs(120),
+        async || bucket_metas(&bucket_dir).len() == ulids.len(),
+        &[&log2],
+    )
+    .await;
+    let got = bucket_metas(&bucket_dir);
+    let mut sorted = ulids.clone();
+    sorted.sort();
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), sorted);
+    assert_eq!(bucket_dirs(&bucket_dir), sorted, "no partial block directories");
+    for want in &metas {
+        let m = &got[want["ulid"].as_str().unwrap()];
+        assert_eq!(m["thanos"]["source"], "sidecar");
+        assert_eq!(m["thanos"]["labels"], json!({"cluster": "c1"}));
+        assert_eq!(m["stats"]["numSamples"], want["stats"]["numSamples"], "{m}");
+    }
+    let bucket = engine::bucket::Bucket::local(&bucket_dir).unwrap();
+    assert_same(&expected, &bucket_dump(&bucket, &["cluster"]).await);
+    wait_for("the sync counted", Duration::from_secs(10), async || metric(http2, "thanos_shipper_dir_syncs_total") >= 1.0, &[&log2])
+        .await;
+    assert_eq!(metric(http2, "thanos_shipper_uploads_total"), ulids.len() as f64);
+    // The state file lists the blocks still on disk (the next sync drops the deleted one).
+    let state_file = tsdb.join("thanos.shipper.json");
+    let read_state = || -> Value { serde_json::from_slice(&std::fs::read(&state_file).unwrap_or_default()).unwrap_or(Value::Null) };
+    let want_state = json!({"version": 1, "uploaded": ulids[1..]});
+    wait_for("the state file", Duration::from_secs(30), async || read_state() == want_state, &[&log2]).await;
+    assert!(std::fs::read_dir(tsdb.join("thanos/upload")).unwrap().next().is_none(), "upload leftovers");
+    let st = s2.terminate(Duration::from_secs(30)).await.unwrap();
+    assert!(st.success(), "{}", read_log(&log2));
+
+    // A restart, even without the state file, uploads nothing again.
+    std::fs::remove_file(&state_file).unwrap();
+    let log3 = tmp.path().join("sidecar3.log");
+    let (mut s3, http3, _) = spawn_sidecar(&args, &[], &log3);
+    wait_for("a sync", Duration::from_secs(60), async || metric(http3, "thanos_shipper_dir_syncs_total") >= 1.0, &[&log3]).await;
+    assert_eq!(metric(http3, "thanos_shipper_uploads_total"), 0.0);
+    assert_eq!(read_state(), want_state);
+    s3.terminate(Duration::from_secs(30)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_retries_uploads_while_the_bucket_is_down() {
+    let Some(prom_bin) = peer("prometheus") else { return };
+    let Some(promtool) = peer("promtool") else { return };
+    let Some(moto) = peer("moto_server") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let prom = Prom::start(&prom_bin, tmp.path(), free_port(), "    cluster: c1\n", start_target()).await;
+    let tsdb = tmp.path().join("tsdb");
+    let expected = promtool_tsdb(&promtool, tmp.path(), &tsdb);
+    let ulids: Vec<String> = local_metas(&tsdb).iter().map(|m| m["ulid"].as_str().unwrap().to_string()).collect();
+    // The S3 server is not running yet.
+    let port = free_port();
+    let cfg = tmp.path().join("s3.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "type: S3\nconfig:\n  bucket: shipped\n  endpoint: 127.0.0.1:{port}\n  region: us-east-1\n  access_key: test\n  secret_key: test\n  insecure: true\n"
+        ),
+    )
+    .unwrap();
+    let slog = tmp.path().join("sidecar.log");
+    let args = ["--prometheus.url", &prom.url(), "--tsdb.path", tsdb.to_str().unwrap(), "--objstore.config-file", cfg.to_str().unwrap()];
+    let (mut sidecar, shttp, _) = spawn_sidecar(&args, &[], &slog);
+    wait_for(
+        "a failed sync",
+        Duration::from_secs(240),
+        async || metric(shttp, "thanos_shipper_dir_sync_failures_total") >= 1.0,
+        &[&slog],
+    )
+    .await;
+    assert_eq!(metric(shttp, "thanos_shipper_uploads_total"), 0.0);
+    // The S3 server comes up: every block is uploaded, once, whole.
+    let _moto = Daemon(
+        Command::new(moto).args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    wait_for("moto", Duration::from_secs(30), async || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), &[]).await;
+    create_s3_bucket(port, "shipped");
+    wait_for(
+        "every block uploaded",
+        Duration::from_secs(120),
+        async || metric(shttp, "thanos_shipper_uploads_total") == ulids.len() as f64,
+        &[&slog],
+    )
+    .await;
+    let bucket = engine::bucket::Bucket::from_config_file(&cfg).unwrap();
+    let mut sorted = ulids.clone();
+    sorted.sort();
+    assert_eq!(bucket.list_blocks().await.unwrap(), sorted);
+    assert!(bucket.list_partial_blocks().await.unwrap().is_empty());
+    assert_same(&expected, &bucket_dump(&bucket, &["cluster"]).await);
+    let st = sidecar.terminate(Duration::from_secs(30)).await.unwrap();
+    assert!(st.success(), "{}", read_log(&slog));
 }

@@ -163,8 +163,8 @@ impl Store for OnlyExternalCheck {
 
     async fn series(&self, request: Request<SeriesRequest>) -> Result<Response<Self::SeriesStream>, Status> {
         let ext = self.state.external_labels();
-        let matchers = matchers_from_proto(&request.get_ref().matchers)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let matchers =
+            matchers_from_proto(&request.get_ref().matchers).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut rest = 0;
         let mut possible = true;
         for m in &matchers {
@@ -190,4 +190,3 @@ impl Store for OnlyExternalCheck {
         self.api.label_values(request).await
     }
 }
-

@@ -198,7 +198,14 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
     let cfg = fs_bucket_config(tmp.path(), &bucket_dir);
     let slog = tmp.path().join("sidecar.log");
     let (mut sidecar, shttp, sgrpc) = spawn_sidecar(
-        &["--prometheus.url", &prom.url(), "--tsdb.path", prom.data.to_str().unwrap(), "--objstore.config-file", cfg.to_str().unwrap()],
+        &[
+            "--prometheus.url",
+            &prom.url(),
+            "--tsdb.path",
+            prom.data.to_str().unwrap(),
+            "--objstore.config-file",
+            cfg.to_str().unwrap(),
+        ],
         &[],
         &slog,
     );
@@ -237,7 +244,8 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
         &tmp.path().join("store.log"),
     )
     .await;
-    let both = Strata::start(&["query", "--endpoint", &sgrpc, "--endpoint", &store_grpc], &tmp.path().join("q.log")).await;
+    let both =
+        Strata::start(&["query", "--endpoint", &sgrpc, "--endpoint", &store_grpc], &tmp.path().join("q.log")).await;
     let store_only = Strata::start(&["query", "--endpoint", &store_grpc], &tmp.path().join("q2.log")).await;
     let block_min = first["minTime"].as_i64().unwrap();
     let block_max = first["maxTime"].as_i64().unwrap();
@@ -277,7 +285,12 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
     assert_eq!(info["min_time"].as_i64().unwrap(), block_min, "{info}");
     assert_eq!(info["max_time"].as_i64().unwrap(), i64::MAX, "{info}");
     assert_eq!(res["only_external"]["error"]["code"], "INVALID_ARGUMENT", "{res}");
-    assert!(res["only_external"]["error"]["details"].as_str().unwrap().contains("no matchers specified (excluding external labels)"));
+    assert!(
+        res["only_external"]["error"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("no matchers specified (excluding external labels)")
+    );
     assert_eq!(res["other_cluster"]["series"], json!([]), "{res}");
     let gen_series = res["gen"]["series"].as_array().unwrap();
     assert_eq!(gen_series.len(), 3, "{}", res["gen"]);
@@ -416,12 +429,20 @@ async fn sidecar_upload_survives_sigkill_and_block_deletion() {
     let ulids: Vec<String> = metas.iter().map(|m| m["ulid"].as_str().unwrap().to_string()).collect();
     let bucket_dir = tmp.path().join("bucket");
     let cfg = fs_bucket_config(tmp.path(), &bucket_dir);
-    let args = ["--prometheus.url", &prom.url(), "--tsdb.path", tsdb.to_str().unwrap(), "--objstore.config-file", cfg.to_str().unwrap()];
+    let args = [
+        "--prometheus.url",
+        &prom.url(),
+        "--tsdb.path",
+        tsdb.to_str().unwrap(),
+        "--objstore.config-file",
+        cfg.to_str().unwrap(),
+    ];
 
     // SIGKILL in the middle of the first upload: nothing complete in the bucket.
     let log1 = tmp.path().join("sidecar1.log");
     let (mut s1, _, _) = spawn_sidecar(&args, &[("STRATA_SIDECAR_TEST_PAUSE_AT", "upload")], &log1);
-    wait_for("the pause", Duration::from_secs(60), async || read_log(&log1).contains("paused at upload"), &[&log1]).await;
+    wait_for("the pause", Duration::from_secs(60), async || read_log(&log1).contains("paused at upload"), &[&log1])
+        .await;
     s1.kill().unwrap();
     assert!(bucket_metas(&bucket_dir).is_empty(), "{:?}", bucket_metas(&bucket_dir));
 
@@ -429,9 +450,11 @@ async fn sidecar_upload_survives_sigkill_and_block_deletion() {
     // upload, from hard links, completes whole.
     let resume = tmp.path().join("resume");
     let log2 = tmp.path().join("sidecar2.log");
-    let env = [("STRATA_SIDECAR_TEST_PAUSE_AT", "upload"), ("STRATA_SIDECAR_TEST_RESUME_FILE", resume.to_str().unwrap())];
+    let env =
+        [("STRATA_SIDECAR_TEST_PAUSE_AT", "upload"), ("STRATA_SIDECAR_TEST_RESUME_FILE", resume.to_str().unwrap())];
     let (mut s2, http2, _) = spawn_sidecar(&args, &env, &log2);
-    wait_for("the pause", Duration::from_secs(60), async || read_log(&log2).contains("paused at upload"), &[&log2]).await;
+    wait_for("the pause", Duration::from_secs(60), async || read_log(&log2).contains("paused at upload"), &[&log2])
+        .await;
     std::fs::remove_dir_all(tsdb.join(&ulids[0])).unwrap();
     std::fs::write(&resume, "").unwrap();
     wait_for(
@@ -454,12 +477,18 @@ async fn sidecar_upload_survives_sigkill_and_block_deletion() {
     }
     let bucket = engine::bucket::Bucket::local(&bucket_dir).unwrap();
     assert_same(&expected, &bucket_dump(&bucket, &["cluster"]).await);
-    wait_for("the sync counted", Duration::from_secs(10), async || metric(http2, "thanos_shipper_dir_syncs_total") >= 1.0, &[&log2])
-        .await;
+    wait_for(
+        "the sync counted",
+        Duration::from_secs(10),
+        async || metric(http2, "thanos_shipper_dir_syncs_total") >= 1.0,
+        &[&log2],
+    )
+    .await;
     assert_eq!(metric(http2, "thanos_shipper_uploads_total"), ulids.len() as f64);
     // The state file lists the blocks still on disk (the next sync drops the deleted one).
     let state_file = tsdb.join("thanos.shipper.json");
-    let read_state = || -> Value { serde_json::from_slice(&std::fs::read(&state_file).unwrap_or_default()).unwrap_or(Value::Null) };
+    let read_state =
+        || -> Value { serde_json::from_slice(&std::fs::read(&state_file).unwrap_or_default()).unwrap_or(Value::Null) };
     let want_state = json!({"version": 1, "uploaded": ulids[1..]});
     wait_for("the state file", Duration::from_secs(30), async || read_state() == want_state, &[&log2]).await;
     assert!(std::fs::read_dir(tsdb.join("thanos/upload")).unwrap().next().is_none(), "upload leftovers");
@@ -470,7 +499,13 @@ async fn sidecar_upload_survives_sigkill_and_block_deletion() {
     std::fs::remove_file(&state_file).unwrap();
     let log3 = tmp.path().join("sidecar3.log");
     let (mut s3, http3, _) = spawn_sidecar(&args, &[], &log3);
-    wait_for("a sync", Duration::from_secs(60), async || metric(http3, "thanos_shipper_dir_syncs_total") >= 1.0, &[&log3]).await;
+    wait_for(
+        "a sync",
+        Duration::from_secs(60),
+        async || metric(http3, "thanos_shipper_dir_syncs_total") >= 1.0,
+        &[&log3],
+    )
+    .await;
     assert_eq!(metric(http3, "thanos_shipper_uploads_total"), 0.0);
     assert_eq!(read_state(), want_state);
     s3.terminate(Duration::from_secs(30)).await.unwrap();
@@ -497,7 +532,14 @@ async fn sidecar_retries_uploads_while_the_bucket_is_down() {
     )
     .unwrap();
     let slog = tmp.path().join("sidecar.log");
-    let args = ["--prometheus.url", &prom.url(), "--tsdb.path", tsdb.to_str().unwrap(), "--objstore.config-file", cfg.to_str().unwrap()];
+    let args = [
+        "--prometheus.url",
+        &prom.url(),
+        "--tsdb.path",
+        tsdb.to_str().unwrap(),
+        "--objstore.config-file",
+        cfg.to_str().unwrap(),
+    ];
     let (mut sidecar, shttp, _) = spawn_sidecar(&args, &[], &slog);
     wait_for(
         "a failed sync",
@@ -509,9 +551,15 @@ async fn sidecar_retries_uploads_while_the_bucket_is_down() {
     assert_eq!(metric(shttp, "thanos_shipper_uploads_total"), 0.0);
     // The S3 server comes up: every block is uploaded, once, whole.
     let _moto = Daemon(
-        Command::new(moto).args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+        Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
-    wait_for("moto", Duration::from_secs(30), async || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), &[]).await;
+    wait_for("moto", Duration::from_secs(30), async || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), &[])
+        .await;
     create_s3_bucket(port, "shipped");
     wait_for(
         "every block uploaded",

@@ -107,7 +107,11 @@ impl WatchMetrics {
     /// Creates the metrics and registers them in `registry` (one without a name prefix).
     pub fn register(registry: &mut Registry) -> Self {
         let m = WatchMetrics::default();
-        registry.register("thanos_sidecar_prometheus_up", "Boolean indicator whether the sidecar can reach its Prometheus peer.", m.up.clone());
+        registry.register(
+            "thanos_sidecar_prometheus_up",
+            "Boolean indicator whether the sidecar can reach its Prometheus peer.",
+            m.up.clone(),
+        );
         registry.register(
             "thanos_sidecar_last_heartbeat_success_time_seconds",
             "Timestamp of the last successful heartbeat in seconds.",

@@ -91,7 +91,9 @@ impl PromClient {
             self.fail(path, format!("HTTP {status}, not JSON ({e}): {}", String::from_utf8_lossy(&body).trim()))
         })?;
         if !status.is_success() || v["status"] != "success" {
-            return Err(self.fail(path, format!("HTTP {status}: {}", v["error"].as_str().unwrap_or("no error message"))));
+            return Err(
+                self.fail(path, format!("HTTP {status}: {}", v["error"].as_str().unwrap_or("no error message")))
+            );
         }
         Ok(v["data"].clone())
     }
@@ -127,7 +129,9 @@ impl PromClient {
         let mut out = Vec::with_capacity(list.len());
         for s in list {
             let obj = s.as_object().ok_or_else(|| self.fail(path, "a series is not an object"))?;
-            out.push(Labels::from_pairs(obj.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))));
+            out.push(Labels::from_pairs(
+                obj.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())),
+            ));
         }
         Ok(out)
     }
@@ -188,8 +192,7 @@ impl PromClient {
             .await
             .map_err(|e| fail(e.to_string()))?;
         let status = resp.status();
-        let ctype =
-            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
         if !status.is_success() {
             return Err(fail(format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim())));
@@ -233,13 +236,18 @@ pub fn decode_frames(mut body: &[u8]) -> Result<Vec<ChunkedSeries>, String> {
         let len = usize::try_from(len).map_err(|_| format!("frame at byte {offset}: length {len} too large"))?;
         let Some(rest) = body.get(n..) else { return Err(format!("frame at byte {offset}: truncated")) };
         if rest.len() < 4 + len {
-            return Err(format!("frame at byte {offset}: {len} bytes announced, {} left", rest.len().saturating_sub(4)));
+            return Err(format!(
+                "frame at byte {offset}: {len} bytes announced, {} left",
+                rest.len().saturating_sub(4)
+            ));
         }
         let stored = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let data = &rest[4..4 + len];
         let computed = crc32c::crc32c(data);
         if stored != computed {
-            return Err(format!("frame at byte {offset}: CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x})"));
+            return Err(format!(
+                "frame at byte {offset}: CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            ));
         }
         let frame = ChunkedReadResponse::decode(data)
             .map_err(|e| format!("frame at byte {offset}: not a prometheus.ChunkedReadResponse: {e}"))?;
@@ -346,7 +354,8 @@ mod tests {
     #[test]
     fn frames_decode_and_join_split_series() {
         let lab = |v: &str| vec![Label { name: "__name__".into(), value: v.into() }];
-        let ch = |t: i64| Chunk { min_time_ms: t, max_time_ms: t, r#type: chunk::Encoding::Xor as i32, data: vec![0, 0] };
+        let ch =
+            |t: i64| Chunk { min_time_ms: t, max_time_ms: t, r#type: chunk::Encoding::Xor as i32, data: vec![0, 0] };
         let f1 = ChunkedReadResponse {
             chunked_series: vec![
                 proto::prometheus::ChunkedSeries { labels: lab("a"), chunks: vec![ch(1)] },
@@ -383,8 +392,8 @@ mod tests {
 
     #[test]
     fn selectors_quote_like_go() {
-        let m = [Matcher::equal("__name__", "up"), Matcher::new(MatchOp::RegexMatch, "path", "a\"b\\c\n").unwrap()];
-        assert_eq!(selector(&m), r#"{__name__="up",path=~"a\"b\\c\n"}"#);
+        let m = [Matcher::new(MatchOp::RegexMatch, "__name__", "up|x").unwrap(), Matcher::equal("path", "a\"b\\c\n")];
+        assert_eq!(selector(&m), r#"{__name__=~"up|x",path="a\"b\\c\n"}"#);
         assert_eq!(time_params(-1, i64::MAX), vec![("start", "-1.999".into()), ("end", "253402300799.000".into())]);
     }
 }

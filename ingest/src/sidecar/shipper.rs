@@ -50,8 +50,7 @@ pub const PAUSE_ENV: &str = "STRATA_SIDECAR_TEST_PAUSE_AT";
 /// The file whose existence ends the test hook's pause.
 pub const RESUME_ENV: &str = "STRATA_SIDECAR_TEST_RESUME_FILE";
 /// Thanos's message when the sidecar has no external labels to put on blocks.
-pub const NO_LABELS: &str =
-    "not uploading as no external labels are configured yet - is Prometheus healthy/reachable?";
+pub const NO_LABELS: &str = "not uploading as no external labels are configured yet - is Prometheus healthy/reachable?";
 
 /// The state file: which blocks were shipped (Thanos's `shipper.Meta`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,7 +80,8 @@ impl ShipperState {
         let path = dir.join(STATE_FILE);
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
         let mut buf = Vec::new();
-        let mut ser = serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"\t"));
+        let mut ser =
+            serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"\t"));
         self.serialize(&mut ser)
             .map_err(|e| Error::BadPath { path: path.clone(), reason: format!("cannot encode: {e}") })?;
         buf.push(b'\n');
@@ -381,5 +381,64 @@ mod tests {
         assert_eq!(text, "{\n\t\"version\": 1,\n\t\"uploaded\": null\n}\n");
         std::fs::write(dir.path().join(STATE_FILE), "{\"version\": 2, \"uploaded\": []}").unwrap();
         assert!(ShipperState::read(dir.path()).unwrap_err().to_string().contains("unexpected meta file version 2"));
+    }
+
+    /// Writes a one-series block with `n` samples at compaction `level`.
+    fn block(tsdb: &Path, ulid: &str, t0: i64, n: i64, level: u32) {
+        use crate::tsdb::testblock::{TestSeries, write_block};
+        let dir = tsdb.join(ulid);
+        let samples: Vec<(i64, u64)> = (0..n).map(|i| (t0 + i * 1000, (i as f64).to_bits())).collect();
+        let chunks = if n == 0 { vec![] } else { vec![samples] };
+        write_block(&dir, ulid, &[TestSeries { labels: vec![("__name__", "m"), ("job", "j")], chunks }], 10);
+        let p = dir.join("meta.json");
+        let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        meta["compaction"]["level"] = level.into();
+        meta["minTime"] = t0.into();
+        meta["maxTime"] = (t0 + n.max(1) * 1000).into();
+        std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sync_uploads_level_one_blocks_once_and_compacted_only_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tsdb = tmp.path().join("tsdb");
+        let (a, b, c, d) = (
+            "01J00000000000000000000001",
+            "01J00000000000000000000002",
+            "01J00000000000000000000003",
+            "01J00000000000000000000004",
+        );
+        block(&tsdb, a, 1_000_000, 50, 1);
+        block(&tsdb, b, 2_000_000, 30, 2);
+        block(&tsdb, c, 3_000_000, 0, 1);
+        block(&tsdb, d, 4_000_000, 20, 1);
+        let bucket = Bucket::local(tmp.path().join("bucket")).unwrap();
+        let state = Arc::new(PromState::new(Arc::new(AtomicBool::new(false)), i64::MIN));
+        let shipper = |compacted| {
+            let m = ShipperMetrics::register(&mut Registry::default(), compacted);
+            Shipper::new(&tsdb, bucket.clone(), state.clone(), compacted, m)
+        };
+        // No external labels yet: nothing is uploaded, with Thanos's reason.
+        let e = shipper(false).sync().await.unwrap_err().to_string();
+        assert!(e.contains(NO_LABELS), "{e}");
+        assert!(bucket.list_blocks().await.unwrap().is_empty());
+
+        state.set_external_labels(engine::Labels::from_pairs([("cluster", "eu")]));
+        let s = shipper(false);
+        assert_eq!(s.sync().await.unwrap(), SyncReport { uploaded: vec![a.into(), d.into()], failed: 0 });
+        assert_eq!(bucket.list_blocks().await.unwrap(), vec![a.to_string(), d.to_string()]);
+        let meta = bucket.read_meta(a).await.unwrap();
+        assert_eq!((meta.thanos.source.as_str(), meta.stats.num_samples), ("sidecar", 50));
+        assert_eq!(meta.thanos.labels.get("cluster").map(String::as_str), Some("eu"));
+        assert_eq!(ShipperState::read(&tsdb).unwrap().uploaded, Some(vec![a.to_string(), d.to_string()]));
+        // Again: nothing new.
+        assert_eq!(s.sync().await.unwrap(), SyncReport::default());
+        // With --shipper.upload-compacted the level-2 block goes too; the empty one never.
+        assert_eq!(shipper(true).sync().await.unwrap().uploaded, vec![b.to_string()]);
+        assert_eq!(
+            ShipperState::read(&tsdb).unwrap().uploaded,
+            Some(vec![a.to_string(), b.to_string(), d.to_string()])
+        );
+        assert!(!tsdb.join("thanos/upload").join(b).exists());
     }
 }

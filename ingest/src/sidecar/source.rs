@@ -112,7 +112,8 @@ impl SeriesSource for RemoteReadSource {
         let Some((matchers, ext, min_t, max_t)) = self.plan(&req.matchers, req.min_t, req.max_t) else {
             return Ok(Box::pin(futures::stream::empty()));
         };
-        let read = self.prom.read_chunks(&matchers, min_t, max_t).await.map_err(|e| remote(&self.prom, e.to_string()))?;
+        let read =
+            self.prom.read_chunks(&matchers, min_t, max_t).await.map_err(|e| remote(&self.prom, e.to_string()))?;
         let mut all: Vec<(Labels, Vec<i64>, Vec<f64>)> = Vec::with_capacity(read.len());
         for s in &read {
             let (ts, vs) = decode_series(s, min_t, max_t)?;
@@ -169,7 +170,13 @@ impl SeriesSource for RemoteReadSource {
         Ok(names)
     }
 
-    async fn label_values(&self, name: &str, matchers: &[Matcher], min_t: i64, max_t: i64) -> engine::Result<Vec<String>> {
+    async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> engine::Result<Vec<String>> {
         let Some((matchers, ext, min_t, max_t)) = self.plan(matchers, min_t, max_t) else { return Ok(Vec::new()) };
         let prom = &self.prom;
         match ext.get(name) {

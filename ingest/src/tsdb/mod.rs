@@ -29,7 +29,7 @@ mod promtool_tests;
 #[cfg(test)]
 mod synthetic_tests;
 #[cfg(test)]
-mod testblock;
+pub(crate) mod testblock;
 
 use std::path::{Path, PathBuf};
 

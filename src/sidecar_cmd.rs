@@ -165,15 +165,8 @@ impl Store for OnlyExternalCheck {
         let ext = self.state.external_labels();
         let matchers =
             matchers_from_proto(&request.get_ref().matchers).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut rest = 0;
-        let mut possible = true;
-        for m in &matchers {
-            match ext.get(&m.name) {
-                Some(v) => possible &= m.matches(v),
-                None => rest += 1,
-            }
-        }
-        if possible && rest == 0 && self.state.is_ready() {
+        let rest = engine::labels::non_external(&matchers, |n| ext.get(n));
+        if rest.is_some_and(|r| r.is_empty()) && self.state.is_ready() {
             return Err(Status::invalid_argument("no matchers specified (excluding external labels)"));
         }
         self.api.series(request).await

@@ -390,16 +390,7 @@ impl BucketSource {
 /// The matchers of `matchers` that the block's external labels do not decide; `None` when an
 /// external label rejects the whole block.
 fn non_external(meta: &BlockMeta, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
-    let ext = &meta.thanos.labels;
-    let mut rest = Vec::with_capacity(matchers.len());
-    for m in matchers {
-        match ext.get(&m.name) {
-            Some(v) if !m.matches(v) => return None,
-            Some(_) => {}
-            None => rest.push(m.clone()),
-        }
-    }
-    Some(rest)
+    crate::labels::non_external(matchers, |n| meta.thanos.labels.get(n).map(String::as_str))
 }
 
 /// True when every sample of the block lies inside `[min_t, max_t]` (so is every series').

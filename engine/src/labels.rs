@@ -237,6 +237,28 @@ impl fmt::Display for Matcher {
     }
 }
 
+/// The matchers that external labels do not decide: those on a label `external` has no value for.
+/// `None` when a matcher on an external label rejects its value (nothing can match).
+///
+/// ```
+/// use engine::labels::{Matcher, non_external};
+/// let ext = |n: &str| (n == "zone").then_some("eu");
+/// let ms = [Matcher::equal("zone", "eu"), Matcher::equal("job", "api")];
+/// assert_eq!(non_external(&ms, ext).unwrap().len(), 1);
+/// assert!(non_external(&[Matcher::equal("zone", "us")], ext).is_none());
+/// ```
+pub fn non_external<'a>(matchers: &[Matcher], external: impl Fn(&str) -> Option<&'a str>) -> Option<Vec<Matcher>> {
+    let mut rest = Vec::with_capacity(matchers.len());
+    for m in matchers {
+        match external(&m.name) {
+            Some(v) if !m.matches(v) => return None,
+            Some(_) => {}
+            None => rest.push(m.clone()),
+        }
+    }
+    Some(rest)
+}
+
 /// True when every matcher accepts the label set.
 pub fn matches_all(ms: &[Matcher], l: &Labels) -> bool {
     ms.iter().all(|m| m.matches_labels(l))

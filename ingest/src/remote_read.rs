@@ -22,24 +22,26 @@ const MAX_RESPONSE_BYTES: usize = 1 << 30;
 /// Encodes a remote read request for one query over `[start_ms, end_ms]` (both inclusive, as
 /// Prometheus reads them), asking for sampled (not streamed) results.
 pub fn encode_request(start_ms: i64, end_ms: i64, matchers: &[Matcher]) -> Result<Vec<u8>> {
-    let matchers = matchers
-        .iter()
-        .map(|m| LabelMatcher {
-            r#type: match m.op {
-                MatchOp::Equal => label_matcher::Type::Eq,
-                MatchOp::NotEqual => label_matcher::Type::Neq,
-                MatchOp::RegexMatch => label_matcher::Type::Re,
-                MatchOp::RegexNoMatch => label_matcher::Type::Nre,
-            } as i32,
-            name: m.name.clone(),
-            value: m.value.clone(),
-        })
-        .collect();
+    let matchers = matchers.iter().map(to_pb_matcher).collect();
     let req = ReadRequest {
         queries: vec![Query { start_timestamp_ms: start_ms, end_timestamp_ms: end_ms, matchers, hints: None }],
         accepted_response_types: vec![],
     };
     compress(&req.encode_to_vec())
+}
+
+/// A matcher as remote read's `prometheus.LabelMatcher`.
+pub(crate) fn to_pb_matcher(m: &Matcher) -> LabelMatcher {
+    LabelMatcher {
+        r#type: match m.op {
+            MatchOp::Equal => label_matcher::Type::Eq,
+            MatchOp::NotEqual => label_matcher::Type::Neq,
+            MatchOp::RegexMatch => label_matcher::Type::Re,
+            MatchOp::RegexNoMatch => label_matcher::Type::Nre,
+        } as i32,
+        name: m.name.clone(),
+        value: m.value.clone(),
+    }
 }
 
 /// Decodes a sampled remote read answer (snappy `ReadResponse`) of one query into its series, in

@@ -12,9 +12,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use engine::{Labels, MatchOp, Matcher};
+use engine::{Labels, Matcher};
 use prost::Message;
-use proto::prometheus::{ChunkedReadResponse, LabelMatcher, Query, ReadRequest, label_matcher, read_request};
+use proto::prometheus::{ChunkedReadResponse, Query, ReadRequest, read_request};
+
+use crate::remote_read::to_pb_matcher;
 
 use crate::error::{Error, Result};
 use crate::remote_write::compress;
@@ -281,19 +283,6 @@ pub fn parse_external_labels(yaml: &str) -> Result<Labels, String> {
     Ok(Labels::from_pairs(ext.into_iter().filter(|(_, v)| !v.is_empty())))
 }
 
-fn to_pb_matcher(m: &Matcher) -> LabelMatcher {
-    LabelMatcher {
-        r#type: match m.op {
-            MatchOp::Equal => label_matcher::Type::Eq,
-            MatchOp::NotEqual => label_matcher::Type::Neq,
-            MatchOp::RegexMatch => label_matcher::Type::Re,
-            MatchOp::RegexNoMatch => label_matcher::Type::Nre,
-        } as i32,
-        name: m.name.clone(),
-        value: m.value.clone(),
-    }
-}
-
 /// A PromQL series selector `{a="b",c=~"d"}` of the matchers (strings quoted as Go does).
 pub fn selector(matchers: &[Matcher]) -> String {
     let mut s = String::from("{");
@@ -392,7 +381,10 @@ mod tests {
 
     #[test]
     fn selectors_quote_like_go() {
-        let m = [Matcher::new(MatchOp::RegexMatch, "__name__", "up|x").unwrap(), Matcher::equal("path", "a\"b\\c\n")];
+        let m = [
+            Matcher::new(engine::MatchOp::RegexMatch, "__name__", "up|x").unwrap(),
+            Matcher::equal("path", "a\"b\\c\n"),
+        ];
         assert_eq!(selector(&m), r#"{__name__=~"up|x",path="a\"b\\c\n"}"#);
         assert_eq!(time_params(-1, i64::MAX), vec![("start", "-1.999".into()), ("end", "253402300799.000".into())]);
     }

@@ -33,20 +33,6 @@ pub struct RemoteReadSource {
     state: Arc<PromState>,
 }
 
-/// Matchers split against the external labels: `None` when one of them rejects the external
-/// value (nothing can match), else the matchers left for Prometheus.
-fn split(matchers: &[Matcher], ext: &Labels) -> Option<Vec<Matcher>> {
-    let mut rest = Vec::with_capacity(matchers.len());
-    for m in matchers {
-        match ext.get(&m.name) {
-            Some(v) if !m.matches(v) => return None,
-            Some(_) => {}
-            None => rest.push(m.clone()),
-        }
-    }
-    Some(rest)
-}
-
 fn remote(prom: &PromClient, reason: impl Into<String>) -> engine::Error {
     engine::Error::Remote { endpoint: prom.base().to_string(), reason: reason.into() }
 }
@@ -61,7 +47,7 @@ impl RemoteReadSource {
     /// None when nothing can match.
     fn plan(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Option<(Vec<Matcher>, Labels, i64, i64)> {
         let ext = self.state.external_labels();
-        let rest = split(matchers, &ext)?;
+        let rest = engine::labels::non_external(matchers, |n| ext.get(n))?;
         let min_t = min_t.max(self.state.min_time_limit());
         (min_t <= max_t).then_some((rest, ext, min_t, max_t))
     }
@@ -222,14 +208,5 @@ mod tests {
         let h = ChunkedSeries { labels: s.labels.clone(), chunks: vec![chunk(&[(1, 1.0)], ReadEncoding::Histogram)] };
         let e = decode_series(&h, 0, 10).unwrap_err().to_string();
         assert!(e.contains("encoding 2 (HISTOGRAM)") && e.contains("series m"), "{e}");
-    }
-
-    #[test]
-    fn external_label_matchers_are_decided_here() {
-        let ext = Labels::from_pairs([("cluster", "eu"), ("replica", "a")]);
-        let m = |n: &str, v: &str| Matcher::equal(n, v);
-        assert_eq!(split(&[m("cluster", "eu"), m("job", "x")], &ext).unwrap().len(), 1);
-        assert!(split(&[m("cluster", "us"), m("job", "x")], &ext).is_none());
-        assert!(split(&[m("cluster", "eu")], &ext).unwrap().is_empty());
     }
 }

@@ -13,6 +13,7 @@ mod http_bench;
 mod promql_bench;
 mod receive_bench;
 mod series_bench;
+mod sidecar_bench;
 mod store_bench;
 mod util;
 
@@ -40,6 +41,9 @@ enum Cmd {
     Http(http_bench::Args),
     /// StoreAPI Series() throughput as XOR chunks: strata store vs Prometheus 2.42 remote read.
     Series(series_bench::Args),
+    /// Sidecar: upload lag and CPU per million samples vs `strata tsdb convert`; query latency
+    /// through the sidecar vs Prometheus 2.42's own API.
+    Sidecar(sidecar_bench::Args),
     /// Store gateway over many blocks: start to ready and memory, strata store vs Prometheus 2.42.
     Store(store_bench::Args),
 }
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Cmd::Http(a) => http_bench::run(a),
         Cmd::Series(a) => series_bench::run(a),
         Cmd::Store(a) => store_bench::run(a),
+        Cmd::Sidecar(a) => sidecar_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

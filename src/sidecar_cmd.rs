@@ -6,9 +6,10 @@
 //!
 //! ```text
 //!   Prometheus ◄─ watch (ready, external labels) ─ Sidecar ─► ready flag (HTTP /-/ready, Info)
-//!   --tsdb.path ─► Shipper ─► bucket                 RemoteReadSource ─► StoreApi ─► OnlyExternal
-//!                                                    (rejects Series with only external-label
-//!                                                     matchers) ─► gRPC
+//!   --tsdb.path ─► Shipper ─► bucket
+//!   gRPC ─► SidecarStore: Series with only external-label matchers ─► InvalidArgument
+//!                         plain Series ─► RemoteReadSource::chunk_series (chunks passed through)
+//!                         the rest, Info ─► StoreApi over RemoteReadSource (chunks re-encoded)
 //! ```
 
 use std::path::PathBuf;
@@ -21,7 +22,10 @@ use ingest::sidecar::{
     PromClient, PromState, RemoteReadSource, Shipper, ShipperMetrics, Sidecar, WatchMetrics, WatchOptions,
 };
 use proto::thanos::store_server::{Store, StoreServer};
-use proto::thanos::{LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesRequest};
+use proto::thanos::{
+    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesRequest, SeriesResponse,
+    series_response,
+};
 use query::storeapi::convert::matchers_from_proto;
 use query::storeapi::server::{MAX_MESSAGE_BYTES, StoreApi, StoreApiMetrics, StoreApiOptions};
 use tonic::service::Routes;
@@ -110,8 +114,9 @@ pub(crate) async fn run(args: SidecarArgs) -> Result<(), CliError> {
     let api_metrics = StoreApiMetrics::register(&mut registry);
     let opts = StoreApiOptions { component_type: "sidecar".into(), limits: args.limits.limits(), ..Default::default() };
     let source = Arc::new(RemoteReadSource::new(prom, state.clone()));
-    let api = StoreApi::new(source, opts, ready.flag(), api_metrics);
-    let store = StoreServer::new(OnlyExternalCheck { api: api.clone(), state: state.clone() })
+    let api = StoreApi::new(source.clone(), opts, ready.flag(), api_metrics);
+    let passthrough = args.limits.limits() == Default::default();
+    let store = StoreServer::new(SidecarStore { api: api.clone(), state: state.clone(), source, passthrough })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let routes = Routes::new(store).add_service(api.info_server());
@@ -147,18 +152,65 @@ pub(crate) async fn run(args: SidecarArgs) -> Result<(), CliError> {
     }
 }
 
-/// `thanos.Store` of the sidecar: the StoreAPI server's, except that a Series request whose
-/// matchers are all on external labels (or that has none) is refused with `InvalidArgument`
-/// "no matchers specified (excluding external labels)", as Thanos's sidecar does; one whose
-/// external-label matchers reject the labels gets an empty answer first.
+/// `thanos.Store` of the sidecar: a Series request whose matchers are all on external labels (or
+/// that has none) is refused with `InvalidArgument` "no matchers specified (excluding external
+/// labels)", as Thanos's sidecar does (one whose external-label matchers reject the labels gets an
+/// empty answer first). Plain Series requests (no `skip_chunks`, sharding or hints, and no
+/// `--store.limits.*`) get Prometheus's chunks passed through
+/// ([`RemoteReadSource::chunk_series`]); the others, LabelNames and LabelValues go to the StoreAPI
+/// server over the remote-read source (chunks re-encoded).
 #[derive(Debug, Clone)]
-struct OnlyExternalCheck {
+struct SidecarStore {
     api: StoreApi,
     state: Arc<PromState>,
+    source: Arc<RemoteReadSource>,
+    passthrough: bool,
+}
+
+impl SidecarStore {
+    fn plain(&self, r: &SeriesRequest) -> bool {
+        self.passthrough
+            && !r.skip_chunks
+            && r.hints.is_none()
+            && r.shard_info.as_ref().is_none_or(|s| s.total_shards < 1)
+            && r.min_time <= r.max_time
+    }
+
+    /// Prometheus's chunks as they are, in frames of `response_batch_size` series.
+    async fn pass_through(&self, r: SeriesRequest) -> Result<Response<<StoreApi as Store>::SeriesStream>, Status> {
+        if !self.state.is_ready() {
+            return Err(Status::unavailable("sidecar is not ready yet"));
+        }
+        let matchers = matchers_from_proto(&r.matchers).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let limit = usize::try_from(r.limit).unwrap_or(0);
+        let series = self
+            .source
+            .chunk_series(&matchers, r.min_time, r.max_time, &r.without_replica_labels, limit)
+            .await
+            .map_err(|e| query::storeapi::server::status_of(&query::Error::from(e)))?;
+        let batch = usize::try_from(r.response_batch_size).unwrap_or(1).max(1);
+        let frames: Vec<Result<SeriesResponse, Status>> = match batch {
+            1 => series.into_iter().map(|s| Ok(frame(series_response::Result::Series(s)))).collect(),
+            n => {
+                let mut out = Vec::new();
+                let mut it = series.into_iter().peekable();
+                while it.peek().is_some() {
+                    let series = it.by_ref().take(n).collect();
+                    out.push(Ok(frame(series_response::Result::Batch(proto::thanos::SeriesBatch { series }))));
+                }
+                out
+            }
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter(frames))))
+    }
+}
+
+fn frame(r: series_response::Result) -> SeriesResponse {
+    SeriesResponse { result: Some(r) }
 }
 
 #[tonic::async_trait]
-impl Store for OnlyExternalCheck {
+impl Store for SidecarStore {
     type SeriesStream = <StoreApi as Store>::SeriesStream;
 
     async fn series(&self, request: Request<SeriesRequest>) -> Result<Response<Self::SeriesStream>, Status> {
@@ -169,7 +221,10 @@ impl Store for OnlyExternalCheck {
         if rest.is_some_and(|r| r.is_empty()) && self.state.is_ready() {
             return Err(Status::invalid_argument("no matchers specified (excluding external labels)"));
         }
-        self.api.series(request).await
+        match self.plain(request.get_ref()) {
+            true => self.pass_through(request.into_inner()).await,
+            false => self.api.series(request).await,
+        }
     }
 
     async fn label_names(&self, request: Request<LabelNamesRequest>) -> Result<Response<LabelNamesResponse>, Status> {

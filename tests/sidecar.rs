@@ -274,6 +274,7 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
         {"name": "only_external", "kind": "series", "min_time": 0, "max_time": i64::MAX, "matchers": [[0, "cluster", "c1"]]},
         {"name": "other_cluster", "kind": "series", "min_time": 0, "max_time": i64::MAX, "matchers": [[0, "cluster", "c2"]]},
         {"name": "gen", "kind": "series", "min_time": block_min, "max_time": at, "matchers": [[0, "job", "gen"], [2, "__name__", "gen_.*"], [0, "cluster", "c1"]]},
+        {"name": "gen_reencoded", "kind": "series", "min_time": block_min, "max_time": at, "matchers": [[0, "job", "gen"], [2, "__name__", "gen_.*"]], "shard_info": {"shard_index": 0, "total_shards": 1, "by": false, "labels": []}, "response_batch_size": 2},
         {"name": "values", "kind": "label_values", "label": "cluster", "start": block_min, "end": at, "matchers": []},
     ]);
     let grpc = sgrpc.clone();
@@ -299,6 +300,25 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
         assert_eq!(l, vec!["__name__", "cluster", "instance", "job", "kind", "prom"], "{s}");
     }
     assert_eq!(res["values"]["values"], json!(["c1"]), "{res}");
+    // Every plain Series call so far (the querier's, "gen") got Prometheus's chunks passed through:
+    // the re-encoding StoreAPI server counted samples only for the sharded "gen_reencoded". Both
+    // hold the same samples in the range.
+    let in_range = |v: &Value| -> Vec<(String, Vec<(i64, u64)>)> {
+        v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let pts = s["chunks"].as_array().unwrap().iter().flat_map(|c| c.as_array().unwrap().clone());
+                let pts = pts.map(|p| (p[0].as_i64().unwrap(), p[1].as_u64().unwrap()));
+                (s["labels"].to_string(), pts.filter(|p| p.0 >= block_min && p.0 <= at).collect())
+            })
+            .collect()
+    };
+    assert_eq!(in_range(&res["gen"]), in_range(&res["gen_reencoded"]));
+    assert_eq!(res["gen_reencoded"]["batch_frames"], 2, "{}", res["gen_reencoded"]);
+    let reencoded: usize = in_range(&res["gen_reencoded"]).iter().map(|s| s.1.len()).sum();
+    assert_eq!(metric(shttp, "strata_storeapi_samples_sent_total"), reencoded as f64);
 
     store_only.stop().await;
     both.stop().await;

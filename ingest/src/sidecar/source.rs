@@ -10,8 +10,10 @@
 //!
 //! External labels can change the order of series (DESIGN.md §9), so the answer is sorted after
 //! they are put on; the whole answer of one request is held in memory (the sidecar serves the
-//! recent, not-yet-uploaded data). The StoreAPI server encodes the samples into chunks of at most
-//! 120 samples again: chunks are not passed through unchanged.
+//! recent, not-yet-uploaded data). Through [`SeriesSource::select`] the StoreAPI server encodes the
+//! samples into chunks of at most 120 samples again; [`RemoteReadSource::chunk_series`] instead
+//! passes Prometheus's XOR chunks through unchanged (remote read's XOR = 1 becomes StoreAPI's
+//! XOR = 0; whole chunks, so they may reach beyond the range and hold more than 120 samples, §9).
 
 use std::sync::Arc;
 
@@ -59,16 +61,7 @@ fn decode_series(s: &ChunkedSeries, min_t: i64, max_t: i64) -> engine::Result<(V
     let (mut ts, mut vs) = (Vec::new(), Vec::new());
     let mut sorted = true;
     for c in &s.chunks {
-        if c.r#type != ReadEncoding::Xor as i32 {
-            return Err(engine::Error::BadChunk {
-                chunk: format!("of series {} ({}..{})", s.labels, c.min_time_ms, c.max_time_ms),
-                reason: format!(
-                    "remote-read chunk encoding {} ({}) is not supported (only XOR float chunks)",
-                    c.r#type,
-                    ReadEncoding::try_from(c.r#type).map_or("unknown", |e| e.as_str_name())
-                ),
-            });
-        }
+        check_xor(&s.labels, c)?;
         if c.max_time_ms < min_t || c.min_time_ms > max_t {
             continue;
         }
@@ -90,6 +83,96 @@ fn decode_series(s: &ChunkedSeries, min_t: i64, max_t: i64) -> engine::Result<(V
     let a = ts.partition_point(|&t| t < min_t);
     let b = ts.partition_point(|&t| t <= max_t);
     Ok((ts[a..b].to_vec(), vs[a..b].to_vec()))
+}
+
+impl RemoteReadSource {
+    /// The series matching `matchers` with data in `[min_t, max_t]` as StoreAPI series holding
+    /// Prometheus's own XOR chunks (those overlapping the range, whole), external labels put on,
+    /// the labels named in `without` taken off, sorted by the final labels; series that become
+    /// equal are joined, their chunks sorted by min time. At most `limit` series (0: all).
+    pub async fn chunk_series(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        without: &[String],
+        limit: usize,
+    ) -> engine::Result<Vec<proto::thanos::Series>> {
+        let Some((matchers, ext, min_t, max_t)) = self.plan(matchers, min_t, max_t) else { return Ok(Vec::new()) };
+        let read =
+            self.prom.read_chunks(&matchers, min_t, max_t).await.map_err(|e| remote(&self.prom, e.to_string()))?;
+        let mut all: Vec<(Labels, Vec<proto::thanos::AggrChunk>)> = Vec::with_capacity(read.len());
+        for s in read {
+            let mut chunks = Vec::with_capacity(s.chunks.len());
+            for c in s.chunks {
+                check_xor(&s.labels, &c)?;
+                if c.max_time_ms < min_t || c.min_time_ms > max_t {
+                    continue;
+                }
+                let hash = xxhash_rust::xxh64::xxh64(&c.data, 0);
+                chunks.push(proto::thanos::AggrChunk {
+                    min_time: c.min_time_ms,
+                    max_time: c.max_time_ms,
+                    raw: Some(proto::thanos::Chunk {
+                        r#type: proto::thanos::chunk::Encoding::Xor as i32,
+                        data: c.data,
+                        hash,
+                    }),
+                    ..Default::default()
+                });
+            }
+            if chunks.is_empty() {
+                continue;
+            }
+            let mut labels = s.labels;
+            for l in ext.iter() {
+                labels.set(&l.name, &l.value);
+            }
+            for n in without {
+                labels.remove(n);
+            }
+            all.push((labels, chunks));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(Labels, Vec<proto::thanos::AggrChunk>)> = Vec::with_capacity(all.len());
+        for (l, chunks) in all {
+            match out.last_mut() {
+                Some(last) if last.0 == l => last.1.extend(chunks),
+                _ => out.push((l, chunks)),
+            }
+        }
+        if limit > 0 {
+            out.truncate(limit);
+        }
+        Ok(out
+            .into_iter()
+            .map(|(l, mut chunks)| {
+                chunks.sort_by_key(|c| c.min_time);
+                proto::thanos::Series {
+                    labels: l
+                        .iter()
+                        .map(|x| proto::prometheus::Label { name: x.name.clone(), value: x.value.clone() })
+                        .collect(),
+                    chunks,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Only remote read's XOR float chunks are served.
+fn check_xor(labels: &Labels, c: &proto::prometheus::Chunk) -> engine::Result<()> {
+    if c.r#type == ReadEncoding::Xor as i32 {
+        return Ok(());
+    }
+    Err(engine::Error::BadChunk {
+        chunk: format!("of series {labels} ({}..{})", c.min_time_ms, c.max_time_ms),
+        reason: format!(
+            "remote-read chunk encoding {} ({}) is not supported (only XOR float chunks)",
+            c.r#type,
+            ReadEncoding::try_from(c.r#type).map_or("unknown", |e| e.as_str_name())
+        ),
+    })
 }
 
 #[async_trait]

@@ -100,6 +100,9 @@ pub(crate) async fn run(args: SidecarArgs) -> Result<(), CliError> {
         "sidecar starting"
     );
 
+    if let Ok(point) = std::env::var(ingest::sidecar::shipper::PAUSE_ENV) {
+        tracing::warn!(point, "test hook {} is set: uploads will pause", ingest::sidecar::shipper::PAUSE_ENV);
+    }
     let ready = Readiness::default();
     let state = Arc::new(PromState::new(ready.flag(), min_time.at(now_ms())));
     let sidecar = Arc::new(Sidecar::new(prom.clone(), state.clone(), &args.tsdb_path));

@@ -8,6 +8,7 @@
 //!
 //!   sync: blocks by min time ─► in the state file? keep ─► empty (0 samples)? skip
 //!         ─► level > 1 without --shipper.upload-compacted? skip ─► meta.json in the bucket? keep
+//!         ─► level > 1 overlapping a bucket block of the same external labels? refuse (as Thanos)
 //!         ─► hard-link into <tsdb>/thanos/upload/<ULID> ─► convert + upload ─► state file
 //! ```
 //!
@@ -216,6 +217,9 @@ impl Shipper {
         let mut report = SyncReport::default();
         let mut uploaded: Vec<String> = Vec::new();
         let mut stopped = false;
+        // Metas of the bucket's blocks with the same external labels, read once a compacted block
+        // is about to go (Thanos's overlap check).
+        let mut same_labels: Option<Vec<BlockMeta>> = None;
         for m in self.local_blocks()? {
             if shipped.contains(&m.ulid) {
                 uploaded.push(m.ulid);
@@ -233,6 +237,31 @@ impl Shipper {
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(block = %m.ulid, error = %e, "cannot check the bucket; retrying later");
+                    report.failed += 1;
+                    stopped = true;
+                    continue;
+                }
+            }
+            if m.compaction.level > 1 {
+                if same_labels.is_none() {
+                    match self.bucket_metas(&labels).await {
+                        Ok(v) => same_labels = Some(v),
+                        Err(e) => {
+                            tracing::warn!(block = %m.ulid, error = %e, "cannot read the bucket's blocks; retrying later");
+                            report.failed += 1;
+                            stopped = true;
+                            continue;
+                        }
+                    }
+                }
+                let overlap = same_labels.iter().flatten().find(|b| b.min_time < m.max_time && m.min_time < b.max_time);
+                if let Some(o) = overlap {
+                    tracing::error!(
+                        block = %m.ulid,
+                        overlaps = %o.ulid,
+                        "found overlap or error during sync, cannot upload compacted block: shipping compacted block {} is blocked; overlap spotted with {} [{}, {})",
+                        m.ulid, o.ulid, o.min_time, o.max_time
+                    );
                     report.failed += 1;
                     stopped = true;
                     continue;
@@ -257,6 +286,20 @@ impl Shipper {
             tracing::warn!(error = %e, "updating the shipper state file failed");
         }
         Ok(report)
+    }
+
+    /// Metas of the bucket's complete blocks whose external labels are `labels`.
+    async fn bucket_metas(&self, labels: &engine::Labels) -> Result<Vec<BlockMeta>> {
+        let want: std::collections::BTreeMap<String, String> =
+            labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+        let mut out = Vec::new();
+        for id in self.bucket.list_blocks().await? {
+            let m = self.bucket.read_meta(&id).await?;
+            if m.thanos.labels == want {
+                out.push(m);
+            }
+        }
+        Ok(out)
     }
 
     /// Hard-links the block into `thanos/upload/<ULID>` and converts it from there.
@@ -440,5 +483,14 @@ mod tests {
             Some(vec![a.to_string(), b.to_string(), d.to_string()])
         );
         assert!(!tsdb.join("thanos/upload").join(b).exists());
+
+        // A compacted block overlapping a shipped block of the same labels is refused (and so
+        // are the blocks after it, until the next sync); nothing of it reaches the bucket.
+        let e = "01J00000000000000000000005";
+        block(&tsdb, e, 1_020_000, 40, 2);
+        let r = shipper(true).sync().await.unwrap();
+        assert_eq!(r, SyncReport { uploaded: vec![], failed: 1 });
+        assert!(!bucket.list_blocks().await.unwrap().contains(&e.to_string()));
+        assert!(bucket.list_partial_blocks().await.unwrap().is_empty());
     }
 }

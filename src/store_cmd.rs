@@ -12,14 +12,19 @@
 //! new blocks' meta.json: a block's series table and samples footer are opened on first use and
 //! closed, least recently used first, beyond `--index-cache-size`. Blocks carry their own
 //! external labels (`meta.json`), so the store has no `--label` flag, as in Thanos.
+//! `--selector.relabel-config` shards a bucket between gateways: each block's external labels plus
+//! `__block_id` go through the relabel rules, and only the blocks they keep are served.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
 use clap::Args;
+use engine::Labels;
 use engine::bucket::Bucket;
-use engine::bucket_source::BucketSource;
+use engine::bucket_source::{BlockFilter, BucketSource};
+use engine::meta::BlockMeta;
+use engine::relabel::{BLOCK_ID_LABEL, RelabelConfig};
 use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 
 use crate::CliError;
@@ -49,6 +54,8 @@ pub(crate) struct StoreArgs {
     #[arg(long = "max-time", default_value = "9999-12-31T23:59:59Z")]
     max_time: String,
     #[command(flatten)]
+    selector: SelectorArgs,
+    #[command(flatten)]
     limits: crate::grpc::StoreLimitsArgs,
     /// Most memory the open blocks' series tables (labels, postings) and Parquet footers may hold;
     /// blocks open on first use and the least recently used are closed beyond this (KB, MB, GB,
@@ -58,6 +65,43 @@ pub(crate) struct StoreArgs {
     /// Memory for decoded sample pages of the blocks (LRU; e.g. 512MiB, 2GiB; 0 turns it off).
     #[arg(long = "store.page-cache-size", default_value = "512MiB")]
     page_cache_size: String,
+}
+
+/// `--selector.relabel-config(-file)`: Prometheus relabel rules choosing the blocks served, as
+/// Thanos's store gateway takes them to shard a bucket between gateways.
+#[derive(Debug, Args)]
+pub(crate) struct SelectorArgs {
+    /// File with relabel rules (Prometheus `relabel_configs` YAML) applied to each block's external
+    /// labels plus `__block_id` (its ULID); blocks the rules drop are not served.
+    #[arg(long = "selector.relabel-config-file", conflicts_with = "relabel_config")]
+    relabel_config_file: Option<PathBuf>,
+    /// The same rules given inline (YAML), instead of --selector.relabel-config-file.
+    #[arg(long = "selector.relabel-config", allow_hyphen_values = true)]
+    relabel_config: Option<String>,
+}
+
+impl SelectorArgs {
+    /// The block filter the rules make, or `None` without rules.
+    pub(crate) fn block_filter(&self) -> Result<Option<BlockFilter>, CliError> {
+        let (text, origin) = match (&self.relabel_config_file, &self.relabel_config) {
+            (Some(path), _) => (
+                std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Usage(format!("--selector.relabel-config-file {}: {e}", path.display())))?,
+                format!("--selector.relabel-config-file {}", path.display()),
+            ),
+            (None, Some(text)) => (text.clone(), "--selector.relabel-config".to_string()),
+            (None, None) => return Ok(None),
+        };
+        let cfg = RelabelConfig::parse(&text, &origin)?;
+        if cfg.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(move |meta: &BlockMeta| {
+            let mut labels = Labels::from_pairs(meta.thanos.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            labels.set(BLOCK_ID_LABEL, &meta.ulid);
+            cfg.process(&labels).is_some()
+        })))
+    }
 }
 
 /// A `--min-time`/`--max-time` value: a fixed time, or an offset from the current time (evaluated
@@ -114,16 +158,19 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
         v => crate::receive_cmd::parse_size("store.page-cache-size", v)?,
     };
     let index_budget = crate::receive_cmd::parse_size("index-cache-size", &args.index_cache_size)?;
+    let filter = args.selector.block_filter()?;
     let bucket = Bucket::from_config_file(&args.objstore_config_file)?;
     tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "store gateway starting");
-    let source = Arc::new(
-        BucketSource::with_page_cache_bytes(bucket, page_cache_bytes).with_index_budget(index_budget).with_time_window(
-            Arc::new(move || {
-                let now = now_ms();
-                (min_time.at(now), max_time.at(now))
-            }),
-        ),
-    );
+    let mut source = BucketSource::with_page_cache_bytes(bucket, page_cache_bytes)
+        .with_index_budget(index_budget)
+        .with_time_window(Arc::new(move || {
+            let now = now_ms();
+            (min_time.at(now), max_time.at(now))
+        }));
+    if let Some(filter) = filter {
+        source = source.with_block_filter(filter);
+    }
+    let source = Arc::new(source);
 
     let mut registry = server::new_registry("store");
     let sync_metrics = SyncMetrics::register(&mut registry);

@@ -380,6 +380,37 @@ fn store_gateway_serves_the_bucket_to_a_python_grpc_client() {
     assert!((1..=n_blocks).contains(&opened), "{opened} of {n_blocks}: {metrics}");
     assert_eq!(metric("strata_bucket_open_blocks"), opened, "{metrics}");
     assert_eq!(metric("thanos_bucket_store_indexheader_lazy_unload_total"), 0, "{metrics}");
+    drop(store);
+
+    // --selector.relabel-config: a gateway keeping only replica "b" serves exactly b's series, and
+    // one dropping a block by `__block_id` (from a file) serves one block fewer.
+    let keep_b = "- action: keep\n  source_labels: [replica]\n  regex: b\n";
+    let store = Store::start(&cfg, &["--selector.relabel-config", keep_b], tmp.path().join("sel.log"));
+    let res = store.query(&py, &json!([all("all")]));
+    assert_series("replica b", &got_series(&res["all"]), &expected(&dump, &["b"]), i64::MIN, i64::MAX);
+    drop(store);
+    let ulids: Vec<String> = std::fs::read_dir(&bdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 26)
+        .collect();
+    assert_eq!(ulids.len() as u64, n_blocks);
+    let rules = tmp.path().join("relabel.yml");
+    std::fs::write(&rules, format!("- action: drop\n  source_labels: [__block_id]\n  regex: {}\n", ulids[0])).unwrap();
+    let store =
+        Store::start(&cfg, &["--selector.relabel-config-file", rules.to_str().unwrap()], tmp.path().join("sel2.log"));
+    let (_, metrics) = http_get(store.http_port, "/metrics");
+    assert!(metrics.contains(&format!("thanos_bucket_store_blocks_loaded {}", n_blocks - 1)), "{metrics}");
+    drop(store);
+    // A bad rule set is refused at start with the flag named.
+    let out = Command::new(strata_bin())
+        .args(["store", "--objstore.config-file", cfg.to_str().unwrap()])
+        .args(["--selector.relabel-config", "- action: hashmod\n  target_label: s\n"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--selector.relabel-config") && err.contains("non-zero modulus"), "{err}");
 }
 
 #[test]

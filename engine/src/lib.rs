@@ -18,6 +18,7 @@ pub mod merge;
 pub mod meta;
 mod objstore;
 pub mod reader;
+pub mod relabel;
 pub mod rewrite;
 pub mod source;
 pub mod sql;

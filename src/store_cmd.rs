@@ -23,6 +23,7 @@ use clap::Args;
 use engine::Labels;
 use engine::bucket::Bucket;
 use engine::bucket_source::{BlockFilter, BucketSource};
+use engine::disk_cache::DiskCachedStore;
 use engine::meta::BlockMeta;
 use engine::relabel::{BLOCK_ID_LABEL, RelabelConfig};
 use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
@@ -53,6 +54,11 @@ pub(crate) struct StoreArgs {
     /// End of the time range served, like --min-time. Blocks wholly after it are not loaded.
     #[arg(long = "max-time", default_value = "9999-12-31T23:59:59Z")]
     max_time: String,
+    /// Local directory caching each block's meta.json and series.parquet, so a restarted gateway
+    /// does not download them again (without it, nothing is written locally). Files of blocks that
+    /// left the bucket are removed after each sync.
+    #[arg(long = "data-dir")]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     selector: SelectorArgs,
     #[command(flatten)]
@@ -159,8 +165,17 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     };
     let index_budget = crate::receive_cmd::parse_size("index-cache-size", &args.index_cache_size)?;
     let filter = args.selector.block_filter()?;
-    let bucket = Bucket::from_config_file(&args.objstore_config_file)?;
+    let mut bucket = Bucket::from_config_file(&args.objstore_config_file)?;
+    let disk_cache = match &args.data_dir {
+        Some(dir) => {
+            let cache = Arc::new(DiskCachedStore::new(Arc::clone(bucket.store()), &dir.join("index-cache"))?);
+            bucket = Bucket::from_store(cache.clone(), format!("{} + {}", bucket.describe(), dir.display()));
+            Some(cache)
+        }
+        None => None,
+    };
     tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "store gateway starting");
+    let listing = bucket.clone();
     let mut source = BucketSource::with_page_cache_bytes(bucket, page_cache_bytes)
         .with_index_budget(index_budget)
         .with_time_window(Arc::new(move || {
@@ -178,6 +193,10 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     let mut thanos = server::thanos_registry();
     thanos.register_collector(Box::new(BucketStoreCollector(source.clone())));
     let api_metrics = StoreApiMetrics::register(&mut registry);
+    let prune = disk_cache.map(|cache| {
+        registry.register_collector(Box::new(DiskCacheCollector(cache.clone())));
+        tokio::spawn(prune_loop(cache, listing, sync_interval))
+    });
     let ready = Readiness::default();
     let opts = StoreApiOptions { component_type: "store".into(), limits: args.limits.limits(), ..Default::default() };
     let api = StoreApi::new(source.clone(), opts, ready.flag(), api_metrics);
@@ -188,7 +207,48 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     let grpc = crate::grpc::serve(&args.grpc_address, crate::grpc::storeapi_routes(&api), shutdown);
     let res = tokio::try_join!(http, grpc);
     sync.abort();
+    if let Some(p) = prune {
+        p.abort();
+    }
     res.map(|_| ())
+}
+
+/// Removes the disk-cached files of blocks that left the bucket, once per sync interval.
+async fn prune_loop(cache: Arc<DiskCachedStore>, bucket: Bucket, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let keep: std::collections::HashSet<String> = match bucket.list_blocks().await {
+            Ok(l) => l.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "disk cache prune: cannot list the bucket");
+                continue;
+            }
+        };
+        match cache.prune(&keep) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(blocks = n, "removed disk-cached files of blocks no longer served"),
+            Err(e) => tracing::warn!(error = %e, "disk cache prune failed"),
+        }
+    }
+}
+
+/// `strata_store_disk_cache_{hits,misses}_total` of the `--data-dir` cache.
+#[derive(Debug)]
+struct DiskCacheCollector(Arc<DiskCachedStore>);
+
+impl prometheus_client::collector::Collector for DiskCacheCollector {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let s = self.0.stats();
+        for (name, help, v) in [
+            ("store_disk_cache_hits", "Block index files (meta.json, series.parquet) read from --data-dir", s.hits),
+            ("store_disk_cache_misses", "Block index files downloaded from the bucket into --data-dir", s.misses),
+        ] {
+            let c = prometheus_client::metrics::counter::ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -385,10 +385,36 @@ fn store_gateway_serves_the_bucket_to_a_python_grpc_client() {
     // --selector.relabel-config: a gateway keeping only replica "b" serves exactly b's series, and
     // one dropping a block by `__block_id` (from a file) serves one block fewer.
     let keep_b = "- action: keep\n  source_labels: [replica]\n  regex: b\n";
-    let store = Store::start(&cfg, &["--selector.relabel-config", keep_b], tmp.path().join("sel.log"));
-    let res = store.query(&py, &json!([all("all")]));
-    assert_series("replica b", &got_series(&res["all"]), &expected(&dump, &["b"]), i64::MIN, i64::MAX);
-    drop(store);
+    // With --data-dir, the blocks' meta.json and series.parquet are cached on disk: a restarted
+    // gateway reads them from there and downloads none.
+    let data_dir = tmp.path().join("store-data");
+    let dd = data_dir.to_str().unwrap();
+    let counter = |port: u16, name: &str| -> u64 {
+        let (_, m) = http_get(port, "/metrics");
+        let line = m.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {m}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    for round in 0..2 {
+        let store = Store::start(
+            &cfg,
+            &["--selector.relabel-config", keep_b, "--data-dir", dd],
+            tmp.path().join(format!("sel{round}.log")),
+        );
+        let res = store.query(&py, &json!([all("all")]));
+        assert_series("replica b", &got_series(&res["all"]), &expected(&dump, &["b"]), i64::MIN, i64::MAX);
+        let (hits, misses) = (
+            counter(store.http_port, "strata_store_disk_cache_hits_total"),
+            counter(store.http_port, "strata_store_disk_cache_misses_total"),
+        );
+        if round == 0 {
+            assert!(misses > 0, "first start downloads: hits {hits} misses {misses}");
+        } else {
+            assert!(hits > 0 && misses == 0, "restart reads from disk: hits {hits} misses {misses}");
+        }
+        drop(store);
+    }
+    let cached: Vec<_> = std::fs::read_dir(data_dir.join("index-cache")).unwrap().collect();
+    assert!(!cached.is_empty() && cached.len() as u64 <= n_blocks, "{cached:?}");
     let ulids: Vec<String> = std::fs::read_dir(&bdir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

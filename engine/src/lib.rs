@@ -8,6 +8,7 @@ pub mod bucket;
 pub mod bucket_source;
 pub mod chunkenc;
 pub mod dedup;
+pub mod disk_cache;
 pub mod duration;
 pub mod error;
 pub mod format;

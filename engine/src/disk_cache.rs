@@ -152,10 +152,10 @@ impl ObjectStore for DiskCachedStore {
             Err(e) => tracing::warn!(path = %location, error = %e, "disk cache read failed; reading from the bucket"),
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        if self.fill(location).await? {
-            if let Ok(r) = self.local.get_opts(location, options.clone()).await {
-                return Ok(r);
-            }
+        if self.fill(location).await?
+            && let Ok(r) = self.local.get_opts(location, options.clone()).await
+        {
+            return Ok(r);
         }
         self.inner.get_opts(location, options).await
     }

@@ -229,9 +229,14 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
     assert_eq!((&meta["minTime"], &meta["maxTime"]), (&first["minTime"], &first["maxTime"]));
     assert_eq!(meta["stats"]["numSamples"], first["stats"]["numSamples"]);
     assert_eq!(meta["stats"]["numSeries"], first["stats"]["numSeries"]);
-    let state: Value = serde_json::from_slice(&std::fs::read(prom.data.join("thanos.shipper.json")).unwrap()).unwrap();
-    assert_eq!(state["version"], 1);
-    assert!(state["uploaded"].as_array().unwrap().iter().any(|u| u == ulid), "{state}");
+    // The state file is written at the end of the sync that uploaded the block.
+    let state_file = prom.data.join("thanos.shipper.json");
+    let listed = || -> bool {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(&state_file).unwrap_or_default()).unwrap_or(Value::Null);
+        state["version"] == 1 && state["uploaded"].as_array().is_some_and(|u| u.iter().any(|u| u == ulid))
+    };
+    wait_for("the block in thanos.shipper.json", Duration::from_secs(30), async || listed(), &[&slog]).await;
     let (_, metrics) = http_get(shttp, "/metrics");
     assert!(metrics.contains("thanos_shipper_uploads_total "), "{metrics}");
     assert!(metrics.contains("thanos_sidecar_prometheus_up 1"), "{metrics}");

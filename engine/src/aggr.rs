@@ -178,12 +178,9 @@ impl AggrSeries {
         }
         let mut open = false;
         for i in 0..n {
-            if let Some((t, _)) = self.counter_start[i] {
+            if self.counter_start[i].is_some() {
                 if open {
                     return Err(format!("row {i} starts a batch before the previous one ended"));
-                }
-                if t > self.timestamps[i] {
-                    return Err(format!("row {i}: batch start {t} lies after the row's timestamp"));
                 }
                 open = true;
             }

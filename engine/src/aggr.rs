@@ -319,6 +319,163 @@ pub fn apply_counter_resets(chunks: &[Vec<(i64, f64)>], out: &mut Vec<(i64, f64)
     it.last_raw_value()
 }
 
+/// The aggregates Thanos's querier asks for to evaluate function `func` (its `aggrsFromFunc`),
+/// the name given either as PromQL spells it (`min_over_time`) or in Strata's plan spelling
+/// (`MinOverTime`): `min*` → min, `max*` → max, `count*` → count, `sum_*` → sum, `rate`,
+/// `increase`, `irate`, `resets` → counter; everything else (and no function) → count and sum,
+/// read as their average.
+pub fn aggregates_for_func(func: Option<&str>) -> Vec<Aggregate> {
+    let name = func.map(snake_case).unwrap_or_default();
+    let f = name.as_str();
+    if f == "min" || f.starts_with("min_") {
+        vec![Aggregate::Min]
+    } else if f == "max" || f.starts_with("max_") {
+        vec![Aggregate::Max]
+    } else if f == "count" || f.starts_with("count_") {
+        vec![Aggregate::Count]
+    } else if f.starts_with("sum_") {
+        vec![Aggregate::Sum]
+    } else if matches!(f, "increase" | "rate" | "irate" | "resets") {
+        vec![Aggregate::Counter]
+    } else {
+        vec![Aggregate::Count, Aggregate::Sum]
+    }
+}
+
+/// `MinOverTime` → `min_over_time`; names already in snake case are kept.
+fn snake_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One chunk of a series as a querier receives it (a StoreAPI `AggrChunk`): raw samples, or the
+/// aggregate series of a downsampled batch (only those asked for need be present).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AggrChunkData {
+    /// Raw samples (raw-resolution data).
+    pub raw: Option<Vec<(i64, f64)>>,
+    /// Count per window.
+    pub count: Option<Vec<(i64, f64)>>,
+    /// Sum per window.
+    pub sum: Option<Vec<(i64, f64)>>,
+    /// Min per window.
+    pub min: Option<Vec<(i64, f64)>>,
+    /// Max per window.
+    pub max: Option<Vec<(i64, f64)>>,
+    /// Thanos's counter chunk (raw first value, per-window counter, repeated last timestamp with
+    /// the raw last value).
+    pub counter: Option<Vec<(i64, f64)>>,
+}
+
+impl AggrChunkData {
+    /// The chunk of batch `range` of `a` with the `aggregates` asked for.
+    pub fn from_batch(a: &AggrSeries, range: Range<usize>, aggregates: &[Aggregate]) -> Self {
+        let col = |v: &[f64]| Some(range.clone().map(|i| (a.timestamps[i], v[i])).collect::<Vec<_>>());
+        let mut c = AggrChunkData::default();
+        for agg in aggregates {
+            match agg {
+                Aggregate::Count => {
+                    c.count = Some(range.clone().map(|i| (a.timestamps[i], a.count[i] as f64)).collect());
+                }
+                Aggregate::Sum => c.sum = col(&a.sum),
+                Aggregate::Min => c.min = col(&a.min),
+                Aggregate::Max => c.max = col(&a.max),
+                Aggregate::Counter => {
+                    let mut v = Vec::new();
+                    a.counter_chunk(range.clone(), &mut v);
+                    c.counter = Some(v);
+                }
+            }
+        }
+        c
+    }
+
+    /// The samples of aggregate `agg`, or the raw ones when the chunk is raw.
+    fn get(&self, agg: Aggregate) -> Option<&[(i64, f64)]> {
+        let x = match agg {
+            Aggregate::Count => &self.count,
+            Aggregate::Sum => &self.sum,
+            Aggregate::Min => &self.min,
+            Aggregate::Max => &self.max,
+            Aggregate::Counter => &self.counter,
+        };
+        x.as_deref().or(self.raw.as_deref())
+    }
+}
+
+/// Turns a series' chunks (ordered by time) into the samples a PromQL function reads, as
+/// Thanos's querier does (`chunkSeries.Iterator`): one aggregate → that aggregate's samples (raw
+/// samples for raw chunks), the counter through [`CounterResets`] across all chunks (raw ones
+/// included); count and sum → `sum / count` per window (raw samples for raw chunks). Samples
+/// going back in time across chunks are skipped. Errors name what is missing.
+pub fn chunks_to_samples(
+    chunks: &[AggrChunkData],
+    aggregates: &[Aggregate],
+    ts: &mut Vec<i64>,
+    vs: &mut Vec<f64>,
+) -> std::result::Result<(), String> {
+    let push = |t: i64, v: f64, ts: &mut Vec<i64>, vs: &mut Vec<f64>| {
+        if ts.last().is_none_or(|&l| t > l) {
+            ts.push(t);
+            vs.push(v);
+        }
+    };
+    let missing = |agg: Aggregate| format!("a chunk has neither the {agg:?} aggregate nor raw samples");
+    match aggregates {
+        [Aggregate::Counter] => {
+            let mut it = CounterResets::new();
+            for c in chunks {
+                for &(t, v) in c.get(Aggregate::Counter).ok_or_else(|| missing(Aggregate::Counter))? {
+                    if let Some((t, v)) = it.push(t, v) {
+                        push(t, v, ts, vs);
+                    }
+                }
+            }
+        }
+        [one] => {
+            for c in chunks {
+                for &(t, v) in c.get(*one).ok_or_else(|| missing(*one))? {
+                    push(t, v, ts, vs);
+                }
+            }
+        }
+        [Aggregate::Count, Aggregate::Sum] | [Aggregate::Sum, Aggregate::Count] => {
+            for c in chunks {
+                if let Some(raw) = &c.raw {
+                    for &(t, v) in raw {
+                        push(t, v, ts, vs);
+                    }
+                    continue;
+                }
+                let (Some(count), Some(sum)) = (&c.count, &c.sum) else {
+                    return Err("a chunk lacks the count or sum aggregate".into());
+                };
+                if count.len() != sum.len() {
+                    return Err(format!("count and sum chunks differ in length: {} vs {}", count.len(), sum.len()));
+                }
+                for (&(t, n), &(t2, s)) in count.iter().zip(sum) {
+                    if t != t2 {
+                        return Err(format!("count and sum chunks disagree on timestamps: {t} vs {t2}"));
+                    }
+                    push(t, s / n, ts, vs);
+                }
+            }
+        }
+        other => return Err(format!("unexpected aggregates {other:?}")),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -326,6 +483,61 @@ mod tests {
 
     fn row(t: i64, c: Option<f64>, start: Option<(i64, f64)>, end: Option<f64>) -> AggrRow {
         AggrRow { t, count: 1, sum: 1.0, min: 1.0, max: 1.0, counter: c, counter_start: start, counter_end: end }
+    }
+
+    #[test]
+    fn functions_pick_thanos_s_aggregates() {
+        use Aggregate::*;
+        assert_eq!(aggregates_for_func(Some("MinOverTime")), vec![Min]);
+        assert_eq!(aggregates_for_func(Some("max_over_time")), vec![Max]);
+        assert_eq!(aggregates_for_func(Some("CountOverTime")), vec![Count]);
+        assert_eq!(aggregates_for_func(Some("SumOverTime")), vec![Sum]);
+        for f in ["Rate", "Increase", "Irate", "Resets"] {
+            assert_eq!(aggregates_for_func(Some(f)), vec![Counter], "{f}");
+        }
+        assert_eq!(aggregates_for_func(Some("AvgOverTime")), vec![Count, Sum]);
+        assert_eq!(aggregates_for_func(Some("Delta")), vec![Count, Sum]);
+        assert_eq!(aggregates_for_func(None), vec![Count, Sum]);
+    }
+
+    #[test]
+    fn chunks_become_samples_per_aggregate() {
+        use Aggregate::*;
+        let mut a = AggrSeries::default();
+        a.push(AggrRow {
+            t: 299,
+            count: 2,
+            sum: 10.0,
+            min: 4.0,
+            max: 6.0,
+            counter: Some(6.0),
+            counter_start: Some((10, 4.0)),
+            counter_end: None,
+        });
+        a.push(AggrRow {
+            t: 400,
+            count: 4,
+            sum: 8.0,
+            min: 1.0,
+            max: 3.0,
+            counter: Some(9.0),
+            counter_start: None,
+            counter_end: Some(3.0),
+        });
+        let raw = AggrChunkData { raw: Some(vec![(500, 1.0), (600, 2.0)]), ..Default::default() };
+        let run = |aggs: &[Aggregate]| {
+            let chunks = vec![AggrChunkData::from_batch(&a, 0..2, aggs), raw.clone()];
+            let (mut t, mut v) = (Vec::new(), Vec::new());
+            chunks_to_samples(&chunks, aggs, &mut t, &mut v).unwrap();
+            t.into_iter().zip(v).collect::<Vec<_>>()
+        };
+        assert_eq!(run(&[Min]), vec![(299, 4.0), (400, 1.0), (500, 1.0), (600, 2.0)]);
+        assert_eq!(run(&[Count, Sum]), vec![(299, 5.0), (400, 2.0), (500, 1.0), (600, 2.0)]);
+        // Counter: 4 (raw first), 6, 9, then raw 1 < last raw 3: a reset, +1, then +1.
+        assert_eq!(run(&[Counter]), vec![(10, 4.0), (299, 6.0), (400, 9.0), (500, 10.0), (600, 11.0)]);
+        let (mut t, mut v) = (Vec::new(), Vec::new());
+        let e = chunks_to_samples(&[AggrChunkData::from_batch(&a, 0..2, &[Min])], &[Max], &mut t, &mut v);
+        assert!(e.unwrap_err().contains("Max"));
     }
 
     #[test]

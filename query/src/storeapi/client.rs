@@ -388,15 +388,21 @@ fn prom_func_name(f: &str) -> String {
     out
 }
 
-/// The `thanos.Store/Series` request of a select: raw data only (`max_resolution_window` 0), the
-/// partial response strategy, PromQL hints, and `without_replica_labels` when given.
+/// The `thanos.Store/Series` request of a select: the coarsest resolution the query accepts
+/// (`max_resolution_window`) with the aggregates its function reads, the partial response
+/// strategy, PromQL hints, and `without_replica_labels` when given.
 pub(crate) fn series_request(req: &SelectRequest, without_replica_labels: Vec<String>, abort: bool) -> SeriesRequest {
     let func = req.hints.func.as_deref().filter(|f| *f != "Matrix").map(prom_func_name);
     SeriesRequest {
         min_time: req.min_t,
         max_time: req.max_t,
         matchers: matchers_to_proto(&req.matchers),
-        max_resolution_window: 0,
+        max_resolution_window: req.hints.max_resolution_ms.max(0),
+        aggregates: if req.hints.max_resolution_ms > 0 {
+            super::convert::aggregates_to_proto(&req.hints.aggregates)
+        } else {
+            Vec::new()
+        },
         partial_response_strategy: strategy(abort),
         query_hints: Some(QueryHints {
             step_millis: req.hints.step_ms,
@@ -820,10 +826,22 @@ mod tests {
             matchers: vec![Matcher::equal("__name__", "up")],
             min_t: 1,
             max_t: 2,
-            hints: engine::SelectHints { step_ms: 15_000, range_ms: 300_000, func: Some("SumOverTime".into()) },
+            hints: engine::SelectHints {
+                step_ms: 15_000,
+                range_ms: 300_000,
+                func: Some("SumOverTime".into()),
+                ..Default::default()
+            },
         };
         let sr = series_request(&req, vec!["replica".into()], true);
         assert_eq!((sr.min_time, sr.max_time, sr.max_resolution_window), (1, 2, 0));
+        assert!(sr.aggregates.is_empty());
+        let mut down = req.clone();
+        down.hints.max_resolution_ms = 300_000;
+        down.hints.aggregates = engine::aggr::aggregates_for_func(Some("AvgOverTime"));
+        let sr = series_request(&down, vec![], false);
+        assert_eq!(sr.max_resolution_window, 300_000);
+        assert_eq!(sr.aggregates, vec![proto::thanos::Aggr::Count as i32, proto::thanos::Aggr::Sum as i32]);
         assert_eq!(sr.partial_response_strategy, PartialResponseStrategy::Abort as i32);
         assert_eq!(sr.without_replica_labels, vec!["replica".to_string()]);
         let h = sr.query_hints.unwrap();

@@ -839,9 +839,9 @@ mod tests {
         let mut down = req.clone();
         down.hints.max_resolution_ms = 300_000;
         down.hints.aggregates = engine::aggr::aggregates_for_func(Some("AvgOverTime"));
-        let sr = series_request(&down, vec![], false);
-        assert_eq!(sr.max_resolution_window, 300_000);
-        assert_eq!(sr.aggregates, vec![proto::thanos::Aggr::Count as i32, proto::thanos::Aggr::Sum as i32]);
+        let ds = series_request(&down, vec![], false);
+        assert_eq!(ds.max_resolution_window, 300_000);
+        assert_eq!(ds.aggregates, vec![proto::thanos::Aggr::Count as i32, proto::thanos::Aggr::Sum as i32]);
         assert_eq!(sr.partial_response_strategy, PartialResponseStrategy::Abort as i32);
         assert_eq!(sr.without_replica_labels, vec!["replica".to_string()]);
         let h = sr.query_hints.unwrap();

@@ -325,7 +325,7 @@ pub fn apply_counter_resets(chunks: &[Vec<(i64, f64)>], out: &mut Vec<(i64, f64)
 /// `increase`, `irate`, `resets` → counter; everything else (and no function) → count and sum,
 /// read as their average.
 pub fn aggregates_for_func(func: Option<&str>) -> Vec<Aggregate> {
-    let name = func.map(snake_case).unwrap_or_default();
+    let name = func.map(prom_func_name).unwrap_or_default();
     let f = name.as_str();
     if f == "min" || f.starts_with("min_") {
         vec![Aggregate::Min]
@@ -342,8 +342,9 @@ pub fn aggregates_for_func(func: Option<&str>) -> Vec<Aggregate> {
     }
 }
 
-/// `MinOverTime` → `min_over_time`; names already in snake case are kept.
-fn snake_case(s: &str) -> String {
+/// Prometheus's name of a function as Strata's planner spells it (`MinOverTime` →
+/// `min_over_time`); names already in snake case are kept.
+pub fn prom_func_name(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 4);
     for (i, c) in s.chars().enumerate() {
         if c.is_ascii_uppercase() {

@@ -372,27 +372,11 @@ pub(crate) struct CallOptions {
     pub(crate) partial: Partial,
 }
 
-/// Prometheus's name of a function as the planner spells it (`SumOverTime` -> `sum_over_time`).
-fn prom_func_name(f: &str) -> String {
-    let mut out = String::with_capacity(f.len() + 4);
-    for (i, c) in f.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The `thanos.Store/Series` request of a select: the coarsest resolution the query accepts
 /// (`max_resolution_window`) with the aggregates its function reads, the partial response
 /// strategy, PromQL hints, and `without_replica_labels` when given.
 pub(crate) fn series_request(req: &SelectRequest, without_replica_labels: Vec<String>, abort: bool) -> SeriesRequest {
-    let func = req.hints.func.as_deref().filter(|f| *f != "Matrix").map(prom_func_name);
+    let func = req.hints.func.as_deref().filter(|f| *f != "Matrix").map(engine::aggr::prom_func_name);
     SeriesRequest {
         min_time: req.min_t,
         max_time: req.max_t,
@@ -850,7 +834,7 @@ mod tests {
             (15_000, "sum_over_time".into(), 300_000)
         );
         assert_eq!(sr.matchers.len(), 1);
-        assert_eq!(prom_func_name("rate"), "rate");
+        assert_eq!(engine::aggr::prom_func_name("rate"), "rate");
     }
 
     #[tokio::test]

@@ -1108,6 +1108,9 @@ mod tests {
             assert_eq!(m.thanos.source, "compactor");
             let problems = engine::verify::verify_block(&b, &m.ulid).await.unwrap();
             assert!(problems.is_empty(), "{problems:?}");
+            // Format rewrites leave downsampled blocks alone.
+            let r = engine::rewrite::rewrite_block(&b, &m.ulid, 1, &|_| {}).await.unwrap();
+            assert_eq!(r, engine::rewrite::RewriteOutcome::Downsampled);
         }
         assert_eq!(c.metrics().downsamples.get_or_create(&Metrics::resolution(0)).get(), 1);
         assert_eq!(c.metrics().downsamples.get_or_create(&Metrics::resolution(RESOLUTION_5M)).get(), 1);

@@ -313,6 +313,7 @@ async fn rewrite(a: RewriteArgs) -> Result<(), CliError> {
                 say(format!("block {id}: {new_ulid} was already written; {id} marked for deletion"));
             }
             Ok(RewriteOutcome::AlreadyInFormat) => {}
+            Ok(RewriteOutcome::Downsampled) => say(format!("block {id}: downsampled block, left as it is")),
             Err(e) => {
                 if let Some(b) = &bar {
                     b.abandon();

@@ -69,6 +69,12 @@ pub(crate) struct CompactCoreArgs {
     /// How long to keep 1h-downsampled blocks after their end; 0d keeps them forever.
     #[arg(long = "retention.resolution-1h", default_value = "0d")]
     retention_1h: String,
+    /// Do not make 5m and 1h downsampled blocks.
+    #[arg(long = "downsampling.disable")]
+    downsampling_disable: bool,
+    /// Number of blocks downsampled at the same time.
+    #[arg(long = "downsample.concurrency", default_value_t = 1)]
+    downsample_concurrency: usize,
     /// Highest compaction level: 0=1h, 1=2h, 2=8h, 3=2d, 4=14d (blocks are compacted into the
     /// windows of levels 1 to this one).
     #[arg(long = "debug.max-compaction-level", default_value_t = compactor::plan::MAX_LEVEL, hide = true)]
@@ -107,6 +113,8 @@ impl CompactCoreArgs {
                 res_1h_ms: duration_ms("retention.resolution-1h", &self.retention_1h)?,
             },
             max_level: self.max_level,
+            downsampling: !self.downsampling_disable,
+            downsample_concurrency: self.downsample_concurrency,
             ..CompactorOptions::default()
         };
         opts.validated().map_err(|e| CliError::Usage(e.to_string()))
@@ -288,6 +296,10 @@ mod tests {
         let e = opts(&["--delete-delay=soon"]).unwrap_err().to_string();
         assert!(e.contains("--delete-delay"), "{e}");
         assert!(opts(&["--compact.concurrency=0"]).is_err());
+        assert!(opts(&["--downsample.concurrency=0"]).is_err());
+        let o = opts(&["--downsampling.disable", "--downsample.concurrency=3"]).unwrap();
+        assert_eq!((o.downsampling, o.downsample_concurrency), (false, 3));
+        assert!(opts(&[]).unwrap().downsampling);
         assert!(opts(&["--debug.max-compaction-level=5"]).is_err());
         assert!(Cli::parse_from(["x", "--wait-interval=0s"]).core.wait_interval().is_err());
     }

@@ -51,13 +51,13 @@ enum Command {
     /// The querier: PromQL over StoreAPI endpoints and/or a bucket, as the Prometheus HTTP API v1.
     Query(query_cmd::QueryArgs),
     /// Run Strata in one process on a local directory (the embedded default).
-    Up(up_cmd::UpArgs),
+    Up(Box<up_cmd::UpArgs>),
     /// Receive Prometheus remote write into per-tenant heads and cut them into blocks.
     Receive(receive_cmd::ReceiveArgs),
-    /// Serve the raw blocks of a bucket over the Thanos StoreAPI (gRPC): the store gateway.
+    /// Serve the blocks of a bucket over the Thanos StoreAPI (gRPC): the store gateway.
     Store(store_cmd::StoreArgs),
-    /// Compact the blocks of a bucket: merge, deduplicate replicas, apply retention, delete marked
-    /// blocks.
+    /// Compact the blocks of a bucket: merge, deduplicate replicas, downsample, apply retention,
+    /// delete marked blocks.
     Compact(compact_cmd::CompactArgs),
     /// Run beside a Prometheus server: upload its blocks to the bucket and serve its recent data
     /// over the StoreAPI (gRPC).
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             Command::Tools { command: ToolsCommand::Gen(args) } => gen_cmd::run(args),
             Command::Promql { command } => promql_cmd::run(command).await,
             Command::Query(args) => query_cmd::run(args).await,
-            Command::Up(args) => up_cmd::run(args).await,
+            Command::Up(args) => up_cmd::run(*args).await,
             Command::Receive(args) => receive_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
             Command::Compact(args) => compact_cmd::run(args).await,

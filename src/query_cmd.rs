@@ -143,6 +143,10 @@ pub(crate) struct EngineArgs {
     /// Most queries executing at once; further queries wait in a queue.
     #[arg(long = "query.max-concurrent", default_value_t = 20)]
     max_concurrent: usize,
+    /// Read downsampled data when a query does not say max_source_resolution: range queries
+    /// accept data up to step / 5 coarse (as `max_source_resolution=auto`).
+    #[arg(long = "query.auto-downsampling")]
+    auto_downsampling: bool,
     /// How far back an instant selector looks for the latest sample.
     #[arg(long = "query.lookback-delta", default_value = "5m")]
     lookback_delta: String,
@@ -215,7 +219,10 @@ impl EngineArgs {
         flags.insert("enable-feature".into(), self.features.join(","));
         flags.insert("sync-block-duration".into(), self.sync_interval.clone());
         flags.insert("store.page-cache-size".into(), self.page_cache_size.clone());
-        Ok((ApiConfig { engine, max_concurrent: self.max_concurrent, flags }, sync))
+        flags.insert("query.auto-downsampling".into(), self.auto_downsampling.to_string());
+        let config =
+            ApiConfig { engine, max_concurrent: self.max_concurrent, flags, auto_downsampling: self.auto_downsampling };
+        Ok((config, sync))
     }
 }
 

@@ -4,7 +4,9 @@
 //! query API are served on the same `--http-address`. Received samples live in per-tenant heads
 //! under `<data>/receive` (WAL-backed) and are queryable at once; finished blocks are cut into the
 //! bucket. The bucket and the heads together are served over the Thanos StoreAPI (gRPC) on
-//! `--grpc-address`, so a querier (Strata's or Thanos's) can read them.
+//! `--grpc-address`, so a querier (Strata's or Thanos's) can read them. Unless
+//! `--compact.disable`, the compactor (compaction, downsampling, retention) runs on the bucket in
+//! the background every `--wait-interval`, with `strata compact`'s flags.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use clap::Args;
 use engine::bucket::Bucket;
 
 use crate::CliError;
+use crate::compact_cmd::{CompactCoreArgs, compaction_loop};
 use crate::query_cmd::{EmbeddedReceive, EngineArgs, serve_bucket};
 use crate::receive_cmd::{ReceiveCoreArgs, RingOptions};
 
@@ -35,6 +38,11 @@ pub(crate) struct UpArgs {
     engine: EngineArgs,
     #[command(flatten)]
     receive: ReceiveCoreArgs,
+    /// Do not run the compactor (compaction, downsampling, retention) on the bucket.
+    #[arg(long = "compact.disable")]
+    compact_disable: bool,
+    #[command(flatten)]
+    compact: CompactCoreArgs,
 }
 
 /// Runs `strata up`.
@@ -56,5 +64,29 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
     let receive = EmbeddedReceive { state, cut_every };
-    serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address)).await
+    // The compactor: an iteration every --wait-interval until shutdown; a halt keeps it idle (as
+    // `strata compact --wait`), the rest of `up` goes on.
+    let compactor = if args.compact_disable {
+        None
+    } else {
+        let every = args.compact.wait_interval()?;
+        let (c, _registry) = args.compact.compactor(bucket.clone())?;
+        flags.insert("wait-interval".into(), format!("{}s", every.as_secs()));
+        let stop = c.stop_flag();
+        tracing::info!(every_seconds = every.as_secs(), "compactor runs in the background");
+        Some((stop, tokio::spawn(compaction_loop(c, Some(every)))))
+    };
+    flags.insert("compact.disable".into(), args.compact_disable.to_string());
+    let served =
+        serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address))
+            .await;
+    if let Some((stop, task)) = compactor {
+        stop.stop();
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "background compactor failed"),
+            Err(e) => tracing::error!(error = %e, "background compactor task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    served
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod alloc;
+mod compact_bench;
 mod convert_bench;
 mod format_bench;
 mod http_bench;
@@ -29,6 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Compactor: 8h and 2-day compactions (samples/s, peak RSS, bytes/sample) and 30-day PromQL on 1h-downsampled vs raw data.
+    Compact(compact_bench::Args),
     /// Storage engine: bytes per sample and conversion throughput vs the Prometheus TSDB block.
     Convert(convert_bench::Args),
     /// Storage format: bytes/sample of value layouts on promtool-made and real Prometheus blocks.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let res = match cli.command {
+        Cmd::Compact(a) => compact_bench::run(a),
         Cmd::Convert(a) => convert_bench::run(a),
         Cmd::Format(a) => format_bench::run(a),
         Cmd::Promql(a) => promql_bench::run(a),

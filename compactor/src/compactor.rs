@@ -22,6 +22,7 @@ use engine::meta::BlockDesc;
 use engine::{BlockMeta, BlockWriterOptions, Bucket};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::downsample;
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::merge::{self, MergeOptions, MergeSource, StopFlag};
@@ -32,10 +33,7 @@ use crate::plan::{self, BlockInfo, COMPACTOR_SOURCE, Group};
 pub const MIN_RAW_RETENTION_MS: i64 = 40 * 3_600_000;
 /// 5m retention must reach the block size after which 1h downsampling happens (10 days).
 pub const MIN_5M_RETENTION_MS: i64 = 10 * 86_400_000;
-/// Resolution of 5m-downsampled blocks (ms).
-pub const RESOLUTION_5M: i64 = 300_000;
-/// Resolution of 1h-downsampled blocks (ms).
-pub const RESOLUTION_1H: i64 = 3_600_000;
+pub use engine::aggr::{RESOLUTION_1H, RESOLUTION_5M};
 
 /// How long blocks of each resolution are kept (ms after their `maxTime`; 0 = forever).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,6 +81,10 @@ pub struct CompactorOptions {
     pub max_level: usize,
     /// Samples read ahead per compaction (memory bound).
     pub budget_samples: usize,
+    /// Downsampling on (`--downsampling.disable` turns it off).
+    pub downsampling: bool,
+    /// `--downsample.concurrency`: blocks downsampled at the same time.
+    pub downsample_concurrency: usize,
 }
 
 impl Default for CompactorOptions {
@@ -97,6 +99,8 @@ impl Default for CompactorOptions {
             retention: Retention::default(),
             max_level: plan::MAX_LEVEL,
             budget_samples: merge::DEFAULT_BUDGET_SAMPLES,
+            downsampling: true,
+            downsample_concurrency: 1,
         }
     }
 }
@@ -114,6 +118,9 @@ impl CompactorOptions {
         }
         if self.concurrency == 0 {
             return bad("--compact.concurrency must be at least 1");
+        }
+        if self.downsample_concurrency == 0 {
+            return bad("--downsample.concurrency must be at least 1");
         }
         if self.max_level > plan::MAX_LEVEL {
             return Err(Error::Config {
@@ -167,6 +174,8 @@ pub struct IterationReport {
     pub samples_read: u64,
     /// Samples written to new blocks.
     pub samples_written: u64,
+    /// Downsampled blocks written.
+    pub downsampled: u64,
 }
 
 /// Blocks of the bucket as one sync saw them.
@@ -262,6 +271,18 @@ impl Compactor {
             }
         }
         tracing::info!("compaction iterations done");
+        if self.inner.opts.downsampling {
+            // Two passes, as Thanos: the second makes the 1h blocks of 5m blocks the first made.
+            for pass in ["first", "second"] {
+                self.check_stop("downsampling")?;
+                tracing::info!("start {pass} pass of downsampling");
+                let synced = self.sync().await?;
+                report.downsampled += self.downsample(&synced).await?;
+            }
+            tracing::info!("downsampling iterations done");
+        } else {
+            tracing::info!("downsampling was explicitly disabled");
+        }
         self.check_stop("retention")?;
         let synced = self.sync().await?;
         report.retention_marked = self.apply_retention(&synced).await?;
@@ -545,6 +566,70 @@ impl Compactor {
         Ok(run)
     }
 
+    /// Downsamples the blocks [`downsample::plan_downsampling`] picks among `synced` (blocks with
+    /// a no-compact mark are left alone), `--downsample.concurrency` at a time. Returns the
+    /// number of blocks written; the first failure is returned after the others finished.
+    async fn downsample(&self, synced: &Synced) -> Result<u64> {
+        let metas: Vec<BlockMeta> = synced.blocks.iter().filter(|b| !b.no_compact).map(|b| b.meta.clone()).collect();
+        let jobs = downsample::plan_downsampling(&metas);
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.inner.opts.downsample_concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for job in jobs {
+            let this = self.clone();
+            let sem = Arc::clone(&sem);
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let label = Metrics::resolution(job.meta.thanos.downsample.resolution);
+                let started = Instant::now();
+                let res = downsample::downsample_block(
+                    &this.inner.bucket,
+                    &job,
+                    this.inner.opts.budget_samples,
+                    &this.inner.stop,
+                )
+                .await;
+                let m = &this.inner.metrics;
+                match &res {
+                    Ok(o) => {
+                        m.downsamples.get_or_create(&label).inc();
+                        tracing::info!(
+                            from = %job.meta.ulid,
+                            to = o.meta.as_ref().map_or("(nothing to aggregate)", |m| m.ulid.as_str()),
+                            resolution = job.resolution,
+                            rows_in = o.rows_in,
+                            rows_out = o.meta.as_ref().map_or(0, |m| m.stats.num_samples),
+                            seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+                            "downsampled block"
+                        );
+                    }
+                    Err(Error::Stopped { .. }) => {}
+                    Err(e) => {
+                        m.downsample_failures.get_or_create(&label).inc();
+                        tracing::error!(block = %job.meta.ulid, resolution = job.resolution, error = %e, "downsampling failed");
+                    }
+                }
+                res.map(|o| u64::from(o.meta.is_some()))
+            });
+        }
+        let mut written = 0;
+        let mut first_err = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(Error::Task { group: "downsampling".into(), reason: e.to_string() });
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+
     /// Marks blocks past their resolution's retention (by `maxTime`).
     async fn apply_retention(&self, synced: &Synced) -> Result<u64> {
         let r = self.inner.opts.retention;
@@ -663,7 +748,9 @@ fn ulids(metas: &[&BlockMeta]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::merge::{MergeOptions, MergeSource, StopFlag};
     use crate::testutil::*;
+    use engine::Labels;
     use engine::meta::{DELETION_MARK_FILE, META_FILE};
 
     /// Options for tests: no delays.
@@ -748,7 +835,7 @@ mod tests {
             write_block(&b, old_ulid(min + 1, i as u128 + 1), min, max, &[], &data).await;
         }
         let before = all_samples(&b).await;
-        let c = compactor(&b, quick());
+        let c = compactor(&b, CompactorOptions { downsampling: false, ..quick() });
         let r = c.run_iteration().await.unwrap();
         // Six 8h compactions, then one 2d compaction of them.
         assert_eq!(r.compactions, 7, "{r:?}");
@@ -951,6 +1038,132 @@ mod tests {
         assert!(matches!(c.run_iteration().await, Err(Error::Stopped { .. })));
         assert_eq!(visible(&b).await.len(), 5);
         assert!(b.list_partial_blocks().await.unwrap().is_empty());
+    }
+
+    /// Every row of every series of block `id`, by series labels.
+    async fn block_aggregates(b: &Bucket, id: &str) -> BTreeMap<String, engine::AggrSeries> {
+        let r = engine::BlockReader::open(b, id).await.unwrap();
+        let ids: Vec<u32> = (0..r.index().len() as u32).collect();
+        let got = r.read_aggregates(&ids, i64::MIN, i64::MAX).await.unwrap();
+        got.into_iter().map(|(i, a)| (r.index().labels[i as usize].to_string(), a)).collect()
+    }
+
+    /// Every row of every series of the visible blocks of `resolution` (one block each here).
+    async fn aggregates(b: &Bucket, resolution: i64) -> BTreeMap<String, engine::AggrSeries> {
+        let mut out = BTreeMap::new();
+        for id in b.list_blocks().await.unwrap() {
+            if b.read_meta(&id).await.unwrap().thanos.downsample.resolution == resolution {
+                out.extend(block_aggregates(b, &id).await);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn downsamples_to_5m_and_1h_as_the_reference_computes() {
+        let (_d, b) = bucket();
+        let t0 = 1_700_006_400_000;
+        // One 14-day raw block (>= 40h: to 5m; its 5m block >= 10d: to 1h), integer values with
+        // resets and stale markers, every 90 s (several samples per 5m window).
+        let mut data = Vec::new();
+        for i in 0..3usize {
+            let l = Labels::from_pairs([("__name__", "c"), ("i", &*i.to_string())]);
+            let (mut ts, mut vs) = (Vec::new(), Vec::new());
+            let mut v = 0.0;
+            let mut k = 0u64;
+            let mut t = t0 + i as i64 * 7_000;
+            while t < t0 + 14 * 24 * H {
+                v = if k % 997 == 500 { 3.0 } else { v + ((k * 7 + i as u64) % 5) as f64 };
+                ts.push(t);
+                vs.push(if k % 333 == 7 { f64::from_bits(STALE) } else { v });
+                t += 90_000;
+                k += 1;
+            }
+            data.push((l, ts, vs));
+        }
+        data.sort_by(|a, b| a.0.cmp(&b.0));
+        let raw = write_block(&b, old_ulid(t0, 1), t0, t0 + 14 * 24 * H, &[("r", "x")], &data).await;
+        let c = compactor(&b, CompactorOptions { budget_samples: 10_000, ..quick() });
+        let r = c.run_iteration().await.unwrap();
+        assert_eq!((r.compactions, r.downsampled), (0, 2), "{r:?}");
+        for res in [RESOLUTION_5M, RESOLUTION_1H] {
+            let got = aggregates(&b, res).await;
+            assert_eq!(got.len(), 3);
+            for (l, ts, vs) in &data {
+                let g = &got[&l.to_string()];
+                // 1h from 5m equals 1h straight from the raw data: integer values add exactly.
+                assert_eq!(rows(g), reference_raw(ts, vs, res), "{l} at {res}");
+                g.check().unwrap();
+                assert_eq!(g.batches().len(), 1);
+            }
+        }
+        let mut metas = Vec::new();
+        for id in b.list_blocks().await.unwrap() {
+            metas.push(b.read_meta(&id).await.unwrap());
+        }
+        for m in metas.iter().filter(|m| m.ulid != raw.ulid) {
+            assert_eq!((m.min_time, m.max_time), (raw.min_time, raw.max_time));
+            assert_eq!(m.compaction.sources, raw.compaction.sources);
+            assert_eq!(m.thanos.labels, raw.thanos.labels);
+            assert_eq!(m.thanos.source, "compactor");
+            let problems = engine::verify::verify_block(&b, &m.ulid).await.unwrap();
+            assert!(problems.is_empty(), "{problems:?}");
+            // Format rewrites leave downsampled blocks alone.
+            let r = engine::rewrite::rewrite_block(&b, &m.ulid, 1, &|_| {}).await.unwrap();
+            assert_eq!(r, engine::rewrite::RewriteOutcome::Downsampled);
+        }
+        assert_eq!(c.metrics().downsamples.get_or_create(&Metrics::resolution(0)).get(), 1);
+        assert_eq!(c.metrics().downsamples.get_or_create(&Metrics::resolution(RESOLUTION_5M)).get(), 1);
+        // Done once: the next iteration downsamples nothing.
+        assert_eq!(c.run_iteration().await.unwrap().downsampled, 0);
+        assert_eq!(visible(&b).await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn five_minute_blocks_compact_keeping_their_batches_and_downsampling_can_be_off() {
+        let (_d, b) = bucket();
+        let t0 = 1_700_006_400_000; // a multiple of 2d
+        let data = series(4, t0, t0 + 6 * 24 * H, 120_000, 11);
+        // Three 2d raw blocks.
+        for i in 0..3 {
+            let (min, max) = (t0 + i * 48 * H, t0 + (i + 1) * 48 * H);
+            write_block(&b, old_ulid(min + 1, i as u128 + 1), min, max, &[], &data).await;
+        }
+        let off = compactor(&b, CompactorOptions { downsampling: false, ..quick() });
+        assert_eq!(off.run_iteration().await.unwrap().downsampled, 0);
+        assert_eq!(visible(&b).await.len(), 3);
+        let c = compactor(&b, quick());
+        assert_eq!(c.run_iteration().await.unwrap().downsampled, 3);
+        // The three 5m blocks are compacted like raw ones once a 14d window would take them; here
+        // merge two of them directly and check every batch of each series survives.
+        let mut five: Vec<BlockMeta> = Vec::new();
+        for id in b.list_blocks().await.unwrap() {
+            let m = b.read_meta(&id).await.unwrap();
+            if m.thanos.downsample.resolution == RESOLUTION_5M {
+                five.push(m);
+            }
+        }
+        five.sort_by_key(|m| m.min_time);
+        assert_eq!(five.len(), 3);
+        let first = block_aggregates(&b, &five[0].ulid).await;
+        let second = block_aggregates(&b, &five[1].ulid).await;
+        let sources: Vec<MergeSource> = five[..2].iter().map(|m| MergeSource { meta: m.clone(), replica: 0 }).collect();
+        let mut out = BlockWriterOptions::new(ulid::Ulid::new(), five[0].min_time, five[1].max_time);
+        out.resolution = RESOLUTION_5M;
+        let o = merge::merge_blocks(&b, &sources, out, &MergeOptions::default(), &StopFlag::default()).await.unwrap();
+        let m = o.meta.unwrap();
+        assert_eq!(m.stats.num_samples, five[0].stats.num_samples + five[1].stats.num_samples);
+        let merged = block_aggregates(&b, &m.ulid).await;
+        assert_eq!(merged.len(), 4);
+        for (l, a) in &merged {
+            // The two blocks' rows one after the other: both batches intact.
+            let mut want = first[l].clone();
+            want.extend_from(&second[l], 0..second[l].len());
+            assert_eq!(a.batches().len(), 2);
+            assert_eq!(a.timestamps, want.timestamps);
+            assert_eq!((&a.count, &a.min, &a.max), (&want.count, &want.min, &want.max));
+            assert_eq!((&a.counter_start, &a.counter_end), (&want.counter_start, &want.counter_end));
+        }
     }
 
     #[test]

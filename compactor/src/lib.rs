@@ -14,6 +14,7 @@
 //! ```
 
 pub mod compactor;
+pub mod downsample;
 pub mod error;
 pub mod hooks;
 pub mod merge;

@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use engine::aggr::AggrSeries;
 use engine::dedup::{DedupFunc, Replica, chain_merge, merge_replicas};
 use engine::reader::SeriesSamples;
 use engine::{BlockMeta, BlockReader, BlockWriter, BlockWriterOptions, Bucket, Labels};
@@ -102,14 +103,29 @@ impl StopFlag {
     }
 }
 
+/// One series read ahead: raw samples, or the rows of a downsampled block.
+enum Piece {
+    Raw(SeriesSamples),
+    Aggr(u32, AggrSeries),
+}
+
+impl Piece {
+    fn series_id(&self) -> u32 {
+        match self {
+            Piece::Raw(s) => s.series_id,
+            Piece::Aggr(id, _) => *id,
+        }
+    }
+}
+
 /// One source block walked series by series.
 struct Cursor {
     reader: BlockReader,
     replica: usize,
     /// The next series id to hand out.
     pos: usize,
-    /// Samples of series `pos..` read ahead (ascending ids; series without samples absent).
-    buf: VecDeque<SeriesSamples>,
+    /// Series `pos..` read ahead (ascending ids; series without samples absent).
+    buf: VecDeque<Piece>,
     /// Samples to read ahead at a time.
     budget: u64,
 }
@@ -120,16 +136,16 @@ impl Cursor {
     }
 
     /// The samples of series `pos` (`None` if it has none), then moves to the next series.
-    async fn take(&mut self) -> Result<Option<SeriesSamples>> {
+    async fn take(&mut self) -> Result<Option<Piece>> {
         let pos = self.pos;
-        while self.buf.front().is_some_and(|s| (s.series_id as usize) < pos) {
+        while self.buf.front().is_some_and(|s| (s.series_id() as usize) < pos) {
             self.buf.pop_front();
         }
         if self.buf.is_empty() {
             self.refill().await?;
         }
         self.pos += 1;
-        if self.buf.front().is_some_and(|s| s.series_id as usize == pos) {
+        if self.buf.front().is_some_and(|s| s.series_id() as usize == pos) {
             return Ok(self.buf.pop_front());
         }
         Ok(None)
@@ -154,12 +170,14 @@ impl Cursor {
         if ids.is_empty() {
             return Ok(());
         }
-        let got = self
-            .reader
-            .read_samples(&ids, i64::MIN, i64::MAX)
-            .await
-            .map_err(|e| Error::engine(format!("reading block {}", self.reader.ulid()), e))?;
-        self.buf.extend(got);
+        let err = |e| Error::engine(format!("reading block {}", self.reader.ulid()), e);
+        if self.reader.resolution() > 0 {
+            let got = self.reader.read_aggregates(&ids, i64::MIN, i64::MAX).await.map_err(err)?;
+            self.buf.extend(got.into_iter().map(|(id, a)| Piece::Aggr(id, a)));
+        } else {
+            let got = self.reader.read_samples(&ids, i64::MIN, i64::MAX).await.map_err(err)?;
+            self.buf.extend(got.into_iter().map(Piece::Raw));
+        }
         Ok(())
     }
 }
@@ -205,9 +223,24 @@ pub async fn merge_blocks(
         cursors.push(Cursor { reader, replica: s.replica, pos: 0, buf: VecDeque::new(), budget });
     }
     let replicas = sources.iter().map(|s| s.replica).max().map_or(1, |m| m + 1);
+    let aggregated = out.resolution > 0;
+    if let Some(c) = cursors.iter().find(|c| c.reader.resolution() != out.resolution) {
+        return Err(Error::Config {
+            reason: format!(
+                "block {} of resolution {} ms cannot go into a block of resolution {} ms",
+                c.reader.ulid(),
+                c.reader.resolution(),
+                out.resolution
+            ),
+        });
+    }
     let mut writer =
         BlockWriter::new(bucket.clone(), out).map_err(|e| Error::engine(format!("new block {ulid}"), e))?;
-    let res = merge_into(&mut cursors, replicas, &mut writer, opts, stop, total_series).await;
+    let res = if aggregated {
+        merge_aggr_into(&mut cursors, &mut writer, stop, total_series).await
+    } else {
+        merge_into(&mut cursors, replicas, &mut writer, opts, stop, total_series).await
+    };
     let (samples_in, series_in, samples_out) = match res {
         Ok(counts) => counts,
         Err(e) => {
@@ -253,7 +286,7 @@ async fn merge_into(
                 continue;
             }
             series_done += 1;
-            if let Some(s) = c.take().await? {
+            if let Some(Piece::Raw(s)) = c.take().await? {
                 samples_in += s.timestamps.len() as u64;
                 series_in += 1;
                 pieces[c.replica].push(s);
@@ -293,6 +326,68 @@ async fn merge_into(
         }
     }
     Ok((samples_in, series_in, samples_out))
+}
+
+/// The merge loop of downsampled blocks; returns (rows in, series in, rows out). A series'
+/// batches (docs/format.md §4a) are taken whole, by their first timestamp; a batch overlapping
+/// one already taken (replicas, overlapping blocks) is left out, so every window is once in the
+/// output and counter batches stay intact.
+async fn merge_aggr_into(
+    cursors: &mut [Cursor],
+    writer: &mut BlockWriter,
+    stop: &StopFlag,
+    total_series: usize,
+) -> Result<(u64, u64, u64)> {
+    let (mut rows_in, mut series_in, mut rows_out) = (0u64, 0u64, 0u64);
+    let mut series_done = 0usize;
+    let mut paused = false;
+    let mut pieces: Vec<AggrSeries> = Vec::new();
+    let mut out = AggrSeries::default();
+    loop {
+        if stop.is_stopped() {
+            return Err(Error::Stopped { what: format!("writing block {}", writer.ulid()) });
+        }
+        let Some(min) = cursors.iter().filter_map(Cursor::head).min().cloned() else { break };
+        pieces.clear();
+        for c in cursors.iter_mut() {
+            if c.head() != Some(&min) {
+                continue;
+            }
+            series_done += 1;
+            if let Some(Piece::Aggr(_, a)) = c.take().await? {
+                rows_in += a.len() as u64;
+                series_in += 1;
+                pieces.push(a);
+            }
+        }
+        // (first timestamp, last timestamp, piece, rows) of every batch, earlier source first on ties.
+        let mut batches: Vec<(i64, i64, usize, std::ops::Range<usize>)> = Vec::new();
+        for (p, a) in pieces.iter().enumerate() {
+            for r in a.batches() {
+                batches.push((a.timestamps[r.start], a.timestamps[r.end - 1], p, r));
+            }
+        }
+        batches.sort_by_key(|b| (b.0, b.2));
+        out.clear();
+        let mut end = i64::MIN;
+        for (first, last, p, r) in batches {
+            if !out.is_empty() && first <= end {
+                continue;
+            }
+            out.extend_from(&pieces[p], r);
+            end = last;
+        }
+        writer
+            .append_aggr_series(&min, &out)
+            .await
+            .map_err(|e| Error::engine(format!("writing block {}", writer.ulid()), e))?;
+        rows_out += out.len() as u64;
+        if !paused && series_done * 2 >= total_series {
+            paused = true;
+            hooks::pause_at(hooks::POINT_MERGE).await;
+        }
+    }
+    Ok((rows_in, series_in, rows_out))
 }
 
 #[cfg(test)]

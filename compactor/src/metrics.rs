@@ -54,6 +54,10 @@ pub struct Metrics {
     pub samples_read: Counter,
     /// `strata_compact_samples_written_total`: samples written to compacted blocks.
     pub samples_written: Counter,
+    /// `thanos_compact_downsample_total{resolution}`: downsamplings done (by source resolution).
+    pub downsamples: Family<ResolutionLabel, Counter>,
+    /// `thanos_compact_downsample_failures_total{resolution}`: downsamplings that failed.
+    pub downsample_failures: Family<ResolutionLabel, Counter>,
 }
 
 /// Marker file label values.
@@ -151,6 +155,12 @@ impl Metrics {
             "strata_compact_samples_written",
             "Samples written to blocks made by compactions",
             m.samples_written.clone(),
+        );
+        r.register("thanos_compact_downsample", "Total number of downsampling attempts", m.downsamples.clone());
+        r.register(
+            "thanos_compact_downsample_failures",
+            "Total number of failed downsampling attempts",
+            m.downsample_failures.clone(),
         );
         m
     }

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use engine::AggrSeries;
+
 use engine::{BlockMeta, BlockReader, BlockWriter, BlockWriterOptions, Bucket, Labels};
 
 /// Prometheus's stale marker.
@@ -93,4 +95,40 @@ pub(crate) async fn all_samples(bucket: &Bucket) -> BTreeMap<(String, i64), (u64
 /// ULIDs of the visible blocks.
 pub(crate) async fn visible(bucket: &Bucket) -> HashSet<String> {
     bucket.list_blocks().await.unwrap().into_iter().collect()
+}
+
+/// Rows of a downsampled series as (timestamp, count, sum, min, max, counter).
+pub(crate) type RefRow = (i64, u64, f64, f64, f64, f64);
+
+/// A reference written from the definition, not from Thanos's loop: group the non-stale
+/// samples by window end, then compute each window's aggregates directly.
+pub(crate) fn reference_raw(ts: &[i64], vs: &[f64], res: i64) -> Vec<RefRow> {
+    let data: Vec<(i64, f64)> =
+        ts.iter().copied().zip(vs.iter().copied()).filter(|(_, v)| v.to_bits() != STALE).collect();
+    let mut windows: BTreeMap<i64, Vec<(i64, f64)>> = BTreeMap::new();
+    for &(t, v) in &data {
+        windows.entry((t / res) * res + res - 1).or_default().push((t, v));
+    }
+    let last_t = data.last().unwrap().0;
+    let mut out = Vec::new();
+    for (w, samples) in windows {
+        let vals: Vec<f64> = samples.iter().map(|s| s.1).collect();
+        let non_nan: Vec<f64> = vals.iter().copied().filter(|v| !v.is_nan()).collect();
+        let min = non_nan.iter().copied().fold(f64::MAX, f64::min);
+        let max = non_nan.iter().copied().fold(-f64::MAX, f64::max);
+        let sum: f64 = vals.iter().sum();
+        // Counter: the reset-corrected value at the window's last sample, from the first sample.
+        let upto: Vec<f64> = data.iter().filter(|s| s.0 <= samples.last().unwrap().0).map(|s| s.1).collect();
+        let mut c = upto[0];
+        for p in upto.windows(2) {
+            c += if p[1] < p[0] { p[1] } else { p[1] - p[0] };
+        }
+        out.push((w.min(last_t), vals.len() as u64, sum, min, max, c));
+    }
+    out
+}
+
+/// The rows of `a` in the reference's shape (every row must have a counter).
+pub(crate) fn rows(a: &AggrSeries) -> Vec<RefRow> {
+    (0..a.len()).map(|i| (a.timestamps[i], a.count[i], a.sum[i], a.min[i], a.max[i], a.counter[i].unwrap())).collect()
 }

@@ -25,6 +25,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::aggr;
 use crate::bucket::Bucket;
 use crate::error::Result;
 use crate::labels::{Labels, Matcher};
@@ -55,7 +56,7 @@ pub type BlockFilter = Arc<dyn Fn(&crate::meta::BlockMeta) -> bool + Send + Sync
 pub struct BucketSource {
     bucket: Bucket,
     blocks: RwLock<BTreeMap<String, Arc<Block>>>,
-    /// Blocks seen that are not raw resolution (not served).
+    /// Blocks seen that are not served (not Strata blocks, filtered out).
     skipped: RwLock<HashSet<String>>,
     /// Blocks outside the time window, with their `[min_time, max_time)`, re-checked at each sync.
     outside: RwLock<BTreeMap<String, (i64, i64)>>,
@@ -264,7 +265,7 @@ impl BucketSource {
         for (u, m) in metas {
             match m {
                 Ok(m)
-                    if m.thanos.downsample.resolution != 0
+                    if m.thanos.downsample.resolution < 0
                         || m.strata.is_none()
                         || self.filter.0.as_ref().is_some_and(|f| !f(&m)) =>
                 {
@@ -380,11 +381,196 @@ impl BucketSource {
         let mut v: Vec<Arc<Block>> = self
             .known()
             .into_iter()
-            .filter(|b| b.meta.overlaps(min_t, max_t) && non_external(&b.meta, matchers).is_some())
+            .filter(|b| {
+                b.meta.thanos.downsample.resolution == 0
+                    && b.meta.overlaps(min_t, max_t)
+                    && non_external(&b.meta, matchers).is_some()
+            })
             .collect();
         v.sort_by(|a, b| (a.meta.min_time, &a.meta.ulid).cmp(&(b.meta.min_time, &b.meta.ulid)));
         self.open_all(v).await
     }
+}
+
+impl BucketSource {
+    /// The blocks a downsampled read of `[min_t, max_t]` uses, opened: per external label set,
+    /// Thanos's `getFor` (the coarsest resolution <= `max_res` first, its gaps filled from finer
+    /// resolutions), in time order.
+    async fn for_resolution(
+        &self,
+        min_t: i64,
+        max_t: i64,
+        max_res: i64,
+        matchers: &[Matcher],
+    ) -> Result<Vec<Arc<BlockReader>>> {
+        let mut sets: BTreeMap<BTreeMap<String, String>, Vec<Arc<Block>>> = BTreeMap::new();
+        for b in self.known() {
+            if b.meta.thanos.downsample.resolution <= max_res && non_external(&b.meta, matchers).is_some() {
+                sets.entry(b.meta.thanos.labels.clone()).or_default().push(b);
+            }
+        }
+        let mut chosen = Vec::new();
+        for blocks in sets.into_values() {
+            let mut by_res: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+            for b in blocks {
+                by_res.entry(b.meta.thanos.downsample.resolution).or_default().push(b);
+            }
+            let levels: Vec<Vec<Arc<Block>>> = by_res
+                .into_values()
+                .rev()
+                .map(|mut v| {
+                    v.sort_by(|a, b| (a.meta.min_time, &a.meta.ulid).cmp(&(b.meta.min_time, &b.meta.ulid)));
+                    v
+                })
+                .collect();
+            get_for(&levels, 0, min_t, max_t, &mut chosen);
+        }
+        self.open_all(chosen).await
+    }
+
+    /// Downsampled read (see [`SelectHints::max_resolution_ms`](crate::SelectHints)): the series
+    /// of the blocks [`BucketSource::for_resolution`] picks, each series' chunks from all of them
+    /// in time order turned into the samples its function reads ([`aggr::chunks_to_samples`]).
+    /// Series whose labels (after `relabel`) are equal but whose blocks' external labels differ
+    /// stay separate entries, next to each other. `None` when every block chosen is raw (the
+    /// ordinary read then answers).
+    async fn select_downsampled(&self, req: &SelectRequest, relabel: &Relabel) -> Result<Option<SeriesStream>> {
+        let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
+        let blocks = self.for_resolution(min_t, max_t, req.hints.max_resolution_ms, &req.matchers).await?;
+        if blocks.iter().all(|b| b.resolution() == 0) {
+            return Ok(None);
+        }
+        let aggregates = if req.hints.aggregates.is_empty() {
+            aggr::aggregates_for_func(req.hints.func.as_deref())
+        } else {
+            req.hints.aggregates.clone()
+        };
+        // Every matching series: its blocks (index into `blocks`) and ids there.
+        let mut series: BTreeMap<DownsampledKey, Vec<(usize, Vec<u32>)>> = BTreeMap::new();
+        for (i, b) in blocks.iter().enumerate() {
+            let ext = if relabel.is_identity() { BTreeMap::new() } else { b.meta().thanos.labels.clone() };
+            for (l, ids) in block_series(b, &req.matchers, min_t, max_t, relabel) {
+                series.entry((l, ext.clone())).or_default().push((i, ids));
+            }
+        }
+        let mut groups: Vec<Vec<DownsampledSeries>> = Vec::new();
+        let mut acc = 0u64;
+        for (k, parts) in series {
+            let n: u64 = parts
+                .iter()
+                .flat_map(|(b, ids)| ids.iter().map(|&id| blocks[*b].index().num_samples[id as usize]))
+                .sum();
+            match groups.last_mut() {
+                Some(g) if acc + n <= BLOCK_CHUNK_SAMPLES => {
+                    g.push((k, parts));
+                    acc += n;
+                }
+                _ => {
+                    groups.push(vec![(k, parts)]);
+                    acc = n;
+                }
+            }
+        }
+        let blocks = Arc::new(blocks);
+        Ok(Some(Box::pin(futures::stream::unfold(groups.into_iter(), move |mut it| {
+            let blocks = Arc::clone(&blocks);
+            let aggregates = aggregates.clone();
+            async move {
+                let group = it.next()?;
+                let res = downsampled_group(&blocks, group, &aggregates, min_t, max_t).await;
+                Some((res, it))
+            }
+        }))))
+    }
+}
+
+/// A series of a downsampled read: its labels and (when relabelled) its blocks' external labels.
+type DownsampledKey = (Labels, BTreeMap<String, String>);
+/// A series of a downsampled read and where it is: (block index, series ids there).
+type DownsampledSeries = (DownsampledKey, Vec<(usize, Vec<u32>)>);
+
+/// Thanos's `bucketBlockSet.getFor`: `levels[i]` are the blocks of one resolution (coarsest first),
+/// each sorted by min time; pushes onto `out` the blocks of level `i` overlapping `[min_t, max_t]`,
+/// the gaps before, between and after them filled from level `i + 1` on.
+fn get_for(levels: &[Vec<Arc<Block>>], i: usize, min_t: i64, max_t: i64, out: &mut Vec<Arc<Block>>) {
+    if min_t > max_t || i >= levels.len() {
+        return;
+    }
+    let mut start = min_t;
+    for b in &levels[i] {
+        if b.meta.max_time <= min_t {
+            continue;
+        }
+        if b.meta.min_time > max_t {
+            break;
+        }
+        get_for(levels, i + 1, start, b.meta.min_time - 1, out);
+        out.push(Arc::clone(b));
+        start = b.meta.max_time;
+    }
+    get_for(levels, i + 1, start, max_t, out);
+}
+
+/// Reads one group of series of a downsampled read and turns each into samples.
+async fn downsampled_group(
+    blocks: &[Arc<BlockReader>],
+    group: Vec<DownsampledSeries>,
+    aggregates: &[aggr::Aggregate],
+    min_t: i64,
+    max_t: i64,
+) -> Result<SeriesBatch> {
+    // Per block, the ids this group needs, read in one go.
+    let mut wanted: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for (_, parts) in &group {
+        for (b, ids) in parts {
+            wanted.entry(*b).or_default().extend(ids.iter().copied());
+        }
+    }
+    let mut raw: BTreeMap<(usize, u32), (Vec<i64>, Vec<f64>)> = BTreeMap::new();
+    let mut agg: BTreeMap<(usize, u32), aggr::AggrSeries> = BTreeMap::new();
+    for (b, ids) in wanted {
+        let r = &blocks[b];
+        if r.resolution() == 0 {
+            for s in r.read_samples(&ids, min_t, max_t).await? {
+                raw.insert((b, s.series_id), (s.timestamps, s.values));
+            }
+        } else {
+            for (id, a) in r.read_aggregates(&ids, min_t, max_t).await? {
+                agg.insert((b, id), a);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(group.len());
+    for ((labels, _), parts) in group {
+        // (first timestamp, chunk) of every piece, in time order.
+        let mut chunks: Vec<(i64, aggr::AggrChunkData)> = Vec::new();
+        for (b, ids) in parts {
+            for id in ids {
+                if let Some((t, v)) = raw.remove(&(b, id)) {
+                    let first = t.first().copied().unwrap_or(i64::MAX);
+                    let data = aggr::AggrChunkData { raw: Some(t.into_iter().zip(v).collect()), ..Default::default() };
+                    chunks.push((first, data));
+                }
+                if let Some(a) = agg.remove(&(b, id)) {
+                    for r in a.batches() {
+                        let first = a.counter_start[r.start].map_or(a.timestamps[r.start], |s| s.0);
+                        chunks.push((first, aggr::AggrChunkData::from_batch(&a, r, aggregates)));
+                    }
+                }
+            }
+        }
+        chunks.sort_by_key(|c| c.0);
+        let chunks: Vec<aggr::AggrChunkData> = chunks.into_iter().map(|c| c.1).collect();
+        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        aggr::chunks_to_samples(&chunks, aggregates, &mut ts, &mut vs)
+            .map_err(|reason| crate::Error::BadInput { block: format!("series {labels}"), reason })?;
+        let a = ts.partition_point(|&t| t < min_t);
+        let b = ts.partition_point(|&t| t <= max_t);
+        if a < b {
+            out.push((labels, ts[a..b].to_vec(), vs[a..b].to_vec()));
+        }
+    }
+    SeriesBatch::from_series(out)
 }
 
 /// The matchers of `matchers` that the block's external labels do not decide; `None` when an
@@ -538,6 +724,11 @@ fn read_ahead(mut s: SeriesStream) -> SeriesStream {
 #[async_trait]
 impl SeriesSource for BucketSource {
     async fn select(&self, req: &SelectRequest) -> Result<SeriesStream> {
+        if req.hints.max_resolution_ms > 0
+            && let Some(s) = self.select_downsampled(req, &Relabel::default()).await?
+        {
+            return Ok(s);
+        }
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
         let streams: Vec<SeriesStream> = self
             .overlapping(min_t, max_t, &req.matchers)
@@ -561,6 +752,11 @@ impl SeriesSource for BucketSource {
     async fn select_relabelled(&self, req: &SelectRequest, relabel: &Relabel) -> Result<SeriesStream> {
         if relabel.is_identity() {
             return self.select(req).await;
+        }
+        if req.hints.max_resolution_ms > 0
+            && let Some(s) = self.select_downsampled(req, relabel).await?
+        {
+            return Ok(s);
         }
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
         let mut sets: BTreeMap<BTreeMap<String, String>, Vec<SeriesStream>> = BTreeMap::new();

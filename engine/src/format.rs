@@ -34,6 +34,8 @@ pub const READABLE_FORMAT_VERSIONS: [u32; 2] = [1, 2];
 pub const SAMPLES_FILE: &str = "samples.parquet";
 /// File holding one row per series.
 pub const SERIES_FILE: &str = "series.parquet";
+/// File of a downsampled block holding one row per (series, window) (docs/format.md §4a).
+pub const AGGREGATES_FILE: &str = "aggregates.parquet";
 
 /// Column: dense series id (UInt32), in both files.
 pub const COL_SERIES_ID: &str = "series_id";
@@ -57,6 +59,22 @@ pub const COL_VALUE: &str = "value";
 pub const COL_VALUE_INT: &str = "value_int";
 /// Column (v2): `10^e` of the series' mantissas (Float64, every row), samples file.
 pub const COL_VALUE_SCALE: &str = "value_scale";
+/// Column (aggregates file): raw samples in the window (UInt64).
+pub const COL_COUNT: &str = "count";
+/// Column (aggregates file): sum of the window's values (Float64).
+pub const COL_SUM: &str = "sum";
+/// Column (aggregates file): smallest value of the window (Float64).
+pub const COL_MIN: &str = "min";
+/// Column (aggregates file): largest value of the window (Float64).
+pub const COL_MAX: &str = "max";
+/// Column (aggregates file): Thanos's counter aggregate (Float64, nullable).
+pub const COL_COUNTER: &str = "counter";
+/// Column (aggregates file): timestamp of a batch's first raw sample, on its first row (Int64, nullable).
+pub const COL_COUNTER_START_TS: &str = "counter_start_ts";
+/// Column (aggregates file): a batch's first raw value, on its first row (Float64, nullable).
+pub const COL_COUNTER_START: &str = "counter_start";
+/// Column (aggregates file): a batch's last raw value, on its last row (Float64, nullable).
+pub const COL_COUNTER_END: &str = "counter_end";
 /// The metric name label; always a column (first label column) of the series file.
 pub const COL_METRIC_NAME: &str = crate::labels::METRIC_NAME;
 
@@ -105,6 +123,51 @@ pub fn samples_schema(version: u32) -> SchemaRef {
         ]))
     })
     .clone()
+}
+
+/// Arrow schema of `aggregates.parquet` (downsampled blocks, docs/format.md §4a).
+pub fn aggregates_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(COL_SERIES_ID, DataType::UInt32, false),
+            Field::new(COL_TIMESTAMP, DataType::Int64, false),
+            Field::new(COL_COUNT, DataType::UInt64, false),
+            Field::new(COL_SUM, DataType::Float64, false),
+            Field::new(COL_MIN, DataType::Float64, false),
+            Field::new(COL_MAX, DataType::Float64, false),
+            Field::new(COL_COUNTER, DataType::Float64, true),
+            Field::new(COL_COUNTER_START_TS, DataType::Int64, true),
+            Field::new(COL_COUNTER_START, DataType::Float64, true),
+            Field::new(COL_COUNTER_END, DataType::Float64, true),
+        ]))
+    })
+    .clone()
+}
+
+/// Parquet writer properties of `aggregates.parquet`: as `samples.parquet` (sorting, pages, zstd
+/// 3, statistics), integer columns DELTA_BINARY_PACKED, float columns PLAIN.
+pub fn aggregates_writer_properties(kv: Vec<KeyValue>) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_compression(zstd(3))
+        .set_max_row_group_row_count(Some(SAMPLES_ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(SAMPLES_PAGE_ROWS)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![
+            SortingColumn { column_idx: 0, descending: false, nulls_first: false },
+            SortingColumn { column_idx: 1, descending: false, nulls_first: false },
+        ]))
+        .set_key_value_metadata(Some(kv));
+    for c in [COL_SERIES_ID, COL_TIMESTAMP, COL_COUNT, COL_COUNTER_START_TS] {
+        let p = ColumnPath::from(c);
+        b = b.set_column_dictionary_enabled(p.clone(), false).set_column_encoding(p, Encoding::DELTA_BINARY_PACKED);
+    }
+    for c in [COL_SUM, COL_MIN, COL_MAX, COL_COUNTER, COL_COUNTER_START, COL_COUNTER_END] {
+        let p = ColumnPath::from(c);
+        b = b.set_column_dictionary_enabled(p.clone(), false).set_column_encoding(p, Encoding::PLAIN);
+    }
+    b.build()
 }
 
 /// Arrow type of a label column.

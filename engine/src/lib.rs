@@ -4,6 +4,7 @@
 //! the bucket (object storage), and the read contract [`SeriesSource`] with its implementations.
 //! It knows nothing of PromQL, HTTP or gRPC.
 
+pub mod aggr;
 pub mod bucket;
 pub mod bucket_source;
 pub mod chunkenc;
@@ -28,6 +29,7 @@ pub mod verify;
 pub mod wal;
 pub mod writer;
 
+pub use aggr::{AggrRow, AggrSeries, Aggregate};
 pub use bucket::Bucket;
 pub use bucket_source::BucketSource;
 pub use error::{Error, Result};

@@ -31,6 +31,9 @@ const SERIES_PER_READ: usize = 2048;
 pub enum RewriteOutcome {
     /// The block already has the target format.
     AlreadyInFormat,
+    /// A downsampled block: its `aggregates.parquet` has one layout in every format version, so
+    /// there is nothing to rewrite.
+    Downsampled,
     /// The new block existed already (an earlier run was stopped after uploading it); the old one
     /// is now marked for deletion.
     Resumed {
@@ -85,6 +88,9 @@ pub async fn rewrite_block(
     };
     if strata.format_version == to_format {
         return Ok(RewriteOutcome::AlreadyInFormat);
+    }
+    if meta.thanos.downsample.resolution != 0 {
+        return Ok(RewriteOutcome::Downsampled);
     }
     let new_ulid = rewritten_ulid(ulid, to_format)?;
     let new = new_ulid.to_string();

@@ -161,6 +161,12 @@ pub struct SelectHints {
     pub range_ms: i64,
     /// The function around the selector, if any (e.g. `rate`).
     pub func: Option<String>,
+    /// Coarsest downsampling resolution the query accepts (ms): 0 = raw data only (StoreAPI
+    /// `max_resolution_window`). Sources without downsampled data ignore it.
+    pub max_resolution_ms: i64,
+    /// The aggregates of downsampled data to read (StoreAPI `aggregates`; see
+    /// [`crate::aggr::aggregates_for_func`]); empty: as `func` asks.
+    pub aggregates: Vec<crate::aggr::Aggregate>,
 }
 
 /// What to select.

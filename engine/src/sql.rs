@@ -181,8 +181,10 @@ pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Re
     let mut label_names: BTreeSet<String> = BTreeSet::new();
     for u in &blocks {
         let meta = bucket.read_meta(u).await?;
-        if meta.strata.is_none() {
-            continue; // not a Strata block (e.g. a Prometheus block in the same bucket)
+        if meta.strata.is_none() || meta.thanos.downsample.resolution != 0 {
+            // Not a Strata block (e.g. a Prometheus block in the same bucket), or a downsampled
+            // one (aggregates.parquet: not samples).
+            continue;
         }
         let (_, size) = footer_schema(bucket, u, format::SAMPLES_FILE).await?;
         samples_files.push((u.clone(), Bucket::block_path(u, format::SAMPLES_FILE).to_string(), size));

@@ -85,6 +85,9 @@ pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
         }
         Some(s) => s.format_version,
     };
+    // Downsampled blocks hold aggregates.parquet instead of samples.parquet (docs/format.md §4a).
+    let aggregated = meta.thanos.downsample.resolution > 0;
+    let data_file = if aggregated { format::AGGREGATES_FILE } else { format::SAMPLES_FILE };
     let mut sizes = std::collections::HashMap::new();
     for f in &meta.thanos.files {
         let path = Bucket::block_path(ulid, &f.rel_path);
@@ -100,7 +103,7 @@ pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
             Err(_) => r.add(&f.rel_path, "listed in meta.json but missing"),
         }
     }
-    for name in [format::SAMPLES_FILE, format::SERIES_FILE] {
+    for name in [data_file, format::SERIES_FILE] {
         if !meta.thanos.files.iter().any(|f| f.rel_path == name) {
             r.add(META_FILE, format!("thanos.files does not list {name}"));
             if let Ok(o) = bucket.head(&Bucket::block_path(ulid, name)).await {
@@ -111,7 +114,7 @@ pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
 
     // Footers: metadata keys, schema, row counts.
     let mut samples_md = None;
-    for name in [format::SAMPLES_FILE, format::SERIES_FILE] {
+    for name in [data_file, format::SERIES_FILE] {
         let Some(&size) = sizes.get(name) else {
             if !meta.thanos.files.iter().any(|f| f.rel_path == name) {
                 r.add(name, "missing");
@@ -128,7 +131,7 @@ pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
             }
         };
         check_footer(&mut r, name, &md, &meta, version);
-        if name == format::SAMPLES_FILE {
+        if name == data_file {
             samples_md = Some((md, size));
         }
     }
@@ -147,7 +150,11 @@ pub async fn verify_block(bucket: &Bucket, ulid: &str) -> Result<Vec<Problem>> {
     if let Some(ix) = &index {
         check_series(&mut r, ix, &meta);
     }
-    if let Some((md, size)) = samples_md {
+    if aggregated {
+        if let (Some(ix), Some(_)) = (&index, samples_md) {
+            check_aggregates(&mut r, bucket, &meta, ix).await;
+        }
+    } else if let Some((md, size)) = samples_md {
         check_samples(&mut r, bucket, ulid, md, size, index.as_ref(), version).await;
     }
     Ok(r.problems)
@@ -172,7 +179,7 @@ fn check_footer(r: &mut Report, name: &str, md: &ArrowReaderMetadata, meta: &Blo
         other => r.add(name, format!("key-value {} is {other:?}, expected {:?}", format::KV_BLOCK_ULID, meta.ulid)),
     }
     let rows = fm.num_rows() as u64;
-    let (stat, stat_name) = if name == format::SAMPLES_FILE {
+    let (stat, stat_name) = if name != format::SERIES_FILE {
         (meta.stats.num_samples, "stats.numSamples")
     } else {
         (meta.stats.num_series, "stats.numSeries")
@@ -185,9 +192,11 @@ fn check_footer(r: &mut Report, name: &str, md: &ArrowReaderMetadata, meta: &Blo
     {
         r.add(name, format!("has {rows} rows but meta.json strata.files records {want}"));
     }
-    if name == format::SAMPLES_FILE {
+    if name != format::SERIES_FILE {
         let schema = md.schema();
-        for f in format::samples_schema(version).fields() {
+        let want =
+            if name == format::AGGREGATES_FILE { format::aggregates_schema() } else { format::samples_schema(version) };
+        for f in want.fields() {
             match schema.field_with_name(f.name()) {
                 Ok(g) if g.data_type() == f.data_type() => {}
                 Ok(g) => {
@@ -195,6 +204,44 @@ fn check_footer(r: &mut Report, name: &str, md: &ArrowReaderMetadata, meta: &Blo
                 }
                 Err(_) => r.add(name, format!("column {} is missing", f.name())),
             }
+        }
+    }
+}
+
+/// The rows of a downsampled block: per series sorted, well-formed batches, and the series
+/// table's `min_time`/`max_time` what the rows say (the reader checks row counts and batches).
+async fn check_aggregates(r: &mut Report, bucket: &Bucket, meta: &BlockMeta, ix: &SeriesIndex) {
+    let f = format::AGGREGATES_FILE;
+    let reader = match crate::reader::BlockReader::open_with_meta(bucket, &meta.ulid, meta.clone()).await {
+        Ok(x) => x,
+        Err(e) => return r.add(f, format!("cannot be opened: {e}")),
+    };
+    let ids: Vec<u32> = (0..ix.len() as u32).collect();
+    let got = match reader.read_aggregates(&ids, i64::MIN, i64::MAX).await {
+        Ok(g) => g,
+        Err(e) => return r.add(f, format!("cannot be read: {e}")),
+    };
+    if got.len() != ix.len() {
+        r.add(f, format!("{} of {} series have rows", got.len(), ix.len()));
+    }
+    let mut reports = 0;
+    for (id, a) in &got {
+        let i = *id as usize;
+        let first = a.counter_start.iter().flatten().map(|s| s.0).chain(a.timestamps.first().copied()).min();
+        let (min, max) = (first.unwrap_or(i64::MAX), a.timestamps.last().copied().unwrap_or(i64::MIN));
+        if (min, max) != (ix.min_time[i], ix.max_time[i]) && reports < MAX_REPORTS {
+            reports += 1;
+            r.add(
+                format::SERIES_FILE,
+                format!(
+                    "series_id {id}: min_time/max_time {}/{} but its rows span {min}/{max}",
+                    ix.min_time[i], ix.max_time[i]
+                ),
+            );
+        }
+        if (min < meta.min_time || max >= meta.max_time) && reports < MAX_REPORTS {
+            reports += 1;
+            r.add(f, format!("series_id {id}: rows span [{min}, {max}] outside the block range"));
         }
     }
 }

@@ -11,6 +11,10 @@
 //! In format v2 each series' values are split by `values`: decimal-scaled integers where exact
 //! (`value_int` + `value_scale`, one exponent per series), the rest as floats (`value`).
 //!
+//! A downsampled block (`resolution` > 0) takes [`AggrSeries`] through
+//! [`BlockWriter::append_aggr_series`] and writes `aggregates.parquet` instead of
+//! `samples.parquet` (docs/format.md §4a); series.parquet and meta.json are the same.
+//!
 //! A writer dropped without `finish` never writes `meta.json`, so the block stays invisible; its
 //! leftovers are a partial upload that `Bucket::list_partial_blocks` finds and cleanup removes.
 
@@ -26,6 +30,7 @@ use arrow::datatypes::Int32Type;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 
+use crate::aggr::AggrSeries;
 use crate::bucket::Bucket;
 use crate::error::{Error, Result};
 use crate::format::{self, SamplesEncoding};
@@ -94,6 +99,12 @@ pub struct BlockWriter {
     samples: Option<AsyncArrowWriter<BufWriter>>,
     /// Format version written (1 or 2).
     version: u32,
+    /// True for a downsampled block (rows of `aggregates.parquet`).
+    aggregated: bool,
+    /// The data file: `samples.parquet` or `aggregates.parquet`.
+    data_file: &'static str,
+    /// Downsampled blocks: rows not yet handed to the Parquet writer.
+    pending_aggr: AggrSeries,
     pending_ids: Vec<u32>,
     pending_ts: Vec<i64>,
     /// v1: every value; v2: the values of float rows (0 in integer rows).
@@ -136,19 +147,33 @@ impl BlockWriter {
                 reason: format!("empty time range: minTime {} >= maxTime {}", opts.min_time, opts.max_time),
             });
         }
-        let version = enc.format_version();
-        let path = Bucket::block_path(&ulid, format::SAMPLES_FILE);
-        let props =
-            format::samples_writer_properties(enc, format::key_value_metadata(version, &ulid, &opts.external_labels));
+        if opts.resolution < 0 {
+            return Err(Error::BadInput { block: ulid, reason: format!("negative resolution {}", opts.resolution) });
+        }
+        let aggregated = opts.resolution > 0;
+        let (version, data_file) = if aggregated {
+            (format::FORMAT_VERSION, format::AGGREGATES_FILE)
+        } else {
+            (enc.format_version(), format::SAMPLES_FILE)
+        };
+        let path = Bucket::block_path(&ulid, data_file);
+        let kv = format::key_value_metadata(version, &ulid, &opts.external_labels);
+        let (schema, props) = if aggregated {
+            (format::aggregates_schema(), format::aggregates_writer_properties(kv))
+        } else {
+            (format::samples_schema(version), format::samples_writer_properties(enc, kv))
+        };
         let w = BufWriter::new(Arc::clone(bucket.store()), path.clone());
-        let samples = AsyncArrowWriter::try_new(w, format::samples_schema(version), Some(props))
-            .map_err(|e| Error::parquet(&path, e))?;
+        let samples = AsyncArrowWriter::try_new(w, schema, Some(props)).map_err(|e| Error::parquet(&path, e))?;
         Ok(BlockWriter {
             bucket,
             opts,
             ulid,
             samples: Some(samples),
             version,
+            aggregated,
+            data_file,
+            pending_aggr: AggrSeries::default(),
             pending_ids: Vec::new(),
             pending_ts: Vec::new(),
             pending_vs: Vec::new(),
@@ -185,15 +210,10 @@ impl BlockWriter {
                 values.len()
             )));
         }
+        if self.aggregated {
+            return Err(self.bad(format!("series {labels}: a downsampled block takes aggregates, not samples")));
+        }
         let (Some(&first), Some(&last)) = (timestamps.first(), timestamps.last()) else { return Ok(()) };
-        if let Some(prev) = self.series.last()
-            && prev.labels >= *labels
-        {
-            return Err(self.bad(format!("series {labels} does not sort after the previous series {}", prev.labels)));
-        }
-        if labels.iter().any(|l| l.name.is_empty()) {
-            return Err(self.bad(format!("series {labels} has an empty label name")));
-        }
         if let Some(i) = timestamps.windows(2).position(|w| w[0] >= w[1]) {
             return Err(self.bad(format!(
                 "series {labels}: timestamp {} at index {} does not increase after {}",
@@ -202,21 +222,7 @@ impl BlockWriter {
                 timestamps[i]
             )));
         }
-        if first < self.opts.min_time || last >= self.opts.max_time {
-            return Err(self.bad(format!(
-                "series {labels}: samples [{first}, {last}] fall outside the block range [{}, {})",
-                self.opts.min_time, self.opts.max_time
-            )));
-        }
-        let id = u32::try_from(self.series.len()).map_err(|_| self.bad("more than 2^32 series".into()))?;
-        self.series.push(SeriesRow {
-            labels: labels.clone(),
-            min_time: first,
-            max_time: last,
-            num_samples: timestamps.len() as u64,
-            first_row: self.rows,
-        });
-        self.rows += timestamps.len() as u64;
+        let id = self.add_series(labels, first, last, timestamps.len() as u64)?;
         self.pending_ids.extend(std::iter::repeat_n(id, timestamps.len()));
         self.pending_ts.extend_from_slice(timestamps);
         if self.version == 1 {
@@ -232,7 +238,87 @@ impl BlockWriter {
         Ok(())
     }
 
+    /// Checks a new series (order, labels, time range) and records its series row; returns its id.
+    fn add_series(&mut self, labels: &Labels, first: i64, last: i64, rows: u64) -> Result<u32> {
+        if let Some(prev) = self.series.last()
+            && prev.labels >= *labels
+        {
+            return Err(self.bad(format!("series {labels} does not sort after the previous series {}", prev.labels)));
+        }
+        if labels.iter().any(|l| l.name.is_empty()) {
+            return Err(self.bad(format!("series {labels} has an empty label name")));
+        }
+        if first < self.opts.min_time || last >= self.opts.max_time {
+            return Err(self.bad(format!(
+                "series {labels}: samples [{first}, {last}] fall outside the block range [{}, {})",
+                self.opts.min_time, self.opts.max_time
+            )));
+        }
+        let id = u32::try_from(self.series.len()).map_err(|_| self.bad("more than 2^32 series".into()))?;
+        self.series.push(SeriesRow {
+            labels: labels.clone(),
+            min_time: first,
+            max_time: last,
+            num_samples: rows,
+            first_row: self.rows,
+        });
+        self.rows += rows;
+        Ok(id)
+    }
+
+    /// Appends one whole series of a downsampled block (docs/format.md §4a): rows in strictly
+    /// increasing time, well-formed batches ([`AggrSeries::check`]), inside the block's range.
+    /// Series come in strictly increasing label order; a series without rows is skipped.
+    pub async fn append_aggr_series(&mut self, labels: &Labels, rows: &AggrSeries) -> Result<()> {
+        if !self.aggregated {
+            return Err(self.bad(format!("series {labels}: a raw block takes samples, not aggregates")));
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        rows.check().map_err(|e| self.bad(format!("series {labels}: {e}")))?;
+        let first = rows.counter_start.iter().flatten().map(|s| s.0).chain(rows.timestamps.first().copied()).min();
+        let (Some(first), Some(&last)) = (first, rows.timestamps.last()) else { return Ok(()) };
+        let id = self.add_series(labels, first.min(rows.timestamps[0]), last, rows.len() as u64)?;
+        self.pending_ids.extend(std::iter::repeat_n(id, rows.len()));
+        self.pending_aggr.extend_from(rows, 0..rows.len());
+        if self.pending_ids.len() >= WRITE_CHUNK_ROWS {
+            self.flush_samples().await?;
+        }
+        Ok(())
+    }
+
+    /// The pending rows of a downsampled block as a record batch.
+    fn aggr_batch(&mut self) -> Result<RecordBatch> {
+        let a = std::mem::take(&mut self.pending_aggr);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.pending_ids))),
+            Arc::new(Int64Array::from(a.timestamps)),
+            Arc::new(UInt64Array::from(a.count)),
+            Arc::new(Float64Array::from(a.sum)),
+            Arc::new(Float64Array::from(a.min)),
+            Arc::new(Float64Array::from(a.max)),
+            Arc::new(Float64Array::from(a.counter)),
+            Arc::new(a.counter_start.iter().map(|s| s.map(|x| x.0)).collect::<Int64Array>()),
+            Arc::new(a.counter_start.iter().map(|s| s.map(|x| x.1)).collect::<Float64Array>()),
+            Arc::new(Float64Array::from(a.counter_end)),
+        ];
+        RecordBatch::try_new(format::aggregates_schema(), columns)
+            .map_err(|e| Error::arrow(format!("aggregates batch of block {}", self.ulid), e))
+    }
+
     async fn flush_samples(&mut self) -> Result<()> {
+        if self.aggregated {
+            if self.pending_ids.is_empty() {
+                return Ok(());
+            }
+            let batch = self.aggr_batch()?;
+            let path = Bucket::block_path(&self.ulid, self.data_file);
+            return match self.samples.as_mut() {
+                Some(w) => w.write(&batch).await.map_err(|e| Error::parquet(&path, e)),
+                None => Err(self.bad("writer already finished".into())),
+            };
+        }
         if self.pending_ts.is_empty() {
             return Ok(());
         }
@@ -274,7 +360,7 @@ impl BlockWriter {
 
     async fn finish_inner(&mut self) -> Result<BlockMeta> {
         self.flush_samples().await?;
-        let samples_path = Bucket::block_path(&self.ulid, format::SAMPLES_FILE);
+        let samples_path = Bucket::block_path(&self.ulid, self.data_file);
         let series_path = Bucket::block_path(&self.ulid, format::SERIES_FILE);
         if let Some(w) = self.samples.take() {
             w.close().await.map_err(|e| Error::parquet(&samples_path, e))?;
@@ -316,7 +402,7 @@ impl BlockWriter {
                 source: o.source.clone(),
                 files: vec![
                     FileMeta { rel_path: META_FILE.into(), size_bytes: None },
-                    FileMeta { rel_path: format::SAMPLES_FILE.into(), size_bytes: Some(samples_size) },
+                    FileMeta { rel_path: self.data_file.into(), size_bytes: Some(samples_size) },
                     FileMeta { rel_path: format::SERIES_FILE.into(), size_bytes: Some(series_size) },
                 ],
             },
@@ -324,7 +410,7 @@ impl BlockWriter {
                 format_version: self.version,
                 source_ulid: o.source_ulid.clone(),
                 files: vec![
-                    StrataFile { name: format::SAMPLES_FILE.into(), rows: self.rows, schema_version: self.version },
+                    StrataFile { name: self.data_file.into(), rows: self.rows, schema_version: self.version },
                     StrataFile {
                         name: format::SERIES_FILE.into(),
                         rows: self.series.len() as u64,
@@ -574,5 +660,80 @@ pub(crate) mod tests {
         assert_eq!(names.iter().filter(|n| **n == "series_id").count(), 1);
         // Every label set, overflow included, reads back.
         assert_eq!(r.index().labels, series);
+    }
+
+    #[tokio::test]
+    async fn downsampled_block_round_trips_aggregates() {
+        use crate::aggr::{AggrRow, AggrSeries};
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        let u = ulid::Ulid::new();
+        let mut o = BlockWriterOptions::new(u, 0, 10_000_000);
+        o.resolution = crate::aggr::RESOLUTION_5M;
+        let mut w = BlockWriter::new(b.clone(), o).unwrap();
+        let e = w.append_series(&Labels::from_pairs([("__name__", "a")]), &[1], &[1.0]).await.unwrap_err();
+        assert!(e.to_string().contains("takes aggregates"), "{e}");
+        let mut series = Vec::new();
+        for k in 0..3u64 {
+            let mut s = AggrSeries::default();
+            // Two batches: rows 0..4 and 4..6; NaN sums and a missing counter kept as written.
+            for r in 0..6u64 {
+                let t = 299_999 + r as i64 * 300_000;
+                s.push(AggrRow {
+                    t,
+                    count: 10 + r + k,
+                    sum: if r == 2 { f64::NAN } else { r as f64 * 1.5 },
+                    min: -(r as f64),
+                    max: f64::MAX,
+                    counter: (r != 3).then_some(100.0 + r as f64),
+                    counter_start: (r == 0 || r == 4).then_some((t - 299_000, 7.0 + r as f64)),
+                    counter_end: (r == 3 || r == 5).then_some(3.0),
+                });
+            }
+            series.push((Labels::from_pairs([("__name__", "m"), ("i", &*k.to_string())]), s));
+        }
+        for (l, s) in &series {
+            w.append_aggr_series(l, s).await.unwrap();
+        }
+        let meta = w.finish().await.unwrap();
+        assert_eq!(meta.thanos.downsample.resolution, 300_000);
+        assert_eq!((meta.stats.num_series, meta.stats.num_samples), (3, 18));
+        assert_eq!(meta.strata.as_ref().unwrap().files[0].name, format::AGGREGATES_FILE);
+        assert!(dir.path().join(u.to_string()).join(format::AGGREGATES_FILE).exists());
+        assert!(!dir.path().join(u.to_string()).join(format::SAMPLES_FILE).exists());
+        let r = crate::reader::BlockReader::open(&b, &u.to_string()).await.unwrap();
+        assert_eq!(r.resolution(), 300_000);
+        assert!(r.read_samples(&[0], 0, i64::MAX).await.is_err());
+        let got = r.read_aggregates(&[2, 0, 1], i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(got.len(), 3);
+        for ((id, g), (l, want)) in got.iter().zip(&series) {
+            assert_eq!(&r.index().labels[*id as usize], l);
+            assert_eq!(g.timestamps, want.timestamps);
+            assert_eq!(g.count, want.count);
+            assert_eq!(
+                g.sum.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                want.sum.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                (&g.min, &g.max, &g.counter, &g.counter_end),
+                (&want.min, &want.max, &want.counter, &want.counter_end)
+            );
+            assert_eq!(g.counter_start, want.counter_start);
+        }
+        // A time range touching only the second batch returns that whole batch.
+        let got = r.read_aggregates(&[1], 1_300_000, 1_400_000).await.unwrap();
+        assert_eq!(got[0].1.timestamps, vec![1_499_999, 1_799_999]);
+        // Malformed batches are refused, naming the series.
+        let mut w = BlockWriter::new(b.clone(), {
+            let mut o = BlockWriterOptions::new(ulid::Ulid::new(), 0, 10_000_000);
+            o.resolution = 300_000;
+            o
+        })
+        .unwrap();
+        let mut bad = series[0].1.clone();
+        bad.counter_end[5] = None;
+        let e = w.append_aggr_series(&series[0].0, &bad).await.unwrap_err().to_string();
+        assert!(e.contains("no counter_end") && e.contains("m"), "{e}");
+        w.abort().await;
     }
 }

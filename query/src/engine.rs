@@ -53,6 +53,10 @@ pub struct EngineOptions {
     /// over many series uses several cores; default: the machine's cores. 1 runs every query
     /// on one task.
     pub partitions: usize,
+    /// Coarsest downsampled resolution (ms) the query may read (Thanos's `max_source_resolution`;
+    /// 0 = raw data only, the default). Selectors ask their sources for the aggregates their
+    /// function needs ([`engine::aggr::aggregates_for_func`]); `resets()` always reads raw data.
+    pub max_source_resolution_ms: i64,
 }
 
 impl Default for EngineOptions {
@@ -65,6 +69,7 @@ impl Default for EngineOptions {
             enable_delayed_name_removal: false,
             use_start_timestamps: false,
             partitions: crate::plan::partitions::default_partitions(),
+            max_source_resolution_ms: 0,
         }
     }
 }
@@ -224,6 +229,7 @@ impl Engine {
             query_step: step,
             default_subquery_step: DEFAULT_SUBQUERY_STEP_MS,
             use_start_timestamps: self.inner.opts.use_start_timestamps,
+            max_source_resolution: self.inner.opts.max_source_resolution_ms,
         }
     }
 

@@ -64,6 +64,8 @@ pub(crate) struct Planner {
     pub(crate) default_subquery_step: i64,
     /// Scans under `rate`, `increase`, `irate` and `resets` read start timestamps.
     pub(crate) use_start_timestamps: bool,
+    /// Coarsest downsampled resolution scans may read (ms; 0 = raw only).
+    pub(crate) max_source_resolution: i64,
 }
 
 /// Milliseconds of a parser duration.
@@ -253,6 +255,9 @@ impl Planner {
             step_ms,
             func: func.map(str::to_string),
             start_timestamps,
+            // resets() reads raw data only: the counter aggregate hides the resets it counts
+            // (Thanos answers 0 there, thanos-io/thanos#3644).
+            max_resolution_ms: if func == Some("Resets") { 0 } else { self.max_source_resolution },
         };
         Ok(series_scan::plan(spec))
     }
@@ -482,6 +487,7 @@ impl Planner {
             step_ms: grid.step,
             func: Some("info".into()),
             start_timestamps: false,
+            max_resolution_ms: 0,
         };
         let scan = series_scan::plan(scan);
         let select = InstantSelectSpec { grid, lookback: self.lookback, shift: reference, sample_timestamp: true };

@@ -1,5 +1,8 @@
 //! [`BlockReader`]: one block of format v1 or v2, opened from a bucket.
 //!
+//! A downsampled block (resolution > 0) has `aggregates.parquet` instead of `samples.parquet`;
+//! its rows are read with [`BlockReader::read_aggregates`] (`read_samples` refuses it).
+//!
 //! Opening reads `meta.json`, loads `series.parquet` whole into memory (Arrow, plus the decoded
 //! label sets) and the footer and page index of `samples.parquet`. Matchers resolve on the cached
 //! series table; samples of the chosen series are read with a Parquet `RowSelection` built from each
@@ -84,13 +87,15 @@ impl BlockReader {
         }
         let index = read_series_index(bucket, ulid).await?;
 
-        let samples_path = Bucket::block_path(ulid, format::SAMPLES_FILE);
+        let aggregated = meta.thanos.downsample.resolution > 0;
+        let data_file = if aggregated { format::AGGREGATES_FILE } else { format::SAMPLES_FILE };
+        let samples_path = Bucket::block_path(ulid, data_file);
         let samples_size = bucket.head(&samples_path).await?.size;
         let mut r = ObjectReader::new(bucket.store(), &samples_path, samples_size);
         let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let samples_meta =
             ArrowReaderMetadata::load_async(&mut r, opts).await.map_err(|e| Error::parquet(&samples_path, e))?;
-        let want = format::samples_schema(format_version);
+        let want = if aggregated { format::aggregates_schema() } else { format::samples_schema(format_version) };
         for f in want.fields() {
             match samples_meta.schema().field_with_name(f.name()) {
                 Ok(g) if g.data_type() == f.data_type() => {}
@@ -127,6 +132,11 @@ impl BlockReader {
     /// The block's meta.json.
     pub fn meta(&self) -> &BlockMeta {
         &self.meta
+    }
+
+    /// Downsampling resolution of the block in ms (0 = raw; see [`BlockReader::read_aggregates`]).
+    pub fn resolution(&self) -> i64 {
+        self.meta.thanos.downsample.resolution
     }
 
     /// The block's storage format version (`strata.format_version`).

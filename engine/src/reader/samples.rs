@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
 use futures::TryStreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::RowSelection;
@@ -16,6 +16,7 @@ use parquet::file::metadata::ParquetMetaData;
 use super::BlockReader;
 use super::object_reader::ObjectReader;
 use super::page_cache::{DecodedPage, PageCache};
+use crate::aggr::AggrSeries;
 use crate::error::{Error, Result};
 use crate::format;
 
@@ -111,6 +112,12 @@ impl BlockReader {
         ids.dedup();
         let path = &self.samples_path;
         let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
+        if self.resolution() > 0 {
+            return Err(bad(format!(
+                "block of resolution {} ms holds aggregates, not raw samples (read_aggregates)",
+                self.resolution()
+            )));
+        }
         if let Some(&i) = ids.iter().find(|&&i| i as usize >= self.index.len()) {
             return Err(bad(format!("series_id {i} is not in the block ({} series)", self.index.len())));
         }
@@ -183,6 +190,118 @@ impl BlockReader {
         Ok(out)
     }
 
+    /// Reads the rows of `ids` (any order; duplicates ignored) of a downsampled block, keeping the
+    /// whole batches (docs/format.md §4a) that overlap `[min_t, max_t]`. Returns one entry per
+    /// id, ascending; series without such a batch are left out.
+    pub async fn read_aggregates(&self, ids: &[u32], min_t: i64, max_t: i64) -> Result<Vec<(u32, AggrSeries)>> {
+        let mut ids: Vec<u32> = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let path = &self.samples_path;
+        let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
+        if self.resolution() <= 0 {
+            return Err(bad("a raw block holds samples, not aggregates (read_samples)".into()));
+        }
+        if let Some(&i) = ids.iter().find(|&&i| i as usize >= self.index.len()) {
+            return Err(bad(format!("series_id {i} is not in the block ({} series)", self.index.len())));
+        }
+        ids.retain(|&i| self.index.min_time[i as usize] <= max_t && self.index.max_time[i as usize] >= min_t);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let total_rows = self.total_rows();
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        for &i in &ids {
+            let a = self.index.first_row[i as usize] as usize;
+            let r = a..a + self.index.num_samples[i as usize] as usize;
+            if r.end > total_rows {
+                return Err(bad(format!("series rows end at {} but the file has {total_rows} rows", r.end)));
+            }
+            match ranges.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => ranges.push(r),
+            }
+        }
+        let all = self.read_aggr_rows(&ranges).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut at = 0usize;
+        for &i in &ids {
+            let n = self.index.num_samples[i as usize] as usize;
+            let mut one = AggrSeries::default();
+            one.extend_from(&all, at..at + n);
+            at += n;
+            one.check().map_err(|e| bad(format!("series_id {i}: {e}")))?;
+            let keep = one.batches_overlapping(min_t, max_t);
+            if keep.is_empty() {
+                continue;
+            }
+            if keep.len() == one.batches().len() {
+                out.push((i, one));
+                continue;
+            }
+            let mut cut = AggrSeries::default();
+            for r in keep {
+                cut.extend_from(&one, r);
+            }
+            out.push((i, cut));
+        }
+        Ok(out)
+    }
+
+    /// The rows of `ranges` (ascending, non-adjacent global row ranges) of `aggregates.parquet`.
+    async fn read_aggr_rows(&self, ranges: &[Range<usize>]) -> Result<AggrSeries> {
+        let path = &self.samples_path;
+        let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
+        let md = self.samples_meta.metadata();
+        let (groups, selection) = row_group_selection(md, ranges);
+        let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| Error::parquet(path, e))?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::parquet(path, e))?;
+        let mut out = AggrSeries::default();
+        for b in &batches {
+            let f = |name: &str| b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Float64Type>());
+            let i = |name: &str| b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
+            let count = b.column_by_name(format::COL_COUNT).and_then(|c| c.as_primitive_opt::<UInt64Type>());
+            let (Some(t), Some(count), Some(sum), Some(min), Some(max), Some(counter), Some(st), Some(sv), Some(end)) = (
+                i(format::COL_TIMESTAMP),
+                count,
+                f(format::COL_SUM),
+                f(format::COL_MIN),
+                f(format::COL_MAX),
+                f(format::COL_COUNTER),
+                i(format::COL_COUNTER_START_TS),
+                f(format::COL_COUNTER_START),
+                f(format::COL_COUNTER_END),
+            ) else {
+                return Err(bad("aggregate columns are missing or have wrong types".into()));
+            };
+            out.timestamps.extend_from_slice(t.values());
+            out.count.extend_from_slice(count.values());
+            out.sum.extend_from_slice(sum.values());
+            out.min.extend_from_slice(min.values());
+            out.max.extend_from_slice(max.values());
+            out.counter.extend(counter.iter());
+            for (a, b) in st.iter().zip(sv.iter()) {
+                out.counter_start.push(match (a, b) {
+                    (Some(a), Some(b)) => Some((a, b)),
+                    (None, None) => None,
+                    _ => return Err(bad("counter_start_ts and counter_start are not set together".into())),
+                });
+            }
+            out.counter_end.extend(end.iter());
+        }
+        let want: usize = ranges.iter().map(|r| r.len()).sum();
+        if out.len() != want {
+            return Err(bad(format!("read {} aggregate rows, expected {want}", out.len())));
+        }
+        Ok(out)
+    }
+
     fn total_rows(&self) -> usize {
         self.samples_meta.metadata().row_groups().iter().map(|rg| rg.num_rows() as usize).sum()
     }
@@ -241,33 +360,8 @@ impl BlockReader {
     async fn read_rows(&self, ranges: &[Range<usize>]) -> Result<(Vec<i64>, Vec<f64>)> {
         let path = &self.samples_path;
         let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
-        // Row groups touched, and the selection relative to them.
         let md = self.samples_meta.metadata();
-        let mut rg_start = Vec::with_capacity(md.num_row_groups());
-        let mut acc = 0usize;
-        for rg in md.row_groups() {
-            rg_start.push((acc, acc + rg.num_rows() as usize));
-            acc += rg.num_rows() as usize;
-        }
-        let groups: Vec<usize> = rg_start
-            .iter()
-            .enumerate()
-            .filter(|(_, (s, e))| ranges.iter().any(|r| r.start < *e && r.end > *s))
-            .map(|(g, _)| g)
-            .collect();
-        let mut rel: Vec<Range<usize>> = Vec::new();
-        let mut base = 0usize;
-        for &g in &groups {
-            let (s, e) = rg_start[g];
-            for r in ranges {
-                let (a, b) = (r.start.max(s), r.end.min(e));
-                if a < b {
-                    rel.push(base + a - s..base + b - s);
-                }
-            }
-            base += e - s;
-        }
-        let selection = RowSelection::from_consecutive_ranges(rel.into_iter(), base);
+        let (groups, selection) = row_group_selection(md, ranges);
         let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
         let v2 = self.format_version >= 2;
         let columns: &[&str] = if v2 {
@@ -308,6 +402,35 @@ impl BlockReader {
         }
         Ok((ts, vs))
     }
+}
+
+/// The row groups that `ranges` (global row ranges) touch and the selection relative to them.
+fn row_group_selection(md: &ParquetMetaData, ranges: &[Range<usize>]) -> (Vec<usize>, RowSelection) {
+    let mut rg_start = Vec::with_capacity(md.num_row_groups());
+    let mut acc = 0usize;
+    for rg in md.row_groups() {
+        rg_start.push((acc, acc + rg.num_rows() as usize));
+        acc += rg.num_rows() as usize;
+    }
+    let groups: Vec<usize> = rg_start
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, e))| ranges.iter().any(|r| r.start < *e && r.end > *s))
+        .map(|(g, _)| g)
+        .collect();
+    let mut rel: Vec<Range<usize>> = Vec::new();
+    let mut base = 0usize;
+    for &g in &groups {
+        let (s, e) = rg_start[g];
+        for r in ranges {
+            let (a, b) = (r.start.max(s), r.end.min(e));
+            if a < b {
+                rel.push(base + a - s..base + b - s);
+            }
+        }
+        base += e - s;
+    }
+    (groups, RowSelection::from_consecutive_ranges(rel.into_iter(), base))
 }
 
 #[cfg(test)]

@@ -224,19 +224,27 @@ impl QueryOpts {
             }
             None => server_timeout,
         };
-        let engine = match f.get_non_empty("lookback_delta") {
+        let lookback = match f.get_non_empty("lookback_delta") {
             Some(d) => {
                 let ms = parse_duration(d).map_err(|e| invalid_param("lookback_delta", e))?;
                 if ms < 0 {
                     return Err(invalid_param("lookback_delta", "lookback delta must not be negative"));
                 }
-                let mut opts = s.inner.config.engine.clone();
-                if ms > 0 {
-                    opts.lookback_delta_ms = ms;
-                }
-                Some(Engine::new(Arc::clone(&s.inner.source), opts))
+                Some(ms)
             }
             None => None,
+        };
+        let max_res = max_source_resolution(f, step_ms, s.inner.config.auto_downsampling)?;
+        let engine = if lookback.is_some() || max_res > 0 {
+            let mut opts = s.inner.config.engine.clone();
+            if let Some(ms) = lookback.filter(|&ms| ms > 0) {
+                opts.lookback_delta_ms = ms;
+            }
+            opts.lookback_delta_ms = dynamic_lookback(opts.lookback_delta_ms, max_res);
+            opts.max_source_resolution_ms = max_res;
+            Some(Engine::new(Arc::clone(&s.inner.source), opts))
+        } else {
+            None
         };
         let limit = parse_limit(f)?;
         let stats_param = f.get_non_empty("stats");
@@ -245,7 +253,7 @@ impl QueryOpts {
             .map(|v| format!("stats={v:?} is deprecated; use stats=all"));
         let explain = parse_bool(f, "explain", false)?;
         let analyze = parse_bool(f, "analyze", false)?;
-        check_query_params(f, step_ms)?;
+        check_query_params(f)?;
         Ok(QueryOpts { timeout, engine, limit, stats: stats_param.is_some(), stats_warning, explain, analyze })
     }
 
@@ -254,30 +262,40 @@ impl QueryOpts {
     }
 }
 
-/// Validates the Thanos query parameters of `query` and `query_range` that are not read options.
-/// `max_source_resolution` asks for downsampled data, which Strata cannot read yet: only a raw
-/// resolution (0, or `auto` where it means 0) is accepted. `step_ms` is 0 for instant queries.
-fn check_query_params(f: &Form, step_ms: i64) -> Result<()> {
-    if let Some(r) = f.get_non_empty("max_source_resolution") {
-        // Thanos: `auto` is step/5 for range queries, the instant default (raw) otherwise.
-        let ms = if r == "auto" {
-            step_ms / 5
-        } else {
-            parse_duration(r).map_err(|e| invalid_param("max_source_resolution", e))?
-        };
-        if ms < 0 {
-            return Err(invalid_param("max_source_resolution", "negative resolutions are not accepted"));
-        }
-        if ms > 0 {
-            return Err(invalid_param(
-                "max_source_resolution",
-                format!(
-                    "{r:?} ({ms} ms) asks for downsampled data, which Strata does not read yet: it reads raw \
-                     samples only; leave the parameter out or use 0"
-                ),
-            ));
-        }
+/// Thanos's `max_source_resolution` (ms): a duration, `auto` (range queries: step / 5; instant
+/// queries: raw), or with `--query.auto-downsampling` `auto` when the parameter is absent.
+/// `step_ms` is 0 for instant queries.
+fn max_source_resolution(f: &Form, step_ms: i64, auto_downsampling: bool) -> Result<i64> {
+    let param = f.get_non_empty("max_source_resolution");
+    let ms = match param {
+        Some("auto") => step_ms / 5,
+        Some(r) => parse_duration(r).map_err(|e| invalid_param("max_source_resolution", e))?,
+        None if auto_downsampling => step_ms / 5,
+        None => 0,
+    };
+    if ms < 0 {
+        return Err(invalid_param("max_source_resolution", "negative resolutions are not accepted"));
     }
+    Ok(ms)
+}
+
+/// Thanos's dynamic lookback delta (`--query.dynamic-lookback-delta`, on by default): reading
+/// data coarser than the lookback delta, instant selectors look back one window of that
+/// resolution (5m, or 1h once 1h data may be read).
+fn dynamic_lookback(lookback_ms: i64, max_res_ms: i64) -> i64 {
+    use engine::aggr::{RESOLUTION_1H, RESOLUTION_5M};
+    if max_res_ms > lookback_ms.max(RESOLUTION_5M) {
+        lookback_ms.max(RESOLUTION_1H)
+    } else if max_res_ms > lookback_ms {
+        lookback_ms.max(RESOLUTION_5M)
+    } else {
+        lookback_ms
+    }
+}
+
+/// Validates the Thanos query parameters of `query` and `query_range` that are not read options
+/// (`max_source_resolution` is read by [`max_source_resolution`]).
+fn check_query_params(f: &Form) -> Result<()> {
     match f.get_non_empty("engine") {
         None | Some("prometheus" | "thanos") => Ok(()),
         Some(other) => Err(invalid_param("engine", format!("bad engine {other:?}: use prometheus or thanos"))),

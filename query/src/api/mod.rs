@@ -53,11 +53,19 @@ pub struct ApiConfig {
     pub max_concurrent: usize,
     /// Command-line flags reported by `/api/v1/status/flags` (name without dashes -> value).
     pub flags: BTreeMap<String, String>,
+    /// `--query.auto-downsampling`: queries without `max_source_resolution` read downsampled data
+    /// as `auto` does (range queries: up to step / 5).
+    pub auto_downsampling: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { engine: EngineOptions::default(), max_concurrent: 20, flags: BTreeMap::new() }
+        ApiConfig {
+            engine: EngineOptions::default(),
+            max_concurrent: 20,
+            flags: BTreeMap::new(),
+            auto_downsampling: false,
+        }
     }
 }
 

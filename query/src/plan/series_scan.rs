@@ -74,6 +74,8 @@ pub(crate) struct ScanSpec {
     /// Emit the sources' start timestamps as a fourth column (see
     /// [`super::prom_schema_with_start_timestamps`]); null where a source has none.
     pub(crate) start_timestamps: bool,
+    /// Coarsest downsampled resolution the scan may read (ms; 0 = raw only).
+    pub(crate) max_resolution_ms: i64,
 }
 
 /// The logical scan of `spec`, with the four-column schema when it reads start timestamps.
@@ -116,6 +118,9 @@ impl ScanSpec {
         write!(f, ", range=[{}, {}]", self.min_t, self.max_t)?;
         if self.start_timestamps {
             f.write_str(", start_timestamps")?;
+        }
+        if self.max_resolution_ms > 0 {
+            write!(f, ", max_resolution={}ms", self.max_resolution_ms)?;
         }
         Ok(())
     }
@@ -288,7 +293,17 @@ impl SeriesScanExec {
         let cut = self.partitions > 1;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fut = async move {
-            let hints = SelectHints { step_ms: spec.step_ms, range_ms: spec.range_ms, func: spec.func.clone() };
+            let hints = SelectHints {
+                step_ms: spec.step_ms,
+                range_ms: spec.range_ms,
+                func: spec.func.clone(),
+                max_resolution_ms: spec.max_resolution_ms,
+                aggregates: if spec.max_resolution_ms > 0 {
+                    engine::aggr::aggregates_for_func(spec.func.as_deref())
+                } else {
+                    Vec::new()
+                },
+            };
             let mut reqs = Vec::new();
             for set in &spec.matcher_sets {
                 let matchers = set.iter().map(MatcherSpec::to_matcher).collect::<Result<Vec<_>>>().map_err(to_df)?;

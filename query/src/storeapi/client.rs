@@ -251,7 +251,8 @@ impl Remote {
         opts: &CallOptions,
         tx: &tokio::sync::mpsc::Sender<engine::Result<SeriesBatch>>,
     ) -> Result<(), Stop> {
-        let mut dec = SeriesDecoder::new(&self.name, req.min_time, req.max_time);
+        let mut dec = SeriesDecoder::new(&self.name, req.min_time, req.max_time)
+            .with_aggregates(super::convert::aggregates_from_proto(&req.aggregates));
         let mut frames = tokio::select! {
             f = self.open_series(req, opts) => f?,
             () = tx.closed() => return Err(Stop::Closed),
@@ -372,31 +373,21 @@ pub(crate) struct CallOptions {
     pub(crate) partial: Partial,
 }
 
-/// Prometheus's name of a function as the planner spells it (`SumOverTime` -> `sum_over_time`).
-fn prom_func_name(f: &str) -> String {
-    let mut out = String::with_capacity(f.len() + 4);
-    for (i, c) in f.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The `thanos.Store/Series` request of a select: raw data only (`max_resolution_window` 0), the
-/// partial response strategy, PromQL hints, and `without_replica_labels` when given.
+/// The `thanos.Store/Series` request of a select: the coarsest resolution the query accepts
+/// (`max_resolution_window`) with the aggregates its function reads, the partial response
+/// strategy, PromQL hints, and `without_replica_labels` when given.
 pub(crate) fn series_request(req: &SelectRequest, without_replica_labels: Vec<String>, abort: bool) -> SeriesRequest {
-    let func = req.hints.func.as_deref().filter(|f| *f != "Matrix").map(prom_func_name);
+    let func = req.hints.func.as_deref().filter(|f| *f != "Matrix").map(engine::aggr::prom_func_name);
     SeriesRequest {
         min_time: req.min_t,
         max_time: req.max_t,
         matchers: matchers_to_proto(&req.matchers),
-        max_resolution_window: 0,
+        max_resolution_window: req.hints.max_resolution_ms.max(0),
+        aggregates: if req.hints.max_resolution_ms > 0 {
+            super::convert::aggregates_to_proto(&req.hints.aggregates)
+        } else {
+            Vec::new()
+        },
         partial_response_strategy: strategy(abort),
         query_hints: Some(QueryHints {
             step_millis: req.hints.step_ms,
@@ -440,6 +431,8 @@ pub(crate) struct SeriesDecoder {
     /// Scratch: the end time of each track, and each chunk's track.
     track_end: Vec<i64>,
     track_of: Vec<usize>,
+    /// The aggregates the request asked for (read from downsampled chunks).
+    aggregates: Vec<engine::aggr::Aggregate>,
 }
 
 impl SeriesDecoder {
@@ -454,7 +447,49 @@ impl SeriesDecoder {
             out: BatchBuilder::default(),
             track_end: Vec::new(),
             track_of: Vec::new(),
+            aggregates: Vec::new(),
         }
+    }
+
+    /// Reads chunks holding downsampled aggregates (no `raw`) as the samples `aggregates` give
+    /// ([`engine::aggr::chunks_to_samples`]); without aggregates such chunks are an error.
+    pub(crate) fn with_aggregates(mut self, aggregates: Vec<engine::aggr::Aggregate>) -> Self {
+        self.aggregates = aggregates;
+        self
+    }
+
+    /// A series with downsampled chunks: every chunk (raw or aggregates) decoded, then turned
+    /// into the samples the requested aggregates give, as one track.
+    fn close_downsampled(&mut self, labels: Labels, mut chunks: Vec<AggrChunk>) -> engine::Result<()> {
+        chunks.sort_by_key(|c| c.min_time);
+        let mut data = Vec::with_capacity(chunks.len());
+        for c in &chunks {
+            let dec = |ch: &Option<proto::thanos::Chunk>| -> engine::Result<Option<Vec<(i64, f64)>>> {
+                match ch {
+                    Some(x) if x.r#type == Encoding::Xor as i32 => chunkenc::decode(&x.data)
+                        .map(Some)
+                        .map_err(|e| self.err(format!("series {labels}: chunk [{}, {}]: {e}", c.min_time, c.max_time))),
+                    _ => Ok(None),
+                }
+            };
+            data.push(engine::aggr::AggrChunkData {
+                raw: dec(&c.raw)?,
+                count: dec(&c.count)?,
+                sum: dec(&c.sum)?,
+                min: dec(&c.min)?,
+                max: dec(&c.max)?,
+                counter: dec(&c.counter)?,
+            });
+        }
+        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        engine::aggr::chunks_to_samples(&data, &self.aggregates, &mut ts, &mut vs)
+            .map_err(|e| self.err(format!("series {labels}: {e}")))?;
+        let start = self.out.ts.len();
+        let (lo, hi) = (ts.partition_point(|&t| t < self.min_t), ts.partition_point(|&t| t <= self.max_t));
+        self.out.ts.extend_from_slice(&ts[lo..hi]);
+        self.out.vs.extend_from_slice(&vs[lo..hi]);
+        self.out.close_series(labels, start);
+        Ok(())
     }
 
     fn err(&self, reason: String) -> engine::Error {
@@ -509,6 +544,9 @@ impl SeriesDecoder {
         let mut chunks = std::mem::take(&mut self.chunks);
         let (min_t, max_t) = (self.min_t, self.max_t);
         chunks.retain(|c| c.max_time >= min_t && c.min_time <= max_t);
+        if !self.aggregates.is_empty() && chunks.iter().any(|c| c.raw.is_none()) {
+            return self.close_downsampled(labels, chunks);
+        }
         let mut histograms = 0usize;
         for c in &chunks {
             match &c.raw {
@@ -524,8 +562,8 @@ impl SeriesDecoder {
                 },
                 None => {
                     return Err(self.err(format!(
-                        "series {labels}: chunk [{}, {}] holds downsampled aggregates only; Strata asked for raw \
-                         data (max_resolution_window 0) and does not read downsampled chunks yet",
+                        "series {labels}: chunk [{}, {}] holds downsampled aggregates only, but Strata asked for \
+                         raw data (max_resolution_window 0)",
                         c.min_time, c.max_time
                     )));
                 }
@@ -806,6 +844,32 @@ mod tests {
         let e = d.finish(&mut vec![]).unwrap_err().to_string();
         assert!(e.starts_with("store:1: series d: chunk [0, 9] holds downsampled aggregates only"), "{e}");
 
+        // Asked for aggregates, a Thanos store's AggrChunks are read as Thanos's querier reads them.
+        use engine::aggr::Aggregate;
+        let down = |aggs: Vec<Aggregate>| {
+            let mut d = SeriesDecoder::new("store:1", 0, 1000).with_aggregates(aggs);
+            let a = AggrChunk {
+                min_time: 0,
+                max_time: 599,
+                count: chunk(&[(299, 2.0), (599, 4.0)]).raw,
+                sum: chunk(&[(299, 10.0), (599, 8.0)]).raw,
+                counter: chunk(&[(5, 3.0), (299, 7.0), (599, 9.0), (599, 2.0)]).raw,
+                ..Default::default()
+            };
+            // A raw chunk after it: its first value 1 < the last raw value 2 is a counter reset.
+            let r = chunk(&[(700, 1.0), (800, 4.0)]);
+            d.push(series(&[("__name__", "d")], vec![r, a]), &mut vec![]).unwrap();
+            entries(&d.finish(&mut vec![]).unwrap().unwrap())
+        };
+        assert_eq!(
+            down(vec![Aggregate::Count, Aggregate::Sum])[0].1,
+            vec![(299, 5.0), (599, 2.0), (700, 1.0), (800, 4.0)]
+        );
+        assert_eq!(
+            down(vec![Aggregate::Counter])[0].1,
+            vec![(5, 3.0), (299, 7.0), (599, 9.0), (700, 10.0), (800, 13.0)]
+        );
+
         let mut d = SeriesDecoder::new("store:1", 0, 10);
         let mut bad = chunk(&[(0, 1.0), (1, 2.0)]);
         bad.raw.as_mut().unwrap().data.truncate(3);
@@ -820,10 +884,22 @@ mod tests {
             matchers: vec![Matcher::equal("__name__", "up")],
             min_t: 1,
             max_t: 2,
-            hints: engine::SelectHints { step_ms: 15_000, range_ms: 300_000, func: Some("SumOverTime".into()) },
+            hints: engine::SelectHints {
+                step_ms: 15_000,
+                range_ms: 300_000,
+                func: Some("SumOverTime".into()),
+                ..Default::default()
+            },
         };
         let sr = series_request(&req, vec!["replica".into()], true);
         assert_eq!((sr.min_time, sr.max_time, sr.max_resolution_window), (1, 2, 0));
+        assert!(sr.aggregates.is_empty());
+        let mut down = req.clone();
+        down.hints.max_resolution_ms = 300_000;
+        down.hints.aggregates = engine::aggr::aggregates_for_func(Some("AvgOverTime"));
+        let ds = series_request(&down, vec![], false);
+        assert_eq!(ds.max_resolution_window, 300_000);
+        assert_eq!(ds.aggregates, vec![proto::thanos::Aggr::Count as i32, proto::thanos::Aggr::Sum as i32]);
         assert_eq!(sr.partial_response_strategy, PartialResponseStrategy::Abort as i32);
         assert_eq!(sr.without_replica_labels, vec!["replica".to_string()]);
         let h = sr.query_hints.unwrap();
@@ -832,7 +908,7 @@ mod tests {
             (15_000, "sum_over_time".into(), 300_000)
         );
         assert_eq!(sr.matchers.len(), 1);
-        assert_eq!(prom_func_name("rate"), "rate");
+        assert_eq!(engine::aggr::prom_func_name("rate"), "rate");
     }
 
     #[tokio::test]

@@ -19,6 +19,42 @@ use proto::prometheus::{Label as PbLabel, LabelMatcher as PbMatcher, label_match
 
 use crate::error::{Error, Result};
 
+/// The downsampled aggregates a `SeriesRequest.aggregates` list asks for (`RAW` and unknown
+/// values left out), in request order.
+pub(crate) fn aggregates_from_proto(aggrs: &[i32]) -> Vec<engine::aggr::Aggregate> {
+    use engine::aggr::Aggregate;
+    use proto::thanos::Aggr;
+    aggrs
+        .iter()
+        .filter_map(|&a| match Aggr::try_from(a).ok()? {
+            Aggr::Count => Some(Aggregate::Count),
+            Aggr::Sum => Some(Aggregate::Sum),
+            Aggr::Min => Some(Aggregate::Min),
+            Aggr::Max => Some(Aggregate::Max),
+            Aggr::Counter => Some(Aggregate::Counter),
+            Aggr::Raw => None,
+        })
+        .collect()
+}
+
+/// The `SeriesRequest.aggregates` values of `aggrs`.
+pub(crate) fn aggregates_to_proto(aggrs: &[engine::aggr::Aggregate]) -> Vec<i32> {
+    use engine::aggr::Aggregate;
+    use proto::thanos::Aggr;
+    aggrs
+        .iter()
+        .map(|a| {
+            (match a {
+                Aggregate::Count => Aggr::Count,
+                Aggregate::Sum => Aggr::Sum,
+                Aggregate::Min => Aggr::Min,
+                Aggregate::Max => Aggr::Max,
+                Aggregate::Counter => Aggr::Counter,
+            }) as i32
+        })
+        .collect()
+}
+
 /// The engine's match operator as the wire enum.
 pub fn match_op_to_proto(op: MatchOp) -> PbMatchType {
     match op {

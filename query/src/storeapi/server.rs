@@ -22,8 +22,11 @@
 //! Request hints (`hintspb.*RequestHints`) are checked (a wrong type or a bad block matcher is
 //! `InvalidArgument`, as in Thanos) but their block matchers are not applied: the source has no
 //! notion of blocks here, which the spec allows. No response hints are sent (they would have to
-//! name the blocks queried). Downsampled data is not served: every chunk is `raw`, whatever
-//! `max_resolution_window` and `aggregates` ask, as the spec says for raw blocks.
+//! name the blocks queried). With `max_resolution_window` > 0 a bucket source reads downsampled
+//! blocks too (Thanos's choice of blocks) and answers each series with the samples the requested
+//! `aggregates` give (the counter with resets removed, count+sum as their average), sent as `raw`
+//! XOR chunks: a Thanos querier reads raw chunks for any aggregate, so its answers are the ones
+//! AggrChunks would give. (Separate `count`/`sum`/... chunks are not sent.)
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -407,6 +410,8 @@ impl StoreApi {
                 step_ms: hints.map_or(req.step, |h| h.step_millis),
                 range_ms: hints.and_then(|h| h.range.as_ref()).map_or(req.range, |r| r.millis),
                 func: hints.and_then(|h| h.func.as_ref()).map(|f| f.name.clone()).filter(|f| !f.is_empty()),
+                max_resolution_ms: req.max_resolution_window.max(0),
+                aggregates: super::convert::aggregates_from_proto(&req.aggregates),
             },
         };
         let source = &self.inner.source;

@@ -373,17 +373,15 @@ async fn thanos_read_parameters_act() {
     assert_eq!(v["data"], json!(["__name__", "code", "job"]));
     let (_, v) = get(&r, "/api/v1/label/instance/values?replicaLabels[]=instance").await;
     assert_eq!(v["data"], json!([]));
-    // Raw resolutions are fine; downsampled ones are refused, not ignored.
-    for ok in ["0", "0s", "auto"] {
+    // Any resolution is accepted (over raw data the answer is the raw one); negative ones are not.
+    for ok in ["0", "0s", "auto", "5m", "1h"] {
         let (st, v) = get(&r, &format!("/api/v1/query?query=up&time=120&max_source_resolution={ok}")).await;
         assert_eq!(st, StatusCode::OK, "{ok}: {v}");
     }
+    let (st, v) = get(&r, "/api/v1/query_range?query=up&start=0&end=600&step=60&max_source_resolution=auto").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     for (uri, want) in [
-        ("/api/v1/query?query=up&time=120&max_source_resolution=5m", "\"5m\" (300000 ms) asks for downsampled data"),
-        (
-            "/api/v1/query_range?query=up&start=0&end=600&step=60&max_source_resolution=auto",
-            "\"auto\" (12000 ms) asks for downsampled data",
-        ),
+        ("/api/v1/query?query=up&time=120&max_source_resolution=soon", "invalid parameter \"max_source_resolution\""),
         ("/api/v1/query?query=up&partial_response=sometimes", "invalid parameter \"partial_response\""),
         ("/api/v1/series?match[]=up&storeMatch[]=%7B", "invalid parameter \"storeMatch[]\""),
     ] {
@@ -398,4 +396,17 @@ async fn thanos_read_parameters_act() {
     assert_eq!(v["data"], json!([]));
     let (_, v) = get(&r, "/api/v1/query?query=up&time=120&partial_response=false").await;
     assert_eq!(v["data"]["result"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn dynamic_lookback_follows_thanos() {
+    const M: i64 = 60_000;
+    // Default 5m lookback: raw and 5m data keep it; anything coarser than 5m looks back 1h.
+    assert_eq!(crate::api::handlers::dynamic_lookback(5 * M, 0), 5 * M);
+    assert_eq!(crate::api::handlers::dynamic_lookback(5 * M, 5 * M), 5 * M);
+    assert_eq!(crate::api::handlers::dynamic_lookback(5 * M, 12 * M), 60 * M);
+    assert_eq!(crate::api::handlers::dynamic_lookback(5 * M, 60 * M), 60 * M);
+    // A short lookback grows to the 5m window first.
+    assert_eq!(crate::api::handlers::dynamic_lookback(M, 2 * M), 5 * M);
+    assert_eq!(crate::api::handlers::dynamic_lookback(2 * 60 * M, 60 * M), 2 * 60 * M);
 }

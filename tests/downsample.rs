@@ -1,0 +1,279 @@
+//! Downsampling end to end: 50 hours of 2h blocks (counters with resets, gauges) compacted and
+//! downsampled by the real `strata compact`, then the same PromQL asked of the raw data
+//! (`max_source_resolution=0`) and of the 5m data (`max_source_resolution=5m`), from `strata
+//! query` over the bucket and from `strata query` over a `strata store` (StoreAPI). Expected
+//! values are computed in this file from the generated samples, not by the code under test.
+//!
+//! What Thanos's downsampled answers are, and so what is asserted (ranges are whole hours at
+//! hour-aligned steps, no raw sample lies on a window boundary):
+//! * `max_over_time`, `min_over_time`: exact; `sum_over_time`: equal within 1e-9 relative (the
+//!   sums are added in another order).
+//! * `count_over_time`: the number of 5m windows (12 per hour), as Thanos (it counts samples of
+//!   the count aggregate).
+//! * `avg_over_time` and plain selectors read sum / count per window: with a sample every 15 s
+//!   every window has 20 samples, so `avg_over_time` is the raw average (1e-9); a plain selector
+//!   at `t` is the average of the raw samples of the window before `t`.
+//! * `rate`, `increase`: the counter aggregate holds the reset-corrected counter at each window's
+//!   last sample; the answer is asserted within 10% of the raw one (extrapolation from 12 instead
+//!   of 240 samples), and `irate` exactly: the counter increase over the last two windows' last
+//!   samples divided by 300 s.
+//! * `resets()`: always read from raw data (the counter aggregate hides resets): equal to raw.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use engine::{BlockWriter, BlockWriterOptions, Bucket, Labels};
+
+const H: i64 = 3_600_000;
+/// A multiple of 2 days (the compactor's 2d windows are aligned to the epoch).
+const T0: i64 = 1_700_006_400_000;
+const STEP: i64 = 15_000;
+const TARGETS: usize = 3;
+
+type Series = (Labels, Vec<i64>, Vec<f64>);
+
+/// xorshift, deterministic.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `requests_total` counters (uneven increments, a reset every ~7 h, one right at a block
+/// boundary) and `temperature` gauges, one sample every 15 s at 5 s past the step (never on a
+/// window boundary), over 50 hours.
+fn data() -> Vec<Series> {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut out = Vec::new();
+    for i in 0..TARGETS {
+        let inst = format!("host-{i}");
+        let (mut ts, mut c, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut cv, mut gv) = (0.0f64, 20.0f64);
+        let mut t = T0 + 5_000;
+        while t < T0 + 50 * H {
+            let k = (t - T0) / STEP;
+            if k % 1680 == 1000 || t == T0 + 10 * H + 5_000 {
+                cv = (rng.next() % 5) as f64; // counter reset
+            } else {
+                cv += (rng.next() % 10) as f64;
+            }
+            gv = ((gv + ((rng.next() % 21) as f64 - 10.0) / 100.0) * 100.0).round() / 100.0;
+            ts.push(t);
+            c.push(cv);
+            g.push(gv);
+            t += STEP;
+        }
+        out.push((Labels::from_pairs([("__name__", "requests_total"), ("instance", &inst)]), ts.clone(), c));
+        out.push((Labels::from_pairs([("__name__", "temperature"), ("instance", &inst)]), ts, g));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Writes the data as 25 level-1 2h blocks (old ULIDs: past any consistency delay).
+async fn write_blocks(bucket: &Bucket, data: &[Series]) {
+    for b in 0..25i64 {
+        let (min, max) = (T0 + b * 2 * H, T0 + (b + 1) * 2 * H);
+        let mut o = BlockWriterOptions::new(ulid::Ulid::from_parts(min as u64, b as u128 + 1), min, max);
+        o.external_labels = [("region".to_string(), "eu".to_string())].into();
+        o.source = "receive".into();
+        let mut w = BlockWriter::new(bucket.clone(), o).unwrap();
+        for (l, t, v) in data {
+            let (a, z) = (t.partition_point(|&x| x < min), t.partition_point(|&x| x < max));
+            w.append_series(l, &t[a..z], &v[a..z]).await.unwrap();
+        }
+        w.finish().await.unwrap();
+    }
+}
+
+/// `/api/v1/query_range` answer as instance -> [(t ms, value)].
+async fn range(
+    q: &Strata,
+    expr: &str,
+    start: i64,
+    end: i64,
+    step_s: i64,
+    res: &str,
+) -> BTreeMap<String, Vec<(i64, f64)>> {
+    let path = format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step={step_s}&max_source_resolution={res}",
+        urlencode(expr),
+        start / 1000,
+        end / 1000
+    );
+    let (st, v) = q.get(&path).await;
+    assert_eq!(st, 200, "{expr} ({res}): {v}\nlog:\n{}", q.log_text());
+    let mut out = BTreeMap::new();
+    for (labels, points) in matrix(&v) {
+        let inst = labels["instance"].as_str().unwrap().to_string();
+        out.insert(inst, points);
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The raw samples of `name` for `inst`.
+fn raw<'a>(data: &'a [Series], name: &str, inst: &str) -> (&'a [i64], &'a [f64]) {
+    let s = data.iter().find(|s| s.0.get("__name__") == Some(name) && s.0.get("instance") == Some(inst)).unwrap();
+    (&s.1, &s.2)
+}
+
+/// The reset-corrected counter at each raw sample (the first value, then + v or + (v - prev)).
+fn corrected(vs: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(vs.len());
+    let mut acc = 0.0;
+    for (i, &v) in vs.iter().enumerate() {
+        acc = if i == 0 {
+            v
+        } else if v < vs[i - 1] {
+            acc + v
+        } else {
+            acc + (v - vs[i - 1])
+        };
+        out.push(acc);
+    }
+    out
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
+}
+
+/// Checks the answers of one querier (see the module docs).
+async fn check(q: &Strata, data: &[Series]) {
+    let (start, end) = (T0 + 2 * H, T0 + 46 * H);
+    let step = 3600;
+    let both = |expr: &'static str| async move {
+        (range(q, expr, start, end, step, "0s").await, range(q, expr, start, end, step, "5m").await)
+    };
+    let insts: Vec<String> = (0..TARGETS).map(|i| format!("host-{i}")).collect();
+
+    for expr in ["max_over_time(temperature[1h])", "min_over_time(temperature[1h])"] {
+        let (r, d) = both(expr).await;
+        assert_eq!(r, d, "{expr}");
+        assert_eq!(r.len(), TARGETS);
+    }
+    for expr in ["sum_over_time(temperature[1h])", "avg_over_time(temperature[1h])"] {
+        let (r, d) = both(expr).await;
+        for i in &insts {
+            assert_eq!(r[i].len(), d[i].len(), "{expr}");
+            for (a, b) in r[i].iter().zip(&d[i]) {
+                assert!(a.0 == b.0 && close(a.1, b.1, 1e-9), "{expr} {i}: raw {a:?} vs 5m {b:?}");
+            }
+        }
+    }
+    let (r, d) = both("count_over_time(temperature[1h])").await;
+    for i in &insts {
+        assert!(r[i].iter().all(|p| p.1 == 240.0), "raw count: {:?}", r[i]);
+        assert!(d[i].iter().all(|p| p.1 == 12.0), "5m count is the number of windows: {:?}", d[i]);
+    }
+    // resets() reads raw data whatever the resolution asked.
+    let (r, d) = both("resets(requests_total[3h])").await;
+    assert_eq!(r, d);
+    assert!(r.values().flatten().any(|p| p.1 > 0.0), "the data has resets: {r:?}");
+    for expr in ["rate(requests_total[1h])", "increase(requests_total[1h])"] {
+        let (r, d) = both(expr).await;
+        let mut worst = 0.0f64;
+        for i in &insts {
+            assert_eq!(r[i].len(), d[i].len(), "{expr}");
+            for (a, b) in r[i].iter().zip(&d[i]) {
+                worst = worst.max((a.1 - b.1).abs() / a.1.abs().max(1e-12));
+                assert!(a.0 == b.0 && close(a.1, b.1, 0.10), "{expr} {i}: raw {a:?} vs 5m {b:?}");
+            }
+        }
+        eprintln!("{expr}: largest relative difference raw vs 5m {worst:.4}");
+    }
+    // irate on 5m data: the counter increase between the last samples of the last two windows.
+    let d = range(q, "irate(requests_total[1h])", start, end, step, "5m").await;
+    for i in &insts {
+        let (ts, vs) = raw(data, "requests_total", i);
+        let c = corrected(vs);
+        for &(t, got) in &d[i] {
+            let last = ts.partition_point(|&x| x < t) - 1;
+            let prev = ts.partition_point(|&x| x < t - 300_000) - 1;
+            let want = (c[last] - c[prev]) / 300.0;
+            // The samples sit at the windows' end timestamps (t - 1 ms and t - 5m - 1 ms).
+            assert!(close(got, want, 1e-9), "irate {i} at {t}: {got} vs {want}");
+        }
+    }
+    // A plain selector reads sum / count: the average of the window before t.
+    let d = range(q, "temperature", start, end, step, "5m").await;
+    for i in &insts {
+        let (ts, vs) = raw(data, "temperature", i);
+        for &(t, got) in &d[i] {
+            let (a, z) = (ts.partition_point(|&x| x < t - 300_000), ts.partition_point(|&x| x < t));
+            let want = vs[a..z].iter().sum::<f64>() / (z - a) as f64;
+            assert!(close(got, want, 1e-9), "temperature {i} at {t}: {got} vs {want}");
+        }
+    }
+    // `auto` with a 30m step reads up to 6m: the 5m data.
+    let a = range(q, "count_over_time(temperature[1h])", start, end, 1800, "auto").await;
+    assert!(a.values().flatten().all(|p| p.1 == 12.0), "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downsampled_answers_match_the_raw_data_as_thanos_s_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bucket");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = fs_bucket_config(tmp.path(), &dir);
+    let bucket = Bucket::local(&dir).unwrap();
+    let data = data();
+    write_blocks(&bucket, &data).await;
+    let cfg_s = cfg.to_str().unwrap();
+    strata_ok(&["compact", "--objstore.config-file", cfg_s, "--consistency-delay=0s", "--delete-delay=0s"]);
+    // The 2d raw block [T0, T0 + 48h) got its 5m block; the compacted sources are gone.
+    let mut res: Vec<(i64, i64, i64)> = Vec::new();
+    for id in bucket.list_blocks().await.unwrap() {
+        let m = bucket.read_meta(&id).await.unwrap();
+        res.push((m.thanos.downsample.resolution, (m.min_time - T0) / H, (m.max_time - T0) / H));
+    }
+    res.sort();
+    assert_eq!(res, vec![(0, 0, 48), (0, 48, 50), (300_000, 0, 48)], "blocks after compaction");
+    strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
+
+    // The querier over the bucket.
+    let q = Strata::start(&["query", "--objstore.config-file", cfg_s], &tmp.path().join("query.log")).await;
+    check(&q, &data).await;
+    q.stop().await;
+
+    // The same through a store gateway and the StoreAPI.
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let mut store_cmd = Command::new(strata_bin());
+    store_cmd
+        .args(["store", "--objstore.config-file", cfg_s, "--grpc-address", &grpc])
+        .args(["--http-address", &format!("127.0.0.1:{http_port}")])
+        .stdout(Stdio::null());
+    let _store =
+        start_daemon(&mut store_cmd, &format!("http://127.0.0.1:{http_port}"), &tmp.path().join("store.log")).await;
+    let q = Strata::start(&["query", "--endpoint", &grpc], &tmp.path().join("query2.log")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = q.get("/api/v1/query?query=count(temperature)&time=1700100000").await;
+        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "querier never saw the store: {v}\n{}", q.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check(&q, &data).await;
+    q.stop().await;
+}

@@ -30,6 +30,9 @@ const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 /// One output sample of a rule: series labels, timestamp (ms), value.
 type OutSample = (Labels, i64, f64);
 
+/// Finds the last `ALERTS_FOR_STATE` sample (time ms, value) of an alert (name, labels).
+pub type ForStateLookup<'a> = dyn Fn(&str, &Labels) -> Option<(i64, f64)> + 'a;
+
 /// Runtime state of one rule.
 #[derive(Debug)]
 pub struct RuleState {
@@ -239,7 +242,7 @@ impl Group {
     /// Restores the `for` state of the active alerts from `ALERTS_FOR_STATE` series written before
     /// a restart (Prometheus's `RestoreForState`): `series` maps an alert's labels (without
     /// `__name__`) to the last (time ms, value) found within the outage tolerance; `ts` is now.
-    pub fn restore(&self, ts: i64, grace_ms: i64, series: &dyn Fn(&str, &Labels) -> Option<(i64, f64)>) {
+    pub fn restore(&self, ts: i64, grace_ms: i64, series: &ForStateLookup<'_>) {
         let mut st = self.lock();
         for rule in st.rules.iter_mut() {
             let hold = rule.hold_ms();

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use engine::Labels;
 
 pub use api::router;
-pub use group::{Group, GroupState, Notification, RuleState, STALE_NAN_BITS};
+pub use group::{ForStateLookup, Group, GroupState, Notification, RuleState, STALE_NAN_BITS};
 pub use manager::{Manager, ManagerOptions};
 pub use metrics::RuleMetrics;
 pub use notifier::{Notifier, NotifierOptions};

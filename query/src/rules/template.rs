@@ -544,7 +544,7 @@ mod tests {
         assert_eq!(expand("{{ humanizeDuration $value }}", &l, 0.05).unwrap(), "50ms");
         assert_eq!(expand("{{ humanizeDuration $value }}", &l, 42.5).unwrap(), "42.5s");
         assert_eq!(expand("{{ humanize1024 $value }}", &l, 2048.0).unwrap(), "2ki");
-        assert_eq!(expand(r#"{{ printf "%.2f" $value }}"#, &l, 3.14159).unwrap(), "3.14");
+        assert_eq!(expand(r#"{{ printf "%.2f" $value }}"#, &l, 1.23456).unwrap(), "1.23");
         assert_eq!(expand(r#"{{ printf "%s=%d" "x" 7 }}"#, &l, 0.0).unwrap(), "x=7");
         assert_eq!(expand(r#"{{ printf "%5.1f|%-4s|" $value "ab" }}"#, &l, 2.25).unwrap(), "  2.2|ab  |");
         assert_eq!(expand("{{ $labels.instance | stripPort | toUpper }}", &l, 0.0).unwrap(), "HOST-1");

@@ -62,24 +62,25 @@ pub(crate) struct RuleArgs {
     /// Length (and alignment) of the blocks cut from the head.
     #[arg(long = "tsdb.block-duration", default_value = "2h")]
     block_duration: String,
+    /// External label of the blocks and alerts, `name="value"` (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
     #[command(flatten)]
     rules: RuleCoreArgs,
     #[command(flatten)]
     limits: crate::grpc::StoreLimitsArgs,
 }
 
-/// Rule flags shared by `strata rule` and (later) `strata up`.
+/// Rule flags shared by `strata rule` and `strata up` (which evaluates rules with its embedded
+/// engine when given `--rule-file`).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct RuleCoreArgs {
     /// Rule file (glob patterns allowed; repeatable), Prometheus's YAML.
-    #[arg(long = "rule-file", value_name = "PATH", required = true)]
-    rule_files: Vec<String>,
+    #[arg(long = "rule-file", value_name = "PATH")]
+    pub(crate) rule_files: Vec<String>,
     /// Evaluation interval of groups that set no `interval`.
     #[arg(long = "eval-interval", default_value = "1m")]
     eval_interval: String,
-    /// External label of the blocks and alerts, `name="value"` (repeatable).
-    #[arg(long = "label")]
-    labels: Vec<String>,
     /// Alertmanager base URL (repeatable); alerts go to `<url>/api/v2/alerts`.
     #[arg(long = "alertmanagers.url", value_name = "URL")]
     alertmanagers: Vec<String>,
@@ -126,15 +127,15 @@ impl ResultSink for HeadSink {
 
 impl RuleCoreArgs {
     /// Builds the manager (not started) over `querier` and `sink`; `restore` is read back for
-    /// `for` state.
+    /// `for` state; `external` are the external labels (`--label`).
     pub(crate) fn manager(
         &self,
         querier: Arc<dyn RuleQuerier>,
         sink: Arc<dyn ResultSink>,
         restore: Option<Arc<dyn SeriesSource>>,
+        external: std::collections::BTreeMap<String, String>,
         metrics: RuleMetrics,
     ) -> Result<Arc<Manager>, CliError> {
-        let external = crate::parse_labels(&self.labels)?;
         let notifier = Notifier::new(
             NotifierOptions {
                 urls: self.alertmanagers.clone(),
@@ -162,6 +163,30 @@ impl RuleCoreArgs {
             restore_source: restore,
         };
         Ok(Manager::new(opts, env, notifier))
+    }
+}
+
+/// Rule results appended to the head of one tenant of an embedded receiver (`strata up`).
+#[derive(Debug)]
+pub(crate) struct TenantSink {
+    pub(crate) state: ingest::receive::ReceiveState,
+    pub(crate) tenant: String,
+}
+
+#[async_trait]
+impl ResultSink for TenantSink {
+    async fn append(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String> {
+        let head = self.state.head(&self.tenant).await.map_err(|e| e.to_string())?;
+        let pairs: Vec<Vec<(&str, &str)>> =
+            samples.iter().map(|(l, _, _)| l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()).collect();
+        let points: Vec<[(i64, f64); 1]> = samples.iter().map(|(_, t, v)| [(*t, *v)]).collect();
+        let series: Vec<engine::head::AppendSeries<'_>> =
+            pairs.iter().zip(&points).map(|(labels, samples)| engine::head::AppendSeries { labels, samples }).collect();
+        let r = head.append(&series).await.map_err(|e| e.to_string())?;
+        if let Some(e) = r.first_error {
+            tracing::warn!(rejected = samples.len() - r.accepted, "some rule results were not stored: {e}");
+        }
+        Ok(())
     }
 }
 
@@ -225,7 +250,11 @@ pub(crate) async fn run(args: RuleArgs) -> Result<(), CliError> {
         None => Bucket::local(args.data_dir.join("bucket"))?,
     };
     let block_duration_ms = ms("tsdb.block-duration", &args.block_duration)?;
-    let external = Labels::from_pairs(crate::parse_labels(&args.rules.labels)?);
+    if args.rules.rule_files.is_empty() {
+        return Err(CliError::Usage("--rule-file: at least one rule file is required".into()));
+    }
+    let external_map = crate::parse_labels(&args.labels)?;
+    let external = Labels::from_pairs(external_map.clone());
     let head = OwnHead::open(OwnHeadOptions {
         dir: args.data_dir.join("head"),
         bucket: bucket.clone(),
@@ -241,8 +270,13 @@ pub(crate) async fn run(args: RuleArgs) -> Result<(), CliError> {
     let mut registry = new_registry("rule");
     let mut prom = thanos_registry();
     let metrics = RuleMetrics::register(&mut prom);
-    let manager =
-        args.rules.manager(Arc::new(querier), Arc::new(HeadSink(head.clone())), Some(head.source()), metrics)?;
+    let manager = args.rules.manager(
+        Arc::new(querier),
+        Arc::new(HeadSink(head.clone())),
+        Some(head.source()),
+        external_map,
+        metrics,
+    )?;
     // a bad rule file at start is an error, as Thanos
     manager.reload().await.map_err(|e| CliError::Usage(format!("--rule-file: {e}")))?;
 
@@ -275,4 +309,49 @@ pub(crate) async fn run(args: RuleArgs) -> Result<(), CliError> {
     let blocks = cut?;
     tracing::info!(blocks, "ruler head cut on shutdown");
     Ok(())
+}
+
+/// The ruler embedded in `strata up`: rules evaluated by the embedded engine over the bucket and
+/// the receive heads, results appended to the default tenant's head (so they are queried, cut and
+/// served like received samples). Returns the rules API routes, the registry of the
+/// `prometheus_rule_*` metrics and the running manager.
+pub(crate) async fn embedded(
+    rules: &RuleCoreArgs,
+    engine_args: &crate::query_cmd::EngineArgs,
+    bucket: Bucket,
+    state: ingest::receive::ReceiveState,
+    cut_every: Duration,
+) -> Result<(axum::Router, prometheus_client::registry::Registry, Arc<Manager>), CliError> {
+    let (config, _) = engine_args.config(std::collections::BTreeMap::new())?;
+    let blocks = Arc::new(BucketSource::new(bucket));
+    if let Err(e) = blocks.sync().await {
+        tracing::warn!("the ruler's first bucket sync failed; will retry: {e}");
+    }
+    // re-read as often as the heads are cut, so that a cut block is seen soon after its samples
+    // leave the head
+    let syncing = blocks.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(cut_every).await;
+            if let Err(e) = syncing.sync().await {
+                tracing::warn!("the ruler's bucket sync failed; will retry: {e}");
+            }
+        }
+    });
+    let source: Arc<dyn SeriesSource> = Arc::new(MergedSource::new(vec![blocks, state.source()]));
+    let engine = query::Engine::new(source, config.engine);
+    let mut registry = thanos_registry();
+    let metrics = RuleMetrics::register(&mut registry);
+    let external = state.options().external_labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+    let sink = TenantSink { state: state.clone(), tenant: state.options().default_tenant.clone() };
+    let manager = rules.manager(
+        Arc::new(query::rules::EngineQuerier(engine)),
+        Arc::new(sink),
+        Some(state.source()),
+        external,
+        metrics,
+    )?;
+    manager.reload().await.map_err(|e| CliError::Usage(format!("--rule-file: {e}")))?;
+    tokio::spawn(reload_on_sighup(manager.clone()));
+    Ok((query::rules::router(manager.clone()), registry, manager))
 }

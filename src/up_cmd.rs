@@ -35,6 +35,8 @@ pub(crate) struct UpArgs {
     engine: EngineArgs,
     #[command(flatten)]
     receive: ReceiveCoreArgs,
+    #[command(flatten)]
+    rules: crate::rule_cmd::RuleCoreArgs,
 }
 
 /// Runs `strata up`.
@@ -55,6 +57,19 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     };
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
-    let receive = EmbeddedReceive { state, cut_every };
-    serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address)).await
+    let (extra_routes, registries, manager) = if args.rules.rule_files.is_empty() {
+        (axum::Router::new(), vec![], None)
+    } else {
+        let (routes, registry, manager) =
+            crate::rule_cmd::embedded(&args.rules, &args.engine, bucket.clone(), state.clone(), cut_every).await?;
+        (routes, vec![registry], Some(manager))
+    };
+    let receive = EmbeddedReceive { state, cut_every, extra_routes, registries };
+    let served =
+        serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address))
+            .await;
+    if let Some(m) = manager {
+        m.stop();
+    }
+    served
 }

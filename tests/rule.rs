@@ -348,3 +348,49 @@ async fn rules_alert_through_alertmanager_and_store_results() {
     q.stop().await;
     up.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_up_evaluates_rules_with_its_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = tmp.path().join("up-rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n- name: up\n  interval: 1s\n  rules:\n  - record: oven:temperature:max\n    expr: max by (job) (temperature)\n  - alert: Hot\n    expr: temperature > 50\n",
+    )
+    .unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let up = Strata::start(
+        &[
+            "up",
+            "--data",
+            tmp.path().join("up").to_str().unwrap(),
+            "--grpc-address",
+            &grpc,
+            "--rule-file",
+            rules.to_str().unwrap(),
+        ],
+        &tmp.path().join("up.log"),
+    )
+    .await;
+    let s: Vec<(Labels, Vec<(i64, f64)>)> = vec![(
+        Labels::from_pairs([("__name__", "temperature"), ("job", "oven"), ("instance", "o-1")]),
+        vec![(now_ms(), 70.0)],
+    )];
+    let (code, msg) = post_remote_write(&up.url("/api/v1/write"), ingest::remote_write::encode(&s).unwrap()).await;
+    assert_eq!(code, 200, "{msg}");
+    let recorded = wait_for(20, "the recorded series in strata up", || async {
+        let (_, v) =
+            up.get(&format!("/api/v1/query?query=oven:temperature:max&time={}", now_ms() as f64 / 1000.0)).await;
+        v["data"]["result"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(recorded["metric"]["job"], "oven");
+    assert_eq!(recorded["value"][1], "70");
+    let (_, alerts) = up.get("/api/v1/alerts").await;
+    assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
+    let (_, v) = up.get("/api/v1/rules?type=record").await;
+    assert_eq!(v["data"]["groups"][0]["rules"][0]["health"], "ok", "{v}");
+    let (_, metrics) = up.text("/metrics").await;
+    assert!(metrics.contains("prometheus_rule_evaluations_total{rule_group="), "{metrics}");
+    up.stop().await;
+}

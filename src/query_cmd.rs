@@ -451,7 +451,7 @@ impl Collector for EndpointCollector {
 /// Cuts finished blocks out of the heads every `every`, re-syncing the bucket after each upload
 /// and before the head drops the samples, so they are always served by one or the other.
 pub(crate) async fn cut_loop(
-    state: ingest::receive::ReceiveState,
+    state: impl ingest::receive::CutHeads,
     bucket: Arc<BucketSource>,
     every: Duration,
     mut stop: tokio::sync::oneshot::Receiver<()>,
@@ -469,7 +469,7 @@ pub(crate) async fn cut_loop(
             _ = tokio::time::sleep(every) => {}
             _ = &mut stop => return,
         }
-        match state.cut_all_then(false, &resync).await {
+        match state.cut_heads(false, &resync).await {
             Ok(0) => {}
             Ok(blocks) => tracing::info!(blocks, "cut blocks from the heads"),
             Err(e) => tracing::warn!("cutting the heads failed; will retry: {e}"),

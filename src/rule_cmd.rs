@@ -31,7 +31,7 @@ use query::rules::{
 use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 
 use crate::CliError;
-use crate::query_cmd::{duration_flag, sync_loop};
+use crate::query_cmd::{cut_loop, duration_flag, sync_loop};
 use crate::server::{Readiness, Shutdown, SyncMetrics, new_registry, serve_until, thanos_registry};
 
 /// Arguments of `strata rule`.
@@ -209,35 +209,6 @@ pub(crate) async fn reload_on_sighup(manager: Arc<Manager>) {
     }
     #[cfg(not(unix))]
     std::future::pending::<()>().await;
-}
-
-/// Cuts finished blocks out of the head every `every`, re-syncing the block source after each
-/// upload (before the head drops the samples).
-async fn cut_loop(
-    head: OwnHead,
-    blocks: Arc<BucketSource>,
-    every: Duration,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    let resync = move || -> futures::future::BoxFuture<'static, ()> {
-        let blocks = blocks.clone();
-        Box::pin(async move {
-            if let Err(e) = blocks.sync().await {
-                tracing::warn!("bucket sync after a cut failed (the block is served after the next sync): {e}");
-            }
-        })
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = &mut stop => return,
-        }
-        match head.cut_then(false, &resync).await {
-            Ok(0) => {}
-            Ok(blocks) => tracing::info!(blocks, "cut blocks from the ruler head"),
-            Err(e) => tracing::warn!("cutting the ruler head failed; will retry: {e}"),
-        }
-    }
 }
 
 /// Runs `strata rule` until SIGINT/SIGTERM, then cuts the head into blocks.

@@ -19,7 +19,7 @@ use engine::source::{SelectRequest, SeriesSource, SeriesStream};
 use engine::{Labels, Matcher, Relabel};
 
 use crate::error::Result;
-use crate::receive::{AppendOutcome, UploadHook};
+use crate::receive::{AppendOutcome, CutHeads, UploadHook};
 
 /// Settings of an [`OwnHead`].
 #[derive(Debug, Clone)]
@@ -67,14 +67,7 @@ impl OwnHead {
         let points: Vec<[(i64, f64); 1]> = samples.iter().map(|(_, t, v)| [(*t, *v)]).collect();
         let series: Vec<AppendSeries<'_>> =
             pairs.iter().zip(&points).map(|(labels, samples)| AppendSeries { labels, samples }).collect();
-        let r = self.head.append_series(&series).await?;
-        Ok(AppendOutcome {
-            accepted: r.accepted,
-            out_of_order: r.out_of_order,
-            duplicate: r.duplicate,
-            too_old: r.too_old,
-            first_error: r.first_error,
-        })
+        Ok(self.head.append_series(&series).await?.into())
     }
 
     /// Cuts finished blocks (everything with `force`) into the bucket, awaiting `uploaded()` after
@@ -109,6 +102,13 @@ impl OwnHead {
             }
         }
         Some(rest)
+    }
+}
+
+#[async_trait]
+impl CutHeads for OwnHead {
+    async fn cut_heads(&self, force: bool, uploaded: &UploadHook) -> Result<usize> {
+        self.cut_then(force, uploaded).await
     }
 }
 

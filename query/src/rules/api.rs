@@ -33,25 +33,9 @@ fn time(ms: Option<i64>) -> String {
         .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
 }
 
-/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`.
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus writes an alert's value.
 fn float_e(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    let s = format!("{v:e}");
-    match s.split_once('e') {
-        Some((m, e)) => {
-            let (sign, d) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            format!("{m}e{sign}{d:0>2}")
-        }
-        None => s,
-    }
+    super::template::format_e_shortest(v)
 }
 
 fn labels_json(l: &engine::Labels) -> Json {

@@ -459,6 +459,11 @@ fn format_e(v: f64, prec: usize) -> String {
     go_exponent(&s)
 }
 
+/// Go's `%e` with the shortest precision that round-trips (`strconv.FormatFloat(v, 'e', -1, 64)`).
+pub(crate) fn format_e_shortest(v: f64) -> String {
+    special(v).unwrap_or_else(|| go_exponent(&format!("{v:e}")))
+}
+
 /// Rewrites Rust's `1.5e6` / `1.5e-7` exponent as Go's `1.5e+06` / `1.5e-07`.
 fn go_exponent(s: &str) -> String {
     match s.split_once('e') {

@@ -11,6 +11,7 @@ mod grpc;
 mod promql_cmd;
 mod query_cmd;
 mod receive_cmd;
+mod rule_cmd;
 mod server;
 mod sidecar_cmd;
 mod store_cmd;
@@ -56,6 +57,9 @@ enum Command {
     Receive(receive_cmd::ReceiveArgs),
     /// Serve the blocks of a bucket over the Thanos StoreAPI (gRPC): the store gateway.
     Store(store_cmd::StoreArgs),
+    /// Evaluate Prometheus recording and alerting rules against query endpoints, store the
+    /// results as blocks served over the StoreAPI, and send alerts to Alertmanagers.
+    Rule(rule_cmd::RuleArgs),
     /// Compact the blocks of a bucket: merge, deduplicate replicas, downsample, apply retention,
     /// delete marked blocks.
     Compact(compact_cmd::CompactArgs),
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             Command::Store(args) => store_cmd::run(args).await,
             Command::Compact(args) => compact_cmd::run(args).await,
             Command::Sidecar(args) => sidecar_cmd::run(args).await,
+            Command::Rule(args) => rule_cmd::run(args).await,
         }
     });
     match res {

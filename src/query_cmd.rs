@@ -179,7 +179,7 @@ impl EngineArgs {
         }
     }
 
-    fn config(&self, mut flags: BTreeMap<String, String>) -> Result<(ApiConfig, Duration), CliError> {
+    pub(crate) fn config(&self, mut flags: BTreeMap<String, String>) -> Result<(ApiConfig, Duration), CliError> {
         let timeout = duration_flag("query.timeout", &self.timeout)?;
         let lookback = duration_flag("query.lookback-delta", &self.lookback_delta)?;
         let sync = duration_flag("sync-block-duration", &self.sync_interval)?;
@@ -251,6 +251,10 @@ pub(crate) async fn run(args: QueryArgs) -> Result<(), CliError> {
 pub(crate) struct EmbeddedReceive {
     pub(crate) state: ingest::receive::ReceiveState,
     pub(crate) cut_every: Duration,
+    /// More routes served beside remote write (the embedded ruler's API).
+    pub(crate) extra_routes: axum::Router,
+    /// More registries served on /metrics (the embedded ruler's `prometheus_rule_*`).
+    pub(crate) registries: Vec<prometheus_client::registry::Registry>,
 }
 
 /// The querier part of a server: its settings and endpoints.
@@ -301,7 +305,8 @@ async fn serve(
     flags: BTreeMap<String, String>,
     parts: Parts<'_>,
 ) -> Result<(), CliError> {
-    let Parts { bucket, receive, grpc_address, querier } = parts;
+    let Parts { bucket, mut receive, grpc_address, querier } = parts;
+    let extra_registries = receive.as_mut().map(|r| std::mem::take(&mut r.registries)).unwrap_or_default();
     let (config, sync_interval) = engine.config(flags)?;
     let mut registry = server::new_registry(component);
     let mut thanos = server::thanos_registry();
@@ -326,7 +331,7 @@ async fn serve(
         (Some(r), Some((src, _))) => {
             r.state.register_metrics(&mut registry);
             locals.push(Arc::new(MergedSource::new(vec![src.clone(), r.state.source()])));
-            ingest::receive::router(r.state.clone())
+            ingest::receive::router(r.state.clone()).merge(r.extra_routes.clone())
         }
         (_, Some((src, _))) => {
             locals.push(src.clone());
@@ -367,7 +372,9 @@ async fn serve(
     };
     let shutdown = Shutdown::on_signal();
     let api = query::api::router(state).merge(extra_routes);
-    let http = server::serve_until(http_address, api, ready, vec![registry, thanos], shutdown.clone());
+    let mut registries = vec![registry, thanos];
+    registries.extend(extra_registries);
+    let http = server::serve_until(http_address, api, ready, registries, shutdown.clone());
     let res = match &storeapi {
         Some((address, storeapi)) => {
             tokio::try_join!(http, crate::grpc::serve(address, crate::grpc::storeapi_routes(storeapi), shutdown))
@@ -451,7 +458,7 @@ impl Collector for EndpointCollector {
 /// Cuts finished blocks out of the heads every `every`, re-syncing the bucket after each upload
 /// and before the head drops the samples, so they are always served by one or the other.
 pub(crate) async fn cut_loop(
-    state: ingest::receive::ReceiveState,
+    state: impl ingest::receive::CutHeads,
     bucket: Arc<BucketSource>,
     every: Duration,
     mut stop: tokio::sync::oneshot::Receiver<()>,
@@ -469,7 +476,7 @@ pub(crate) async fn cut_loop(
             _ = tokio::time::sleep(every) => {}
             _ = &mut stop => return,
         }
-        match state.cut_all_then(false, &resync).await {
+        match state.cut_heads(false, &resync).await {
             Ok(0) => {}
             Ok(blocks) => tracing::info!(blocks, "cut blocks from the heads"),
             Err(e) => tracing::warn!("cutting the heads failed; will retry: {e}"),

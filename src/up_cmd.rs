@@ -43,6 +43,8 @@ pub(crate) struct UpArgs {
     compact_disable: bool,
     #[command(flatten)]
     compact: CompactCoreArgs,
+    #[command(flatten)]
+    rules: crate::rule_cmd::RuleCoreArgs,
 }
 
 /// Runs `strata up`.
@@ -63,23 +65,35 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     };
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
-    let receive = EmbeddedReceive { state, cut_every };
+    let (extra_routes, registries, manager) = if args.rules.rule_files.is_empty() {
+        (axum::Router::new(), vec![], None)
+    } else {
+        let (routes, registry, manager) =
+            crate::rule_cmd::embedded(&args.rules, &args.engine, bucket.clone(), state.clone(), cut_every).await?;
+        (routes, vec![registry], Some(manager))
+    };
+    let mut registries = registries;
     // The compactor: an iteration every --wait-interval until shutdown; a halt keeps it idle (as
     // `strata compact --wait`), the rest of `up` goes on.
     let compactor = if args.compact_disable {
         None
     } else {
         let every = args.compact.wait_interval()?;
-        let (c, _registry) = args.compact.compactor(bucket.clone())?;
+        let (c, registry) = args.compact.compactor(bucket.clone())?;
+        registries.push(registry);
         flags.insert("wait-interval".into(), format!("{}s", every.as_secs()));
         let stop = c.stop_flag();
         tracing::info!(every_seconds = every.as_secs(), "compactor runs in the background");
         Some((stop, tokio::spawn(compaction_loop(c, Some(every)))))
     };
     flags.insert("compact.disable".into(), args.compact_disable.to_string());
+    let receive = EmbeddedReceive { state, cut_every, extra_routes, registries };
     let served =
         serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address))
             .await;
+    if let Some(m) = manager {
+        m.stop();
+    }
     if let Some((stop, task)) = compactor {
         stop.stop();
         match task.await {

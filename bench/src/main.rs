@@ -13,6 +13,7 @@ mod format_bench;
 mod http_bench;
 mod promql_bench;
 mod receive_bench;
+mod rule_bench;
 mod series_bench;
 mod sidecar_bench;
 mod store_bench;
@@ -47,6 +48,8 @@ enum Cmd {
     /// Sidecar: upload lag and CPU per million samples vs `strata tsdb convert`; query latency
     /// through the sidecar vs Prometheus 2.42's own API.
     Sidecar(sidecar_bench::Args),
+    /// Recording rules: evaluation duration per group and CPU, strata up vs Prometheus 2.42.
+    Rule(rule_bench::Args),
     /// Store gateway over many blocks: start to ready and memory, strata store vs Prometheus 2.42.
     Store(store_bench::Args),
 }
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Series(a) => series_bench::run(a),
         Cmd::Store(a) => store_bench::run(a),
         Cmd::Sidecar(a) => sidecar_bench::run(a),
+        Cmd::Rule(a) => rule_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod datagen;
 pub mod error;
 pub mod hashring;
+pub mod own_head;
 pub mod receive;
 pub mod receive_grpc;
 pub mod remote_read;

@@ -81,6 +81,34 @@ pub struct AppendOutcome {
     pub first_error: Option<String>,
 }
 
+impl From<engine::AppendReport> for AppendOutcome {
+    fn from(r: engine::AppendReport) -> Self {
+        AppendOutcome {
+            accepted: r.accepted,
+            out_of_order: r.out_of_order,
+            duplicate: r.duplicate,
+            too_old: r.too_old,
+            first_error: r.first_error,
+        }
+    }
+}
+
+/// Heads that are cut into blocks now and then: the receive service's tenants, a component's own
+/// head ([`crate::own_head::OwnHead`]).
+#[async_trait]
+pub trait CutHeads: Send + Sync {
+    /// Cuts finished blocks (all data when `force`), awaiting `uploaded()` after each upload and
+    /// before the samples leave the head; returns the blocks written.
+    async fn cut_heads(&self, force: bool, uploaded: &UploadHook) -> Result<usize>;
+}
+
+#[async_trait]
+impl CutHeads for ReceiveState {
+    async fn cut_heads(&self, force: bool, uploaded: &UploadHook) -> Result<usize> {
+        self.cut_all_then(force, uploaded).await
+    }
+}
+
 /// A tenant's head as the receiver uses it: append, cut, and read.
 #[async_trait]
 pub trait TenantHead: SeriesSource {
@@ -152,14 +180,7 @@ impl SeriesSource for EngineHead {
 #[async_trait]
 impl TenantHead for EngineHead {
     async fn append(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome> {
-        let r = self.head.append_series(series).await?;
-        Ok(AppendOutcome {
-            accepted: r.accepted,
-            out_of_order: r.out_of_order,
-            duplicate: r.duplicate,
-            too_old: r.too_old,
-            first_error: r.first_error,
-        })
+        Ok(self.head.append_series(series).await?.into())
     }
     async fn cut(&self, force: bool, uploaded: &UploadHook) -> Result<usize> {
         Ok(self.head.cut_then(&self.bucket, force, uploaded).await?.len())

@@ -6,6 +6,7 @@
 mod cli_tools;
 mod compact_cmd;
 mod convert_cmd;
+mod flight_cmd;
 mod gen_cmd;
 mod grpc;
 mod promql_cmd;
@@ -58,6 +59,8 @@ enum Command {
     /// Compact the blocks of a bucket: merge, deduplicate replicas, apply retention, delete marked
     /// blocks.
     Compact(compact_cmd::CompactArgs),
+    /// Serve SQL over the blocks of a bucket with Arrow Flight SQL (ADBC, pyarrow, BI tools).
+    Flight(flight_cmd::FlightArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,7 +96,8 @@ enum CliError {
 
 fn init_logging(level: &str) {
     // Our crates log at the chosen level; dependencies (DataFusion, object_store, ...) only warn.
-    let ours = format!("warn,strata={level},engine={level},ingest={level},query={level},compactor={level}");
+    let ours =
+        format!("warn,strata={level},engine={level},ingest={level},query={level},compactor={level},flight={level}");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(ours));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
             Command::Receive(args) => receive_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
             Command::Compact(args) => compact_cmd::run(args).await,
+            Command::Flight(args) => flight_cmd::run(args).await,
         }
     });
     match res {

@@ -6,6 +6,7 @@ mod engine;
 pub mod error;
 mod plan;
 mod planner;
+pub mod sql;
 pub mod storeapi;
 pub mod value;
 

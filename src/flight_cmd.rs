@@ -29,24 +29,24 @@ pub(crate) struct SqlArgs {
     /// Most memory one SQL statement may use (DataFusion memory pool; beyond it the statement
     /// fails with RESOURCE_EXHAUSTED); 0 for no limit (KB, MB, GB, KiB, MiB, GiB).
     #[arg(long = "sql.memory-limit", default_value = "1GiB")]
-    memory_limit: String,
+    sql_memory_limit: String,
     /// Longest a SQL statement may run, planning to last batch (beyond it: DEADLINE_EXCEEDED); 0s
     /// for no limit.
     #[arg(long = "sql.timeout", default_value = "2m")]
-    timeout: String,
+    sql_timeout: String,
     /// File holding the bearer token Flight SQL clients must send (`authorization: Bearer
     /// <token>`); without it, no authentication.
     #[arg(long = "flight.auth-token-file")]
-    auth_token_file: Option<PathBuf>,
+    flight_auth_token_file: Option<PathBuf>,
 }
 
 impl SqlArgs {
     fn limits(&self) -> Result<StatementLimits, CliError> {
-        let memory_limit = match self.memory_limit.trim() {
+        let memory_limit = match self.sql_memory_limit.trim() {
             "0" => None,
             v => Some(crate::receive_cmd::parse_size("sql.memory-limit", v)?),
         };
-        let timeout = match self.timeout.trim() {
+        let timeout = match self.sql_timeout.trim() {
             "0" | "0s" => None,
             v => Some(crate::query_cmd::duration_flag("sql.timeout", v)?),
         };
@@ -54,7 +54,7 @@ impl SqlArgs {
     }
 
     fn token(&self) -> Result<Option<String>, CliError> {
-        let Some(path) = &self.auth_token_file else { return Ok(None) };
+        let Some(path) = &self.flight_auth_token_file else { return Ok(None) };
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::Failed(format!("--flight.auth-token-file {}: cannot read: {e}", path.display())))?;
         let token = text.trim().to_string();
@@ -155,6 +155,34 @@ pub(crate) fn table_functions(bucket: &Bucket) -> SqlFunctions {
     let source = Arc::new(BucketSource::new(bucket.clone()));
     let promql = query::sql::promql_table_function(source.clone());
     SqlFunctions { functions: vec![("promql".to_string(), promql)], source }
+}
+
+/// How often `strata up` re-reads its bucket for the SQL tables (blocks are cut every 2 h).
+const UP_REFRESH: Duration = Duration::from_secs(30);
+
+/// Flight SQL over `bucket` on `address` beside another component (`strata up`) until
+/// SIGINT/SIGTERM; an empty address serves nothing. Its metrics are not on the component's
+/// `/metrics`.
+pub(crate) fn serve_beside(
+    bucket: Bucket,
+    address: &str,
+    sql: &SqlArgs,
+) -> Result<impl std::future::Future<Output = Result<(), CliError>>, CliError> {
+    let parts = if address.is_empty() {
+        None
+    } else {
+        let mut registry = server::new_registry("flight");
+        let functions = table_functions(&bucket);
+        Some(build(bucket, sql, functions, UP_REFRESH, &mut registry, Readiness::default())?)
+    };
+    let address = address.to_string();
+    Ok(async move {
+        let Some(parts) = parts else { return Ok(()) };
+        tracing::info!(grpc = %address, "Flight SQL server starting");
+        let res = crate::grpc::serve(&address, parts.routes, Shutdown::on_signal()).await;
+        parts.refresh.abort();
+        res
+    })
 }
 
 /// Runs `strata flight` until SIGINT/SIGTERM.

@@ -35,6 +35,12 @@ pub(crate) struct UpArgs {
     engine: EngineArgs,
     #[command(flatten)]
     receive: ReceiveCoreArgs,
+    /// Listen address of Arrow Flight SQL over the bucket's blocks (gRPC, host:port, e.g.
+    /// 127.0.0.1:10911); empty: not served. The --sql.* and --flight.* flags apply to it.
+    #[arg(long = "flight.grpc-address", default_value = "")]
+    flight_grpc_address: String,
+    #[command(flatten)]
+    sql: crate::flight_cmd::SqlArgs,
 }
 
 /// Runs `strata up`.
@@ -56,5 +62,8 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
     let receive = EmbeddedReceive { state, cut_every };
-    serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address)).await
+    let flight = crate::flight_cmd::serve_beside(bucket.clone(), &args.flight_grpc_address, &args.sql)?;
+    let api =
+        serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address));
+    tokio::try_join!(api, flight).map(|_| ())
 }

@@ -267,3 +267,30 @@ async fn flight_sql_limits_end_statements_not_the_server() {
     assert!(metrics.contains("strata_flight_sql_statements_total{result=\"timeout\"} 1"), "{metrics}");
     server.stop().await;
 }
+
+/// `strata up --flight.grpc-address` serves Flight SQL over its bucket's blocks.
+#[tokio::test]
+async fn up_serves_flight_sql() {
+    let Some(py) = venv_python(&["adbc_driver_flightsql", "adbc_driver_manager", "pyarrow"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bucket = Bucket::local(data.join("bucket")).unwrap();
+    let end = data_end();
+    let series = fleet(end - 3_600_000, end);
+    write_block(&bucket, &series, end - 3_600_000, end).await;
+    let want: usize = series.iter().filter(|s| s.0.get("zone").is_some()).map(|s| s.1.len()).sum();
+    let (grpc, flight) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let args = ["up", "--data", data.to_str().unwrap(), "--grpc-address", &grpc, "--flight.grpc-address", &flight];
+    let server = Strata::start(&args, &dir.path().join("up.log")).await;
+    let q = "SELECT count(*) FROM up WHERE zone = 'eu'";
+    let mut got = String::new();
+    for _ in 0..40 {
+        got = run_python(&py, "flight_query.py", &[&format!("grpc://{flight}"), "", q]);
+        if got.trim() == want.to_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(got.trim(), want.to_string());
+    server.stop().await;
+}

@@ -13,6 +13,7 @@ mod http_bench;
 mod promql_bench;
 mod receive_bench;
 mod series_bench;
+mod sql_bench;
 mod store_bench;
 mod util;
 
@@ -40,6 +41,8 @@ enum Cmd {
     Http(http_bench::Args),
     /// StoreAPI Series() throughput as XOR chunks: strata store vs Prometheus 2.42 remote read.
     Series(series_bench::Args),
+    /// SQL over a bucket: Flight SQL (ADBC client) vs DuckDB on the same Parquet files.
+    Sql(sql_bench::Args),
     /// Store gateway over many blocks: start to ready and memory, strata store vs Prometheus 2.42.
     Store(store_bench::Args),
 }
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Http(a) => http_bench::run(a),
         Cmd::Series(a) => series_bench::run(a),
         Cmd::Store(a) => store_bench::run(a),
+        Cmd::Sql(a) => sql_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

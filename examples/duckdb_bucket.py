@@ -9,13 +9,11 @@ import argparse
 
 import duckdb
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--bucket", required=True, help="directory of a FILESYSTEM bucket")
-ap.add_argument("--metric", default="node_load1")
-args = ap.parse_args()
-b = args.bucket
 
-WHOLE_BUCKET = f"""
+def whole_bucket_sql(b):
+    """The whole bucket of FILESYSTEM directory `b` as one query (docs/format.md §8): every label
+    column of series.parquet, `timestamp` (ms) and `value`, complete blocks only."""
+    return f"""
 WITH blocks AS (
   SELECT regexp_extract(file, '([0-9A-Z]{{26}})/meta\\.json$', 1) AS block FROM glob('{b}/*/meta.json')
   EXCEPT
@@ -34,12 +32,23 @@ SELECT series.*, samples.timestamp, samples.value
 FROM samples JOIN series USING (block, series_id)
 WHERE block IN (SELECT block FROM blocks)
 """
-duckdb.sql(f"CREATE VIEW metrics AS {WHOLE_BUCKET}")
-rows = duckdb.sql(
-    """SELECT instance, avg(value), count(*) FROM metrics
-       WHERE __name__ = $metric AND timestamp > (SELECT max(timestamp) FROM metrics) - 3600000
-       GROUP BY instance ORDER BY instance""",
-    params={"metric": args.metric},
-).fetchall()
-for instance, avg, n in rows:
-    print(f"{instance},{avg!r},{n}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bucket", required=True, help="directory of a FILESYSTEM bucket")
+    ap.add_argument("--metric", default="node_load1")
+    args = ap.parse_args()
+    duckdb.sql(f"CREATE VIEW metrics AS {whole_bucket_sql(args.bucket)}")
+    rows = duckdb.sql(
+        """SELECT instance, avg(value), count(*) FROM metrics
+           WHERE __name__ = $metric AND timestamp > (SELECT max(timestamp) FROM metrics) - 3600000
+           GROUP BY instance ORDER BY instance""",
+        params={"metric": args.metric},
+    ).fetchall()
+    for instance, avg, n in rows:
+        print(f"{instance},{avg!r},{n}")
+
+
+if __name__ == "__main__":
+    main()

@@ -234,6 +234,15 @@ fn flight_info(
         .with_descriptor(descriptor))
 }
 
+/// The FlightInfo of a metadata command: its schema, the command itself as the ticket.
+fn command_info(
+    schema: &Schema,
+    cmd: &impl ProstMessageExt,
+    request: Request<FlightDescriptor>,
+) -> std::result::Result<Response<FlightInfo>, Status> {
+    Ok(Response::new(flight_info(schema, cmd.as_any().encode_to_vec(), request.into_inner())?))
+}
+
 fn batch_stream(batch: std::result::Result<RecordBatch, FlightError>) -> std::result::Result<DoGetStream, Status> {
     let batch = batch.map_err(|e| Status::internal(format!("building a metadata result: {e}")))?;
     let schema = batch.schema();
@@ -458,8 +467,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        command_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_catalogs(
@@ -477,8 +485,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        command_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_schemas(
@@ -501,8 +508,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        command_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_tables(
@@ -537,8 +543,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        command_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_table_types(
@@ -557,8 +562,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&self.sql_info).schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        command_info(&query.into_builder(&self.sql_info).schema(), &query, request)
     }
 
     async fn do_get_sql_info(
@@ -574,8 +578,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder(&self.xdbc_info).schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        command_info(&query.into_builder(&self.xdbc_info).schema(), &query, request)
     }
 
     async fn do_get_xdbc_type_info(

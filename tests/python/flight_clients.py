@@ -8,6 +8,7 @@ DuckDB and Polars read the bucket's Parquet files directly and must agree with F
 import datetime as dt
 import json
 import math
+import os
 import sys
 
 import adbc_driver_flightsql
@@ -16,6 +17,9 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+from duckdb_bucket import whole_bucket_sql  # noqa: E402  (the documented whole-bucket query)
 
 uri, token, expected_path, bucket = sys.argv[1:5]
 want = json.load(open(expected_path))
@@ -187,23 +191,8 @@ except flight.FlightUnauthenticatedError:
 # DuckDB and Polars on the bucket files: the same question, the same answer.
 cut_ms = want["cut_ms"]
 DUCK = f"""
-WITH blocks AS (
-  SELECT regexp_extract(file, '([0-9A-Z]{{26}})/meta\\.json$', 1) AS block FROM glob('{bucket}/*/meta.json')
-  EXCEPT
-  SELECT regexp_extract(file, '([0-9A-Z]{{26}})/deletion-mark\\.json$', 1) FROM glob('{bucket}/*/deletion-mark.json')
-),
-samples AS (
-  SELECT regexp_extract(filename, '([0-9A-Z]{{26}})/samples\\.parquet$', 1) AS block, series_id, timestamp,
-         coalesce(value, value_int / value_scale) AS value
-  FROM read_parquet('{bucket}/*/samples.parquet', filename = true, union_by_name = true)
-),
-series AS (
-  SELECT regexp_extract(filename, '([0-9A-Z]{{26}})/series\\.parquet$', 1) AS block, * EXCLUDE (filename)
-  FROM read_parquet('{bucket}/*/series.parquet', filename = true, union_by_name = true)
-)
-SELECT series.instance, avg(samples.value) AS avg, count(*) AS n
-FROM samples JOIN series USING (block, series_id)
-WHERE block IN (SELECT block FROM blocks) AND series.__name__ = 'node_load1' AND samples.timestamp > {cut_ms}
+SELECT instance, avg(value) AS avg, count(*) AS n FROM ({whole_bucket_sql(bucket)})
+WHERE __name__ = 'node_load1' AND timestamp > {cut_ms}
 GROUP BY 1 ORDER BY 1
 """
 duck = {r[0]: (r[1], r[2]) for r in duckdb.sql(DUCK).fetchall()}

@@ -12,14 +12,20 @@
 //! new blocks' meta.json: a block's series table and samples footer are opened on first use and
 //! closed, least recently used first, beyond `--index-cache-size`. Blocks carry their own
 //! external labels (`meta.json`), so the store has no `--label` flag, as in Thanos.
+//! `--selector.relabel-config` shards a bucket between gateways: each block's external labels plus
+//! `__block_id` go through the relabel rules, and only the blocks they keep are served.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
 use clap::Args;
+use engine::Labels;
 use engine::bucket::Bucket;
-use engine::bucket_source::BucketSource;
+use engine::bucket_source::{BlockFilter, BucketSource};
+use engine::disk_cache::DiskCachedStore;
+use engine::meta::BlockMeta;
+use engine::relabel::{BLOCK_ID_LABEL, RelabelConfig};
 use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 
 use crate::CliError;
@@ -48,6 +54,13 @@ pub(crate) struct StoreArgs {
     /// End of the time range served, like --min-time. Blocks wholly after it are not loaded.
     #[arg(long = "max-time", default_value = "9999-12-31T23:59:59Z")]
     max_time: String,
+    /// Local directory caching each block's meta.json and series.parquet, so a restarted gateway
+    /// does not download them again (without it, nothing is written locally). Files of blocks that
+    /// left the bucket are removed after each sync.
+    #[arg(long = "data-dir")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    selector: SelectorArgs,
     #[command(flatten)]
     limits: crate::grpc::StoreLimitsArgs,
     /// Most memory the open blocks' series tables (labels, postings) and Parquet footers may hold;
@@ -58,6 +71,43 @@ pub(crate) struct StoreArgs {
     /// Memory for decoded sample pages of the blocks (LRU; e.g. 512MiB, 2GiB; 0 turns it off).
     #[arg(long = "store.page-cache-size", default_value = "512MiB")]
     page_cache_size: String,
+}
+
+/// `--selector.relabel-config(-file)`: Prometheus relabel rules choosing the blocks served, as
+/// Thanos's store gateway takes them to shard a bucket between gateways.
+#[derive(Debug, Args)]
+pub(crate) struct SelectorArgs {
+    /// File with relabel rules (Prometheus `relabel_configs` YAML) applied to each block's external
+    /// labels plus `__block_id` (its ULID); blocks the rules drop are not served.
+    #[arg(long = "selector.relabel-config-file", conflicts_with = "relabel_config")]
+    relabel_config_file: Option<PathBuf>,
+    /// The same rules given inline (YAML), instead of --selector.relabel-config-file.
+    #[arg(long = "selector.relabel-config", allow_hyphen_values = true)]
+    relabel_config: Option<String>,
+}
+
+impl SelectorArgs {
+    /// The block filter the rules make, or `None` without rules.
+    pub(crate) fn block_filter(&self) -> Result<Option<BlockFilter>, CliError> {
+        let (text, origin) = match (&self.relabel_config_file, &self.relabel_config) {
+            (Some(path), _) => (
+                std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Usage(format!("--selector.relabel-config-file {}: {e}", path.display())))?,
+                format!("--selector.relabel-config-file {}", path.display()),
+            ),
+            (None, Some(text)) => (text.clone(), "--selector.relabel-config".to_string()),
+            (None, None) => return Ok(None),
+        };
+        let cfg = RelabelConfig::parse(&text, &origin)?;
+        if cfg.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(move |meta: &BlockMeta| {
+            let mut labels = Labels::from_pairs(meta.thanos.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            labels.set(BLOCK_ID_LABEL, &meta.ulid);
+            cfg.process(&labels).is_some()
+        })))
+    }
 }
 
 /// A `--min-time`/`--max-time` value: a fixed time, or an offset from the current time (evaluated
@@ -114,16 +164,28 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
         v => crate::receive_cmd::parse_size("store.page-cache-size", v)?,
     };
     let index_budget = crate::receive_cmd::parse_size("index-cache-size", &args.index_cache_size)?;
-    let bucket = Bucket::from_config_file(&args.objstore_config_file)?;
+    let filter = args.selector.block_filter()?;
+    let mut bucket = Bucket::from_config_file(&args.objstore_config_file)?;
+    let disk_cache = match &args.data_dir {
+        Some(dir) => {
+            let cache = Arc::new(DiskCachedStore::new(Arc::clone(bucket.store()), &dir.join("index-cache"))?);
+            bucket = Bucket::from_store(cache.clone(), format!("{} + {}", bucket.describe(), dir.display()));
+            Some(cache)
+        }
+        None => None,
+    };
     tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "store gateway starting");
-    let source = Arc::new(
-        BucketSource::with_page_cache_bytes(bucket, page_cache_bytes).with_index_budget(index_budget).with_time_window(
-            Arc::new(move || {
-                let now = now_ms();
-                (min_time.at(now), max_time.at(now))
-            }),
-        ),
-    );
+    let listing = bucket.clone();
+    let mut source = BucketSource::with_page_cache_bytes(bucket, page_cache_bytes)
+        .with_index_budget(index_budget)
+        .with_time_window(Arc::new(move || {
+            let now = now_ms();
+            (min_time.at(now), max_time.at(now))
+        }));
+    if let Some(filter) = filter {
+        source = source.with_block_filter(filter);
+    }
+    let source = Arc::new(source);
 
     let mut registry = server::new_registry("store");
     let sync_metrics = SyncMetrics::register(&mut registry);
@@ -131,6 +193,10 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     let mut thanos = server::thanos_registry();
     thanos.register_collector(Box::new(BucketStoreCollector(source.clone())));
     let api_metrics = StoreApiMetrics::register(&mut registry);
+    let prune = disk_cache.map(|cache| {
+        registry.register_collector(Box::new(DiskCacheCollector(cache.clone())));
+        tokio::spawn(prune_loop(cache, listing, sync_interval))
+    });
     let ready = Readiness::default();
     let opts = StoreApiOptions { component_type: "store".into(), limits: args.limits.limits(), ..Default::default() };
     let api = StoreApi::new(source.clone(), opts, ready.flag(), api_metrics);
@@ -141,7 +207,48 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     let grpc = crate::grpc::serve(&args.grpc_address, crate::grpc::storeapi_routes(&api), shutdown);
     let res = tokio::try_join!(http, grpc);
     sync.abort();
+    if let Some(p) = prune {
+        p.abort();
+    }
     res.map(|_| ())
+}
+
+/// Removes the disk-cached files of blocks that left the bucket, once per sync interval.
+async fn prune_loop(cache: Arc<DiskCachedStore>, bucket: Bucket, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let keep: std::collections::HashSet<String> = match bucket.list_blocks().await {
+            Ok(l) => l.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "disk cache prune: cannot list the bucket");
+                continue;
+            }
+        };
+        match cache.prune(&keep) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(blocks = n, "removed disk-cached files of blocks no longer served"),
+            Err(e) => tracing::warn!(error = %e, "disk cache prune failed"),
+        }
+    }
+}
+
+/// `strata_store_disk_cache_{hits,misses}_total` of the `--data-dir` cache.
+#[derive(Debug)]
+struct DiskCacheCollector(Arc<DiskCachedStore>);
+
+impl prometheus_client::collector::Collector for DiskCacheCollector {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let s = self.0.stats();
+        for (name, help, v) in [
+            ("store_disk_cache_hits", "Block index files (meta.json, series.parquet) read from --data-dir", s.hits),
+            ("store_disk_cache_misses", "Block index files downloaded from the bucket into --data-dir", s.misses),
+        ] {
+            let c = prometheus_client::metrics::counter::ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

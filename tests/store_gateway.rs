@@ -380,6 +380,63 @@ fn store_gateway_serves_the_bucket_to_a_python_grpc_client() {
     assert!((1..=n_blocks).contains(&opened), "{opened} of {n_blocks}: {metrics}");
     assert_eq!(metric("strata_bucket_open_blocks"), opened, "{metrics}");
     assert_eq!(metric("thanos_bucket_store_indexheader_lazy_unload_total"), 0, "{metrics}");
+    drop(store);
+
+    // --selector.relabel-config: a gateway keeping only replica "b" serves exactly b's series, and
+    // one dropping a block by `__block_id` (from a file) serves one block fewer.
+    let keep_b = "- action: keep\n  source_labels: [replica]\n  regex: b\n";
+    // With --data-dir, the blocks' meta.json and series.parquet are cached on disk: a restarted
+    // gateway reads them from there and downloads none.
+    let data_dir = tmp.path().join("store-data");
+    let dd = data_dir.to_str().unwrap();
+    let counter = |port: u16, name: &str| -> u64 {
+        let (_, m) = http_get(port, "/metrics");
+        let line = m.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {m}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    for round in 0..2 {
+        let store = Store::start(
+            &cfg,
+            &["--selector.relabel-config", keep_b, "--data-dir", dd],
+            tmp.path().join(format!("sel{round}.log")),
+        );
+        let res = store.query(&py, &json!([all("all")]));
+        assert_series("replica b", &got_series(&res["all"]), &expected(&dump, &["b"]), i64::MIN, i64::MAX);
+        let (hits, misses) = (
+            counter(store.http_port, "strata_store_disk_cache_hits_total"),
+            counter(store.http_port, "strata_store_disk_cache_misses_total"),
+        );
+        if round == 0 {
+            assert!(misses > 0, "first start downloads: hits {hits} misses {misses}");
+        } else {
+            assert!(hits > 0 && misses == 0, "restart reads from disk: hits {hits} misses {misses}");
+        }
+        drop(store);
+    }
+    let cached: Vec<_> = std::fs::read_dir(data_dir.join("index-cache")).unwrap().collect();
+    assert!(!cached.is_empty() && cached.len() as u64 <= n_blocks, "{cached:?}");
+    let ulids: Vec<String> = std::fs::read_dir(&bdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 26)
+        .collect();
+    assert_eq!(ulids.len() as u64, n_blocks);
+    let rules = tmp.path().join("relabel.yml");
+    std::fs::write(&rules, format!("- action: drop\n  source_labels: [__block_id]\n  regex: {}\n", ulids[0])).unwrap();
+    let store =
+        Store::start(&cfg, &["--selector.relabel-config-file", rules.to_str().unwrap()], tmp.path().join("sel2.log"));
+    let (_, metrics) = http_get(store.http_port, "/metrics");
+    assert!(metrics.contains(&format!("thanos_bucket_store_blocks_loaded {}", n_blocks - 1)), "{metrics}");
+    drop(store);
+    // A bad rule set is refused at start with the flag named.
+    let out = Command::new(strata_bin())
+        .args(["store", "--objstore.config-file", cfg.to_str().unwrap()])
+        .args(["--selector.relabel-config", "- action: hashmod\n  target_label: s\n"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--selector.relabel-config") && err.contains("non-zero modulus"), "{err}");
 }
 
 #[test]

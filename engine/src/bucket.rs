@@ -105,6 +105,13 @@ impl Bucket {
     }
 
     fn s3(c: &S3Config) -> std::result::Result<Self, String> {
+        let (store, desc) = Self::s3_builder(c)?;
+        let store = store.build().map_err(|e| format!("S3 bucket {:?} at {desc}: {e}", c.bucket))?;
+        Ok(Self::from_store(Arc::new(store), format!("s3 {} {}", desc, c.bucket)))
+    }
+
+    /// The object_store builder for an S3 config, and the endpoint as the config names it.
+    fn s3_builder(c: &S3Config) -> std::result::Result<(AmazonS3Builder, String), String> {
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&c.bucket);
         let endpoint = if c.endpoint.is_empty() { "s3.amazonaws.com".to_string() } else { c.endpoint.clone() };
         let aws = endpoint.contains("amazonaws.com");
@@ -129,15 +136,23 @@ impl Bucket {
             _ => aws,
         };
         b = b.with_virtual_hosted_style_request(virtual_host);
-        b = b.with_region(if c.region.is_empty() { "us-east-1" } else { c.region.as_str() });
+        let region = if c.region.is_empty() { "us-east-1" } else { c.region.as_str() };
+        b = b.with_region(region);
+        if let Some(url) = dualstack_endpoint(c, &endpoint, region, virtual_host) {
+            b = b.with_endpoint(url);
+        }
+        if c.send_content_md5 {
+            // object_store cannot send Content-MD5; it sends an x-amz-checksum-sha256 that S3
+            // verifies in its place (and that Object Lock buckets accept as well).
+            b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        }
         if !c.access_key.is_empty() {
             b = b.with_access_key_id(&c.access_key).with_secret_access_key(&c.secret_key);
         }
         if !c.session_token.is_empty() {
             b = b.with_token(&c.session_token);
         }
-        let store = b.build().map_err(|e| format!("S3 bucket {:?} at {endpoint}: {e}", c.bucket))?;
-        Ok(Self::from_store(Arc::new(store), format!("s3 {} {}", endpoint, c.bucket)))
+        Ok((b, endpoint))
     }
 
     /// The underlying object store.
@@ -333,6 +348,20 @@ impl Bucket {
     }
 }
 
+/// The dual-stack (IPv4 + IPv6) endpoint Thanos (minio-go) talks to for an AWS S3 endpoint unless
+/// `disable_dualstack` is set: `s3.dualstack.<region>.amazonaws.com` (`.com.cn` in China), with the
+/// bucket as a host prefix in virtual-hosted style. Other endpoints are used as given.
+fn dualstack_endpoint(c: &S3Config, endpoint: &str, region: &str, virtual_host: bool) -> Option<String> {
+    let host = endpoint.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+    let aws = host == "s3.amazonaws.com" || (host.starts_with("s3.") && host.contains(".amazonaws.com"));
+    if c.disable_dualstack || c.insecure || !aws || host.contains(".dualstack.") {
+        return None;
+    }
+    let suffix = if host.ends_with(".amazonaws.com.cn") { "amazonaws.com.cn" } else { "amazonaws.com" };
+    let host = format!("s3.dualstack.{region}.{suffix}");
+    Some(if virtual_host { format!("https://{}.{host}", c.bucket) } else { format!("https://{host}") })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
@@ -467,6 +496,30 @@ pub(crate) mod tests {
         b.delete_block(u).await.unwrap();
         assert!(b.list_marked_for_deletion().await.unwrap().is_empty());
         assert!(b.list_partial_blocks().await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn s3_dualstack_and_checksum_follow_the_config() {
+        use object_store::aws::AmazonS3ConfigKey as K;
+        let cfg = |extra: &str| -> (Option<String>, Option<String>) {
+            let yaml = format!("type: S3\nconfig:\n  bucket: b1\n  region: eu-west-1\n{extra}");
+            let crate::objstore::Kind::S3(c) = crate::objstore::parse(&yaml).unwrap().kind else { panic!("not S3") };
+            let (b, _) = Bucket::s3_builder(&c).unwrap();
+            (b.get_config_value(&K::Endpoint), b.get_config_value(&K::Checksum))
+        };
+        // Thanos's defaults on AWS: dual-stack endpoint (virtual-hosted), integrity checksum sent.
+        let (endpoint, checksum) = cfg("  endpoint: s3.eu-west-1.amazonaws.com\n");
+        assert_eq!(endpoint.as_deref(), Some("https://b1.s3.dualstack.eu-west-1.amazonaws.com"));
+        assert_eq!(checksum.as_deref(), Some("sha256"));
+        let (endpoint, _) = cfg("  endpoint: s3.amazonaws.com\n  bucket_lookup_type: path\n");
+        assert_eq!(endpoint.as_deref(), Some("https://s3.dualstack.eu-west-1.amazonaws.com"));
+        // Turned off: object_store's own regional endpoint, no checksum.
+        let (endpoint, checksum) =
+            cfg("  endpoint: s3.eu-west-1.amazonaws.com\n  disable_dualstack: true\n  send_content_md5: false\n");
+        assert_eq!((endpoint, checksum), (None, None));
+        // Other endpoints are used as given.
+        let (endpoint, _) = cfg("  endpoint: minio.local:9000\n");
+        assert_eq!(endpoint.as_deref(), Some("https://minio.local:9000"));
     }
 
     #[tokio::test]

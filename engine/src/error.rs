@@ -38,6 +38,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A configuration (relabel rules, ...) cannot be used.
+    #[error("bad configuration in {origin}: {reason}")]
+    BadConfig {
+        /// The flag or file the configuration came from.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The objstore YAML cannot be used.
     #[error("bad object storage config {path}: {reason}")]
     BadObjstoreConfig {

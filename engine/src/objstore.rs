@@ -93,9 +93,10 @@ pub(crate) struct S3Config {
     /// `auto` (empty), `virtual-hosted` or `path`.
     pub(crate) bucket_lookup_type: String,
     pub(crate) http_config: HttpConfig,
-    /// Strata always talks to the endpoint as given (no dual-stack rewriting), whatever this says.
+    /// False (Thanos's default): AWS endpoints are reached through their dual-stack form.
     pub(crate) disable_dualstack: bool,
-    /// Strata does not send `Content-MD5` (object_store does not), whatever this says.
+    /// True (Thanos's default): uploads carry an integrity checksum (SHA-256: object_store has no
+    /// Content-MD5).
     pub(crate) send_content_md5: bool,
     aws_sdk_auth: bool,
     signature_version2: bool,

@@ -6,6 +6,7 @@
 mod cli_tools;
 mod compact_cmd;
 mod convert_cmd;
+mod flight_cmd;
 mod gen_cmd;
 mod grpc;
 mod promql_cmd;
@@ -66,6 +67,8 @@ enum Command {
     /// Run beside a Prometheus server: upload its blocks to the bucket and serve its recent data
     /// over the StoreAPI (gRPC).
     Sidecar(sidecar_cmd::SidecarArgs),
+    /// Serve SQL over the blocks of a bucket with Arrow Flight SQL (ADBC, pyarrow, BI tools).
+    Flight(flight_cmd::FlightArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,7 +104,8 @@ enum CliError {
 
 fn init_logging(level: &str) {
     // Our crates log at the chosen level; dependencies (DataFusion, object_store, ...) only warn.
-    let ours = format!("warn,strata={level},engine={level},ingest={level},query={level},compactor={level}");
+    let ours =
+        format!("warn,strata={level},engine={level},ingest={level},query={level},compactor={level},flight={level}");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(ours));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
             Command::Compact(args) => compact_cmd::run(args).await,
             Command::Sidecar(args) => sidecar_cmd::run(args).await,
             Command::Rule(args) => rule_cmd::run(args).await,
+            Command::Flight(args) => flight_cmd::run(args).await,
         }
     });
     match res {

@@ -45,6 +45,12 @@ pub(crate) struct UpArgs {
     compact: CompactCoreArgs,
     #[command(flatten)]
     rules: crate::rule_cmd::RuleCoreArgs,
+    /// Listen address of Arrow Flight SQL over the bucket's blocks (gRPC, host:port, e.g.
+    /// 127.0.0.1:10911); empty: not served. The --sql.* and --flight.* flags apply to it.
+    #[arg(long = "flight.grpc-address", default_value = "")]
+    flight_grpc_address: String,
+    #[command(flatten)]
+    sql: crate::flight_cmd::SqlArgs,
 }
 
 /// Runs `strata up`.
@@ -88,9 +94,10 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     };
     flags.insert("compact.disable".into(), args.compact_disable.to_string());
     let receive = EmbeddedReceive { state, cut_every, extra_routes, registries };
-    let served =
-        serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address))
-            .await;
+    let flight = crate::flight_cmd::serve_beside(bucket.clone(), &args.flight_grpc_address, &args.sql)?;
+    let api =
+        serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address));
+    let served = tokio::try_join!(api, flight).map(|_| ());
     if let Some(m) = manager {
         m.stop();
     }

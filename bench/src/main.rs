@@ -16,6 +16,7 @@ mod receive_bench;
 mod rule_bench;
 mod series_bench;
 mod sidecar_bench;
+mod sql_bench;
 mod store_bench;
 mod util;
 
@@ -50,6 +51,8 @@ enum Cmd {
     Sidecar(sidecar_bench::Args),
     /// Recording rules: evaluation duration per group and CPU, strata up vs Prometheus 2.42.
     Rule(rule_bench::Args),
+    /// SQL over a bucket: Flight SQL (ADBC client) vs DuckDB on the same Parquet files.
+    Sql(sql_bench::Args),
     /// Store gateway over many blocks: start to ready and memory, strata store vs Prometheus 2.42.
     Store(store_bench::Args),
 }
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Cmd::Store(a) => store_bench::run(a),
         Cmd::Sidecar(a) => sidecar_bench::run(a),
         Cmd::Rule(a) => rule_bench::run(a),
+        Cmd::Sql(a) => sql_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

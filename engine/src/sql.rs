@@ -47,7 +47,7 @@ use crate::reader::ObjectReader;
 /// Name of the block column (ULID of the block a row comes from).
 pub const BLOCK_COLUMN: &str = "block";
 /// Internal name of the partition column inside the providers.
-const PARTITION_COLUMN: &str = "__strata_block";
+pub const PARTITION_COLUMN: &str = "__strata_block";
 
 /// A table over one Parquet file per block, with the block ULID as a partition column.
 #[derive(Debug)]
@@ -162,12 +162,26 @@ async fn footer_schema(bucket: &Bucket, ulid: &str, name: &str) -> Result<(Schem
     Ok((Arc::clone(md.schema()), size))
 }
 
-/// Registers tables `samples` and `series` over every complete block of `bucket` (a snapshot; call
-/// again to refresh) and registers the bucket's object store with the context's runtime.
-///
-/// Column order: `samples(block, series_id, timestamp, value)`; `series(block, series_id,
-/// series_hash, __name__, <labels sorted>, labels, min_time, max_time, num_samples, first_row)`.
-pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<()> {
+/// The per-file tables of a bucket's complete Strata blocks, before any view: what
+/// [`register_bucket_tables`] builds its views on, and what other SQL front ends (Flight SQL) shape
+/// their own tables from.
+#[derive(Debug)]
+pub struct BucketFiles {
+    /// ULIDs of the blocks the tables span, sorted.
+    pub blocks: Vec<String>,
+    /// Label columns over all blocks: `__name__` first, the others sorted.
+    pub label_columns: Vec<String>,
+    /// `samples.parquet` of every block: v2's file columns (`value_int`, `value_scale` NULL in v1
+    /// files) plus [`PARTITION_COLUMN`].
+    pub samples: Arc<BlockFilesTable>,
+    /// `series.parquet` of every block: [`format::series_schema`] of `label_columns` plus
+    /// [`PARTITION_COLUMN`].
+    pub series: Arc<BlockFilesTable>,
+}
+
+/// Reads the footers of every complete block of `bucket` into [`BucketFiles`] (a snapshot) and
+/// registers the bucket's object store with the context's runtime.
+pub async fn bucket_files(ctx: &SessionContext, bucket: &Bucket) -> Result<BucketFiles> {
     let url_text = bucket.object_store_url();
     let url =
         ObjectStoreUrl::parse(&url_text).map_err(|e| Error::datafusion(format!("object store url {url_text}"), e))?;
@@ -175,11 +189,12 @@ pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Re
         .map_err(|e| Error::BadObjstoreConfig { path: url_text.clone().into(), reason: e.to_string() })?;
     ctx.runtime_env().register_object_store(&store_url, Arc::clone(bucket.store()));
 
-    let blocks = bucket.list_blocks().await?;
+    let listed = bucket.list_blocks().await?;
+    let mut blocks = Vec::new();
     let mut samples_files = Vec::new();
     let mut series_files = Vec::new();
     let mut label_names: BTreeSet<String> = BTreeSet::new();
-    for u in &blocks {
+    for u in &listed {
         let meta = bucket.read_meta(u).await?;
         if meta.strata.is_none() || meta.thanos.downsample.resolution != 0 {
             // Not a Strata block (e.g. a Prometheus block in the same bucket), or a downsampled
@@ -195,6 +210,7 @@ pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Re
             }
         }
         series_files.push((u.clone(), Bucket::block_path(u, format::SERIES_FILE).to_string(), size));
+        blocks.push(u.clone());
     }
     let mut cols = vec![format::COL_METRIC_NAME.to_string()];
     cols.extend(label_names);
@@ -214,7 +230,18 @@ pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Re
         .collect();
     let samples_schema = Arc::new(arrow::datatypes::Schema::new(samples_fields));
     let samples = Arc::new(BlockFilesTable::new(url.clone(), samples_schema, samples_files));
-    let series = Arc::new(BlockFilesTable::new(url, Arc::clone(&series_schema), series_files));
+    let series = Arc::new(BlockFilesTable::new(url, series_schema, series_files));
+    Ok(BucketFiles { blocks, label_columns: cols, samples, series })
+}
+
+/// Registers tables `samples` and `series` over every complete block of `bucket` (a snapshot; call
+/// again to refresh) and registers the bucket's object store with the context's runtime.
+///
+/// Column order: `samples(block, series_id, timestamp, value)`; `series(block, series_id,
+/// series_hash, __name__, <labels sorted>, labels, min_time, max_time, num_samples, first_row)`.
+pub async fn register_bucket_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<()> {
+    let BucketFiles { samples, series, .. } = bucket_files(ctx, bucket).await?;
+    let series_schema = Arc::clone(&series.file_schema);
     let df_err = |what: &'static str| move |e| Error::datafusion(what, e);
 
     let samples_view = ctx

@@ -7,6 +7,7 @@ pub mod error;
 mod plan;
 mod planner;
 pub mod rules;
+pub mod sql;
 pub mod storeapi;
 pub mod value;
 

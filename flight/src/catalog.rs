@@ -1,0 +1,267 @@
+//! The SQL catalog a Flight SQL server answers from: a DataFusion context holding Strata's tables
+//! ([`crate::tables`]) that is rebuilt when the bucket's block list changes, and the read-only,
+//! limited context each statement runs in.
+//!
+//! ```text
+//!   refresh(): list blocks ──changed?──► new SessionContext + register_tables ──► swap snapshot
+//!   statement(): snapshot's state + own memory pool (--sql.memory-limit), no spilling
+//!               ──► parse ──► `?` → `$n` ──► plan ──► read-only check ──► DataFrame
+//! ```
+//!
+//! Read-only: DDL (CREATE/DROP, CREATE EXTERNAL TABLE), DML (INSERT, COPY) and statements (SET,
+//! PREPARE, transactions) are refused before anything runs, wherever they appear (also under
+//! `EXPLAIN`). Tables by URL are off (DataFusion's default) and the only table functions are
+//! DataFusion's generators (`generate_series`, `range`) plus the ones given to
+//! [`SqlCatalog::new`] (e.g. `promql`).
+
+use std::sync::{Arc, RwLock};
+
+use datafusion::catalog::TableFunctionImpl;
+use datafusion::common::ParamValues;
+use datafusion::common::ScalarValue;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, UnboundedMemoryPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use engine::bucket::Bucket;
+
+use crate::error::{Error, Result};
+use crate::tables::{TableSet, register_tables};
+
+/// Catalog name Flight SQL clients see.
+pub const CATALOG: &str = "strata";
+/// Schema holding Strata's tables.
+pub const SCHEMA: &str = "public";
+
+/// A named table function registered in every context (the hook the root wiring uses for
+/// `promql(...)`, which lives in `query`).
+pub type TableFunction = (String, Arc<dyn TableFunctionImpl>);
+
+/// Limits every statement runs under.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatementLimits {
+    /// Memory one statement may hold (DataFusion memory pool, no spilling); `None`: unbounded.
+    pub memory_limit: Option<usize>,
+    /// Longest a statement may run, planning and streaming included; `None`: no limit.
+    pub timeout: Option<std::time::Duration>,
+}
+
+struct Snapshot {
+    ctx: SessionContext,
+    /// `Bucket::list_blocks` when the snapshot was built (complete blocks, any format).
+    listed: Vec<String>,
+    tables: TableSet,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("tables", &self.tables).finish_non_exhaustive()
+    }
+}
+
+/// Strata's tables over a bucket, refreshed on demand; cheap to clone.
+#[derive(Clone)]
+pub struct SqlCatalog {
+    bucket: Bucket,
+    functions: Arc<Vec<TableFunction>>,
+    limits: StatementLimits,
+    current: Arc<RwLock<Arc<Snapshot>>>,
+}
+
+impl std::fmt::Debug for SqlCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlCatalog").field("bucket", &self.bucket.describe()).field("limits", &self.limits).finish()
+    }
+}
+
+fn df(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> Error + '_ {
+    move |e| Error::datafusion(context, e)
+}
+
+impl SqlCatalog {
+    /// A catalog over `bucket` with no tables yet (call [`SqlCatalog::refresh`]); `functions` are
+    /// table functions registered beside DataFusion's own.
+    pub fn new(bucket: Bucket, functions: Vec<TableFunction>, limits: StatementLimits) -> Result<Self> {
+        let catalog = SqlCatalog {
+            bucket,
+            functions: Arc::new(functions),
+            limits,
+            current: Arc::new(RwLock::new(Arc::new(Snapshot {
+                ctx: SessionContext::new(),
+                listed: Vec::new(),
+                tables: TableSet::default(),
+            }))),
+        };
+        let empty = catalog.new_context()?;
+        catalog.swap(Snapshot { ctx: empty, listed: Vec::new(), tables: TableSet::default() });
+        Ok(catalog)
+    }
+
+    /// The limits statements run under.
+    pub fn limits(&self) -> StatementLimits {
+        self.limits
+    }
+
+    fn new_context(&self) -> Result<SessionContext> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(true);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(df("creating the SQL runtime"))?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        for (name, f) in self.functions.iter() {
+            ctx.register_udtf(name, Arc::clone(f));
+        }
+        Ok(ctx)
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn swap(&self, s: Snapshot) {
+        let s = Arc::new(s);
+        match self.current.write() {
+            Ok(mut g) => *g = s,
+            Err(poisoned) => *poisoned.into_inner() = s,
+        }
+    }
+
+    /// Re-reads the bucket's block list and, when it changed, rebuilds the tables. Returns the
+    /// number of blocks the tables span now.
+    pub async fn refresh(&self) -> Result<usize> {
+        let listed = self.bucket.list_blocks().await?;
+        let old = self.snapshot();
+        if !old.listed.is_empty() && old.listed == listed {
+            return Ok(old.tables.blocks.len());
+        }
+        let ctx = self.new_context()?;
+        let tables = register_tables(&ctx, &self.bucket).await?;
+        let n = tables.blocks.len();
+        tracing::info!(blocks = n, metrics = tables.metrics.len(), "SQL tables refreshed");
+        self.swap(Snapshot { ctx, listed, tables });
+        Ok(n)
+    }
+
+    /// The tables registered now.
+    pub fn tables(&self) -> TableSet {
+        self.snapshot().tables.clone()
+    }
+
+    /// The current context (catalog listings; statements use [`SqlCatalog::statement`]).
+    pub fn context(&self) -> SessionContext {
+        self.snapshot().ctx.clone()
+    }
+
+    /// Plans `sql` read-only in a context of its own (own memory pool), binding `params` to its
+    /// placeholders (`$1`, `$2`, ... or `?` in order).
+    pub async fn statement(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DataFrame> {
+        let plan = async {
+            let sql = number_placeholders(sql)?;
+            let base = self.snapshot();
+            let pool: Arc<dyn MemoryPool> = match self.limits.memory_limit {
+                Some(bytes) => Arc::new(GreedyMemoryPool::new(bytes)),
+                None => Arc::new(UnboundedMemoryPool::default()),
+            };
+            let shared = base.ctx.runtime_env();
+            let runtime = RuntimeEnv {
+                memory_pool: pool,
+                disk_manager: Arc::clone(&shared.disk_manager),
+                cache_manager: Arc::clone(&shared.cache_manager),
+                object_store_registry: Arc::clone(&shared.object_store_registry),
+            };
+            let state =
+                SessionStateBuilder::new_from_existing(base.ctx.state()).with_runtime_env(Arc::new(runtime)).build();
+            let ctx = SessionContext::new_with_state(state);
+            let what = statement_context(&sql);
+            let plan = ctx.state().create_logical_plan(&sql).await.map_err(df(&what))?;
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false)
+                .verify_plan(&plan)
+                .map_err(|e| Error::Forbidden(format!("{what}: {}", e.strip_backtrace())))?;
+            let mut frame = ctx.execute_logical_plan(plan).await.map_err(df(&what))?;
+            if let Some(p) = params {
+                frame = frame.with_param_values(ParamValues::from(p)).map_err(df(&what))?;
+            }
+            Ok(frame)
+        };
+        match self.limits.timeout {
+            Some(t) => tokio::time::timeout(t, plan).await.map_err(|_| Error::Timeout(t))?,
+            None => plan.await,
+        }
+    }
+}
+
+/// The first characters of a statement, to name it in errors.
+pub(crate) fn statement_context(sql: &str) -> String {
+    let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut s: String = one_line.chars().take(80).collect();
+    if one_line.chars().count() > 80 {
+        s.push_str("...");
+    }
+    format!("statement {s:?}")
+}
+
+/// Rewrites JDBC/ODBC-style `?` placeholders into DataFusion's `$1`, `$2`, ... in order of
+/// appearance (string literals, identifiers and comments untouched).
+fn number_placeholders(sql: &str) -> Result<String> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::BadRequest(format!("{}: {e}", statement_context(sql))))?;
+    // Byte offset of each line start (locations are 1-based lines and columns in characters).
+    let mut line_starts = vec![0usize];
+    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut copied = 0usize;
+    let mut n = 0usize;
+    for t in &tokens {
+        if t.token != Token::Placeholder("?".into()) {
+            continue;
+        }
+        let (line, column) = (t.span.start.line as usize, t.span.start.column as usize);
+        let Some(&start) = line_starts.get(line.saturating_sub(1)) else { continue };
+        let Some((offset, _)) = sql[start..].char_indices().nth(column.saturating_sub(1)) else { continue };
+        let at = start + offset;
+        if sql.as_bytes().get(at) != Some(&b'?') {
+            continue;
+        }
+        n += 1;
+        out.push_str(&sql[copied..at]);
+        out.push('$');
+        out.push_str(&n.to_string());
+        copied = at + 1;
+    }
+    out.push_str(&sql[copied..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        assert_eq!(
+            number_placeholders("SELECT * FROM t WHERE a = ? AND b > ?").unwrap(),
+            "SELECT * FROM t WHERE a = $1 AND b > $2"
+        );
+        assert_eq!(
+            number_placeholders("SELECT '?', \"?\" -- ?\nFROM t WHERE x = ?").unwrap(),
+            "SELECT '?', \"?\" -- ?\nFROM t WHERE x = $1"
+        );
+        assert_eq!(number_placeholders("SELECT 'é', ? FROM t").unwrap(), "SELECT 'é', $1 FROM t");
+        assert_eq!(number_placeholders("SELECT $1").unwrap(), "SELECT $1");
+    }
+}

@@ -1,0 +1,373 @@
+//! Strata's SQL tables over a bucket, as Flight SQL clients see them.
+//!
+//! ```text
+//!   samples(metric, labels Map<Utf8,Utf8>, timestamp Timestamp(ms, UTC), value Float64)
+//!   series(metric, labels, first_time, last_time, num_samples)     one row per series (all blocks)
+//!   <metric>(<its label names>..., timestamp, value)                one table per metric name
+//!
+//!   series.parquet (every block) ──filter: metric, labels──► build side ─┐
+//!                                                                      HashJoin on (block, series_id)
+//!   samples.parquet (every block) ─filter: timestamp (pages)─► probe ────┘
+//!                  ▲ dynamic filter: the series ids the build side found (row-group/page pruning)
+//! ```
+//!
+//! All are views over `engine::sql`'s per-file tables ([`engine::sql::bucket_files`]), so a filter
+//! on a label goes to the series scan (series resolution on series.parquet), a filter on
+//! `timestamp` goes to the samples scan as a Parquet predicate (row-group and page pruning), and the
+//! join hands the series ids it found to the samples scan as a dynamic filter. `EXPLAIN` shows the
+//! predicates; `EXPLAIN ANALYZE` the pruning counters.
+//!
+//! A per-metric table has one column per label name any series of the metric has in any block (NULL
+//! where a series lacks it). A label named `timestamp`, `value` or `metric` is exposed as
+//! `label_<name>`; labels kept in a block's overflow map are in `samples.labels` only. A metric named
+//! like a fixed table (`samples`, `series`) has no table of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::common::JoinType;
+use datafusion::functions::expr_fn::coalesce;
+use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min, sum};
+use datafusion::logical_expr::{Expr, cast, col, ident, lit};
+use datafusion::prelude::{DataFrame, SessionContext};
+use engine::bucket::Bucket;
+use engine::format;
+use engine::sql::{BucketFiles, PARTITION_COLUMN};
+
+use crate::error::{Error, Result};
+use crate::labels_map::labels_expr;
+
+/// Names of the fixed tables.
+pub const FIXED_TABLES: [&str; 2] = ["samples", "series"];
+/// Columns a per-metric table has after its labels.
+const VALUE_COLUMNS: [&str; 3] = ["timestamp", "value", "metric"];
+
+/// The timestamp type of every table: milliseconds, UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// What [`register_tables`] registered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableSet {
+    /// ULIDs of the blocks the tables span, sorted.
+    pub blocks: Vec<String>,
+    /// Per-metric tables: metric name -> its label columns (SQL column names, sorted).
+    pub metrics: BTreeMap<String, Vec<String>>,
+}
+
+fn df_err(what: impl ToString) -> impl FnOnce(datafusion::error::DataFusionError) -> Error {
+    move |e| Error::datafusion(what.to_string(), e)
+}
+
+/// The SQL column name of label `name` in a per-metric table.
+fn label_column_name(name: &str) -> String {
+    if VALUE_COLUMNS.contains(&name) { format!("label_{name}") } else { name.to_string() }
+}
+
+/// Registers `samples`, `series` and one table per metric name over every complete block of
+/// `bucket` in `ctx`'s default schema (a snapshot: register into a fresh context to refresh).
+pub async fn register_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<TableSet> {
+    let files = engine::sql::bucket_files(ctx, bucket).await?;
+    let BucketFiles { blocks, label_columns, samples, series } = files;
+    let labels: Vec<String> = label_columns.iter().filter(|c| *c != format::COL_METRIC_NAME).cloned().collect();
+
+    // series rows with the block, the metric, the label columns as Utf8 and the labels map.
+    let mut series_exprs = vec![
+        col(PARTITION_COLUMN).alias("__block"),
+        col(format::COL_SERIES_ID).alias("__series_id"),
+        col(format::COL_SERIES_HASH).alias("__series_hash"),
+        cast(ident(format::COL_METRIC_NAME), DataType::Utf8).alias("metric"),
+    ];
+    for n in &labels {
+        series_exprs.push(cast(ident(n.as_str()), DataType::Utf8).alias(format!("__l_{n}")));
+    }
+    series_exprs.push(col(format::COL_LABELS).alias("__overflow"));
+    series_exprs.push(col(format::COL_MIN_TIME).alias("__min_time"));
+    series_exprs.push(col(format::COL_MAX_TIME).alias("__max_time"));
+    series_exprs.push(col(format::COL_NUM_SAMPLES).alias("__num_samples"));
+    let series_raw = ctx.read_table(series).map_err(df_err("reading series files"))?;
+    let series_base = series_raw.clone().select(series_exprs).map_err(df_err("projecting series"))?;
+    let l_cols: Vec<Expr> = labels.iter().map(|n| ident(format!("__l_{n}"))).collect();
+
+    let samples_base = ctx
+        .read_table(samples)
+        .map_err(df_err("reading samples files"))?
+        .select(vec![
+            col(PARTITION_COLUMN).alias("__sblock"),
+            col(format::COL_SERIES_ID).alias("__sid"),
+            cast(col(format::COL_TIMESTAMP), timestamp_type()).alias("timestamp"),
+            coalesce(vec![
+                col(format::COL_VALUE),
+                cast(col(format::COL_VALUE_INT), DataType::Float64) / col(format::COL_VALUE_SCALE),
+            ])
+            .alias("value"),
+        ])
+        .map_err(df_err("projecting samples"))?;
+    let join = |series: DataFrame| -> Result<DataFrame> {
+        series
+            .join(samples_base.clone(), JoinType::Inner, &["__block", "__series_id"], &["__sblock", "__sid"], None)
+            .map_err(df_err("joining samples to series"))
+    };
+
+    // samples
+    let with_map = series_base
+        .clone()
+        .select(vec![
+            col("__block"),
+            col("__series_id"),
+            col("metric"),
+            labels_expr(&labels, l_cols.clone(), col("__overflow")).alias("labels"),
+        ])
+        .map_err(df_err("labels of series"))?;
+    let samples_view = join(with_map)?
+        .select(vec![col("metric"), col("labels"), col("timestamp"), col("value")])
+        .map_err(df_err("projecting samples view"))?;
+    ctx.register_table("samples", samples_view.into_view()).map_err(df_err("registering samples"))?;
+
+    // series: one row per series over all blocks.
+    let mut group = vec![col("__series_hash"), col("metric")];
+    group.extend(l_cols.clone());
+    let series_view = series_base
+        .clone()
+        .aggregate(
+            group,
+            vec![
+                first_value(col("__overflow"), vec![]).alias("__overflow"),
+                min(col("__min_time")).alias("__min_time"),
+                max(col("__max_time")).alias("__max_time"),
+                sum(col("__num_samples")).alias("num_samples"),
+            ],
+        )
+        .map_err(df_err("aggregating series over blocks"))?
+        .select(vec![
+            col("metric"),
+            labels_expr(&labels, l_cols.clone(), col("__overflow")).alias("labels"),
+            cast(col("__min_time"), timestamp_type()).alias("first_time"),
+            cast(col("__max_time"), timestamp_type()).alias("last_time"),
+            cast(col("num_samples"), DataType::Int64).alias("num_samples"),
+        ])
+        .map_err(df_err("projecting series view"))?;
+    ctx.register_table("series", series_view.into_view()).map_err(df_err("registering series"))?;
+
+    // One table per metric: which label columns each metric uses.
+    let mut aggs: Vec<Expr> = l_cols.iter().enumerate().map(|(i, c)| count(c.clone()).alias(format!("n{i}"))).collect();
+    aggs.push(count(lit(1)).alias("rows"));
+    let per_metric = series_base
+        .clone()
+        .aggregate(vec![col("metric")], aggs)
+        .map_err(df_err("label names per metric"))?
+        .collect()
+        .await
+        .map_err(df_err("reading label names per metric"))?;
+    let mut metrics: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for b in &per_metric {
+        let names = b.column(0).as_string::<i32>();
+        for r in 0..b.num_rows() {
+            if !names.is_valid(r) || FIXED_TABLES.contains(&names.value(r)) {
+                continue;
+            }
+            let used: BTreeSet<String> = (0..labels.len())
+                .filter(|&i| b.column(i + 1).as_primitive::<Int64Type>().value(r) > 0)
+                .map(|i| labels[i].clone())
+                .collect();
+            metrics.entry(names.value(r).to_string()).or_default().extend(used);
+        }
+    }
+    for (metric, used) in &mut metrics {
+        let mut sel: Vec<Expr> = used.iter().map(|n| ident(format!("__l_{n}")).alias(label_column_name(n))).collect();
+        sel.push(col("timestamp"));
+        sel.push(col("value"));
+        let only = series_base
+            .clone()
+            .filter(col("metric").eq(lit(metric.as_str())))
+            .map_err(df_err(format!("filtering metric {metric}")))?;
+        let view = join(only)?.select(sel).map_err(df_err(format!("projecting table {metric}")))?;
+        ctx.register_table(datafusion::common::TableReference::bare(metric.as_str()), view.into_view())
+            .map_err(df_err(format!("registering table {metric}")))?;
+        *used = used.iter().map(|n| label_column_name(n)).collect();
+    }
+    Ok(TableSet { blocks, metrics })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::Float64Type;
+    use engine::{BlockWriter, BlockWriterOptions, Labels};
+
+    /// One test series: labels, timestamps, values.
+    pub(crate) type Series = (Labels, Vec<i64>, Vec<f64>);
+
+    /// `node_load1{instance, job}` (20 series) and `up{instance, job[, zone]}` (20 series), 15 s
+    /// apart from t=0, `n` samples each; values a function of the series and the step.
+    pub(crate) fn fleet(n: i64) -> Vec<Series> {
+        let mut out = Vec::new();
+        for i in 0..20 {
+            let inst = format!("host-{i:02}:9100");
+            let job = if i % 2 == 0 { "node" } else { "edge" };
+            let l = Labels::from_pairs([("__name__", "node_load1"), ("instance", inst.as_str()), ("job", job)]);
+            let ts: Vec<i64> = (0..n).map(|k| k * 15_000).collect();
+            let vs: Vec<f64> = (0..n).map(|k| (i as f64) * 0.5 + ((k % 60) as f64) / 100.0).collect();
+            out.push((l, ts, vs));
+            let mut pairs = vec![("__name__", "up".to_string()), ("instance", inst.clone()), ("job", job.to_string())];
+            if i % 4 == 0 {
+                pairs.push(("zone", "eu".to_string()));
+            }
+            let l = Labels::from_pairs(pairs);
+            let ts: Vec<i64> = (0..n).map(|k| k * 15_000).collect();
+            let vs: Vec<f64> = (0..n).map(|k| if (k + i) % 50 == 0 { 0.0 } else { 1.0 }).collect();
+            out.push((l, ts, vs));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Writes `data` as one block (time range `[min, max)` of the data) into `bucket`.
+    pub(crate) async fn write(bucket: &Bucket, ulid: ulid::Ulid, data: &[Series]) {
+        let min = data.iter().filter_map(|s| s.1.first()).min().copied().unwrap();
+        let max = data.iter().filter_map(|s| s.1.last()).max().copied().unwrap() + 1;
+        let mut w = BlockWriter::new(bucket.clone(), BlockWriterOptions::new(ulid, min, max)).unwrap();
+        for (l, t, v) in data {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        w.finish().await.unwrap();
+    }
+
+    async fn sql(ctx: &SessionContext, q: &str) -> Vec<RecordBatch> {
+        ctx.sql(q).await.unwrap().collect().await.unwrap()
+    }
+
+    fn text(batches: &[RecordBatch]) -> String {
+        arrow::util::pretty::pretty_format_batches(batches).unwrap().to_string()
+    }
+
+    /// Two blocks: [0, 2h) and [2h, 4h) of the same series.
+    async fn two_blocks() -> (tempfile::TempDir, Bucket, Vec<Series>, Vec<Series>) {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let a = fleet(480);
+        let b: Vec<Series> =
+            fleet(480).into_iter().map(|(l, t, v)| (l, t.iter().map(|t| t + 7_200_000).collect(), v)).collect();
+        write(&bucket, ulid::Ulid::from_parts(1, 1), &a).await;
+        write(&bucket, ulid::Ulid::from_parts(2, 2), &b).await;
+        (dir, bucket, a, b)
+    }
+
+    #[tokio::test]
+    async fn tables_answer_from_the_source_data() {
+        let (_dir, bucket, a, b) = two_blocks().await;
+        let ctx = SessionContext::new();
+        let set = register_tables(&ctx, &bucket).await.unwrap();
+        assert_eq!(set.blocks.len(), 2);
+        assert_eq!(set.metrics["node_load1"], ["instance", "job"]);
+        assert_eq!(set.metrics["up"], ["instance", "job", "zone"]);
+
+        let all: Vec<&Series> = a.iter().chain(&b).collect();
+        let n: usize = all.iter().map(|s| s.1.len()).sum();
+        let got = sql(&ctx, "SELECT count(*) FROM samples").await;
+        assert_eq!(got[0].column(0).as_primitive::<Int64Type>().value(0), n as i64);
+
+        // avg per instance over the last hour of the data, per-metric table.
+        let cut = 4 * 3_600_000 - 3_600_000;
+        let q = format!(
+            "SELECT instance, avg(value) AS v, count(*) AS n FROM node_load1 \
+             WHERE timestamp > to_timestamp_millis({cut}) AND job = 'node' GROUP BY instance ORDER BY instance"
+        );
+        let got = sql(&ctx, &q).await;
+        let mut want: BTreeMap<String, (f64, i64)> = BTreeMap::new();
+        for (l, t, v) in &all {
+            if l.metric_name() != Some("node_load1") || l.get("job") != Some("node") {
+                continue;
+            }
+            let e = want.entry(l.get("instance").unwrap().to_string()).or_default();
+            for (t, v) in t.iter().zip(v) {
+                if *t > cut {
+                    e.0 += v;
+                    e.1 += 1;
+                }
+            }
+        }
+        let mut rows = BTreeMap::new();
+        for batch in &got {
+            for r in 0..batch.num_rows() {
+                rows.insert(
+                    batch.column(0).as_string::<i32>().value(r).to_string(),
+                    (
+                        batch.column(1).as_primitive::<Float64Type>().value(r),
+                        batch.column(2).as_primitive::<Int64Type>().value(r),
+                    ),
+                );
+            }
+        }
+        assert_eq!(rows.len(), want.len());
+        for (k, (sum, cnt)) in &want {
+            let (avg, n) = rows[k];
+            assert_eq!(n, *cnt, "{k}");
+            assert!((avg - sum / *cnt as f64).abs() < 1e-9, "{k}: {avg} vs {}", sum / *cnt as f64);
+        }
+
+        // samples: labels map and metric; series: one row per series over both blocks.
+        let got = sql(&ctx, "SELECT count(*) FROM samples WHERE metric = 'up' AND labels['zone'] = 'eu'").await;
+        let want: usize = all
+            .iter()
+            .filter(|s| s.0.metric_name() == Some("up") && s.0.get("zone") == Some("eu"))
+            .map(|s| s.1.len())
+            .sum();
+        assert_eq!(got[0].column(0).as_primitive::<Int64Type>().value(0), want as i64);
+        let got = sql(&ctx, "SELECT count(*), sum(num_samples), min(first_time), max(last_time) FROM series").await;
+        assert_eq!(
+            text(&got).lines().nth(3).unwrap().split('|').map(str::trim).collect::<Vec<_>>()[1..5],
+            ["40", &n.to_string(), "1970-01-01T00:00:00Z", "1970-01-01T03:59:45Z"]
+        );
+        let got =
+            sql(&ctx, "SELECT labels FROM series WHERE metric = 'up' AND labels['instance'] = 'host-04:9100'").await;
+        assert!(text(&got).contains("{instance: host-04:9100, job: node, zone: eu}"), "{}", text(&got));
+    }
+
+    /// Label and time filters reach the scans: EXPLAIN shows the predicates, EXPLAIN ANALYZE the
+    /// pages and row groups the samples scan skipped.
+    #[tokio::test]
+    async fn filters_push_down_to_the_scans() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        // 40 series x 5000 samples: about 3 pages of samples.parquet per block, so pruning shows.
+        write(&bucket, ulid::Ulid::from_parts(1, 1), &fleet(5000)).await;
+        let ctx = SessionContext::new();
+        register_tables(&ctx, &bucket).await.unwrap();
+        let q = "SELECT instance, avg(value) FROM node_load1 WHERE instance = 'host-03:9100' \
+                 AND timestamp >= to_timestamp_millis(60000000) GROUP BY instance";
+        let plan = text(&sql(&ctx, &format!("EXPLAIN {q}")).await);
+        let scans: Vec<&str> = plan.lines().filter(|l| l.contains("DataSourceExec")).collect();
+        assert_eq!(scans.len(), 2, "{plan}");
+        let series_scan = scans.iter().find(|l| l.contains("series.parquet")).unwrap();
+        assert!(
+            series_scan.contains("predicate=")
+                && series_scan.contains("__name__")
+                && series_scan.contains("host-03:9100"),
+            "{plan}"
+        );
+        let samples_scan = scans.iter().find(|l| l.contains("samples.parquet")).unwrap();
+        assert!(samples_scan.contains("predicate=") && samples_scan.contains("timestamp"), "{plan}");
+        assert!(samples_scan.contains("DynamicFilter"), "{plan}");
+
+        let analyzed = text(&sql(&ctx, &format!("EXPLAIN ANALYZE {q}")).await);
+        let samples_scan = analyzed.lines().find(|l| l.contains("samples.parquet")).unwrap();
+        // "page_index_pages_pruned=4 total → 1 matched": pages the scan skipped.
+        let pruned = |name: &str| -> (u64, u64) {
+            let at = samples_scan.find(&format!("{name}=")).unwrap_or_else(|| panic!("{name} in {samples_scan}"));
+            let words: Vec<&str> = samples_scan[at + name.len() + 1..].split_whitespace().take(4).collect();
+            (words[0].parse().unwrap(), words[3].parse().unwrap())
+        };
+        let (total, matched) = pruned("page_index_pages_pruned");
+        assert!(total >= 3 && matched < total, "{samples_scan}");
+        // And the answer: host-03 is in node_load1 with 5000 samples; timestamps >= 60000 s: 1000.
+        let got = sql(&ctx, q).await;
+        let avg = got[0].column(1).as_primitive::<Float64Type>().value(0);
+        let vs: Vec<f64> = (4000..5000).map(|k| 1.5 + ((k % 60) as f64) / 100.0).collect();
+        assert!((avg - vs.iter().sum::<f64>() / 1000.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,203 @@
+//! `strata flight`: Arrow Flight SQL over the blocks of a bucket (tables `samples`, `series` and
+//! one per metric; see the `flight` crate) on `--grpc-address`; `/metrics`, `/-/healthy` and
+//! `/-/ready` on `--http-address`.
+//!
+//! ```text
+//!   bucket ──re-read every --sync-block-duration──► SqlCatalog (rebuilt when blocks change)
+//!            └─► StrataFlightSql (+ promql(...) from `query`) ──► gRPC (ready after the first sync)
+//! ```
+//!
+//! Defaults: gRPC 127.0.0.1:10911 and HTTP 127.0.0.1:10912, beside the store gateway's 10901/10902.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use clap::Args;
+use engine::bucket::Bucket;
+use engine::bucket_source::BucketSource;
+use flight::{FlightSqlMetrics, SqlCatalog, StatementLimits, StrataFlightSql, TableFunction};
+use prometheus_client::registry::Registry;
+
+use crate::CliError;
+use crate::server::{self, Readiness, Shutdown, SyncMetrics};
+
+/// The SQL flags shared by `strata flight` and `strata up`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SqlArgs {
+    /// Most memory one SQL statement may use (DataFusion memory pool; beyond it the statement
+    /// fails with RESOURCE_EXHAUSTED); 0 for no limit (KB, MB, GB, KiB, MiB, GiB).
+    #[arg(long = "sql.memory-limit", default_value = "1GiB")]
+    sql_memory_limit: String,
+    /// Longest a SQL statement may run, planning to last batch (beyond it: DEADLINE_EXCEEDED); 0s
+    /// for no limit.
+    #[arg(long = "sql.timeout", default_value = "2m")]
+    sql_timeout: String,
+    /// File holding the bearer token Flight SQL clients must send (`authorization: Bearer
+    /// <token>`); without it, no authentication.
+    #[arg(long = "flight.auth-token-file")]
+    flight_auth_token_file: Option<PathBuf>,
+}
+
+impl SqlArgs {
+    fn limits(&self) -> Result<StatementLimits, CliError> {
+        let memory_limit = match self.sql_memory_limit.trim() {
+            "0" => None,
+            v => Some(crate::receive_cmd::parse_size("sql.memory-limit", v)?),
+        };
+        let timeout = match self.sql_timeout.trim() {
+            "0" | "0s" => None,
+            v => Some(crate::query_cmd::duration_flag("sql.timeout", v)?),
+        };
+        Ok(StatementLimits { memory_limit, timeout })
+    }
+
+    fn token(&self) -> Result<Option<String>, CliError> {
+        let Some(path) = &self.flight_auth_token_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Failed(format!("--flight.auth-token-file {}: cannot read: {e}", path.display())))?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            return Err(CliError::Usage(format!("--flight.auth-token-file {}: the file is empty", path.display())));
+        }
+        Ok(Some(token))
+    }
+}
+
+/// Arguments of `strata flight`.
+#[derive(Debug, Args)]
+pub(crate) struct FlightArgs {
+    /// Object storage configuration file (Thanos objstore YAML).
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: PathBuf,
+    /// Listen address of Arrow Flight SQL (gRPC, host:port).
+    #[arg(long = "grpc-address", default_value = "127.0.0.1:10911")]
+    grpc_address: String,
+    /// Listen address of /metrics, /-/healthy and /-/ready (host:port).
+    #[arg(long = "http-address", default_value = "127.0.0.1:10912")]
+    http_address: String,
+    /// How often the bucket's block list is re-read (the tables are rebuilt when it changed).
+    #[arg(long = "sync-block-duration", default_value = "3m")]
+    sync_block_duration: String,
+    #[command(flatten)]
+    sql: SqlArgs,
+}
+
+/// A Flight SQL server ready to serve: its routes, the refresh task to run beside it.
+pub(crate) struct FlightParts {
+    pub(crate) routes: tonic::service::Routes,
+    pub(crate) refresh: tokio::task::JoinHandle<()>,
+}
+
+/// Builds the Flight SQL service over `bucket` with the table functions of `functions`, its
+/// metrics in `registry`, and starts re-reading the bucket every `interval` (ready after the first
+/// read).
+pub(crate) fn build(
+    bucket: Bucket,
+    sql: &SqlArgs,
+    functions: SqlFunctions,
+    interval: Duration,
+    registry: &mut Registry,
+    ready: Readiness,
+) -> Result<FlightParts, CliError> {
+    let catalog =
+        SqlCatalog::new(bucket, functions.functions, sql.limits()?).map_err(|e| CliError::Failed(e.to_string()))?;
+    let metrics = FlightSqlMetrics::register(registry);
+    let sync_metrics = SyncMetrics::register(registry);
+    let service = StrataFlightSql::new(catalog.clone(), metrics).map_err(|e| CliError::Failed(e.to_string()))?;
+    let routes = flight::server::routes(service, sql.token()?);
+    let refresh = tokio::spawn(refresh_loop(catalog, functions.source, interval, sync_metrics, ready));
+    Ok(FlightParts { routes, refresh })
+}
+
+/// Re-reads the bucket every `interval` (every 5 s at most until the first success): the SQL
+/// tables and the block list of the table functions' source.
+async fn refresh_loop(
+    catalog: SqlCatalog,
+    source: Arc<BucketSource>,
+    interval: Duration,
+    metrics: SyncMetrics,
+    ready: Readiness,
+) {
+    loop {
+        let started = Instant::now();
+        let synced = async {
+            source.sync().await.map_err(flight::Error::from)?;
+            catalog.refresh().await
+        };
+        match synced.await {
+            Ok(blocks) => {
+                metrics.observe(true, started.elapsed().as_secs_f64(), blocks);
+                if !ready.is_ready() {
+                    tracing::info!(blocks, ms = started.elapsed().as_millis() as u64, "SQL tables loaded");
+                    ready.set_ready();
+                }
+            }
+            Err(e) => {
+                metrics.observe(false, started.elapsed().as_secs_f64(), 0);
+                tracing::warn!(error = %e, "reading the bucket for the SQL tables failed; will retry");
+            }
+        }
+        let wait = if ready.is_ready() { interval } else { interval.min(Duration::from_secs(5)) };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The table functions Strata's SQL has beside DataFusion's, and the bucket source they read.
+pub(crate) struct SqlFunctions {
+    functions: Vec<TableFunction>,
+    source: Arc<BucketSource>,
+}
+
+/// `promql(expr, start, end, step)` over the blocks of `bucket`.
+pub(crate) fn table_functions(bucket: &Bucket) -> SqlFunctions {
+    let source = Arc::new(BucketSource::new(bucket.clone()));
+    let promql = query::sql::promql_table_function(source.clone());
+    SqlFunctions { functions: vec![("promql".to_string(), promql)], source }
+}
+
+/// How often `strata up` re-reads its bucket for the SQL tables (blocks are cut every 2 h).
+const UP_REFRESH: Duration = Duration::from_secs(30);
+
+/// Flight SQL over `bucket` on `address` beside another component (`strata up`) until
+/// SIGINT/SIGTERM; an empty address serves nothing. Its metrics are not on the component's
+/// `/metrics`.
+pub(crate) fn serve_beside(
+    bucket: Bucket,
+    address: &str,
+    sql: &SqlArgs,
+) -> Result<impl std::future::Future<Output = Result<(), CliError>>, CliError> {
+    let parts = if address.is_empty() {
+        None
+    } else {
+        let mut registry = server::new_registry("flight");
+        let functions = table_functions(&bucket);
+        Some(build(bucket, sql, functions, UP_REFRESH, &mut registry, Readiness::default())?)
+    };
+    let address = address.to_string();
+    Ok(async move {
+        let Some(parts) = parts else { return Ok(()) };
+        tracing::info!(grpc = %address, "Flight SQL server starting");
+        let res = crate::grpc::serve(&address, parts.routes, Shutdown::on_signal()).await;
+        parts.refresh.abort();
+        res
+    })
+}
+
+/// Runs `strata flight` until SIGINT/SIGTERM.
+pub(crate) async fn run(args: FlightArgs) -> Result<(), CliError> {
+    let interval = crate::query_cmd::duration_flag("sync-block-duration", &args.sync_block_duration)?;
+    let bucket = Bucket::from_config_file(&args.objstore_config_file)?;
+    tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "Flight SQL server starting");
+    let mut registry = server::new_registry("flight");
+    let ready = Readiness::default();
+    let functions = table_functions(&bucket);
+    let parts = build(bucket, &args.sql, functions, interval, &mut registry, ready.clone())?;
+    let shutdown = Shutdown::on_signal();
+    let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry], shutdown.clone());
+    let grpc = crate::grpc::serve(&args.grpc_address, parts.routes, shutdown);
+    let res = tokio::try_join!(http, grpc);
+    parts.refresh.abort();
+    res.map(|_| ())
+}

@@ -1,0 +1,54 @@
+"""`--sql.memory-limit` and `--sql.timeout` against `strata flight` (driven by tests/flight.rs).
+
+Usage: flight_limits.py GRPC_URI   (server started with --sql.memory-limit 4MiB --sql.timeout 2s)
+"""
+import sys
+import time
+
+import adbc_driver_flightsql.dbapi as flightsql
+
+uri = sys.argv[1]
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+conn = flightsql.connect(uri)
+cur = conn.cursor()
+
+# Memory: sorting 5M generated rows needs far more than 4 MiB (no spilling): RESOURCE_EXHAUSTED.
+try:
+    cur.execute("SELECT value FROM generate_series(1, 5000000) AS t(value) ORDER BY value DESC")
+    cur.fetchall()
+    check(False, "statement over the memory limit succeeded")
+except Exception as e:
+    msg = str(e)
+    print("memory:", msg.splitlines()[0][:200])
+    check("RESOURCE_EXHAUSTED" in msg or "ResourceExhausted" in msg or "Resources exhausted" in msg, f"memory error: {msg}")
+    check("--sql.memory-limit" in msg, f"memory error names the flag: {msg}")
+
+# Time: a long scan ends after about 2 s with DEADLINE_EXCEEDED.
+started = time.monotonic()
+try:
+    cur.execute("SELECT count(*) FROM generate_series(1, 100000000000) AS t(v) WHERE v % 7 = 3")
+    cur.fetchall()
+    check(False, "statement over the timeout succeeded")
+except Exception as e:
+    msg = str(e)
+    took = time.monotonic() - started
+    print(f"timeout after {took:.1f}s:", msg.splitlines()[0][:200])
+    check("--sql.timeout" in msg, f"timeout error names the flag: {msg}")
+    check(took < 30, f"timeout took {took:.1f}s")
+
+# Still serving, and a normal query fits in the limit.
+cur.execute("SELECT count(*) FROM samples")
+check(cur.fetchone()[0] > 0, "serving after the limits fired")
+
+if failures:
+    print(f"flight_limits: {len(failures)} check(s) failed")
+    sys.exit(1)
+print("flight_limits: all checks passed")

@@ -54,7 +54,7 @@ pub(crate) struct Args {
 
 /// Sends `url` once and returns its wall time in seconds, with the body read whole. With `gzip` the
 /// request asks for gzip and the compressed body is read as is.
-async fn timed(client: &reqwest::Client, url: &str, gzip: bool) -> Result<f64, String> {
+pub(crate) async fn timed(client: &reqwest::Client, url: &str, gzip: bool) -> Result<f64, String> {
     let t = Instant::now();
     let mut req = client.get(url);
     if gzip {
@@ -77,7 +77,7 @@ async fn timed(client: &reqwest::Client, url: &str, gzip: bool) -> Result<f64, S
 }
 
 /// Median of `v` (the mean of the middle two for an even count); 0 for an empty slice.
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => 0.0,

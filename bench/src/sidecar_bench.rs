@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use ingest::testkit::{Daemon, copy_dir, free_port};
 
+use crate::http_bench::{median, timed};
 use crate::util::{promtool_blocks, spec};
 
 /// Arguments of `bench sidecar`.
@@ -86,28 +87,6 @@ async fn wait_ok(url: &str, within: Duration) -> Result<(), String> {
             return Err(format!("{url} not ready after {within:?}"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Seconds to answer `url` with a successful JSON body.
-async fn timed(client: &reqwest::Client, url: &str) -> Result<f64, String> {
-    let t = Instant::now();
-    let r = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
-    let status = r.status();
-    let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-    let s = t.elapsed().as_secs_f64();
-    if !status.is_success() || !body.windows(9).take(64).any(|w| w == b"\"success\"") {
-        return Err(format!("{url}: {status} {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
-    }
-    Ok(s)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -241,11 +220,11 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         let (via, direct) = (format!("http://{qhttp}{path}"), format!("{purl}{path}"));
         let (mut s, mut p) = (Vec::new(), Vec::new());
         rt.block_on(async {
-            timed(&client, &via).await?;
-            timed(&client, &direct).await?;
+            timed(&client, &via, false).await?;
+            timed(&client, &direct, false).await?;
             for _ in 0..a.runs {
-                s.push(timed(&client, &via).await?);
-                p.push(timed(&client, &direct).await?);
+                s.push(timed(&client, &via, false).await?);
+                p.push(timed(&client, &direct, false).await?);
             }
             Ok::<(), String>(())
         })?;

@@ -485,7 +485,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        command_info(&query.into_builder().schema(), &query, request)
+        command_info(&query.clone().into_builder().schema(), &query, request)
     }
 
     async fn do_get_schemas(
@@ -508,7 +508,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        command_info(&query.into_builder().schema(), &query, request)
+        command_info(&query.clone().into_builder().schema(), &query, request)
     }
 
     async fn do_get_tables(
@@ -562,7 +562,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        command_info(&query.into_builder(&self.sql_info).schema(), &query, request)
+        command_info(&query.clone().into_builder(&self.sql_info).schema(), &query, request)
     }
 
     async fn do_get_sql_info(

@@ -3,8 +3,11 @@
 //!
 //! The mix imitates a scraped fleet: per target an `up` gauge, request counters by method and status
 //! with uneven increments, memory and temperature gauges with decimals, a constant `build_info`, and a
-//! classic histogram (`_bucket` with `le`, `_sum`, `_count`). Timestamps carry a little jitter
-//! (milliseconds) like real scrapes. Everything is deterministic for a given [`GenSpec::seed`].
+//! classic histogram (`_bucket` with `le`, `_sum`, `_count`). Timestamps follow Prometheus's scrape
+//! loop: each scrape starts up to [`GenSpec::jitter_ms`] late (timer jitter), and, as Prometheus
+//! 2.42 does for intervals over 200 ms (`ScrapeTimestampTolerance`), a scrape within 2 ms of its grid
+//! time is stamped with the grid time; later ones keep their real time. Everything is deterministic
+//! for a given [`GenSpec::seed`].
 
 use std::io::{self, Write};
 
@@ -24,7 +27,8 @@ pub struct GenSpec {
     pub duration_ms: i64,
     /// Scrape interval in ms.
     pub interval_ms: i64,
-    /// Maximum timestamp jitter in ms (0 for exact grid timestamps).
+    /// Maximum lateness of a scrape in ms (0 for exact grid timestamps); scrapes at most
+    /// [`SCRAPE_TIMESTAMP_TOLERANCE_MS`] late are stamped on the grid, as Prometheus does.
     pub jitter_ms: i64,
     /// Random seed.
     pub seed: u64,
@@ -97,13 +101,20 @@ fn job_of(target: usize) -> &'static str {
     ["api", "web", "db", "cache"][target % 4]
 }
 
-/// Scrape times per target (jittered), shared by all series of the target as in a real scrape.
+/// Prometheus's `ScrapeTimestampTolerance`: a scrape this close to its grid time is stamped with it
+/// (for scrape intervals over 100 times this).
+pub const SCRAPE_TIMESTAMP_TOLERANCE_MS: i64 = 2;
+
+/// Scrape times per target (late by timer jitter, aligned to the grid within Prometheus's
+/// tolerance), shared by all series of the target as in a real scrape.
 fn scrape_times(spec: &GenSpec, rng: &mut StdRng) -> Vec<Vec<i64>> {
+    let aligns = spec.interval_ms > 100 * SCRAPE_TIMESTAMP_TOLERANCE_MS;
     (0..spec.targets)
         .map(|_| {
             (0..scrapes(spec))
                 .map(|i| {
-                    let j = if spec.jitter_ms > 0 { rng.random_range(0..=spec.jitter_ms) } else { 0 };
+                    let late = if spec.jitter_ms > 0 { rng.random_range(0..=spec.jitter_ms) } else { 0 };
+                    let j = if aligns && late <= SCRAPE_TIMESTAMP_TOLERANCE_MS { 0 } else { late };
                     spec.start_ms + i as i64 * spec.interval_ms + j
                 })
                 .collect()
@@ -317,6 +328,21 @@ mod tests {
         assert_eq!(samples, total_samples(&spec));
         assert_eq!(samples, 2 * SERIES_PER_TARGET as u64 * 40);
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn scrape_times_align_within_prometheus_tolerance() {
+        let spec = GenSpec { targets: 50, duration_ms: 3_600_000, jitter_ms: 3, ..Default::default() };
+        let times = scrape_times(&spec, &mut StdRng::seed_from_u64(7));
+        let offsets: Vec<i64> = times.iter().flatten().map(|t| (t - spec.start_ms) % spec.interval_ms).collect();
+        // Late by 0..=3 ms: 0..=2 snap to the grid, 3 keeps its time (about a quarter of the scrapes).
+        assert!(offsets.iter().all(|&o| o == 0 || o == 3), "{offsets:?}");
+        let late = offsets.iter().filter(|&&o| o == 3).count() as f64 / offsets.len() as f64;
+        assert!((0.2..0.3).contains(&late), "{late}");
+        // Intervals of 200 ms or less are not aligned (Prometheus's 100 x tolerance rule).
+        let fast = GenSpec { targets: 5, duration_ms: 60_000, interval_ms: 200, jitter_ms: 2, ..Default::default() };
+        let times = scrape_times(&fast, &mut StdRng::seed_from_u64(7));
+        assert!(times.iter().flatten().any(|t| (t - fast.start_ms) % 200 != 0));
     }
 
     #[test]

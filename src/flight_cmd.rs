@@ -41,6 +41,11 @@ pub(crate) struct SqlArgs {
 }
 
 impl SqlArgs {
+    /// True when no SQL flag differs from its default.
+    fn is_default(&self) -> bool {
+        self.sql_memory_limit == "1GiB" && self.sql_timeout == "2m" && self.flight_auth_token_file.is_none()
+    }
+
     fn limits(&self) -> Result<StatementLimits, CliError> {
         let memory_limit = match self.sql_memory_limit.trim() {
             "0" => None,
@@ -167,22 +172,30 @@ pub(crate) fn serve_beside(
     bucket: Bucket,
     address: &str,
     sql: &SqlArgs,
-) -> Result<impl std::future::Future<Output = Result<(), CliError>>, CliError> {
-    let parts = if address.is_empty() {
-        None
+) -> Result<(impl std::future::Future<Output = Result<(), CliError>>, Option<Registry>), CliError> {
+    let (parts, registry) = if address.is_empty() {
+        if !sql.is_default() {
+            return Err(CliError::Usage(
+                "--sql.memory-limit, --sql.timeout and --flight.auth-token-file apply to Flight SQL, which only \
+                 runs with --flight.grpc-address"
+                    .into(),
+            ));
+        }
+        (None, None)
     } else {
         let mut registry = server::new_registry("flight");
         let functions = table_functions(&bucket);
-        Some(build(bucket, sql, functions, UP_REFRESH, &mut registry, Readiness::default())?)
+        (Some(build(bucket, sql, functions, UP_REFRESH, &mut registry, Readiness::default())?), Some(registry))
     };
     let address = address.to_string();
-    Ok(async move {
+    let fut = async move {
         let Some(parts) = parts else { return Ok(()) };
         tracing::info!(grpc = %address, "Flight SQL server starting");
         let res = crate::grpc::serve(&address, parts.routes, Shutdown::on_signal()).await;
         parts.refresh.abort();
         res
-    })
+    };
+    Ok((fut, registry))
 }
 
 /// Runs `strata flight` until SIGINT/SIGTERM.

@@ -105,6 +105,28 @@ pub(crate) struct RuleCoreArgs {
     for_grace_period: String,
 }
 
+impl RuleCoreArgs {
+    /// Refuses rule flags given without any `--rule-file` (where nothing would use them).
+    pub(crate) fn check_used(&self) -> Result<(), CliError> {
+        let defaults = self.eval_interval == "1m"
+            && self.alertmanagers.is_empty()
+            && self.alertmanagers_timeout == "10s"
+            && self.label_drop.is_empty()
+            && self.query_url.is_empty()
+            && self.resend_delay == "1m"
+            && self.for_outage_tolerance == "1h"
+            && self.for_grace_period == "10m";
+        if self.rule_files.is_empty() && !defaults {
+            return Err(CliError::Usage(
+                "the rule and alert flags (--eval-interval, --alertmanagers.*, --alert.*, --resend-delay, \
+                 --for-*) apply only with --rule-file"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn ms(flag: &str, v: &str) -> Result<i64, CliError> {
     Ok(i64::try_from(duration_flag(flag, v)?.as_millis()).unwrap_or(i64::MAX))
 }

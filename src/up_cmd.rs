@@ -57,6 +57,7 @@ pub(crate) struct UpArgs {
 pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&args.data)
         .map_err(|e| CliError::Failed(format!("--data {}: cannot create the directory: {e}", args.data.display())))?;
+    args.rules.check_used()?;
     let mut flags = BTreeMap::from([
         ("data".to_string(), args.data.display().to_string()),
         ("http-address".to_string(), args.http_address.clone()),
@@ -71,6 +72,8 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     };
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
+    let (flight, flight_registry) =
+        crate::flight_cmd::serve_beside(bucket.clone(), &args.flight_grpc_address, &args.sql)?;
     let (extra_routes, registries, manager) = if args.rules.rule_files.is_empty() {
         (axum::Router::new(), vec![], None)
     } else {
@@ -79,6 +82,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
         (routes, vec![registry], Some(manager))
     };
     let mut registries = registries;
+    registries.extend(flight_registry);
     // The compactor: an iteration every --wait-interval until shutdown; a halt keeps it idle (as
     // `strata compact --wait`), the rest of `up` goes on.
     let compactor = if args.compact_disable {
@@ -94,7 +98,6 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     };
     flags.insert("compact.disable".into(), args.compact_disable.to_string());
     let receive = EmbeddedReceive { state, cut_every, extra_routes, registries };
-    let flight = crate::flight_cmd::serve_beside(bucket.clone(), &args.flight_grpc_address, &args.sql)?;
     let api =
         serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address));
     let served = tokio::try_join!(api, flight).map(|_| ());

@@ -12,6 +12,20 @@ use crate::error::{Error, Result};
 /// The reserved label holding the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
+/// True when `name` is a label name as Prometheus 2 (and its rule files, relabelling and remote
+/// write validation) accept it: `[a-zA-Z_][a-zA-Z0-9_]*`.
+///
+/// ```
+/// assert!(engine::labels::valid_label_name("__name__"));
+/// assert!(!engine::labels::valid_label_name("0x"));
+/// assert!(!engine::labels::valid_label_name("a-b"));
+/// ```
+pub fn valid_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
+}
+
 /// One label: a name and a value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {

@@ -98,21 +98,8 @@ pub fn to_write_request(series: &[Series]) -> WriteRequest {
     }
 }
 
-/// True when `name` is a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
-///
-/// ```
-/// assert!(ingest::remote_write::valid_label_name("__name__"));
-/// assert!(!ingest::remote_write::valid_label_name("0x"));
-/// assert!(!ingest::remote_write::valid_label_name("a-b"));
-/// ```
-pub fn valid_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    match bytes.next() {
-        Some(b) if b == b'_' || b.is_ascii_alphabetic() => {}
-        _ => return false,
-    }
-    bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
-}
+/// The label-name rule remote write validates with (`[a-zA-Z_][a-zA-Z0-9_]*`).
+pub use engine::labels::valid_label_name;
 
 /// Prints received labels like Prometheus does, before validation (so unsorted or duplicate labels
 /// show as sent).

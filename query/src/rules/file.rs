@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::template::RuleTemplate;
+use engine::labels::valid_label_name;
 
 /// A parsed, checked rule group.
 #[derive(Debug)]
@@ -157,12 +158,6 @@ fn valid_metric_name(s: &str) -> bool {
     let mut cs = s.chars();
     matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn valid_label_name(s: &str) -> bool {
-    let mut cs = s.chars();
-    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn duration(field: &str, v: &Option<String>) -> Result<i64, String> {

@@ -21,7 +21,6 @@
 //! both ends, `hashmod` as the big-endian last 8 bytes of the MD5 of the joined source values
 //! modulo `modulus`, and the same validation errors at load time.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use md5::{Digest, Md5};
@@ -29,7 +28,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::labels::Labels;
+use crate::labels::{Labels, valid_label_name};
 
 /// The label a block selector sees its block's ULID under (as Thanos's `__block_id`).
 pub const BLOCK_ID_LABEL: &str = "__block_id";
@@ -131,12 +130,6 @@ const DEFAULT_REGEX: &str = "(.*)";
 const DEFAULT_REPLACEMENT: &str = "$1";
 const DEFAULT_SEPARATOR: &str = ";";
 
-fn valid_label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
-
 /// A target or labelmap replacement with `$n`/`${name}` references, as Prometheus's `relabelTarget`
 /// accepts: letters, `_`, and `$`-references, then word characters.
 fn valid_template_target(s: &str) -> bool {
@@ -180,13 +173,12 @@ impl RelabelConfig {
     /// left (an empty result counts as dropped, as in Thanos's block selector), else the relabelled
     /// set.
     pub fn process(&self, labels: &Labels) -> Option<Labels> {
-        let mut lb: BTreeMap<String, String> = labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+        let mut out = labels.clone();
         for rule in &self.rules {
-            if !rule.apply(&mut lb) {
+            if !rule.apply(&mut out) {
                 return None;
             }
         }
-        let out = Labels::from_pairs(lb);
         (!out.is_empty()).then_some(out)
     }
 }
@@ -277,17 +269,10 @@ impl Rule {
         })
     }
 
-    /// Applies the rule; false when it drops the label set.
-    fn apply(&self, lb: &mut BTreeMap<String, String>) -> bool {
-        let get = |lb: &BTreeMap<String, String>, n: &str| lb.get(n).cloned().unwrap_or_default();
+    /// Applies the rule (setting a label to "" removes it); false when it drops the label set.
+    fn apply(&self, lb: &mut Labels) -> bool {
+        let get = |lb: &Labels, n: &str| lb.get(n).unwrap_or_default().to_string();
         let val = self.source_labels.iter().map(|n| get(lb, n)).collect::<Vec<_>>().join(&self.separator);
-        let set = |lb: &mut BTreeMap<String, String>, n: &str, v: String| {
-            if v.is_empty() {
-                lb.remove(n);
-            } else {
-                lb.insert(n.to_string(), v);
-            }
-        };
         match self.action {
             Action::Drop => return !self.regex.is_match(&val),
             Action::Keep => return self.regex.is_match(&val),
@@ -299,7 +284,7 @@ impl Rule {
                     && !self.target_label.contains('$')
                     && !self.replacement.contains('$')
                 {
-                    set(lb, &self.target_label, self.replacement.clone());
+                    lb.set(&self.target_label, &self.replacement);
                     return true;
                 }
                 let Some(caps) = self.regex.captures(&val) else { return true };
@@ -310,28 +295,32 @@ impl Rule {
                 }
                 let mut res = String::new();
                 caps.expand(&self.replacement, &mut res);
-                set(lb, &target, res);
+                lb.set(&target, &res);
             }
-            Action::Lowercase => set(lb, &self.target_label, val.to_lowercase()),
-            Action::Uppercase => set(lb, &self.target_label, val.to_uppercase()),
+            Action::Lowercase => lb.set(&self.target_label, &val.to_lowercase()),
+            Action::Uppercase => lb.set(&self.target_label, &val.to_uppercase()),
             Action::HashMod => {
                 let digest = Md5::digest(val.as_bytes());
                 let mut last8 = [0u8; 8];
                 last8.copy_from_slice(&digest[8..16]);
-                let m = u64::from_be_bytes(last8) % self.modulus;
-                set(lb, &self.target_label, m.to_string());
+                lb.set(&self.target_label, &(u64::from_be_bytes(last8) % self.modulus).to_string());
             }
             Action::LabelMap => {
-                let snapshot: Vec<(String, String)> = lb.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                for (name, value) in snapshot {
-                    if self.regex.is_match(&name) {
-                        let new = self.regex.replace_all(&name, self.replacement.as_str()).into_owned();
-                        set(lb, &new, value);
-                    }
+                for l in lb.clone().iter().filter(|l| self.regex.is_match(&l.name)) {
+                    lb.set(&self.regex.replace_all(&l.name, self.replacement.as_str()), &l.value);
                 }
             }
-            Action::LabelDrop => lb.retain(|name, _| !self.regex.is_match(name)),
-            Action::LabelKeep => lb.retain(|name, _| self.regex.is_match(name)),
+            Action::LabelDrop | Action::LabelKeep => {
+                let keep_matching = self.action == Action::LabelKeep;
+                let gone: Vec<String> = lb
+                    .iter()
+                    .filter(|l| self.regex.is_match(&l.name) != keep_matching)
+                    .map(|l| l.name.clone())
+                    .collect();
+                for name in gone {
+                    lb.remove(&name);
+                }
+            }
         }
         true
     }

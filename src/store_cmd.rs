@@ -175,7 +175,6 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
         None => None,
     };
     tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "store gateway starting");
-    let listing = bucket.clone();
     let mut source = BucketSource::with_page_cache_bytes(bucket, page_cache_bytes)
         .with_index_budget(index_budget)
         .with_time_window(Arc::new(move || {
@@ -193,11 +192,11 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     let mut thanos = server::thanos_registry();
     thanos.register_collector(Box::new(BucketStoreCollector(source.clone())));
     let api_metrics = StoreApiMetrics::register(&mut registry);
+    let ready = Readiness::default();
     let prune = disk_cache.map(|cache| {
         registry.register_collector(Box::new(DiskCacheCollector(cache.clone())));
-        tokio::spawn(prune_loop(cache, listing, sync_interval))
+        tokio::spawn(prune_loop(cache, source.clone(), ready.clone(), sync_interval))
     });
-    let ready = Readiness::default();
     let opts = StoreApiOptions { component_type: "store".into(), limits: args.limits.limits(), ..Default::default() };
     let api = StoreApi::new(source.clone(), opts, ready.flag(), api_metrics);
     let sync = tokio::spawn(sync_loop(source, sync_interval, sync_metrics, ready.clone()));
@@ -213,17 +212,20 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
     res.map(|_| ())
 }
 
-/// Removes the disk-cached files of blocks that left the bucket, once per sync interval.
-async fn prune_loop(cache: Arc<DiskCachedStore>, bucket: Bucket, every: std::time::Duration) {
+/// Removes the disk-cached files of blocks that left the bucket (as the store's last sync listed
+/// it), once per sync interval; nothing before the first sync succeeded (the store is ready).
+async fn prune_loop(
+    cache: Arc<DiskCachedStore>,
+    source: Arc<BucketSource>,
+    synced: Readiness,
+    every: std::time::Duration,
+) {
     loop {
         tokio::time::sleep(every).await;
-        let keep: std::collections::HashSet<String> = match bucket.list_blocks().await {
-            Ok(l) => l.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "disk cache prune: cannot list the bucket");
-                continue;
-            }
-        };
+        if !synced.is_ready() {
+            continue;
+        }
+        let keep = source.listed_blocks();
         match cache.prune(&keep) {
             Ok(0) => {}
             Ok(n) => tracing::info!(blocks = n, "removed disk-cached files of blocks no longer served"),

@@ -245,11 +245,7 @@ impl BucketSource {
         for u in &entered {
             outside.remove(u);
         }
-        let known: HashSet<String> = {
-            let b = self.blocks.read().unwrap_or_else(|p| p.into_inner());
-            let s = self.skipped.read().unwrap_or_else(|p| p.into_inner());
-            b.keys().chain(s.iter()).chain(outside.keys()).cloned().collect()
-        };
+        let known: HashSet<String> = self.seen_blocks(&outside);
         let new: Vec<String> = listed.iter().filter(|u| !known.contains(*u)).cloned().collect();
         let bucket = &self.bucket;
         let metas: Vec<(String, Result<BlockMeta>)> = futures::stream::iter(new)
@@ -298,6 +294,18 @@ impl BucketSource {
         s.retain(|u| live.contains(u));
         s.extend(skipped);
         Ok(())
+    }
+
+    /// Every block the last sync saw in the bucket with a readable meta.json, served or not
+    /// (filtered out, not Strata's, outside the time window), by ULID.
+    pub fn listed_blocks(&self) -> HashSet<String> {
+        self.seen_blocks(&self.outside.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn seen_blocks(&self, outside: &BTreeMap<String, (i64, i64)>) -> HashSet<String> {
+        let b = self.blocks.read().unwrap_or_else(|p| p.into_inner());
+        let s = self.skipped.read().unwrap_or_else(|p| p.into_inner());
+        b.keys().chain(s.iter()).chain(outside.keys()).cloned().collect()
     }
 
     /// The blocks served, by ULID.

@@ -20,35 +20,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+from duckdb_bucket import whole_bucket_sql  # noqa: E402  (the documented whole-bucket query)
+
 # Columns that are not labels (in the joined rows the readers build; the test data has no label of these names).
 FIXED = {
     "series_id", "series_hash", "labels", "min_time", "max_time", "num_samples", "first_row", "block", "filename",
     "timestamp", "value", "value_int", "value_scale",
 }
 
-# The whole-bucket SQL of docs/format.md §8 (v2 and mixed buckets), with BUCKET substituted.
-WHOLE_BUCKET_SQL = """
-WITH blocks AS (
-  SELECT regexp_extract(file, '([0-9A-Z]{26})/meta\\.json$', 1) AS block FROM glob('BUCKET/*/meta.json')
-  EXCEPT
-  SELECT regexp_extract(file, '([0-9A-Z]{26})/deletion-mark\\.json$', 1) FROM glob('BUCKET/*/deletion-mark.json')
-),
-samples AS (
-  SELECT regexp_extract(filename, '([0-9A-Z]{26})/samples\\.parquet$', 1) AS block, series_id, timestamp,
-         coalesce(value, value_int / value_scale) AS value
-  FROM read_parquet('BUCKET/*/samples.parquet', filename = true, union_by_name = true)
-),
-series AS (
-  SELECT regexp_extract(filename, '([0-9A-Z]{26})/series\\.parquet$', 1) AS block, * EXCLUDE (filename)
-  FROM read_parquet('BUCKET/*/series.parquet', filename = true, union_by_name = true)
-)
-SELECT series.*, samples.timestamp, samples.value
-FROM samples JOIN series USING (block, series_id)
-WHERE block IN (SELECT block FROM blocks)
-"""
 
-# A bucket of v1 blocks only has no value_int / value_scale columns: value is the column itself.
-WHOLE_BUCKET_SQL_V1 = WHOLE_BUCKET_SQL.replace("coalesce(value, value_int / value_scale)", "value")
+def bucket_sql(bucket, version):
+    """The whole-bucket SQL of docs/format.md §8 (examples/duckdb_bucket.py, v2 and mixed buckets); a
+    bucket of v1 blocks only has no value_int / value_scale columns, so there value is the column itself."""
+    sql = whole_bucket_sql(bucket)
+    return sql if version != "1" else sql.replace("coalesce(value, value_int / value_scale)", "value")
 
 
 def bits(v):
@@ -108,7 +94,7 @@ def main():
                 sys.exit(f"{b}/{f}: key-value strata.format_version {kv[b'strata.format_version']!r}")
 
     # DuckDB: the documented whole-bucket SQL.
-    sql = (WHOLE_BUCKET_SQL if version != "1" else WHOLE_BUCKET_SQL_V1).replace("BUCKET", bucket)
+    sql = bucket_sql(bucket, version)
     con = duckdb.connect()
     rel = con.sql(sql)
     cols = rel.columns

@@ -46,10 +46,13 @@ pub(crate) async fn serve(address: &str, routes: Routes, shutdown: Shutdown) -> 
         .map_err(|e| CliError::Failed(format!("--grpc-address {address}: cannot listen: {e}")))?;
     let local = listener.local_addr().map_err(|e| CliError::Failed(format!("--grpc-address {address}: {e}")))?;
     tracing::info!(address = %local, "gRPC server listening");
+    // Small answers (a LabelValues, one series) are single short writes: without TCP_NODELAY
+    // Nagle holds them until the client's delayed ACK, ~40 ms per call.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .trace_fn(|req| tracing::debug_span!("grpc", path = %req.uri().path()))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown.wait())
+        .serve_with_incoming_shutdown(incoming, shutdown.wait())
         .await
         .map_err(|e| CliError::Failed(format!("gRPC server on {local}: {e}")))?;
     tracing::info!("gRPC server stopped");

@@ -215,19 +215,26 @@ impl AggrSeries {
     /// Thanos's counter chunk of the batch `range`: the first raw sample, `(t, counter)` of each
     /// row with a counter, then the last row's timestamp with the last raw value.
     pub fn counter_chunk(&self, range: Range<usize>, out: &mut Vec<(i64, f64)>) {
-        if range.is_empty() {
+        self.counter_piece(range.clone(), range, out);
+    }
+
+    /// The counter chunk of rows `rows` of the batch `batch`: the batch's first raw sample when
+    /// `rows` starts the batch, `(t, counter)` of each row with a counter, and the last row's
+    /// timestamp with the batch's last raw value when `rows` ends it.
+    fn counter_piece(&self, batch: Range<usize>, rows: Range<usize>, out: &mut Vec<(i64, f64)>) {
+        if rows.is_empty() {
             return;
         }
-        if let Some(s) = self.counter_start[range.start] {
+        if rows.start == batch.start
+            && let Some(s) = self.counter_start[batch.start]
+        {
             out.push(s);
         }
-        for i in range.clone() {
-            if let Some(c) = self.counter[i] {
-                out.push((self.timestamps[i], c));
-            }
-        }
-        if let Some(e) = self.counter_end[range.end - 1] {
-            out.push((self.timestamps[range.end - 1], e));
+        out.extend(rows.clone().filter_map(|i| self.counter[i].map(|c| (self.timestamps[i], c))));
+        if rows.end == batch.end
+            && let Some(e) = self.counter_end[batch.end - 1]
+        {
+            out.push((self.timestamps[batch.end - 1], e));
         }
     }
 
@@ -359,10 +366,20 @@ pub fn prom_func_name(s: &str) -> String {
     out
 }
 
+/// Most rows (windows) of a downsampled batch in one chunk a store sends: the raw chunk limit
+/// ([`crate::chunkenc::SAMPLES_PER_CHUNK`]); Thanos's compactor cuts its aggregate chunks at fewer
+/// than 140 windows on average, so a Thanos querier expects chunks of about this size.
+pub const ROWS_PER_CHUNK: usize = crate::chunkenc::SAMPLES_PER_CHUNK;
+
 /// One chunk of a series as a querier receives it (a StoreAPI `AggrChunk`): raw samples, or the
-/// aggregate series of a downsampled batch (only those asked for need be present).
+/// aggregate series of (a piece of) a downsampled batch (only those asked for need be present).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AggrChunkData {
+    /// First timestamp of the chunk (`AggrChunk.min_time`): its first raw sample, or its first
+    /// window (a counter chunk's raw first sample may lie before it, as in Thanos).
+    pub min_time: i64,
+    /// Last timestamp of the chunk (`AggrChunk.max_time`): its last sample or window.
+    pub max_time: i64,
     /// Raw samples (raw-resolution data).
     pub raw: Option<Vec<(i64, f64)>>,
     /// Count per window.
@@ -379,26 +396,87 @@ pub struct AggrChunkData {
 }
 
 impl AggrChunkData {
-    /// The chunk of batch `range` of `a` with the `aggregates` asked for.
+    /// A chunk of raw samples (`ts`, `vs` of equal length, not empty).
+    pub fn raw(ts: &[i64], vs: &[f64]) -> Self {
+        AggrChunkData {
+            min_time: ts.first().copied().unwrap_or(i64::MAX),
+            max_time: ts.last().copied().unwrap_or(i64::MIN),
+            raw: Some(ts.iter().copied().zip(vs.iter().copied()).collect()),
+            ..Default::default()
+        }
+    }
+
+    /// The chunk of the whole batch `range` of `a` with the `aggregates` asked for.
     pub fn from_batch(a: &AggrSeries, range: Range<usize>, aggregates: &[Aggregate]) -> Self {
-        let col = |v: &[f64]| Some(range.clone().map(|i| (a.timestamps[i], v[i])).collect::<Vec<_>>());
-        let mut c = AggrChunkData::default();
+        Self::piece(a, range.clone(), range, aggregates)
+    }
+
+    /// The batch `batch` of `a` cut into chunks of at most `max_rows` rows (equal sizes, as
+    /// Thanos's compactor cuts a series' windows into chunks), appended to `out`. The counter of
+    /// the first piece starts with the batch's first raw sample and that of the last piece ends
+    /// with the batch's last raw value; the pieces in between carry only their windows' counter
+    /// values: the counter of a batch never goes down, so a reader
+    /// ([`CounterResets`], Thanos's `ApplyCounterResetsSeriesIterator`) finds no reset between
+    /// them and reads the same samples as from the whole batch.
+    pub fn pieces(
+        a: &AggrSeries,
+        batch: Range<usize>,
+        aggregates: &[Aggregate],
+        max_rows: usize,
+        out: &mut Vec<AggrChunkData>,
+    ) {
+        let n = batch.len();
+        if n == 0 {
+            return;
+        }
+        let k = n.div_ceil(max_rows.max(1));
+        let (size, extra) = (n / k, n % k);
+        let mut at = batch.start;
+        for i in 0..k {
+            let len = size + usize::from(i < extra);
+            out.push(Self::piece(a, batch.clone(), at..at + len, aggregates));
+            at += len;
+        }
+    }
+
+    /// Rows `rows` (inside batch `batch`) of `a` with the `aggregates` asked for.
+    fn piece(a: &AggrSeries, batch: Range<usize>, rows: Range<usize>, aggregates: &[Aggregate]) -> Self {
+        let col = |v: &[f64]| Some(rows.clone().map(|i| (a.timestamps[i], v[i])).collect::<Vec<_>>());
+        let mut c = AggrChunkData {
+            min_time: a.timestamps.get(rows.start).copied().unwrap_or(i64::MAX),
+            max_time: rows.end.checked_sub(1).and_then(|i| a.timestamps.get(i)).copied().unwrap_or(i64::MIN),
+            ..Default::default()
+        };
         for agg in aggregates {
             match agg {
                 Aggregate::Count => {
-                    c.count = Some(range.clone().map(|i| (a.timestamps[i], a.count[i] as f64)).collect());
+                    c.count = Some(rows.clone().map(|i| (a.timestamps[i], a.count[i] as f64)).collect());
                 }
                 Aggregate::Sum => c.sum = col(&a.sum),
                 Aggregate::Min => c.min = col(&a.min),
                 Aggregate::Max => c.max = col(&a.max),
                 Aggregate::Counter => {
                     let mut v = Vec::new();
-                    a.counter_chunk(range.clone(), &mut v);
+                    a.counter_piece(batch.clone(), rows.clone(), &mut v);
                     c.counter = Some(v);
                 }
             }
         }
         c
+    }
+
+    /// Samples of the chunk: the raw ones, or those of its longest aggregate.
+    pub fn num_samples(&self) -> usize {
+        [&self.raw, &self.count, &self.sum, &self.min, &self.max, &self.counter]
+            .iter()
+            .filter_map(|f| f.as_ref().map(Vec::len))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// True when the chunk's `[min_time, max_time]` overlaps `[min_t, max_t]`.
+    pub fn overlaps(&self, min_t: i64, max_t: i64) -> bool {
+        self.min_time <= max_t && self.max_time >= min_t
     }
 
     /// The samples of aggregate `agg`, or the raw ones when the chunk is raw.

@@ -32,7 +32,8 @@ use crate::labels::{Labels, Matcher};
 use crate::merge::{interleave_series_streams, merge_series_streams};
 use crate::meta::BlockMeta;
 use crate::reader::{BlockReader, PageCache, PageCacheStats};
-use crate::source::{DataRange, Relabel, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
+use crate::chunkenc::SAMPLES_PER_CHUNK;
+use crate::source::{ChunkSeriesStream, DataRange, Relabel, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
 
 /// Samples read from a block per request (whole series; a bigger series goes alone).
 pub const BLOCK_CHUNK_SAMPLES: u64 = 1 << 16;
@@ -443,6 +444,33 @@ impl BucketSource {
     /// stay separate entries, next to each other. `None` when every block chosen is raw (the
     /// ordinary read then answers).
     async fn select_downsampled(&self, req: &SelectRequest, relabel: &Relabel) -> Result<Option<SeriesStream>> {
+        let Some((chunks, aggregates)) = self.downsampled_chunks(req, relabel).await? else { return Ok(None) };
+        let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
+        Ok(Some(Box::pin(chunks.map(move |group| {
+            let mut out = Vec::new();
+            for (labels, chunks) in group? {
+                let (mut ts, mut vs) = (Vec::new(), Vec::new());
+                aggr::chunks_to_samples(&chunks, &aggregates, &mut ts, &mut vs)
+                    .map_err(|reason| crate::Error::BadInput { block: format!("series {labels}"), reason })?;
+                let a = ts.partition_point(|&t| t < min_t);
+                let b = ts.partition_point(|&t| t <= max_t);
+                if a < b {
+                    ts.truncate(b);
+                    vs.truncate(b);
+                    out.push((labels, ts.split_off(a), vs.split_off(a)));
+                }
+            }
+            SeriesBatch::from_series(out)
+        }))))
+    }
+
+    /// The chunks of a downsampled read ([`SeriesSource::select_downsampled_chunks`]) and the
+    /// aggregates they hold; `None` when every block chosen is raw.
+    async fn downsampled_chunks(
+        &self,
+        req: &SelectRequest,
+        relabel: &Relabel,
+    ) -> Result<Option<(ChunkSeriesStream, Vec<aggr::Aggregate>)>> {
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
         let blocks = self.for_resolution(min_t, max_t, req.hints.max_resolution_ms, &req.matchers).await?;
         if blocks.iter().all(|b| b.resolution() == 0) {
@@ -480,15 +508,17 @@ impl BucketSource {
             }
         }
         let blocks = Arc::new(blocks);
-        Ok(Some(Box::pin(futures::stream::unfold(groups.into_iter(), move |mut it| {
+        let aggrs = aggregates.clone();
+        let stream: ChunkSeriesStream = Box::pin(futures::stream::unfold(groups.into_iter(), move |mut it| {
             let blocks = Arc::clone(&blocks);
-            let aggregates = aggregates.clone();
+            let aggregates = aggrs.clone();
             async move {
                 let group = it.next()?;
                 let res = downsampled_group(&blocks, group, &aggregates, min_t, max_t).await;
                 Some((res, it))
             }
-        }))))
+        }));
+        Ok(Some((stream, aggregates)))
     }
 }
 
@@ -519,14 +549,16 @@ fn get_for(levels: &[Vec<Arc<Block>>], i: usize, min_t: i64, max_t: i64, out: &m
     get_for(levels, i + 1, start, max_t, out);
 }
 
-/// Reads one group of series of a downsampled read and turns each into samples.
+/// Reads one group of series of a downsampled read: each series' chunks overlapping
+/// `[min_t, max_t]`, in time order (raw chunks of at most [`SAMPLES_PER_CHUNK`] samples,
+/// downsampled batches cut into chunks of at most [`aggr::ROWS_PER_CHUNK`] windows).
 async fn downsampled_group(
     blocks: &[Arc<BlockReader>],
     group: Vec<DownsampledSeries>,
     aggregates: &[aggr::Aggregate],
     min_t: i64,
     max_t: i64,
-) -> Result<SeriesBatch> {
+) -> Result<Vec<(Labels, Vec<aggr::AggrChunkData>)>> {
     // Per block, the ids this group needs, read in one go.
     let mut wanted: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for (_, parts) in &group {
@@ -550,35 +582,28 @@ async fn downsampled_group(
     }
     let mut out = Vec::with_capacity(group.len());
     for ((labels, _), parts) in group {
-        // (first timestamp, chunk) of every piece, in time order.
-        let mut chunks: Vec<(i64, aggr::AggrChunkData)> = Vec::new();
+        let mut chunks: Vec<aggr::AggrChunkData> = Vec::new();
         for (b, ids) in parts {
             for id in ids {
                 if let Some((t, v)) = raw.remove(&(b, id)) {
-                    let first = t.first().copied().unwrap_or(i64::MAX);
-                    let data = aggr::AggrChunkData { raw: Some(t.into_iter().zip(v).collect()), ..Default::default() };
-                    chunks.push((first, data));
+                    for (t, v) in t.chunks(SAMPLES_PER_CHUNK).zip(v.chunks(SAMPLES_PER_CHUNK)) {
+                        chunks.push(aggr::AggrChunkData::raw(t, v));
+                    }
                 }
                 if let Some(a) = agg.remove(&(b, id)) {
                     for r in a.batches() {
-                        let first = a.counter_start[r.start].map_or(a.timestamps[r.start], |s| s.0);
-                        chunks.push((first, aggr::AggrChunkData::from_batch(&a, r, aggregates)));
+                        aggr::AggrChunkData::pieces(&a, r, aggregates, aggr::ROWS_PER_CHUNK, &mut chunks);
                     }
                 }
             }
         }
-        chunks.sort_by_key(|c| c.0);
-        let chunks: Vec<aggr::AggrChunkData> = chunks.into_iter().map(|c| c.1).collect();
-        let (mut ts, mut vs) = (Vec::new(), Vec::new());
-        aggr::chunks_to_samples(&chunks, aggregates, &mut ts, &mut vs)
-            .map_err(|reason| crate::Error::BadInput { block: format!("series {labels}"), reason })?;
-        let a = ts.partition_point(|&t| t < min_t);
-        let b = ts.partition_point(|&t| t <= max_t);
-        if a < b {
-            out.push((labels, ts[a..b].to_vec(), vs[a..b].to_vec()));
+        chunks.retain(|c| c.overlaps(min_t, max_t));
+        chunks.sort_by_key(|c| c.min_time);
+        if !chunks.is_empty() {
+            out.push((labels, chunks));
         }
     }
-    SeriesBatch::from_series(out)
+    Ok(out)
 }
 
 /// The matchers of `matchers` that the block's external labels do not decide; `None` when an
@@ -783,6 +808,19 @@ impl SeriesSource for BucketSource {
             })
             .collect();
         Ok(interleave_series_streams(streams))
+    }
+
+    /// The chunks of Thanos's choice of blocks (coarsest resolution first, gaps filled from finer
+    /// ones) when `req.hints.max_resolution_ms` > 0 and a downsampled block is among them.
+    async fn select_downsampled_chunks(
+        &self,
+        req: &SelectRequest,
+        relabel: &Relabel,
+    ) -> Result<Option<ChunkSeriesStream>> {
+        if req.hints.max_resolution_ms <= 0 {
+            return Ok(None);
+        }
+        Ok(self.downsampled_chunks(req, relabel).await?.map(|(s, _)| s))
     }
 
     /// One range per external label set of the blocks served, clamped to the time window.

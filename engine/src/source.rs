@@ -152,6 +152,11 @@ impl SeriesBatch {
 /// A stream of series batches.
 pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesBatch>> + Send>>;
 
+/// Series with their chunks (labels, chunks in time order), as a downsampled read serves them
+/// ([`SeriesSource::select_downsampled_chunks`]); equal labels may follow each other (replicas).
+pub type ChunkSeriesStream =
+    Pin<Box<dyn Stream<Item = Result<Vec<(Labels, Vec<crate::aggr::AggrChunkData>)>>> + Send>>;
+
 /// Hints a query engine may pass to a source (sources may ignore them).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SelectHints {
@@ -259,6 +264,21 @@ pub trait SeriesSource: Send + Sync + fmt::Debug {
             return Ok(stream);
         }
         relabel_collected(stream, relabel).await
+    }
+
+    /// A downsampled read (`req.hints.max_resolution_ms` > 0) as Thanos's store gateway serves
+    /// it: every series with its chunks, not turned into samples: raw chunks of the raw blocks
+    /// used, and of each downsampled batch the aggregates `req.hints.aggregates` asks for (empty:
+    /// as `req.hints.func` asks, [`crate::aggr::aggregates_for_func`]), cut into chunks of at most
+    /// [`crate::aggr::ROWS_PER_CHUNK`] windows; chunks outside `[min_t, max_t]` are left out.
+    /// Labels changed by `relabel`, as [`SeriesSource::select_relabelled`]. `None` (the default)
+    /// when the source has no downsampled data for the request: [`SeriesSource::select`] answers.
+    async fn select_downsampled_chunks(
+        &self,
+        _req: &SelectRequest,
+        _relabel: &Relabel,
+    ) -> Result<Option<ChunkSeriesStream>> {
+        Ok(None)
     }
 
     /// The external label sets of the data held and the time range of each, answered from

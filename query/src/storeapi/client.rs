@@ -473,6 +473,8 @@ impl SeriesDecoder {
                 }
             };
             data.push(engine::aggr::AggrChunkData {
+                min_time: c.min_time,
+                max_time: c.max_time,
                 raw: dec(&c.raw)?,
                 count: dec(&c.count)?,
                 sum: dec(&c.sum)?,

@@ -9,6 +9,7 @@
 //!        ▼
 //!   source.select_relabelled ─► batches (Arrow) ─► per series: shard filter, limit, request limits,
 //!        samples ─XorEncoder─► chunks of ≤ 120 samples (AggrChunk.raw, XOR = 0, xxhash64)
+//!   (downsampled: source.select_downsampled_chunks ─► AggrChunk.count|sum|min|max|counter)
 //!        ─► SeriesResponse frames (one series, or `batch` of up to response_batch_size) ─► client
 //! ```
 //!
@@ -22,11 +23,19 @@
 //! Request hints (`hintspb.*RequestHints`) are checked (a wrong type or a bad block matcher is
 //! `InvalidArgument`, as in Thanos) but their block matchers are not applied: the source has no
 //! notion of blocks here, which the spec allows. No response hints are sent (they would have to
-//! name the blocks queried). With `max_resolution_window` > 0 a bucket source reads downsampled
-//! blocks too (Thanos's choice of blocks) and answers each series with the samples the requested
-//! `aggregates` give (the counter with resets removed, count+sum as their average), sent as `raw`
-//! XOR chunks: a Thanos querier reads raw chunks for any aggregate, so its answers are the ones
-//! AggrChunks would give. (Separate `count`/`sum`/... chunks are not sent.)
+//! name the blocks queried).
+//!
+//! With `max_resolution_window` > 0 a bucket source reads downsampled blocks too (Thanos's choice of
+//! blocks: the coarsest resolution allowed first, gaps filled from finer ones) and each series is
+//! answered as Thanos's store gateway answers from a downsampled block
+//! ([`SeriesSource::select_downsampled_chunks`]): chunks of raw blocks in `raw`; each downsampled
+//! batch cut into chunks of at most [`engine::aggr::ROWS_PER_CHUNK`] windows, each chunk with
+//! exactly the requested `aggregates` filled (`count`, `sum`, `min`, `max`, `counter`; XOR, with
+//! hashes), `min_time`/`max_time` its first and last window. The counter chunk of a batch's first
+//! chunk starts with the batch's first raw sample, that of its last chunk ends with the last
+//! window's timestamp repeated carrying the last raw value (docs/format.md §4a). A request with
+//! no aggregates (or only `RAW`) gets those of its hint function (`aggrsFromFunc`; Thanos would
+//! send empty chunks).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -35,6 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use engine::chunkenc::{SAMPLES_PER_CHUNK, XorEncoder};
+use engine::aggr::AggrChunkData;
 use engine::{DataRange, Labels, Matcher, Relabel, SelectHints, SelectRequest, SeriesSource};
 use futures::{Stream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
@@ -415,41 +425,96 @@ impl StoreApi {
             },
         };
         let source = &self.inner.source;
+        let mut series = Pending::new(req.limit);
+        if select.hints.max_resolution_ms > 0
+            && let Some(mut stream) =
+                source.select_downsampled_chunks(&select, &plan.relabel).await.map_err(Error::from)?
+        {
+            'chunks: while let Some(group) = stream.next().await {
+                for (labels, chunks) in group.map_err(Error::from)? {
+                    let p = match series.entry(&labels, shard, out).await? {
+                        Entry::Add(p) => p,
+                        Entry::Skip => continue,
+                        Entry::Stop => break 'chunks,
+                    };
+                    for c in &chunks {
+                        out.count_samples(c.num_samples())?;
+                        encode_aggr_chunk(c, p).map_err(Error::from)?;
+                    }
+                }
+            }
+            return series.finish(out).await;
+        }
         let mut stream = match plan.relabel.is_identity() {
             true => source.select(&select).await,
             false => source.select_relabelled(&select, &plan.relabel).await,
         }
         .map_err(Error::from)?;
-        let limit = u64::try_from(req.limit).ok().filter(|&n| n > 0).unwrap_or(u64::MAX);
-        // The series being assembled (entries with equal labels join it) and whether it is sent.
-        let mut pending: Option<(Labels, Vec<AggrChunk>)> = None;
-        let mut started = 0u64;
         'read: while let Some(batch) = stream.next().await {
             let batch = batch.map_err(Error::from)?;
             for i in 0..batch.num_series() {
                 let (labels, ts, vs) = batch.series(i);
-                let joins = pending.as_ref().is_some_and(|p| &p.0 == labels);
-                if !joins {
-                    if !shard.contains(labels) {
-                        continue;
-                    }
-                    if let Some((l, chunks)) = pending.take() {
-                        out.push_series(&l, chunks).await?;
-                    }
-                    if started == limit {
-                        break 'read;
-                    }
-                    started += 1;
-                    out.count_series()?;
-                    pending = Some((labels.clone(), Vec::new()));
-                }
-                if let Some(p) = pending.as_mut() {
-                    out.count_samples(ts.len())?;
-                    encode_chunks(ts, vs, &mut p.1).map_err(Error::from)?;
-                }
+                let p = match series.entry(labels, shard, out).await? {
+                    Entry::Add(p) => p,
+                    Entry::Skip => continue,
+                    Entry::Stop => break 'read,
+                };
+                out.count_samples(ts.len())?;
+                encode_chunks(ts, vs, p).map_err(Error::from)?;
             }
         }
-        if let Some((l, chunks)) = pending {
+        series.finish(out).await
+    }
+}
+
+/// The series a Series call is assembling: entries with equal labels (replicas once
+/// `without_replica_labels` took their replica label away) join it; it is sent when an entry
+/// with other labels begins. Counts series against the request's `limit` and the limits.
+struct Pending {
+    /// The series' labels and chunks so far.
+    series: Option<(Labels, Vec<AggrChunk>)>,
+    started: u64,
+    limit: u64,
+}
+
+/// What to do with an entry of the source's answer.
+enum Entry<'a> {
+    /// Its chunks go here.
+    Add(&'a mut Vec<AggrChunk>),
+    /// Outside the shard: left out.
+    Skip,
+    /// The series limit is reached: the call ends.
+    Stop,
+}
+
+impl Pending {
+    fn new(limit: i64) -> Self {
+        Pending { series: None, started: 0, limit: u64::try_from(limit).ok().filter(|&n| n > 0).unwrap_or(u64::MAX) }
+    }
+
+    /// Where the chunks of the entry `labels` go.
+    async fn entry(&mut self, labels: &Labels, shard: &Shard, out: &mut Frames) -> Result<Entry<'_>, Sent> {
+        let joins = self.series.as_ref().is_some_and(|p| &p.0 == labels);
+        if !joins {
+            if !shard.contains(labels) {
+                return Ok(Entry::Skip);
+            }
+            if let Some((l, chunks)) = self.series.take() {
+                out.push_series(&l, chunks).await?;
+            }
+            if self.started == self.limit {
+                return Ok(Entry::Stop);
+            }
+            self.started += 1;
+            out.count_series()?;
+        }
+        let p = self.series.get_or_insert_with(|| (labels.clone(), Vec::new()));
+        Ok(Entry::Add(&mut p.1))
+    }
+
+    /// Sends the last series.
+    async fn finish(self, out: &mut Frames) -> Result<(), Sent> {
+        if let Some((l, chunks)) = self.series {
             out.push_series(&l, chunks).await?;
         }
         Ok(())
@@ -545,21 +610,48 @@ impl Frames {
 fn encode_chunks(ts: &[i64], vs: &[f64], out: &mut Vec<AggrChunk>) -> engine::Result<()> {
     for (ts, vs) in ts.chunks(SAMPLES_PER_CHUNK).zip(vs.chunks(SAMPLES_PER_CHUNK)) {
         let (Some(&first), Some(&last)) = (ts.first(), ts.last()) else { continue };
-        // About 1.4 bytes per regular sample; the buffer grows for irregular ones.
-        let mut e = XorEncoder::with_capacity(16 + ts.len() * 2);
-        for (&t, &v) in ts.iter().zip(vs) {
-            e.append(t, v)?;
-        }
-        let data = e.into_bytes().into_vec();
-        let hash = xxhash_rust::xxh64::xxh64(&data, 0);
         out.push(AggrChunk {
             min_time: first,
             max_time: last,
-            raw: Some(Chunk { r#type: chunk::Encoding::Xor as i32, data, hash }),
+            raw: Some(xor_chunk(ts.iter().copied().zip(vs.iter().copied()), ts.len())?),
             ..Default::default()
         });
     }
     Ok(())
+}
+
+/// A chunk of a downsampled read as Thanos's store gateway sends it: raw samples in `raw`, or
+/// each aggregate present in its own field (`count`, `sum`, `min`, `max`, `counter`), XOR encoded
+/// with its xxhash64.
+fn encode_aggr_chunk(c: &AggrChunkData, out: &mut Vec<AggrChunk>) -> engine::Result<()> {
+    if let Some(raw) = &c.raw {
+        let (ts, vs): (Vec<i64>, Vec<f64>) = raw.iter().copied().unzip();
+        return encode_chunks(&ts, &vs, out);
+    }
+    let field = |s: &Option<Vec<(i64, f64)>>| s.as_ref().map(|s| xor_chunk(s.iter().copied(), s.len())).transpose();
+    out.push(AggrChunk {
+        min_time: c.min_time,
+        max_time: c.max_time,
+        raw: None,
+        count: field(&c.count)?,
+        sum: field(&c.sum)?,
+        min: field(&c.min)?,
+        max: field(&c.max)?,
+        counter: field(&c.counter)?,
+    });
+    Ok(())
+}
+
+/// One XOR chunk of `n` samples with its xxhash64.
+fn xor_chunk(samples: impl Iterator<Item = (i64, f64)>, n: usize) -> engine::Result<Chunk> {
+    // About 1.4 bytes per regular sample; the buffer grows for irregular ones.
+    let mut e = XorEncoder::with_capacity(16 + n * 2);
+    for (t, v) in samples {
+        e.append(t, v)?;
+    }
+    let data = e.into_bytes().into_vec();
+    let hash = xxhash_rust::xxh64::xxh64(&data, 0);
+    Ok(Chunk { r#type: chunk::Encoding::Xor as i32, data, hash })
 }
 
 /// `SeriesRequest.shard_info` (spec §2.1): a series belongs to shard `index` of `total` when the

@@ -276,4 +276,22 @@ async fn downsampled_answers_match_the_raw_data_as_thanos_s_do() {
     }
     check(&q, &data).await;
     q.stop().await;
+
+    // The store's AggrChunks to a client sharing no code with Strata, checked against aggregates
+    // computed in Python from the raw samples the store serves.
+    if let Some(py) = venv_python(&["grpc", "grpc_tools"]) {
+        let spec = serde_json::json!({
+            "min_time": T0, "max_time": T0 + 50 * H, "resolution": 300_000,
+            "matchers": [[2, "__name__", "requests_total|temperature"]],
+            "batches": [[T0, T0 + 48 * H]],
+            "sub_range": [T0 + 10 * H, T0 + 12 * H],
+        });
+        let report = python_storeapi_script(&py, "storeapi_downsampled.py", &grpc, &spec).unwrap_or_else(|e| {
+            panic!("{e}\nstore log:\n{}", std::fs::read_to_string(tmp.path().join("store.log")).unwrap_or_default())
+        });
+        eprintln!("python check of the AggrChunks: {report}");
+        assert_eq!(report["series"], 4 * 2 * TARGETS, "{report}");
+        assert_eq!(report["windows"], 4 * 2 * TARGETS * 48 * 12, "{report}");
+        assert_eq!(report["sub_range_series"], 2 * TARGETS, "{report}");
+    }
 }

@@ -620,6 +620,47 @@ mod tests {
     }
 
     #[test]
+    fn pieces_of_a_batch_read_as_the_whole_batch() {
+        use Aggregate::*;
+        // 7 windows, a counter reset inside, a window without a counter.
+        let mut a = AggrSeries::default();
+        let counters = [Some(5.0), Some(9.0), None, Some(12.0), Some(20.0), Some(21.0), Some(30.0)];
+        for (i, c) in counters.into_iter().enumerate() {
+            let start = (i == 0).then_some((1, 3.0));
+            let end = (i == 6).then_some(2.0);
+            a.push(AggrRow {
+                t: 10 * (i as i64 + 1),
+                count: i as u64 + 1,
+                sum: i as f64,
+                min: -(i as f64),
+                max: 2.0 * i as f64,
+                counter: c,
+                counter_start: start,
+                counter_end: end,
+            });
+        }
+        let mut pieces = Vec::new();
+        AggrChunkData::pieces(&a, 0..7, &[Counter, Min], 3, &mut pieces);
+        // 7 rows at most 3 a piece: 3, 2, 2.
+        let spans: Vec<(i64, i64)> = pieces.iter().map(|p| (p.min_time, p.max_time)).collect();
+        assert_eq!(spans, vec![(10, 30), (40, 50), (60, 70)]);
+        assert_eq!(pieces[0].counter.as_deref(), Some(&[(1, 3.0), (10, 5.0), (20, 9.0)][..]));
+        assert_eq!(pieces[1].counter.as_deref(), Some(&[(40, 12.0), (50, 20.0)][..]));
+        assert_eq!(pieces[2].counter.as_deref(), Some(&[(60, 21.0), (70, 30.0), (70, 2.0)][..]));
+        assert_eq!(pieces[1].min.as_deref(), Some(&[(40, -3.0), (50, -4.0)][..]));
+        assert!(pieces.iter().all(|p| p.count.is_none() && p.raw.is_none()));
+        assert_eq!(pieces.iter().map(AggrChunkData::num_samples).sum::<usize>(), 3 + 2 + 3);
+        let whole = [AggrChunkData::from_batch(&a, 0..7, &[Counter, Min])];
+        for aggs in [&[Counter][..], &[Min]] {
+            let (mut t1, mut v1, mut t2, mut v2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            chunks_to_samples(&pieces, aggs, &mut t1, &mut v1).unwrap();
+            chunks_to_samples(&whole, aggs, &mut t2, &mut v2).unwrap();
+            assert_eq!((t1, v1), (t2, v2), "{aggs:?}");
+        }
+        assert!(pieces[1].overlaps(50, 55) && !pieces[1].overlaps(51, 55) && !pieces[1].overlaps(0, 39));
+    }
+
+    #[test]
     fn windows_end_one_ms_before_the_next() {
         assert_eq!(window_end(0, RESOLUTION_5M), 299_999);
         assert_eq!(window_end(299_999, RESOLUTION_5M), 299_999);

@@ -27,12 +27,12 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::aggr;
 use crate::bucket::Bucket;
+use crate::chunkenc::SAMPLES_PER_CHUNK;
 use crate::error::Result;
 use crate::labels::{Labels, Matcher};
 use crate::merge::{interleave_series_streams, merge_series_streams};
 use crate::meta::BlockMeta;
 use crate::reader::{BlockReader, PageCache, PageCacheStats};
-use crate::chunkenc::SAMPLES_PER_CHUNK;
 use crate::source::{ChunkSeriesStream, DataRange, Relabel, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
 
 /// Samples read from a block per request (whole series; a bigger series goes alone).

@@ -154,8 +154,7 @@ pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesBatch>> + Send>>;
 
 /// Series with their chunks (labels, chunks in time order), as a downsampled read serves them
 /// ([`SeriesSource::select_downsampled_chunks`]); equal labels may follow each other (replicas).
-pub type ChunkSeriesStream =
-    Pin<Box<dyn Stream<Item = Result<Vec<(Labels, Vec<crate::aggr::AggrChunkData>)>>> + Send>>;
+pub type ChunkSeriesStream = Pin<Box<dyn Stream<Item = Result<Vec<(Labels, Vec<crate::aggr::AggrChunkData>)>>> + Send>>;
 
 /// Hints a query engine may pass to a source (sources may ignore them).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -327,7 +327,19 @@ pub async fn post_remote_write(url: &str, body: Vec<u8>) -> (u16, String) {
 /// Runs tests/python/storeapi_client.py against `grpc` with `requests`; its results by request
 /// name, or its stderr.
 pub fn python_client(py: &Path, grpc: &str, requests: &serde_json::Value) -> Result<serde_json::Value, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/storeapi_client.py");
+    python_storeapi_script(py, "storeapi_client.py", grpc, requests)
+}
+
+/// Runs `tests/python/<script> PROTO_DIR grpc` with `input` as JSON on stdin; its JSON output, or
+/// its stderr.
+pub fn python_storeapi_script(
+    py: &Path,
+    script: &str,
+    grpc: &str,
+    input: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let requests = input;
     let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/proto");
     let mut child = Command::new(py)
         .arg(&script)
@@ -341,7 +353,7 @@ pub fn python_client(py: &Path, grpc: &str, requests: &serde_json::Value) -> Res
     child.stdin.take().unwrap().write_all(requests.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     if !out.status.success() {
-        return Err(format!("python StoreAPI client failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr)));
     }
     Ok(serde_json::from_slice(&out.stdout).unwrap())
 }

@@ -6,9 +6,11 @@ written here from the spec (shared/spec/storeapi.md §5.1, §2.1).
 
 Each request is {"name", "kind": info|label_names|label_values|series, ...fields, optional
 "metadata": [[key, value], ...] sent as gRPC metadata (e.g. thanos-tenant)}; each result holds
-what came back (decoded chunks as [timestamp, value bits] pairs) or {"error": {"code", "details"}}.
+what came back (decoded chunks as [timestamp, value bits] pairs; a downsampled chunk as an object
+holding each aggregate present: {"min_time", "max_time", "count": [...], ...}) or {"error": {"code",
+"details"}}. A series request may carry "max_resolution_window" and "aggregates" (names: COUNT, ...).
 Checks done here: every chunk's hash is the xxhash64 of its bytes, its min/max time are its first
-and last sample, its type is XOR (0), and series of a shard request belong to that shard.
+and last sample (window), its type is XOR (0), and series of a shard request belong to that shard.
 """
 
 import json
@@ -188,6 +190,38 @@ def shard_of(labels, info):
     return xxh64(buf) % info["total_shards"]
 
 
+AGGR_FIELDS = ["count", "sum", "min", "max", "counter"]
+
+
+def decode_chunk(mods, labels, chunk):
+    """The samples of one XOR chunk, its type and hash checked."""
+    xor = mods["thanos.types_pb2"].Chunk.XOR
+    assert chunk.type == xor and xor == 0, chunk
+    data = bytes(chunk.data)
+    assert chunk.hash == xxh64(data), (labels, chunk.hash, xxh64(data))
+    return decode_xor(data)
+
+
+def decode_aggr_chunk(mods, labels, c):
+    """A downsampled chunk (no raw) as {"min_time", "max_time", aggregate: [[t, value bits]]} for
+    the aggregates present. Checks: every aggregate of a window (count/sum/min/max) spans exactly
+    [min_time, max_time]; the counter's windows lie inside it, its first sample (the raw first
+    value) may lie before min_time."""
+    out = {"min_time": c.min_time, "max_time": c.max_time}
+    for f in AGGR_FIELDS:
+        if not c.HasField(f):
+            continue
+        samples = decode_chunk(mods, labels, getattr(c, f))
+        if f == "counter":
+            assert all(t <= c.max_time for t, _ in samples), (labels, f, c.max_time)
+        else:
+            assert 0 < len(samples) <= 120, len(samples)
+            assert c.min_time == samples[0][0] and c.max_time == samples[-1][0], (labels, f, c.min_time, c.max_time)
+        out[f] = [[t, v] for t, v in samples]
+    assert len(out) > 2, (labels, "a chunk without raw samples or aggregates")
+    return out
+
+
 def run_series(mods, stub, q):
     st, types = mods["thanos.store_pb2"], mods["prometheus.types_pb2"]
     req = st.SeriesRequest(
@@ -196,6 +230,8 @@ def run_series(mods, stub, q):
         skip_chunks=q.get("skip_chunks", False), limit=q.get("limit", 0),
         without_replica_labels=q.get("without_replica_labels", []),
         response_batch_size=q.get("response_batch_size", 0),
+        max_resolution_window=q.get("max_resolution_window", 0),
+        aggregates=[mods["thanos.types_pb2"].Aggr.Value(a) for a in q.get("aggregates", [])],
     )
     shard = q.get("shard_info")
     if shard:
@@ -220,14 +256,13 @@ def run_series(mods, stub, q):
             labels = [[l.name, l.value] for l in s.labels]
             chunks = []
             for c in s.chunks:
-                xor = mods["thanos.types_pb2"].Chunk.XOR
-                assert c.HasField("raw") and c.raw.type == xor and xor == 0, c
-                data = bytes(c.raw.data)
-                assert c.raw.hash == xxh64(data), (labels, c.raw.hash, xxh64(data))
-                samples = decode_xor(data)
-                assert 0 < len(samples) <= 120, len(samples)
-                assert c.min_time == samples[0][0] and c.max_time == samples[-1][0], (c.min_time, c.max_time)
-                chunks.append([[t, v] for t, v in samples])
+                if c.HasField("raw"):
+                    samples = decode_chunk(mods, labels, c.raw)
+                    assert 0 < len(samples) <= 120, len(samples)
+                    assert c.min_time == samples[0][0] and c.max_time == samples[-1][0], (c.min_time, c.max_time)
+                    chunks.append([[t, v] for t, v in samples])
+                else:
+                    chunks.append(decode_aggr_chunk(mods, labels, c))
             if shard:
                 assert shard_of(labels, shard) == shard["shard_index"], labels
             series.append({"labels": labels, "chunks": chunks})

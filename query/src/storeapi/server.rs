@@ -43,8 +43,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use engine::chunkenc::{SAMPLES_PER_CHUNK, XorEncoder};
 use engine::aggr::AggrChunkData;
+use engine::chunkenc::{SAMPLES_PER_CHUNK, XorEncoder};
 use engine::{DataRange, Labels, Matcher, Relabel, SelectHints, SelectRequest, SeriesSource};
 use futures::{Stream, StreamExt};
 use prometheus_client::metrics::counter::Counter;

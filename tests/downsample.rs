@@ -120,6 +120,21 @@ async fn range(
     out
 }
 
+/// `/api/v1/query_range` answer holding one series (an aggregation without grouping): its points.
+async fn one_series(q: &Strata, expr: &str, start: i64, end: i64, step_s: i64, res: &str) -> Vec<(i64, f64)> {
+    let path = format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step={step_s}&max_source_resolution={res}",
+        urlencode(expr),
+        start / 1000,
+        end / 1000
+    );
+    let (st, v) = q.get(&path).await;
+    assert_eq!(st, 200, "{expr} ({res}): {v}");
+    let m = matrix(&v);
+    assert_eq!(m.len(), 1, "{expr} ({res}): {v}");
+    m.into_iter().next().unwrap().1
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -223,6 +238,66 @@ async fn check(q: &Strata, data: &[Series]) {
             assert!(close(got, want, 1e-9), "temperature {i} at {t}: {got} vs {want}");
         }
     }
+    // Aggregation operators pick the aggregate by their name as in Thanos (Prometheus puts the
+    // enclosing aggregation into SelectHints.Func; `aggrsFromFunc`): `max(x)` reads each window's
+    // max, `min(x)` its min, `sum(x)` its average, `count_values` its count. Raw data: the last
+    // sample before t. 5m data: the window before t, [t - 5m, t).
+    let at = |i: &String, t: i64, down: bool| -> Vec<f64> {
+        let (ts, vs) = raw(data, "temperature", i);
+        let z = ts.partition_point(|&x| x <= t);
+        let a = if down { ts.partition_point(|&x| x < t - 300_000) } else { z - 1 };
+        let z = if down { ts.partition_point(|&x| x < t) } else { z };
+        vs[a..z].to_vec()
+    };
+    let fold = |v: Vec<f64>, f: fn(f64, f64) -> f64| v.into_iter().reduce(f).unwrap();
+    type Rule = (&'static str, fn(Vec<f64>) -> f64);
+    let rules: [Rule; 3] = [
+        ("max", |v| v.into_iter().fold(f64::MIN, f64::max)),
+        ("min", |v| v.into_iter().fold(f64::MAX, f64::min)),
+        ("sum", |v| v.iter().sum::<f64>() / v.len() as f64),
+    ];
+    for (op, window) in rules {
+        for (res, down) in [("0s", false), ("5m", true)] {
+            let expr = format!("{op}(temperature)");
+            let got = one_series(q, &expr, start, end, step, res).await;
+            assert_eq!(got.len() as i64, (end - start) / H + 1, "{expr} {res}");
+            for (t, v) in got {
+                let per: Vec<f64> = insts.iter().map(|i| window(at(i, t, down))).collect();
+                let want = match op {
+                    "max" => fold(per, f64::max),
+                    "min" => fold(per, f64::min),
+                    _ => per.iter().sum(),
+                };
+                assert!(close(v, want, 1e-9), "{expr} ({res}) at {t}: {v} vs {want}");
+            }
+        }
+    }
+    let path = |res: &str| {
+        format!(
+            "/api/v1/query?query={}&time={}&max_source_resolution={res}",
+            urlencode("count_values(\"n\", temperature)"),
+            (start + 5 * H) / 1000
+        )
+    };
+    let t = start + 5 * H;
+    for (res, down) in [("0s", false), ("5m", true)] {
+        let (st, v) = q.get(&path(res)).await;
+        assert_eq!(st, 200, "{v}");
+        let mut got = BTreeMap::new();
+        for s in v["data"]["result"].as_array().unwrap() {
+            got.insert(s["metric"]["n"].as_str().unwrap().to_string(), s["value"][1].as_str().unwrap().to_string());
+        }
+        // Raw: the temperatures themselves; 5m: the count aggregate (20 samples in each window).
+        let mut want: BTreeMap<String, usize> = BTreeMap::new();
+        for i in &insts {
+            let w = at(i, t, down);
+            let x = if down { w.len() as f64 } else { w[0] };
+            *want.entry(format!("{x}")).or_default() += 1;
+        }
+        let want: BTreeMap<String, String> = want.into_iter().map(|(k, n)| (k, n.to_string())).collect();
+        assert_eq!(got, want, "count_values ({res})");
+    }
+
     // `auto` with a 30m step reads up to 6m: the 5m data.
     let a = range(q, "count_over_time(temperature[1h])", start, end, 1800, "auto").await;
     assert!(a.values().flatten().all(|p| p.1 == 12.0), "{a:?}");

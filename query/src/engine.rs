@@ -230,6 +230,7 @@ impl Engine {
             default_subquery_step: DEFAULT_SUBQUERY_STEP_MS,
             use_start_timestamps: self.inner.opts.use_start_timestamps,
             max_source_resolution: self.inner.opts.max_source_resolution_ms,
+            enclosing_func: None,
         }
     }
 

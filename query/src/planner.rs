@@ -66,6 +66,12 @@ pub(crate) struct Planner {
     pub(crate) use_start_timestamps: bool,
     /// Coarsest downsampled resolution scans may read (ms; 0 = raw only).
     pub(crate) max_source_resolution: i64,
+    /// The function or aggregation the expression being planned sits under, as Prometheus puts
+    /// it into `SelectHints.Func` (`extractFuncFromPath`): the nearest call or aggregation above,
+    /// through parentheses, unary minus and subqueries, none across a binary operator. Instant
+    /// selectors pass it to their scan: over downsampled data it picks the aggregate read
+    /// (Thanos's `aggrsFromFunc`: `max(x)` reads max, `count(x)` count, `sum(x)` sum/count).
+    pub(crate) enclosing_func: Option<&'static str>,
 }
 
 /// Milliseconds of a parser duration.
@@ -245,8 +251,10 @@ impl Planner {
         for o in &vs.matchers.or_matchers {
             sets.push(conv(o)?);
         }
+        // Range functions come in the plan's spelling (`Rate`), enclosing names in PromQL's.
         let start_timestamps =
             self.use_start_timestamps && matches!(func, Some("Rate" | "Increase" | "Irate" | "Resets"));
+        let resets = func.is_some_and(|f| engine::aggr::prom_func_name(f) == "resets");
         let spec = ScanSpec {
             matcher_sets: sets,
             min_t,
@@ -257,7 +265,7 @@ impl Planner {
             start_timestamps,
             // resets() reads raw data only: the counter aggregate hides the resets it counts
             // (Thanos answers 0 there, thanos-io/thanos#3644).
-            max_resolution_ms: if func == Some("Resets") { 0 } else { self.max_source_resolution },
+            max_resolution_ms: if resets { 0 } else { self.max_source_resolution },
         };
         Ok(series_scan::plan(spec))
     }
@@ -276,9 +284,14 @@ impl Planner {
     ) -> Result<LogicalPlan> {
         let shift = self.shift(&vs.offset, &vs.at);
         let (min_t, max_t) = Self::data_range(grid, shift, self.lookback);
-        let scan = self.scan(vs, min_t, max_t, 0, grid.step, None)?;
+        let scan = self.scan(vs, min_t, max_t, 0, grid.step, self.enclosing_func)?;
         let spec = InstantSelectSpec { grid, lookback: self.lookback, shift, sample_timestamp };
         Ok(PromLogical::plan(spec, vec![scan]))
+    }
+
+    /// This planner for the operands of `func` (see [`Planner::enclosing_func`]).
+    fn under(&self, func: Option<&'static str>) -> Planner {
+        Planner { enclosing_func: func, ..self.clone() }
     }
 
     /// Plans `e` evaluated on `grid`.
@@ -298,9 +311,9 @@ impl Planner {
                 let inner = self.plan(&u.expr, grid)?;
                 Ok(PromLogical::plan(InstantFnSpec { grid, func: InstFn::Neg }, vec![inner]))
             }
-            Expr::Binary(b) => self.plan_binary(b, grid),
-            Expr::Aggregate(a) => self.plan_aggregate(a, grid),
-            Expr::Call(c) => self.plan_call(c, grid),
+            Expr::Binary(b) => self.under(None).plan_binary(b, grid),
+            Expr::Aggregate(a) => self.under(agg_name(&a.op.to_string())).plan_aggregate(a, grid),
+            Expr::Call(c) => self.under(Some(c.func.name)).plan_call(c, grid),
             Expr::Extension(_) => Err(Error::BadData("unsupported extension expression".into())),
         }
     }
@@ -708,6 +721,28 @@ impl Planner {
             other => Err(Error::BadData(format!("function {other:?} is not supported by Strata yet"))),
         }
     }
+}
+
+/// The name of an aggregation operator as PromQL spells it (a static string for
+/// [`Planner::enclosing_func`]); `None` for an operator not listed.
+fn agg_name(op: &str) -> Option<&'static str> {
+    const OPS: &[&str] = &[
+        "sum",
+        "avg",
+        "count",
+        "min",
+        "max",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "count_values",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
+    OPS.iter().copied().find(|o| *o == op)
 }
 
 /// Label name of the matcher [`parse`] adds to an `info()` label selector whose matchers all

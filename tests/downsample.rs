@@ -370,3 +370,144 @@ async fn downsampled_answers_match_the_raw_data_as_thanos_s_do() {
         assert_eq!(report["sub_range_series"], 2 * TARGETS, "{report}");
     }
 }
+
+/// The blocks of the bucket a reader sees (`meta.json` present, no deletion mark), their metas,
+/// and the directories without `meta.json` (unfinished uploads).
+async fn visible(bucket: &Bucket, dir: &std::path::Path) -> (Vec<engine::BlockMeta>, Vec<String>) {
+    let mut metas = Vec::new();
+    let mut partial = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let id = p.file_name().unwrap().to_string_lossy().to_string();
+        if ulid::Ulid::from_string(&id).is_err() {
+            continue;
+        }
+        if !p.join("meta.json").exists() {
+            partial.push(id);
+        } else if !p.join("deletion-mark.json").exists() {
+            metas.push(bucket.read_meta(&id).await.unwrap());
+        }
+    }
+    metas.sort_by_key(|m| (m.thanos.downsample.resolution, m.min_time));
+    (metas, partial)
+}
+
+/// Every raw sample of the visible raw blocks per series (duplicates across blocks dropped).
+async fn raw_samples(bucket: &Bucket, metas: &[engine::BlockMeta]) -> Vec<Series> {
+    let mut out: BTreeMap<Labels, BTreeMap<i64, u64>> = BTreeMap::new();
+    for m in metas.iter().filter(|m| m.thanos.downsample.resolution == 0) {
+        let r = engine::BlockReader::open(bucket, &m.ulid).await.unwrap();
+        let ids: Vec<u32> = (0..r.index().len() as u32).collect();
+        for s in r.read_samples(&ids, i64::MIN, i64::MAX).await.unwrap() {
+            let e = out.entry(r.index().labels[s.series_id as usize].clone()).or_default();
+            for (t, v) in s.timestamps.iter().zip(&s.values) {
+                let old = e.insert(*t, v.to_bits());
+                assert!(old.is_none_or(|o| o == v.to_bits()), "block {}: two values at {t}", m.ulid);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(l, s)| (l, s.keys().copied().collect(), s.values().map(|b| f64::from_bits(*b)).collect()))
+        .collect()
+}
+
+/// The series of a downsampled block with all their rows.
+async fn aggregates(bucket: &Bucket, ulid: &str) -> Vec<(Labels, engine::AggrSeries)> {
+    let r = engine::BlockReader::open(bucket, ulid).await.unwrap();
+    let ids: Vec<u32> = (0..r.index().len() as u32).collect();
+    let rows = r.read_aggregates(&ids, i64::MIN, i64::MAX).await.unwrap();
+    rows.into_iter().map(|(id, a)| (r.index().labels[id as usize].clone(), a)).collect()
+}
+
+/// SIGKILL while downsampling, at every downsampling pause point of the compactor's test hook,
+/// then a rerun: while killed, readers (`tools bucket verify`, the engine's block reader) see only
+/// complete blocks and every raw sample; after the rerun the bucket holds exactly the blocks of an
+/// uninterrupted run, its 5m block with the same aggregates, and every raw sample once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_downsampling_leaves_no_partial_block_and_the_rerun_finishes_it() {
+    let data = data();
+    let quick = ["--consistency-delay=0s", "--delete-delay=0s", "--log.level=info"];
+    // The uninterrupted run.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bucket");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = fs_bucket_config(tmp.path(), &dir);
+    let bucket = Bucket::local(&dir).unwrap();
+    write_blocks(&bucket, &data).await;
+    let mut args = vec!["compact", "--objstore.config-file", cfg.to_str().unwrap()];
+    args.extend(quick);
+    strata_ok(&args);
+    let (want_metas, _) = visible(&bucket, &dir).await;
+    let want_5m = aggregates(&bucket, &want_metas[2].ulid).await;
+    assert_eq!(want_metas[2].thanos.downsample.resolution, 300_000);
+    assert_eq!(want_5m.len(), data.len());
+
+    for point in ["downsample", "downsample-files", "downsampled"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bucket");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = fs_bucket_config(tmp.path(), &dir);
+        let cfg_s = cfg.to_str().unwrap();
+        let bucket = Bucket::local(&dir).unwrap();
+        write_blocks(&bucket, &data).await;
+        let log = tmp.path().join("killed.log");
+        let mut cmd = Command::new(strata_bin());
+        cmd.args(["compact", "--objstore.config-file", cfg_s]).args(quick).env("STRATA_COMPACT_TEST_PAUSE_AT", point);
+        let mut d = Daemon::spawn(&mut cmd, &log).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !read_log(&log).contains("strata-compact-test-hook: paused at") {
+            assert!(d.0.try_wait().unwrap().is_none(), "{point}: exited before pausing:\n{}", read_log(&log));
+            assert!(Instant::now() < deadline, "{point}: never paused:\n{}", read_log(&log));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        d.0.kill().unwrap(); // SIGKILL
+        d.0.wait().unwrap();
+
+        // While killed: complete blocks only, every raw sample, the 5m block there only once its
+        // meta.json is.
+        let (metas, partial) = visible(&bucket, &dir).await;
+        strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
+        assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples while killed");
+        let down: Vec<&engine::BlockMeta> = metas.iter().filter(|m| m.thanos.downsample.resolution > 0).collect();
+        match point {
+            "downsampled" => {
+                assert_eq!(down.len(), 1, "{point}");
+                assert_eq!(aggregates(&bucket, &down[0].ulid).await, want_5m, "{point}");
+            }
+            "downsample-files" => {
+                assert!(down.is_empty(), "{point}: {down:?}");
+                assert_eq!(partial.len(), 1, "{point}: the unfinished 5m block {partial:?}");
+                for f in ["aggregates.parquet", "series.parquet"] {
+                    assert!(dir.join(&partial[0]).join(f).exists(), "{point}: {f} of {partial:?}");
+                }
+            }
+            // Half the series appended: nothing may be uploaded yet (rows are buffered), and if
+            // anything is, it has no meta.json.
+            _ => {
+                assert!(down.is_empty(), "{point}: {down:?}");
+                assert!(partial.len() <= 1, "{point}: {partial:?}");
+            }
+        }
+        for m in &metas {
+            if m.thanos.downsample.resolution > 0 {
+                aggregates(&bucket, &m.ulid).await;
+            }
+        }
+
+        // The rerun: the uninterrupted run's blocks, nothing half done left.
+        let mut rerun = vec!["compact", "--objstore.config-file", cfg_s];
+        rerun.extend(quick);
+        strata_ok(&rerun);
+        let (metas, partial) = visible(&bucket, &dir).await;
+        assert!(partial.is_empty(), "{point}: unfinished uploads left {partial:?}");
+        let shape = |m: &[engine::BlockMeta]| {
+            m.iter()
+                .map(|m| (m.thanos.downsample.resolution, m.min_time, m.max_time, m.compaction.sources.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(&metas), shape(&want_metas), "{point}: blocks after the rerun");
+        assert_eq!(aggregates(&bucket, &metas[2].ulid).await, want_5m, "{point}: the 5m block after the rerun");
+        assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples after the rerun");
+        strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
+    }
+}

@@ -25,6 +25,7 @@ use engine::meta::BlockDesc;
 use engine::{BlockMeta, BlockReader, BlockWriter, BlockWriterOptions, Bucket};
 
 use crate::error::{Error, Result};
+use crate::hooks;
 use crate::merge::StopFlag;
 use crate::plan::COMPACTOR_SOURCE;
 
@@ -299,7 +300,11 @@ pub async fn downsample_block(
             Ok(DownsampleOutcome { meta: None, rows_in })
         }
         Ok((rows_in, _)) => {
-            let meta = writer.finish().await.map_err(|e| Error::engine(format!("finishing block {ulid}"), e))?;
+            let meta = writer
+                .finish_after(hooks::pause_at(hooks::POINT_DOWNSAMPLE_FILES))
+                .await
+                .map_err(|e| Error::engine(format!("finishing block {ulid}"), e))?;
+            hooks::pause_at(hooks::POINT_DOWNSAMPLED).await;
             Ok(DownsampleOutcome { meta: Some(meta), rows_in })
         }
         Err(e) => {
@@ -322,6 +327,9 @@ async fn write_downsampled(
     let out_ulid = writer.ulid().to_string();
     let write_err = |e| Error::engine(format!("writing block {out_ulid}"), e);
     let (mut rows_in, mut rows_out) = (0u64, 0u64);
+    // The crash-test hook pauses once half the series are written.
+    let half = index.len().div_ceil(2);
+    let mut written = 0usize;
     let mut agg = AggrSeries::default();
     let mut pos = 0usize;
     while pos < index.len() {
@@ -341,6 +349,10 @@ async fn write_downsampled(
                 downsample_raw(&s.timestamps, &s.values, res, &mut agg);
                 writer.append_aggr_series(&index.labels[s.series_id as usize], &agg).await.map_err(write_err)?;
                 rows_out += agg.len() as u64;
+                written += 1;
+                if written == half {
+                    hooks::pause_at(hooks::POINT_DOWNSAMPLE).await;
+                }
             }
         } else {
             for (id, s) in reader.read_aggregates(&ids, i64::MIN, i64::MAX).await.map_err(read_err)? {
@@ -348,6 +360,10 @@ async fn write_downsampled(
                 downsample_aggr(&s, res, &mut agg);
                 writer.append_aggr_series(&index.labels[id as usize], &agg).await.map_err(write_err)?;
                 rows_out += agg.len() as u64;
+                written += 1;
+                if written == half {
+                    hooks::pause_at(hooks::POINT_DOWNSAMPLE).await;
+                }
             }
         }
     }

@@ -12,6 +12,9 @@
 //! | `uploaded` | the new block's `meta.json` uploaded, no source marked for deletion yet |
 //! | `marked` | after a source block of a compaction was marked for deletion |
 //! | `deleting` | a marked block's `meta.json` deleted, its other files not yet |
+//! | `downsample` | half of a downsampled block's series written (`aggregates.parquet` unfinished) |
+//! | `downsample-files` | every file of a downsampled block uploaded but its `meta.json` |
+//! | `downsampled` | a downsampled block's `meta.json` uploaded |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,10 +28,24 @@ pub const POINT_UPLOADED: &str = "uploaded";
 pub const POINT_MARKED: &str = "marked";
 /// A marked block's meta.json deleted, the rest not.
 pub const POINT_DELETING: &str = "deleting";
+/// Half of a downsampled block's series written.
+pub const POINT_DOWNSAMPLE: &str = "downsample";
+/// A downsampled block's files uploaded, its meta.json not.
+pub const POINT_DOWNSAMPLE_FILES: &str = "downsample-files";
+/// A downsampled block's meta.json uploaded.
+pub const POINT_DOWNSAMPLED: &str = "downsampled";
 
 /// Times each point was reached, in the order of [`POINTS`].
-static REACHED: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-const POINTS: [&str; 4] = [POINT_MERGE, POINT_UPLOADED, POINT_MARKED, POINT_DELETING];
+static REACHED: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+const POINTS: [&str; 7] = [
+    POINT_MERGE,
+    POINT_UPLOADED,
+    POINT_MARKED,
+    POINT_DELETING,
+    POINT_DOWNSAMPLE,
+    POINT_DOWNSAMPLE_FILES,
+    POINT_DOWNSAMPLED,
+];
 
 /// The configured pause (point and occurrence), if the environment sets one.
 pub fn configured() -> Option<(String, u64)> {

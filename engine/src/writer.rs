@@ -348,8 +348,14 @@ impl BlockWriter {
 
     /// Writes the remaining samples, `series.parquet` and finally `meta.json`; returns the meta.
     /// On error the uploaded files are deleted (best effort).
-    pub async fn finish(mut self) -> Result<BlockMeta> {
-        match self.finish_inner().await {
+    pub async fn finish(self) -> Result<BlockMeta> {
+        self.finish_after(std::future::ready(())).await
+    }
+
+    /// [`BlockWriter::finish`], awaiting `before_meta` once every data file is written and
+    /// before `meta.json` is uploaded (the compactor's crash tests pause there).
+    pub async fn finish_after(mut self, before_meta: impl std::future::Future<Output = ()>) -> Result<BlockMeta> {
+        match self.finish_inner(before_meta).await {
             Ok(m) => Ok(m),
             Err(e) => {
                 self.cleanup().await;
@@ -358,7 +364,7 @@ impl BlockWriter {
         }
     }
 
-    async fn finish_inner(&mut self) -> Result<BlockMeta> {
+    async fn finish_inner(&mut self, before_meta: impl std::future::Future<Output = ()>) -> Result<BlockMeta> {
         self.flush_samples().await?;
         let samples_path = Bucket::block_path(&self.ulid, self.data_file);
         let series_path = Bucket::block_path(&self.ulid, format::SERIES_FILE);
@@ -419,6 +425,7 @@ impl BlockWriter {
                 ],
             }),
         };
+        before_meta.await;
         self.bucket.put(&Bucket::block_path(&self.ulid, META_FILE), meta.to_json().into()).await?;
         Ok(meta)
     }

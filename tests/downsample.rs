@@ -52,16 +52,22 @@ impl Rng {
 /// boundary) and `temperature` gauges, one sample every 15 s at 5 s past the step (never on a
 /// window boundary), over 50 hours.
 fn data() -> Vec<Series> {
+    data_over(T0, 50 * H, STEP)
+}
+
+/// The data of [`data`] from `t0` over `span` ms, a sample every `step` ms at 5 s past it; a
+/// counter reset every 1680 samples and at `t0` + 10 h.
+fn data_over(t0: i64, span: i64, step: i64) -> Vec<Series> {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let mut out = Vec::new();
     for i in 0..TARGETS {
         let inst = format!("host-{i}");
         let (mut ts, mut c, mut g) = (Vec::new(), Vec::new(), Vec::new());
         let (mut cv, mut gv) = (0.0f64, 20.0f64);
-        let mut t = T0 + 5_000;
-        while t < T0 + 50 * H {
-            let k = (t - T0) / STEP;
-            if k % 1680 == 1000 || t == T0 + 10 * H + 5_000 {
+        let mut t = t0 + 5_000;
+        while t < t0 + span {
+            let k = (t - t0) / step;
+            if k % 1680 == 1000 || t == t0 + 10 * H + 5_000 {
                 cv = (rng.next() % 5) as f64; // counter reset
             } else {
                 cv += (rng.next() % 10) as f64;
@@ -70,7 +76,7 @@ fn data() -> Vec<Series> {
             ts.push(t);
             c.push(cv);
             g.push(gv);
-            t += STEP;
+            t += step;
         }
         out.push((Labels::from_pairs([("__name__", "requests_total"), ("instance", &inst)]), ts.clone(), c));
         out.push((Labels::from_pairs([("__name__", "temperature"), ("instance", &inst)]), ts, g));
@@ -81,11 +87,18 @@ fn data() -> Vec<Series> {
 
 /// Writes the data as 25 level-1 2h blocks (old ULIDs: past any consistency delay).
 async fn write_blocks(bucket: &Bucket, data: &[Series]) {
-    for b in 0..25i64 {
-        let (min, max) = (T0 + b * 2 * H, T0 + (b + 1) * 2 * H);
+    write_blocks_of(bucket, data, T0, 25, 2 * H, 1).await;
+}
+
+/// Writes `n` blocks of `len` ms from `t0` at compaction level `level` (old ULIDs: past any
+/// consistency delay).
+async fn write_blocks_of(bucket: &Bucket, data: &[Series], t0: i64, n: i64, len: i64, level: u32) {
+    for b in 0..n {
+        let (min, max) = (t0 + b * len, t0 + (b + 1) * len);
         let mut o = BlockWriterOptions::new(ulid::Ulid::from_parts(min as u64, b as u128 + 1), min, max);
         o.external_labels = [("region".to_string(), "eu".to_string())].into();
         o.source = "receive".into();
+        o.compaction_level = level;
         let mut w = BlockWriter::new(bucket.clone(), o).unwrap();
         for (l, t, v) in data {
             let (a, z) = (t.partition_point(|&x| x < min), t.partition_point(|&x| x < max));
@@ -510,4 +523,122 @@ async fn sigkill_while_downsampling_leaves_no_partial_block_and_the_rerun_finish
         assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples after the rerun");
         strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
     }
+}
+
+/// 1h resolution end to end: 16 days of data (a sample a minute) as 2d raw blocks, `strata
+/// compact` run twice: the raw blocks of the 14-day window [W, W + 14d) become one 14d block
+/// (the window is over: a block lies after it), both raw blocks get 5m blocks, and the 14d 5m
+/// block (>= 10 days) its 1h block in the second downsampling pass; the second run changes
+/// nothing. Queried at `max_source_resolution=1h` through `strata store` and `strata query
+/// --endpoint`, the answers are those of 1h windows computed here from the raw samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hour_blocks_from_ten_days_of_5m_data_answer_at_1h() {
+    const D: i64 = 24 * H;
+    const W: i64 = 1_700_697_600_000; // a multiple of 14 days
+    const R: i64 = 3_600_000;
+    assert_eq!(W % (14 * D), 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bucket");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = fs_bucket_config(tmp.path(), &dir);
+    let cfg_s = cfg.to_str().unwrap();
+    let bucket = Bucket::local(&dir).unwrap();
+    let data = data_over(W, 16 * D, 60_000);
+    write_blocks_of(&bucket, &data, W, 8, 2 * D, 3).await;
+    let args = ["compact", "--objstore.config-file", cfg_s, "--consistency-delay=0s", "--delete-delay=0s"];
+    strata_ok(&args);
+    let shape = |m: &[engine::BlockMeta]| {
+        m.iter()
+            .map(|m| (m.thanos.downsample.resolution, (m.min_time - W) / D, (m.max_time - W) / D))
+            .collect::<Vec<_>>()
+    };
+    let (first, partial) = visible(&bucket, &dir).await;
+    assert!(partial.is_empty());
+    let want = vec![(0, 0, 14), (0, 14, 16), (300_000, 0, 14), (300_000, 14, 16), (R, 0, 14)];
+    assert_eq!(shape(&first), want, "blocks after the first run");
+    strata_ok(&args);
+    let (second, _) = visible(&bucket, &dir).await;
+    assert_eq!(
+        second.iter().map(|m| &m.ulid).collect::<Vec<_>>(),
+        first.iter().map(|m| &m.ulid).collect::<Vec<_>>(),
+        "the second run has nothing left to do"
+    );
+    strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
+
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let mut store_cmd = Command::new(strata_bin());
+    store_cmd
+        .args(["store", "--objstore.config-file", cfg_s, "--grpc-address", &grpc])
+        .args(["--http-address", &format!("127.0.0.1:{http_port}")]);
+    let _store =
+        start_daemon(&mut store_cmd, &format!("http://127.0.0.1:{http_port}"), &tmp.path().join("store.log")).await;
+    let q = Strata::start(&["query", "--endpoint", &grpc], &tmp.path().join("query.log")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = q.get(&format!("/api/v1/query?query=count(temperature)&time={}", (W + D) / 1000)).await;
+        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "querier never saw the store: {v}\n{}", q.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Hour-aligned steps over [W + 1d, W + 13d]: only the 1h block answers. Samples lie at 5 s
+    // past the minute, so (t - 6h, t] holds the raw samples of the six 1h windows before t.
+    let (start, end, step) = (W + D, W + 13 * D, 6 * 3600);
+    let insts: Vec<String> = (0..TARGETS).map(|i| format!("host-{i}")).collect();
+    let window = |name: &str, i: &String, lo: i64, hi: i64| -> Vec<f64> {
+        let (ts, vs) = raw(&data, name, i);
+        vs[ts.partition_point(|&x| x < lo)..ts.partition_point(|&x| x < hi)].to_vec()
+    };
+    let points = (end - start) / (step * 1000) + 1;
+    let c = range(&q, "count_over_time(temperature[6h])", start, end, step, "1h").await;
+    assert!(c.values().flatten().all(|p| p.1 == 6.0), "six 1h windows in 6h: {c:?}");
+    type Rule = (&'static str, fn(&[f64]) -> f64, f64);
+    let rules: [Rule; 4] = [
+        ("max_over_time(temperature[6h])", |v| v.iter().copied().fold(f64::MIN, f64::max), 0.0),
+        ("min_over_time(temperature[6h])", |v| v.iter().copied().fold(f64::MAX, f64::min), 0.0),
+        ("sum_over_time(temperature[6h])", |v| v.iter().sum(), 1e-9),
+        ("avg_over_time(temperature[6h])", |v| v.iter().sum::<f64>() / v.len() as f64, 1e-9),
+    ];
+    for (expr, f, tol) in rules {
+        let got = range(&q, expr, start, end, step, "1h").await;
+        assert_eq!(got.len(), TARGETS, "{expr}");
+        for i in &insts {
+            assert_eq!(got[i].len() as i64, points, "{expr} {i}");
+            for &(t, v) in &got[i] {
+                let want = f(&window("temperature", i, t - 6 * H, t));
+                assert!(close(v, want, tol), "{expr} {i} at {t}: {v} vs {want}");
+            }
+        }
+    }
+    // A plain selector: the average of the hour before t; max(): the largest hourly max.
+    let got = range(&q, "temperature", start, end, step, "1h").await;
+    let m = one_series(&q, "max(temperature)", start, end, step, "1h").await;
+    assert_eq!(m.len() as i64, points);
+    for (k, &(t, v)) in m.iter().enumerate() {
+        let mut want = f64::MIN;
+        for i in &insts {
+            let w = window("temperature", i, t - H, t);
+            let avg = w.iter().sum::<f64>() / w.len() as f64;
+            assert!(close(got[i][k].1, avg, 1e-9), "temperature {i} at {t}: {} vs {avg}", got[i][k].1);
+            want = want.max(w.iter().copied().fold(f64::MIN, f64::max));
+        }
+        assert_eq!(v, want, "max(temperature) at {t}");
+    }
+    // irate: the reset-corrected counter increase over the last hour's last sample.
+    let d = range(&q, "irate(requests_total[6h])", start, end, step, "1h").await;
+    for i in &insts {
+        let (ts, vs) = raw(&data, "requests_total", i);
+        let c = corrected(vs);
+        assert_eq!(d[i].len() as i64, points, "irate {i}");
+        for &(t, got) in &d[i] {
+            let last = ts.partition_point(|&x| x < t) - 1;
+            let prev = ts.partition_point(|&x| x < t - H) - 1;
+            let want = (c[last] - c[prev]) / 3600.0;
+            assert!(close(got, want, 1e-9), "irate {i} at {t}: {got} vs {want}");
+        }
+    }
+    q.stop().await;
 }

@@ -326,7 +326,14 @@ async fn downsampled_answers_match_the_raw_data_as_thanos_s_do() {
     let data = data();
     write_blocks(&bucket, &data).await;
     let cfg_s = cfg.to_str().unwrap();
-    strata_ok(&["compact", "--objstore.config-file", cfg_s, "--consistency-delay=0s", "--delete-delay=0s"]);
+    strata_ok(&[
+        "compact",
+        "--objstore.config-file",
+        cfg_s,
+        "--consistency-delay=0s",
+        "--delete-delay=0s",
+        "--http-address=127.0.0.1:0",
+    ]);
     // The 2d raw block [T0, T0 + 48h) got its 5m block; the compacted sources are gone.
     let mut res: Vec<(i64, i64, i64)> = Vec::new();
     for id in bucket.list_blocks().await.unwrap() {
@@ -439,7 +446,7 @@ async fn aggregates(bucket: &Bucket, ulid: &str) -> Vec<(Labels, engine::AggrSer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_downsampling_leaves_no_partial_block_and_the_rerun_finishes_it() {
     let data = data();
-    let quick = ["--consistency-delay=0s", "--delete-delay=0s", "--log.level=info"];
+    let quick = ["--consistency-delay=0s", "--delete-delay=0s", "--log.level=info", "--http-address=127.0.0.1:0"];
     // The uninterrupted run.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bucket");
@@ -545,7 +552,14 @@ async fn one_hour_blocks_from_ten_days_of_5m_data_answer_at_1h() {
     let bucket = Bucket::local(&dir).unwrap();
     let data = data_over(W, 16 * D, 60_000);
     write_blocks_of(&bucket, &data, W, 8, 2 * D, 3).await;
-    let args = ["compact", "--objstore.config-file", cfg_s, "--consistency-delay=0s", "--delete-delay=0s"];
+    let args = [
+        "compact",
+        "--objstore.config-file",
+        cfg_s,
+        "--consistency-delay=0s",
+        "--delete-delay=0s",
+        "--http-address=127.0.0.1:0",
+    ];
     strata_ok(&args);
     let shape = |m: &[engine::BlockMeta]| {
         m.iter()

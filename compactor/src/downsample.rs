@@ -20,7 +20,6 @@
 use std::collections::HashSet;
 
 use engine::aggr::{AggrRow, AggrSeries, CounterResets, RESOLUTION_1H, RESOLUTION_5M, window_end};
-use engine::chunkenc::is_stale_nan;
 use engine::meta::BlockDesc;
 use engine::{BlockMeta, BlockReader, BlockWriter, BlockWriterOptions, Bucket};
 
@@ -108,13 +107,14 @@ fn downsample_batch(data: &[(i64, f64)], res: i64, mut emit: impl FnMut(i64, &Ag
     next_t
 }
 
-/// Downsamples one raw series (timestamps increasing) to `res` as one batch: stale markers
-/// dropped, then Thanos's aggregates per window; the batch's first and last raw values are kept
-/// for the counter. Empty when nothing but stale markers is left.
+/// Downsamples one raw series (timestamps increasing) to `res` as one batch: NaN values (stale
+/// markers and any other NaN) dropped, as Thanos's `downsampleRawLoop` since v0.33
+/// (thanos-io/thanos#6598), then Thanos's aggregates per window; the batch's first and last raw
+/// values are kept for the counter. Empty when nothing but NaNs is left.
 pub fn downsample_raw(timestamps: &[i64], values: &[f64], res: i64, out: &mut AggrSeries) {
     out.clear();
     let data: Vec<(i64, f64)> =
-        timestamps.iter().copied().zip(values.iter().copied()).filter(|&(_, v)| !is_stale_nan(v)).collect();
+        timestamps.iter().copied().zip(values.iter().copied()).filter(|&(_, v)| !v.is_nan()).collect();
     let (Some(&first), Some(&last)) = (data.first(), data.last()) else { return };
     downsample_batch(&data, res, |t, a| {
         out.push(AggrRow {
@@ -375,6 +375,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::testutil::{STALE, reference_raw, rows};
+    use engine::chunkenc::is_stale_nan;
 
     #[test]
     fn raw_windows_by_hand() {
@@ -427,7 +428,7 @@ mod tests {
             }
             let mut a = AggrSeries::default();
             downsample_raw(&ts, &vs, RESOLUTION_5M, &mut a);
-            if vs.iter().all(|v| is_stale_nan(*v)) {
+            if vs.iter().all(|v| v.is_nan()) {
                 assert!(a.is_empty());
                 continue;
             }

@@ -100,11 +100,11 @@ pub(crate) async fn visible(bucket: &Bucket) -> HashSet<String> {
 /// Rows of a downsampled series as (timestamp, count, sum, min, max, counter).
 pub(crate) type RefRow = (i64, u64, f64, f64, f64, f64);
 
-/// A reference written from the definition, not from Thanos's loop: group the non-stale
-/// samples by window end, then compute each window's aggregates directly.
+/// A reference written from the definition, not from Thanos's loop: group the samples that are
+/// not NaN (stale markers or other NaNs, which Thanos drops) by window end, then compute each
+/// window's aggregates directly.
 pub(crate) fn reference_raw(ts: &[i64], vs: &[f64], res: i64) -> Vec<RefRow> {
-    let data: Vec<(i64, f64)> =
-        ts.iter().copied().zip(vs.iter().copied()).filter(|(_, v)| v.to_bits() != STALE).collect();
+    let data: Vec<(i64, f64)> = ts.iter().copied().zip(vs.iter().copied()).filter(|(_, v)| !v.is_nan()).collect();
     let mut windows: BTreeMap<i64, Vec<(i64, f64)>> = BTreeMap::new();
     for &(t, v) in &data {
         windows.entry((t / res) * res + res - 1).or_default().push((t, v));

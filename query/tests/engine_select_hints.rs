@@ -11,11 +11,14 @@ use engine::aggr::Aggregate::{self, *};
 use engine::{Labels, Matcher, MemSource, SelectRequest, SeriesSource, SeriesStream};
 use query::{Engine, EngineOptions};
 
+/// What a select asked for: metric name, aggregates read, max resolution.
+type Seen = (String, Vec<Aggregate>, i64);
+
 /// A source that records the hints of every select.
 #[derive(Debug, Default)]
 struct Recording {
     mem: MemSource,
-    seen: Mutex<Vec<(String, Option<String>, Vec<Aggregate>, i64)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 #[async_trait]
@@ -23,7 +26,7 @@ impl SeriesSource for Recording {
     async fn select(&self, req: &SelectRequest) -> engine::Result<SeriesStream> {
         let name = req.matchers.iter().find(|m| m.name == "__name__").map(|m| m.value.clone()).unwrap_or_default();
         let h = &req.hints;
-        self.seen.lock().unwrap().push((name, h.func.clone(), h.aggregates.clone(), h.max_resolution_ms));
+        self.seen.lock().unwrap().push((name, h.aggregates.clone(), h.max_resolution_ms));
         self.mem.select(req).await
     }
     async fn series(&self, m: &[Matcher], a: i64, b: i64) -> engine::Result<Vec<Labels>> {
@@ -32,7 +35,7 @@ impl SeriesSource for Recording {
 }
 
 /// `(metric, aggregates read, max resolution)` of every select of `q`, sorted.
-async fn hints(q: &str) -> Vec<(String, Vec<Aggregate>, i64)> {
+async fn hints(q: &str) -> Vec<Seen> {
     let src = Arc::new(Recording::default());
     let ts: Vec<i64> = (0..40).map(|i| i * 60_000).collect();
     let vs: Vec<f64> = (0..40).map(|i| i as f64).collect();
@@ -42,12 +45,12 @@ async fn hints(q: &str) -> Vec<(String, Vec<Aggregate>, i64)> {
     let opts = EngineOptions { max_source_resolution_ms: 300_000, ..Default::default() };
     let e = Engine::new(src.clone(), opts);
     e.range_query(q, 1_200_000, 2_400_000, 60_000).await.unwrap_or_else(|err| panic!("{q}: {err}"));
-    let mut out: Vec<_> = src.seen.lock().unwrap().iter().map(|(n, _, a, r)| (n.clone(), a.clone(), *r)).collect();
+    let mut out = src.seen.lock().unwrap().clone();
     out.sort();
     out
 }
 
-fn one(n: &str, a: &[Aggregate]) -> (String, Vec<Aggregate>, i64) {
+fn one(n: &str, a: &[Aggregate]) -> Seen {
     (n.to_string(), a.to_vec(), 300_000)
 }
 

@@ -254,7 +254,14 @@ impl Planner {
         // Range functions come in the plan's spelling (`Rate`), enclosing names in PromQL's.
         let start_timestamps =
             self.use_start_timestamps && matches!(func, Some("Rate" | "Increase" | "Irate" | "Resets"));
-        let resets = func.is_some_and(|f| engine::aggr::prom_func_name(f) == "resets");
+        let prom_func = func.map(engine::aggr::prom_func_name);
+        let resets = prom_func.as_deref() == Some("resets");
+        // Thanos's `maxResolutionFromSelectHints`: a function that needs two samples in its range
+        // reads no coarser than half the range.
+        let mut max_resolution = if resets { 0 } else { self.max_source_resolution };
+        if range_ms > 0 && prom_func.as_deref().is_some_and(|f| TWO_SAMPLE_FUNCS.contains(&f)) {
+            max_resolution = max_resolution.min(range_ms / 2);
+        }
         let spec = ScanSpec {
             matcher_sets: sets,
             min_t,
@@ -265,7 +272,7 @@ impl Planner {
             start_timestamps,
             // resets() reads raw data only: the counter aggregate hides the resets it counts
             // (Thanos answers 0 there, thanos-io/thanos#3644).
-            max_resolution_ms: if resets { 0 } else { self.max_source_resolution },
+            max_resolution_ms: max_resolution,
         };
         Ok(series_scan::plan(spec))
     }
@@ -722,6 +729,20 @@ impl Planner {
         }
     }
 }
+
+/// Functions that need two samples in their range (Thanos's `promqlFuncRequiresTwoSamples`): over
+/// downsampled data their range selectors read no coarser resolution than half the range.
+const TWO_SAMPLE_FUNCS: &[&str] = &[
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "holt_winters",
+    "double_exponential_smoothing",
+];
 
 /// The name of an aggregation operator as PromQL spells it (a static string for
 /// [`Planner::enclosing_func`]); `None` for an operator not listed.

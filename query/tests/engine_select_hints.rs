@@ -67,7 +67,7 @@ async fn aggregations_and_functions_pick_the_aggregate_as_thanos() {
     // Through parentheses and unary minus; the nearest enclosing name wins.
     assert_eq!(hints("max((-a))").await, vec![one("a", &[Max])]);
     assert_eq!(hints("max(abs(a))").await, vec![one("a", &avg)]);
-    assert_eq!(hints("max(rate(a[5m]))").await, vec![one("a", &[Counter])]);
+    assert_eq!(hints("max(rate(a[10m]))").await, vec![one("a", &[Counter])]);
     // A binary operator ends the path: its operands have no function.
     assert_eq!(hints("max(a + b)").await, vec![one("a", &avg), one("b", &avg)]);
     assert_eq!(hints("max(a) - min(b)").await, vec![one("a", &[Max]), one("b", &[Min])]);
@@ -75,6 +75,13 @@ async fn aggregations_and_functions_pick_the_aggregate_as_thanos() {
     // Subqueries pass the function above them to the selectors inside.
     assert_eq!(hints("max_over_time(a[10m:1m])").await, vec![one("a", &[Max])]);
     assert_eq!(hints("min_over_time(max(a)[10m:1m])").await, vec![one("a", &[Max])]);
+    // Functions needing two samples read no coarser than half their range (Thanos's
+    // maxResolutionFromSelectHints); others, and subqueries (no range in the hints), are not capped.
+    assert_eq!(hints("rate(a[8m])").await, vec![("a".to_string(), vec![Counter], 240_000)]);
+    assert_eq!(hints("deriv(a[8m])").await, vec![("a".to_string(), avg.to_vec(), 240_000)]);
+    assert_eq!(hints("rate(a[20m])").await, vec![one("a", &[Counter])]);
+    assert_eq!(hints("max_over_time(a[8m])").await, vec![one("a", &[Max])]);
+    assert_eq!(hints("rate(a[8m:1m])").await, vec![one("a", &[Counter])]);
     // resets() reads raw data, also over a subquery.
     assert_eq!(hints("resets(a[10m:1m])").await, vec![("a".to_string(), vec![], 0)]);
 }

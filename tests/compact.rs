@@ -306,16 +306,8 @@ async fn kill_at(promtool: &Path, point: &str) {
     let mut cmd = Command::new(strata_bin());
     cmd.args(["compact", "--objstore.config-file", cfg, "--http-address=127.0.0.1:0"])
         .args(QUICK)
-        .env("RUST_LOG", "info")
-        .env("STRATA_COMPACT_TEST_PAUSE_AT", point);
-    let mut d = Daemon::spawn(&mut cmd, &log).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !read_log(&log).contains("strata-compact-test-hook: paused at") {
-        assert!(d.0.try_wait().unwrap().is_none(), "{point}: exited before pausing:\n{}", read_log(&log));
-        assert!(Instant::now() < deadline, "{point}: never paused:\n{}", read_log(&log));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    d.kill().unwrap();
+        .env("RUST_LOG", "info");
+    compact_killed_at(&mut cmd, point, &log).await;
 
     // Readers see complete blocks only, and every original sample (a compacted block beside its
     // unmarked sources repeats samples; nothing is missing or different).

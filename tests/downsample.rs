@@ -108,6 +108,26 @@ async fn write_blocks_of(bucket: &Bucket, data: &[Series], t0: i64, n: i64, len:
     }
 }
 
+/// `/api/v1/query_range` answer: the series' labels and points.
+async fn range_matrix(
+    q: &Strata,
+    expr: &str,
+    start: i64,
+    end: i64,
+    step_s: i64,
+    res: &str,
+) -> Vec<(serde_json::Value, Vec<(i64, f64)>)> {
+    let path = format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step={step_s}&max_source_resolution={res}",
+        urlencode(expr),
+        start / 1000,
+        end / 1000
+    );
+    let (st, v) = q.get(&path).await;
+    assert_eq!(st, 200, "{expr} ({res}): {v}\nlog:\n{}", q.log_text());
+    matrix(&v)
+}
+
 /// `/api/v1/query_range` answer as instance -> [(t ms, value)].
 async fn range(
     q: &Strata,
@@ -117,44 +137,15 @@ async fn range(
     step_s: i64,
     res: &str,
 ) -> BTreeMap<String, Vec<(i64, f64)>> {
-    let path = format!(
-        "/api/v1/query_range?query={}&start={}&end={}&step={step_s}&max_source_resolution={res}",
-        urlencode(expr),
-        start / 1000,
-        end / 1000
-    );
-    let (st, v) = q.get(&path).await;
-    assert_eq!(st, 200, "{expr} ({res}): {v}\nlog:\n{}", q.log_text());
-    let mut out = BTreeMap::new();
-    for (labels, points) in matrix(&v) {
-        let inst = labels["instance"].as_str().unwrap().to_string();
-        out.insert(inst, points);
-    }
-    out
+    let m = range_matrix(q, expr, start, end, step_s, res).await;
+    m.into_iter().map(|(labels, points)| (labels["instance"].as_str().unwrap().to_string(), points)).collect()
 }
 
 /// `/api/v1/query_range` answer holding one series (an aggregation without grouping): its points.
 async fn one_series(q: &Strata, expr: &str, start: i64, end: i64, step_s: i64, res: &str) -> Vec<(i64, f64)> {
-    let path = format!(
-        "/api/v1/query_range?query={}&start={}&end={}&step={step_s}&max_source_resolution={res}",
-        urlencode(expr),
-        start / 1000,
-        end / 1000
-    );
-    let (st, v) = q.get(&path).await;
-    assert_eq!(st, 200, "{expr} ({res}): {v}");
-    let m = matrix(&v);
-    assert_eq!(m.len(), 1, "{expr} ({res}): {v}");
+    let m = range_matrix(q, expr, start, end, step_s, res).await;
+    assert_eq!(m.len(), 1, "{expr} ({res}): {m:?}");
     m.into_iter().next().unwrap().1
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The raw samples of `name` for `inst`.
@@ -472,16 +463,8 @@ async fn sigkill_while_downsampling_leaves_no_partial_block_and_the_rerun_finish
         write_blocks(&bucket, &data).await;
         let log = tmp.path().join("killed.log");
         let mut cmd = Command::new(strata_bin());
-        cmd.args(["compact", "--objstore.config-file", cfg_s]).args(quick).env("STRATA_COMPACT_TEST_PAUSE_AT", point);
-        let mut d = Daemon::spawn(&mut cmd, &log).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !read_log(&log).contains("strata-compact-test-hook: paused at") {
-            assert!(d.0.try_wait().unwrap().is_none(), "{point}: exited before pausing:\n{}", read_log(&log));
-            assert!(Instant::now() < deadline, "{point}: never paused:\n{}", read_log(&log));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        d.0.kill().unwrap(); // SIGKILL
-        d.0.wait().unwrap();
+        cmd.args(["compact", "--objstore.config-file", cfg_s]).args(quick);
+        compact_killed_at(&mut cmd, point, &log).await;
 
         // While killed: complete blocks only, every raw sample, the 5m block there only once its
         // meta.json is.

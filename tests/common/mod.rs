@@ -427,3 +427,18 @@ impl Receiver {
         read_log(&self.log)
     }
 }
+
+/// Runs `cmd` (a `strata compact`) with the compactor's test hook pausing at `point`
+/// (`STRATA_COMPACT_TEST_PAUSE_AT`, see compactor/src/hooks.rs), waits until it paused there (its
+/// stderr goes to `log`), kills it with SIGKILL and reaps it.
+pub async fn compact_killed_at(cmd: &mut Command, point: &str, log: &Path) {
+    let mut d = Daemon::spawn(cmd.env("STRATA_COMPACT_TEST_PAUSE_AT", point), log).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !read_log(log).contains("strata-compact-test-hook: paused at") {
+        assert!(d.0.try_wait().unwrap().is_none(), "{point}: exited before pausing:\n{}", read_log(log));
+        assert!(Instant::now() < deadline, "{point}: never paused:\n{}", read_log(log));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.0.kill().unwrap(); // SIGKILL
+    d.0.wait().unwrap();
+}

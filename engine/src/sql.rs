@@ -169,6 +169,8 @@ async fn footer_schema(bucket: &Bucket, ulid: &str, name: &str) -> Result<(Schem
 pub struct BucketFiles {
     /// ULIDs of the blocks the tables span, sorted.
     pub blocks: Vec<String>,
+    /// `meta.json` of each block of `blocks`, in the same order.
+    pub metas: Vec<crate::meta::BlockMeta>,
     /// Label columns over all blocks: `__name__` first, the others sorted.
     pub label_columns: Vec<String>,
     /// `samples.parquet` of every block: v2's file columns (`value_int`, `value_scale` NULL in v1
@@ -182,6 +184,15 @@ pub struct BucketFiles {
 /// Reads the footers of every complete block of `bucket` into [`BucketFiles`] (a snapshot) and
 /// registers the bucket's object store with the context's runtime.
 pub async fn bucket_files(ctx: &SessionContext, bucket: &Bucket) -> Result<BucketFiles> {
+    bucket_files_where(ctx, bucket, &|_| true).await
+}
+
+/// [`bucket_files`] over the blocks whose meta `keep` accepts (e.g. a receiver's own blocks).
+pub async fn bucket_files_where(
+    ctx: &SessionContext,
+    bucket: &Bucket,
+    keep: &(dyn Fn(&crate::meta::BlockMeta) -> bool + Send + Sync),
+) -> Result<BucketFiles> {
     let url_text = bucket.object_store_url();
     let url =
         ObjectStoreUrl::parse(&url_text).map_err(|e| Error::datafusion(format!("object store url {url_text}"), e))?;
@@ -191,12 +202,13 @@ pub async fn bucket_files(ctx: &SessionContext, bucket: &Bucket) -> Result<Bucke
 
     let listed = bucket.list_blocks().await?;
     let mut blocks = Vec::new();
+    let mut metas = Vec::new();
     let mut samples_files = Vec::new();
     let mut series_files = Vec::new();
     let mut label_names: BTreeSet<String> = BTreeSet::new();
     for u in &listed {
         let meta = bucket.read_meta(u).await?;
-        if meta.strata.is_none() || meta.thanos.downsample.resolution != 0 {
+        if meta.strata.is_none() || meta.thanos.downsample.resolution != 0 || !keep(&meta) {
             // Not a Strata block (e.g. a Prometheus block in the same bucket), or a downsampled
             // one (aggregates.parquet: not samples).
             continue;
@@ -211,6 +223,7 @@ pub async fn bucket_files(ctx: &SessionContext, bucket: &Bucket) -> Result<Bucke
         }
         series_files.push((u.clone(), Bucket::block_path(u, format::SERIES_FILE).to_string(), size));
         blocks.push(u.clone());
+        metas.push(meta);
     }
     let mut cols = vec![format::COL_METRIC_NAME.to_string()];
     cols.extend(label_names);
@@ -231,7 +244,7 @@ pub async fn bucket_files(ctx: &SessionContext, bucket: &Bucket) -> Result<Bucke
     let samples_schema = Arc::new(arrow::datatypes::Schema::new(samples_fields));
     let samples = Arc::new(BlockFilesTable::new(url.clone(), samples_schema, samples_files));
     let series = Arc::new(BlockFilesTable::new(url, series_schema, series_files));
-    Ok(BucketFiles { blocks, label_columns: cols, samples, series })
+    Ok(BucketFiles { blocks, metas, label_columns: cols, samples, series })
 }
 
 /// Registers tables `samples` and `series` over every complete block of `bucket` (a snapshot; call

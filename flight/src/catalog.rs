@@ -14,6 +14,7 @@
 //! DataFusion's generators (`generate_series`, `range`) plus the ones given to
 //! [`SqlCatalog::new`] (e.g. `promql`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use datafusion::catalog::TableFunctionImpl;
@@ -29,7 +30,8 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use engine::bucket::Bucket;
 
 use crate::error::{Error, Result};
-use crate::tables::{TableSet, register_tables};
+use crate::head::RecentHeads;
+use crate::tables::{BlockFilter, HeadInput, TableSet, register_tables};
 
 /// Catalog name Flight SQL clients see.
 pub const CATALOG: &str = "strata";
@@ -54,6 +56,8 @@ struct Snapshot {
     /// `Bucket::list_blocks` when the snapshot was built (complete blocks, any format).
     listed: Vec<String>,
     tables: TableSet,
+    /// The heads' label names per metric when the snapshot was built (the columns it has for them).
+    head_names: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -68,7 +72,11 @@ pub struct SqlCatalog {
     bucket: Bucket,
     functions: Arc<Vec<TableFunction>>,
     limits: StatementLimits,
+    heads: Option<Arc<dyn RecentHeads>>,
+    blocks: Option<BlockFilter>,
     current: Arc<RwLock<Arc<Snapshot>>>,
+    /// One rebuild at a time.
+    rebuilding: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqlCatalog {
@@ -89,15 +97,38 @@ impl SqlCatalog {
             bucket,
             functions: Arc::new(functions),
             limits,
+            heads: None,
+            blocks: None,
             current: Arc::new(RwLock::new(Arc::new(Snapshot {
                 ctx: SessionContext::new(),
                 listed: Vec::new(),
                 tables: TableSet::default(),
+                head_names: BTreeMap::new(),
             }))),
+            rebuilding: Arc::default(),
         };
         let empty = catalog.new_context()?;
-        catalog.swap(Snapshot { ctx: empty, listed: Vec::new(), tables: TableSet::default() });
+        catalog.swap(Snapshot {
+            ctx: empty,
+            listed: Vec::new(),
+            tables: TableSet::default(),
+            head_names: BTreeMap::new(),
+        });
         Ok(catalog)
+    }
+
+    /// The same catalog with the recent samples of `heads` in its tables (`strata up`,
+    /// `strata receive`): samples not yet in a block of the bucket are read from the heads at each
+    /// statement (see [`crate::head`]).
+    pub fn with_heads(mut self, heads: Arc<dyn RecentHeads>) -> Self {
+        self.heads = Some(heads);
+        self
+    }
+
+    /// The same catalog over the blocks `keep` accepts only (e.g. a receiver's own blocks).
+    pub fn with_block_filter(mut self, keep: BlockFilter) -> Self {
+        self.blocks = Some(keep);
+        self
     }
 
     /// The limits statements run under.
@@ -136,20 +167,35 @@ impl SqlCatalog {
         }
     }
 
-    /// Re-reads the bucket's block list and, when it changed, rebuilds the tables. Returns the
-    /// number of blocks the tables span now.
+    /// Re-reads the bucket's block list (and the heads' label names) and, when the blocks changed
+    /// or the heads hold metrics or labels the tables have no columns for, rebuilds the tables.
+    /// Returns the number of blocks the tables span now.
     pub async fn refresh(&self) -> Result<usize> {
+        Ok(self.rebuild_if_changed().await?.0)
+    }
+
+    /// [`SqlCatalog::refresh`], also saying whether the tables were rebuilt.
+    async fn rebuild_if_changed(&self) -> Result<(usize, bool)> {
+        let _one = self.rebuilding.lock().await;
         let listed = self.bucket.list_blocks().await?;
+        let head = match &self.heads {
+            Some(h) => Some(HeadInput::read(Arc::clone(h)).await?),
+            None => None,
+        };
         let old = self.snapshot();
-        if !old.listed.is_empty() && old.listed == listed {
-            return Ok(old.tables.blocks.len());
+        let covered = head.as_ref().is_none_or(|h| {
+            h.names.iter().all(|(m, names)| old.head_names.get(m).is_some_and(|known| names.is_subset(known)))
+        });
+        if !old.listed.is_empty() && old.listed == listed && covered {
+            return Ok((old.tables.blocks.len(), false));
         }
         let ctx = self.new_context()?;
-        let tables = register_tables(&ctx, &self.bucket).await?;
+        let tables = register_tables(&ctx, &self.bucket, head.as_ref(), self.blocks.as_ref()).await?;
         let n = tables.blocks.len();
         tracing::info!(blocks = n, metrics = tables.metrics.len(), "SQL tables refreshed");
-        self.swap(Snapshot { ctx, listed, tables });
-        Ok(n)
+        let head_names = head.map(|h| h.names).unwrap_or_default();
+        self.swap(Snapshot { ctx, listed, tables, head_names });
+        Ok((n, true))
     }
 
     /// The tables registered now.
@@ -164,7 +210,25 @@ impl SqlCatalog {
 
     /// Plans `sql` read-only in a context of its own (own memory pool), binding `params` to its
     /// placeholders (`$1`, `$2`, ... or `?` in order).
+    ///
+    /// With heads, a statement that fails to plan (e.g. naming a metric first seen in a head since
+    /// the last refresh) is planned once more after a refresh that rebuilt the tables.
     pub async fn statement(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DataFrame> {
+        let first = self.statement_once(sql, params.clone()).await;
+        match first {
+            Err(Error::DataFusion { .. }) if self.heads.is_some() => match self.rebuild_if_changed().await {
+                Ok((_, true)) => self.statement_once(sql, params).await,
+                Ok((_, false)) => first,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refreshing the SQL tables for a statement that failed to plan");
+                    first
+                }
+            },
+            other => other,
+        }
+    }
+
+    async fn statement_once(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DataFrame> {
         let plan = async {
             let sql = number_placeholders(sql)?;
             let base = self.snapshot();

@@ -41,7 +41,9 @@ use crate::head::{HeadTable, RecentHeads, head_label_names};
 use crate::labels_map::labels_expr;
 
 /// Names of the fixed tables.
-pub const FIXED_TABLES: [&str; 2] = ["samples", "series"];
+pub const FIXED_TABLES: [&str; 4] = ["samples", "series", "samples_5m", "samples_1h"];
+/// The tables of downsampled blocks and their resolution (ms).
+pub const DOWNSAMPLED: [(&str, i64); 2] = [("samples_5m", 300_000), ("samples_1h", 3_600_000)];
 /// Columns a per-metric table has after its labels.
 const VALUE_COLUMNS: [&str; 3] = ["timestamp", "value", "metric"];
 
@@ -66,6 +68,57 @@ fn df_err(what: impl ToString) -> impl FnOnce(datafusion::error::DataFusionError
 /// The SQL column name of label `name` in a per-metric table.
 fn label_column_name(name: &str) -> String {
     if VALUE_COLUMNS.contains(&name) { format!("label_{name}") } else { name.to_string() }
+}
+
+/// The rows of one resolution's downsampled blocks: `metric`, `labels`, `timestamp`, `count`
+/// (Int64), `sum`, `min`, `max`, `counter` (docs/format.md §4a), the aggregates file joined to the
+/// series file of each block like the raw tables (label and time filters push down the same way).
+fn downsampled_view(ctx: &SessionContext, files: BucketFiles) -> Result<DataFrame> {
+    let BucketFiles { label_columns, samples, series, .. } = files;
+    let labels: Vec<String> = label_columns.iter().filter(|c| *c != format::COL_METRIC_NAME).cloned().collect();
+    let mut series_exprs = vec![
+        col(PARTITION_COLUMN).alias("__block"),
+        col(format::COL_SERIES_ID).alias("__series_id"),
+        cast(ident(format::COL_METRIC_NAME), DataType::Utf8).alias("metric"),
+    ];
+    for n in &labels {
+        series_exprs.push(cast(ident(n.as_str()), DataType::Utf8).alias(format!("__l_{n}")));
+    }
+    series_exprs.push(col(format::COL_LABELS).alias("__overflow"));
+    let series = ctx
+        .read_table(series)
+        .map_err(df_err("reading series files"))?
+        .select(series_exprs)
+        .map_err(df_err("projecting downsampled series"))?;
+    let aggregates = ctx
+        .read_table(samples)
+        .map_err(df_err("reading aggregates files"))?
+        .select(vec![
+            col(PARTITION_COLUMN).alias("__sblock"),
+            col(format::COL_SERIES_ID).alias("__sid"),
+            cast(col(format::COL_TIMESTAMP), timestamp_type()).alias("timestamp"),
+            cast(col(format::COL_COUNT), DataType::Int64).alias("count"),
+            col(format::COL_SUM).alias("sum"),
+            col(format::COL_MIN).alias("min"),
+            col(format::COL_MAX).alias("max"),
+            col(format::COL_COUNTER).alias("counter"),
+        ])
+        .map_err(df_err("projecting aggregates"))?;
+    let l_cols: Vec<Expr> = labels.iter().map(|n| ident(format!("__l_{n}"))).collect();
+    series
+        .join(aggregates, JoinType::Inner, &["__block", "__series_id"], &["__sblock", "__sid"], None)
+        .map_err(df_err("joining aggregates to series"))?
+        .select(vec![
+            col("metric"),
+            labels_expr(&labels, l_cols, col("__overflow")).alias("labels"),
+            col("timestamp"),
+            col("count"),
+            col("sum"),
+            col("min"),
+            col("max"),
+            col("counter"),
+        ])
+        .map_err(df_err("projecting a downsampled table"))
 }
 
 /// Which of a bucket's blocks the tables span (e.g. a receiver's own blocks); all without one.
@@ -99,10 +152,17 @@ pub async fn register_tables(
     head: Option<&HeadInput>,
     blocks: Option<&BlockFilter>,
 ) -> Result<TableSet> {
-    let files = match blocks {
-        Some(keep) => engine::sql::bucket_files_where(ctx, bucket, keep.as_ref()).await?,
-        None => engine::sql::bucket_files(ctx, bucket).await?,
+    let keep: &(dyn Fn(&engine::meta::BlockMeta) -> bool + Send + Sync) = match blocks {
+        Some(keep) => keep.as_ref(),
+        None => &|_| true,
     };
+    let resolutions: Vec<i64> = std::iter::once(0).chain(DOWNSAMPLED.iter().map(|(_, r)| *r)).collect();
+    let mut all = engine::sql::files_by_resolution(ctx, bucket, keep, &resolutions).await?.into_iter();
+    let files = all.next().ok_or_else(|| Error::BadRequest("no raw block tables".into()))?;
+    for ((name, _), files) in DOWNSAMPLED.iter().zip(all) {
+        let view = downsampled_view(ctx, files)?;
+        ctx.register_table(*name, view.into_view()).map_err(df_err(format!("registering {name}")))?;
+    }
     let BucketFiles { blocks, metas, label_columns, samples, series } = files;
     let in_files: BTreeSet<String> = label_columns.iter().filter(|c| *c != format::COL_METRIC_NAME).cloned().collect();
     let mut all_labels = in_files.clone();

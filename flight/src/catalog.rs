@@ -15,6 +15,7 @@
 //! [`SqlCatalog::new`] (e.g. `promql`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use datafusion::catalog::TableFunctionImpl;
@@ -77,6 +78,19 @@ pub struct SqlCatalog {
     current: Arc<RwLock<Arc<Snapshot>>>,
     /// One rebuild at a time.
     rebuilding: Arc<tokio::sync::Mutex<()>>,
+    /// Tables built so far (each rebuild is a new generation).
+    generation: Arc<AtomicU64>,
+    /// Statements planned so far (SQL to logical plan).
+    planned: Arc<AtomicU64>,
+}
+
+/// A statement planned against one generation of the tables, parameters not bound yet.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The statement's plan (placeholders unbound).
+    pub frame: DataFrame,
+    /// [`SqlCatalog::generation`] it was planned against.
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for SqlCatalog {
@@ -106,6 +120,8 @@ impl SqlCatalog {
                 head_names: BTreeMap::new(),
             }))),
             rebuilding: Arc::default(),
+            generation: Arc::default(),
+            planned: Arc::default(),
         };
         let empty = catalog.new_context()?;
         catalog.swap(Snapshot {
@@ -160,6 +176,7 @@ impl SqlCatalog {
     }
 
     fn swap(&self, s: Snapshot) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let s = Arc::new(s);
         match self.current.write() {
             Ok(mut g) => *g = s,
@@ -214,10 +231,34 @@ impl SqlCatalog {
     /// With heads, a statement that fails to plan (e.g. naming a metric first seen in a head since
     /// the last refresh) is planned once more after a refresh that rebuilt the tables.
     pub async fn statement(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DataFrame> {
-        let first = self.statement_once(sql, params.clone()).await;
+        let planned = self.plan(sql).await?;
+        bind(planned.frame, params, sql)
+    }
+
+    /// The generation of the tables: it changes whenever they are rebuilt, so that a plan kept
+    /// from an older generation is known to miss blocks.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// How many statements were planned (SQL to logical plan) so far.
+    pub fn planned(&self) -> u64 {
+        self.planned.load(Ordering::Relaxed)
+    }
+
+    /// Plans `sql` read-only (as [`SqlCatalog::statement`]) without binding its placeholders:
+    /// a plan to keep and bind with [`bind`] at each execution while
+    /// [`SqlCatalog::generation`] is unchanged.
+    pub async fn plan(&self, sql: &str) -> Result<Planned> {
+        let generation = self.generation();
+        let first = self.statement_once(sql).await;
+        let first = first.map(|frame| Planned { frame, generation });
         match first {
             Err(Error::DataFusion { .. }) if self.heads.is_some() => match self.rebuild_if_changed().await {
-                Ok((_, true)) => self.statement_once(sql, params).await,
+                Ok((_, true)) => {
+                    let generation = self.generation();
+                    Ok(Planned { frame: self.statement_once(sql).await?, generation })
+                }
                 Ok((_, false)) => first,
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing the SQL tables for a statement that failed to plan");
@@ -228,7 +269,8 @@ impl SqlCatalog {
         }
     }
 
-    async fn statement_once(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DataFrame> {
+    async fn statement_once(&self, sql: &str) -> Result<DataFrame> {
+        self.planned.fetch_add(1, Ordering::Relaxed);
         let plan = async {
             let sql = number_placeholders(sql)?;
             let base = self.snapshot();
@@ -254,16 +296,22 @@ impl SqlCatalog {
                 .with_allow_statements(false)
                 .verify_plan(&plan)
                 .map_err(|e| Error::Forbidden(format!("{what}: {}", e.strip_backtrace())))?;
-            let mut frame = ctx.execute_logical_plan(plan).await.map_err(df(&what))?;
-            if let Some(p) = params {
-                frame = frame.with_param_values(ParamValues::from(p)).map_err(df(&what))?;
-            }
-            Ok(frame)
+            ctx.execute_logical_plan(plan).await.map_err(df(&what))
         };
         match self.limits.timeout {
             Some(t) => tokio::time::timeout(t, plan).await.map_err(|_| Error::Timeout(t))?,
             None => plan.await,
         }
+    }
+}
+
+/// Binds `params` to the placeholders of `frame` (the plan of `sql`); `None` leaves it as is.
+pub fn bind(frame: DataFrame, params: Option<Vec<ScalarValue>>, sql: &str) -> Result<DataFrame> {
+    match params {
+        Some(p) => {
+            frame.with_param_values(ParamValues::from(p)).map_err(|e| Error::datafusion(statement_context(sql), e))
+        }
+        None => Ok(frame),
     }
 }
 

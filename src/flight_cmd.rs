@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use clap::Args;
+use engine::SeriesSource;
 use engine::bucket::Bucket;
 use engine::bucket_source::BucketSource;
-use flight::{FlightSqlMetrics, SqlCatalog, StatementLimits, StrataFlightSql, TableFunction};
+use flight::{
+    BlockFilter, FlightSqlMetrics, HeadPart, RecentHeads, SqlCatalog, StatementLimits, StrataFlightSql, TableFunction,
+};
+use ingest::receive::ReceiveState;
 use prometheus_client::registry::Registry;
 
 use crate::CliError;
@@ -89,10 +93,50 @@ pub(crate) struct FlightArgs {
     sql: SqlArgs,
 }
 
-/// A Flight SQL server ready to serve: its routes, the refresh task to run beside it.
+/// A Flight SQL server ready to serve: its routes, the refresh task to run beside it, its catalog.
 pub(crate) struct FlightParts {
     pub(crate) routes: tonic::service::Routes,
     pub(crate) refresh: tokio::task::JoinHandle<()>,
+    pub(crate) catalog: SqlCatalog,
+}
+
+/// What a component with heads adds to its Flight SQL tables: the heads' recent samples, and which
+/// blocks of the bucket are its own (all when `None`).
+pub(crate) struct LocalData {
+    pub(crate) heads: Arc<dyn RecentHeads>,
+    pub(crate) blocks: Option<BlockFilter>,
+}
+
+/// The receive heads (one per tenant) as Flight SQL sees them: each tenant's series as its blocks
+/// store them, and the tenant's block labels that tell its blocks apart.
+#[derive(Debug)]
+pub(crate) struct ReceiveHeads(pub(crate) ReceiveState);
+
+#[async_trait::async_trait]
+impl RecentHeads for ReceiveHeads {
+    async fn heads(&self) -> Vec<HeadPart> {
+        let mut out = Vec::new();
+        for (tenant, head) in self.0.heads().await {
+            let block_labels =
+                self.0.tenant_labels(&tenant).iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+            let source: Arc<dyn SeriesSource> = head;
+            out.push(HeadPart { source, block_labels });
+        }
+        out
+    }
+}
+
+/// A hook re-reading `catalog`'s bucket after a head cut a block (before the head drops the
+/// block's samples), so that SQL never misses them.
+pub(crate) fn refresh_after_cut(catalog: SqlCatalog) -> crate::query_cmd::AfterUpload {
+    crate::query_cmd::AfterUpload(Arc::new(move || -> futures::future::BoxFuture<'static, ()> {
+        let catalog = catalog.clone();
+        Box::pin(async move {
+            if let Err(e) = catalog.refresh().await {
+                tracing::warn!(error = %e, "SQL tables refresh after a cut failed (the block shows after the next one)");
+            }
+        })
+    }))
 }
 
 /// Builds the Flight SQL service over `bucket` with the table functions of `functions`, its
@@ -105,15 +149,22 @@ pub(crate) fn build(
     interval: Duration,
     registry: &mut Registry,
     ready: Readiness,
+    local: Option<LocalData>,
 ) -> Result<FlightParts, CliError> {
-    let catalog =
+    let mut catalog =
         SqlCatalog::new(bucket, functions.functions, sql.limits()?).map_err(|e| CliError::Failed(e.to_string()))?;
+    if let Some(local) = local {
+        catalog = catalog.with_heads(local.heads);
+        if let Some(keep) = local.blocks {
+            catalog = catalog.with_block_filter(keep);
+        }
+    }
     let metrics = FlightSqlMetrics::register(registry);
     let sync_metrics = SyncMetrics::register(registry);
     let service = StrataFlightSql::new(catalog.clone(), metrics).map_err(|e| CliError::Failed(e.to_string()))?;
     let routes = flight::server::routes(service, sql.token()?);
-    let refresh = tokio::spawn(refresh_loop(catalog, functions.source, interval, sync_metrics, ready));
-    Ok(FlightParts { routes, refresh })
+    let refresh = tokio::spawn(refresh_loop(catalog.clone(), functions.source, interval, sync_metrics, ready));
+    Ok(FlightParts { routes, refresh, catalog })
 }
 
 /// Re-reads the bucket every `interval` (every 5 s at most until the first success): the SQL
@@ -162,17 +213,22 @@ pub(crate) fn table_functions(bucket: &Bucket) -> SqlFunctions {
     SqlFunctions { functions: vec![("promql".to_string(), promql)], source }
 }
 
-/// How often `strata up` re-reads its bucket for the SQL tables (blocks are cut every 2 h).
+/// How often `strata up` and `strata receive` re-read their bucket for the SQL tables (blocks are
+/// cut every 2 h, and the tables are re-read right after each cut).
 const UP_REFRESH: Duration = Duration::from_secs(30);
 
-/// Flight SQL over `bucket` on `address` beside another component (`strata up`) until
-/// SIGINT/SIGTERM; an empty address serves nothing. Its metrics are not on the component's
-/// `/metrics`.
+/// What [`serve_beside`] returns: the server to await, its metrics, and (when serving) the hook to
+/// run after a head cut a block.
+type Beside<F> = (F, Option<Registry>, Option<crate::query_cmd::AfterUpload>);
+
+/// Flight SQL over `bucket` (and `local`'s heads) on `address` beside another component
+/// (`strata up`, `strata receive`) until SIGINT/SIGTERM; an empty address serves nothing.
 pub(crate) fn serve_beside(
     bucket: Bucket,
     address: &str,
     sql: &SqlArgs,
-) -> Result<(impl std::future::Future<Output = Result<(), CliError>>, Option<Registry>), CliError> {
+    local: Option<LocalData>,
+) -> Result<Beside<impl std::future::Future<Output = Result<(), CliError>>>, CliError> {
     let (parts, registry) = if address.is_empty() {
         if !sql.is_default() {
             return Err(CliError::Usage(
@@ -185,8 +241,10 @@ pub(crate) fn serve_beside(
     } else {
         let mut registry = server::new_registry("flight");
         let functions = table_functions(&bucket);
-        (Some(build(bucket, sql, functions, UP_REFRESH, &mut registry, Readiness::default())?), Some(registry))
+        let parts = build(bucket, sql, functions, UP_REFRESH, &mut registry, Readiness::default(), local)?;
+        (Some(parts), Some(registry))
     };
+    let after_cut = parts.as_ref().map(|p| refresh_after_cut(p.catalog.clone()));
     let address = address.to_string();
     let fut = async move {
         let Some(parts) = parts else { return Ok(()) };
@@ -195,7 +253,7 @@ pub(crate) fn serve_beside(
         parts.refresh.abort();
         res
     };
-    Ok((fut, registry))
+    Ok((fut, registry, after_cut))
 }
 
 /// Runs `strata flight` until SIGINT/SIGTERM.
@@ -206,7 +264,7 @@ pub(crate) async fn run(args: FlightArgs) -> Result<(), CliError> {
     let mut registry = server::new_registry("flight");
     let ready = Readiness::default();
     let functions = table_functions(&bucket);
-    let parts = build(bucket, &args.sql, functions, interval, &mut registry, ready.clone())?;
+    let parts = build(bucket, &args.sql, functions, interval, &mut registry, ready.clone(), None)?;
     let shutdown = Shutdown::on_signal();
     let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry], shutdown.clone());
     let grpc = crate::grpc::serve(&args.grpc_address, parts.routes, shutdown);

@@ -255,6 +255,20 @@ pub(crate) struct EmbeddedReceive {
     pub(crate) extra_routes: axum::Router,
     /// More registries served on /metrics (the embedded ruler's `prometheus_rule_*`).
     pub(crate) registries: Vec<prometheus_client::registry::Registry>,
+    /// Run after each block a head cut is uploaded, before the head drops its samples (e.g. the
+    /// Flight SQL tables re-read the bucket).
+    pub(crate) after_cut: Option<AfterUpload>,
+}
+
+/// A hook run after a head's block is uploaded and the bucket re-synced, before the head drops
+/// the block's samples.
+#[derive(Clone)]
+pub(crate) struct AfterUpload(pub(crate) Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>);
+
+impl std::fmt::Debug for AfterUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterUpload")
+    }
 }
 
 /// The querier part of a server: its settings and endpoints.
@@ -366,7 +380,8 @@ async fn serve(
     let cutter = match (&receive, &bucket_source) {
         (Some(r), Some((src, _))) => {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            Some((stop, tokio::spawn(cut_loop(r.state.clone(), src.clone(), r.cut_every, stopped))))
+            let task = cut_loop_then(r.state.clone(), src.clone(), r.cut_every, stopped, r.after_cut.clone());
+            Some((stop, tokio::spawn(task)))
         }
         _ => None,
     };
@@ -461,13 +476,29 @@ pub(crate) async fn cut_loop(
     state: impl ingest::receive::CutHeads,
     bucket: Arc<BucketSource>,
     every: Duration,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    cut_loop_then(state, bucket, every, stop, None).await
+}
+
+/// [`cut_loop`], running `after` too after each upload (after the bucket re-sync, before the head
+/// drops the samples).
+pub(crate) async fn cut_loop_then(
+    state: impl ingest::receive::CutHeads,
+    bucket: Arc<BucketSource>,
+    every: Duration,
     mut stop: tokio::sync::oneshot::Receiver<()>,
+    after: Option<AfterUpload>,
 ) {
     let resync = move || -> futures::future::BoxFuture<'static, ()> {
         let bucket = bucket.clone();
+        let after = after.clone();
         Box::pin(async move {
             if let Err(e) = bucket.sync().await {
                 tracing::warn!("bucket sync after a cut failed (the block is served after the next sync): {e}");
+            }
+            if let Some(after) = after {
+                (after.0)().await;
             }
         })
     };

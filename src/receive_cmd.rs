@@ -34,7 +34,7 @@ use ingest::receive_grpc::writeable_store;
 use query::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
 
 use crate::CliError;
-use crate::query_cmd::{cut_loop, sync_loop};
+use crate::query_cmd::{cut_loop_then, sync_loop};
 use crate::server::{
     BucketStoreCollector, PageCacheCollector, Readiness, Shutdown, SyncMetrics, new_registry, serve_until,
     thanos_registry,
@@ -76,6 +76,13 @@ pub(crate) struct ReceiveArgs {
     forward_timeout: String,
     #[command(flatten)]
     limits: crate::grpc::StoreLimitsArgs,
+    /// Listen address of Arrow Flight SQL over this receiver's heads and the blocks they cut
+    /// (gRPC, host:port, e.g. 127.0.0.1:10911); empty: not served. The --sql.* and --flight.*
+    /// flags apply to it.
+    #[arg(long = "flight.grpc-address", default_value = "")]
+    flight_grpc_address: String,
+    #[command(flatten)]
+    sql: crate::flight_cmd::SqlArgs,
 }
 
 /// Receive flags shared by `strata receive` and `strata up`.
@@ -212,7 +219,8 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
 
     // the StoreAPI data: the heads and the blocks this receiver cut
     let own = state.clone();
-    let blocks = Arc::new(BucketSource::new(bucket).with_block_filter(Arc::new(move |meta| own.is_own_block(meta))));
+    let blocks =
+        Arc::new(BucketSource::new(bucket.clone()).with_block_filter(Arc::new(move |meta| own.is_own_block(meta))));
     let source: Arc<dyn SeriesSource> = Arc::new(MergedSource::new(vec![blocks.clone(), state.source()]));
     let mut registry = new_registry("receive");
     state.register_metrics(&mut registry);
@@ -243,13 +251,22 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
             .await
     });
     tracing::info!(address = %rw_local, "remote write listening on /api/v1/receive and /api/v1/write");
+    let own = state.clone();
+    let local = crate::flight_cmd::LocalData {
+        heads: Arc::new(crate::flight_cmd::ReceiveHeads(state.clone())),
+        blocks: Some(Arc::new(move |meta| own.is_own_block(meta))),
+    };
+    let (flight, flight_registry, after_cut) =
+        crate::flight_cmd::serve_beside(bucket, &args.flight_grpc_address, &args.sql, Some(local))?;
     let (stop_cutter, stopped) = tokio::sync::oneshot::channel::<()>();
-    let cutter = tokio::spawn(cut_loop(state.clone(), blocks, cut_every, stopped));
+    let cutter = tokio::spawn(cut_loop_then(state.clone(), blocks, cut_every, stopped, after_cut));
 
     let shutdown = Shutdown::on_signal();
-    let http = serve_until(&args.http_address, Router::new(), ready, vec![registry, thanos], shutdown.clone());
+    let mut registries = vec![registry, thanos];
+    registries.extend(flight_registry);
+    let http = serve_until(&args.http_address, Router::new(), ready, registries, shutdown.clone());
     let grpc = crate::grpc::serve(&args.grpc_address, routes, shutdown);
-    let served = tokio::try_join!(http, grpc);
+    let served = tokio::try_join!(http, grpc, flight);
 
     // shutdown: stop taking writes, stop the periodic cutter, then cut everything
     sync.abort();

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use engine::bucket::Bucket;
@@ -45,8 +46,9 @@ pub(crate) struct UpArgs {
     compact: CompactCoreArgs,
     #[command(flatten)]
     rules: crate::rule_cmd::RuleCoreArgs,
-    /// Listen address of Arrow Flight SQL over the bucket's blocks (gRPC, host:port, e.g.
-    /// 127.0.0.1:10911); empty: not served. The --sql.* and --flight.* flags apply to it.
+    /// Listen address of Arrow Flight SQL over the bucket's blocks and the heads' recent samples
+    /// (gRPC, host:port, e.g. 127.0.0.1:10911); empty: not served. The --sql.* and --flight.*
+    /// flags apply to it.
     #[arg(long = "flight.grpc-address", default_value = "")]
     flight_grpc_address: String,
     #[command(flatten)]
@@ -72,8 +74,10 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     };
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
-    let (flight, flight_registry) =
-        crate::flight_cmd::serve_beside(bucket.clone(), &args.flight_grpc_address, &args.sql)?;
+    let heads =
+        crate::flight_cmd::LocalData { heads: Arc::new(crate::flight_cmd::ReceiveHeads(state.clone())), blocks: None };
+    let (flight, flight_registry, after_cut) =
+        crate::flight_cmd::serve_beside(bucket.clone(), &args.flight_grpc_address, &args.sql, Some(heads))?;
     let (extra_routes, registries, manager) = if args.rules.rule_files.is_empty() {
         (axum::Router::new(), vec![], None)
     } else {
@@ -97,7 +101,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
         Some((stop, tokio::spawn(compaction_loop(c, Some(every)))))
     };
     flags.insert("compact.disable".into(), args.compact_disable.to_string());
-    let receive = EmbeddedReceive { state, cut_every, extra_routes, registries };
+    let receive = EmbeddedReceive { state, cut_every, extra_routes, registries, after_cut };
     let api =
         serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address));
     let served = tokio::try_join!(api, flight).map(|_| ());

@@ -169,6 +169,8 @@ async fn footer_schema(bucket: &Bucket, ulid: &str, name: &str) -> Result<(Schem
 pub struct BucketFiles {
     /// ULIDs of the blocks the tables span, sorted.
     pub blocks: Vec<String>,
+    /// `meta.json` of each block of `blocks`, in the same order.
+    pub metas: Vec<crate::meta::BlockMeta>,
     /// Label columns over all blocks: `__name__` first, the others sorted.
     pub label_columns: Vec<String>,
     /// `samples.parquet` of every block: v2's file columns (`value_int`, `value_scale` NULL in v1
@@ -182,6 +184,31 @@ pub struct BucketFiles {
 /// Reads the footers of every complete block of `bucket` into [`BucketFiles`] (a snapshot) and
 /// registers the bucket's object store with the context's runtime.
 pub async fn bucket_files(ctx: &SessionContext, bucket: &Bucket) -> Result<BucketFiles> {
+    bucket_files_where(ctx, bucket, &|_| true).await
+}
+
+/// [`bucket_files`] over the blocks whose meta `keep` accepts (e.g. a receiver's own blocks).
+pub async fn bucket_files_where(
+    ctx: &SessionContext,
+    bucket: &Bucket,
+    keep: &(dyn Fn(&crate::meta::BlockMeta) -> bool + Send + Sync),
+) -> Result<BucketFiles> {
+    let mut all = files_by_resolution(ctx, bucket, keep, &[0]).await?;
+    all.pop().ok_or_else(|| {
+        Error::datafusion("listing the raw blocks", datafusion::error::DataFusionError::Internal("no table".into()))
+    })
+}
+
+/// The per-file tables of each resolution of `resolutions` (ms; 0 is raw data) over the complete
+/// Strata blocks `keep` accepts, from one listing of the bucket, in the order asked. For a
+/// downsampled resolution (300000, 3600000) [`BucketFiles::samples`] is over `aggregates.parquet`
+/// ([`format::aggregates_schema`] plus [`PARTITION_COLUMN`]) instead of `samples.parquet`.
+pub async fn files_by_resolution(
+    ctx: &SessionContext,
+    bucket: &Bucket,
+    keep: &(dyn Fn(&crate::meta::BlockMeta) -> bool + Send + Sync),
+    resolutions: &[i64],
+) -> Result<Vec<BucketFiles>> {
     let url_text = bucket.object_store_url();
     let url =
         ObjectStoreUrl::parse(&url_text).map_err(|e| Error::datafusion(format!("object store url {url_text}"), e))?;
@@ -190,48 +217,64 @@ pub async fn bucket_files(ctx: &SessionContext, bucket: &Bucket) -> Result<Bucke
     ctx.runtime_env().register_object_store(&store_url, Arc::clone(bucket.store()));
 
     let listed = bucket.list_blocks().await?;
-    let mut blocks = Vec::new();
-    let mut samples_files = Vec::new();
-    let mut series_files = Vec::new();
-    let mut label_names: BTreeSet<String> = BTreeSet::new();
+    let mut metas_of: Vec<Vec<(String, crate::meta::BlockMeta)>> = vec![Vec::new(); resolutions.len()];
     for u in &listed {
         let meta = bucket.read_meta(u).await?;
-        if meta.strata.is_none() || meta.thanos.downsample.resolution != 0 {
-            // Not a Strata block (e.g. a Prometheus block in the same bucket), or a downsampled
-            // one (aggregates.parquet: not samples).
+        // Not a Strata block (e.g. a Prometheus block in the same bucket), or not asked for.
+        if meta.strata.is_none() || !keep(&meta) {
             continue;
         }
-        let (_, size) = footer_schema(bucket, u, format::SAMPLES_FILE).await?;
-        samples_files.push((u.clone(), Bucket::block_path(u, format::SAMPLES_FILE).to_string(), size));
-        let (schema, size) = footer_schema(bucket, u, format::SERIES_FILE).await?;
-        for f in schema.fields() {
-            if !format::RESERVED_SERIES_COLUMNS.contains(&f.name().as_str()) && f.name() != format::COL_METRIC_NAME {
-                label_names.insert(f.name().clone());
-            }
+        if let Some(i) = resolutions.iter().position(|r| *r == meta.thanos.downsample.resolution) {
+            metas_of[i].push((u.clone(), meta));
         }
-        series_files.push((u.clone(), Bucket::block_path(u, format::SERIES_FILE).to_string(), size));
-        blocks.push(u.clone());
     }
-    let mut cols = vec![format::COL_METRIC_NAME.to_string()];
-    cols.extend(label_names);
-    let series_schema = format::series_schema(&cols);
-
-    // v2's columns, all value columns nullable: v1 files lack `value_int` and `value_scale` (NULL).
-    let samples_fields: Vec<arrow::datatypes::Field> = format::samples_schema(2)
-        .fields()
-        .iter()
-        .map(|f| {
-            if f.name() == format::COL_VALUE_SCALE {
-                f.as_ref().clone().with_nullable(true)
-            } else {
-                f.as_ref().clone()
+    let mut out = Vec::with_capacity(resolutions.len());
+    for (resolution, listed) in resolutions.iter().zip(metas_of) {
+        let data_file = if *resolution == 0 { format::SAMPLES_FILE } else { format::AGGREGATES_FILE };
+        let mut blocks = Vec::new();
+        let mut metas = Vec::new();
+        let mut samples_files = Vec::new();
+        let mut series_files = Vec::new();
+        let mut label_names: BTreeSet<String> = BTreeSet::new();
+        for (u, meta) in listed {
+            let (_, size) = footer_schema(bucket, &u, data_file).await?;
+            samples_files.push((u.clone(), Bucket::block_path(&u, data_file).to_string(), size));
+            let (schema, size) = footer_schema(bucket, &u, format::SERIES_FILE).await?;
+            for f in schema.fields() {
+                if !format::RESERVED_SERIES_COLUMNS.contains(&f.name().as_str()) && f.name() != format::COL_METRIC_NAME
+                {
+                    label_names.insert(f.name().clone());
+                }
             }
-        })
-        .collect();
-    let samples_schema = Arc::new(arrow::datatypes::Schema::new(samples_fields));
-    let samples = Arc::new(BlockFilesTable::new(url.clone(), samples_schema, samples_files));
-    let series = Arc::new(BlockFilesTable::new(url, series_schema, series_files));
-    Ok(BucketFiles { blocks, label_columns: cols, samples, series })
+            series_files.push((u.clone(), Bucket::block_path(&u, format::SERIES_FILE).to_string(), size));
+            blocks.push(u);
+            metas.push(meta);
+        }
+        let mut cols = vec![format::COL_METRIC_NAME.to_string()];
+        cols.extend(label_names);
+        let series_schema = format::series_schema(&cols);
+        let data_schema = if *resolution == 0 {
+            // v2's columns, all value columns nullable: v1 files lack `value_int` and `value_scale` (NULL).
+            let fields: Vec<arrow::datatypes::Field> = format::samples_schema(2)
+                .fields()
+                .iter()
+                .map(|f| {
+                    if f.name() == format::COL_VALUE_SCALE {
+                        f.as_ref().clone().with_nullable(true)
+                    } else {
+                        f.as_ref().clone()
+                    }
+                })
+                .collect();
+            Arc::new(arrow::datatypes::Schema::new(fields))
+        } else {
+            format::aggregates_schema()
+        };
+        let samples = Arc::new(BlockFilesTable::new(url.clone(), data_schema, samples_files));
+        let series = Arc::new(BlockFilesTable::new(url.clone(), series_schema, series_files));
+        out.push(BucketFiles { blocks, metas, label_columns: cols, samples, series });
+    }
+    Ok(out)
 }
 
 /// Registers tables `samples` and `series` over every complete block of `bucket` (a snapshot; call

@@ -14,6 +14,8 @@
 //! DataFusion's generators (`generate_series`, `range`) plus the ones given to
 //! [`SqlCatalog::new`] (e.g. `promql`).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use datafusion::catalog::TableFunctionImpl;
@@ -29,7 +31,8 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use engine::bucket::Bucket;
 
 use crate::error::{Error, Result};
-use crate::tables::{TableSet, register_tables};
+use crate::head::RecentHeads;
+use crate::tables::{BlockFilter, HeadInput, TableSet, register_tables};
 
 /// Catalog name Flight SQL clients see.
 pub const CATALOG: &str = "strata";
@@ -54,6 +57,8 @@ struct Snapshot {
     /// `Bucket::list_blocks` when the snapshot was built (complete blocks, any format).
     listed: Vec<String>,
     tables: TableSet,
+    /// The heads' label names per metric when the snapshot was built (the columns it has for them).
+    head_names: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -68,7 +73,24 @@ pub struct SqlCatalog {
     bucket: Bucket,
     functions: Arc<Vec<TableFunction>>,
     limits: StatementLimits,
+    heads: Option<Arc<dyn RecentHeads>>,
+    blocks: Option<BlockFilter>,
     current: Arc<RwLock<Arc<Snapshot>>>,
+    /// One rebuild at a time.
+    rebuilding: Arc<tokio::sync::Mutex<()>>,
+    /// Tables built so far (each rebuild is a new generation).
+    generation: Arc<AtomicU64>,
+    /// Statements planned so far (SQL to logical plan).
+    planned: Arc<AtomicU64>,
+}
+
+/// A statement planned against one generation of the tables, parameters not bound yet.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The statement's plan (placeholders unbound).
+    pub frame: DataFrame,
+    /// [`SqlCatalog::generation`] it was planned against.
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for SqlCatalog {
@@ -89,15 +111,40 @@ impl SqlCatalog {
             bucket,
             functions: Arc::new(functions),
             limits,
+            heads: None,
+            blocks: None,
             current: Arc::new(RwLock::new(Arc::new(Snapshot {
                 ctx: SessionContext::new(),
                 listed: Vec::new(),
                 tables: TableSet::default(),
+                head_names: BTreeMap::new(),
             }))),
+            rebuilding: Arc::default(),
+            generation: Arc::default(),
+            planned: Arc::default(),
         };
         let empty = catalog.new_context()?;
-        catalog.swap(Snapshot { ctx: empty, listed: Vec::new(), tables: TableSet::default() });
+        catalog.swap(Snapshot {
+            ctx: empty,
+            listed: Vec::new(),
+            tables: TableSet::default(),
+            head_names: BTreeMap::new(),
+        });
         Ok(catalog)
+    }
+
+    /// The same catalog with the recent samples of `heads` in its tables (`strata up`,
+    /// `strata receive`): samples not yet in a block of the bucket are read from the heads at each
+    /// statement (see [`crate::head`]).
+    pub fn with_heads(mut self, heads: Arc<dyn RecentHeads>) -> Self {
+        self.heads = Some(heads);
+        self
+    }
+
+    /// The same catalog over the blocks `keep` accepts only (e.g. a receiver's own blocks).
+    pub fn with_block_filter(mut self, keep: BlockFilter) -> Self {
+        self.blocks = Some(keep);
+        self
     }
 
     /// The limits statements run under.
@@ -129,6 +176,7 @@ impl SqlCatalog {
     }
 
     fn swap(&self, s: Snapshot) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let s = Arc::new(s);
         match self.current.write() {
             Ok(mut g) => *g = s,
@@ -136,20 +184,35 @@ impl SqlCatalog {
         }
     }
 
-    /// Re-reads the bucket's block list and, when it changed, rebuilds the tables. Returns the
-    /// number of blocks the tables span now.
+    /// Re-reads the bucket's block list (and the heads' label names) and, when the blocks changed
+    /// or the heads hold metrics or labels the tables have no columns for, rebuilds the tables.
+    /// Returns the number of blocks the tables span now.
     pub async fn refresh(&self) -> Result<usize> {
+        Ok(self.rebuild_if_changed().await?.0)
+    }
+
+    /// [`SqlCatalog::refresh`], also saying whether the tables were rebuilt.
+    async fn rebuild_if_changed(&self) -> Result<(usize, bool)> {
+        let _one = self.rebuilding.lock().await;
         let listed = self.bucket.list_blocks().await?;
+        let head = match &self.heads {
+            Some(h) => Some(HeadInput::read(Arc::clone(h)).await?),
+            None => None,
+        };
         let old = self.snapshot();
-        if !old.listed.is_empty() && old.listed == listed {
-            return Ok(old.tables.blocks.len());
+        let covered = head.as_ref().is_none_or(|h| {
+            h.names.iter().all(|(m, names)| old.head_names.get(m).is_some_and(|known| names.is_subset(known)))
+        });
+        if !old.listed.is_empty() && old.listed == listed && covered {
+            return Ok((old.tables.blocks.len(), false));
         }
         let ctx = self.new_context()?;
-        let tables = register_tables(&ctx, &self.bucket).await?;
+        let tables = register_tables(&ctx, &self.bucket, head.as_ref(), self.blocks.as_ref()).await?;
         let n = tables.blocks.len();
         tracing::info!(blocks = n, metrics = tables.metrics.len(), "SQL tables refreshed");
-        self.swap(Snapshot { ctx, listed, tables });
-        Ok(n)
+        let head_names = head.map(|h| h.names).unwrap_or_default();
+        self.swap(Snapshot { ctx, listed, tables, head_names });
+        Ok((n, true))
     }
 
     /// The tables registered now.
@@ -164,7 +227,50 @@ impl SqlCatalog {
 
     /// Plans `sql` read-only in a context of its own (own memory pool), binding `params` to its
     /// placeholders (`$1`, `$2`, ... or `?` in order).
+    ///
+    /// With heads, a statement that fails to plan (e.g. naming a metric first seen in a head since
+    /// the last refresh) is planned once more after a refresh that rebuilt the tables.
     pub async fn statement(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DataFrame> {
+        let planned = self.plan(sql).await?;
+        bind(planned.frame, params, sql)
+    }
+
+    /// The generation of the tables: it changes whenever they are rebuilt, so that a plan kept
+    /// from an older generation is known to miss blocks.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// How many statements were planned (SQL to logical plan) so far.
+    pub fn planned(&self) -> u64 {
+        self.planned.load(Ordering::Relaxed)
+    }
+
+    /// Plans `sql` read-only (as [`SqlCatalog::statement`]) without binding its placeholders:
+    /// a plan to keep and bind with [`bind`] at each execution while
+    /// [`SqlCatalog::generation`] is unchanged.
+    pub async fn plan(&self, sql: &str) -> Result<Planned> {
+        let generation = self.generation();
+        let first = self.statement_once(sql).await;
+        let first = first.map(|frame| Planned { frame, generation });
+        match first {
+            Err(Error::DataFusion { .. }) if self.heads.is_some() => match self.rebuild_if_changed().await {
+                Ok((_, true)) => {
+                    let generation = self.generation();
+                    Ok(Planned { frame: self.statement_once(sql).await?, generation })
+                }
+                Ok((_, false)) => first,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refreshing the SQL tables for a statement that failed to plan");
+                    first
+                }
+            },
+            other => other,
+        }
+    }
+
+    async fn statement_once(&self, sql: &str) -> Result<DataFrame> {
+        self.planned.fetch_add(1, Ordering::Relaxed);
         let plan = async {
             let sql = number_placeholders(sql)?;
             let base = self.snapshot();
@@ -190,16 +296,22 @@ impl SqlCatalog {
                 .with_allow_statements(false)
                 .verify_plan(&plan)
                 .map_err(|e| Error::Forbidden(format!("{what}: {}", e.strip_backtrace())))?;
-            let mut frame = ctx.execute_logical_plan(plan).await.map_err(df(&what))?;
-            if let Some(p) = params {
-                frame = frame.with_param_values(ParamValues::from(p)).map_err(df(&what))?;
-            }
-            Ok(frame)
+            ctx.execute_logical_plan(plan).await.map_err(df(&what))
         };
         match self.limits.timeout {
             Some(t) => tokio::time::timeout(t, plan).await.map_err(|_| Error::Timeout(t))?,
             None => plan.await,
         }
+    }
+}
+
+/// Binds `params` to the placeholders of `frame` (the plan of `sql`); `None` leaves it as is.
+pub fn bind(frame: DataFrame, params: Option<Vec<ScalarValue>>, sql: &str) -> Result<DataFrame> {
+    match params {
+        Some(p) => {
+            frame.with_param_values(ParamValues::from(p)).map_err(|e| Error::datafusion(statement_context(sql), e))
+        }
+        None => Ok(frame),
     }
 }
 

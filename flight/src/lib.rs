@@ -13,6 +13,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod head;
 mod labels_map;
 pub mod metrics;
 pub mod server;
@@ -21,5 +22,7 @@ pub mod tables;
 
 pub use catalog::{SqlCatalog, StatementLimits, TableFunction};
 pub use error::{Error, Result};
+pub use head::{HeadPart, RecentHeads};
 pub use metrics::FlightSqlMetrics;
 pub use service::StrataFlightSql;
+pub use tables::BlockFilter;

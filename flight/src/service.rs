@@ -10,7 +10,11 @@
 //!
 //! Every endpoint announces exactly the schema its DoGet streams (ADBC checks): result columns
 //! are sent without dictionaries and the announced schema is the executed plan's. Statements are
-//! stateless (the ticket carries the SQL); prepared statements live in memory until closed.
+//! stateless (the ticket carries the SQL); prepared statements live in memory until closed, with
+//! the logical plan made at the prepare (up to 256 of them keep one): GetFlightInfo and DoGet bind
+//! the parameters to it instead of planning the SQL again, unless the tables were rebuilt since
+//! (new blocks), then they plan anew. The physical plan is made at each execution (it reads the
+//! heads' recent samples).
 //! Errors reach the client as gRPC statuses naming the statement ([`crate::Error::to_status`]);
 //! a failing statement never stops the server.
 
@@ -45,24 +49,30 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::DataFrame;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::catalog::{CATALOG, SqlCatalog, statement_context};
+use crate::catalog::{CATALOG, Planned, SqlCatalog, bind, statement_context};
 use crate::error::{Error, Result};
 use crate::metrics::FlightSqlMetrics;
 
 /// Most prepared statements held open at once (per server).
 const MAX_PREPARED: usize = 10_000;
+/// Most prepared statements that keep their plan (a logical plan and the session state it was
+/// planned in); beyond, a prepared statement is planned again at each use.
+const MAX_KEPT_PLANS: usize = 256;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = std::result::Result<arrow_flight::FlightData, Status>> + Send>>;
 
-/// A prepared statement: its SQL and the parameters bound to it.
+/// A prepared statement: its SQL, the parameters bound to it, and the plan made when it was
+/// prepared (kept while the tables are the same generation; dropped on close).
 #[derive(Debug, Clone)]
 struct Prepared {
     sql: String,
     params: Option<Vec<ScalarValue>>,
+    plan: Option<Planned>,
 }
 
 /// Strata's Flight SQL service; serve it with [`crate::server`].
@@ -95,19 +105,26 @@ impl StrataFlightSql {
         })
     }
 
-    /// Plans `sql` and returns the schema its results are streamed with.
-    async fn result_schema(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<SchemaRef> {
-        let frame = self.catalog.statement(sql, params).await?;
+    /// The plan of prepared statement `p` with its parameters bound: the one kept from the
+    /// prepare while the tables did not change since, else a new one.
+    async fn prepared_frame(&self, p: Prepared) -> Result<DataFrame> {
+        match p.plan {
+            Some(plan) if plan.generation == self.catalog.generation() => bind(plan.frame, p.params, &p.sql),
+            _ => self.catalog.statement(&p.sql, p.params).await,
+        }
+    }
+
+    /// Plans `frame` (the plan of `sql`) and returns the schema its results are streamed with.
+    async fn result_schema(&self, sql: &str, frame: DataFrame) -> Result<SchemaRef> {
         let plan = frame.create_physical_plan().await.map_err(|e| Error::datafusion(statement_context(sql), e))?;
         Ok(wire_schema(&plan.schema()))
     }
 
-    /// Plans and runs `sql`, streaming its batches as Flight data under the statement limits.
-    async fn run(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DoGetStream> {
-        let started = Instant::now();
+    /// Runs `frame` (the plan of `sql`, from [`SqlCatalog::statement`] or a prepared statement),
+    /// streaming its batches as Flight data under the statement limits.
+    async fn run(&self, sql: &str, frame: DataFrame, started: Instant) -> Result<DoGetStream> {
         let limits = self.catalog.limits();
         let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
-        let frame = self.catalog.statement(sql, params).await?;
         let what = statement_context(sql);
         let plan = frame.create_physical_plan().await.map_err(|e| Error::datafusion(&what, e))?;
         let schema = wire_schema(&plan.schema());
@@ -349,7 +366,8 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = self.count(self.result_schema(&query.query, None).await)?;
+        let schema = self.count(self.catalog.statement(&query.query, None).await)?;
+        let schema = self.count(self.result_schema(&query.query, schema).await)?;
         let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
         Ok(Response::new(flight_info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())?))
     }
@@ -361,7 +379,9 @@ impl FlightSqlService for StrataFlightSql {
     ) -> std::result::Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
-        Ok(Response::new(self.count(self.run(&sql, None).await)?))
+        let started = Instant::now();
+        let frame = self.count(self.catalog.statement(&sql, None).await)?;
+        Ok(Response::new(self.count(self.run(&sql, frame, started).await)?))
     }
 
     async fn do_action_create_prepared_statement(
@@ -369,7 +389,8 @@ impl FlightSqlService for StrataFlightSql {
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> std::result::Result<ActionCreatePreparedStatementResult, Status> {
-        let frame = self.count(self.catalog.statement(&query.query, None).await)?;
+        let planned = self.count(self.catalog.plan(&query.query).await)?;
+        let frame = &planned.frame;
         let dataset = wire_schema(frame.schema().as_arrow());
         let params = frame
             .logical_plan()
@@ -391,7 +412,9 @@ impl FlightSqlService for StrataFlightSql {
                     "{MAX_PREPARED} prepared statements are open: close some first"
                 )));
             }
-            map.insert(handle.clone(), Prepared { sql: query.query, params: None });
+            let kept = map.values().filter(|p| p.plan.is_some()).count();
+            let plan = (kept < MAX_KEPT_PLANS).then_some(planned);
+            map.insert(handle.clone(), Prepared { sql: query.query, params: None, plan });
         }
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
@@ -449,7 +472,9 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
         let p = self.prepared(&cmd.prepared_statement_handle)?;
-        let schema = self.count(self.result_schema(&p.sql, p.params).await)?;
+        let sql = p.sql.clone();
+        let frame = self.count(self.prepared_frame(p).await)?;
+        let schema = self.count(self.result_schema(&sql, frame).await)?;
         Ok(Response::new(flight_info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())?))
     }
 
@@ -458,8 +483,11 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> std::result::Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let started = Instant::now();
         let p = self.prepared(&query.prepared_statement_handle)?;
-        Ok(Response::new(self.count(self.run(&p.sql, p.params).await)?))
+        let sql = p.sql.clone();
+        let frame = self.count(self.prepared_frame(p).await)?;
+        Ok(Response::new(self.count(self.run(&sql, frame, started).await)?))
     }
 
     async fn get_flight_info_catalogs(
@@ -590,4 +618,69 @@ impl FlightSqlService for StrataFlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::catalog::StatementLimits;
+    use crate::tables::tests::{fleet, write};
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use engine::bucket::Bucket;
+
+    async fn count_of(stream: DoGetStream) -> i64 {
+        let batches: Vec<RecordBatch> =
+            FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from))
+                .try_collect()
+                .await
+                .unwrap();
+        batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    }
+
+    /// ADBC's prepare, GetFlightInfo and DoGet plan the SQL once; a refresh that changes the
+    /// tables makes the next use plan again (and see the new block); close drops the plan.
+    #[tokio::test]
+    async fn prepared_statements_keep_their_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        write(&bucket, ulid::Ulid::from_parts(1, 1), &fleet(100)).await;
+        let catalog = SqlCatalog::new(bucket.clone(), vec![], StatementLimits::default()).unwrap();
+        catalog.refresh().await.unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let service = StrataFlightSql::new(catalog.clone(), FlightSqlMetrics::register(&mut registry)).unwrap();
+
+        let sql = "SELECT count(*) FROM up WHERE job = ?";
+        let before = catalog.planned();
+        let req = ActionCreatePreparedStatementRequest { query: sql.into(), transaction_id: None };
+        let created = service.do_action_create_prepared_statement(req, Request::new(Action::default())).await.unwrap();
+        let handle = created.prepared_statement_handle;
+        let cmd = CommandPreparedStatementQuery { prepared_statement_handle: handle.clone() };
+        // Bind `job = 'node'` (what DoPut of one parameter row stores).
+        service.prepared.lock().unwrap().get_mut(&String::from_utf8_lossy(&handle).to_string()).unwrap().params =
+            Some(vec![ScalarValue::Utf8(Some("node".into()))]);
+        for _ in 0..2 {
+            service
+                .get_flight_info_prepared_statement(cmd.clone(), Request::new(FlightDescriptor::default()))
+                .await
+                .unwrap();
+            let got = service.do_get_prepared_statement(cmd.clone(), Request::new(Ticket::default())).await.unwrap();
+            assert_eq!(count_of(got.into_inner()).await, 10 * 100);
+        }
+        assert_eq!(catalog.planned() - before, 1, "one plan for prepare + 2 x (GetFlightInfo, DoGet)");
+
+        // A new block: the kept plan is of older tables, so the statement is planned again.
+        let more: Vec<_> =
+            fleet(100).into_iter().map(|(l, t, v)| (l, t.iter().map(|t| t + 10_000_000).collect(), v)).collect();
+        write(&bucket, ulid::Ulid::from_parts(2, 2), &more).await;
+        catalog.refresh().await.unwrap();
+        let got = service.do_get_prepared_statement(cmd.clone(), Request::new(Ticket::default())).await.unwrap();
+        assert_eq!(count_of(got.into_inner()).await, 2 * 10 * 100);
+        assert_eq!(catalog.planned() - before, 2);
+
+        let close = ActionClosePreparedStatementRequest { prepared_statement_handle: handle };
+        service.do_action_close_prepared_statement(close, Request::new(Action::default())).await.unwrap();
+        assert!(service.prepared.lock().unwrap().is_empty());
+    }
 }

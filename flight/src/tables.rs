@@ -23,10 +23,11 @@
 //! like a fixed table (`samples`, `series`) has no table of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit};
-use datafusion::common::JoinType;
+use datafusion::common::{JoinType, ScalarValue};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min, sum};
 use datafusion::logical_expr::{Expr, cast, col, ident, lit};
@@ -36,10 +37,13 @@ use engine::format;
 use engine::sql::{BucketFiles, PARTITION_COLUMN};
 
 use crate::error::{Error, Result};
+use crate::head::{HeadTable, RecentHeads, head_label_names};
 use crate::labels_map::labels_expr;
 
 /// Names of the fixed tables.
-pub const FIXED_TABLES: [&str; 2] = ["samples", "series"];
+pub const FIXED_TABLES: [&str; 4] = ["samples", "series", "samples_5m", "samples_1h"];
+/// The tables of downsampled blocks and their resolution (ms).
+pub const DOWNSAMPLED: [(&str, i64); 2] = [("samples_5m", 300_000), ("samples_1h", 3_600_000)];
 /// Columns a per-metric table has after its labels.
 const VALUE_COLUMNS: [&str; 3] = ["timestamp", "value", "metric"];
 
@@ -66,12 +70,106 @@ fn label_column_name(name: &str) -> String {
     if VALUE_COLUMNS.contains(&name) { format!("label_{name}") } else { name.to_string() }
 }
 
-/// Registers `samples`, `series` and one table per metric name over every complete block of
-/// `bucket` in `ctx`'s default schema (a snapshot: register into a fresh context to refresh).
-pub async fn register_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<TableSet> {
-    let files = engine::sql::bucket_files(ctx, bucket).await?;
-    let BucketFiles { blocks, label_columns, samples, series } = files;
+/// The rows of one resolution's downsampled blocks: `metric`, `labels`, `timestamp`, `count`
+/// (Int64), `sum`, `min`, `max`, `counter` (docs/format.md §4a), the aggregates file joined to the
+/// series file of each block like the raw tables (label and time filters push down the same way).
+fn downsampled_view(ctx: &SessionContext, files: BucketFiles) -> Result<DataFrame> {
+    let BucketFiles { label_columns, samples, series, .. } = files;
     let labels: Vec<String> = label_columns.iter().filter(|c| *c != format::COL_METRIC_NAME).cloned().collect();
+    let mut series_exprs = vec![
+        col(PARTITION_COLUMN).alias("__block"),
+        col(format::COL_SERIES_ID).alias("__series_id"),
+        cast(ident(format::COL_METRIC_NAME), DataType::Utf8).alias("metric"),
+    ];
+    for n in &labels {
+        series_exprs.push(cast(ident(n.as_str()), DataType::Utf8).alias(format!("__l_{n}")));
+    }
+    series_exprs.push(col(format::COL_LABELS).alias("__overflow"));
+    let series = ctx
+        .read_table(series)
+        .map_err(df_err("reading series files"))?
+        .select(series_exprs)
+        .map_err(df_err("projecting downsampled series"))?;
+    let aggregates = ctx
+        .read_table(samples)
+        .map_err(df_err("reading aggregates files"))?
+        .select(vec![
+            col(PARTITION_COLUMN).alias("__sblock"),
+            col(format::COL_SERIES_ID).alias("__sid"),
+            cast(col(format::COL_TIMESTAMP), timestamp_type()).alias("timestamp"),
+            cast(col(format::COL_COUNT), DataType::Int64).alias("count"),
+            col(format::COL_SUM).alias("sum"),
+            col(format::COL_MIN).alias("min"),
+            col(format::COL_MAX).alias("max"),
+            col(format::COL_COUNTER).alias("counter"),
+        ])
+        .map_err(df_err("projecting aggregates"))?;
+    let l_cols: Vec<Expr> = labels.iter().map(|n| ident(format!("__l_{n}"))).collect();
+    series
+        .join(aggregates, JoinType::Inner, &["__block", "__series_id"], &["__sblock", "__sid"], None)
+        .map_err(df_err("joining aggregates to series"))?
+        .select(vec![
+            col("metric"),
+            labels_expr(&labels, l_cols, col("__overflow")).alias("labels"),
+            col("timestamp"),
+            col("count"),
+            col("sum"),
+            col("min"),
+            col("max"),
+            col("counter"),
+        ])
+        .map_err(df_err("projecting a downsampled table"))
+}
+
+/// Which of a bucket's blocks the tables span (e.g. a receiver's own blocks); all without one.
+pub type BlockFilter = Arc<dyn Fn(&engine::meta::BlockMeta) -> bool + Send + Sync>;
+
+/// Recent samples the tables include beside the bucket's blocks: the heads and the label names
+/// their series have (metric -> label names without `__name__`) when the tables are built.
+#[derive(Debug, Clone)]
+pub struct HeadInput {
+    /// The heads.
+    pub heads: Arc<dyn RecentHeads>,
+    /// Label names of the heads' series per metric name (see [`HeadInput::read`]).
+    pub names: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl HeadInput {
+    /// Reads the label names of the series `heads` hold now.
+    pub async fn read(heads: Arc<dyn RecentHeads>) -> Result<Self> {
+        let names = head_label_names(heads.as_ref()).await?;
+        Ok(HeadInput { heads, names })
+    }
+}
+
+/// Registers `samples`, `series` and one table per metric name over every complete block of
+/// `bucket` and, with `head`, the heads' samples not in those blocks, in `ctx`'s default schema
+/// (a snapshot of the block list and of the head's label names: register into a fresh context to
+/// refresh; the head's samples are read at each statement).
+pub async fn register_tables(
+    ctx: &SessionContext,
+    bucket: &Bucket,
+    head: Option<&HeadInput>,
+    blocks: Option<&BlockFilter>,
+) -> Result<TableSet> {
+    let keep: &(dyn Fn(&engine::meta::BlockMeta) -> bool + Send + Sync) = match blocks {
+        Some(keep) => keep.as_ref(),
+        None => &|_| true,
+    };
+    let resolutions: Vec<i64> = std::iter::once(0).chain(DOWNSAMPLED.iter().map(|(_, r)| *r)).collect();
+    let mut all = engine::sql::files_by_resolution(ctx, bucket, keep, &resolutions).await?.into_iter();
+    let files = all.next().ok_or_else(|| Error::BadRequest("no raw block tables".into()))?;
+    for ((name, _), files) in DOWNSAMPLED.iter().zip(all) {
+        let view = downsampled_view(ctx, files)?;
+        ctx.register_table(*name, view.into_view()).map_err(df_err(format!("registering {name}")))?;
+    }
+    let BucketFiles { blocks, metas, label_columns, samples, series } = files;
+    let in_files: BTreeSet<String> = label_columns.iter().filter(|c| *c != format::COL_METRIC_NAME).cloned().collect();
+    let mut all_labels = in_files.clone();
+    if let Some(h) = head {
+        all_labels.extend(h.names.values().flatten().cloned());
+    }
+    let labels: Vec<String> = all_labels.into_iter().collect();
 
     // series rows with the block, the metric, the label columns as Utf8 and the labels map.
     let mut series_exprs = vec![
@@ -81,7 +179,8 @@ pub async fn register_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<Ta
         cast(ident(format::COL_METRIC_NAME), DataType::Utf8).alias("metric"),
     ];
     for n in &labels {
-        series_exprs.push(cast(ident(n.as_str()), DataType::Utf8).alias(format!("__l_{n}")));
+        let value = if in_files.contains(n) { ident(n.as_str()) } else { lit(ScalarValue::Null) };
+        series_exprs.push(cast(value, DataType::Utf8).alias(format!("__l_{n}")));
     }
     series_exprs.push(col(format::COL_LABELS).alias("__overflow"));
     series_exprs.push(col(format::COL_MIN_TIME).alias("__min_time"));
@@ -110,27 +209,57 @@ pub async fn register_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<Ta
             .join(samples_base.clone(), JoinType::Inner, &["__block", "__series_id"], &["__sblock", "__sid"], None)
             .map_err(df_err("joining samples to series"))
     };
+    // The heads' rows (same columns as a series row joined to its samples, without the block).
+    let head_rows = match head {
+        Some(h) => {
+            let cut: Vec<_> = metas.iter().map(|m| (m.thanos.labels.clone(), m.min_time, m.max_time)).collect();
+            let table = HeadTable::new(Arc::clone(&h.heads), labels.clone(), cut);
+            Some(ctx.read_table(Arc::new(table)).map_err(df_err("reading the heads"))?)
+        }
+        None => None,
+    };
+    // `frame` with the heads' rows shaped by `shape` appended.
+    let with_head = |frame: DataFrame, shape: &dyn Fn(DataFrame) -> Result<DataFrame>| -> Result<DataFrame> {
+        match &head_rows {
+            Some(h) => frame.union(shape(h.clone())?).map_err(df_err("adding the heads' samples")),
+            None => Ok(frame),
+        }
+    };
 
     // samples
-    let with_map = series_base
-        .clone()
-        .select(vec![
-            col("__block"),
-            col("__series_id"),
+    let samples_cols = || {
+        vec![
             col("metric"),
             labels_expr(&labels, l_cols.clone(), col("__overflow")).alias("labels"),
-        ])
-        .map_err(df_err("labels of series"))?;
-    let samples_view = join(with_map)?
-        .select(vec![col("metric"), col("labels"), col("timestamp"), col("value")])
-        .map_err(df_err("projecting samples view"))?;
+            col("timestamp"),
+            col("value"),
+        ]
+    };
+    let samples_view = join(series_base.clone())?.select(samples_cols()).map_err(df_err("projecting samples view"))?;
+    let samples_view =
+        with_head(samples_view, &|h| h.select(samples_cols()).map_err(df_err("projecting the heads' samples")))?;
     ctx.register_table("samples", samples_view.into_view()).map_err(df_err("registering samples"))?;
 
-    // series: one row per series over all blocks.
+    // series: one row per series over all blocks (and the heads).
     let mut group = vec![col("__series_hash"), col("metric")];
     group.extend(l_cols.clone());
-    let series_view = series_base
-        .clone()
+    let mut series_cols = group.clone();
+    series_cols.extend([col("__overflow"), col("__min_time"), col("__max_time"), col("__num_samples")]);
+    let series_rows = series_base.clone().select(series_cols.clone()).map_err(df_err("projecting series rows"))?;
+    let series_rows = with_head(series_rows, &|h| {
+        h.aggregate(
+            group.clone(),
+            vec![
+                first_value(col("__overflow"), vec![]).alias("__overflow"),
+                min(cast(col("timestamp"), DataType::Int64)).alias("__min_time"),
+                max(cast(col("timestamp"), DataType::Int64)).alias("__max_time"),
+                cast(count(lit(1)), DataType::UInt64).alias("__num_samples"),
+            ],
+        )
+        .and_then(|f| f.select(series_cols.clone()))
+        .map_err(df_err("series of the heads"))
+    })?;
+    let series_view = series_rows
         .aggregate(
             group,
             vec![
@@ -151,7 +280,7 @@ pub async fn register_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<Ta
         .map_err(df_err("projecting series view"))?;
     ctx.register_table("series", series_view.into_view()).map_err(df_err("registering series"))?;
 
-    // One table per metric: which label columns each metric uses.
+    // One table per metric: which label columns each metric uses (blocks, then heads).
     let mut aggs: Vec<Expr> = l_cols.iter().enumerate().map(|(i, c)| count(c.clone()).alias(format!("n{i}"))).collect();
     aggs.push(count(lit(1)).alias("rows"));
     let per_metric = series_base
@@ -162,31 +291,46 @@ pub async fn register_tables(ctx: &SessionContext, bucket: &Bucket) -> Result<Ta
         .await
         .map_err(df_err("reading label names per metric"))?;
     let mut metrics: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut used_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for b in &per_metric {
         let names = b.column(0).as_string::<i32>();
         for r in 0..b.num_rows() {
-            if !names.is_valid(r) || FIXED_TABLES.contains(&names.value(r)) {
+            if !names.is_valid(r) {
                 continue;
             }
-            let used: BTreeSet<String> = (0..labels.len())
+            let used = (0..labels.len())
                 .filter(|&i| b.column(i + 1).as_primitive::<Int64Type>().value(r) > 0)
-                .map(|i| labels[i].clone())
-                .collect();
-            metrics.entry(names.value(r).to_string()).or_default().extend(used);
+                .map(|i| labels[i].clone());
+            used_by.entry(names.value(r).to_string()).or_default().extend(used);
         }
     }
-    for (metric, used) in &mut metrics {
-        let mut sel: Vec<Expr> = used.iter().map(|n| ident(format!("__l_{n}")).alias(label_column_name(n))).collect();
-        sel.push(col("timestamp"));
-        sel.push(col("value"));
+    if let Some(h) = head {
+        for (m, names) in &h.names {
+            used_by.entry(m.clone()).or_default().extend(names.iter().cloned());
+        }
+    }
+    for (metric, used) in used_by {
+        if FIXED_TABLES.contains(&metric.as_str()) {
+            continue;
+        }
+        let sel: Vec<Expr> = used
+            .iter()
+            .map(|n| ident(format!("__l_{n}")).alias(label_column_name(n)))
+            .chain([col("timestamp"), col("value")])
+            .collect();
         let only = series_base
             .clone()
             .filter(col("metric").eq(lit(metric.as_str())))
             .map_err(df_err(format!("filtering metric {metric}")))?;
-        let view = join(only)?.select(sel).map_err(df_err(format!("projecting table {metric}")))?;
+        let view = join(only)?.select(sel.clone()).map_err(df_err(format!("projecting table {metric}")))?;
+        let view = with_head(view, &|h| {
+            h.filter(col("metric").eq(lit(metric.as_str())))
+                .and_then(|f| f.select(sel.clone()))
+                .map_err(df_err(format!("the heads' rows of {metric}")))
+        })?;
         ctx.register_table(datafusion::common::TableReference::bare(metric.as_str()), view.into_view())
             .map_err(df_err(format!("registering table {metric}")))?;
-        *used = used.iter().map(|n| label_column_name(n)).collect();
+        metrics.insert(metric, used.iter().map(|n| label_column_name(n)).collect());
     }
     Ok(TableSet { blocks, metrics })
 }
@@ -261,7 +405,7 @@ pub(crate) mod tests {
     async fn tables_answer_from_the_source_data() {
         let (_dir, bucket, a, b) = two_blocks().await;
         let ctx = SessionContext::new();
-        let set = register_tables(&ctx, &bucket).await.unwrap();
+        let set = register_tables(&ctx, &bucket, None, None).await.unwrap();
         assert_eq!(set.blocks.len(), 2);
         assert_eq!(set.metrics["node_load1"], ["instance", "job"]);
         assert_eq!(set.metrics["up"], ["instance", "job", "zone"]);
@@ -337,7 +481,7 @@ pub(crate) mod tests {
         // 40 series x 5000 samples: about 3 pages of samples.parquet per block, so pruning shows.
         write(&bucket, ulid::Ulid::from_parts(1, 1), &fleet(5000)).await;
         let ctx = SessionContext::new();
-        register_tables(&ctx, &bucket).await.unwrap();
+        register_tables(&ctx, &bucket, None, None).await.unwrap();
         let q = "SELECT instance, avg(value) FROM node_load1 WHERE instance = 'host-03:9100' \
                  AND timestamp >= to_timestamp_millis(60000000) GROUP BY instance";
         let plan = text(&sql(&ctx, &format!("EXPLAIN {q}")).await);

@@ -22,6 +22,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: a query allocates and frees many small label strings and
+/// sample vectors per series, and glibc's allocator (its free-list consolidation in particular)
+/// took about half of the CPU time of a small instant query over 1,000 series (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command line of `strata`.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about = "Prometheus long-term storage on Parquet and DataFusion")]

@@ -284,23 +284,36 @@ fn by_step(side: &[SeriesData], grid: &Grid) -> Vec<Vec<(usize, f64)>> {
 impl BinarySpec {
     /// The match-group signature; set operators also ignore the type-and-unit labels, as
     /// Prometheus does with them enabled.
-    fn signature(&self, l: &Labels) -> Labels {
-        let ignored = |n: &str| {
-            if self.op.is_set() { super::is_name_label(n) } else { n == "__name__" || n == super::DROP_NAME_MARK }
-        };
+    /// True when label `name` is part of the matching signature.
+    fn in_signature(&self, name: &str) -> bool {
         if self.on {
-            Labels::from_pairs(
-                l.iter()
-                    .filter(|x| self.matching.iter().any(|n| n == &x.name))
-                    .map(|x| (x.name.clone(), x.value.clone())),
-            )
+            self.matching.iter().any(|n| n == name)
         } else {
-            Labels::from_pairs(
-                l.iter()
-                    .filter(|x| !ignored(&x.name) && !self.matching.iter().any(|n| n == &x.name))
-                    .map(|x| (x.name.clone(), x.value.clone())),
-            )
+            let ignored = if self.op.is_set() {
+                super::is_name_label(name)
+            } else {
+                name == "__name__" || name == super::DROP_NAME_MARK
+            };
+            !ignored && !self.matching.iter().any(|n| n == name)
         }
+    }
+
+    fn signature(&self, l: &Labels) -> Labels {
+        Labels::from_pairs(l.iter().filter(|x| self.in_signature(&x.name)).map(|x| (x.name.clone(), x.value.clone())))
+    }
+
+    /// [`Self::signature`] as a 64-bit hash of its names and values (each followed by a 0xff
+    /// separator, which no UTF-8 text holds), computed without building the label set.
+    /// Prometheus matches series on such hashes too (`signatureFunc`).
+    fn signature_hash(&self, l: &Labels) -> u64 {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for x in l.iter().filter(|x| !x.value.is_empty() && self.in_signature(&x.name)) {
+            h.update(x.name.as_bytes());
+            h.update(&[0xff]);
+            h.update(x.value.as_bytes());
+            h.update(&[0xff]);
+        }
+        h.digest()
     }
 
     fn scalar_scalar(&self, l: &[SeriesData], r: &[SeriesData]) -> Vec<SeriesData> {

@@ -24,7 +24,7 @@
 //! out first). Everything else is answered here, with the results in the order the per-step
 //! evaluation would give them.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use engine::Labels;
 
@@ -88,25 +88,26 @@ impl<'a> Side<'a> {
     }
 }
 
-/// Signature ids: each distinct signature of the side that is looked up gets a dense id.
+/// Signature ids: each distinct signature hash of the side that is looked up gets a dense id.
 #[derive(Default)]
 struct Signatures {
-    ids: HashMap<Labels, u32>,
-    labels: Vec<Labels>,
+    ids: HashMap<u64, u32>,
+    /// Per id, the series that brought it in (its signature's labels are built from it).
+    first: Vec<usize>,
 }
 
 impl Signatures {
-    fn intern(&mut self, sig: Labels) -> u32 {
-        if let Some(&id) = self.ids.get(&sig) {
-            return id;
+    /// The id of `sig`, first seen on series `s` if it is new.
+    fn intern(&mut self, sig: u64, s: usize) -> u32 {
+        let next = self.first.len() as u32;
+        let id = *self.ids.entry(sig).or_insert(next);
+        if id == next {
+            self.first.push(s);
         }
-        let id = self.labels.len() as u32;
-        self.ids.insert(sig.clone(), id);
-        self.labels.push(sig);
         id
     }
-    fn get(&self, sig: &Labels) -> u32 {
-        self.ids.get(sig).copied().unwrap_or(NONE)
+    fn get(&self, sig: u64) -> u32 {
+        self.ids.get(&sig).copied().unwrap_or(NONE)
     }
 }
 
@@ -121,6 +122,14 @@ struct Output {
 }
 
 impl Output {
+    /// Adds a result of a label set no other contribution has (no lookup needed).
+    fn add_unique(&mut self, labels: Labels, ts: Vec<i64>, vs: Vec<f64>) {
+        if !ts.is_empty() {
+            self.series.push(SeriesData { labels, ts, vs });
+            self.merged.push(false);
+        }
+    }
+
     fn add(&mut self, labels: Labels, ts: Vec<i64>, vs: Vec<f64>) {
         if ts.is_empty() {
             return;
@@ -175,7 +184,7 @@ impl BinarySpec {
         let mut sigs = Signatures::default();
         let mut present: Vec<Steps> = Vec::new();
         for s in 0..looked_up.series.len() {
-            let id = sigs.intern(self.signature(&looked_up.series[s].labels)) as usize;
+            let id = sigs.intern(self.signature_hash(&looked_up.series[s].labels), s) as usize;
             if id == present.len() {
                 present.push(Steps::new(n));
             }
@@ -197,7 +206,7 @@ impl BinarySpec {
         };
         let (sigs, present) = (&sigs, &present);
         let present_at = |side: &Side, s: usize| {
-            let id = sigs.get(&self.signature(&side.series[s].labels));
+            let id = sigs.get(self.signature_hash(&side.series[s].labels));
             move |i: u32| id != NONE && present[id as usize].get(i)
         };
         match self.op {
@@ -249,7 +258,7 @@ impl BinarySpec {
         let mut one_by_sig: Vec<Vec<usize>> = Vec::new();
         let mut one_present: Vec<Steps> = Vec::new();
         for o in 0..one.series.len() {
-            let id = sigs.intern(self.signature(&one.series[o].labels));
+            let id = sigs.intern(self.signature_hash(&one.series[o].labels), o);
             if id as usize == one_by_sig.len() {
                 one_by_sig.push(Vec::new());
                 one_present.push(Steps::new(n));
@@ -267,7 +276,7 @@ impl BinarySpec {
         let mut many_sig = Vec::with_capacity(many.series.len());
         let mut many_present: Vec<Option<Steps>> = vec![None; one_by_sig.len()];
         for m in 0..many.series.len() {
-            let id = sigs.get(&self.signature(&many.series[m].labels));
+            let id = sigs.get(self.signature_hash(&many.series[m].labels));
             many_sig.push(id);
             if id == NONE {
                 continue;
@@ -296,20 +305,30 @@ impl BinarySpec {
         }
         if fill_many.is_some() {
             for (o, &sig) in one_sig.iter().enumerate() {
-                parts.push((Contribution::FillMany(o), sigs.labels[sig as usize].clone()));
+                parts.push((Contribution::FillMany(o), self.signature(&one.series[sigs.first[sig as usize]].labels)));
             }
         }
         // Results that several contributions share: their evaluated steps must not meet.
-        let mut shared: HashMap<&Labels, Option<Steps>> = HashMap::new();
-        for (_, l) in &parts {
-            shared.entry(l).and_modify(|s| *s = Some(Steps::new(n))).or_insert(None);
+        // Only those are looked up again; the others move into the output as they are.
+        let is_shared: Vec<bool> = {
+            let mut count: HashMap<&Labels, u32> = HashMap::with_capacity(parts.len());
+            for (_, l) in &parts {
+                *count.entry(l).or_insert(0) += 1;
+            }
+            parts.iter().map(|(_, l)| count.get(l).is_some_and(|&c| c > 1)).collect()
+        };
+        let mut shared: HashMap<Labels, Steps> = HashMap::new();
+        for ((_, l), _) in parts.iter().zip(&is_shared).filter(|(_, s)| **s) {
+            if !shared.contains_key(l) {
+                shared.insert(l.clone(), Steps::new(n));
+            }
         }
 
         let mut out = Output::default();
         let times: Vec<i64> = self.grid.times().collect();
-        for (part, labels) in &parts {
+        for ((part, labels), is_shared) in parts.into_iter().zip(is_shared) {
             let (mut ts, mut vs) = (Vec::new(), Vec::new());
-            let mut meet = shared.get_mut(labels).and_then(Option::as_mut);
+            let mut meet = if is_shared { shared.get_mut(&labels) } else { None };
             let mut emit = |i: u32, l: f64, r: f64| -> bool {
                 if let Some(s) = meet.as_deref_mut()
                     && s.test_and_set(i)
@@ -322,7 +341,7 @@ impl BinarySpec {
                 }
                 true
             };
-            let ok = match *part {
+            let ok = match part {
                 Contribution::Pair(m, o) => {
                     let mut op = one.points(o).peekable();
                     let mut ok = true;
@@ -363,7 +382,11 @@ impl BinarySpec {
             if !ok {
                 return None;
             }
-            out.add(labels.clone(), ts, vs);
+            if is_shared {
+                out.add(labels, ts, vs);
+            } else {
+                out.add_unique(labels, ts, vs);
+            }
         }
         Some(out.finish())
     }

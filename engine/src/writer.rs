@@ -30,6 +30,8 @@ use arrow::datatypes::Int32Type;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 
+use crate::encode::ColumnParallelWriter;
+
 use crate::aggr::AggrSeries;
 use crate::bucket::Bucket;
 use crate::error::{Error, Result};
@@ -96,7 +98,7 @@ pub struct BlockWriter {
     bucket: Bucket,
     opts: BlockWriterOptions,
     ulid: String,
-    samples: Option<AsyncArrowWriter<BufWriter>>,
+    samples: Option<ColumnParallelWriter>,
     /// Format version written (1 or 2).
     version: u32,
     /// True for a downsampled block (rows of `aggregates.parquet`).
@@ -164,7 +166,7 @@ impl BlockWriter {
             (format::samples_schema(version), format::samples_writer_properties(enc, kv))
         };
         let w = BufWriter::new(Arc::clone(bucket.store()), path.clone());
-        let samples = AsyncArrowWriter::try_new(w, schema, Some(props)).map_err(|e| Error::parquet(&path, e))?;
+        let samples = ColumnParallelWriter::try_new(w, schema, props, &path.to_string())?;
         Ok(BlockWriter {
             bucket,
             opts,
@@ -313,9 +315,8 @@ impl BlockWriter {
                 return Ok(());
             }
             let batch = self.aggr_batch()?;
-            let path = Bucket::block_path(&self.ulid, self.data_file);
             return match self.samples.as_mut() {
-                Some(w) => w.write(&batch).await.map_err(|e| Error::parquet(&path, e)),
+                Some(w) => w.write(&batch).await,
                 None => Err(self.bad("writer already finished".into())),
             };
         }
@@ -339,9 +340,8 @@ impl BlockWriter {
         }
         let batch = RecordBatch::try_new(format::samples_schema(self.version), columns)
             .map_err(|e| Error::arrow(format!("samples batch of block {}", self.ulid), e))?;
-        let path = Bucket::block_path(&self.ulid, format::SAMPLES_FILE);
         match self.samples.as_mut() {
-            Some(w) => w.write(&batch).await.map_err(|e| Error::parquet(&path, e)),
+            Some(w) => w.write(&batch).await,
             None => Err(self.bad("writer already finished".into())),
         }
     }
@@ -363,7 +363,7 @@ impl BlockWriter {
         let samples_path = Bucket::block_path(&self.ulid, self.data_file);
         let series_path = Bucket::block_path(&self.ulid, format::SERIES_FILE);
         if let Some(w) = self.samples.take() {
-            w.close().await.map_err(|e| Error::parquet(&samples_path, e))?;
+            w.finish().await?;
         }
         let batch = self.series_batch()?;
         let props = format::series_writer_properties(format::key_value_metadata(
@@ -491,7 +491,7 @@ impl BlockWriter {
     async fn cleanup(&mut self) {
         if let Some(w) = self.samples.take() {
             // Abort the multipart upload if one was started (LocalFileSystem keeps a staging file).
-            let _ = w.into_inner().abort().await;
+            w.abort().await;
         }
         if let Err(e) = self.bucket.delete_block(&self.ulid).await {
             tracing::warn!(block = %self.ulid, error = %e, "cleaning up an unfinished block failed");

@@ -175,7 +175,9 @@ impl ColumnParallelWriter {
 
     /// Hands the bytes written so far to the upload.
     async fn upload(&mut self) -> Result<()> {
-        let bytes = std::mem::take(self.file.inner_mut());
+        // The next row group's bytes are about as many: no regrowing (and copying) of the buffer.
+        let buf = self.file.inner_mut();
+        let bytes = std::mem::replace(buf, Vec::with_capacity(buf.len()));
         if bytes.is_empty() {
             return Ok(());
         }

@@ -71,22 +71,29 @@ pub fn encode(v: f64, scale: f64) -> Option<i64> {
 }
 
 /// The smallest exponent (at most [`MAX_EXPONENT`]) at which `v` is exact, if any.
-///
-/// Integers take one test. Otherwise the largest exponent that keeps `|m| < 2^53` is tried first:
-/// a value not exact there is taken as not exact at any (a smaller exponent would only drop
-/// digits). Its mantissa's trailing decimal zeros give the candidate (`36.55` at `10^15` is
-/// `36550000000000000`: exponent 2), which is checked, and lowered while a smaller exponent is
-/// exact too; the rare candidate that is not exact falls back to trying every exponent.
 pub fn min_exponent(v: f64) -> Option<u8> {
+    min_exponent_upto(v, MAX_EXPONENT)
+}
+
+/// The smallest exponent at most `cap` at which `v` is exact, if any.
+///
+/// Integers take one test. Otherwise the largest exponent that keeps `|m| < 2^53` (at most `cap`)
+/// is tried first: a value not exact there is taken as not exact at any (a smaller exponent would
+/// only drop digits). Its mantissa's trailing decimal zeros give the candidate (`36.55` at `10^9`
+/// is `36550000000`: exponent 2), which is checked, and lowered while a smaller exponent is exact
+/// too; the rare candidate that is not exact falls back to trying every exponent.
+pub fn min_exponent_upto(v: f64, cap: u8) -> Option<u8> {
     if encode(v, 1.0).is_some() {
         return Some(0);
     }
     if !v.is_finite() || v == 0.0 {
         return None;
     }
-    // |v| < 2^k, so |v| · 10^e < 2^53 when e <= (53 - k) · log10(2).
+    // |v| < 2^k, so |v| · 10^e < 2^53 when e <= (53 - k) · log10(2) (truncation is floor here:
+    // the product is not negative; f64::floor is a libm call).
     let k = ((v.to_bits() >> 52) & 0x7ff) as i32 - 1022;
-    let top = ((f64::from(53 - k) * std::f64::consts::LOG10_2).floor() as i32).clamp(0, i32::from(MAX_EXPONENT)) as u8;
+    let digits = f64::from((53 - k).max(0)) * std::f64::consts::LOG10_2;
+    let top = (digits as i32).min(i32::from(cap.min(MAX_READ_EXPONENT))) as u8;
     if top == 0 {
         return None;
     }
@@ -107,9 +114,15 @@ pub fn min_exponent(v: f64) -> Option<u8> {
 
 /// Per exponent `e`, how many of `values` have `e` as their smallest exact exponent.
 pub fn exponent_histogram(values: &[f64]) -> [u64; MAX_EXPONENT as usize + 1] {
+    exponent_histogram_upto(values, MAX_EXPONENT)
+}
+
+/// [`exponent_histogram`] of the exponents up to `cap` ([`min_exponent_upto`]); the counts above
+/// `cap` stay 0.
+pub fn exponent_histogram_upto(values: &[f64], cap: u8) -> [u64; MAX_EXPONENT as usize + 1] {
     let mut h = [0u64; MAX_EXPONENT as usize + 1];
     for &v in values {
-        if let Some(e) = min_exponent(v) {
+        if let Some(e) = min_exponent_upto(v, cap.min(MAX_EXPONENT)) {
             h[usize::from(e)] += 1;
         }
     }
@@ -146,7 +159,8 @@ pub fn choose_exponent(values: &[f64]) -> u8 {
     if values.iter().all(|&v| encode(v, 1.0).is_some() || v.is_nan()) {
         return 0;
     }
-    pick_exponent(&exponent_histogram(values), EXPONENT_QUANTILE, EXPONENT_CAP)
+    // Only the exponents up to the cap count, so none above it is searched for.
+    pick_exponent(&exponent_histogram_upto(values, EXPONENT_CAP), EXPONENT_QUANTILE, EXPONENT_CAP)
 }
 
 /// Splits one series' values at `scale`: per value either a mantissa (`ints[i]`, `is_int[i]` true) or
@@ -214,7 +228,12 @@ pub fn decode_columns(
         if word == all {
             out.extend_from_slice(f);
         } else if word == 0 {
-            out.extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
+            // Integer-valued series (scale 1): dividing by 1 changes no bit, so skip the division.
+            if s.iter().all(|&s| s == 1.0) {
+                out.extend(m.iter().map(|&m| m as f64));
+            } else {
+                out.extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
+            }
         } else {
             // Both candidates per row, then a select: no data-dependent branch (null slots hold
             // arbitrary finite integers, so dividing them is harmless).
@@ -326,6 +345,17 @@ mod tests {
             let every = (0..=MAX_EXPONENT).find(|&e| encode(v, scale_of(e)).is_some());
             if min_exponent(v).is_some() {
                 assert_eq!(min_exponent(v), every, "{v:e}");
+            }
+            // Capped, the search finds what trying every exponent up to the cap finds (and at
+            // least what the uncapped search finds there: fewer digits lose no exactness).
+            for cap in [0, 2, 9] {
+                let got = min_exponent_upto(v, cap);
+                if let Some(e) = got {
+                    assert_eq!(Some(e), every, "{v:e} capped at {cap}");
+                }
+                if let Some(e) = min_exponent(v).filter(|&e| e <= cap) {
+                    assert_eq!(got, Some(e), "{v:e} capped at {cap}");
+                }
             }
             // The rounding without libm is f64::round below 2^53.
             for x in [v, v * 1e3, v * 1e9, (r % 2000) as f64 / 4.0 - 250.0] {

@@ -25,7 +25,7 @@ use arrow::array::{
     ArrayRef, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StringDictionaryBuilder, UInt32Array, UInt64Array,
 };
 use arrow::array::{Float64Array, Int64Array};
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::Int32Type;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
@@ -331,9 +331,9 @@ impl BlockWriter {
         if self.version == 1 {
             columns.push(Arc::new(Float64Array::from(vs)));
         } else {
-            let is_int = std::mem::take(&mut self.pending_is_int);
-            let float_rows = NullBuffer::from_iter(is_int.iter().map(|b| !b));
-            let int_rows = NullBuffer::from(is_int);
+            let int_bits = BooleanBuffer::from(std::mem::take(&mut self.pending_is_int));
+            let float_rows = NullBuffer::new(!&int_bits);
+            let int_rows = NullBuffer::new(int_bits);
             columns.push(Arc::new(Float64Array::new(vs.into(), Some(float_rows))));
             columns.push(Arc::new(Int64Array::new(std::mem::take(&mut self.pending_ints).into(), Some(int_rows))));
             columns.push(Arc::new(Float64Array::from(std::mem::take(&mut self.pending_scales))));

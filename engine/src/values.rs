@@ -65,7 +65,15 @@ fn round_mantissa(x: f64) -> Option<i64> {
 #[inline]
 pub fn encode(v: f64, scale: f64) -> Option<i64> {
     // NaN and infinities have no mantissa.
-    let m = round_mantissa(v * scale)?;
+    let x = v * scale;
+    let m = round_mantissa(x)?;
+    // Early out without the division (most irregular floats leave here). If m / scale rounds to
+    // v, then x = m·(1+a)(1+b) with |a|, |b| <= 2^-53, so |x - m| < |x|·2^-51. Both sides are
+    // exact (x and m are close; scaling by a power of two), so a larger distance proves that v is
+    // not exact at this scale. (`split` tests without it; the tests compare the two.)
+    if (x - m as f64).abs() > x.abs() * (2.0 * f64::EPSILON) {
+        return None;
+    }
     // Decode from the integer: -0.0 rounds to 0, which decodes to +0.0.
     (decode(m, scale).to_bits() == v.to_bits()).then_some(m)
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   append_series(labels, ts, vs) x N  (strictly increasing labels)
-//!        │ samples ──► AsyncArrowWriter ──► BufWriter ──► <ulid>/samples.parquet  (row groups as they fill)
+//!        │ samples ──► ColumnParallelWriter (one blocking task per column) ──► BufWriter
+//!        │             ──► <ulid>/samples.parquet  (row groups as they fill)
 //!        │ series rows buffered (small)
 //!   finish() ──► samples.parquet closed ──► series.parquet ──► meta.json (last: the block becomes visible)
 //!   abort()  ──► deletes whatever was uploaded

@@ -52,8 +52,7 @@ pub fn decode(m: i64, scale: f64) -> f64 {
 /// baseline x86-64 target, and this runs for every sample a block writer stores.
 #[inline]
 fn round_mantissa(x: f64) -> Option<i64> {
-    // NaN fails the comparison.
-    if !(x.abs() <= MAX_MANTISSA as f64) {
+    if x.is_nan() || x.abs() > MAX_MANTISSA as f64 {
         return None;
     }
     let t = x as i64; // toward zero, exact below 2^53

@@ -167,7 +167,7 @@ impl BlockWriter {
             (format::samples_schema(version), format::samples_writer_properties(enc, kv))
         };
         let w = BufWriter::new(Arc::clone(bucket.store()), path.clone());
-        let samples = ColumnParallelWriter::try_new(w, schema, props, &path.to_string())?;
+        let samples = ColumnParallelWriter::try_new(w, schema, props, path.as_ref())?;
         Ok(BlockWriter {
             bucket,
             opts,

@@ -11,6 +11,7 @@ pub mod chunkenc;
 pub mod dedup;
 pub mod disk_cache;
 pub mod duration;
+mod encode;
 pub mod error;
 pub mod format;
 pub mod gofloat;

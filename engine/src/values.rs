@@ -47,44 +47,89 @@ pub fn decode(m: i64, scale: f64) -> f64 {
     m as f64 / scale
 }
 
-/// The mantissa of `v` at `scale` (= 10^e) when decoding it gives back `v` bit for bit.
+/// `x` rounded to the nearest integer, halves away from zero (as `f64::round`), when
+/// `|x| <= 2^53`. Written with a truncating conversion: `f64::round` is a libm call on the
+/// baseline x86-64 target, and this runs for every sample a block writer stores.
 #[inline]
-pub fn encode(v: f64, scale: f64) -> Option<i64> {
-    let x = (v * scale).round();
-    // NaN and infinities fail this test, so they never get a mantissa.
+fn round_mantissa(x: f64) -> Option<i64> {
     if x.is_nan() || x.abs() > MAX_MANTISSA as f64 {
         return None;
     }
-    let m = x as i64;
-    // Decode from the integer (not from x): -0.0 rounds to an x of -0.0 but m = 0 decodes to +0.0.
+    let t = x as i64; // toward zero, exact below 2^53
+    let frac = x - t as f64; // exact
+    Some(t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5))
+}
+
+/// The mantissa of `v` at `scale` (= 10^e) when decoding it gives back `v` bit for bit.
+#[inline]
+pub fn encode(v: f64, scale: f64) -> Option<i64> {
+    // NaN and infinities have no mantissa.
+    let x = v * scale;
+    let m = round_mantissa(x)?;
+    // Early out without the division (most irregular floats leave here). If m / scale rounds to
+    // v, then x = m·(1+a)(1+b) with |a|, |b| <= 2^-53, so |x - m| < |x|·2^-51. Both sides are
+    // exact (x and m are close; scaling by a power of two), so a larger distance proves that v is
+    // not exact at this scale. (`split` tests without it; the tests compare the two.)
+    if (x - m as f64).abs() > x.abs() * (2.0 * f64::EPSILON) {
+        return None;
+    }
+    // Decode from the integer: -0.0 rounds to 0, which decodes to +0.0.
     (decode(m, scale).to_bits() == v.to_bits()).then_some(m)
 }
 
 /// The smallest exponent (at most [`MAX_EXPONENT`]) at which `v` is exact, if any.
-///
-/// Integers take one test. Otherwise the largest exponent that keeps `|m| < 2^53` is tried first:
-/// a value not exact there is taken as not exact at any (a smaller exponent would only drop digits).
 pub fn min_exponent(v: f64) -> Option<u8> {
+    min_exponent_upto(v, MAX_EXPONENT)
+}
+
+/// The smallest exponent at most `cap` at which `v` is exact, if any.
+///
+/// Integers take one test. Otherwise the largest exponent that keeps `|m| < 2^53` (at most `cap`)
+/// is tried first: a value not exact there is taken as not exact at any (a smaller exponent would
+/// only drop digits). Its mantissa's trailing decimal zeros give the candidate (`36.55` at `10^9`
+/// is `36550000000`: exponent 2), which is checked, and lowered while a smaller exponent is exact
+/// too; the rare candidate that is not exact falls back to trying every exponent.
+pub fn min_exponent_upto(v: f64, cap: u8) -> Option<u8> {
     if encode(v, 1.0).is_some() {
         return Some(0);
     }
     if !v.is_finite() || v == 0.0 {
         return None;
     }
-    // |v| < 2^k, so |v| · 10^e < 2^53 when e <= (53 - k) · log10(2).
+    // |v| < 2^k, so |v| · 10^e < 2^53 when e <= (53 - k) · log10(2) (truncation is floor here:
+    // the product is not negative; f64::floor is a libm call).
     let k = ((v.to_bits() >> 52) & 0x7ff) as i32 - 1022;
-    let top = ((f64::from(53 - k) * std::f64::consts::LOG10_2).floor() as i32).clamp(0, i32::from(MAX_EXPONENT)) as u8;
-    if top == 0 || encode(v, POW10[usize::from(top)]).is_none() {
+    let digits = f64::from((53 - k).max(0)) * std::f64::consts::LOG10_2;
+    let top = (digits as i32).min(i32::from(cap.min(MAX_READ_EXPONENT))) as u8;
+    if top == 0 {
         return None;
     }
-    (1..=top).find(|&e| encode(v, POW10[usize::from(e)]).is_some())
+    let mut m = encode(v, POW10[usize::from(top)])?;
+    let mut e = top;
+    while e > 1 && m % 10 == 0 {
+        m /= 10;
+        e -= 1;
+    }
+    if encode(v, POW10[usize::from(e)]).is_none() {
+        return (1..=top).find(|&e| encode(v, POW10[usize::from(e)]).is_some());
+    }
+    while e > 1 && encode(v, POW10[usize::from(e - 1)]).is_some() {
+        e -= 1;
+    }
+    Some(e)
 }
 
 /// Per exponent `e`, how many of `values` have `e` as their smallest exact exponent.
 pub fn exponent_histogram(values: &[f64]) -> [u64; MAX_EXPONENT as usize + 1] {
+    exponent_histogram_upto(values, MAX_EXPONENT)
+}
+
+/// [`exponent_histogram`] of the exponents up to `cap` ([`min_exponent_upto`]); the counts above
+/// `cap` stay 0.
+pub fn exponent_histogram_upto(values: &[f64], cap: u8) -> [u64; MAX_EXPONENT as usize + 1] {
     let mut h = [0u64; MAX_EXPONENT as usize + 1];
     for &v in values {
-        if let Some(e) = min_exponent(v) {
+        if let Some(e) = min_exponent_upto(v, cap.min(MAX_EXPONENT)) {
             h[usize::from(e)] += 1;
         }
     }
@@ -121,28 +166,32 @@ pub fn choose_exponent(values: &[f64]) -> u8 {
     if values.iter().all(|&v| encode(v, 1.0).is_some() || v.is_nan()) {
         return 0;
     }
-    pick_exponent(&exponent_histogram(values), EXPONENT_QUANTILE, EXPONENT_CAP)
+    // Only the exponents up to the cap count, so none above it is searched for.
+    pick_exponent(&exponent_histogram_upto(values, EXPONENT_CAP), EXPONENT_QUANTILE, EXPONENT_CAP)
 }
 
 /// Splits one series' values at `scale`: per value either a mantissa (`ints[i]`, `is_int[i]` true) or
 /// the float itself (`floats[i]`). The slot not used holds 0 (it is null in the file). Appends.
+///
+/// Branch-free per value ([`encode`]'s test with selects), so a series of any mix costs the same.
 pub fn split(values: &[f64], scale: f64, ints: &mut Vec<i64>, floats: &mut Vec<f64>, is_int: &mut Vec<bool>) {
-    ints.reserve(values.len());
-    floats.reserve(values.len());
-    is_int.reserve(values.len());
-    for &v in values {
-        match encode(v, scale) {
-            Some(m) => {
-                ints.push(m);
-                floats.push(0.0);
-                is_int.push(true);
-            }
-            None => {
-                ints.push(0);
-                floats.push(v);
-                is_int.push(false);
-            }
-        }
+    let at = ints.len();
+    ints.resize(at + values.len(), 0);
+    let fat = floats.len();
+    floats.resize(fat + values.len(), 0.0);
+    let bat = is_int.len();
+    is_int.resize(bat + values.len(), false);
+    let out = ints[at..].iter_mut().zip(&mut floats[fat..]).zip(&mut is_int[bat..]);
+    for (&v, ((m, f), b)) in values.iter().zip(out) {
+        let x = v * scale;
+        let in_range = x.abs() <= MAX_MANTISSA as f64;
+        let t = if in_range { x as i64 } else { 0 };
+        let frac = x - t as f64;
+        let r = t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5);
+        let ok = in_range && decode(r, scale).to_bits() == v.to_bits();
+        *m = if ok { r } else { 0 };
+        *f = if ok { 0.0 } else { v };
+        *b = ok;
     }
 }
 
@@ -186,7 +235,12 @@ pub fn decode_columns(
         if word == all {
             out.extend_from_slice(f);
         } else if word == 0 {
-            out.extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
+            // Integer-valued series (scale 1): dividing by 1 changes no bit, so skip the division.
+            if s.iter().all(|&s| s == 1.0) {
+                out.extend(m.iter().map(|&m| m as f64));
+            } else {
+                out.extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
+            }
         } else {
             // Both candidates per row, then a select: no data-dependent branch (null slots hold
             // arbitrary finite integers, so dividing them is harmless).
@@ -293,6 +347,42 @@ mod tests {
             if let Some(e) = min_exponent(v) {
                 assert!(encode(v, scale_of(e)).is_some());
                 assert!(e == 0 || encode(v, scale_of(e - 1)).is_none(), "{v:e}: {e} is not the smallest");
+            }
+            // The candidate from trailing zeros finds what trying every exponent finds.
+            let every = (0..=MAX_EXPONENT).find(|&e| encode(v, scale_of(e)).is_some());
+            if min_exponent(v).is_some() {
+                assert_eq!(min_exponent(v), every, "{v:e}");
+            }
+            // Capped, the search finds what trying every exponent up to the cap finds (and at
+            // least what the uncapped search finds there: fewer digits lose no exactness).
+            for cap in [0, 2, 9] {
+                let got = min_exponent_upto(v, cap);
+                if let Some(e) = got {
+                    assert_eq!(Some(e), every, "{v:e} capped at {cap}");
+                }
+                if let Some(e) = min_exponent(v).filter(|&e| e <= cap) {
+                    assert_eq!(got, Some(e), "{v:e} capped at {cap}");
+                }
+            }
+            // The rounding without libm is f64::round below 2^53.
+            for x in [v, v * 1e3, v * 1e9, (r % 2000) as f64 / 4.0 - 250.0] {
+                let want = x.round();
+                let got = round_mantissa(x);
+                if want.abs() <= MAX_MANTISSA as f64 {
+                    assert_eq!(got, Some(want as i64), "{x:e}");
+                } else if x.abs() > MAX_MANTISSA as f64 || x.is_nan() {
+                    assert_eq!(got, None, "{x:e}");
+                }
+            }
+            // split's branch-free test is encode's.
+            let (mut ints, mut floats, mut is_int) = (vec![7], vec![7.0], vec![true]);
+            for e in [0, 2, 9] {
+                split(&[v], scale_of(e), &mut ints, &mut floats, &mut is_int);
+                let last = (ints[ints.len() - 1], floats[floats.len() - 1].to_bits(), is_int[is_int.len() - 1]);
+                match encode(v, scale_of(e)) {
+                    Some(m) => assert_eq!(last, (m, 0, true), "{v:e} at {e}"),
+                    None => assert_eq!(last, (0, v.to_bits(), false), "{v:e} at {e}"),
+                }
             }
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   append_series(labels, ts, vs) x N  (strictly increasing labels)
-//!        │ samples ──► AsyncArrowWriter ──► BufWriter ──► <ulid>/samples.parquet  (row groups as they fill)
+//!        │ samples ──► ColumnParallelWriter (one blocking task per column) ──► BufWriter
+//!        │             ──► <ulid>/samples.parquet  (row groups as they fill)
 //!        │ series rows buffered (small)
 //!   finish() ──► samples.parquet closed ──► series.parquet ──► meta.json (last: the block becomes visible)
 //!   abort()  ──► deletes whatever was uploaded
@@ -25,10 +26,12 @@ use arrow::array::{
     ArrayRef, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StringDictionaryBuilder, UInt32Array, UInt64Array,
 };
 use arrow::array::{Float64Array, Int64Array};
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::Int32Type;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
+
+use crate::encode::ColumnParallelWriter;
 
 use crate::aggr::AggrSeries;
 use crate::bucket::Bucket;
@@ -96,7 +99,7 @@ pub struct BlockWriter {
     bucket: Bucket,
     opts: BlockWriterOptions,
     ulid: String,
-    samples: Option<AsyncArrowWriter<BufWriter>>,
+    samples: Option<ColumnParallelWriter>,
     /// Format version written (1 or 2).
     version: u32,
     /// True for a downsampled block (rows of `aggregates.parquet`).
@@ -164,7 +167,7 @@ impl BlockWriter {
             (format::samples_schema(version), format::samples_writer_properties(enc, kv))
         };
         let w = BufWriter::new(Arc::clone(bucket.store()), path.clone());
-        let samples = AsyncArrowWriter::try_new(w, schema, Some(props)).map_err(|e| Error::parquet(&path, e))?;
+        let samples = ColumnParallelWriter::try_new(w, schema, props, path.as_ref())?;
         Ok(BlockWriter {
             bucket,
             opts,
@@ -313,9 +316,8 @@ impl BlockWriter {
                 return Ok(());
             }
             let batch = self.aggr_batch()?;
-            let path = Bucket::block_path(&self.ulid, self.data_file);
             return match self.samples.as_mut() {
-                Some(w) => w.write(&batch).await.map_err(|e| Error::parquet(&path, e)),
+                Some(w) => w.write(&batch).await,
                 None => Err(self.bad("writer already finished".into())),
             };
         }
@@ -330,18 +332,17 @@ impl BlockWriter {
         if self.version == 1 {
             columns.push(Arc::new(Float64Array::from(vs)));
         } else {
-            let is_int = std::mem::take(&mut self.pending_is_int);
-            let float_rows = NullBuffer::from_iter(is_int.iter().map(|b| !b));
-            let int_rows = NullBuffer::from(is_int);
+            let int_bits = BooleanBuffer::from(std::mem::take(&mut self.pending_is_int));
+            let float_rows = NullBuffer::new(!&int_bits);
+            let int_rows = NullBuffer::new(int_bits);
             columns.push(Arc::new(Float64Array::new(vs.into(), Some(float_rows))));
             columns.push(Arc::new(Int64Array::new(std::mem::take(&mut self.pending_ints).into(), Some(int_rows))));
             columns.push(Arc::new(Float64Array::from(std::mem::take(&mut self.pending_scales))));
         }
         let batch = RecordBatch::try_new(format::samples_schema(self.version), columns)
             .map_err(|e| Error::arrow(format!("samples batch of block {}", self.ulid), e))?;
-        let path = Bucket::block_path(&self.ulid, format::SAMPLES_FILE);
         match self.samples.as_mut() {
-            Some(w) => w.write(&batch).await.map_err(|e| Error::parquet(&path, e)),
+            Some(w) => w.write(&batch).await,
             None => Err(self.bad("writer already finished".into())),
         }
     }
@@ -369,7 +370,7 @@ impl BlockWriter {
         let samples_path = Bucket::block_path(&self.ulid, self.data_file);
         let series_path = Bucket::block_path(&self.ulid, format::SERIES_FILE);
         if let Some(w) = self.samples.take() {
-            w.close().await.map_err(|e| Error::parquet(&samples_path, e))?;
+            w.finish().await?;
         }
         let batch = self.series_batch()?;
         let props = format::series_writer_properties(format::key_value_metadata(
@@ -498,7 +499,7 @@ impl BlockWriter {
     async fn cleanup(&mut self) {
         if let Some(w) = self.samples.take() {
             // Abort the multipart upload if one was started (LocalFileSystem keeps a staging file).
-            let _ = w.into_inner().abort().await;
+            w.abort().await;
         }
         if let Err(e) = self.bucket.delete_block(&self.ulid).await {
             tracing::warn!(block = %self.ulid, error = %e, "cleaning up an unfinished block failed");

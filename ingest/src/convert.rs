@@ -3,7 +3,8 @@
 //! Each source block becomes one Strata block with the SAME ULID (as Thanos's sidecar uploads it),
 //! its `minTime`/`maxTime` and compaction lineage, the operator's external labels in `thanos.labels`
 //! and the source ULID in `strata.source_ulid`. Decoding runs on a blocking thread and hands series
-//! in batches over a bounded channel to the Parquet writer, so both cores work.
+//! in batches over a bounded channel to the block writer, which encodes each Parquet column in a
+//! blocking task of its own while it builds the next batch, so every core works.
 //!
 //! ```text
 //!  TSDB block dir ──(blocking: index + XOR decode)──► [series batches] ──► BlockWriter ──► bucket

@@ -265,22 +265,24 @@ pub(crate) async fn run(args: RuleArgs) -> Result<(), CliError> {
     let querier = HttpQuerier::new(&args.query, method, duration_flag("query.timeout", &args.query_timeout)?)
         .map_err(CliError::Usage)?;
 
+    // the ruler's own data: its head and the blocks it cut (on shutdown everything is cut, so the
+    // `for` state of a restart is read back from both)
+    let own = head.clone();
+    let blocks = Arc::new(BucketSource::new(bucket).with_block_filter(Arc::new(move |meta| own.is_own_block(meta))));
+    let source: Arc<dyn SeriesSource> = Arc::new(MergedSource::new(vec![blocks.clone(), head.source()]));
+
     let mut registry = new_registry("rule");
     let mut prom = thanos_registry();
     let metrics = RuleMetrics::register(&mut prom);
     let manager = args.rules.manager(
         Arc::new(querier),
         Arc::new(HeadSink(head.clone())),
-        Some(head.source()),
+        Some(source.clone()),
         external_map,
         metrics,
     )?;
     // a bad rule file at start is an error, as Thanos
     manager.reload().await.map_err(|e| CliError::Usage(format!("--rule-file: {e}")))?;
-
-    let own = head.clone();
-    let blocks = Arc::new(BucketSource::new(bucket).with_block_filter(Arc::new(move |meta| own.is_own_block(meta))));
-    let source: Arc<dyn SeriesSource> = Arc::new(MergedSource::new(vec![blocks.clone(), head.source()]));
     let sync_metrics = SyncMetrics::register(&mut registry);
     let api_metrics = StoreApiMetrics::register(&mut registry);
     let ready = Readiness::default();
@@ -337,7 +339,7 @@ pub(crate) async fn embedded(
         }
     });
     let source: Arc<dyn SeriesSource> = Arc::new(MergedSource::new(vec![blocks, state.source()]));
-    let engine = query::Engine::new(source, config.engine);
+    let engine = query::Engine::new(source.clone(), config.engine);
     let mut registry = thanos_registry();
     let metrics = RuleMetrics::register(&mut registry);
     let external = state.options().external_labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
@@ -345,7 +347,8 @@ pub(crate) async fn embedded(
     let manager = rules.manager(
         Arc::new(query::rules::EngineQuerier(engine)),
         Arc::new(sink),
-        Some(state.source()),
+        // heads and bucket: a shutdown cuts the heads, so a restart finds ALERTS_FOR_STATE in blocks
+        Some(source),
         external,
         metrics,
     )?;

@@ -669,16 +669,21 @@ pub(crate) mod tests {
         assert_eq!(r.index().labels, series);
     }
 
+    /// A new 5m block over `[0, max_time)` in `b`: its ULID and writer.
+    fn aggr_writer(b: &Bucket, max_time: i64) -> (ulid::Ulid, BlockWriter) {
+        let u = ulid::Ulid::new();
+        let mut o = BlockWriterOptions::new(u, 0, max_time);
+        o.resolution = crate::aggr::RESOLUTION_5M;
+        (u, BlockWriter::new(b.clone(), o).unwrap())
+    }
+
     #[tokio::test]
     async fn aggregates_of_series_across_record_batches_read_back_whole() {
         use crate::aggr::{AggrRow, AggrSeries};
         // 70 series of 2,000 rows: 140,000 rows, so series straddle the reader's 64Ki-row batches.
         let dir = tempfile::tempdir().unwrap();
         let b = Bucket::local(dir.path()).unwrap();
-        let u = ulid::Ulid::new();
-        let mut o = BlockWriterOptions::new(u, 0, 1_000_000_000);
-        o.resolution = crate::aggr::RESOLUTION_5M;
-        let mut w = BlockWriter::new(b.clone(), o).unwrap();
+        let (u, mut w) = aggr_writer(&b, 1_000_000_000);
         let mut series = Vec::new();
         for k in 0..70u64 {
             let mut s = AggrSeries::default();
@@ -720,10 +725,7 @@ pub(crate) mod tests {
         use crate::aggr::{AggrRow, AggrSeries};
         let dir = tempfile::tempdir().unwrap();
         let b = Bucket::local(dir.path()).unwrap();
-        let u = ulid::Ulid::new();
-        let mut o = BlockWriterOptions::new(u, 0, 10_000_000);
-        o.resolution = crate::aggr::RESOLUTION_5M;
-        let mut w = BlockWriter::new(b.clone(), o).unwrap();
+        let (u, mut w) = aggr_writer(&b, 10_000_000);
         let e = w.append_series(&Labels::from_pairs([("__name__", "a")]), &[1], &[1.0]).await.unwrap_err();
         assert!(e.to_string().contains("takes aggregates"), "{e}");
         let mut series = Vec::new();

@@ -138,12 +138,19 @@ struct HeadSink(OwnHead);
 #[async_trait]
 impl ResultSink for HeadSink {
     async fn append(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String> {
-        let r = self.0.append(&samples).await.map_err(|e| e.to_string())?;
-        if let Some(e) = r.first_error {
-            // as Prometheus: out-of-order or duplicate results are logged, the rest is kept
-            tracing::warn!(rejected = samples.len() - r.accepted, "some rule results were not stored: {e}");
-        }
+        let r = self.0.append_visible(&samples).map_err(|e| e.to_string())?;
+        log_rejected(&r, samples.len());
         Ok(())
+    }
+    async fn sync(&self) -> Result<(), String> {
+        self.0.sync().await.map_err(|e| e.to_string())
+    }
+}
+
+/// As Prometheus: out-of-order or duplicate rule results are logged, the rest is kept.
+fn log_rejected(r: &ingest::receive::AppendOutcome, n: usize) {
+    if let Some(e) = &r.first_error {
+        tracing::warn!(rejected = n - r.accepted, "some rule results were not stored: {e}");
     }
 }
 
@@ -199,16 +206,14 @@ pub(crate) struct TenantSink {
 impl ResultSink for TenantSink {
     async fn append(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String> {
         let head = self.state.head(&self.tenant).await.map_err(|e| e.to_string())?;
-        let pairs: Vec<Vec<(&str, &str)>> =
-            samples.iter().map(|(l, _, _)| l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()).collect();
-        let points: Vec<[(i64, f64); 1]> = samples.iter().map(|(_, t, v)| [(*t, *v)]).collect();
-        let series: Vec<engine::head::AppendSeries<'_>> =
-            pairs.iter().zip(&points).map(|(labels, samples)| engine::head::AppendSeries { labels, samples }).collect();
-        let r = head.append(&series).await.map_err(|e| e.to_string())?;
-        if let Some(e) = r.first_error {
-            tracing::warn!(rejected = samples.len() - r.accepted, "some rule results were not stored: {e}");
-        }
+        let points = engine::head::SinglePoints::new(&samples);
+        let r = head.append_visible(&points.series()).await.map_err(|e| e.to_string())?;
+        log_rejected(&r, samples.len());
         Ok(())
+    }
+    async fn sync(&self) -> Result<(), String> {
+        let head = self.state.head(&self.tenant).await.map_err(|e| e.to_string())?;
+        head.sync().await.map_err(|e| e.to_string())
     }
 }
 

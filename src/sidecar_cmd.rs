@@ -27,7 +27,7 @@ use proto::thanos::{
     series_response,
 };
 use query::storeapi::convert::matchers_from_proto;
-use query::storeapi::server::{MAX_MESSAGE_BYTES, StoreApi, StoreApiMetrics, StoreApiOptions};
+use query::storeapi::server::{MAX_MESSAGE_BYTES, SentCounts, StoreApi, StoreApiMetrics, StoreApiOptions};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
@@ -181,6 +181,22 @@ impl SidecarStore {
 
     /// Prometheus's chunks as they are, in frames of `response_batch_size` series.
     async fn pass_through(&self, r: SeriesRequest) -> Result<Response<<StoreApi as Store>::SeriesStream>, Status> {
+        let started = std::time::Instant::now();
+        let res = self.pass_through_frames(r).await;
+        match &res {
+            Ok((_, sent)) => self.api.record_series_call(tonic::Code::Ok, started, *sent),
+            Err(s) => self.api.record_series_call(s.code(), started, SentCounts::default()),
+        }
+        let (frames, _) = res?;
+        Ok(Response::new(Box::pin(futures::stream::iter(frames))))
+    }
+
+    /// The frames of a pass-through answer (held whole: remote read's series must be re-sorted
+    /// once the external labels are on) and what they carry.
+    async fn pass_through_frames(
+        &self,
+        r: SeriesRequest,
+    ) -> Result<(Vec<Result<SeriesResponse, Status>>, SentCounts), Status> {
         if !self.state.is_ready() {
             return Err(Status::unavailable("sidecar is not ready yet"));
         }
@@ -191,6 +207,16 @@ impl SidecarStore {
             .chunk_series(&matchers, r.min_time, r.max_time, &r.without_replica_labels, limit)
             .await
             .map_err(|e| query::storeapi::server::status_of(&query::Error::from(e)))?;
+        let sent = SentCounts {
+            series: series.len() as u64,
+            chunks: series.iter().map(|s| s.chunks.len() as u64).sum(),
+            samples: series
+                .iter()
+                .flat_map(|s| &s.chunks)
+                .filter_map(|c| c.raw.as_ref())
+                .map(|c| u64::from(engine::chunkenc::num_samples(&c.data).unwrap_or(0)))
+                .sum(),
+        };
         let batch = usize::try_from(r.response_batch_size).unwrap_or(1).max(1);
         let frames: Vec<Result<SeriesResponse, Status>> = match batch {
             1 => series.into_iter().map(|s| Ok(frame(series_response::Result::Series(s)))).collect(),
@@ -204,7 +230,7 @@ impl SidecarStore {
                 out
             }
         };
-        Ok(Response::new(Box::pin(futures::stream::iter(frames))))
+        Ok((frames, sent))
     }
 }
 

@@ -8,6 +8,7 @@
 //!   labels added, `--alert.label-drop` removed), templated annotations and generator URL, then
 //!   resolves; `/api/v1/rules`, `/api/v1/alerts`, `/metrics`, a bad and a good reload; on shutdown
 //!   the head is cut into a block with `thanos.source` "ruler" and the external labels.
+//! - A pending alert's `for` state is restored from `ALERTS_FOR_STATE` after a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -392,5 +393,75 @@ async fn strata_up_evaluates_rules_with_its_engine() {
     assert_eq!(v["data"]["groups"][0]["rules"][0]["health"], "ok", "{v}");
     let (_, metrics) = up.text("/metrics").await;
     assert!(metrics.contains("prometheus_rule_evaluations_total{rule_group="), "{metrics}");
+    up.stop().await;
+}
+
+/// `activeAt` of the first alert in `/api/v1/alerts` (ms since the epoch) and its state.
+async fn first_alert(ruler: &Strata) -> Option<(i64, String)> {
+    let v = ruler.get("/api/v1/alerts").await.1;
+    let a = v["data"]["alerts"].as_array()?.first()?.clone();
+    let at = chrono::DateTime::parse_from_rfc3339(a["activeAt"].as_str()?).ok()?.timestamp_millis();
+    Some((at, a["state"].as_str()?.to_string()))
+}
+
+/// A pending alert keeps its place across a restart of `strata rule`: the `for` state is read back
+/// from the `ALERTS_FOR_STATE` series in the ruler's own WAL/blocks, and its `activeAt` moves by
+/// the time the ruler was down (Prometheus's rule), instead of starting again at the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_state_is_restored_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up =
+        Strata::start(&["up", "--data", tmp.path().join("up").to_str().unwrap()], &tmp.path().join("up.log")).await;
+    let s: Vec<(Labels, Vec<(i64, f64)>)> = vec![(
+        Labels::from_pairs([("__name__", "temperature"), ("job", "oven"), ("instance", "o-1")]),
+        vec![(now_ms(), 90.0)],
+    )];
+    let (code, msg) = post_remote_write(&up.url("/api/v1/write"), ingest::remote_write::encode(&s).unwrap()).await;
+    assert_eq!(code, 200, "{msg}");
+
+    let rules = tmp.path().join("slow.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n- name: slow\n  interval: 1s\n  rules:\n  - alert: Slow\n    expr: temperature > 50\n    for: 10m\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("ruler");
+    let args = [
+        "rule",
+        "--rule-file",
+        rules.to_str().unwrap(),
+        "--query",
+        &up.base,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--grpc-address",
+        &format!("127.0.0.1:{}", free_port()),
+        "--for-grace-period",
+        "1s",
+    ];
+    let ruler = Strata::start(&args, &tmp.path().join("ruler1.log")).await;
+    let (active_at, state) = wait_for(20, "a pending alert", || first_alert(&ruler)).await;
+    assert_eq!(state, "pending");
+    // evaluations write ALERTS_FOR_STATE samples (value = activeAt in seconds); long enough that
+    // the restored activeAt (moved by the downtime, ~3 s plus the restart) stays before the restart
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    ruler.stop().await;
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let restarted_ms = now_ms();
+    let ruler = Strata::start(&args, &tmp.path().join("ruler2.log")).await;
+    // Right after the start the alert is new (activeAt at the first evaluation); once the state is
+    // restored (after the second evaluation) activeAt is the old one plus the time the ruler was
+    // down: before the restart, and at least 3 s after the first activeAt.
+    let (restored, state) = wait_for(30, "the restored activeAt", || async {
+        first_alert(&ruler).await.filter(|(at, _)| *at < restarted_ms)
+    })
+    .await;
+    assert_eq!(state, "pending");
+    let down_ms = down.elapsed().as_millis() as i64;
+    assert!(restored >= active_at + 3_000, "activeAt {active_at} -> {restored}:\n{}", ruler.log_text());
+    assert!(restored <= active_at + down_ms + 2_000, "activeAt {active_at} -> {restored} (down < {down_ms} ms)");
+    ruler.stop().await;
     up.stop().await;
 }

@@ -283,6 +283,7 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
         {"name": "values", "kind": "label_values", "label": "cluster", "start": block_min, "end": at, "matchers": []},
     ]);
     let grpc = sgrpc.clone();
+    let sent_before = metric(shttp, "strata_storeapi_samples_sent_total");
     let res = tokio::task::spawn_blocking(move || python_client(&py, &grpc, &requests)).await.unwrap();
     let res = res.unwrap_or_else(|e| panic!("{e}\nsidecar log:\n{}", read_log(&slog)));
     let info = &res["info"];
@@ -305,9 +306,10 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
         assert_eq!(l, vec!["__name__", "cluster", "instance", "job", "kind", "prom"], "{s}");
     }
     assert_eq!(res["values"]["values"], json!(["c1"]), "{res}");
-    // Every plain Series call so far (the querier's, "gen") got Prometheus's chunks passed through:
-    // the re-encoding StoreAPI server counted samples only for the sharded "gen_reencoded". Both
-    // hold the same samples in the range.
+    // The plain Series call "gen" got Prometheus's chunks passed through, the sharded
+    // "gen_reencoded" chunks re-encoded by the StoreAPI server: both hold the same samples in the
+    // range, and both are counted in the server's metrics (whole passed-through chunks, which may
+    // reach beyond the range).
     let in_range = |v: &Value| -> Vec<(String, Vec<(i64, u64)>)> {
         v["series"]
             .as_array()
@@ -323,7 +325,14 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
     assert_eq!(in_range(&res["gen"]), in_range(&res["gen_reencoded"]));
     assert_eq!(res["gen_reencoded"]["batch_frames"], 2, "{}", res["gen_reencoded"]);
     let reencoded: usize = in_range(&res["gen_reencoded"]).iter().map(|s| s.1.len()).sum();
-    assert_eq!(metric(shttp, "strata_storeapi_samples_sent_total"), reencoded as f64);
+    let passed: usize = res["gen"]["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["chunks"].as_array().unwrap())
+        .map(|c| c.as_array().unwrap().len())
+        .sum();
+    assert_eq!(metric(shttp, "strata_storeapi_samples_sent_total") - sent_before, (reencoded + passed) as f64);
 
     store_only.stop().await;
     both.stop().await;

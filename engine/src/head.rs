@@ -39,7 +39,7 @@
 //! those samples again (the next cut uploads an overlapping block with the same samples, which
 //! queriers deduplicate); no acknowledged sample is lost.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -51,10 +51,10 @@ use hashbrown::{HashTable, hash_table};
 use crate::bucket::Bucket;
 use crate::chunkenc::{self, SAMPLES_PER_CHUNK, XorEncoder};
 use crate::error::{Error, Result};
-use crate::labels::{Labels, Matcher, matches_all};
+use crate::labels::{Labels, MatchOp, Matcher, matches_all};
 use crate::meta::BlockMeta;
 use crate::source::{SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
-use crate::wal::{Wal, WalBatch, WalOptions};
+use crate::wal::{PendingAppend, Wal, WalBatch, WalOptions};
 use crate::writer::{BlockWriter, BlockWriterOptions};
 
 /// One series with its timestamps and values.
@@ -127,6 +127,31 @@ pub struct AppendSeries<'a> {
     pub labels: &'a [(&'a str, &'a str)],
     /// The samples `(timestamp ms, value)`, in the order they arrived.
     pub samples: &'a [(i64, f64)],
+}
+
+/// Samples of one point per series (rule results) in the borrowed form [`AppendSeries`] takes.
+#[derive(Debug)]
+pub struct SinglePoints<'a> {
+    pairs: Vec<Vec<(&'a str, &'a str)>>,
+    points: Vec<[(i64, f64); 1]>,
+}
+
+impl<'a> SinglePoints<'a> {
+    /// Borrows the labels of `samples` `(labels, t ms, value)`.
+    pub fn new(samples: &'a [(Labels, i64, f64)]) -> Self {
+        SinglePoints {
+            pairs: samples
+                .iter()
+                .map(|(l, _, _)| l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect())
+                .collect(),
+            points: samples.iter().map(|(_, t, v)| [(*t, *v)]).collect(),
+        }
+    }
+
+    /// The series to append.
+    pub fn series(&self) -> Vec<AppendSeries<'_>> {
+        self.pairs.iter().zip(&self.points).map(|(labels, samples)| AppendSeries { labels, samples }).collect()
+    }
 }
 
 /// Size and range of the head.
@@ -411,11 +436,39 @@ struct State {
     hasher: hashbrown::DefaultHashBuilder,
     /// The same series in label order, for selects and cuts.
     order: BTreeSet<Arc<Labels>>,
+    /// Inverted index: label name -> value -> refs of the series with that pair, ascending
+    /// (refs only grow, so appending keeps the order). Selects with `=` matchers start from the
+    /// intersection of their lists instead of testing every series.
+    postings: HashMap<String, HashMap<String, Vec<u64>>>,
+    /// The series' labels by ref, for the postings.
+    by_ref: HashMap<u64, Arc<Labels>>,
     next_ref: u64,
     min_t: i64,
     max_t: i64,
     samples: u64,
     cut_point: i64,
+}
+
+/// Adds series `r` with `labels` to the postings.
+fn index(
+    postings: &mut HashMap<String, HashMap<String, Vec<u64>>>,
+    by_ref: &mut HashMap<u64, Arc<Labels>>,
+    r: u64,
+    labels: &Arc<Labels>,
+) {
+    for l in labels.iter() {
+        let values = match postings.get_mut(l.name.as_str()) {
+            Some(v) => v,
+            None => postings.entry(l.name.clone()).or_default(),
+        };
+        match values.get_mut(l.value.as_str()) {
+            Some(refs) => refs.push(r),
+            None => {
+                values.insert(l.value.clone(), vec![r]);
+            }
+        }
+    }
+    by_ref.insert(r, Arc::clone(labels));
 }
 
 impl State {
@@ -424,6 +477,8 @@ impl State {
             series: HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             order: BTreeSet::new(),
+            postings: HashMap::new(),
+            by_ref: HashMap::new(),
             next_ref: 1,
             min_t: i64::MAX,
             max_t: i64::MIN,
@@ -469,8 +524,10 @@ impl State {
                 }
                 let labels = Arc::new(labels);
                 self.order.insert(Arc::clone(&labels));
+                let r = self.next_ref;
                 self.next_ref += 1;
-                v.insert(Entry { hash, labels, series: MemSeries::new(self.next_ref - 1) }).into_mut()
+                index(&mut self.postings, &mut self.by_ref, r, &labels);
+                v.insert(Entry { hash, labels, series: MemSeries::new(r) }).into_mut()
             }
         };
         Ok((Arc::clone(&e.labels), &mut e.series))
@@ -483,9 +540,10 @@ impl State {
             hash_table::Entry::Occupied(o) => o.into_mut(),
             hash_table::Entry::Vacant(v) => {
                 self.order.insert(Arc::clone(labels));
+                let r = self.next_ref;
                 self.next_ref += 1;
-                v.insert(Entry { hash, labels: Arc::clone(labels), series: MemSeries::new(self.next_ref - 1) })
-                    .into_mut()
+                index(&mut self.postings, &mut self.by_ref, r, labels);
+                v.insert(Entry { hash, labels: Arc::clone(labels), series: MemSeries::new(r) }).into_mut()
             }
         };
         (Arc::clone(&e.labels), &mut e.series)
@@ -494,9 +552,50 @@ impl State {
     fn remove(&mut self, labels: &Labels) {
         let hash = self.hash_labels(labels);
         if let Ok(e) = self.series.find_entry(hash, |e| e.hash == hash && *e.labels == *labels) {
+            let r = e.get().series.series_ref;
             e.remove();
+            self.by_ref.remove(&r);
+            for l in labels.iter() {
+                let Some(values) = self.postings.get_mut(l.name.as_str()) else { continue };
+                if let Some(refs) = values.get_mut(l.value.as_str()) {
+                    if let Ok(i) = refs.binary_search(&r) {
+                        refs.remove(i);
+                    }
+                    if refs.is_empty() {
+                        values.remove(l.value.as_str());
+                    }
+                }
+                if values.is_empty() {
+                    self.postings.remove(l.name.as_str());
+                }
+            }
         }
         self.order.remove(labels);
+    }
+
+    /// The series that may match `matchers`, in label order, when an `=` matcher with a
+    /// non-empty value narrows them through the postings (every matcher is still to be tested);
+    /// None when no matcher does (then every series is a candidate).
+    fn candidates(&self, matchers: &[Matcher]) -> Option<Vec<&Arc<Labels>>> {
+        let mut lists: Vec<&[u64]> = Vec::new();
+        for m in matchers {
+            if m.op == MatchOp::Equal && !m.value.is_empty() {
+                let list = self.postings.get(m.name.as_str()).and_then(|v| v.get(m.value.as_str()));
+                match list {
+                    Some(l) => lists.push(l),
+                    None => return Some(Vec::new()),
+                }
+            }
+        }
+        lists.sort_by_key(|l| l.len());
+        let (first, rest) = lists.split_first()?;
+        let mut out: Vec<&Arc<Labels>> = first
+            .iter()
+            .filter(|r| rest.iter().all(|l| l.binary_search(r).is_ok()))
+            .filter_map(|r| self.by_ref.get(r))
+            .collect();
+        out.sort_unstable();
+        Some(out)
     }
 
     fn note_stored(&mut self, t: i64) {
@@ -644,6 +743,16 @@ impl Head {
     /// Like [`Head::append`], over borrowed series: labels are copied only for series the head has
     /// not seen yet.
     pub async fn append_series(&self, series: &[AppendSeries<'_>]) -> Result<AppendReport> {
+        let (rep, pending) = self.submit_series(series)?;
+        pending.wait().await?;
+        Ok(rep)
+    }
+
+    /// Like [`Head::append_series`], but returns as soon as the samples are in memory (queryable)
+    /// and their WAL record is queued; the record is durable once the returned handle resolves
+    /// (or after any later [`Head::sync`]). For writers that, like Prometheus's rule manager,
+    /// need the samples visible at once and durable only eventually.
+    pub fn submit_series(&self, series: &[AppendSeries<'_>]) -> Result<(AppendReport, PendingAppend)> {
         let mut rep = AppendReport::default();
         let block_ms = self.opts.block_duration_ms;
         let pending = {
@@ -739,8 +848,13 @@ impl Head {
             // Submitted under the lock so WAL order equals validation order.
             self.wal.submit(batch)?
         };
-        pending.wait().await?;
-        Ok(rep)
+        Ok((rep, pending))
+    }
+
+    /// Waits until every sample appended before is durable (an empty WAL record resolves only
+    /// after everything queued before it is on stable storage).
+    pub async fn sync(&self) -> Result<()> {
+        self.wal.submit(WalBatch::default())?.wait().await
     }
 
     /// Oldest and newest sample timestamps held (cheap: no walk over the series); `None` when empty.
@@ -919,7 +1033,12 @@ impl Head {
     ) -> Result<Vec<SeriesSamples>> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
-        for l in &st.order {
+        let candidates = st.candidates(req_matchers);
+        let all: Box<dyn Iterator<Item = &Arc<Labels>>> = match &candidates {
+            Some(c) => Box::new(c.iter().copied()),
+            None => Box::new(st.order.iter()),
+        };
+        for l in all {
             if !matches_all(req_matchers, l) {
                 continue;
             }
@@ -1077,6 +1196,69 @@ mod tests {
         assert_eq!((st.series, st.samples, st.min_t, st.max_t), (3, 602, Some(1_000_000), Some(ts[299])));
         // 300 samples per series in chunks of 120: 3 chunks each for `up`, 1 for `down`.
         assert_eq!(st.chunks, 7);
+    }
+
+    /// The postings narrow a select to exactly the series a full scan finds, in label order, also
+    /// after series were removed (a cut) and added again.
+    #[test]
+    fn postings_select_what_a_scan_selects() {
+        let mut st = State::new(0);
+        let series: Vec<Labels> = (0..200)
+            .map(|i| {
+                let mut pairs = vec![
+                    ("__name__".to_string(), format!("m{}", i % 3)),
+                    ("job".to_string(), format!("j{}", i % 4)),
+                    ("i".to_string(), format!("{i}")),
+                ];
+                if i % 5 != 0 {
+                    pairs.push(("zone".to_string(), format!("z{}", i % 2)));
+                }
+                Labels::from_pairs(pairs)
+            })
+            .collect();
+        let add = |st: &mut State, l: &Labels| {
+            let pairs: Vec<(&str, &str)> = l.iter().map(|x| (x.name.as_str(), x.value.as_str())).collect();
+            st.entry_pairs(&pairs).unwrap();
+        };
+        for l in &series {
+            add(&mut st, l);
+        }
+        let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+        let sets = vec![
+            vec![m(MatchOp::Equal, "__name__", "m1")],
+            vec![m(MatchOp::Equal, "__name__", "m1"), m(MatchOp::Equal, "job", "j2")],
+            vec![m(MatchOp::Equal, "job", "j3"), m(MatchOp::Equal, "zone", "z1"), m(MatchOp::NotEqual, "i", "7")],
+            vec![m(MatchOp::Equal, "zone", ""), m(MatchOp::Equal, "job", "j0")],
+            vec![m(MatchOp::Equal, "job", "j1"), m(MatchOp::RegexMatch, "i", "1.*")],
+            vec![m(MatchOp::Equal, "job", "nope")],
+            vec![m(MatchOp::Equal, "nope", "x")],
+            vec![m(MatchOp::RegexMatch, "job", "j1|j2")],
+        ];
+        let check = |st: &State| {
+            for ms in &sets {
+                let scan: Vec<&Arc<Labels>> = st.order.iter().filter(|l| matches_all(ms, l)).collect();
+                let narrowed: Vec<&Arc<Labels>> = match st.candidates(ms) {
+                    Some(c) => c.into_iter().filter(|l| matches_all(ms, l)).collect(),
+                    None => st.order.iter().filter(|l| matches_all(ms, l)).collect(),
+                };
+                assert_eq!(narrowed, scan, "{ms:?}");
+            }
+        };
+        check(&st);
+        assert!(st.candidates(&sets[1]).unwrap().len() < 20, "narrowed by both = matchers");
+        assert!(st.candidates(&sets[7]).is_none(), "no = matcher: every series is a candidate");
+        for l in series.iter().step_by(3) {
+            st.remove(l);
+        }
+        check(&st);
+        for l in series.iter().step_by(6) {
+            add(&mut st, l);
+        }
+        check(&st);
+        for l in &series {
+            st.remove(l);
+        }
+        assert!(st.postings.is_empty() && st.by_ref.is_empty());
     }
 
     /// Label names and values answered in place agree with the ones walked from `series`.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use engine::bucket::Bucket;
-use engine::head::{AppendSeries, Head, HeadOptions};
+use engine::head::{Head, HeadOptions, SinglePoints};
 use engine::meta::BlockMeta;
 use engine::source::{SelectRequest, SeriesSource, SeriesStream};
 use engine::{Labels, Matcher, Relabel};
@@ -59,15 +59,16 @@ impl OwnHead {
         Ok(OwnHead { head, opts: Arc::new(opts) })
     }
 
-    /// Appends samples `(labels, t ms, value)`; durable when it returns. Rejected samples
-    /// (out of order, duplicate, too old) are counted in the outcome.
-    pub async fn append(&self, samples: &[(Labels, i64, f64)]) -> Result<AppendOutcome> {
-        let pairs: Vec<Vec<(&str, &str)>> =
-            samples.iter().map(|(l, _, _)| l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()).collect();
-        let points: Vec<[(i64, f64); 1]> = samples.iter().map(|(_, t, v)| [(*t, *v)]).collect();
-        let series: Vec<AppendSeries<'_>> =
-            pairs.iter().zip(&points).map(|(labels, samples)| AppendSeries { labels, samples }).collect();
-        Ok(self.head.append_series(&series).await?.into())
+    /// Appends samples `(labels, t ms, value)`: queryable when it returns, durable after the next
+    /// [`OwnHead::sync`]. Rejected samples (out of order, duplicate, too old) are counted in the
+    /// outcome.
+    pub fn append_visible(&self, samples: &[(Labels, i64, f64)]) -> Result<AppendOutcome> {
+        Ok(self.head.submit_series(&SinglePoints::new(samples).series())?.0.into())
+    }
+
+    /// Waits until everything appended before is durable.
+    pub async fn sync(&self) -> Result<()> {
+        Ok(self.head.sync().await?)
     }
 
     /// Cuts finished blocks (everything with `force`) into the bucket, awaiting `uploaded()` after
@@ -170,7 +171,8 @@ mod tests {
         };
         let h = OwnHead::open(opts.clone()).await.unwrap();
         let l = Labels::from_pairs([("__name__", "job:up:sum"), ("job", "a")]);
-        let r = h.append(&[(l.clone(), 1000, 1.0), (l.clone(), 2000, 2.0)]).await.unwrap();
+        let r = h.append_visible(&[(l.clone(), 1000, 1.0), (l.clone(), 2000, 2.0)]).unwrap();
+        h.sync().await.unwrap();
         assert_eq!(r.accepted, 2);
         drop(h);
         let h = OwnHead::open(opts).await.unwrap(); // WAL replay

@@ -115,6 +115,12 @@ pub trait TenantHead: SeriesSource {
     /// Appends samples; durable when it returns. Rejected samples are counted, not errors; an error
     /// means the write failed as a whole (WAL or disk).
     async fn append(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome>;
+    /// Appends samples that are queryable when it returns and durable after the next
+    /// [`TenantHead::sync`] (rule results: Prometheus's rule manager does not wait for its WAL
+    /// either).
+    async fn append_visible(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome>;
+    /// Waits until everything appended before is durable.
+    async fn sync(&self) -> Result<()>;
     /// Cuts finished blocks (all data when `force`) and uploads them, awaiting `uploaded()` after
     /// each upload and before the head drops the block's samples; returns the blocks written.
     async fn cut(&self, force: bool, uploaded: &UploadHook) -> Result<usize>;
@@ -181,6 +187,12 @@ impl SeriesSource for EngineHead {
 impl TenantHead for EngineHead {
     async fn append(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome> {
         Ok(self.head.append_series(series).await?.into())
+    }
+    async fn append_visible(&self, series: &[AppendSeries<'_>]) -> Result<AppendOutcome> {
+        Ok(self.head.submit_series(series)?.0.into())
+    }
+    async fn sync(&self) -> Result<()> {
+        Ok(self.head.sync().await?)
     }
     async fn cut(&self, force: bool, uploaded: &UploadHook) -> Result<usize> {
         Ok(self.head.cut_then(&self.bucket, force, uploaded).await?.len())

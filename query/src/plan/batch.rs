@@ -34,7 +34,7 @@ use super::{Grid, decode_labels, encode_labels};
 use crate::error::{Error, Result};
 
 /// Bit pattern of Prometheus's stale marker NaN.
-pub(crate) const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+pub(crate) use engine::chunkenc::STALE_NAN_BITS;
 
 /// True when `v` is a stale marker (not any NaN: exactly Prometheus's bit pattern).
 pub(crate) fn is_stale(v: f64) -> bool {

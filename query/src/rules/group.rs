@@ -15,14 +15,12 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use engine::Labels;
+use engine::chunkenc::STALE_NAN_BITS;
 
 use super::file::{GroupSpec, RuleKind, RuleSpec};
 use super::template::TemplateData;
 use super::{Alert, AlertState, Health, RuleEnv};
 use crate::value::Sample;
-
-/// Prometheus's stale marker: a NaN with this bit pattern ends a series.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// How long a resolved alert is kept (and re-sent as resolved), as Prometheus.
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -152,6 +150,12 @@ impl Group {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes the series every rule wrote in its last evaluation (left empty), for stale markers
+    /// when the rules are gone.
+    pub fn take_series(&self) -> Vec<Labels> {
+        self.lock().rules.iter_mut().flat_map(|r| std::mem::take(&mut r.prev_series)).collect()
+    }
+
     /// Prometheus's evaluation time at or before `now_ms` for this group: the interval grid
     /// shifted by the hash of `{file, name}` modulo the interval (computed in nanoseconds, as
     /// Prometheus does).
@@ -225,6 +229,11 @@ impl Group {
             let secs = rule_started.elapsed().as_secs_f64();
             self.lock().rules[i].eval_seconds = secs;
             env.metrics.rule_duration.observe(secs);
+        }
+        // one wait for the WAL per group evaluation, not per rule
+        if let Err(e) = env.sink.sync().await {
+            tracing::warn!(group = %self.name, file = %self.file, "cannot make the rule results durable: {e}");
+            env.metrics.failures.get_or_create(&[("rule_group", key.clone())]).inc();
         }
         let secs = started.elapsed().as_secs_f64();
         {
@@ -435,7 +444,7 @@ fn alerts_to_send(rule: &mut RuleState, ts: i64, resend_delay_ms: i64, interval_
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use std::sync::Arc;
 
@@ -447,7 +456,7 @@ mod tests {
     use crate::{Engine, EngineOptions};
 
     #[derive(Debug, Default)]
-    struct VecSink(Mutex<Vec<OutSample>>);
+    pub(crate) struct VecSink(Mutex<Vec<OutSample>>);
 
     #[async_trait]
     impl ResultSink for VecSink {
@@ -455,10 +464,13 @@ mod tests {
             self.0.lock().unwrap().extend(samples);
             Ok(())
         }
+        async fn sync(&self) -> Result<(), String> {
+            Ok(())
+        }
     }
 
     impl VecSink {
-        fn take(&self) -> Vec<String> {
+        pub(crate) fn take(&self) -> Vec<String> {
             let mut v: Vec<String> = self
                 .0
                 .lock()
@@ -474,7 +486,7 @@ mod tests {
         }
     }
 
-    fn env(src: Arc<engine::MemSource>, sink: Arc<VecSink>) -> RuleEnv {
+    pub(crate) fn env(src: Arc<engine::MemSource>, sink: Arc<VecSink>) -> RuleEnv {
         RuleEnv {
             querier: Arc::new(EngineQuerier(Engine::new(src, EngineOptions::default()))),
             sink,

@@ -85,36 +85,53 @@ impl Manager {
                 return Err(e);
             }
         };
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let old: HashMap<(String, String), Arc<Group>> =
-            running.groups.iter().map(|g| ((g.file.clone(), g.name.clone()), g.clone())).collect();
-        let restoring = self.opts.restore_source.is_some();
-        let mut groups = Vec::new();
-        for spec in specs {
-            let prev = old.get(&(spec.file.clone(), spec.name.clone())).cloned();
-            let g = Arc::new(Group::new(spec, !restoring || prev.is_some()));
-            if let Some(prev) = &prev {
-                carry_over(prev, &g);
+        // the lock is not held across the await below
+        let (n, gone) = {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            let old: HashMap<(String, String), Arc<Group>> =
+                running.groups.iter().map(|g| ((g.file.clone(), g.name.clone()), g.clone())).collect();
+            let restoring = self.opts.restore_source.is_some();
+            let mut groups = Vec::new();
+            for spec in specs {
+                let prev = old.get(&(spec.file.clone(), spec.name.clone())).cloned();
+                let g = Arc::new(Group::new(spec, !restoring || prev.is_some()));
+                if let Some(prev) = &prev {
+                    carry_over(prev, &g);
+                }
+                let key = [("rule_group", g.key())];
+                self.env.metrics.group_interval.get_or_create(&key).set(g.interval_ms as f64 / 1000.0);
+                self.env.metrics.group_rules.get_or_create(&key).set(g.lock().rules.len() as f64);
+                // counters exist (at 0) from the start, as Prometheus's
+                let m = &self.env.metrics;
+                for c in [&m.evaluations, &m.failures, &m.iterations, &m.iterations_missed] {
+                    let _ = c.get_or_create(&key);
+                }
+                groups.push((g, restoring && prev.is_none()));
             }
-            let key = [("rule_group", g.key())];
-            self.env.metrics.group_interval.get_or_create(&key).set(g.interval_ms as f64 / 1000.0);
-            self.env.metrics.group_rules.get_or_create(&key).set(g.lock().rules.len() as f64);
-            // counters exist (at 0) from the start, as Prometheus's
-            let m = &self.env.metrics;
-            for c in [&m.evaluations, &m.failures, &m.iterations, &m.iterations_missed] {
-                let _ = c.get_or_create(&key);
+            for t in running.tasks.drain(..) {
+                t.abort();
             }
-            groups.push((g, restoring && prev.is_none()));
+            // The series of rules that are gone (their own or their group's removal, or a changed
+            // expression) end with a stale marker, as Prometheus ends them on reload.
+            let gone: Vec<Labels> = running.groups.iter().flat_map(|g| g.take_series()).collect();
+            running.groups = groups.iter().map(|(g, _)| g.clone()).collect();
+            for (g, restore) in groups {
+                let me = self.clone();
+                running.tasks.push(tokio::spawn(async move { me.run_group(g, restore).await }));
+            }
+            let n = running.groups.len();
+            (n, gone)
+        };
+        if !gone.is_empty() {
+            let t = now_ms();
+            let stale = f64::from_bits(engine::chunkenc::STALE_NAN_BITS);
+            let count = gone.len();
+            let appended = self.env.sink.append(gone.into_iter().map(|l| (l, t, stale)).collect()).await;
+            match appended.and(self.env.sink.sync().await) {
+                Ok(()) => tracing::info!(series = count, "stale markers written for removed rules"),
+                Err(e) => tracing::warn!("cannot write stale markers for removed rules: {e}"),
+            }
         }
-        for t in running.tasks.drain(..) {
-            t.abort();
-        }
-        running.groups = groups.iter().map(|(g, _)| g.clone()).collect();
-        for (g, restore) in groups {
-            let me = self.clone();
-            running.tasks.push(tokio::spawn(async move { me.run_group(g, restore).await }));
-        }
-        let n = running.groups.len();
         self.env.metrics.config_last_reload_success.set(1);
         self.env.metrics.config_last_reload_seconds.set(now_ms() as f64 / 1000.0);
         tracing::info!(groups = n, "rule files loaded");
@@ -132,10 +149,7 @@ impl Manager {
     async fn iteration(&self, g: &Group, ts: i64) {
         self.env.metrics.iterations.get_or_create(&[("rule_group", g.key())]).inc();
         let alerts = g.eval(ts, &self.env).await;
-        if !alerts.is_empty() && !self.notifier.is_empty() {
-            let n = self.notifier.clone();
-            tokio::spawn(async move { n.send(&alerts).await });
-        }
+        self.notifier.enqueue(alerts);
     }
 
     /// Sleeps until the wall clock reaches `t_ms`.
@@ -225,7 +239,7 @@ async fn last_samples(
     while let Some(batch) = stream.try_next().await.map_err(|e| e.to_string())? {
         for i in 0..batch.num_series() {
             let (labels, ts, vs) = batch.series(i);
-            let last = ts.iter().zip(vs).rev().find(|(_, v)| v.to_bits() != super::STALE_NAN_BITS);
+            let last = ts.iter().zip(vs).rev().find(|(_, v)| !engine::chunkenc::is_stale_nan(**v));
             if let Some((t, v)) = last {
                 let mut l = labels.clone();
                 l.remove("__name__");
@@ -250,8 +264,69 @@ fn carry_over(old: &Group, new: &Group) {
             n.last_error = o.last_error.clone();
             n.last_eval_ms = o.last_eval_ms;
             n.eval_seconds = o.eval_seconds;
+            n.prev_series = std::mem::take(&mut o.prev_series);
         }
     }
     new_state.last_eval_ms = old_state.last_eval_ms;
     new_state.eval_seconds = old_state.eval_seconds;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::rules::group::tests::{VecSink, env};
+    use crate::rules::notifier::NotifierOptions;
+
+    const M: i64 = 60_000;
+
+    /// Reloading ends the series of rules that are gone with a stale marker, and only those; a
+    /// rule kept across reloads keeps its series (ended once its group is removed).
+    #[tokio::test]
+    async fn reload_marks_the_series_of_removed_rules_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.yml");
+        let rules = |rules: &str| format!("groups:\n- name: g\n  interval: 1h\n  rules:\n{rules}");
+        let keep = "  - record: job:up:sum\n    expr: sum by (job) (up)\n";
+        let drop = "  - record: up:count\n    expr: count(up)\n";
+        std::fs::write(&file, rules(&format!("{keep}{drop}"))).unwrap();
+
+        let src = Arc::new(engine::MemSource::new());
+        let now = now_ms();
+        src.add(Labels::from_pairs([("__name__", "up"), ("job", "a")]), &[now - M], &[1.0]);
+        let sink = Arc::new(VecSink::default());
+        let env = env(src, sink.clone());
+        let opts = ManagerOptions {
+            rule_files: vec![file.to_string_lossy().into_owned()],
+            eval_interval_ms: M,
+            for_outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+            restore_source: None,
+        };
+        let notifier = Notifier::new(NotifierOptions::default(), env.metrics.clone()).unwrap();
+        let m = Manager::new(opts, env.clone(), notifier);
+        assert_eq!(m.reload().await.unwrap(), 1);
+        m.groups()[0].eval(now, &env).await;
+        let first = sink.take();
+        assert_eq!(first.len(), 2, "{first:?}");
+
+        // the second rule is removed: its one series ends, the kept rule's does not
+        std::fs::write(&file, rules(keep)).unwrap();
+        m.reload().await.unwrap();
+        let out = sink.take();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].starts_with("up:count ") && out[0].ends_with(" stale"), "{out:?}");
+
+        // a reload without changes writes nothing
+        m.reload().await.unwrap();
+        assert_eq!(sink.take(), Vec::<String>::new());
+
+        // the group is removed: the kept rule's series (carried over) ends too
+        std::fs::write(&file, "groups: []\n").unwrap();
+        assert_eq!(m.reload().await.unwrap(), 0);
+        let out = sink.take();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].starts_with(r#"job:up:sum{job="a"} "#) && out[0].ends_with(" stale"), "{out:?}");
+        m.stop();
+    }
 }

@@ -27,6 +27,9 @@ pub struct RuleMetrics {
     pub(crate) group_duration: Histogram,
     pub(crate) notifications_sent: Family<[(&'static str, String); 1], Counter>,
     pub(crate) notification_errors: Family<[(&'static str, String); 1], Counter>,
+    pub(crate) notifications_dropped: Counter,
+    pub(crate) notification_queue_length: Gauge,
+    pub(crate) notification_queue_capacity: Gauge,
     pub(crate) config_last_reload_success: Gauge,
     pub(crate) config_last_reload_seconds: Gauge<f64, AtomicU64>,
 }
@@ -46,6 +49,9 @@ impl Default for RuleMetrics {
             group_duration: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             notifications_sent: Family::default(),
             notification_errors: Family::default(),
+            notifications_dropped: Counter::default(),
+            notification_queue_length: Gauge::default(),
+            notification_queue_capacity: Gauge::default(),
             config_last_reload_success: Gauge::default(),
             config_last_reload_seconds: Gauge::default(),
         }
@@ -111,6 +117,21 @@ impl RuleMetrics {
             "prometheus_notifications_errors",
             "Total number of sent alerts affected by errors.",
             m.notification_errors.clone(),
+        );
+        registry.register(
+            "prometheus_notifications_dropped",
+            "Total number of alerts dropped due to errors when sending to Alertmanager.",
+            m.notifications_dropped.clone(),
+        );
+        registry.register(
+            "prometheus_notifications_queue_length",
+            "The number of alert notifications in the queue.",
+            m.notification_queue_length.clone(),
+        );
+        registry.register(
+            "prometheus_notifications_queue_capacity",
+            "The capacity of the alert notifications queue.",
+            m.notification_queue_capacity.clone(),
         );
         registry.register(
             "prometheus_rule_config_last_reload_successful",

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use engine::Labels;
 
 pub use api::router;
-pub use group::{ForStateLookup, Group, GroupState, Notification, RuleState, STALE_NAN_BITS};
+pub use group::{ForStateLookup, Group, GroupState, Notification, RuleState};
 pub use manager::{Manager, ManagerOptions};
 pub use metrics::RuleMetrics;
 pub use notifier::{Notifier, NotifierOptions};
@@ -48,8 +48,12 @@ pub trait RuleQuerier: Send + Sync + std::fmt::Debug {
 /// Where rule results are stored (the ruler's head).
 #[async_trait]
 pub trait ResultSink: Send + Sync + std::fmt::Debug {
-    /// Appends samples `(labels, t ms, value)`; durable when it returns.
+    /// Appends samples `(labels, t ms, value)`: queryable by the next rule when it returns,
+    /// durable after the next [`ResultSink::sync`].
     async fn append(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String>;
+    /// Waits until everything appended before is durable (once per group evaluation: as in
+    /// Prometheus, a rule does not wait for the WAL).
+    async fn sync(&self) -> Result<(), String>;
 }
 
 /// Rule health, as `/api/v1/rules` shows it.

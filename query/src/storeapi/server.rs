@@ -144,6 +144,17 @@ impl StoreApiMetrics {
     }
 }
 
+/// What one Series call sent, for [`StoreApi::record_series_call`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SentCounts {
+    /// Series sent.
+    pub series: u64,
+    /// Chunks sent.
+    pub chunks: u64,
+    /// Samples in those chunks.
+    pub samples: u64,
+}
+
 /// The gRPC status of a query error: the one place mapping [`Error`]s to gRPC codes.
 pub fn status_of(e: &Error) -> Status {
     let code = match e {
@@ -205,6 +216,16 @@ impl StoreApi {
         metrics: StoreApiMetrics,
     ) -> Self {
         StoreApi { inner: Arc::new(Inner { source, opts, ready, metrics }) }
+    }
+
+    /// Counts a Series call answered beside this server (the sidecar's chunk pass-through) in the
+    /// same `grpc_server_*` and `storeapi_*_sent` metrics as the calls this server answers.
+    pub fn record_series_call(&self, code: Code, started: Instant, sent: SentCounts) {
+        let m = &self.inner.metrics;
+        m.series.inc_by(sent.series);
+        m.chunks.inc_by(sent.chunks);
+        m.samples.inc_by(sent.samples);
+        m.observe(STORE, "Series", code, started);
     }
 
     /// The `thanos.Store` service, message limits at [`MAX_MESSAGE_BYTES`].

@@ -331,6 +331,7 @@ async fn write_downsampled(
     let half = index.len().div_ceil(2);
     let mut written = 0usize;
     let mut agg = AggrSeries::default();
+    let weight = crate::merge::row_weight(reader.resolution());
     let mut pos = 0usize;
     while pos < index.len() {
         if stop.is_stopped() {
@@ -338,8 +339,8 @@ async fn write_downsampled(
         }
         let mut ids = Vec::new();
         let mut n = 0u64;
-        while pos < index.len() && (ids.is_empty() || n + index.num_samples[pos] <= budget) {
-            n += index.num_samples[pos];
+        while pos < index.len() && (ids.is_empty() || n + index.num_samples[pos] * weight <= budget) {
+            n += index.num_samples[pos] * weight;
             ids.push(pos as u32);
             pos += 1;
         }

@@ -17,7 +17,8 @@
 //! Series ids are re-assigned by the writer (dense, in label order); stale markers and NaNs are
 //! values like any other and kept bit for bit. Memory: the series tables of the sources (one row
 //! per series), the read-ahead buffers (at most [`MergeOptions::budget_samples`] samples across all
-//! blocks, but always at least one whole series per block) and the writer's current row group.
+//! blocks, an aggregate row counting as the raw samples its memory holds, but always at least one
+//! whole series per block) and the writer's current row group.
 //! A single series is always held whole (the writer takes series whole), so one series larger
 //! than the budget is read in one go.
 
@@ -154,11 +155,12 @@ impl Cursor {
     /// Reads series `pos..` up to the budget (at least one series).
     async fn refill(&mut self) -> Result<()> {
         let index = self.reader.index();
+        let weight = row_weight(self.reader.resolution());
         let mut ids = Vec::new();
         let mut n = 0u64;
         let mut i = self.pos;
         while i < index.len() {
-            let k = index.num_samples[i];
+            let k = index.num_samples[i] * weight;
             if !ids.is_empty() && n + k > self.budget {
                 break;
             }
@@ -180,6 +182,13 @@ impl Cursor {
         }
         Ok(())
     }
+}
+
+/// What one row of a block of `resolution` weighs against the sample budget: 1 for a raw sample
+/// (16 bytes in memory), the aggregate row's size in raw samples for a downsampled block (an
+/// [`AggrSeries`] row holds eight columns), so a budget bounds bytes whatever the resolution.
+pub(crate) fn row_weight(resolution: i64) -> u64 {
+    if resolution > 0 { AggrSeries::ROW_BYTES.div_ceil(16) as u64 } else { 1 }
 }
 
 /// Appends the union of `tracks` (each sorted by time) to `out`; on equal timestamps the earlier

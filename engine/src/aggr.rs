@@ -113,6 +113,22 @@ impl AggrSeries {
         self.counter_end.clear();
     }
 
+    /// Makes room for `n` more rows.
+    pub fn reserve(&mut self, n: usize) {
+        self.timestamps.reserve(n);
+        self.count.reserve(n);
+        self.sum.reserve(n);
+        self.min.reserve(n);
+        self.max.reserve(n);
+        self.counter.reserve(n);
+        self.counter_start.reserve(n);
+        self.counter_end.reserve(n);
+    }
+
+    /// Bytes one row takes in memory (its eight columns), about six raw samples' worth.
+    pub const ROW_BYTES: usize =
+        5 * 8 + 2 * std::mem::size_of::<Option<f64>>() + std::mem::size_of::<Option<(i64, f64)>>();
+
     /// Appends one row.
     pub fn push(&mut self, r: AggrRow) {
         self.timestamps.push(r.t);

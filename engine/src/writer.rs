@@ -670,15 +670,63 @@ pub(crate) mod tests {
         assert_eq!(r.index().labels, series);
     }
 
+    /// A new 5m block over `[0, max_time)` in `b`: its ULID and writer.
+    fn aggr_writer(b: &Bucket, max_time: i64) -> (ulid::Ulid, BlockWriter) {
+        let u = ulid::Ulid::new();
+        let mut o = BlockWriterOptions::new(u, 0, max_time);
+        o.resolution = crate::aggr::RESOLUTION_5M;
+        (u, BlockWriter::new(b.clone(), o).unwrap())
+    }
+
+    #[tokio::test]
+    async fn aggregates_of_series_across_record_batches_read_back_whole() {
+        use crate::aggr::{AggrRow, AggrSeries};
+        // 70 series of 2,000 rows: 140,000 rows, so series straddle the reader's 64Ki-row batches.
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path()).unwrap();
+        let (u, mut w) = aggr_writer(&b, 1_000_000_000);
+        let mut series = Vec::new();
+        for k in 0..70u64 {
+            let mut s = AggrSeries::default();
+            for r in 0..2_000u64 {
+                let t = 299_999 + r as i64 * 300_000;
+                s.push(AggrRow {
+                    t,
+                    count: k * 10_000 + r,
+                    sum: (k * r) as f64,
+                    min: -(r as f64),
+                    max: k as f64,
+                    counter: (r % 7 != 3).then_some(r as f64),
+                    counter_start: (r == 0 || r == 1_000).then_some((t - 1, k as f64)),
+                    counter_end: (r == 999 || r == 1_999).then_some(r as f64 + 0.5),
+                });
+            }
+            series.push((Labels::from_pairs([("__name__", "m"), ("i", &*format!("{k:03}"))]), s));
+        }
+        for (l, s) in &series {
+            w.append_aggr_series(l, s).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        let r = crate::reader::BlockReader::open(&b, &u.to_string()).await.unwrap();
+        // Every series, then a gapped subset (several row ranges).
+        let all: Vec<u32> = (0..70).collect();
+        for ids in [all, vec![69, 3, 31, 32, 33, 50]] {
+            let got = r.read_aggregates(&ids, i64::MIN, i64::MAX).await.unwrap();
+            let mut want_ids = ids.clone();
+            want_ids.sort_unstable();
+            assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), want_ids);
+            for (id, g) in &got {
+                assert_eq!(g, &series[*id as usize].1, "series {id}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn downsampled_block_round_trips_aggregates() {
         use crate::aggr::{AggrRow, AggrSeries};
         let dir = tempfile::tempdir().unwrap();
         let b = Bucket::local(dir.path()).unwrap();
-        let u = ulid::Ulid::new();
-        let mut o = BlockWriterOptions::new(u, 0, 10_000_000);
-        o.resolution = crate::aggr::RESOLUTION_5M;
-        let mut w = BlockWriter::new(b.clone(), o).unwrap();
+        let (u, mut w) = aggr_writer(&b, 10_000_000);
         let e = w.append_series(&Labels::from_pairs([("__name__", "a")]), &[1], &[1.0]).await.unwrap_err();
         assert!(e.to_string().contains("takes aggregates"), "{e}");
         let mut series = Vec::new();

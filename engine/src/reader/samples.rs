@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
 use futures::TryStreamExt;
 use parquet::arrow::ProjectionMask;
@@ -222,14 +222,10 @@ impl BlockReader {
                 _ => ranges.push(r),
             }
         }
-        let all = self.read_aggr_rows(&ranges).await?;
+        let sizes: Vec<usize> = ids.iter().map(|&i| self.index.num_samples[i as usize] as usize).collect();
+        let all = self.read_aggr_rows(&ranges, &sizes).await?;
         let mut out = Vec::with_capacity(ids.len());
-        let mut at = 0usize;
-        for &i in &ids {
-            let n = self.index.num_samples[i as usize] as usize;
-            let mut one = AggrSeries::default();
-            one.extend_from(&all, at..at + n);
-            at += n;
+        for (&i, one) in ids.iter().zip(all) {
             one.check().map_err(|e| bad(format!("series_id {i}: {e}")))?;
             let keep = one.batches_overlapping(min_t, max_t);
             if keep.is_empty() {
@@ -248,22 +244,28 @@ impl BlockReader {
         Ok(out)
     }
 
-    /// The rows of `ranges` (ascending, non-adjacent global row ranges) of `aggregates.parquet`.
-    async fn read_aggr_rows(&self, ranges: &[Range<usize>]) -> Result<AggrSeries> {
+    /// The rows of `ranges` (ascending, non-adjacent global row ranges) of `aggregates.parquet`,
+    /// cut into consecutive series of `sizes` rows (their sum is the rows of `ranges`). Record
+    /// batches are converted as they are decoded, so only one is held beside the result.
+    async fn read_aggr_rows(&self, ranges: &[Range<usize>], sizes: &[usize]) -> Result<Vec<AggrSeries>> {
         let path = &self.samples_path;
         let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
         let md = self.samples_meta.metadata();
         let (groups, selection) = row_group_selection(md, ranges);
         let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
             .with_row_groups(groups)
             .with_row_selection(selection)
             .with_batch_size(64 * 1024)
             .build()
             .map_err(|e| Error::parquet(path, e))?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::parquet(path, e))?;
-        let mut out = AggrSeries::default();
-        for b in &batches {
+        let mut out: Vec<AggrSeries> = Vec::with_capacity(sizes.len());
+        // The series being filled (index into `sizes`) and the rows it still lacks.
+        let mut cur = AggrSeries::default();
+        let mut next = 0usize;
+        let mut lacking = 0usize;
+        let mut read = 0usize;
+        while let Some(b) = stream.try_next().await.map_err(|e| Error::parquet(path, e))? {
             let f = |name: &str| b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Float64Type>());
             let i = |name: &str| b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
             let count = b.column_by_name(format::COL_COUNT).and_then(|c| c.as_primitive_opt::<UInt64Type>());
@@ -280,24 +282,50 @@ impl BlockReader {
             ) else {
                 return Err(bad("aggregate columns are missing or have wrong types".into()));
             };
-            out.timestamps.extend_from_slice(t.values());
-            out.count.extend_from_slice(count.values());
-            out.sum.extend_from_slice(sum.values());
-            out.min.extend_from_slice(min.values());
-            out.max.extend_from_slice(max.values());
-            out.counter.extend(counter.iter());
-            for (a, b) in st.iter().zip(sv.iter()) {
-                out.counter_start.push(match (a, b) {
-                    (Some(a), Some(b)) => Some((a, b)),
-                    (None, None) => None,
-                    _ => return Err(bad("counter_start_ts and counter_start are not set together".into())),
-                });
+            read += b.num_rows();
+            let mut at = 0usize;
+            while at < b.num_rows() {
+                while lacking == 0 {
+                    if next > 0 {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                    let Some(&n) = sizes.get(next) else {
+                        return Err(bad(format!(
+                            "read more aggregate rows than the {} expected",
+                            sizes.iter().sum::<usize>()
+                        )));
+                    };
+                    cur.reserve(n);
+                    lacking = n;
+                    next += 1;
+                }
+                let r = at..(at + lacking).min(b.num_rows());
+                cur.timestamps.extend_from_slice(&t.values()[r.clone()]);
+                cur.count.extend_from_slice(&count.values()[r.clone()]);
+                cur.sum.extend_from_slice(&sum.values()[r.clone()]);
+                cur.min.extend_from_slice(&min.values()[r.clone()]);
+                cur.max.extend_from_slice(&max.values()[r.clone()]);
+                for k in r.clone() {
+                    cur.counter.push(counter.is_valid(k).then(|| counter.value(k)));
+                    cur.counter_start.push(match (st.is_valid(k), sv.is_valid(k)) {
+                        (true, true) => Some((st.value(k), sv.value(k))),
+                        (false, false) => None,
+                        _ => return Err(bad("counter_start_ts and counter_start are not set together".into())),
+                    });
+                    cur.counter_end.push(end.is_valid(k).then(|| end.value(k)));
+                }
+                lacking -= r.len();
+                at = r.end;
             }
-            out.counter_end.extend(end.iter());
         }
+        if next > 0 {
+            out.push(cur);
+        }
+        // Series of no rows after the last row read.
+        out.extend(sizes.iter().skip(next).filter(|&&n| n == 0).map(|_| AggrSeries::default()));
         let want: usize = ranges.iter().map(|r| r.len()).sum();
-        if out.len() != want {
-            return Err(bad(format!("read {} aggregate rows, expected {want}", out.len())));
+        if read != want || out.len() != sizes.len() || lacking != 0 {
+            return Err(bad(format!("read {read} aggregate rows, expected {want}")));
         }
         Ok(out)
     }
@@ -370,17 +398,17 @@ impl BlockReader {
             &[format::COL_TIMESTAMP, format::COL_VALUE]
         };
         let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns.iter().copied());
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
             .with_row_groups(groups)
             .with_row_selection(selection)
             .with_projection(mask)
             .with_batch_size(64 * 1024)
             .build()
             .map_err(|e| Error::parquet(path, e))?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::parquet(path, e))?;
         let want: usize = ranges.iter().map(|r| r.len()).sum();
         let (mut ts, mut vs): (Vec<i64>, Vec<f64>) = (Vec::with_capacity(want), Vec::with_capacity(want));
-        for b in &batches {
+        // Batches converted as they are decoded: one held at a time.
+        while let Some(b) = stream.try_next().await.map_err(|e| Error::parquet(path, e))? {
             let t = b.column_by_name(format::COL_TIMESTAMP).and_then(|c| c.as_primitive_opt::<Int64Type>());
             let v = b.column_by_name(format::COL_VALUE).and_then(|c| c.as_primitive_opt::<Float64Type>());
             let (Some(t), Some(v)) = (t, v) else { return Err(bad("timestamp/value columns have wrong types".into())) };

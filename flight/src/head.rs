@@ -20,7 +20,7 @@
 //! wired in the `strata` binary): this crate only sees [`engine::SeriesSource`]s.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{
     ArrayRef, Float64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondArray,
@@ -30,14 +30,20 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use engine::format;
 use engine::source::{SelectRequest, SeriesSource};
 use engine::{MatchOp, Matcher};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
 use crate::tables::timestamp_type;
 
@@ -83,12 +89,7 @@ pub(crate) type BlockRange = (BTreeMap<String, String>, i64, i64);
 /// The heads as one table, in the row shape the bucket views use before their final projection.
 #[derive(Debug)]
 pub(crate) struct HeadTable {
-    heads: Arc<dyn RecentHeads>,
-    /// Label names with a column (`__l_<name>`), in column order; others go to `__overflow`.
-    labels: Vec<String>,
-    /// Blocks of the snapshot: (external labels, min time, max time exclusive).
-    blocks: Arc<Vec<BlockRange>>,
-    schema: SchemaRef,
+    reader: Arc<HeadReader>,
 }
 
 impl HeadTable {
@@ -101,7 +102,8 @@ impl HeadTable {
         fields.push(Field::new("__overflow", format::overflow_column_type(), true));
         fields.push(Field::new("timestamp", timestamp_type(), false));
         fields.push(Field::new("value", DataType::Float64, false));
-        HeadTable { heads, labels, blocks: Arc::new(blocks), schema: Arc::new(Schema::new(fields)) }
+        let schema = Arc::new(Schema::new(fields));
+        HeadTable { reader: Arc::new(HeadReader { heads, labels, blocks, schema }) }
     }
 
     /// The label a column of the table stands for (`metric` is `__name__`).
@@ -110,7 +112,7 @@ impl HeadTable {
             return Some(format::COL_METRIC_NAME.to_string());
         }
         let name = column.strip_prefix("__l_")?;
-        self.labels.iter().any(|l| l == name).then(|| name.to_string())
+        self.reader.labels.iter().any(|l| l == name).then(|| name.to_string())
     }
 
     /// Matchers and the inclusive time range the filters imply (each a conjunct; what they do not
@@ -154,9 +156,34 @@ impl HeadTable {
         }
         Ok((matchers, min_t, max_t))
     }
+}
 
-    /// Reads the matching head samples outside the snapshot's blocks of the same head.
-    async fn read(&self, matchers: Vec<Matcher>, min_t: i64, max_t: i64) -> datafusion::error::Result<RecordBatch> {
+/// What a head scan reads: the heads, the table's label columns and the snapshot's blocks.
+#[derive(Debug)]
+struct HeadReader {
+    heads: Arc<dyn RecentHeads>,
+    /// Label names with a column (`__l_<name>`), in column order; others go to `__overflow`.
+    labels: Vec<String>,
+    /// Blocks of the snapshot: (external labels, min time, max time exclusive).
+    blocks: Vec<BlockRange>,
+    schema: SchemaRef,
+}
+
+/// Bytes a row of a series with labels `labels` adds to the head batch, about: hash, timestamp,
+/// value, the label strings and their offsets (what the memory reservation grows by).
+fn row_bytes(labels: &engine::Labels) -> usize {
+    24 + labels.iter().map(|l| l.name.len() + l.value.len() + 8).sum::<usize>()
+}
+
+impl HeadReader {
+    /// Reads the matching head samples outside the snapshot's blocks of the same head, growing
+    /// `reservation` as the batch grows (a head larger than the statement's memory limit ends the
+    /// read with DataFusion's resources-exhausted error before it is all in memory).
+    async fn read(
+        &self,
+        req: &SelectRequest,
+        reservation: &mut MemoryReservation,
+    ) -> datafusion::error::Result<RecordBatch> {
         // series.parquet's overflow type (format::overflow_column_type): Parquet's map field names.
         let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
         let mut hash = UInt64Builder::new();
@@ -166,7 +193,6 @@ impl HeadTable {
         let mut ts: Vec<i64> = Vec::new();
         let mut value = Float64Builder::new();
         let index: BTreeMap<&str, usize> = self.labels.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-        let req = SelectRequest { matchers, min_t, max_t, hints: Default::default() };
         for part in self.heads.heads().await {
             let mut cut: Vec<(i64, i64)> =
                 self.blocks.iter().filter(|(l, _, _)| *l == part.block_labels).map(|(_, a, b)| (*a, *b)).collect();
@@ -176,24 +202,23 @@ impl HeadTable {
                 i > 0 && t < cut[i - 1].1
             };
             let mut stream =
-                part.source.select(&req).await.map_err(|e| datafusion::error::DataFusionError::External(e.into()))?;
+                part.source.select(req).await.map_err(|e| datafusion::error::DataFusionError::External(e.into()))?;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| datafusion::error::DataFusionError::External(e.into()))?;
                 for i in 0..batch.num_series() {
                     let (labels, t, v) = batch.series(i);
-                    let h = labels.stable_hash();
-                    let mut rows = 0usize;
-                    for (t, v) in t.iter().zip(v) {
-                        if in_block(*t) {
-                            continue;
-                        }
-                        ts.push(*t);
-                        value.append_value(*v);
-                        rows += 1;
-                    }
+                    let rows = t.iter().filter(|t| !in_block(**t)).count();
                     if rows == 0 {
                         continue;
                     }
+                    reservation.try_grow(rows.saturating_mul(row_bytes(labels)))?;
+                    for (t, v) in t.iter().zip(v) {
+                        if !in_block(*t) {
+                            ts.push(*t);
+                            value.append_value(*v);
+                        }
+                    }
+                    let h = labels.stable_hash();
                     let mut own: Vec<Option<&str>> = vec![None; self.labels.len()];
                     let mut extra: Vec<(&str, &str)> = Vec::new();
                     for l in labels.iter().filter(|l| l.name != format::COL_METRIC_NAME) {
@@ -226,7 +251,9 @@ impl HeadTable {
         columns.push(Arc::new(overflow.finish()));
         columns.push(Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")));
         columns.push(Arc::new(value.finish()));
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        reservation.try_resize(batch.get_array_memory_size())?;
+        Ok(batch)
     }
 }
 
@@ -244,7 +271,7 @@ fn timestamp_ms(v: &ScalarValue) -> Option<i64> {
 #[async_trait]
 impl TableProvider for HeadTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        Arc::clone(&self.reader.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -267,9 +294,146 @@ impl TableProvider for HeadTable {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let (matchers, min_t, max_t) =
             self.selection(filters).map_err(|e| datafusion::error::DataFusionError::External(e.into()))?;
-        let batch = self.read(matchers, min_t, max_t).await?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], Arc::clone(&self.schema), projection.cloned())?)
+        let req = SelectRequest { matchers, min_t, max_t, hints: Default::default() };
+        Ok(Arc::new(HeadScanExec::new(Arc::clone(&self.reader), req, projection.cloned())?))
     }
+}
+
+/// The physical scan of the heads: reads them when executed (or ahead, by [`read_heads`]), into
+/// one batch accounted in the statement's memory pool.
+#[derive(Debug)]
+pub(crate) struct HeadScanExec {
+    reader: Arc<HeadReader>,
+    req: SelectRequest,
+    projection: Option<Vec<usize>>,
+    props: Arc<PlanProperties>,
+    /// The batch [`read_heads`] read ahead and its reservation, taken by the first execution.
+    ahead: Mutex<Option<(RecordBatch, MemoryReservation)>>,
+}
+
+impl HeadScanExec {
+    fn new(
+        reader: Arc<HeadReader>,
+        req: SelectRequest,
+        projection: Option<Vec<usize>>,
+    ) -> datafusion::error::Result<Self> {
+        let schema = match &projection {
+            Some(p) => Arc::new(reader.schema.project(p)?),
+            None => Arc::clone(&reader.schema),
+        };
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(HeadScanExec { reader, req, projection, props, ahead: Mutex::new(None) })
+    }
+
+    /// Reads the heads into memory reserved from `pool`.
+    async fn load(&self, pool: &Arc<dyn MemoryPool>) -> datafusion::error::Result<(RecordBatch, MemoryReservation)> {
+        let mut reservation = MemoryConsumer::new("StrataHeadScan").register(pool);
+        let batch = self.reader.read(&self.req, &mut reservation).await?;
+        let batch = match &self.projection {
+            Some(p) => batch.project(p)?,
+            None => batch,
+        };
+        Ok((batch, reservation))
+    }
+}
+
+impl DisplayAs for HeadScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let matchers: Vec<String> = self.req.matchers.iter().map(|m| m.to_string()).collect();
+        write!(f, "StrataHeadScanExec: matchers={{{}}}", matchers.join(", "))?;
+        if self.req.min_t != i64::MIN || self.req.max_t != i64::MAX {
+            write!(f, ", time=[{}, {}]", self.req.min_t, self.req.max_t)?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for HeadScanExec {
+    fn name(&self) -> &str {
+        "StrataHeadScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        let ahead = match self.ahead.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        let schema = Arc::clone(self.props.eq_properties.schema());
+        let load: BoxFuture<'static, datafusion::error::Result<(RecordBatch, MemoryReservation)>> = match ahead {
+            Some(loaded) => Box::pin(futures::future::ready(Ok(loaded))),
+            None => {
+                let exec = HeadScanExec::new(Arc::clone(&self.reader), self.req.clone(), self.projection.clone())?;
+                Box::pin(async move { exec.load(context.memory_pool()).await })
+            }
+        };
+        // One batch; its reservation is held until the stream ends.
+        enum Step {
+            Load(BoxFuture<'static, datafusion::error::Result<(RecordBatch, MemoryReservation)>>),
+            Hold(MemoryReservation),
+        }
+        let batches = futures::stream::unfold(Some(Step::Load(load)), |step| async move {
+            match step? {
+                Step::Load(load) => match load.await {
+                    Ok((batch, reservation)) => Some((Ok(batch), Some(Step::Hold(reservation)))),
+                    Err(e) => Some((Err(e), None)),
+                },
+                Step::Hold(reservation) => {
+                    drop(reservation);
+                    None
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+/// Reads the heads of every head scan in `plan` now, into `pool` (the statement's memory pool):
+/// what the plan's execution then streams. A caller that must see the heads at a point in time
+/// (before a cut drops samples) reads them ahead with this before executing the plan.
+pub async fn read_heads(plan: &Arc<dyn ExecutionPlan>, pool: &Arc<dyn MemoryPool>) -> datafusion::error::Result<()> {
+    let mut todo = vec![Arc::clone(plan)];
+    while let Some(node) = todo.pop() {
+        if let Some(scan) = node.downcast_ref::<HeadScanExec>() {
+            let loaded = scan.load(pool).await?;
+            match scan.ahead.lock() {
+                Ok(mut g) => *g = Some(loaded),
+                Err(poisoned) => *poisoned.into_inner() = Some(loaded),
+            }
+        }
+        todo.extend(node.children().into_iter().cloned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::{CATALOG, Planned, SqlCatalog, bind, statement_context};
 use crate::error::{Error, Result};
+use crate::head::read_heads;
 use crate::metrics::FlightSqlMetrics;
 
 /// Most prepared statements held open at once (per server).
@@ -114,21 +115,26 @@ impl StrataFlightSql {
         }
     }
 
-    /// Plans `frame` (the plan of `sql`) and returns the schema its results are streamed with.
-    async fn result_schema(&self, sql: &str, frame: DataFrame) -> Result<SchemaRef> {
-        let plan = frame.create_physical_plan().await.map_err(|e| Error::datafusion(statement_context(sql), e))?;
-        Ok(wire_schema(&plan.schema()))
-    }
-
     /// Runs `frame` (the plan of `sql`, from [`SqlCatalog::statement`] or a prepared statement),
-    /// streaming its batches as Flight data under the statement limits.
+    /// streaming its batches as Flight data under the statement limits. The heads' samples are
+    /// read here, once, into the statement's memory pool (before the first batch is streamed).
     async fn run(&self, sql: &str, frame: DataFrame, started: Instant) -> Result<DoGetStream> {
         let limits = self.catalog.limits();
         let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
         let what = statement_context(sql);
-        let plan = frame.create_physical_plan().await.map_err(|e| Error::datafusion(&what, e))?;
-        let schema = wire_schema(&plan.schema());
+        let schema = result_schema(&frame);
         let task_ctx = Arc::new(frame.task_ctx());
+        let prepare = async {
+            let plan = frame.create_physical_plan().await.map_err(|e| Error::datafusion(&what, e))?;
+            read_heads(&plan, task_ctx.memory_pool()).await.map_err(|e| Error::datafusion(&what, e))?;
+            Ok::<_, Error>(plan)
+        };
+        let plan = match deadline {
+            Some(d) => tokio::time::timeout_at(d, prepare)
+                .await
+                .map_err(|_| Error::Timeout(limits.timeout.unwrap_or_default()))??,
+            None => prepare.await?,
+        };
         let stream =
             datafusion::physical_plan::execute_stream(plan, task_ctx).map_err(|e| Error::datafusion(&what, e))?;
         let batches =
@@ -152,6 +158,12 @@ impl StrataFlightSql {
             e.to_status()
         })
     }
+}
+
+/// The schema the results of `frame` are sent with (GetFlightInfo announces it without a physical
+/// plan, so without reading the heads; DoGet casts every batch to it).
+fn result_schema(frame: &DataFrame) -> SchemaRef {
+    wire_schema(frame.schema().as_arrow())
 }
 
 /// The schema results are sent with: dictionaries replaced by their values (what the encoder
@@ -366,8 +378,8 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = self.count(self.catalog.statement(&query.query, None).await)?;
-        let schema = self.count(self.result_schema(&query.query, schema).await)?;
+        let frame = self.count(self.catalog.statement(&query.query, None).await)?;
+        let schema = result_schema(&frame);
         let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
         Ok(Response::new(flight_info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())?))
     }
@@ -391,7 +403,7 @@ impl FlightSqlService for StrataFlightSql {
     ) -> std::result::Result<ActionCreatePreparedStatementResult, Status> {
         let planned = self.count(self.catalog.plan(&query.query).await)?;
         let frame = &planned.frame;
-        let dataset = wire_schema(frame.schema().as_arrow());
+        let dataset = result_schema(frame);
         let params = frame
             .logical_plan()
             .get_parameter_types()
@@ -472,9 +484,8 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
         let p = self.prepared(&cmd.prepared_statement_handle)?;
-        let sql = p.sql.clone();
         let frame = self.count(self.prepared_frame(p).await)?;
-        let schema = self.count(self.result_schema(&sql, frame).await)?;
+        let schema = result_schema(&frame);
         Ok(Response::new(flight_info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())?))
     }
 
@@ -682,5 +693,108 @@ mod tests {
         let close = ActionClosePreparedStatementRequest { prepared_statement_handle: handle };
         service.do_action_close_prepared_statement(close, Request::new(Action::default())).await.unwrap();
         assert!(service.prepared.lock().unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::catalog::StatementLimits;
+    use crate::head::{HeadPart, RecentHeads};
+    use crate::tables::tests::{fleet, write};
+    use arrow::array::AsArray;
+    use arrow::datatypes::Float64Type;
+    use engine::bucket::Bucket;
+    use engine::{Labels, MemSource};
+
+    /// One head; counts how often its series are asked for.
+    #[derive(Debug)]
+    struct Counted {
+        head: Arc<MemSource>,
+        asked: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl RecentHeads for Counted {
+        async fn heads(&self) -> Vec<HeadPart> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            vec![HeadPart { source: self.head.clone(), block_labels: Default::default() }]
+        }
+    }
+
+    /// A block of `fleet(10)` and a head of `n` samples of `fresh{pod="p"}` (value 1 each).
+    async fn serve(n: i64, limits: StatementLimits) -> (tempfile::TempDir, StrataFlightSql, Arc<Counted>) {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        write(&bucket, ulid::Ulid::from_parts(1, 1), &fleet(10)).await;
+        let head = Arc::new(MemSource::new());
+        let ts: Vec<i64> = (0..n).map(|k| 1_000_000 + k * 1000).collect();
+        head.add(Labels::from_pairs([("__name__", "fresh"), ("pod", "p")]), &ts, &vec![1.0; n as usize]);
+        let heads = Arc::new(Counted { head, asked: AtomicU64::new(0) });
+        let catalog = SqlCatalog::new(bucket, vec![], limits).unwrap().with_heads(heads.clone());
+        catalog.refresh().await.unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let service = StrataFlightSql::new(catalog, FlightSqlMetrics::register(&mut registry)).unwrap();
+        (dir, service, heads)
+    }
+
+    async fn collect(stream: DoGetStream) -> std::result::Result<Vec<RecordBatch>, FlightError> {
+        FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from)).try_collect().await
+    }
+
+    /// GetFlightInfo announces the schema without reading the heads; DoGet reads them once.
+    #[tokio::test]
+    async fn heads_are_read_once_per_execution() {
+        let (_dir, service, heads) = serve(100, StatementLimits::default()).await;
+        let sql = "SELECT pod, sum(value) AS s FROM fresh GROUP BY pod";
+        let before = heads.asked.load(Ordering::SeqCst);
+        let cmd = CommandStatementQuery { query: sql.into(), transaction_id: None };
+        let info = service
+            .get_flight_info_statement(cmd, Request::new(FlightDescriptor::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(heads.asked.load(Ordering::SeqCst), before, "GetFlightInfo read the heads");
+        let announced = info.try_decode_schema().unwrap();
+        let ticket = TicketStatementQuery { statement_handle: sql.as_bytes().to_vec().into() };
+        let got = service.do_get_statement(ticket, Request::new(Ticket::default())).await.unwrap();
+        let batches = collect(got.into_inner()).await.unwrap();
+        assert_eq!(heads.asked.load(Ordering::SeqCst), before + 1, "DoGet read the heads once");
+        assert_eq!(batches[0].schema().as_ref(), &announced);
+        assert_eq!(batches[0].column(1).as_primitive::<Float64Type>().value(0), 100.0);
+    }
+
+    /// A statement over a head larger than --sql.memory-limit ends with resources exhausted; the
+    /// same statement fits a larger limit, and a statement over the block alone fits the small one.
+    #[tokio::test]
+    async fn a_huge_head_ends_the_statement_not_the_server() {
+        let limits = StatementLimits { memory_limit: Some(1 << 20), timeout: None };
+        let (_dir, service, _) = serve(200_000, limits).await;
+        let run = |sql: &str| {
+            let ticket = TicketStatementQuery { statement_handle: sql.as_bytes().to_vec().into() };
+            let service = service.clone();
+            async move {
+                match service.do_get_statement(ticket, Request::new(Ticket::default())).await {
+                    Ok(s) => collect(s.into_inner()).await.map_err(|e| match e {
+                        FlightError::Tonic(s) => *s,
+                        other => Status::internal(other.to_string()),
+                    }),
+                    Err(s) => Err(s),
+                }
+            }
+        };
+        let err = run("SELECT sum(value) FROM fresh").await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+        assert!(err.message().contains("--sql.memory-limit"), "{err}");
+        let got = run("SELECT sum(value) FROM node_load1").await.unwrap();
+        assert_eq!(got[0].num_rows(), 1);
+
+        let limits = StatementLimits { memory_limit: Some(256 << 20), timeout: None };
+        let (_dir2, service, _) = serve(200_000, limits).await;
+        let ticket = TicketStatementQuery { statement_handle: b"SELECT sum(value) FROM fresh".to_vec().into() };
+        let got = service.do_get_statement(ticket, Request::new(Ticket::default())).await.unwrap();
+        let got = collect(got.into_inner()).await.unwrap();
+        assert_eq!(got[0].column(0).as_primitive::<Float64Type>().value(0), 200_000.0);
     }
 }

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use clap::Args;
-use engine::SeriesSource;
 use engine::bucket::Bucket;
 use engine::bucket_source::BucketSource;
+use engine::{MergedSource, SeriesSource};
 use flight::{
     BlockFilter, FlightSqlMetrics, HeadPart, RecentHeads, SqlCatalog, StatementLimits, StrataFlightSql, TableFunction,
 };
@@ -98,13 +98,24 @@ pub(crate) struct FlightParts {
     pub(crate) routes: tonic::service::Routes,
     pub(crate) refresh: tokio::task::JoinHandle<()>,
     pub(crate) catalog: SqlCatalog,
+    /// The bucket as the table functions read it (re-synced with the tables).
+    pub(crate) source: Arc<BucketSource>,
 }
 
-/// What a component with heads adds to its Flight SQL tables: the heads' recent samples, and which
-/// blocks of the bucket are its own (all when `None`).
+/// What a component with heads adds to its Flight SQL tables: the heads' recent samples, which
+/// blocks of the bucket are its own (all when `None`), and the heads as one series source that
+/// `promql(...)` reads merged with the bucket (as the PromQL HTTP API does).
 pub(crate) struct LocalData {
     pub(crate) heads: Arc<dyn RecentHeads>,
     pub(crate) blocks: Option<BlockFilter>,
+    pub(crate) source: Arc<dyn SeriesSource>,
+}
+
+impl LocalData {
+    /// The receive heads of `state`, its blocks those `blocks` accepts (all when `None`).
+    pub(crate) fn receive(state: &ReceiveState, blocks: Option<BlockFilter>) -> Self {
+        LocalData { heads: Arc::new(ReceiveHeads(state.clone())), blocks, source: state.source() }
+    }
 }
 
 /// The receive heads (one per tenant) as Flight SQL sees them: each tenant's series as its blocks
@@ -126,12 +137,17 @@ impl RecentHeads for ReceiveHeads {
     }
 }
 
-/// A hook re-reading `catalog`'s bucket after a head cut a block (before the head drops the
-/// block's samples), so that SQL never misses them.
-pub(crate) fn refresh_after_cut(catalog: SqlCatalog) -> crate::query_cmd::AfterUpload {
+/// A hook re-reading the bucket (the tables of `catalog`, the block list of the table functions'
+/// `source`) after a head cut a block (before the head drops the block's samples), so that SQL
+/// never misses them.
+pub(crate) fn refresh_after_cut(catalog: SqlCatalog, source: Arc<BucketSource>) -> crate::query_cmd::AfterUpload {
     crate::query_cmd::AfterUpload(Arc::new(move || -> futures::future::BoxFuture<'static, ()> {
         let catalog = catalog.clone();
+        let source = source.clone();
         Box::pin(async move {
+            if let Err(e) = source.sync().await {
+                tracing::warn!(error = %e, "re-reading the bucket for promql() after a cut failed (next sync shows the block)");
+            }
             if let Err(e) = catalog.refresh().await {
                 tracing::warn!(error = %e, "SQL tables refresh after a cut failed (the block shows after the next one)");
             }
@@ -153,6 +169,7 @@ pub(crate) fn build(
 ) -> Result<FlightParts, CliError> {
     let mut catalog =
         SqlCatalog::new(bucket, functions.functions, sql.limits()?).map_err(|e| CliError::Failed(e.to_string()))?;
+    let source = functions.source.clone();
     if let Some(local) = local {
         catalog = catalog.with_heads(local.heads);
         if let Some(keep) = local.blocks {
@@ -164,7 +181,7 @@ pub(crate) fn build(
     let service = StrataFlightSql::new(catalog.clone(), metrics).map_err(|e| CliError::Failed(e.to_string()))?;
     let routes = flight::server::routes(service, sql.token()?);
     let refresh = tokio::spawn(refresh_loop(catalog.clone(), functions.source, interval, sync_metrics, ready));
-    Ok(FlightParts { routes, refresh, catalog })
+    Ok(FlightParts { routes, refresh, catalog, source })
 }
 
 /// Re-reads the bucket every `interval` (every 5 s at most until the first success): the SQL
@@ -206,10 +223,15 @@ pub(crate) struct SqlFunctions {
     source: Arc<BucketSource>,
 }
 
-/// `promql(expr, start, end, step)` over the blocks of `bucket`.
-pub(crate) fn table_functions(bucket: &Bucket) -> SqlFunctions {
+/// `promql(expr, start, end, step)` over the blocks of `bucket`, merged with `heads` when the
+/// server has heads (the bucket wins on equal timestamps, as in the PromQL HTTP API).
+pub(crate) fn table_functions(bucket: &Bucket, heads: Option<Arc<dyn SeriesSource>>) -> SqlFunctions {
     let source = Arc::new(BucketSource::new(bucket.clone()));
-    let promql = query::sql::promql_table_function(source.clone());
+    let read: Arc<dyn SeriesSource> = match heads {
+        Some(h) => Arc::new(MergedSource::new(vec![source.clone(), h])),
+        None => source.clone(),
+    };
+    let promql = query::sql::promql_table_function(read);
     SqlFunctions { functions: vec![("promql".to_string(), promql)], source }
 }
 
@@ -240,11 +262,11 @@ pub(crate) fn serve_beside(
         (None, None)
     } else {
         let mut registry = server::new_registry("flight");
-        let functions = table_functions(&bucket);
+        let functions = table_functions(&bucket, local.as_ref().map(|l| Arc::clone(&l.source)));
         let parts = build(bucket, sql, functions, UP_REFRESH, &mut registry, Readiness::default(), local)?;
         (Some(parts), Some(registry))
     };
-    let after_cut = parts.as_ref().map(|p| refresh_after_cut(p.catalog.clone()));
+    let after_cut = parts.as_ref().map(|p| refresh_after_cut(p.catalog.clone(), p.source.clone()));
     let address = address.to_string();
     let fut = async move {
         let Some(parts) = parts else { return Ok(()) };
@@ -263,7 +285,7 @@ pub(crate) async fn run(args: FlightArgs) -> Result<(), CliError> {
     tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "Flight SQL server starting");
     let mut registry = server::new_registry("flight");
     let ready = Readiness::default();
-    let functions = table_functions(&bucket);
+    let functions = table_functions(&bucket, None);
     let parts = build(bucket, &args.sql, functions, interval, &mut registry, ready.clone(), None)?;
     let shutdown = Shutdown::on_signal();
     let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry], shutdown.clone());

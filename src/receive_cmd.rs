@@ -252,10 +252,7 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
     });
     tracing::info!(address = %rw_local, "remote write listening on /api/v1/receive and /api/v1/write");
     let own = state.clone();
-    let local = crate::flight_cmd::LocalData {
-        heads: Arc::new(crate::flight_cmd::ReceiveHeads(state.clone())),
-        blocks: Some(Arc::new(move |meta| own.is_own_block(meta))),
-    };
+    let local = crate::flight_cmd::LocalData::receive(&state, Some(Arc::new(move |meta| own.is_own_block(meta))));
     let (flight, flight_registry, after_cut) =
         crate::flight_cmd::serve_beside(bucket, &args.flight_grpc_address, &args.sql, Some(local))?;
     let (stop_cutter, stopped) = tokio::sync::oneshot::channel::<()>();

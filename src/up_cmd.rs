@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 use engine::bucket::Bucket;
@@ -74,8 +73,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     };
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
-    let heads =
-        crate::flight_cmd::LocalData { heads: Arc::new(crate::flight_cmd::ReceiveHeads(state.clone())), blocks: None };
+    let heads = crate::flight_cmd::LocalData::receive(&state, None);
     let (flight, flight_registry, after_cut) =
         crate::flight_cmd::serve_beside(bucket.clone(), &args.flight_grpc_address, &args.sql, Some(heads))?;
     let (extra_routes, registries, manager) = if args.rules.rule_files.is_empty() {

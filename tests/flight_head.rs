@@ -64,8 +64,12 @@ fn expected(data: &Written) -> Vec<f64> {
 }
 
 fn ask(py: &Path, flight: &str) -> Vec<f64> {
+    ask_these(py, flight, &QUERIES)
+}
+
+fn ask_these(py: &Path, flight: &str, queries: &[&str]) -> Vec<f64> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/flight_queries.py");
-    let out = Command::new(py).arg(&path).arg(format!("grpc://{flight}")).args(QUERIES).output().unwrap();
+    let out = Command::new(py).arg(&path).arg(format!("grpc://{flight}")).args(queries).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "flight_queries.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let v: Vec<serde_json::Value> = serde_json::from_str(stdout.trim()).unwrap();
@@ -87,6 +91,19 @@ async fn eventually(py: &Path, flight: &str, want: &[f64], what: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     panic!("{what}: got {got:?}, want {want:?}");
+}
+
+/// `promql('sqlhead_b', ...)` over the 40 steps of [`old`]'s samples: count and sum of the
+/// points, and what they must be (each step falls on a sample of each of the 2 series).
+fn promql_check(now: i64) -> ([String; 2], Vec<f64>) {
+    let start = now - 5 * 3_600_000;
+    let end = start + 39 * 15_000;
+    let from = format!("promql('sqlhead_b', to_timestamp_millis({start}), to_timestamp_millis({end}), '15s')");
+    let points: Vec<f64> = old(now).iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).collect();
+    (
+        [format!("SELECT count(*) FROM {from}"), format!("SELECT sum(value) FROM {from}")],
+        vec![points.len() as f64, points.iter().sum()],
+    )
 }
 
 fn blocks_in(dir: &Path) -> usize {
@@ -124,6 +141,12 @@ async fn up_flight_sql_sees_the_head_then_the_blocks_once() {
     let got = ask(&py, &flight);
     assert_eq!(blocks_in(&data.join("bucket")), 0);
     assert!(same(&got, &expected(&written)), "before any cut: got {got:?}, want {:?}", expected(&written));
+    // promql() inside SQL sees the head too (merged with the bucket as the PromQL API does).
+    let (promql, promql_want) = promql_check(now);
+    let promql: Vec<&str> = promql.iter().map(String::as_str).collect();
+    let got = ask_these(&py, &flight, &promql);
+    assert_eq!(blocks_in(&data.join("bucket")), 0);
+    assert!(same(&got, &promql_want), "promql() before any cut: got {got:?}, want {promql_want:?}");
 
     // Recent samples of another metric: the head now spans hours and cuts the old ones into a
     // block within a second; the answers stay the same, at once and after the cut.
@@ -145,6 +168,8 @@ async fn up_flight_sql_sees_the_head_then_the_blocks_once() {
     for _ in 0..5 {
         let got = ask(&py, &flight);
         assert!(same(&got, &want), "after the cut: got {got:?}, want {want:?}\n{}", up.log_text());
+        let got = ask_these(&py, &flight, &promql);
+        assert!(same(&got, &promql_want), "promql() after the cut: got {got:?}, want {promql_want:?}");
     }
     up.stop().await;
 

@@ -6,7 +6,8 @@
 //!            | min_time | max_time | num_samples | first_row
 //!
 //!   view (column order, `block` first) ─► BlockFilesTable ─► DataSourceExec(ParquetSource)
-//!                                          one PartitionedFile per block, partition value = ULID
+//!                                          one PartitionedFile per block, partition values =
+//!                                          ULID and block index (a cheap join key)
 //! ```
 //!
 //! `samples` reads v1 and v2 files alike: the file table has v2's columns (a v1 file reads NULL for
@@ -48,6 +49,10 @@ use crate::reader::ObjectReader;
 pub const BLOCK_COLUMN: &str = "block";
 /// Internal name of the partition column inside the providers.
 pub const PARTITION_COLUMN: &str = "__strata_block";
+/// Internal name of the second partition column: the block's position in the snapshot's block
+/// list (`UInt32`, the same in the samples and series tables of one [`BucketFiles`]), a join key
+/// far cheaper to hash and compare than the ULID.
+pub const BLOCK_INDEX_COLUMN: &str = "__strata_block_index";
 
 /// A table over one Parquet file per block, with the block ULID as a partition column.
 #[derive(Debug)]
@@ -55,21 +60,29 @@ pub struct BlockFilesTable {
     url: ObjectStoreUrl,
     file_schema: SchemaRef,
     schema: SchemaRef,
-    /// (block ULID, object path, size)
-    files: Vec<(String, String, u64)>,
+    /// (block ULID, object path, size, block index)
+    files: Vec<(String, String, u64, u32)>,
 }
 
 impl BlockFilesTable {
-    fn new(url: ObjectStoreUrl, file_schema: SchemaRef, files: Vec<(String, String, u64)>) -> Self {
+    fn new(url: ObjectStoreUrl, file_schema: SchemaRef, files: Vec<(String, String, u64, u32)>) -> Self {
         let mut fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
-        fields.push(partition_field());
+        fields.extend(partition_fields());
         let schema = Arc::new(Schema::new(fields));
         BlockFilesTable { url, file_schema, schema, files }
     }
 }
 
-fn partition_field() -> FieldRef {
-    Arc::new(Field::new(PARTITION_COLUMN, DataType::Utf8, false))
+/// The partition columns: the block ULID and the block index.
+fn partition_fields() -> Vec<FieldRef> {
+    vec![
+        Arc::new(Field::new(PARTITION_COLUMN, DataType::Utf8, false)),
+        Arc::new(Field::new(BLOCK_INDEX_COLUMN, DataType::UInt32, false)),
+    ]
+}
+
+fn is_partition_column(name: &str) -> bool {
+    name == PARTITION_COLUMN || name == BLOCK_INDEX_COLUMN
 }
 
 #[async_trait]
@@ -102,29 +115,31 @@ impl TableProvider for BlockFilesTable {
         let mut file_filters = Vec::new();
         for f in filters {
             let refs = f.column_refs();
-            if refs.iter().all(|c| c.name == PARTITION_COLUMN) && !refs.is_empty() {
+            if refs.iter().all(|c| is_partition_column(&c.name)) && !refs.is_empty() {
                 block_filters.push(f.clone());
-            } else if refs.iter().all(|c| c.name != PARTITION_COLUMN) {
+            } else if refs.iter().all(|c| !is_partition_column(&c.name)) {
                 file_filters.push(f.clone());
             }
         }
-        let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
-            .with_table_partition_cols(vec![partition_field()])
-            .build();
+        let table_schema =
+            TableSchema::builder(Arc::clone(&self.file_schema)).with_table_partition_cols(partition_fields()).build();
         let mut source = ParquetSource::new(table_schema).with_enable_page_index(true);
         if let Some(pred) = conjunction(file_filters) {
             let df_schema = DFSchema::try_from(Arc::clone(&self.file_schema))?;
             let phys = state.create_physical_expr(pred, &df_schema)?;
             source = source.with_predicate(phys);
         }
-        let keep_block = |ulid: &str| -> datafusion::error::Result<bool> {
+        let keep_block = |ulid: &str, index: u32| -> datafusion::error::Result<bool> {
             let Some(pred) = conjunction(block_filters.clone()) else { return Ok(true) };
-            let part_schema = Arc::new(Schema::new(vec![partition_field()]));
+            let part_schema = Arc::new(Schema::new(partition_fields()));
             let df_schema = DFSchema::try_from(Arc::clone(&part_schema))?;
             let phys = state.create_physical_expr(pred, &df_schema)?;
             let batch = arrow::array::RecordBatch::try_new(
                 part_schema,
-                vec![Arc::new(arrow::array::StringArray::from(vec![ulid]))],
+                vec![
+                    Arc::new(arrow::array::StringArray::from(vec![ulid])),
+                    Arc::new(arrow::array::UInt32Array::from(vec![index])),
+                ],
             )?;
             let v = phys.evaluate(&batch)?.into_array(1)?;
             let b = v.as_any().downcast_ref::<arrow::array::BooleanArray>();
@@ -133,12 +148,12 @@ impl TableProvider for BlockFilesTable {
         let n_groups = state.config().target_partitions().max(1);
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n_groups];
         let mut i = 0usize;
-        for (ulid, path, size) in &self.files {
-            if !keep_block(ulid)? {
+        for (ulid, path, size, index) in &self.files {
+            if !keep_block(ulid, *index)? {
                 continue;
             }
             let f = PartitionedFile::new(path.clone(), *size)
-                .with_partition_values(vec![ScalarValue::Utf8(Some(ulid.clone()))]);
+                .with_partition_values(vec![ScalarValue::Utf8(Some(ulid.clone())), ScalarValue::UInt32(Some(*index))]);
             groups[i % n_groups].push(f);
             i += 1;
         }
@@ -237,8 +252,14 @@ pub async fn files_by_resolution(
         let mut series_files = Vec::new();
         let mut label_names: BTreeSet<String> = BTreeSet::new();
         for (u, meta) in listed {
+            let index = u32::try_from(blocks.len()).map_err(|_| {
+                Error::datafusion(
+                    "listing the blocks",
+                    datafusion::error::DataFusionError::Internal("more than 2^32 blocks".into()),
+                )
+            })?;
             let (_, size) = footer_schema(bucket, &u, data_file).await?;
-            samples_files.push((u.clone(), Bucket::block_path(&u, data_file).to_string(), size));
+            samples_files.push((u.clone(), Bucket::block_path(&u, data_file).to_string(), size, index));
             let (schema, size) = footer_schema(bucket, &u, format::SERIES_FILE).await?;
             for f in schema.fields() {
                 if !format::RESERVED_SERIES_COLUMNS.contains(&f.name().as_str()) && f.name() != format::COL_METRIC_NAME
@@ -246,7 +267,7 @@ pub async fn files_by_resolution(
                     label_names.insert(f.name().clone());
                 }
             }
-            series_files.push((u.clone(), Bucket::block_path(&u, format::SERIES_FILE).to_string(), size));
+            series_files.push((u.clone(), Bucket::block_path(&u, format::SERIES_FILE).to_string(), size, index));
             blocks.push(u);
             metas.push(meta);
         }

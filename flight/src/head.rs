@@ -15,8 +15,9 @@
 //! the table snapshot cut from that head (same external labels) is that block's sample, and is
 //! left out. Samples stay in the head until their block is uploaded, so none is ever missing.
 //!
-//! The heads are read when the statement is planned (physical plan), so every execution sees the
-//! samples received until then. The head's implementation lives where the heads do (`ingest`,
+//! The heads are read when the scan is executed, or ahead of it by [`read_heads`] (DoGet does, right
+//! after physical planning), once per execution, into one batch reserved in the statement's memory
+//! pool: every execution sees the samples received until then, within `--sql.memory-limit`. The head's implementation lives where the heads do (`ingest`,
 //! wired in the `strata` binary): this crate only sees [`engine::SeriesSource`]s.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,12 +9,14 @@
 //! ```
 //!
 //! Every endpoint announces exactly the schema its DoGet streams (ADBC checks): result columns
-//! are sent without dictionaries and the announced schema is the executed plan's. Statements are
+//! are sent without dictionaries, with the logical plan's schema (DoGet casts each batch to it).
+//! Statements are
 //! stateless (the ticket carries the SQL); prepared statements live in memory until closed, with
 //! the logical plan made at the prepare (up to 256 of them keep one): GetFlightInfo and DoGet bind
 //! the parameters to it instead of planning the SQL again, unless the tables were rebuilt since
-//! (new blocks), then they plan anew. The physical plan is made at each execution (it reads the
-//! heads' recent samples).
+//! (new blocks), then they plan anew. The physical plan is made at DoGet only, once per execution,
+//! and reads the heads' recent samples there ([`crate::head::read_heads`]); GetFlightInfo plans
+//! nothing physical.
 //! Errors reach the client as gRPC statuses naming the statement ([`crate::Error::to_status`]);
 //! a failing statement never stops the server.
 

@@ -34,7 +34,7 @@ use datafusion::logical_expr::{Expr, cast, col, ident, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use engine::bucket::Bucket;
 use engine::format;
-use engine::sql::{BucketFiles, PARTITION_COLUMN};
+use engine::sql::{BLOCK_INDEX_COLUMN, BucketFiles};
 
 use crate::error::{Error, Result};
 use crate::head::{HeadTable, RecentHeads, head_label_names};
@@ -77,7 +77,7 @@ fn downsampled_view(ctx: &SessionContext, files: BucketFiles) -> Result<DataFram
     let BucketFiles { label_columns, samples, series, .. } = files;
     let labels: Vec<String> = label_columns.iter().filter(|c| *c != format::COL_METRIC_NAME).cloned().collect();
     let mut series_exprs = vec![
-        col(PARTITION_COLUMN).alias("__block"),
+        col(BLOCK_INDEX_COLUMN).alias("__block"),
         col(format::COL_SERIES_ID).alias("__series_id"),
         cast(ident(format::COL_METRIC_NAME), DataType::Utf8).alias("metric"),
     ];
@@ -94,7 +94,7 @@ fn downsampled_view(ctx: &SessionContext, files: BucketFiles) -> Result<DataFram
         .read_table(samples)
         .map_err(df_err("reading aggregates files"))?
         .select(vec![
-            col(PARTITION_COLUMN).alias("__sblock"),
+            col(BLOCK_INDEX_COLUMN).alias("__sblock"),
             col(format::COL_SERIES_ID).alias("__sid"),
             cast(col(format::COL_TIMESTAMP), timestamp_type()).alias("timestamp"),
             cast(col(format::COL_COUNT), DataType::Int64).alias("count"),
@@ -173,7 +173,7 @@ pub async fn register_tables(
 
     // series rows with the block, the metric, the label columns as Utf8 and the labels map.
     let mut series_exprs = vec![
-        col(PARTITION_COLUMN).alias("__block"),
+        col(BLOCK_INDEX_COLUMN).alias("__block"),
         col(format::COL_SERIES_ID).alias("__series_id"),
         col(format::COL_SERIES_HASH).alias("__series_hash"),
         cast(ident(format::COL_METRIC_NAME), DataType::Utf8).alias("metric"),
@@ -194,7 +194,7 @@ pub async fn register_tables(
         .read_table(samples)
         .map_err(df_err("reading samples files"))?
         .select(vec![
-            col(PARTITION_COLUMN).alias("__sblock"),
+            col(BLOCK_INDEX_COLUMN).alias("__sblock"),
             col(format::COL_SERIES_ID).alias("__sid"),
             cast(col(format::COL_TIMESTAMP), timestamp_type()).alias("timestamp"),
             coalesce(vec![

@@ -13,12 +13,15 @@
 //! same series at the same timestamp in both, the bucket wins): a head cuts a window into a block
 //! and closes the window to new samples, so a head sample whose timestamp lies inside a block of
 //! the table snapshot cut from that head (same external labels) is that block's sample, and is
-//! left out. Samples stay in the head until their block is uploaded, so none is ever missing.
+//! left out. Samples stay in the head until their block is uploaded and the tables show it, and
+//! a head drops them only after [`crate::SqlCatalog::settle`]: a statement that chose the tables
+//! from before the block read the head before the drop, so none is ever missing.
 //!
 //! The heads are read when the scan is executed, or ahead of it by [`read_heads`] (DoGet does, right
 //! after physical planning), once per execution, into one batch reserved in the statement's memory
-//! pool: every execution sees the samples received until then, within `--sql.memory-limit`. The head's implementation lives where the heads do (`ingest`,
-//! wired in the `strata` binary): this crate only sees [`engine::SeriesSource`]s.
+//! pool: every execution sees the samples received until then, within `--sql.memory-limit`. The
+//! head's implementation lives where the heads do (`ingest`, wired in the `strata` binary): this
+//! crate only sees [`engine::SeriesSource`]s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -119,8 +119,15 @@ impl StrataFlightSql {
 
     /// Runs `frame` (the plan of `sql`, from [`SqlCatalog::statement`] or a prepared statement),
     /// streaming its batches as Flight data under the statement limits. The heads' samples are
-    /// read here, once, into the statement's memory pool (before the first batch is streamed).
-    async fn run(&self, sql: &str, frame: DataFrame, started: Instant) -> Result<DoGetStream> {
+    /// read here, once, into the statement's memory pool (before the first batch is streamed);
+    /// `reading` (taken before `frame` was planned) is let go once they are read.
+    async fn run(
+        &self,
+        sql: &str,
+        frame: DataFrame,
+        reading: tokio::sync::OwnedRwLockReadGuard<()>,
+        started: Instant,
+    ) -> Result<DoGetStream> {
         let limits = self.catalog.limits();
         let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
         let what = statement_context(sql);
@@ -137,6 +144,7 @@ impl StrataFlightSql {
                 .map_err(|_| Error::Timeout(limits.timeout.unwrap_or_default()))??,
             None => prepare.await?,
         };
+        drop(reading);
         let stream =
             datafusion::physical_plan::execute_stream(plan, task_ctx).map_err(|e| Error::datafusion(&what, e))?;
         let batches =
@@ -394,8 +402,9 @@ impl FlightSqlService for StrataFlightSql {
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
         let started = Instant::now();
+        let reading = self.catalog.reading().await;
         let frame = self.count(self.catalog.statement(&sql, None).await)?;
-        Ok(Response::new(self.count(self.run(&sql, frame, started).await)?))
+        Ok(Response::new(self.count(self.run(&sql, frame, reading, started).await)?))
     }
 
     async fn do_action_create_prepared_statement(
@@ -499,8 +508,9 @@ impl FlightSqlService for StrataFlightSql {
         let started = Instant::now();
         let p = self.prepared(&query.prepared_statement_handle)?;
         let sql = p.sql.clone();
+        let reading = self.catalog.reading().await;
         let frame = self.count(self.prepared_frame(p).await)?;
-        Ok(Response::new(self.count(self.run(&sql, frame, started).await)?))
+        Ok(Response::new(self.count(self.run(&sql, frame, reading, started).await)?))
     }
 
     async fn get_flight_info_catalogs(

@@ -37,6 +37,7 @@ use datafusion::functions::expr_fn::coalesce;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, cast, col};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::SessionContext;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 
@@ -158,6 +159,15 @@ impl TableProvider for BlockFilesTable {
             i += 1;
         }
         let groups: Vec<FileGroup> = groups.into_iter().filter(|g| !g.is_empty()).map(FileGroup::new).collect();
+        if groups.is_empty() {
+            // No file: one empty partition (a scan of no file group has none, which a join that
+            // collects this side cannot plan on).
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => Arc::clone(&self.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
         let config = FileScanConfigBuilder::new(self.url.clone(), Arc::new(source))
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?

@@ -323,3 +323,61 @@ async fn compactor_penalty_dedup_keeps_the_querier_s_samples() {
     compacted.stop().await;
     q.stop().await;
 }
+
+/// Writes one raw block of `series` (each sampled every 15 s over [t0, t0 + 50 min)) into the
+/// bucket at `dir`.
+async fn write_block(dir: &Path, t0: i64, series: &[engine::Labels]) {
+    let bucket = engine::bucket::Bucket::local(dir).unwrap();
+    let ts: Vec<i64> = (0..200).map(|i| t0 + i * 15_000).collect();
+    let vs: Vec<f64> = (0..200).map(f64::from).collect();
+    let mut o = engine::BlockWriterOptions::new(ulid::Ulid::new(), ts[0], ts[199] + 1);
+    o.source = "test".into();
+    let mut w = engine::BlockWriter::new(bucket, o).unwrap();
+    for l in series {
+        w.append_series(l, &ts, &vs).await.unwrap();
+    }
+    w.finish().await.unwrap();
+}
+
+/// The querier keeps a store gateway's label answers between its Info rounds; a block the store
+/// syncs later (here one inside the time range the store already covers, so only the per-block
+/// TSDB infos of its Info change) makes the querier ask again.
+#[tokio::test]
+async fn label_answers_follow_the_store_s_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let bdir = dir.path().join("bucket");
+    let t0 = T0 * 1000;
+    let l = |pairs: &[(&str, &str)]| engine::Labels::from_pairs(pairs.iter().copied());
+    write_block(&bdir, t0, &[l(&[("__name__", "a"), ("job", "x")])]).await;
+    let cfg = fs_bucket_config(dir.path(), &bdir);
+    let (grpc, http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let mut cmd = Command::new(strata_bin());
+    cmd.args(["store", "--objstore.config-file", cfg.to_str().unwrap(), "--grpc-address", &grpc]).args([
+        "--http-address",
+        &http,
+        "--sync-block-duration",
+        "1s",
+    ]);
+    let _store = start_daemon(&mut cmd, &format!("http://{http}"), &dir.path().join("store.log")).await;
+    let q = Strata::start(&["query", "--endpoint", &grpc, "--endpoint.info-timeout", "1s"], &dir.path().join("q.log"))
+        .await;
+    for _ in 0..3 {
+        let (st, v) = q.get("/api/v1/labels").await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["data"], json!(["__name__", "job"]));
+        let (_, v) = q.get("/api/v1/label/job/values").await;
+        assert_eq!(v["data"], json!(["x"]));
+    }
+    // A second block over the same 50 minutes with a new label name and job value.
+    write_block(&bdir, t0, &[l(&[("__name__", "b"), ("job", "y"), ("zone", "z1")])]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, names) = q.get("/api/v1/labels").await;
+        let (_, jobs) = q.get("/api/v1/label/job/values").await;
+        if names["data"] == json!(["__name__", "job", "zone"]) && jobs["data"] == json!(["x", "y"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new block's labels never showed: {names} {jobs}\n{}", q.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

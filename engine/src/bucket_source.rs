@@ -824,21 +824,25 @@ impl SeriesSource for BucketSource {
     }
 
     /// One range per external label set of the blocks served, clamped to the time window.
+    /// One range per block (as Thanos's store gateway lists its blocks in Info's TSDB infos), sorted
+    /// by external labels and time; a querier merges them per label set.
     async fn data_ranges(&self) -> Vec<DataRange> {
-        let mut sets: BTreeMap<&BTreeMap<String, String>, (i64, i64)> = BTreeMap::new();
-        let blocks = self.known();
-        for b in &blocks {
-            let m = &b.meta;
-            let e = sets.entry(&m.thanos.labels).or_insert((i64::MAX, i64::MIN));
-            // meta.json's maxTime is exclusive.
-            *e = (e.0.min(m.min_time), e.1.max(m.max_time.saturating_sub(1)));
-        }
-        sets.into_iter()
-            .filter_map(|(ext, (min_t, max_t))| {
-                let (min_t, max_t) = self.clamp(min_t, max_t);
-                (min_t <= max_t).then(|| DataRange { labels: Labels::from_pairs(ext.clone()), min_t, max_t })
+        let mut out: Vec<DataRange> = self
+            .known()
+            .iter()
+            .filter_map(|b| {
+                let m = &b.meta;
+                // meta.json's maxTime is exclusive.
+                let (min_t, max_t) = self.clamp(m.min_time, m.max_time.saturating_sub(1));
+                (min_t <= max_t).then(|| DataRange {
+                    labels: Labels::from_pairs(m.thanos.labels.clone()),
+                    min_t,
+                    max_t,
+                })
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| (&a.labels, a.min_t, a.max_t).cmp(&(&b.labels, b.min_t, b.max_t)));
+        out
     }
 
     /// The union over blocks is taken on references to the blocks' label sets; each distinct

@@ -24,8 +24,9 @@ use std::time::{Duration, SystemTime};
 use engine::{Labels, Matcher};
 use proto::thanos::info::InfoResponse;
 
-use super::client::Remote;
+use super::client::{LabelQuery, Remote};
 use super::convert::labels_from_proto;
+use super::label_cache::{LabelCache, LabelKey};
 
 /// Thanos's `--endpoint.info-timeout` default: Info calls time out after it and are repeated
 /// every such interval.
@@ -41,6 +42,8 @@ struct Meta {
     label_sets: Vec<Labels>,
     /// Present when the endpoint serves the StoreAPI.
     store: Option<StoreMeta>,
+    /// Hash of the whole Info answer: label answers cached under another one are stale.
+    generation: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +55,9 @@ struct StoreMeta {
 
 impl Meta {
     fn from_info(info: InfoResponse) -> Self {
+        let generation = xxhash_rust::xxh64::xxh64(&proto::prost::Message::encode_to_vec(&info), 0);
         Meta {
+            generation,
             component: if info.component_type.is_empty() { UNKNOWN_COMPONENT.into() } else { info.component_type },
             label_sets: info
                 .label_sets
@@ -98,6 +103,7 @@ struct State {
 pub(crate) struct Endpoint {
     pub(crate) remote: Remote,
     state: RwLock<State>,
+    labels: LabelCache,
 }
 
 impl Endpoint {
@@ -109,6 +115,37 @@ impl Endpoint {
     /// `supports_without_replica_labels`).
     pub(crate) fn supports_without_replica_labels(&self) -> bool {
         self.state().meta.as_ref().and_then(|m| m.store).is_some_and(|s| s.without_replica_labels)
+    }
+
+    /// The generation label answers are cached under: Some for an up store gateway (see
+    /// [`super::label_cache`]), None for endpoints whose answers are never cached.
+    fn label_generation(&self) -> Option<u64> {
+        let st = self.state();
+        match (&st.last_error, &st.meta) {
+            (None, Some(m)) if m.component == "store" => Some(m.generation),
+            _ => None,
+        }
+    }
+
+    /// `thanos.Store/LabelNames` (`name` None) or `LabelValues` of `name`, from the label cache
+    /// when a store gateway answered the same request since its last Info change: the sorted
+    /// strings and the store's warnings.
+    pub(crate) async fn labels(
+        &self,
+        name: Option<&str>,
+        q: &LabelQuery<'_>,
+        tenant: Option<&str>,
+    ) -> engine::Result<(Vec<String>, Vec<String>)> {
+        let Some(generation) = self.label_generation() else { return self.remote.labels(name, q, tenant).await };
+        let key = LabelKey::new(name, q.matchers, (q.min_t, q.max_t), q.abort, q.without_replica_labels, tenant);
+        if let Some(hit) = self.labels.get(generation, &key) {
+            return Ok((hit, Vec::new()));
+        }
+        let (list, warnings) = self.remote.labels(name, q, tenant).await?;
+        if warnings.is_empty() {
+            self.labels.put(generation, key, &list);
+        }
+        Ok((list, warnings))
     }
 
     async fn refresh(&self, timeout: Duration) {
@@ -185,7 +222,11 @@ impl EndpointSet {
             if endpoints.iter().any(|e| e.remote.name() == a) {
                 continue;
             }
-            endpoints.push(Arc::new(Endpoint { remote: Remote::connect_lazy(a)?, state: RwLock::default() }));
+            endpoints.push(Arc::new(Endpoint {
+                remote: Remote::connect_lazy(a)?,
+                state: RwLock::default(),
+                labels: LabelCache::default(),
+            }));
         }
         Ok(EndpointSet { endpoints, info_timeout, discovered: AtomicBool::new(false) })
     }

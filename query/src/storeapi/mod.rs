@@ -12,6 +12,7 @@
 pub mod client;
 pub mod convert;
 pub mod endpoints;
+mod label_cache;
 mod merge;
 pub mod proxy;
 pub mod server;

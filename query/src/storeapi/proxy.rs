@@ -240,7 +240,7 @@ impl ProxyRead {
             without_replica_labels: &self.replica_labels,
         };
         let tenant = self.call.tenant.as_deref();
-        let calls = endpoints.iter().map(|e| e.remote.labels(name, &q, tenant));
+        let calls = endpoints.iter().map(|e| e.labels(name, &q, tenant));
         for (r, e) in futures::future::join_all(calls).await.into_iter().zip(&endpoints) {
             match r {
                 Ok((list, warnings)) => {

@@ -267,17 +267,23 @@ impl StoreApi {
         Ok(plan)
     }
 
-    /// Info's label sets and time ranges: the source's, with the external labels put on, one per
-    /// distinct label set.
-    async fn ranges(&self) -> BTreeMap<Labels, (i64, i64)> {
+    /// Info's label sets with their time ranges (the source's, external labels put on, one per
+    /// distinct label set) and its TSDB infos (one per range the source lists: a bucket's blocks).
+    async fn ranges(&self) -> (BTreeMap<Labels, (i64, i64)>, Vec<TsdbInfo>) {
         let set = Relabel { set: self.inner.opts.external_labels.clone(), remove: Vec::new() };
         let mut out: BTreeMap<Labels, (i64, i64)> = BTreeMap::new();
+        let mut infos = Vec::new();
         for DataRange { mut labels, min_t, max_t } in self.inner.source.data_ranges().await {
             set.apply(&mut labels);
+            infos.push(TsdbInfo {
+                labels: Some(ZLabelSet { labels: labels_to_proto(&labels) }),
+                min_time: min_t,
+                max_time: max_t,
+            });
             let e = out.entry(labels).or_insert((i64::MAX, i64::MIN));
             *e = (e.0.min(min_t), e.1.max(max_t));
         }
-        out
+        (out, infos)
     }
 
     async fn label_names_inner(&self, req: LabelNamesRequest) -> Result<LabelNamesResponse> {
@@ -324,16 +330,13 @@ impl StoreApi {
     }
 
     async fn info_inner(&self) -> InfoResponse {
-        let ranges = self.ranges().await;
+        let (ranges, tsdb_infos) = self.ranges().await;
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
         let mut label_sets = Vec::with_capacity(ranges.len());
-        let mut tsdb_infos = Vec::with_capacity(ranges.len());
         for (labels, (lo, hi)) in ranges {
             min_t = min_t.min(lo);
             max_t = max_t.max(hi);
-            let set = ZLabelSet { labels: labels_to_proto(&labels) };
-            label_sets.push(set.clone());
-            tsdb_infos.push(TsdbInfo { labels: Some(set), min_time: lo, max_time: hi });
+            label_sets.push(ZLabelSet { labels: labels_to_proto(&labels) });
         }
         let ext = &self.inner.opts.external_labels;
         if label_sets.is_empty() && !ext.is_empty() {

@@ -342,10 +342,14 @@ async fn without_replica_labels_streams_bucket_blocks_per_replica() {
     let mut want_samples: Vec<(i64, u64)> = without_r_expected()[0].1.concat();
     want_samples.sort();
     assert_eq!(got_samples, want_samples);
-    // Info: one TSDB info per replica, from the block metas.
+    // Info: one label set per replica, one TSDB info per block, from the block metas.
     let info = Info::info(&api, Request::new(InfoRequest {})).await.unwrap().into_inner();
+    assert_eq!(info.label_sets.len(), 2);
     let store = info.store.unwrap();
-    assert_eq!(store.tsdb_infos.len(), 2);
+    assert_eq!(store.tsdb_infos.len(), 4);
+    let mut spans: Vec<(i64, i64)> = store.tsdb_infos.iter().map(|t| (t.min_time, t.max_time)).collect();
+    spans.dedup();
+    assert_eq!(spans.len(), 4, "two blocks per replica, sorted by labels then time: {spans:?}");
     assert!(store.supports_without_replica_labels && store.supports_sharding);
     let (ts_a, _) = samples(0);
     let (ts_b, _) = samples(7);

@@ -119,11 +119,12 @@ impl Engine {
         let cfg = SessionConfig::new().with_target_partitions(1);
         // PromQL plans are trees of Strata's extension nodes only, which DataFusion's logical
         // analyzer and optimizer rules cannot rewrite: running them is pure per-query overhead.
-        // Of the physical rules only two stay: leaves yield to the runtime (so a timeout can
-        // fire), and the plan is checked. Every node wants its inputs in one partition, which is
-        // all the extension nodes produce, so no repartition or sort is ever inserted; should a
-        // plan ever need one, the sanity check fails the query loudly instead. DataFusion's join,
-        // aggregate, limit, filter, window and projection rewrites have nothing to act on.
+        // They are lowered by `PromQueryPlanner` itself, which does what the two
+        // physical rules kept here do (leaves yield to the runtime, so a timeout can fire; debug
+        // builds check the plan); the rules serve a plan that falls back to DataFusion's planner.
+        // Every node wants its inputs in one partition or merges them itself, so no repartition
+        // or sort is ever inserted; DataFusion's join, aggregate, limit, filter, window and
+        // projection rewrites have nothing to act on.
         let physical_rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
             vec![Arc::new(EnsureCooperative::new()), Arc::new(SanityCheckPlan::new())];
         let state = SessionStateBuilder::new()

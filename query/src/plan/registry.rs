@@ -153,10 +153,32 @@ impl ExtensionPlanner for PromExtensionPlanner {
     }
 }
 
-/// The session's query planner: DataFusion's planner plus [`PromExtensionPlanner`].
+/// The session's query planner. A PromQL plan is a tree of [`PromLogical`] nodes only, so it is
+/// lowered here directly, node by node, with [`PromNode::execution_plan`]: DataFusion's physical
+/// planner would walk the same tree through its generic machinery (concurrent child planning,
+/// invariant checks before and after, the physical optimizer's tree rewrites), which cost more
+/// than the rest of planning a small query. What its rules did for these plans is done here:
+/// every leaf is wrapped in a `CooperativeExec` (as `EnsureCooperative` does: scans yield to the
+/// runtime, so a timeout can fire), and debug builds still run DataFusion's sanity check over
+/// the result (every node's input distribution and order requirement is met). A plan holding
+/// any other logical node goes to DataFusion's planner whole.
 #[derive(Debug)]
 pub(crate) struct PromQueryPlanner {
     pub(crate) ext: Arc<PromExtensionPlanner>,
+}
+
+impl PromQueryPlanner {
+    /// The execution plan of `plan` when every node of it is a [`PromLogical`].
+    fn lower(&self, plan: &LogicalPlan) -> Option<Arc<dyn ExecutionPlan>> {
+        let LogicalPlan::Extension(e) = plan else { return None };
+        let node = e.node.as_any().downcast_ref::<PromLogical>()?;
+        let inputs = node.inputs.iter().map(|i| self.lower(i)).collect::<Option<Vec<_>>>()?;
+        let exec = node.node.execution_plan(&inputs, &self.ext.source, &self.ext.ctx);
+        if exec.children().is_empty() {
+            return Some(Arc::new(datafusion::physical_plan::coop::CooperativeExec::new(exec)));
+        }
+        Some(exec)
+    }
 }
 
 #[async_trait]
@@ -166,8 +188,16 @@ impl QueryPlanner for PromQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &dyn datafusion::catalog::Session,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![self.ext.clone()]);
-        planner.create_physical_plan(logical_plan, session_state).await
+        let Some(plan) = self.lower(logical_plan) else {
+            let planner = DefaultPhysicalPlanner::with_extension_planners(vec![self.ext.clone()]);
+            return planner.create_physical_plan(logical_plan, session_state).await;
+        };
+        if cfg!(debug_assertions) {
+            use datafusion::physical_optimizer::PhysicalOptimizerRule;
+            let check = datafusion::physical_optimizer::sanity_checker::SanityCheckPlan::new();
+            return check.optimize(plan, session_state.config_options());
+        }
+        Ok(plan)
     }
 }
 

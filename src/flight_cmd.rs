@@ -135,6 +135,8 @@ pub(crate) fn refresh_after_cut(catalog: SqlCatalog) -> crate::query_cmd::AfterU
             if let Err(e) = catalog.refresh().await {
                 tracing::warn!(error = %e, "SQL tables refresh after a cut failed (the block shows after the next one)");
             }
+            // Statements that chose the tables without the block read the head before it drops.
+            catalog.settle().await;
         })
     }))
 }

@@ -262,7 +262,11 @@ fn slice_batch(b: &SeriesBatch, from: usize, to: usize) -> SeriesBatch {
 /// (the source listed first wins on equal timestamps); `series`, `label_names` and `label_values`
 /// are the sorted unions of the sources' answers.
 ///
-/// `strata up` uses it to query the bucket and the receive heads together.
+/// `strata up` uses it to query the bucket and the receive heads together. The sources are asked
+/// last to first: data that moves from a later source to an earlier one while a query starts (a
+/// head's samples cut into a block: uploaded, the bucket re-synced, then dropped from the head) is
+/// read from the head before the bucket's block list is taken, so it is found in one or both
+/// (equal samples merge into one), never in neither.
 #[derive(Debug, Clone)]
 pub struct MergedSource {
     sources: Vec<std::sync::Arc<dyn crate::SeriesSource>>,
@@ -279,9 +283,10 @@ impl MergedSource {
 impl crate::SeriesSource for MergedSource {
     async fn select(&self, req: &crate::SelectRequest) -> Result<SeriesStream> {
         let mut streams = Vec::with_capacity(self.sources.len());
-        for s in &self.sources {
+        for s in self.sources.iter().rev() {
             streams.push(s.select(req).await?);
         }
+        streams.reverse();
         Ok(merge_series_streams(streams))
     }
 
@@ -296,9 +301,10 @@ impl crate::SeriesSource for MergedSource {
             return self.select(req).await;
         }
         let mut streams = Vec::with_capacity(self.sources.len());
-        for s in &self.sources {
+        for s in self.sources.iter().rev() {
             streams.push(s.select_relabelled(req, relabel).await?);
         }
+        streams.reverse();
         Ok(interleave_series_streams(streams))
     }
 
@@ -355,6 +361,41 @@ fn sorted_union<T: Ord>(parts: Vec<Vec<T>>) -> Vec<T> {
 mod tests {
     use super::*;
     use futures::TryStreamExt;
+
+    /// One sample that moves from the head to the bucket right after the first `select` of
+    /// either (a cut racing a query).
+    #[derive(Debug)]
+    struct Handover {
+        moved: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        bucket: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::SeriesSource for Handover {
+        async fn select(&self, _req: &crate::SelectRequest) -> Result<SeriesStream> {
+            let moved = self.moved.swap(true, std::sync::atomic::Ordering::SeqCst);
+            let here = if self.bucket { moved } else { !moved };
+            let series = if here { vec![(l("m"), vec![1_000], vec![1.0])] } else { vec![] };
+            Ok(stream(vec![series]))
+        }
+
+        async fn series(&self, _m: &[crate::Matcher], _min_t: i64, _max_t: i64) -> Result<Vec<Labels>> {
+            Ok(vec![l("m")])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sample_moving_from_head_to_bucket_during_a_select_is_found_once() {
+        let moved = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bucket = std::sync::Arc::new(Handover { moved: moved.clone(), bucket: true });
+        let head = std::sync::Arc::new(Handover { moved, bucket: false });
+        let merged = MergedSource::new(vec![bucket, head]);
+        let req = crate::SelectRequest { matchers: vec![], min_t: 0, max_t: 10_000, hints: Default::default() };
+        let batches: Vec<SeriesBatch> =
+            crate::SeriesSource::select(&merged, &req).await.unwrap().try_collect().await.unwrap();
+        let samples: usize = batches.iter().map(|b| b.samples.num_rows()).sum();
+        assert_eq!(samples, 1);
+    }
 
     fn l(name: &str) -> Labels {
         Labels::from_pairs([("__name__", name)])

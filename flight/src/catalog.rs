@@ -53,6 +53,8 @@ pub struct StatementLimits {
 }
 
 struct Snapshot {
+    /// [`SqlCatalog::generation`] of these tables.
+    generation: u64,
     ctx: SessionContext,
     /// `Bucket::list_blocks` when the snapshot was built (complete blocks, any format).
     listed: Vec<String>,
@@ -80,6 +82,9 @@ pub struct SqlCatalog {
     rebuilding: Arc<tokio::sync::Mutex<()>>,
     /// Tables built so far (each rebuild is a new generation).
     generation: Arc<AtomicU64>,
+    /// Held shared from a statement's choice of snapshot until its heads were read (its physical
+    /// plan exists); taken exclusively by [`SqlCatalog::settle`] before a head drops samples.
+    gate: Arc<tokio::sync::RwLock<()>>,
     /// Statements planned so far (SQL to logical plan).
     planned: Arc<AtomicU64>,
 }
@@ -114,6 +119,7 @@ impl SqlCatalog {
             heads: None,
             blocks: None,
             current: Arc::new(RwLock::new(Arc::new(Snapshot {
+                generation: 0,
                 ctx: SessionContext::new(),
                 listed: Vec::new(),
                 tables: TableSet::default(),
@@ -121,10 +127,12 @@ impl SqlCatalog {
             }))),
             rebuilding: Arc::default(),
             generation: Arc::default(),
+            gate: Arc::default(),
             planned: Arc::default(),
         };
         let empty = catalog.new_context()?;
-        catalog.swap(Snapshot {
+        catalog.swap(|generation| Snapshot {
+            generation,
             ctx: empty,
             listed: Vec::new(),
             tables: TableSet::default(),
@@ -175,9 +183,9 @@ impl SqlCatalog {
         }
     }
 
-    fn swap(&self, s: Snapshot) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        let s = Arc::new(s);
+    /// Makes `make(next generation)` the current snapshot.
+    fn swap(&self, make: impl FnOnce(u64) -> Snapshot) {
+        let s = Arc::new(make(self.generation.fetch_add(1, Ordering::SeqCst) + 1));
         match self.current.write() {
             Ok(mut g) => *g = s,
             Err(poisoned) => *poisoned.into_inner() = s,
@@ -211,8 +219,23 @@ impl SqlCatalog {
         let n = tables.blocks.len();
         tracing::info!(blocks = n, metrics = tables.metrics.len(), "SQL tables refreshed");
         let head_names = head.map(|h| h.names).unwrap_or_default();
-        self.swap(Snapshot { ctx, listed, tables, head_names });
+        self.swap(|generation| Snapshot { generation, ctx, listed, tables, head_names });
         Ok((n, true))
+    }
+
+    /// Waits until every statement that chose its tables before now has read the heads (has its
+    /// physical plan). A head calls it after [`SqlCatalog::refresh`] showed its new block and before
+    /// it drops the block's samples: a statement still on the older tables (without the block)
+    /// then has its head samples already, and every later one sees the block.
+    pub async fn settle(&self) {
+        drop(self.gate.write().await);
+    }
+
+    /// A guard to hold from planning a statement ([`SqlCatalog::statement`], or checking a kept
+    /// plan's [`Planned::generation`]) until its physical plan exists (the heads are read then):
+    /// [`SqlCatalog::settle`] waits for it.
+    pub async fn reading(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        Arc::clone(&self.gate).read_owned().await
     }
 
     /// The tables registered now.
@@ -230,6 +253,7 @@ impl SqlCatalog {
     ///
     /// With heads, a statement that fails to plan (e.g. naming a metric first seen in a head since
     /// the last refresh) is planned once more after a refresh that rebuilt the tables.
+    /// Hold [`SqlCatalog::reading`] from before this call until the frame's physical plan exists.
     pub async fn statement(&self, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<DataFrame> {
         let planned = self.plan(sql).await?;
         bind(planned.frame, params, sql)
@@ -250,15 +274,10 @@ impl SqlCatalog {
     /// a plan to keep and bind with [`bind`] at each execution while
     /// [`SqlCatalog::generation`] is unchanged.
     pub async fn plan(&self, sql: &str) -> Result<Planned> {
-        let generation = self.generation();
         let first = self.statement_once(sql).await;
-        let first = first.map(|frame| Planned { frame, generation });
         match first {
             Err(Error::DataFusion { .. }) if self.heads.is_some() => match self.rebuild_if_changed().await {
-                Ok((_, true)) => {
-                    let generation = self.generation();
-                    Ok(Planned { frame: self.statement_once(sql).await?, generation })
-                }
+                Ok((_, true)) => self.statement_once(sql).await,
                 Ok((_, false)) => first,
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing the SQL tables for a statement that failed to plan");
@@ -269,7 +288,7 @@ impl SqlCatalog {
         }
     }
 
-    async fn statement_once(&self, sql: &str) -> Result<DataFrame> {
+    async fn statement_once(&self, sql: &str) -> Result<Planned> {
         self.planned.fetch_add(1, Ordering::Relaxed);
         let plan = async {
             let sql = number_placeholders(sql)?;
@@ -296,7 +315,8 @@ impl SqlCatalog {
                 .with_allow_statements(false)
                 .verify_plan(&plan)
                 .map_err(|e| Error::Forbidden(format!("{what}: {}", e.strip_backtrace())))?;
-            ctx.execute_logical_plan(plan).await.map_err(df(&what))
+            let frame = ctx.execute_logical_plan(plan).await.map_err(df(&what))?;
+            Ok(Planned { frame, generation: base.generation })
         };
         match self.limits.timeout {
             Some(t) => tokio::time::timeout(t, plan).await.map_err(|_| Error::Timeout(t))?,
@@ -362,6 +382,29 @@ fn number_placeholders(sql: &str) -> Result<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// `settle` (before a head drops samples) waits for a statement that chose its tables
+    /// earlier until that statement let its reading guard go, and statements planned on a rebuilt
+    /// snapshot carry that snapshot's generation.
+    #[tokio::test]
+    async fn settle_waits_for_statements_that_chose_older_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog =
+            SqlCatalog::new(Bucket::local(dir.path()).unwrap(), Vec::new(), StatementLimits::default()).unwrap();
+        let reading = catalog.reading().await;
+        let planned = catalog.plan("SELECT 1").await.unwrap();
+        assert_eq!(planned.generation, catalog.generation());
+        let settling = tokio::spawn({
+            let catalog = catalog.clone();
+            async move { catalog.settle().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!settling.is_finished(), "settle returned while a statement was still reading");
+        drop(reading);
+        tokio::time::timeout(std::time::Duration::from_secs(5), settling).await.unwrap().unwrap();
+        // Nothing reading: settles at once.
+        tokio::time::timeout(std::time::Duration::from_secs(5), catalog.settle()).await.unwrap();
+    }
 
     #[test]
     fn question_marks_become_numbered_placeholders() {

@@ -13,7 +13,9 @@
 //! same series at the same timestamp in both, the bucket wins): a head cuts a window into a block
 //! and closes the window to new samples, so a head sample whose timestamp lies inside a block of
 //! the table snapshot cut from that head (same external labels) is that block's sample, and is
-//! left out. Samples stay in the head until their block is uploaded, so none is ever missing.
+//! left out. Samples stay in the head until their block is uploaded and the tables show it, and
+//! a head drops them only after [`crate::SqlCatalog::settle`]: a statement that chose the tables
+//! from before the block read the head before the drop, so none is ever missing.
 //!
 //! The heads are read when the statement is planned (physical plan), so every execution sees the
 //! samples received until then. The head's implementation lives where the heads do (`ingest`,

@@ -121,12 +121,20 @@ impl StrataFlightSql {
     }
 
     /// Runs `frame` (the plan of `sql`, from [`SqlCatalog::statement`] or a prepared statement),
-    /// streaming its batches as Flight data under the statement limits.
-    async fn run(&self, sql: &str, frame: DataFrame, started: Instant) -> Result<DoGetStream> {
+    /// streaming its batches as Flight data under the statement limits. `reading` (taken before
+    /// `frame` was planned) is let go once the physical plan has read the heads.
+    async fn run(
+        &self,
+        sql: &str,
+        frame: DataFrame,
+        reading: tokio::sync::OwnedRwLockReadGuard<()>,
+        started: Instant,
+    ) -> Result<DoGetStream> {
         let limits = self.catalog.limits();
         let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
         let what = statement_context(sql);
         let plan = frame.create_physical_plan().await.map_err(|e| Error::datafusion(&what, e))?;
+        drop(reading);
         let schema = wire_schema(&plan.schema());
         let task_ctx = Arc::new(frame.task_ctx());
         let stream =
@@ -380,8 +388,9 @@ impl FlightSqlService for StrataFlightSql {
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
         let started = Instant::now();
+        let reading = self.catalog.reading().await;
         let frame = self.count(self.catalog.statement(&sql, None).await)?;
-        Ok(Response::new(self.count(self.run(&sql, frame, started).await)?))
+        Ok(Response::new(self.count(self.run(&sql, frame, reading, started).await)?))
     }
 
     async fn do_action_create_prepared_statement(
@@ -486,8 +495,9 @@ impl FlightSqlService for StrataFlightSql {
         let started = Instant::now();
         let p = self.prepared(&query.prepared_statement_handle)?;
         let sql = p.sql.clone();
+        let reading = self.catalog.reading().await;
         let frame = self.count(self.prepared_frame(p).await)?;
-        Ok(Response::new(self.count(self.run(&sql, frame, started).await)?))
+        Ok(Response::new(self.count(self.run(&sql, frame, reading, started).await)?))
     }
 
     async fn get_flight_info_catalogs(

@@ -52,19 +52,17 @@ impl Reporter {
             Err(e) => e.into_inner(),
         };
         match p {
+            // Blocks convert two at a time: the bar counts the samples of every block started.
             Progress::BlockStarted { ulid, series, samples } => {
                 st.0 += 1;
                 if let Some(b) = &self.bar {
-                    b.reset();
-                    b.set_length(samples);
-                    b.set_prefix(format!("block {} {ulid}", st.0));
-                    b.set_message(format!("0/{series} series"));
+                    b.inc_length(samples);
+                    b.set_prefix(format!("{} block(s), last {ulid}", st.0));
                 } else {
                     tracing::info!(block = %ulid, series, samples, "converting block");
                 }
-                st.1 = 0;
             }
-            Progress::Advanced { series, samples } => {
+            Progress::Advanced { series, samples, .. } => {
                 st.1 += series;
                 if let Some(b) = &self.bar {
                     b.inc(samples);

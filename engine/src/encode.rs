@@ -10,7 +10,10 @@
 //! ```
 //!
 //! The file is the one `parquet::arrow::ArrowWriter` writes with the same properties (same row
-//! groups, pages, statistics, Arrow schema metadata): only the threads differ.
+//! groups, pages, statistics, Arrow schema metadata): only the threads differ. With
+//! [`ColumnParallelWriter::with_alternative`], one column is also encoded with other properties
+//! (in a task of its own) and each row group keeps the smaller of the two column chunks; readers
+//! see an ordinary file whose column chunks declare their encodings.
 
 use std::sync::Arc;
 
@@ -46,6 +49,19 @@ pub(crate) struct ColumnParallelWriter {
     writers: Vec<ArrowColumnWriter>,
     /// The batch being encoded: one task per column, in column order.
     in_flight: Vec<Task<ArrowColumnWriter>>,
+    /// A column encoded a second way: see [`ColumnParallelWriter::with_alternative`].
+    alt: Option<Alternative>,
+}
+
+/// The second encoding of one column and its writer in the current row group.
+struct Alternative {
+    /// Index of the column (a primitive column: its leaf index too).
+    column: usize,
+    /// Makes the column writers of the other properties (only `column`'s is used).
+    factory: ArrowRowGroupWriterFactory,
+    /// The current row group's writer (None when no row group is open or a batch is in flight).
+    writer: Option<ArrowColumnWriter>,
+    in_flight: Option<Task<ArrowColumnWriter>>,
 }
 
 impl std::fmt::Debug for ColumnParallelWriter {
@@ -83,7 +99,22 @@ impl ColumnParallelWriter {
             rows_in_group: 0,
             writers: Vec::new(),
             in_flight: Vec::new(),
+            alt: None,
         })
+    }
+
+    /// Also encodes column `name` with `props` (which must differ from the file's only in that
+    /// column's encoding settings); each row group keeps whichever of the two column chunks is
+    /// smaller (the file's own encoding on a tie). Costs one more encoding of that column.
+    pub(crate) fn with_alternative(mut self, name: &str, props: WriterProperties) -> Result<Self> {
+        let Some(column) = self.schema.fields().iter().position(|f| f.name() == name) else {
+            return Err(self.err(ParquetError::General(format!("no column {name} for an alternative encoding"))));
+        };
+        let (_, factory) = ArrowWriter::try_new(Vec::new(), Arc::clone(&self.schema), Some(props))
+            .and_then(|w| w.into_serialized_writer())
+            .map_err(|e| self.err(e))?;
+        self.alt = Some(Alternative { column, factory, writer: None, in_flight: None });
+        Ok(self)
     }
 
     fn err(&self, e: ParquetError) -> Error {
@@ -103,8 +134,23 @@ impl ColumnParallelWriter {
             if self.writers.is_empty() {
                 let index = self.file.flushed_row_groups().len();
                 self.writers = self.factory.create_column_writers(index).map_err(|e| self.err(e))?;
+                if let Some(a) = self.alt.as_mut() {
+                    let mut all = a.factory.create_column_writers(index).map_err(|e| Error::parquet(&self.path, e))?;
+                    a.writer = (a.column < all.len()).then(|| all.swap_remove(a.column));
+                }
             }
             let part = batch.slice(at, take);
+            if let Some(a) = self.alt.as_mut()
+                && let Some(mut w) = a.writer.take()
+            {
+                let (col, field) = (Arc::clone(part.column(a.column)), Arc::clone(&self.schema.fields()[a.column]));
+                a.in_flight = Some(tokio::task::spawn_blocking(move || {
+                    for leaf in compute_leaves(&field, &col)? {
+                        w.write(&leaf)?;
+                    }
+                    Ok(w)
+                }));
+            }
             let fields = self.schema.fields().clone();
             self.in_flight = std::mem::take(&mut self.writers)
                 .into_iter()
@@ -140,9 +186,22 @@ impl ColumnParallelWriter {
                 }
             }
         }
+        if let Some(a) = self.alt.as_mut()
+            && let Some(t) = a.in_flight.take()
+        {
+            match join(t).await {
+                Ok(w) => a.writer = Some(w),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
         match first_err {
             Some(e) => {
                 self.writers.clear();
+                if let Some(a) = self.alt.as_mut() {
+                    a.writer = None;
+                }
                 Err(self.err(e))
             }
             None => Ok(()),
@@ -160,9 +219,20 @@ impl ColumnParallelWriter {
             .into_iter()
             .map(|w| tokio::task::spawn_blocking(move || w.close()))
             .collect();
+        let alt = self.alt.as_mut().and_then(|a| Some((a.column, a.writer.take()?)));
+        let alt = alt.map(|(column, w)| (column, tokio::task::spawn_blocking(move || w.close())));
         let mut chunks = Vec::with_capacity(tasks.len());
         for t in tasks {
             chunks.push(join(t).await.map_err(|e| self.err(e))?);
+        }
+        if let Some((column, t)) = alt {
+            let other = join(t).await.map_err(|e| self.err(e))?;
+            let size = |c: &ArrowColumnChunk| c.close().metadata.compressed_size();
+            if let Some(mine) = chunks.get_mut(column)
+                && size(&other) < size(mine)
+            {
+                *mine = other;
+            }
         }
         let mut group = self.file.next_row_group().map_err(|e| Error::parquet(&self.path, e))?;
         for c in chunks {
@@ -195,6 +265,9 @@ impl ColumnParallelWriter {
     /// Gives up: aborts the upload (a multipart upload or the local staging file).
     pub(crate) async fn abort(mut self) {
         for t in std::mem::take(&mut self.in_flight) {
+            let _ = t.await;
+        }
+        if let Some(t) = self.alt.as_mut().and_then(|a| a.in_flight.take()) {
             let _ = t.await;
         }
         let _ = self.sink.abort().await;
@@ -238,6 +311,102 @@ mod tests {
                 RecordBatch::try_new(format::samples_schema(2), cols).unwrap()
             })
             .collect()
+    }
+
+    /// Sizes and encodings of column `col` per row group of a Parquet file.
+    fn chunks_of(file: Bytes, col: usize) -> Vec<(i64, Vec<parquet::basic::Encoding>)> {
+        use parquet::file::reader::FileReader;
+        let r = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        r.metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| (rg.column(col).compressed_size(), rg.column(col).encodings().collect()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn alternative_encoding_keeps_the_smaller_chunk() {
+        use parquet::basic::Encoding;
+        let mut enc = SamplesEncoding::V2;
+        enc.row_group_rows = 20_000;
+        enc.page_rows = 20_000;
+        // Row group 1: 40 series of regular 15 s scrapes (deltas win); row groups 2 and 3: 60
+        // series sharing the same scrape times, 0-7 ms late (split bytes win).
+        let mut ts = Vec::new();
+        let mut ids = Vec::new();
+        for s in 0..40u32 {
+            ts.extend((0..500i64).map(|k| k * 15_000 + i64::from(s)));
+            ids.extend(std::iter::repeat_n(s, 500));
+        }
+        let mut x = 7u64;
+        let jittered: Vec<i64> = (0..500i64)
+            .map(|k| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                k * 15_000 + (x >> 61) as i64
+            })
+            .collect();
+        for s in 40..100u32 {
+            ts.extend_from_slice(&jittered);
+            ids.extend(std::iter::repeat_n(s, 500));
+        }
+        let n = ts.len();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(ids)),
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(Float64Array::from(vec![None; n])),
+            Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| i % 1000))),
+            Arc::new(Float64Array::from(vec![1.0; n])),
+        ];
+        let batch = RecordBatch::try_new(format::samples_schema(2), cols).unwrap();
+        let kv = format::key_value_metadata(2, "01TEST", &Default::default());
+        let props = format::samples_writer_properties(enc, kv.clone());
+        let (name, alt_props) = format::samples_alternative_properties(enc, kv).unwrap();
+        assert_eq!(name, format::COL_TIMESTAMP);
+
+        // Each encoding alone, by ArrowWriter, written in the same slices (pages end alike).
+        let plain_file = |p: WriterProperties| {
+            let mut out = Vec::new();
+            let mut w = ArrowWriter::try_new(&mut out, format::samples_schema(2), Some(p)).unwrap();
+            for at in (0..n).step_by(7_000) {
+                w.write(&batch.slice(at, 7_000.min(n - at))).unwrap();
+            }
+            w.close().unwrap();
+            Bytes::from(out)
+        };
+        let delta = chunks_of(plain_file(props.clone()), 1);
+        let split = chunks_of(plain_file(alt_props.clone()), 1);
+
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = ObjPath::from("alt/samples.parquet");
+        let sink = BufWriter::new(Arc::clone(&store), path.clone());
+        let mut w = ColumnParallelWriter::try_new(sink, format::samples_schema(2), props, "alt")
+            .unwrap()
+            .with_alternative(name, alt_props)
+            .unwrap();
+        for at in (0..n).step_by(7_000) {
+            w.write(&batch.slice(at, 7_000.min(n - at))).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        let got = store.get(&path).await.unwrap().bytes().await.unwrap();
+        let chosen = chunks_of(got.clone(), 1);
+        assert_eq!(chosen.len(), 3);
+        let mut kinds = Vec::new();
+        for ((c, d), s) in chosen.iter().zip(&delta).zip(&split) {
+            assert_eq!(c.0, d.0.min(s.0), "chosen {c:?}, deltas {d:?}, split {s:?}");
+            kinds.push(c.1.contains(&Encoding::BYTE_STREAM_SPLIT));
+        }
+        assert_eq!(kinds, [false, true, true], "{chosen:?}");
+        // The file reads back as written.
+        let back: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(got, 1 << 20)
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(arrow::compute::concat_batches(&format::samples_schema(2), &back).unwrap(), batch);
+        // An unknown column is refused.
+        let sink = BufWriter::new(Arc::clone(&store), ObjPath::from("x"));
+        let w =
+            ColumnParallelWriter::try_new(sink, format::samples_schema(2), WriterProperties::default(), "x").unwrap();
+        assert!(w.with_alternative("nope", WriterProperties::default()).unwrap_err().to_string().contains("nope"));
     }
 
     #[tokio::test]

@@ -238,6 +238,10 @@ pub enum TimestampEncoding {
     Plain,
     /// BYTE_STREAM_SPLIT, then the codec (measured for comparison only).
     ByteStreamSplit,
+    /// Format v2: per row group the smaller of DELTA_BINARY_PACKED and BYTE_STREAM_SPLIT (both
+    /// encoded, then compressed). Deltas win on regular scrapes; split bytes win where scrape
+    /// times jitter by a few ms and many series share them (docs/format.md §3).
+    Smaller,
 }
 
 /// Encoding of the `series_id` column.
@@ -279,7 +283,8 @@ impl SamplesEncoding {
     };
 
     /// The measured choice of format v2 (see docs/format.md, "Format v2 values, measured").
-    pub const V2: SamplesEncoding = SamplesEncoding { value: ValueEncoding::Decimal, ..SamplesEncoding::V1 };
+    pub const V2: SamplesEncoding =
+        SamplesEncoding { value: ValueEncoding::Decimal, timestamp: TimestampEncoding::Smaller, ..SamplesEncoding::V1 };
 
     /// Format version of blocks written with this encoding: 2 for [`ValueEncoding::Decimal`], else 1.
     pub fn format_version(&self) -> u32 {
@@ -312,7 +317,7 @@ pub fn samples_writer_properties(enc: SamplesEncoding, kv: Vec<KeyValue>) -> Wri
         .set_column_encoding(
             ts,
             match enc.timestamp {
-                TimestampEncoding::Delta => Encoding::DELTA_BINARY_PACKED,
+                TimestampEncoding::Delta | TimestampEncoding::Smaller => Encoding::DELTA_BINARY_PACKED,
                 TimestampEncoding::Plain => Encoding::PLAIN,
                 TimestampEncoding::ByteStreamSplit => Encoding::BYTE_STREAM_SPLIT,
             },
@@ -341,6 +346,19 @@ pub fn samples_writer_properties(enc: SamplesEncoding, kv: Vec<KeyValue>) -> Wri
         }
     };
     b.build()
+}
+
+/// The column of `samples.parquet` that `enc` encodes a second way and the writer properties of
+/// that second way ([`TimestampEncoding::Smaller`]: `timestamp` as BYTE_STREAM_SPLIT); the writer
+/// keeps the smaller column chunk per row group.
+pub fn samples_alternative_properties(
+    enc: SamplesEncoding,
+    kv: Vec<KeyValue>,
+) -> Option<(&'static str, WriterProperties)> {
+    (enc.timestamp == TimestampEncoding::Smaller).then(|| {
+        let alt = SamplesEncoding { timestamp: TimestampEncoding::ByteStreamSplit, ..enc };
+        (COL_TIMESTAMP, samples_writer_properties(alt, kv))
+    })
 }
 
 /// Parquet writer properties of `series.parquet`: dictionary-encoded labels, zstd, one row group.

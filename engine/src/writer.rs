@@ -30,6 +30,8 @@ use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::Int32Type;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
+use parquet::errors::ParquetError;
+use tokio::task::JoinHandle;
 
 use crate::encode::ColumnParallelWriter;
 
@@ -110,12 +112,13 @@ pub struct BlockWriter {
     pending_aggr: AggrSeries,
     pending_ids: Vec<u32>,
     pending_ts: Vec<i64>,
-    /// v1: every value; v2: the values of float rows (0 in integer rows).
+    /// The values of the pending rows, as appended.
     pending_vs: Vec<f64>,
-    /// v2: mantissas (0 in float rows), the series' scale per row, and which rows are integers.
-    pending_ints: Vec<i64>,
-    pending_scales: Vec<f64>,
-    pending_is_int: Vec<bool>,
+    /// Rows per pending series, in order (v2 splits each series at its own scale).
+    pending_lens: Vec<usize>,
+    /// The previous pending rows being made into a record batch (the v2 split) in a blocking
+    /// task, while the caller appends the next ones; written at the next flush.
+    in_split: Option<JoinHandle<Result<RecordBatch>>>,
     series: Vec<SeriesRow>,
     rows: u64,
 }
@@ -161,13 +164,17 @@ impl BlockWriter {
         };
         let path = Bucket::block_path(&ulid, data_file);
         let kv = format::key_value_metadata(version, &ulid, &opts.external_labels);
-        let (schema, props) = if aggregated {
-            (format::aggregates_schema(), format::aggregates_writer_properties(kv))
+        let (schema, props, alt) = if aggregated {
+            (format::aggregates_schema(), format::aggregates_writer_properties(kv), None)
         } else {
-            (format::samples_schema(version), format::samples_writer_properties(enc, kv))
+            let alt = format::samples_alternative_properties(enc, kv.clone());
+            (format::samples_schema(version), format::samples_writer_properties(enc, kv), alt)
         };
         let w = BufWriter::new(Arc::clone(bucket.store()), path.clone());
-        let samples = ColumnParallelWriter::try_new(w, schema, props, path.as_ref())?;
+        let mut samples = ColumnParallelWriter::try_new(w, schema, props, path.as_ref())?;
+        if let Some((column, props)) = alt {
+            samples = samples.with_alternative(column, props)?;
+        }
         Ok(BlockWriter {
             bucket,
             opts,
@@ -180,9 +187,8 @@ impl BlockWriter {
             pending_ids: Vec::new(),
             pending_ts: Vec::new(),
             pending_vs: Vec::new(),
-            pending_ints: Vec::new(),
-            pending_scales: Vec::new(),
-            pending_is_int: Vec::new(),
+            pending_lens: Vec::new(),
+            in_split: None,
             series: Vec::new(),
             rows: 0,
         })
@@ -228,15 +234,10 @@ impl BlockWriter {
         let id = self.add_series(labels, first, last, timestamps.len() as u64)?;
         self.pending_ids.extend(std::iter::repeat_n(id, timestamps.len()));
         self.pending_ts.extend_from_slice(timestamps);
-        if self.version == 1 {
-            self.pending_vs.extend_from_slice(values);
-        } else {
-            let scale = values::scale_of(values::choose_exponent(values));
-            values::split(values, scale, &mut self.pending_ints, &mut self.pending_vs, &mut self.pending_is_int);
-            self.pending_scales.extend(std::iter::repeat_n(scale, values.len()));
-        }
+        self.pending_vs.extend_from_slice(values);
+        self.pending_lens.push(values.len());
         if self.pending_ts.len() >= WRITE_CHUNK_ROWS {
-            self.flush_samples().await?;
+            self.flush_samples(false).await?;
         }
         Ok(())
     }
@@ -286,7 +287,7 @@ impl BlockWriter {
         self.pending_ids.extend(std::iter::repeat_n(id, rows.len()));
         self.pending_aggr.extend_from(rows, 0..rows.len());
         if self.pending_ids.len() >= WRITE_CHUNK_ROWS {
-            self.flush_samples().await?;
+            self.flush_samples(false).await?;
         }
         Ok(())
     }
@@ -310,7 +311,10 @@ impl BlockWriter {
             .map_err(|e| Error::arrow(format!("aggregates batch of block {}", self.ulid), e))
     }
 
-    async fn flush_samples(&mut self) -> Result<()> {
+    /// Hands the pending rows on: a downsampled block's to the Parquet writer, a raw block's to a
+    /// blocking task that builds their record batch (the v2 split), after writing the previous
+    /// one. `last`: no more rows follow.
+    async fn flush_samples(&mut self, last: bool) -> Result<()> {
         if self.aggregated {
             if self.pending_ids.is_empty() {
                 return Ok(());
@@ -324,23 +328,25 @@ impl BlockWriter {
         if self.pending_ts.is_empty() {
             return Ok(());
         }
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt32Array::from(std::mem::take(&mut self.pending_ids))),
-            Arc::new(Int64Array::from(std::mem::take(&mut self.pending_ts))),
-        ];
-        let vs = std::mem::take(&mut self.pending_vs);
-        if self.version == 1 {
-            columns.push(Arc::new(Float64Array::from(vs)));
-        } else {
-            let int_bits = BooleanBuffer::from(std::mem::take(&mut self.pending_is_int));
-            let float_rows = NullBuffer::new(!&int_bits);
-            let int_rows = NullBuffer::new(int_bits);
-            columns.push(Arc::new(Float64Array::new(vs.into(), Some(float_rows))));
-            columns.push(Arc::new(Int64Array::new(std::mem::take(&mut self.pending_ints).into(), Some(int_rows))));
-            columns.push(Arc::new(Float64Array::from(std::mem::take(&mut self.pending_scales))));
+        // The next rows go into buffers big enough for a whole write chunk (no regrowing copies).
+        let cap = if last { 0 } else { WRITE_CHUNK_ROWS + WRITE_CHUNK_ROWS / 2 };
+        let ids = std::mem::replace(&mut self.pending_ids, Vec::with_capacity(cap));
+        let ts = std::mem::replace(&mut self.pending_ts, Vec::with_capacity(cap));
+        let vs = std::mem::replace(&mut self.pending_vs, Vec::with_capacity(cap));
+        let lens = std::mem::take(&mut self.pending_lens);
+        let (version, ulid) = (self.version, self.ulid.clone());
+        let task = tokio::task::spawn_blocking(move || samples_batch(version, &ulid, ids, ts, vs, &lens));
+        match self.in_split.replace(task) {
+            Some(prev) => self.write_split(prev).await,
+            None => Ok(()),
         }
-        let batch = RecordBatch::try_new(format::samples_schema(self.version), columns)
-            .map_err(|e| Error::arrow(format!("samples batch of block {}", self.ulid), e))?;
+    }
+
+    /// Waits for a record batch of [`samples_batch`] and hands it to the Parquet writer.
+    async fn write_split(&mut self, task: JoinHandle<Result<RecordBatch>>) -> Result<()> {
+        let batch = task.await.map_err(|e| {
+            Error::parquet(Bucket::block_path(&self.ulid, self.data_file), ParquetError::External(Box::new(e)))
+        })??;
         match self.samples.as_mut() {
             Some(w) => w.write(&batch).await,
             None => Err(self.bad("writer already finished".into())),
@@ -366,7 +372,10 @@ impl BlockWriter {
     }
 
     async fn finish_inner(&mut self, before_meta: impl std::future::Future<Output = ()>) -> Result<BlockMeta> {
-        self.flush_samples().await?;
+        self.flush_samples(true).await?;
+        if let Some(t) = self.in_split.take() {
+            self.write_split(t).await?;
+        }
         let samples_path = Bucket::block_path(&self.ulid, self.data_file);
         let series_path = Bucket::block_path(&self.ulid, format::SERIES_FILE);
         if let Some(w) = self.samples.take() {
@@ -510,6 +519,43 @@ impl BlockWriter {
     pub async fn abort(mut self) {
         self.cleanup().await;
     }
+}
+
+/// The record batch of `samples.parquet` in format `version` for rows of consecutive series
+/// (`lens`: rows per series): v1 keeps the values, v2 splits each series at its own scale
+/// ([`values::choose_exponent`], [`values::split`]).
+fn samples_batch(
+    version: u32,
+    ulid: &str,
+    ids: Vec<u32>,
+    ts: Vec<i64>,
+    vs: Vec<f64>,
+    lens: &[usize],
+) -> Result<RecordBatch> {
+    let n = vs.len();
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(ids)), Arc::new(Int64Array::from(ts))];
+    if version == 1 {
+        columns.push(Arc::new(Float64Array::from(vs)));
+    } else {
+        let (mut ints, mut floats, mut is_int) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut scales = Vec::with_capacity(n);
+        let mut at = 0;
+        for &len in lens {
+            let series = vs.get(at..at + len).unwrap_or_default();
+            let scale = values::scale_of(values::choose_exponent(series));
+            values::split(series, scale, &mut ints, &mut floats, &mut is_int);
+            scales.resize(scales.len() + series.len(), scale);
+            at += len;
+        }
+        let int_bits = BooleanBuffer::from(is_int);
+        let float_rows = NullBuffer::new(!&int_bits);
+        let int_rows = NullBuffer::new(int_bits);
+        columns.push(Arc::new(Float64Array::new(floats.into(), Some(float_rows))));
+        columns.push(Arc::new(Int64Array::new(ints.into(), Some(int_rows))));
+        columns.push(Arc::new(Float64Array::from(scales)));
+    }
+    RecordBatch::try_new(format::samples_schema(version), columns)
+        .map_err(|e| Error::arrow(format!("samples batch of block {ulid}"), e))
 }
 
 #[cfg(test)]

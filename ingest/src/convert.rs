@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use engine::BlockMeta;
 use engine::bucket::Bucket;
 use engine::writer::{BlockWriter, BlockWriterOptions};
@@ -53,8 +55,10 @@ pub enum Progress {
         /// Samples in the source block (from its meta.json).
         samples: u64,
     },
-    /// More series of the current block were written.
+    /// More series of a block being converted were written.
     Advanced {
+        /// Block ULID.
+        ulid: String,
         /// Series written since the last notification.
         series: u64,
         /// Samples written since the last notification.
@@ -103,7 +107,13 @@ pub struct Report {
 /// Series handed from the decoder thread to the writer in one message (about this many samples).
 const BATCH_SAMPLES: usize = 256 * 1024;
 
-/// Converts every block under `path` (a Prometheus data dir or one block dir).
+/// Blocks [`convert_path`] converts at the same time. Each block's conversion is a pipeline
+/// (decoding thread, v2 split, column encoders) that leaves cores idle while it fills and drains
+/// and while `series.parquet` and `meta.json` are written; a second block fills those gaps.
+const PARALLEL_BLOCKS: usize = 2;
+
+/// Converts every block under `path` (a Prometheus data dir or one block dir), two at a time;
+/// the report lists them in directory (ULID) order.
 pub async fn convert_path(
     path: &Path,
     bucket: &Bucket,
@@ -112,8 +122,14 @@ pub async fn convert_path(
 ) -> Result<Report> {
     let dirs = tsdb::list_blocks(path)?;
     let mut report = Report::default();
-    for dir in dirs {
-        match convert_block(&dir, bucket, opts, progress).await {
+    let mut done = futures::stream::iter(dirs)
+        .map(|dir| async move {
+            let r = convert_block(&dir, bucket, opts, progress).await;
+            (dir, r)
+        })
+        .buffered(PARALLEL_BLOCKS);
+    while let Some((dir, r)) = done.next().await {
+        match r {
             Ok(Some(meta)) => {
                 report.samples += meta.stats.num_samples;
                 report.series += meta.stats.num_series;
@@ -228,7 +244,7 @@ pub async fn convert_block(
         if failure.is_some() {
             break;
         }
-        progress(Progress::Advanced { series: ns, samples: nsamp });
+        progress(Progress::Advanced { ulid: src.ulid.clone(), series: ns, samples: nsamp });
     }
     drop(rx);
     let _ = decoder.await;

@@ -20,6 +20,9 @@ use crate::aggr::{AggrSeries, Aggregate};
 use crate::error::{Error, Result};
 use crate::format;
 
+/// Decoded pages by index into `ts_pages`.
+type CachedPages = HashMap<usize, Arc<DecodedPage>>;
+
 /// One data page of the `timestamp` column.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct TsPage {
@@ -404,34 +407,8 @@ impl BlockReader {
     ) -> Result<Vec<AggrSeries>> {
         let path = &self.samples_path;
         let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
-        let mut wanted: Vec<usize> = Vec::new();
-        for r in ranges {
-            let first = self.ts_pages.partition_point(|p| p.end <= r.start);
-            for p in (first..self.ts_pages.len()).take_while(|&p| self.ts_pages[p].start < r.end) {
-                if wanted.last() != Some(&p) {
-                    wanted.push(p);
-                }
-            }
-        }
-        let mut got: HashMap<usize, Arc<DecodedPage>> = HashMap::with_capacity(wanted.len());
-        let mut missing = Vec::new();
-        for p in wanted {
-            match cache.get(self.cache_id, p) {
-                Some(d) => {
-                    got.insert(p, d);
-                }
-                None => missing.push(p),
-            }
-        }
+        let (mut got, missing, page_ranges) = self.pages_in_cache(cache, ranges.iter());
         if !missing.is_empty() {
-            let mut page_ranges: Vec<Range<usize>> = Vec::new();
-            for &p in &missing {
-                let r = self.ts_pages[p].start..self.ts_pages[p].end;
-                match page_ranges.last_mut() {
-                    Some(last) if last.end == r.start => last.end = r.end,
-                    _ => page_ranges.push(r),
-                }
-            }
             let lens: Vec<usize> = missing.iter().map(|&p| self.ts_pages[p].end - self.ts_pages[p].start).collect();
             let pages = self.read_aggr_rows(&page_ranges, &lens, &Aggregate::ALL).await?;
             for (p, aggr) in missing.into_iter().zip(pages) {
@@ -495,19 +472,15 @@ impl BlockReader {
         Ok(out)
     }
 
-    fn total_rows(&self) -> usize {
-        self.samples_meta.metadata().row_groups().iter().map(|rg| rg.num_rows() as usize).sum()
-    }
-
-    /// The decoded timestamp pages (by index into `ts_pages`) that `per_series` touches: from the
-    /// cache, the missing ones read in one pass and added to it.
-    async fn cached_pages(
+    /// The pages (by index into `ts_pages`) that `ranges` (ascending row ranges) touch: those in
+    /// the cache, the missing ones, and the row ranges of the missing ones (adjacent pages joined).
+    fn pages_in_cache<'a>(
         &self,
         cache: &PageCache,
-        per_series: &[(u32, Vec<Range<usize>>)],
-    ) -> Result<HashMap<usize, Arc<DecodedPage>>> {
+        ranges: impl Iterator<Item = &'a Range<usize>>,
+    ) -> (CachedPages, Vec<usize>, Vec<Range<usize>>) {
         let mut wanted: Vec<usize> = Vec::new();
-        for r in per_series.iter().flat_map(|s| s.1.iter()) {
+        for r in ranges {
             let first = self.ts_pages.partition_point(|p| p.end <= r.start);
             for p in (first..self.ts_pages.len()).take_while(|&p| self.ts_pages[p].start < r.end) {
                 if wanted.last() != Some(&p) {
@@ -526,16 +499,31 @@ impl BlockReader {
                 None => missing.push(p),
             }
         }
-        if missing.is_empty() {
-            return Ok(got);
-        }
-        let mut ranges: Vec<Range<usize>> = Vec::new();
+        let mut missing_ranges: Vec<Range<usize>> = Vec::new();
         for &p in &missing {
             let r = self.ts_pages[p].start..self.ts_pages[p].end;
-            match ranges.last_mut() {
+            match missing_ranges.last_mut() {
                 Some(last) if last.end == r.start => last.end = r.end,
-                _ => ranges.push(r),
+                _ => missing_ranges.push(r),
             }
+        }
+        (got, missing, missing_ranges)
+    }
+
+    fn total_rows(&self) -> usize {
+        self.samples_meta.metadata().row_groups().iter().map(|rg| rg.num_rows() as usize).sum()
+    }
+
+    /// The decoded timestamp pages (by index into `ts_pages`) that `per_series` touches: from the
+    /// cache, the missing ones read in one pass and added to it.
+    async fn cached_pages(
+        &self,
+        cache: &PageCache,
+        per_series: &[(u32, Vec<Range<usize>>)],
+    ) -> Result<HashMap<usize, Arc<DecodedPage>>> {
+        let (mut got, missing, ranges) = self.pages_in_cache(cache, per_series.iter().flat_map(|s| s.1.iter()));
+        if missing.is_empty() {
+            return Ok(got);
         }
         let (ts, vs) = self.read_rows(&ranges).await?;
         let mut at = 0usize;

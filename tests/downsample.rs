@@ -515,6 +515,103 @@ async fn sigkill_while_downsampling_leaves_no_partial_block_and_the_rerun_finish
     }
 }
 
+/// SIGKILL during the 5m -> 1h step, at the three downsampling pause points, then a rerun. 16
+/// days of 2d raw blocks: the first run's downsampling makes the two 5m blocks (occurrences 1 and
+/// 2 of each point) and then the 1h block of the 14d 5m block (occurrence 3), so `<point>#3`
+/// stops inside the 1h step. While killed: complete blocks only (`tools bucket verify`, both 5m
+/// blocks whole, no 1h block before its meta.json), every raw sample; after the rerun: the blocks
+/// of an uninterrupted run, the 1h (and 5m) aggregates equal to its rows, every raw sample once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_downsampling_to_1h_leaves_no_partial_block_and_the_rerun_finishes_it() {
+    const D: i64 = 24 * H;
+    const W: i64 = 1_700_697_600_000; // a multiple of 14 days
+    const R: i64 = 3_600_000;
+    let data = data_over(W, 16 * D, 60_000);
+    let quick = ["--consistency-delay=0s", "--delete-delay=0s", "--log.level=info", "--http-address=127.0.0.1:0"];
+    let shape = |m: &[engine::BlockMeta]| {
+        m.iter()
+            .map(|m| (m.thanos.downsample.resolution, (m.min_time - W) / D, (m.max_time - W) / D))
+            .collect::<Vec<_>>()
+    };
+    // The uninterrupted run: raw 14d + 2d, their 5m blocks, the 1h block of the 14d 5m block.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bucket");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = fs_bucket_config(tmp.path(), &dir);
+    let bucket = Bucket::local(&dir).unwrap();
+    write_blocks_of(&bucket, &data, W, 8, 2 * D, 3).await;
+    let mut args = vec!["compact", "--objstore.config-file", cfg.to_str().unwrap()];
+    args.extend(quick);
+    strata_ok(&args);
+    let (want_metas, _) = visible(&bucket, &dir).await;
+    let want_shape = vec![(0, 0, 14), (0, 14, 16), (300_000, 0, 14), (300_000, 14, 16), (R, 0, 14)];
+    assert_eq!(shape(&want_metas), want_shape);
+    let mut want_down = Vec::new();
+    for m in &want_metas[2..] {
+        want_down.push(aggregates(&bucket, &m.ulid).await);
+    }
+    assert_eq!(want_down[2].len(), data.len());
+    assert!(want_down[2].iter().all(|(_, a)| a.len() == 14 * 24), "one 1h row per hour of 14 days");
+
+    for point in ["downsample#3", "downsample-files#3", "downsampled#3"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bucket");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = fs_bucket_config(tmp.path(), &dir);
+        let cfg_s = cfg.to_str().unwrap();
+        let bucket = Bucket::local(&dir).unwrap();
+        write_blocks_of(&bucket, &data, W, 8, 2 * D, 3).await;
+        let log = tmp.path().join("killed.log");
+        let mut cmd = Command::new(strata_bin());
+        cmd.args(["compact", "--objstore.config-file", cfg_s]).args(quick);
+        compact_killed_at(&mut cmd, point, &log).await;
+
+        // While killed: the raw and 5m blocks whole, the 1h block there only with its meta.json.
+        let (metas, partial) = visible(&bucket, &dir).await;
+        strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
+        assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples while killed");
+        let five: Vec<&engine::BlockMeta> =
+            metas.iter().filter(|m| m.thanos.downsample.resolution == 300_000).collect();
+        assert_eq!(five.len(), 2, "{point}: both 5m blocks are done before the 1h step");
+        for (m, want) in five.iter().zip(&want_down) {
+            assert_eq!(&aggregates(&bucket, &m.ulid).await, want, "{point}: 5m block {}", m.ulid);
+        }
+        let hour: Vec<&engine::BlockMeta> = metas.iter().filter(|m| m.thanos.downsample.resolution == R).collect();
+        match point {
+            "downsampled#3" => {
+                assert_eq!(hour.len(), 1, "{point}");
+                assert!(partial.is_empty(), "{point}: {partial:?}");
+                assert_eq!(aggregates(&bucket, &hour[0].ulid).await, want_down[2], "{point}");
+            }
+            "downsample-files#3" => {
+                assert!(hour.is_empty(), "{point}: {hour:?}");
+                assert_eq!(partial.len(), 1, "{point}: the unfinished 1h block {partial:?}");
+                for f in ["aggregates.parquet", "series.parquet"] {
+                    assert!(dir.join(&partial[0]).join(f).exists(), "{point}: {f} of {partial:?}");
+                }
+            }
+            // Half the series appended: anything uploaded has no meta.json.
+            _ => {
+                assert!(hour.is_empty(), "{point}: {hour:?}");
+                assert!(partial.len() <= 1, "{point}: {partial:?}");
+            }
+        }
+
+        // The rerun: the uninterrupted run's blocks, nothing half done left.
+        let mut rerun = vec!["compact", "--objstore.config-file", cfg_s];
+        rerun.extend(quick);
+        strata_ok(&rerun);
+        let (metas, partial) = visible(&bucket, &dir).await;
+        assert!(partial.is_empty(), "{point}: unfinished uploads left {partial:?}");
+        assert_eq!(shape(&metas), want_shape, "{point}: blocks after the rerun");
+        for (m, want) in metas[2..].iter().zip(&want_down) {
+            assert_eq!(&aggregates(&bucket, &m.ulid).await, want, "{point}: block {} after the rerun", m.ulid);
+        }
+        assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples after the rerun");
+        strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
+    }
+}
+
 /// 1h resolution end to end: 16 days of data (a sample a minute) as 2d raw blocks, `strata
 /// compact` run twice: the raw blocks of the 14-day window [W, W + 14d) become one 14d block
 /// (the window is over: a block lies after it), both raw blocks get 5m blocks, and the 14d 5m

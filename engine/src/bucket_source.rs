@@ -446,7 +446,8 @@ impl BucketSource {
     async fn select_downsampled(&self, req: &SelectRequest, relabel: &Relabel) -> Result<Option<SeriesStream>> {
         let Some((chunks, aggregates)) = self.downsampled_chunks(req, relabel).await? else { return Ok(None) };
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
-        Ok(Some(Box::pin(chunks.map(move |group| {
+        // The next group is read and converted while the consumer works on this one.
+        Ok(Some(read_ahead(Box::pin(chunks.map(move |group| {
             let mut out = Vec::new();
             for (labels, chunks) in group? {
                 let (mut ts, mut vs) = (Vec::new(), Vec::new());
@@ -461,7 +462,7 @@ impl BucketSource {
                 }
             }
             SeriesBatch::from_series(out)
-        }))))
+        })))))
     }
 
     /// The chunks of a downsampled read ([`SeriesSource::select_downsampled_chunks`]) and the
@@ -568,16 +569,33 @@ async fn downsampled_group(
     }
     let mut raw: BTreeMap<(usize, u32), (Vec<i64>, Vec<f64>)> = BTreeMap::new();
     let mut agg: BTreeMap<(usize, u32), aggr::AggrSeries> = BTreeMap::new();
-    for (b, ids) in wanted {
-        let r = &blocks[b];
-        if r.resolution() == 0 {
-            for s in r.read_samples(&ids, min_t, max_t).await? {
-                raw.insert((b, s.series_id), (s.timestamps, s.values));
+    // The blocks of the group are read at the same time, each on its own task.
+    let reads = wanted.into_iter().map(|(b, ids)| {
+        let r = Arc::clone(&blocks[b]);
+        let aggregates = aggregates.to_vec();
+        let ulid = r.ulid().to_string();
+        let task = tokio::spawn(async move {
+            if r.resolution() == 0 {
+                Ok::<_, crate::Error>((b, r.read_samples(&ids, min_t, max_t).await?, Vec::new()))
+            } else {
+                Ok((b, Vec::new(), r.read_aggregates_of(&ids, min_t, max_t, &aggregates).await?))
             }
-        } else {
-            for (id, a) in r.read_aggregates(&ids, min_t, max_t).await? {
-                agg.insert((b, id), a);
-            }
+        });
+        (ulid, task)
+    });
+    let reads: Vec<_> = reads.collect();
+    let mut done = Vec::with_capacity(reads.len());
+    for (block, task) in reads {
+        let read =
+            task.await.map_err(|e| crate::Error::BadInput { block, reason: format!("read task failed: {e}") })?;
+        done.push(read?);
+    }
+    for (b, samples, aggregated) in done {
+        for s in samples {
+            raw.insert((b, s.series_id), (s.timestamps, s.values));
+        }
+        for (id, a) in aggregated {
+            agg.insert((b, id), a);
         }
     }
     let mut out = Vec::with_capacity(group.len());

@@ -1,20 +1,25 @@
-//! [`PageCache`]: a byte-bounded LRU of decoded `samples.parquet` pages shared by the blocks of a
-//! source.
+//! [`PageCache`]: a byte-bounded LRU of decoded `samples.parquet` and `aggregates.parquet` pages
+//! shared by the blocks of a source.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// One decoded page of `samples.parquet`: the rows of one `timestamp` data page, both columns.
-#[derive(Debug)]
+use crate::aggr::AggrSeries;
+
+/// One decoded page: the rows of one `timestamp` data page of `samples.parquet` (`ts`, `vs`) or,
+/// in a downsampled block, of `aggregates.parquet` (`aggr`, every column).
+#[derive(Debug, Default)]
 pub struct DecodedPage {
     pub(super) ts: Vec<i64>,
     pub(super) vs: Vec<f64>,
+    pub(super) aggr: AggrSeries,
 }
 
 impl DecodedPage {
-    /// Heap bytes held (16 per row plus bookkeeping).
+    /// Heap bytes held (16 per raw row, [`AggrSeries::ROW_BYTES`] per aggregate row, plus
+    /// bookkeeping).
     fn cost(&self) -> usize {
-        self.ts.capacity() * 8 + self.vs.capacity() * 8 + 64
+        self.ts.capacity() * 8 + self.vs.capacity() * 8 + self.aggr.timestamps.capacity() * AggrSeries::ROW_BYTES + 64
     }
 }
 

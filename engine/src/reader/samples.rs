@@ -16,9 +16,12 @@ use parquet::file::metadata::ParquetMetaData;
 use super::BlockReader;
 use super::object_reader::ObjectReader;
 use super::page_cache::{DecodedPage, PageCache};
-use crate::aggr::AggrSeries;
+use crate::aggr::{AggrSeries, Aggregate};
 use crate::error::{Error, Result};
 use crate::format;
+
+/// Decoded pages by index into `ts_pages`.
+type CachedPages = HashMap<usize, Arc<DecodedPage>>;
 
 /// One data page of the `timestamp` column.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -194,6 +197,20 @@ impl BlockReader {
     /// whole batches (docs/format.md §4a) that overlap `[min_t, max_t]`. Returns one entry per
     /// id, ascending; series without such a batch are left out.
     pub async fn read_aggregates(&self, ids: &[u32], min_t: i64, max_t: i64) -> Result<Vec<(u32, AggrSeries)>> {
+        self.read_aggregates_of(ids, min_t, max_t, &Aggregate::ALL).await
+    }
+
+    /// Like [`BlockReader::read_aggregates`], decoding only the columns of `aggregates` besides
+    /// the timestamps and batch markers (`counter_start*`, `counter_end`): the columns of the
+    /// other aggregates hold zeros (`count`, `sum`, `min`, `max`) or `None` (`counter`). For
+    /// readers that use only some aggregates (a PromQL function reads one or two).
+    pub async fn read_aggregates_of(
+        &self,
+        ids: &[u32],
+        min_t: i64,
+        max_t: i64,
+        aggregates: &[Aggregate],
+    ) -> Result<Vec<(u32, AggrSeries)>> {
         let mut ids: Vec<u32> = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
@@ -223,7 +240,10 @@ impl BlockReader {
             }
         }
         let sizes: Vec<usize> = ids.iter().map(|&i| self.index.num_samples[i as usize] as usize).collect();
-        let all = self.read_aggr_rows(&ranges, &sizes).await?;
+        let all = match &self.cache {
+            Some(cache) if !self.ts_pages.is_empty() => self.cached_aggr_rows(cache, &ranges, &sizes).await?,
+            _ => self.read_aggr_rows(&ranges, &sizes, aggregates).await?,
+        };
         let mut out = Vec::with_capacity(ids.len());
         for (&i, one) in ids.iter().zip(all) {
             one.check().map_err(|e| bad(format!("series_id {i}: {e}")))?;
@@ -245,17 +265,39 @@ impl BlockReader {
     }
 
     /// The rows of `ranges` (ascending, non-adjacent global row ranges) of `aggregates.parquet`,
-    /// cut into consecutive series of `sizes` rows (their sum is the rows of `ranges`). Record
+    /// cut into consecutive series of `sizes` rows (their sum is the rows of `ranges`), decoding
+    /// the columns of `aggregates` only (see [`BlockReader::read_aggregates_of`]). Record
     /// batches are converted as they are decoded, so only one is held beside the result.
-    async fn read_aggr_rows(&self, ranges: &[Range<usize>], sizes: &[usize]) -> Result<Vec<AggrSeries>> {
+    async fn read_aggr_rows(
+        &self,
+        ranges: &[Range<usize>],
+        sizes: &[usize],
+        aggregates: &[Aggregate],
+    ) -> Result<Vec<AggrSeries>> {
         let path = &self.samples_path;
         let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
         let md = self.samples_meta.metadata();
         let (groups, selection) = row_group_selection(md, ranges);
         let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
+        let want = |a: Aggregate| aggregates.contains(&a);
+        let mut columns = vec![format::COL_TIMESTAMP, format::COL_COUNTER_START_TS, format::COL_COUNTER_START];
+        columns.push(format::COL_COUNTER_END);
+        for (a, c) in [
+            (Aggregate::Count, format::COL_COUNT),
+            (Aggregate::Sum, format::COL_SUM),
+            (Aggregate::Min, format::COL_MIN),
+            (Aggregate::Max, format::COL_MAX),
+            (Aggregate::Counter, format::COL_COUNTER),
+        ] {
+            if want(a) {
+                columns.push(c);
+            }
+        }
+        let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns.iter().copied());
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
             .with_row_groups(groups)
             .with_row_selection(selection)
+            .with_projection(mask)
             .with_batch_size(64 * 1024)
             .build()
             .map_err(|e| Error::parquet(path, e))?;
@@ -268,20 +310,31 @@ impl BlockReader {
         while let Some(b) = stream.try_next().await.map_err(|e| Error::parquet(path, e))? {
             let f = |name: &str| b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Float64Type>());
             let i = |name: &str| b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
-            let count = b.column_by_name(format::COL_COUNT).and_then(|c| c.as_primitive_opt::<UInt64Type>());
-            let (Some(t), Some(count), Some(sum), Some(min), Some(max), Some(counter), Some(st), Some(sv), Some(end)) = (
+            let (Some(t), Some(st), Some(sv), Some(end)) = (
                 i(format::COL_TIMESTAMP),
-                count,
-                f(format::COL_SUM),
-                f(format::COL_MIN),
-                f(format::COL_MAX),
-                f(format::COL_COUNTER),
                 i(format::COL_COUNTER_START_TS),
                 f(format::COL_COUNTER_START),
                 f(format::COL_COUNTER_END),
             ) else {
                 return Err(bad("aggregate columns are missing or have wrong types".into()));
             };
+            // An aggregate asked for: its column, which must be there; otherwise None.
+            let opt = |a: Aggregate, c: Option<&arrow::array::PrimitiveArray<Float64Type>>| match (want(a), c) {
+                (true, None) => Err(bad(format!("aggregate column {a:?} is missing or has a wrong type"))),
+                (true, c) => Ok(c.cloned()),
+                (false, _) => Ok(None),
+            };
+            let count = match (want(Aggregate::Count), b.column_by_name(format::COL_COUNT)) {
+                (false, _) => None,
+                (true, c) => match c.and_then(|c| c.as_primitive_opt::<UInt64Type>()) {
+                    Some(c) => Some(c),
+                    None => return Err(bad("aggregate column Count is missing or has a wrong type".into())),
+                },
+            };
+            let sum = opt(Aggregate::Sum, f(format::COL_SUM))?;
+            let min = opt(Aggregate::Min, f(format::COL_MIN))?;
+            let max = opt(Aggregate::Max, f(format::COL_MAX))?;
+            let counter = opt(Aggregate::Counter, f(format::COL_COUNTER))?;
             read += b.num_rows();
             let mut at = 0usize;
             while at < b.num_rows() {
@@ -300,13 +353,26 @@ impl BlockReader {
                     next += 1;
                 }
                 let r = at..(at + lacking).min(b.num_rows());
+                let len = cur.timestamps.len() + r.len();
                 cur.timestamps.extend_from_slice(&t.values()[r.clone()]);
-                cur.count.extend_from_slice(&count.values()[r.clone()]);
-                cur.sum.extend_from_slice(&sum.values()[r.clone()]);
-                cur.min.extend_from_slice(&min.values()[r.clone()]);
-                cur.max.extend_from_slice(&max.values()[r.clone()]);
+                match count {
+                    Some(c) => cur.count.extend_from_slice(&c.values()[r.clone()]),
+                    None => cur.count.resize(len, 0),
+                }
+                for (col, src) in [(&mut cur.sum, &sum), (&mut cur.min, &min), (&mut cur.max, &max)] {
+                    match src {
+                        Some(c) => col.extend_from_slice(&c.values()[r.clone()]),
+                        None => col.resize(len, 0.0),
+                    }
+                }
+                match &counter {
+                    Some(c) if c.null_count() == 0 => {
+                        cur.counter.extend(c.values()[r.clone()].iter().map(|&v| Some(v)))
+                    }
+                    Some(c) => cur.counter.extend(r.clone().map(|k| c.is_valid(k).then(|| c.value(k)))),
+                    None => cur.counter.resize(len, None),
+                }
                 for k in r.clone() {
-                    cur.counter.push(counter.is_valid(k).then(|| counter.value(k)));
                     cur.counter_start.push(match (st.is_valid(k), sv.is_valid(k)) {
                         (true, true) => Some((st.value(k), sv.value(k))),
                         (false, false) => None,
@@ -330,19 +396,91 @@ impl BlockReader {
         Ok(out)
     }
 
-    fn total_rows(&self) -> usize {
-        self.samples_meta.metadata().row_groups().iter().map(|rg| rg.num_rows() as usize).sum()
-    }
-
-    /// The decoded timestamp pages (by index into `ts_pages`) that `per_series` touches: from the
-    /// cache, the missing ones read in one pass and added to it.
-    async fn cached_pages(
+    /// Like [`BlockReader::read_aggr_rows`] (every column), through the page cache: the pages of
+    /// `aggregates.parquet` that `ranges` touch are decoded whole once (all columns) and later
+    /// reads copy from the cache.
+    async fn cached_aggr_rows(
         &self,
         cache: &PageCache,
-        per_series: &[(u32, Vec<Range<usize>>)],
-    ) -> Result<HashMap<usize, Arc<DecodedPage>>> {
+        ranges: &[Range<usize>],
+        sizes: &[usize],
+    ) -> Result<Vec<AggrSeries>> {
+        let path = &self.samples_path;
+        let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
+        let (mut got, missing, page_ranges) = self.pages_in_cache(cache, ranges.iter());
+        if !missing.is_empty() {
+            let lens: Vec<usize> = missing.iter().map(|&p| self.ts_pages[p].end - self.ts_pages[p].start).collect();
+            let pages = self.read_aggr_rows(&page_ranges, &lens, &Aggregate::ALL).await?;
+            for (p, aggr) in missing.into_iter().zip(pages) {
+                let d = Arc::new(DecodedPage { aggr, ..Default::default() });
+                cache.insert(self.cache_id, p, Arc::clone(&d));
+                got.insert(p, d);
+            }
+        }
+        // Cut the rows of `ranges` into series of `sizes` rows, copying from the pages.
+        let mut out: Vec<AggrSeries> = Vec::with_capacity(sizes.len());
+        let mut sizes_it = sizes.iter();
+        let mut cur = AggrSeries::default();
+        let mut lacking = 0usize;
+        let mut started = false;
+        let mut next_size = |cur: &mut AggrSeries, out: &mut Vec<AggrSeries>, started: &mut bool| {
+            if *started {
+                out.push(std::mem::take(cur));
+            }
+            *started = true;
+            sizes_it.next().copied()
+        };
+        for r in ranges {
+            let mut at = r.start;
+            while at < r.end {
+                while lacking == 0 {
+                    let Some(n) = next_size(&mut cur, &mut out, &mut started) else {
+                        return Err(bad(format!(
+                            "row ranges hold more than the {} rows of the series",
+                            sizes.iter().sum::<usize>()
+                        )));
+                    };
+                    cur.reserve(n);
+                    lacking = n;
+                }
+                let p = self.ts_pages.partition_point(|p| p.end <= at);
+                let (Some(page), Some(d)) = (self.ts_pages.get(p), got.get(&p)) else {
+                    return Err(bad(format!("page of row {at} was not read")));
+                };
+                let end = r.end.min(page.end).min(at + lacking);
+                if d.aggr.len() != page.end - page.start {
+                    return Err(bad(format!(
+                        "page of rows {}..{} decoded {} rows",
+                        page.start,
+                        page.end,
+                        d.aggr.len()
+                    )));
+                }
+                cur.extend_from(&d.aggr, at - page.start..end - page.start);
+                lacking -= end - at;
+                at = end;
+            }
+        }
+        if started {
+            out.push(cur);
+        }
+        // Series of no rows after the last row.
+        out.extend(sizes_it.filter(|&&n| n == 0).map(|_| AggrSeries::default()));
+        if out.len() != sizes.len() || lacking != 0 {
+            return Err(bad(format!("cut {} series of the {} expected", out.len(), sizes.len())));
+        }
+        Ok(out)
+    }
+
+    /// The pages (by index into `ts_pages`) that `ranges` (ascending row ranges) touch: those in
+    /// the cache, the missing ones, and the row ranges of the missing ones (adjacent pages joined).
+    fn pages_in_cache<'a>(
+        &self,
+        cache: &PageCache,
+        ranges: impl Iterator<Item = &'a Range<usize>>,
+    ) -> (CachedPages, Vec<usize>, Vec<Range<usize>>) {
         let mut wanted: Vec<usize> = Vec::new();
-        for r in per_series.iter().flat_map(|s| s.1.iter()) {
+        for r in ranges {
             let first = self.ts_pages.partition_point(|p| p.end <= r.start);
             for p in (first..self.ts_pages.len()).take_while(|&p| self.ts_pages[p].start < r.end) {
                 if wanted.last() != Some(&p) {
@@ -361,22 +499,41 @@ impl BlockReader {
                 None => missing.push(p),
             }
         }
-        if missing.is_empty() {
-            return Ok(got);
-        }
-        let mut ranges: Vec<Range<usize>> = Vec::new();
+        let mut missing_ranges: Vec<Range<usize>> = Vec::new();
         for &p in &missing {
             let r = self.ts_pages[p].start..self.ts_pages[p].end;
-            match ranges.last_mut() {
+            match missing_ranges.last_mut() {
                 Some(last) if last.end == r.start => last.end = r.end,
-                _ => ranges.push(r),
+                _ => missing_ranges.push(r),
             }
+        }
+        (got, missing, missing_ranges)
+    }
+
+    fn total_rows(&self) -> usize {
+        self.samples_meta.metadata().row_groups().iter().map(|rg| rg.num_rows() as usize).sum()
+    }
+
+    /// The decoded timestamp pages (by index into `ts_pages`) that `per_series` touches: from the
+    /// cache, the missing ones read in one pass and added to it.
+    async fn cached_pages(
+        &self,
+        cache: &PageCache,
+        per_series: &[(u32, Vec<Range<usize>>)],
+    ) -> Result<HashMap<usize, Arc<DecodedPage>>> {
+        let (mut got, missing, ranges) = self.pages_in_cache(cache, per_series.iter().flat_map(|s| s.1.iter()));
+        if missing.is_empty() {
+            return Ok(got);
         }
         let (ts, vs) = self.read_rows(&ranges).await?;
         let mut at = 0usize;
         for p in missing {
             let n = self.ts_pages[p].end - self.ts_pages[p].start;
-            let d = Arc::new(DecodedPage { ts: ts[at..at + n].to_vec(), vs: vs[at..at + n].to_vec() });
+            let d = Arc::new(DecodedPage {
+                ts: ts[at..at + n].to_vec(),
+                vs: vs[at..at + n].to_vec(),
+                ..Default::default()
+            });
             at += n;
             cache.insert(self.cache_id, p, Arc::clone(&d));
             got.insert(p, d);

@@ -278,10 +278,20 @@ impl SqlCatalog {
     /// a plan to keep and bind with [`bind`] at each execution while
     /// [`SqlCatalog::generation`] is unchanged.
     pub async fn plan(&self, sql: &str) -> Result<Planned> {
-        let first = self.statement_once(sql).await;
+        self.plan_from(sql, self.snapshot()).await
+    }
+
+    /// [`SqlCatalog::plan`] whose first attempt uses the tables of `base`.
+    async fn plan_from(&self, sql: &str, base: Arc<Snapshot>) -> Result<Planned> {
+        let first = self.statement_once(sql, &base).await;
         match first {
             Err(Error::DataFusion { .. }) if self.heads.is_some() => match self.rebuild_if_changed().await {
-                Ok((_, true)) => self.statement_once(sql).await,
+                Ok((_, true)) => self.statement_once(sql, &self.snapshot()).await,
+                // Another rebuild (after a cut, or the refresh loop's) swapped in newer tables
+                // after the first attempt chose its own: plan once more on those.
+                Ok((_, false)) if self.generation() != base.generation => {
+                    self.statement_once(sql, &self.snapshot()).await
+                }
                 Ok((_, false)) => first,
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing the SQL tables for a statement that failed to plan");
@@ -292,11 +302,11 @@ impl SqlCatalog {
         }
     }
 
-    async fn statement_once(&self, sql: &str) -> Result<Planned> {
+    /// Plans `sql` on the tables of `base`.
+    async fn statement_once(&self, sql: &str, base: &Snapshot) -> Result<Planned> {
         self.planned.fetch_add(1, Ordering::Relaxed);
         let plan = async {
             let sql = number_placeholders(sql)?;
-            let base = self.snapshot();
             let pool: Arc<dyn MemoryPool> = match self.limits.memory_limit {
                 Some(bytes) => Arc::new(GreedyMemoryPool::new(bytes)),
                 None => Arc::new(UnboundedMemoryPool::default()),
@@ -408,6 +418,44 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), settling).await.unwrap().unwrap();
         // Nothing reading: settles at once.
         tokio::time::timeout(std::time::Duration::from_secs(5), catalog.settle()).await.unwrap();
+    }
+
+    #[derive(Debug)]
+    struct Heads(std::sync::Mutex<Vec<crate::head::HeadPart>>);
+
+    #[async_trait::async_trait]
+    impl RecentHeads for Heads {
+        async fn heads(&self) -> Vec<crate::head::HeadPart> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    /// A statement that chose its tables before a metric reached them, while another rebuild
+    /// (a cut's, the refresh loop's) added it before this statement's own refresh looked: the
+    /// statement is planned again on the newer tables instead of failing with "table not found".
+    #[tokio::test]
+    async fn a_statement_on_older_tables_uses_a_rebuild_it_did_not_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        // A block: the tables are then rebuilt only when the blocks or the heads' names change.
+        crate::tables::tests::write(&bucket, ulid::Ulid::from_parts(1, 1), &crate::tables::tests::fleet(4)).await;
+        let head = engine::MemSource::new();
+        let heads = Arc::new(Heads(std::sync::Mutex::new(Vec::new())));
+        let catalog = SqlCatalog::new(bucket, Vec::new(), StatementLimits::default())
+            .unwrap()
+            .with_heads(Arc::clone(&heads) as Arc<dyn RecentHeads>);
+        catalog.refresh().await.unwrap();
+        let older = catalog.snapshot();
+        head.add(engine::Labels::from_pairs([("__name__", "late"), ("job", "a")]), &[900_000, 915_000], &[1.5, 2.5]);
+        heads.0.lock().unwrap().push(crate::head::HeadPart { source: Arc::new(head), block_labels: BTreeMap::new() });
+        // The other party's rebuild.
+        catalog.refresh().await.unwrap();
+        assert!(catalog.generation() > older.generation);
+        let planned = catalog.plan_from("SELECT sum(value) FROM late WHERE job = 'a'", older).await.unwrap();
+        assert_eq!(planned.generation, catalog.generation());
+        let batches = planned.frame.collect().await.unwrap();
+        let v = batches[0].column(0).as_any().downcast_ref::<arrow::array::Float64Array>().unwrap().value(0);
+        assert_eq!(v, 4.0);
     }
 
     #[test]

@@ -581,16 +581,7 @@ mod tests {
         }
     }
 
-    /// Small deterministic generator (xorshift) so tests need no extra crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::testkit::XorShift as Rng;
 
     fn same(a: &[(i64, f64)], b: &[(i64, f64)]) {
         assert_eq!(a.len(), b.len());
@@ -604,23 +595,23 @@ mod tests {
     fn round_trip_random_series() {
         let mut r = Rng(0x9e3779b97f4a7c15);
         for case in 0..200 {
-            let n = 1 + (r.next() % 300) as usize;
-            let mut t = (r.next() % 2_000_000_000_000) as i64 - 1_000_000_000_000;
-            let mut v = (r.next() % 1000) as f64;
+            let n = 1 + (r.next_u64() % 300) as usize;
+            let mut t = (r.next_u64() % 2_000_000_000_000) as i64 - 1_000_000_000_000;
+            let mut v = (r.next_u64() % 1000) as f64;
             let mut s = Vec::new();
             for _ in 0..n {
                 s.push((t, v));
                 t += match case % 4 {
                     0 => 15_000,
-                    1 => 15_000 + (r.next() % 200) as i64 - 100,
-                    2 => (r.next() % 10_000_000) as i64,
-                    _ => (r.next() % 3) as i64,
+                    1 => 15_000 + (r.next_u64() % 200) as i64 - 100,
+                    2 => (r.next_u64() % 10_000_000) as i64,
+                    _ => (r.next_u64() % 3) as i64,
                 };
-                v = match r.next() % 5 {
+                v = match r.next_u64() % 5 {
                     0 => v,
                     1 => v + 1.0,
-                    2 => f64::from_bits(r.next()),
-                    3 => (r.next() % 100) as f64 / 7.0,
+                    2 => f64::from_bits(r.next_u64()),
+                    3 => (r.next_u64() % 100) as f64 / 7.0,
                     _ => -v,
                 };
             }
@@ -742,8 +733,8 @@ mod tests {
         for i in 0..400u64 {
             let t = 1_700_000_000.0 + i as f64 * 15.0;
             vals.push(format!("reg_total{{i=\"a\"}} {} {t:.3}\n", i * 3));
-            let jt = t + (r.next() % 1000) as f64 / 1000.0;
-            let v = f64::from_bits(r.next() >> 2);
+            let jt = t + (r.next_u64() % 1000) as f64 / 1000.0;
+            let v = f64::from_bits(r.next_u64() >> 2);
             vals.push(format!("jit{{i=\"b\"}} {v:e} {jt:.3}\n"));
             let g = match i % 7 {
                 0 => "NaN".to_string(),

@@ -384,19 +384,7 @@ mod tests {
     use crate::labels::Labels;
     use crate::writer::{BlockWriter, BlockWriterOptions};
 
-    /// xorshift64*: deterministic pseudo-random numbers for synthetic data.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::testkit::XorShift64Star as Rng;
 
     /// A realistic 2h block, shaped like a node-exporter + application scrape: 30% request counters
     /// (often idle, small integer increments), 10% byte counters (large increments), 20% histogram

@@ -25,6 +25,8 @@ pub mod relabel;
 pub mod rewrite;
 pub mod source;
 pub mod sql;
+#[doc(hidden)]
+pub mod testkit;
 pub mod values;
 pub mod verify;
 pub mod wal;

@@ -398,19 +398,7 @@ mod tests {
     use super::*;
     use crate::plan::{F64, NodeSpec};
 
-    /// A small deterministic generator (xorshift64*).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use engine::testkit::XorShift64Star as Rng;
 
     /// Series over few label values, so that signatures collide, with points at random steps.
     fn side(rng: &mut Rng, name: &str, grid: &Grid, n: usize, density: u64) -> Vec<SeriesData> {

@@ -30,6 +30,16 @@ pub fn encode_request(start_ms: i64, end_ms: i64, matchers: &[Matcher]) -> Resul
     compress(&req.encode_to_vec())
 }
 
+/// The remote read 0.1.0 POST of `body` (a snappy `ReadRequest`) to `url`, ready to send.
+pub fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Read-Version", "0.1.0")
+        .body(body)
+}
+
 /// A matcher as remote read's `prometheus.LabelMatcher`.
 pub(crate) fn to_pb_matcher(m: &Matcher) -> LabelMatcher {
     LabelMatcher {
@@ -74,15 +84,7 @@ pub async fn read(
 ) -> Result<Vec<Series>> {
     let fail = |reason: String| Error::RemoteRead { url: url.to_string(), reason };
     let body = encode_request(start_ms, end_ms, matchers)?;
-    let resp = client
-        .post(url)
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .header("X-Prometheus-Remote-Read-Version", "0.1.0")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let resp = post(client, url, body).send().await.map_err(|e| fail(e.to_string()))?;
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
     if !status.is_success() {

@@ -183,13 +183,7 @@ impl PromClient {
             }],
             accepted_response_types: vec![read_request::ResponseType::StreamedXorChunks as i32],
         };
-        let resp = self
-            .http
-            .post(&url)
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Read-Version", "0.1.0")
-            .body(compress(&req.encode_to_vec())?)
+        let resp = crate::remote_read::post(&self.http, &url, compress(&req.encode_to_vec())?)
             .send()
             .await
             .map_err(|e| fail(e.to_string()))?;

@@ -123,8 +123,7 @@ async fn stats(bucket: &Bucket, resolution: i64) -> Result<(u64, u64, usize), St
 /// Runs `strata compact` once on the bucket at `dir`; returns (wall seconds, peak RSS bytes).
 fn compact(dir: &Path, work: &Path) -> Result<(f64, u64), String> {
     let cfg = work.join("bucket.yml");
-    std::fs::write(&cfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", dir.display()))
-        .map_err(|e| format!("{}: {e}", cfg.display()))?;
+    crate::util::write_fs_bucket_config(&cfg, dir)?;
     let bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
     let started = Instant::now();
     let log = work.join("compact.log");

@@ -18,21 +18,13 @@ use ingest::convert::{ConvertOptions, convert_path};
 
 use ingest::testkit::{Daemon, copy_dir, free_port, urlencode};
 
-use crate::util::{format_copy, prometheus_over, promtool_blocks, spec};
+use crate::util::{FleetArgs, format_copy, prometheus_over, promtool_blocks, write_fs_bucket_config};
 
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Scrape targets (`ingest::datagen::SERIES_PER_TARGET` = 20 series each; 500 gives the
-    /// issue's 10k series).
-    #[arg(long, default_value_t = 500)]
-    targets: usize,
-    /// Hours of data.
-    #[arg(long, default_value_t = 24.0)]
-    hours: f64,
-    /// Scrape interval in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    interval: f64,
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// Timed repetitions per request and system after one warm-up (the median is kept).
     #[arg(long, default_value_t = 51)]
     runs: usize,
@@ -110,7 +102,7 @@ async fn compare(
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let spec = spec(a.targets, a.hours, a.interval)?;
+    let spec = a.fleet.spec()?;
     let prom_blocks = promtool_blocks("http", &spec, work.path(), "blocks")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
 
@@ -142,8 +134,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         let fdir = work.path().join(format!("bucket-v{format}"));
         rt.block_on(format_copy(&bdir, &fdir, format))?;
         let bcfg = work.path().join(format!("bucket-v{format}.yml"));
-        std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", fdir.display()))
-            .map_err(|e| e.to_string())?;
+        write_fs_bucket_config(&bcfg, &fdir)?;
         let bucket_cfg = bcfg.display().to_string();
         let query_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
         let strata_log = work.path().join(format!("strata-v{format}.log"));
@@ -234,10 +225,10 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     println!(
         "bench http{}: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
         if a.via_store { " (strata query -> strata store over gRPC)" } else { "" },
-        a.targets * ingest::datagen::SERIES_PER_TARGET,
+        a.fleet.targets * ingest::datagen::SERIES_PER_TARGET,
         report.samples,
-        a.hours,
-        a.interval,
+        a.fleet.hours,
+        a.fleet.interval,
         a.runs,
         a.budget
     );

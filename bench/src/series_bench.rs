@@ -11,8 +11,6 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use engine::bucket::Bucket;
-use ingest::convert::{ConvertOptions, convert_path};
 use proto::prometheus::{ChunkedReadResponse, LabelMatcher, Query, ReadRequest, label_matcher, read_request};
 use proto::prost::Message;
 use proto::thanos::store_client::StoreClient;
@@ -20,21 +18,13 @@ use proto::thanos::{SeriesRequest, series_response};
 
 use ingest::testkit::{Daemon, free_port};
 
-use crate::util::{prometheus_over, promtool_blocks, spec};
+use crate::util::{FleetArgs, converted_bucket, prometheus_over, promtool_blocks};
 
 /// Arguments of `bench series`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Scrape targets (`ingest::datagen::SERIES_PER_TARGET` = 20 series each; 500 gives the
-    /// issue's 10k series).
-    #[arg(long, default_value_t = 500)]
-    targets: usize,
-    /// Hours of data.
-    #[arg(long, default_value_t = 24.0)]
-    hours: f64,
-    /// Scrape interval in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    interval: f64,
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// Timed runs per system after one warm-up (the median is kept).
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -136,12 +126,7 @@ pub(crate) async fn prometheus_read(
         accepted_response_types: vec![read_request::ResponseType::StreamedXorChunks as i32],
     };
     let body = ingest::remote_write::compress(&req.encode_to_vec()).map_err(|e| e.to_string())?;
-    let mut resp = client
-        .post(format!("{base}/api/v1/read"))
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .header("X-Prometheus-Remote-Read-Version", "0.1.0")
-        .body(body)
+    let mut resp = ingest::remote_read::post(client, &format!("{base}/api/v1/read"), body)
         .send()
         .await
         .map_err(|e| format!("remote read: {e}"))?;
@@ -167,21 +152,12 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let spec = spec(a.targets, a.hours, a.interval)?;
+    let spec = a.fleet.spec()?;
     let blocks = promtool_blocks("series", &spec, work.path(), "blocks")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
 
     // Strata: the blocks converted into a bucket, served by strata store.
-    let bdir = work.path().join("bucket");
-    let bucket = Bucket::local(&bdir).map_err(|e| e.to_string())?;
-    let report =
-        rt.block_on(convert_path(&blocks, &bucket, &ConvertOptions::default(), &|_| {})).map_err(|e| e.to_string())?;
-    if let Some((p, e)) = report.failed.first() {
-        return Err(format!("convert {}: {e}", p.display()));
-    }
-    let bcfg = work.path().join("bucket.yml");
-    std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bdir.display()))
-        .map_err(|e| e.to_string())?;
+    let (bcfg, _) = converted_bucket(&rt, &blocks, work.path())?;
     let port = || free_port().map_err(|e| e.to_string());
     let (grpc, http) = (format!("127.0.0.1:{}", port()?), format!("127.0.0.1:{}", port()?));
     let strata_bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("strata");
@@ -234,7 +210,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     println!(
         "bench series: {} series, {} samples, {} h at {} s; one request for every series over the whole range; \
          median of {} runs after 1 warm-up, systems alternating",
-        s_what.series, s_what.samples, a.hours, a.interval, a.runs
+        s_what.series, s_what.samples, a.fleet.hours, a.fleet.interval, a.runs
     );
     println!("{:<34} {:>10} {:>12} {:>10} {:>12}", "system", "median ms", "samples/s", "chunks", "MB sent");
     println!(

@@ -72,8 +72,7 @@ fn blocks(dir: &Path) -> Result<Vec<(PathBuf, u64, i64, i64)>, String> {
 
 fn bucket_cfg(work: &Path, name: &str) -> Result<PathBuf, String> {
     let p = work.join(format!("{name}.yml"));
-    let text = format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", work.join(name).display());
-    std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    crate::util::write_fs_bucket_config(&p, &work.join(name))?;
     Ok(p)
 }
 

@@ -16,14 +16,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use engine::bucket::Bucket;
-use ingest::convert::{ConvertOptions, convert_path};
 use ingest::testkit::{Daemon, free_port};
 
 use crate::series_bench::{prometheus_read, strata_series};
 use ingest::datagen::GenSpec;
 
-use crate::util::{prometheus_over, spec};
+use crate::util::{converted_bucket, prometheus_over, spec};
 
 /// 2 h, promtool's block range.
 const BLOCK_MS: i64 = 2 * 3_600_000;
@@ -137,17 +135,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         .count();
     eprintln!("bench store: {n_tsdb} TSDB blocks made in {:.1} s", started.elapsed().as_secs_f64());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let bdir = work.path().join("bucket");
-    let bucket = Bucket::local(&bdir).map_err(|e| e.to_string())?;
     eprintln!("bench store: converting {n_tsdb} TSDB blocks ...");
-    let report =
-        rt.block_on(convert_path(&blocks, &bucket, &ConvertOptions::default(), &|_| {})).map_err(|e| e.to_string())?;
-    if let Some((p, e)) = report.failed.first() {
-        return Err(format!("convert {}: {e}", p.display()));
-    }
-    let bcfg = work.path().join("bucket.yml");
-    std::fs::write(&bcfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bdir.display()))
-        .map_err(|e| e.to_string())?;
+    let (bcfg, converted) = converted_bucket(&rt, &blocks, work.path())?;
     let (min_t, max_t) = (spec.start_ms, spec.start_ms + spec.duration_ms);
     let port = || free_port().map_err(|e| e.to_string());
     let client = reqwest::Client::new();
@@ -201,11 +190,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     }
     println!(
         "bench store: {} blocks ({} TSDB blocks converted), {} series, {} samples; index-cache-size {}",
-        report.converted.len(),
-        n_tsdb,
-        strata.series,
-        strata.samples,
-        a.index_cache_size
+        converted, n_tsdb, strata.series, strata.samples, a.index_cache_size
     );
     println!("| | strata store | Prometheus 2.42 | ratio |");
     println!("|---|---|---|---|");

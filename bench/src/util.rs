@@ -91,3 +91,52 @@ pub(crate) fn prometheus_over(tsdb: &Path, work: &Path) -> Result<(Daemon, Strin
     .map_err(|e| format!("{e} (prometheus is in the Debian package `prometheus`)"))?;
     Ok((d, format!("http://127.0.0.1:{port}"), log))
 }
+
+/// The data flags of the benchmarks over a generated fleet (`bench http`, `bench series`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct FleetArgs {
+    /// Scrape targets (`ingest::datagen::SERIES_PER_TARGET` = 20 series each; 500 gives the
+    /// issue's 10k series).
+    #[arg(long, default_value_t = 500)]
+    pub(crate) targets: usize,
+    /// Hours of data.
+    #[arg(long, default_value_t = 24.0)]
+    pub(crate) hours: f64,
+    /// Scrape interval in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub(crate) interval: f64,
+}
+
+impl FleetArgs {
+    /// The spec of the fleet (default seed).
+    pub(crate) fn spec(&self) -> Result<GenSpec, String> {
+        spec(self.targets, self.hours, self.interval)
+    }
+}
+
+/// Writes a FILESYSTEM objstore config for the bucket directory `bucket_dir` to `path`.
+pub(crate) fn write_fs_bucket_config(path: &Path, bucket_dir: &Path) -> Result<(), String> {
+    std::fs::write(path, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bucket_dir.display()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Converts the TSDB blocks under `blocks` into a filesystem bucket `work/bucket` (every block or
+/// an error) and writes its objstore config `work/bucket.yml`; returns the config's path and the
+/// number of blocks written.
+pub(crate) fn converted_bucket(
+    rt: &tokio::runtime::Runtime,
+    blocks: &Path,
+    work: &Path,
+) -> Result<(PathBuf, usize), String> {
+    let bdir = work.join("bucket");
+    let bucket = engine::bucket::Bucket::local(&bdir).map_err(|e| e.to_string())?;
+    let opts = ingest::convert::ConvertOptions::default();
+    let report =
+        rt.block_on(ingest::convert::convert_path(blocks, &bucket, &opts, &|_| {})).map_err(|e| e.to_string())?;
+    if let Some((p, e)) = report.failed.first() {
+        return Err(format!("convert {}: {e}", p.display()));
+    }
+    let cfg = work.join("bucket.yml");
+    write_fs_bucket_config(&cfg, &bdir)?;
+    Ok((cfg, report.converted.len()))
+}

@@ -27,26 +27,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use engine::{BlockWriter, BlockWriterOptions, Bucket, Labels};
+use engine::{Bucket, Labels};
 
-const H: i64 = 3_600_000;
-/// A multiple of 2 days (the compactor's 2d windows are aligned to the epoch).
-const T0: i64 = 1_700_006_400_000;
-const STEP: i64 = 15_000;
 const TARGETS: usize = 3;
-
-type Series = (Labels, Vec<i64>, Vec<f64>);
-
-/// xorshift, deterministic.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+/// One day in ms.
+const D: i64 = 24 * H;
+/// The start of the 16-day data of the 1h tests: a multiple of 14 days.
+const W: i64 = 1_700_697_600_000;
+/// The external labels of the written blocks.
+const REGION: [(&str, &str); 1] = [("region", "eu")];
 
 /// `requests_total` counters (uneven increments, a reset every ~7 h, one right at a block
 /// boundary) and `temperature` gauges, one sample every 15 s at 5 s past the step (never on a
@@ -58,7 +47,7 @@ fn data() -> Vec<Series> {
 /// The data of [`data`] from `t0` over `span` ms, a sample every `step` ms at 5 s past it; a
 /// counter reset every 1680 samples and at `t0` + 10 h.
 fn data_over(t0: i64, span: i64, step: i64) -> Vec<Series> {
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = engine::testkit::XorShift(0x5eed_1234_abcd_0001);
     let mut out = Vec::new();
     for i in 0..TARGETS {
         let inst = format!("host-{i}");
@@ -68,11 +57,11 @@ fn data_over(t0: i64, span: i64, step: i64) -> Vec<Series> {
         while t < t0 + span {
             let k = (t - t0) / step;
             if k % 1680 == 1000 || t == t0 + 10 * H + 5_000 {
-                cv = (rng.next() % 5) as f64; // counter reset
+                cv = (rng.next_u64() % 5) as f64; // counter reset
             } else {
-                cv += (rng.next() % 10) as f64;
+                cv += (rng.next_u64() % 10) as f64;
             }
-            gv = ((gv + ((rng.next() % 21) as f64 - 10.0) / 100.0) * 100.0).round() / 100.0;
+            gv = ((gv + ((rng.next_u64() % 21) as f64 - 10.0) / 100.0) * 100.0).round() / 100.0;
             ts.push(t);
             c.push(cv);
             g.push(gv);
@@ -86,26 +75,8 @@ fn data_over(t0: i64, span: i64, step: i64) -> Vec<Series> {
 }
 
 /// Writes the data as 25 level-1 2h blocks (old ULIDs: past any consistency delay).
-async fn write_blocks(bucket: &Bucket, data: &[Series]) {
-    write_blocks_of(bucket, data, T0, 25, 2 * H, 1).await;
-}
-
-/// Writes `n` blocks of `len` ms from `t0` at compaction level `level` (old ULIDs: past any
-/// consistency delay).
-async fn write_blocks_of(bucket: &Bucket, data: &[Series], t0: i64, n: i64, len: i64, level: u32) {
-    for b in 0..n {
-        let (min, max) = (t0 + b * len, t0 + (b + 1) * len);
-        let mut o = BlockWriterOptions::new(ulid::Ulid::from_parts(min as u64, b as u128 + 1), min, max);
-        o.external_labels = [("region".to_string(), "eu".to_string())].into();
-        o.source = "receive".into();
-        o.compaction_level = level;
-        let mut w = BlockWriter::new(bucket.clone(), o).unwrap();
-        for (l, t, v) in data {
-            let (a, z) = (t.partition_point(|&x| x < min), t.partition_point(|&x| x < max));
-            w.append_series(l, &t[a..z], &v[a..z]).await.unwrap();
-        }
-        w.finish().await.unwrap();
-    }
+async fn write_2h_blocks(bucket: &Bucket, data: &[Series]) {
+    write_blocks(bucket, data, T0, (25, 2 * H), 1, &REGION).await;
 }
 
 /// `/api/v1/query_range` answer: the series' labels and points.
@@ -307,16 +278,42 @@ async fn check(q: &Strata, data: &[Series]) {
     assert!(a.values().flatten().all(|p| p.1 == 12.0), "{a:?}");
 }
 
+/// A `strata store` over the bucket of `cfg` and a `strata query --endpoint` to it (logs in
+/// `logs`: `store.log` and `query_log`), once the querier answers `count(temperature)` at
+/// `time_s`; returns the store, its gRPC address and the querier.
+async fn store_and_querier(
+    cfg: &str,
+    logs: &std::path::Path,
+    query_log: &str,
+    time_s: i64,
+) -> (Daemon, String, Strata) {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let mut store_cmd = Command::new(strata_bin());
+    store_cmd
+        .args(["store", "--objstore.config-file", cfg, "--grpc-address", &grpc])
+        .args(["--http-address", &format!("127.0.0.1:{http_port}")])
+        .stdout(Stdio::null());
+    let store = start_daemon(&mut store_cmd, &format!("http://127.0.0.1:{http_port}"), &logs.join("store.log")).await;
+    let q = Strata::start(&["query", "--endpoint", &grpc], &logs.join(query_log)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = q.get(&format!("/api/v1/query?query=count(temperature)&time={time_s}")).await;
+        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "querier never saw the store: {v}\n{}", q.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (store, grpc, q)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downsampled_answers_match_the_raw_data_as_thanos_s_do() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("bucket");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = fs_bucket_config(tmp.path(), &dir);
-    let bucket = Bucket::local(&dir).unwrap();
+    let lb = LocalBucket::new();
+    let (tmp, cfg_s, bucket) = (&lb.tmp, lb.cfg_str(), &lb.bucket);
     let data = data();
-    write_blocks(&bucket, &data).await;
-    let cfg_s = cfg.to_str().unwrap();
+    write_2h_blocks(bucket, &data).await;
     strata_ok(&[
         "compact",
         "--objstore.config-file",
@@ -326,13 +323,11 @@ async fn downsampled_answers_match_the_raw_data_as_thanos_s_do() {
         "--http-address=127.0.0.1:0",
     ]);
     // The 2d raw block [T0, T0 + 48h) got its 5m block; the compacted sources are gone.
-    let mut res: Vec<(i64, i64, i64)> = Vec::new();
-    for id in bucket.list_blocks().await.unwrap() {
-        let m = bucket.read_meta(&id).await.unwrap();
-        res.push((m.thanos.downsample.resolution, (m.min_time - T0) / H, (m.max_time - T0) / H));
-    }
-    res.sort();
-    assert_eq!(res, vec![(0, 0, 48), (0, 48, 50), (300_000, 0, 48)], "blocks after compaction");
+    assert_eq!(
+        block_hours(bucket, T0).await,
+        vec![(0, 0, 48), (0, 48, 50), (300_000, 0, 48)],
+        "blocks after compaction"
+    );
     strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
 
     // The querier over the bucket.
@@ -341,25 +336,7 @@ async fn downsampled_answers_match_the_raw_data_as_thanos_s_do() {
     q.stop().await;
 
     // The same through a store gateway and the StoreAPI.
-    let (grpc_port, http_port) = (free_port(), free_port());
-    let grpc = format!("127.0.0.1:{grpc_port}");
-    let mut store_cmd = Command::new(strata_bin());
-    store_cmd
-        .args(["store", "--objstore.config-file", cfg_s, "--grpc-address", &grpc])
-        .args(["--http-address", &format!("127.0.0.1:{http_port}")])
-        .stdout(Stdio::null());
-    let _store =
-        start_daemon(&mut store_cmd, &format!("http://127.0.0.1:{http_port}"), &tmp.path().join("store.log")).await;
-    let q = Strata::start(&["query", "--endpoint", &grpc], &tmp.path().join("query2.log")).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, v) = q.get("/api/v1/query?query=count(temperature)&time=1700100000").await;
-        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "querier never saw the store: {v}\n{}", q.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (_store, grpc, q) = store_and_querier(cfg_s, tmp.path(), "query2.log", 1_700_100_000).await;
     check(&q, &data).await;
     q.stop().await;
 
@@ -430,6 +407,100 @@ async fn aggregates(bucket: &Bucket, ulid: &str) -> Vec<(Labels, engine::AggrSer
     rows.into_iter().map(|(id, a)| (r.index().labels[id as usize].clone(), a)).collect()
 }
 
+/// The compactor flags of the SIGKILL tests.
+const QUICK: [&str; 4] =
+    ["--consistency-delay=0s", "--delete-delay=0s", "--log.level=info", "--http-address=127.0.0.1:0"];
+
+/// Runs `strata compact` with [`QUICK`] over `b` to the end.
+fn compact(b: &LocalBucket) {
+    let mut args = vec!["compact", "--objstore.config-file", b.cfg_str()];
+    args.extend(QUICK);
+    strata_ok(&args);
+}
+
+/// Runs `strata compact` with [`QUICK`] over `b` and SIGKILLs it at the test hook's `point`.
+async fn compact_killed(b: &LocalBucket, point: &str) {
+    let mut cmd = Command::new(strata_bin());
+    cmd.args(["compact", "--objstore.config-file", b.cfg_str()]).args(QUICK);
+    compact_killed_at(&mut cmd, point, &b.tmp.path().join("killed.log")).await;
+}
+
+/// Resolution and time range (in days from [`W`]) of each block.
+fn days(metas: &[engine::BlockMeta]) -> Vec<(i64, i64, i64)> {
+    metas.iter().map(|m| (m.thanos.downsample.resolution, (m.min_time - W) / D, (m.max_time - W) / D)).collect()
+}
+
+/// Resolution, time range and number of source blocks of each block.
+fn layout(metas: &[engine::BlockMeta]) -> Vec<(i64, i64, i64, usize)> {
+    metas.iter().map(|m| (m.thanos.downsample.resolution, m.min_time, m.max_time, m.compaction.sources.len())).collect()
+}
+
+/// The bucket of a compactor killed at `point`: `tools bucket verify` passes and every raw
+/// sample is there; returns the visible blocks and the unfinished uploads.
+async fn while_killed(b: &LocalBucket, point: &str, data: &[Series]) -> (Vec<engine::BlockMeta>, Vec<String>) {
+    let (metas, partial) = visible(&b.bucket, &b.dir).await;
+    strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", b.cfg_str()]);
+    assert_eq!(raw_samples(&b.bucket, &metas).await, data, "{point}: raw samples while killed");
+    (metas, partial)
+}
+
+/// The downsampling step to `res` that `point` (`downsample`, `downsample-files`, `downsampled`,
+/// with an optional `#occurrence`) stopped: its block is there only once its meta.json is, with
+/// the rows `want`; stopped between the files, the block's directory holds them but no meta.json;
+/// stopped with half the series appended, nothing or a directory without meta.json (rows are
+/// buffered).
+async fn assert_step_stopped(
+    b: &LocalBucket,
+    point: &str,
+    metas: &[engine::BlockMeta],
+    partial: &[String],
+    res: i64,
+    want: &[(Labels, engine::AggrSeries)],
+) {
+    let made: Vec<&engine::BlockMeta> = metas.iter().filter(|m| m.thanos.downsample.resolution == res).collect();
+    match point.split('#').next() {
+        Some("downsampled") => {
+            assert_eq!(made.len(), 1, "{point}");
+            assert!(partial.is_empty(), "{point}: {partial:?}");
+            assert_eq!(aggregates(&b.bucket, &made[0].ulid).await, want, "{point}");
+        }
+        Some("downsample-files") => {
+            assert!(made.is_empty(), "{point}: {made:?}");
+            assert_eq!(partial.len(), 1, "{point}: the unfinished block {partial:?}");
+            for f in ["aggregates.parquet", "series.parquet"] {
+                assert!(b.dir.join(&partial[0]).join(f).exists(), "{point}: {f} of {partial:?}");
+            }
+        }
+        _ => {
+            assert!(made.is_empty(), "{point}: {made:?}");
+            assert!(partial.len() <= 1, "{point}: {partial:?}");
+        }
+    }
+}
+
+/// The rerun after a kill at `point`: the blocks of the uninterrupted run (`want_metas`, its
+/// downsampled blocks' rows `want_down` in [`visible`]'s order), nothing half done, every raw
+/// sample once, `tools bucket verify` passes.
+async fn assert_rerun_finishes(
+    b: &LocalBucket,
+    point: &str,
+    data: &[Series],
+    want_metas: &[engine::BlockMeta],
+    want_down: &[Vec<(Labels, engine::AggrSeries)>],
+) {
+    compact(b);
+    let (metas, partial) = visible(&b.bucket, &b.dir).await;
+    assert!(partial.is_empty(), "{point}: unfinished uploads left {partial:?}");
+    assert_eq!(layout(&metas), layout(want_metas), "{point}: blocks after the rerun");
+    let down: Vec<&engine::BlockMeta> = metas.iter().filter(|m| m.thanos.downsample.resolution > 0).collect();
+    assert_eq!(down.len(), want_down.len(), "{point}: downsampled blocks after the rerun");
+    for (m, want) in down.iter().zip(want_down) {
+        assert_eq!(&aggregates(&b.bucket, &m.ulid).await, want, "{point}: block {} after the rerun", m.ulid);
+    }
+    assert_eq!(raw_samples(&b.bucket, &metas).await, data, "{point}: raw samples after the rerun");
+    strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", b.cfg_str()]);
+}
+
 /// SIGKILL while downsampling, at every downsampling pause point of the compactor's test hook,
 /// then a rerun: while killed, readers (`tools bucket verify`, the engine's block reader) see only
 /// complete blocks and every raw sample; after the rerun the bucket holds exactly the blocks of an
@@ -437,81 +508,32 @@ async fn aggregates(bucket: &Bucket, ulid: &str) -> Vec<(Labels, engine::AggrSer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_downsampling_leaves_no_partial_block_and_the_rerun_finishes_it() {
     let data = data();
-    let quick = ["--consistency-delay=0s", "--delete-delay=0s", "--log.level=info", "--http-address=127.0.0.1:0"];
     // The uninterrupted run.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("bucket");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = fs_bucket_config(tmp.path(), &dir);
-    let bucket = Bucket::local(&dir).unwrap();
-    write_blocks(&bucket, &data).await;
-    let mut args = vec!["compact", "--objstore.config-file", cfg.to_str().unwrap()];
-    args.extend(quick);
-    strata_ok(&args);
-    let (want_metas, _) = visible(&bucket, &dir).await;
-    let want_5m = aggregates(&bucket, &want_metas[2].ulid).await;
+    let b = LocalBucket::new();
+    write_2h_blocks(&b.bucket, &data).await;
+    compact(&b);
+    let (want_metas, _) = visible(&b.bucket, &b.dir).await;
+    let want_5m = aggregates(&b.bucket, &want_metas[2].ulid).await;
     assert_eq!(want_metas[2].thanos.downsample.resolution, 300_000);
     assert_eq!(want_5m.len(), data.len());
 
     for point in ["downsample", "downsample-files", "downsampled"] {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("bucket");
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = fs_bucket_config(tmp.path(), &dir);
-        let cfg_s = cfg.to_str().unwrap();
-        let bucket = Bucket::local(&dir).unwrap();
-        write_blocks(&bucket, &data).await;
-        let log = tmp.path().join("killed.log");
-        let mut cmd = Command::new(strata_bin());
-        cmd.args(["compact", "--objstore.config-file", cfg_s]).args(quick);
-        compact_killed_at(&mut cmd, point, &log).await;
+        let b = LocalBucket::new();
+        write_2h_blocks(&b.bucket, &data).await;
+        compact_killed(&b, point).await;
 
         // While killed: complete blocks only, every raw sample, the 5m block there only once its
         // meta.json is.
-        let (metas, partial) = visible(&bucket, &dir).await;
-        strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
-        assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples while killed");
-        let down: Vec<&engine::BlockMeta> = metas.iter().filter(|m| m.thanos.downsample.resolution > 0).collect();
-        match point {
-            "downsampled" => {
-                assert_eq!(down.len(), 1, "{point}");
-                assert_eq!(aggregates(&bucket, &down[0].ulid).await, want_5m, "{point}");
-            }
-            "downsample-files" => {
-                assert!(down.is_empty(), "{point}: {down:?}");
-                assert_eq!(partial.len(), 1, "{point}: the unfinished 5m block {partial:?}");
-                for f in ["aggregates.parquet", "series.parquet"] {
-                    assert!(dir.join(&partial[0]).join(f).exists(), "{point}: {f} of {partial:?}");
-                }
-            }
-            // Half the series appended: nothing may be uploaded yet (rows are buffered), and if
-            // anything is, it has no meta.json.
-            _ => {
-                assert!(down.is_empty(), "{point}: {down:?}");
-                assert!(partial.len() <= 1, "{point}: {partial:?}");
-            }
-        }
+        let (metas, partial) = while_killed(&b, point, &data).await;
+        assert_step_stopped(&b, point, &metas, &partial, 300_000, &want_5m).await;
         for m in &metas {
             if m.thanos.downsample.resolution > 0 {
-                aggregates(&bucket, &m.ulid).await;
+                aggregates(&b.bucket, &m.ulid).await;
             }
         }
 
         // The rerun: the uninterrupted run's blocks, nothing half done left.
-        let mut rerun = vec!["compact", "--objstore.config-file", cfg_s];
-        rerun.extend(quick);
-        strata_ok(&rerun);
-        let (metas, partial) = visible(&bucket, &dir).await;
-        assert!(partial.is_empty(), "{point}: unfinished uploads left {partial:?}");
-        let shape = |m: &[engine::BlockMeta]| {
-            m.iter()
-                .map(|m| (m.thanos.downsample.resolution, m.min_time, m.max_time, m.compaction.sources.len()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(shape(&metas), shape(&want_metas), "{point}: blocks after the rerun");
-        assert_eq!(aggregates(&bucket, &metas[2].ulid).await, want_5m, "{point}: the 5m block after the rerun");
-        assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples after the rerun");
-        strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
+        assert_rerun_finishes(&b, point, &data, &want_metas, std::slice::from_ref(&want_5m)).await;
     }
 }
 
@@ -523,92 +545,38 @@ async fn sigkill_while_downsampling_leaves_no_partial_block_and_the_rerun_finish
 /// of an uninterrupted run, the 1h (and 5m) aggregates equal to its rows, every raw sample once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_downsampling_to_1h_leaves_no_partial_block_and_the_rerun_finishes_it() {
-    const D: i64 = 24 * H;
-    const W: i64 = 1_700_697_600_000; // a multiple of 14 days
     const R: i64 = 3_600_000;
     let data = data_over(W, 16 * D, 60_000);
-    let quick = ["--consistency-delay=0s", "--delete-delay=0s", "--log.level=info", "--http-address=127.0.0.1:0"];
-    let shape = |m: &[engine::BlockMeta]| {
-        m.iter()
-            .map(|m| (m.thanos.downsample.resolution, (m.min_time - W) / D, (m.max_time - W) / D))
-            .collect::<Vec<_>>()
-    };
     // The uninterrupted run: raw 14d + 2d, their 5m blocks, the 1h block of the 14d 5m block.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("bucket");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = fs_bucket_config(tmp.path(), &dir);
-    let bucket = Bucket::local(&dir).unwrap();
-    write_blocks_of(&bucket, &data, W, 8, 2 * D, 3).await;
-    let mut args = vec!["compact", "--objstore.config-file", cfg.to_str().unwrap()];
-    args.extend(quick);
-    strata_ok(&args);
-    let (want_metas, _) = visible(&bucket, &dir).await;
-    let want_shape = vec![(0, 0, 14), (0, 14, 16), (300_000, 0, 14), (300_000, 14, 16), (R, 0, 14)];
-    assert_eq!(shape(&want_metas), want_shape);
+    let b = LocalBucket::new();
+    write_blocks(&b.bucket, &data, W, (8, 2 * D), 3, &REGION).await;
+    compact(&b);
+    let (want_metas, _) = visible(&b.bucket, &b.dir).await;
+    assert_eq!(days(&want_metas), vec![(0, 0, 14), (0, 14, 16), (300_000, 0, 14), (300_000, 14, 16), (R, 0, 14)]);
     let mut want_down = Vec::new();
     for m in &want_metas[2..] {
-        want_down.push(aggregates(&bucket, &m.ulid).await);
+        want_down.push(aggregates(&b.bucket, &m.ulid).await);
     }
     assert_eq!(want_down[2].len(), data.len());
     assert!(want_down[2].iter().all(|(_, a)| a.len() == 14 * 24), "one 1h row per hour of 14 days");
 
     for point in ["downsample#3", "downsample-files#3", "downsampled#3"] {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("bucket");
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = fs_bucket_config(tmp.path(), &dir);
-        let cfg_s = cfg.to_str().unwrap();
-        let bucket = Bucket::local(&dir).unwrap();
-        write_blocks_of(&bucket, &data, W, 8, 2 * D, 3).await;
-        let log = tmp.path().join("killed.log");
-        let mut cmd = Command::new(strata_bin());
-        cmd.args(["compact", "--objstore.config-file", cfg_s]).args(quick);
-        compact_killed_at(&mut cmd, point, &log).await;
+        let b = LocalBucket::new();
+        write_blocks(&b.bucket, &data, W, (8, 2 * D), 3, &REGION).await;
+        compact_killed(&b, point).await;
 
         // While killed: the raw and 5m blocks whole, the 1h block there only with its meta.json.
-        let (metas, partial) = visible(&bucket, &dir).await;
-        strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
-        assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples while killed");
+        let (metas, partial) = while_killed(&b, point, &data).await;
         let five: Vec<&engine::BlockMeta> =
             metas.iter().filter(|m| m.thanos.downsample.resolution == 300_000).collect();
         assert_eq!(five.len(), 2, "{point}: both 5m blocks are done before the 1h step");
         for (m, want) in five.iter().zip(&want_down) {
-            assert_eq!(&aggregates(&bucket, &m.ulid).await, want, "{point}: 5m block {}", m.ulid);
+            assert_eq!(&aggregates(&b.bucket, &m.ulid).await, want, "{point}: 5m block {}", m.ulid);
         }
-        let hour: Vec<&engine::BlockMeta> = metas.iter().filter(|m| m.thanos.downsample.resolution == R).collect();
-        match point {
-            "downsampled#3" => {
-                assert_eq!(hour.len(), 1, "{point}");
-                assert!(partial.is_empty(), "{point}: {partial:?}");
-                assert_eq!(aggregates(&bucket, &hour[0].ulid).await, want_down[2], "{point}");
-            }
-            "downsample-files#3" => {
-                assert!(hour.is_empty(), "{point}: {hour:?}");
-                assert_eq!(partial.len(), 1, "{point}: the unfinished 1h block {partial:?}");
-                for f in ["aggregates.parquet", "series.parquet"] {
-                    assert!(dir.join(&partial[0]).join(f).exists(), "{point}: {f} of {partial:?}");
-                }
-            }
-            // Half the series appended: anything uploaded has no meta.json.
-            _ => {
-                assert!(hour.is_empty(), "{point}: {hour:?}");
-                assert!(partial.len() <= 1, "{point}: {partial:?}");
-            }
-        }
+        assert_step_stopped(&b, point, &metas, &partial, R, &want_down[2]).await;
 
         // The rerun: the uninterrupted run's blocks, nothing half done left.
-        let mut rerun = vec!["compact", "--objstore.config-file", cfg_s];
-        rerun.extend(quick);
-        strata_ok(&rerun);
-        let (metas, partial) = visible(&bucket, &dir).await;
-        assert!(partial.is_empty(), "{point}: unfinished uploads left {partial:?}");
-        assert_eq!(shape(&metas), want_shape, "{point}: blocks after the rerun");
-        for (m, want) in metas[2..].iter().zip(&want_down) {
-            assert_eq!(&aggregates(&bucket, &m.ulid).await, want, "{point}: block {} after the rerun", m.ulid);
-        }
-        assert_eq!(raw_samples(&bucket, &metas).await, data, "{point}: raw samples after the rerun");
-        strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
+        assert_rerun_finishes(&b, point, &data, &want_metas, &want_down).await;
     }
 }
 
@@ -620,18 +588,12 @@ async fn sigkill_while_downsampling_to_1h_leaves_no_partial_block_and_the_rerun_
 /// --endpoint`, the answers are those of 1h windows computed here from the raw samples.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hour_blocks_from_ten_days_of_5m_data_answer_at_1h() {
-    const D: i64 = 24 * H;
-    const W: i64 = 1_700_697_600_000; // a multiple of 14 days
     const R: i64 = 3_600_000;
     assert_eq!(W % (14 * D), 0);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("bucket");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = fs_bucket_config(tmp.path(), &dir);
-    let cfg_s = cfg.to_str().unwrap();
-    let bucket = Bucket::local(&dir).unwrap();
+    let lb = LocalBucket::new();
+    let (tmp, dir, cfg_s, bucket) = (&lb.tmp, &lb.dir, lb.cfg_str(), &lb.bucket);
     let data = data_over(W, 16 * D, 60_000);
-    write_blocks_of(&bucket, &data, W, 8, 2 * D, 3).await;
+    write_blocks(bucket, &data, W, (8, 2 * D), 3, &REGION).await;
     let args = [
         "compact",
         "--objstore.config-file",
@@ -641,17 +603,12 @@ async fn one_hour_blocks_from_ten_days_of_5m_data_answer_at_1h() {
         "--http-address=127.0.0.1:0",
     ];
     strata_ok(&args);
-    let shape = |m: &[engine::BlockMeta]| {
-        m.iter()
-            .map(|m| (m.thanos.downsample.resolution, (m.min_time - W) / D, (m.max_time - W) / D))
-            .collect::<Vec<_>>()
-    };
-    let (first, partial) = visible(&bucket, &dir).await;
+    let (first, partial) = visible(bucket, dir).await;
     assert!(partial.is_empty());
     let want = vec![(0, 0, 14), (0, 14, 16), (300_000, 0, 14), (300_000, 14, 16), (R, 0, 14)];
-    assert_eq!(shape(&first), want, "blocks after the first run");
+    assert_eq!(days(&first), want, "blocks after the first run");
     strata_ok(&args);
-    let (second, _) = visible(&bucket, &dir).await;
+    let (second, _) = visible(bucket, dir).await;
     assert_eq!(
         second.iter().map(|m| &m.ulid).collect::<Vec<_>>(),
         first.iter().map(|m| &m.ulid).collect::<Vec<_>>(),
@@ -659,24 +616,7 @@ async fn one_hour_blocks_from_ten_days_of_5m_data_answer_at_1h() {
     );
     strata_ok(&["tools", "bucket", "verify", "--objstore.config-file", cfg_s]);
 
-    let (grpc_port, http_port) = (free_port(), free_port());
-    let grpc = format!("127.0.0.1:{grpc_port}");
-    let mut store_cmd = Command::new(strata_bin());
-    store_cmd
-        .args(["store", "--objstore.config-file", cfg_s, "--grpc-address", &grpc])
-        .args(["--http-address", &format!("127.0.0.1:{http_port}")]);
-    let _store =
-        start_daemon(&mut store_cmd, &format!("http://127.0.0.1:{http_port}"), &tmp.path().join("store.log")).await;
-    let q = Strata::start(&["query", "--endpoint", &grpc], &tmp.path().join("query.log")).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, v) = q.get(&format!("/api/v1/query?query=count(temperature)&time={}", (W + D) / 1000)).await;
-        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "querier never saw the store: {v}\n{}", q.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (_store, _grpc, q) = store_and_querier(cfg_s, tmp.path(), "query.log", (W + D) / 1000).await;
 
     // Hour-aligned steps over [W + 1d, W + 13d]: only the 1h block answers. Samples lie at 5 s
     // past the minute, so (t - 6h, t] holds the raw samples of the six 1h windows before t.

@@ -10,16 +10,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Strata, free_port, fs_bucket_config, strata_ok, venv_python};
-use engine::{BlockWriter, BlockWriterOptions, Bucket, Labels};
+use common::{H, LocalBucket, STEP, Series, Strata, T0, block_hours, free_port, strata_ok, venv_python, write_blocks};
+use engine::Labels;
 
-const H: i64 = 3_600_000;
-/// A multiple of 2 days (the compactor's 2d windows are aligned to the epoch).
-const T0: i64 = 1_700_006_400_000;
-const STEP: i64 = 15_000;
 const R: i64 = 300_000;
-
-type Series = (Labels, Vec<i64>, Vec<f64>);
 
 /// `temp{instance="host-<i>"}` for 3 instances every 15 s over [T0, T0 + 50 h).
 fn data() -> Vec<Series> {
@@ -32,40 +26,20 @@ fn data() -> Vec<Series> {
         .collect()
 }
 
-/// Writes the data as 25 level-1 2h blocks (old ULIDs: past any consistency delay).
-async fn write_blocks(bucket: &Bucket, data: &[Series]) {
-    for b in 0..25i64 {
-        let (min, max) = (T0 + b * 2 * H, T0 + (b + 1) * 2 * H);
-        let mut o = BlockWriterOptions::new(ulid::Ulid::from_parts(min as u64, b as u128 + 1), min, max);
-        o.source = "receive".into();
-        let mut w = BlockWriter::new(bucket.clone(), o).unwrap();
-        for (l, t, v) in data {
-            let (a, z) = (t.partition_point(|&x| x < min), t.partition_point(|&x| x < max));
-            w.append_series(l, &t[a..z], &v[a..z]).await.unwrap();
-        }
-        w.finish().await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downsampled_blocks_are_sql_tables() {
     let Some(py) = venv_python(&["adbc_driver_flightsql", "adbc_driver_manager", "pyarrow"]) else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("bucket");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = fs_bucket_config(tmp.path(), &dir);
-    let bucket = Bucket::local(&dir).unwrap();
+    let lb = LocalBucket::new();
+    let (tmp, cfg_s, bucket) = (&lb.tmp, lb.cfg_str(), &lb.bucket);
     let data = data();
-    write_blocks(&bucket, &data).await;
-    let cfg_s = cfg.to_str().unwrap();
+    // 25 level-1 2h blocks.
+    write_blocks(bucket, &data, T0, (25, 2 * H), 1, &[]).await;
     strata_ok(&["compact", "--objstore.config-file", cfg_s, "--consistency-delay=0s", "--delete-delay=0s"]);
-    let mut res = Vec::new();
-    for id in bucket.list_blocks().await.unwrap() {
-        let m = bucket.read_meta(&id).await.unwrap();
-        res.push((m.thanos.downsample.resolution, (m.min_time - T0) / H, (m.max_time - T0) / H));
-    }
-    res.sort();
-    assert_eq!(res, vec![(0, 0, 48), (0, 48, 50), (300_000, 0, 48)], "blocks after compaction");
+    assert_eq!(
+        block_hours(bucket, T0).await,
+        vec![(0, 0, 48), (0, 48, 50), (300_000, 0, 48)],
+        "blocks after compaction"
+    );
 
     // Expected, from the raw samples of the downsampled range [T0, T0 + 48 h): per instance the
     // 5m windows (a sample at t is in the window ending at t - t mod R + R - 1), count, sum, min,

@@ -41,18 +41,7 @@ async fn raw(base: &str, selector: &str, t: f64, drop: &[&str]) -> BTreeMap<Stri
     let v: Value = serde_json::from_str(&reqwest::get(&url).await.unwrap().text().await.unwrap()).unwrap();
     assert_eq!(v["status"], "success", "{url}: {v}");
     let mut out = BTreeMap::new();
-    for s in v["data"]["result"].as_array().unwrap() {
-        let mut m = s["metric"].as_object().unwrap().clone();
-        for d in drop {
-            m.remove(*d);
-        }
-        let key = serde_json::to_string(&m).unwrap();
-        let pts: Vec<(i64, String)> = s["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, p[1].as_str().unwrap().to_string()))
-            .collect();
+    for (key, pts) in raw_series(&v, drop) {
         out.entry(key).or_insert_with(Vec::new).extend(pts);
     }
     out

@@ -147,10 +147,6 @@ async fn wait_for(what: &str, within: Duration, mut cond: impl AsyncFnMut() -> b
     }
 }
 
-fn read_log(p: &Path) -> String {
-    ingest::testkit::read_log(p)
-}
-
 /// Starts `strata sidecar` (not waiting for readiness) on free ports: (daemon, http port, grpc).
 fn spawn_sidecar(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Daemon, u16, String) {
     let http = free_port();
@@ -169,20 +165,9 @@ fn spawn_sidecar(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Daemon, u1
 
 /// Raw samples (matrix) of an instant query's range selector, labels without `drop`.
 fn raw_matrix(v: &Value, drop: &[&str]) -> BTreeMap<String, Vec<(i64, String)>> {
-    assert_eq!(v["status"], "success", "{v}");
     let mut out = BTreeMap::new();
-    for s in v["data"]["result"].as_array().unwrap() {
-        let mut m = s["metric"].as_object().unwrap().clone();
-        for d in drop {
-            m.remove(*d);
-        }
-        let pts: Vec<(i64, String)> = s["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, p[1].as_str().unwrap().to_string()))
-            .collect();
-        assert!(out.insert(Value::Object(m).to_string(), pts).is_none(), "series twice in {v}");
+    for (key, pts) in raw_series(v, drop) {
+        assert!(out.insert(key, pts).is_none(), "series twice in {v}");
     }
     out
 }
@@ -342,16 +327,34 @@ async fn sidecar_ships_blocks_and_serves_the_head_like_prometheus() {
     drop(prom);
 }
 
-fn urlencode(s: &str) -> String {
-    ingest::testkit::urlencode(s)
-}
-
 /// `/metrics` value of an unlabelled sample, 0 when absent.
 fn metric(port: u16, name: &str) -> f64 {
     let (_, text) = http_get(port, "/metrics");
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
         .unwrap_or(0.0)
+}
+
+/// Waits (up to `within`) until the `/metrics` value `name` of `port` is at least `at_least`.
+async fn wait_metric(port: u16, name: &str, at_least: f64, within: Duration, log: &Path) {
+    wait_for(&format!("{name} >= {at_least}"), within, async || metric(port, name) >= at_least, &[log]).await;
+}
+
+/// Waits until the sidecar logging to `log` stops at its upload pause point.
+async fn wait_paused(log: &Path) {
+    wait_for("the pause", Duration::from_secs(60), async || read_log(log).contains("paused at upload"), &[log]).await;
+}
+
+/// The sidecar flags of the shipper tests: Prometheus at `prom_url`, TSDB `tsdb`, bucket config `cfg`.
+fn shipper_args<'a>(prom_url: &'a str, tsdb: &'a Path, cfg: &'a Path) -> [&'a str; 6] {
+    [
+        "--prometheus.url",
+        prom_url,
+        "--tsdb.path",
+        tsdb.to_str().unwrap(),
+        "--objstore.config-file",
+        cfg.to_str().unwrap(),
+    ]
 }
 
 fn info_labels(py: &Path, grpc: &str) -> Value {
@@ -463,20 +466,13 @@ async fn sidecar_upload_survives_sigkill_and_block_deletion() {
     let ulids: Vec<String> = metas.iter().map(|m| m["ulid"].as_str().unwrap().to_string()).collect();
     let bucket_dir = tmp.path().join("bucket");
     let cfg = fs_bucket_config(tmp.path(), &bucket_dir);
-    let args = [
-        "--prometheus.url",
-        &prom.url(),
-        "--tsdb.path",
-        tsdb.to_str().unwrap(),
-        "--objstore.config-file",
-        cfg.to_str().unwrap(),
-    ];
+    let prom_url = prom.url();
+    let args = shipper_args(&prom_url, &tsdb, &cfg);
 
     // SIGKILL in the middle of the first upload: nothing complete in the bucket.
     let log1 = tmp.path().join("sidecar1.log");
     let (mut s1, _, _) = spawn_sidecar(&args, &[("STRATA_SIDECAR_TEST_PAUSE_AT", "upload")], &log1);
-    wait_for("the pause", Duration::from_secs(60), async || read_log(&log1).contains("paused at upload"), &[&log1])
-        .await;
+    wait_paused(&log1).await;
     s1.kill().unwrap();
     assert!(bucket_metas(&bucket_dir).is_empty(), "{:?}", bucket_metas(&bucket_dir));
 
@@ -487,8 +483,7 @@ async fn sidecar_upload_survives_sigkill_and_block_deletion() {
     let env =
         [("STRATA_SIDECAR_TEST_PAUSE_AT", "upload"), ("STRATA_SIDECAR_TEST_RESUME_FILE", resume.to_str().unwrap())];
     let (mut s2, http2, _) = spawn_sidecar(&args, &env, &log2);
-    wait_for("the pause", Duration::from_secs(60), async || read_log(&log2).contains("paused at upload"), &[&log2])
-        .await;
+    wait_paused(&log2).await;
     std::fs::remove_dir_all(tsdb.join(&ulids[0])).unwrap();
     std::fs::write(&resume, "").unwrap();
     wait_for(
@@ -511,13 +506,7 @@ async fn sidecar_upload_survives_sigkill_and_block_deletion() {
     }
     let bucket = engine::bucket::Bucket::local(&bucket_dir).unwrap();
     assert_same(&expected, &bucket_dump(&bucket, &["cluster"]).await);
-    wait_for(
-        "the sync counted",
-        Duration::from_secs(10),
-        async || metric(http2, "thanos_shipper_dir_syncs_total") >= 1.0,
-        &[&log2],
-    )
-    .await;
+    wait_metric(http2, "thanos_shipper_dir_syncs_total", 1.0, Duration::from_secs(10), &log2).await;
     assert_eq!(metric(http2, "thanos_shipper_uploads_total"), ulids.len() as f64);
     // The state file lists the blocks still on disk (the next sync drops the deleted one).
     let state_file = tsdb.join("thanos.shipper.json");
@@ -533,13 +522,7 @@ async fn sidecar_upload_survives_sigkill_and_block_deletion() {
     std::fs::remove_file(&state_file).unwrap();
     let log3 = tmp.path().join("sidecar3.log");
     let (mut s3, http3, _) = spawn_sidecar(&args, &[], &log3);
-    wait_for(
-        "a sync",
-        Duration::from_secs(60),
-        async || metric(http3, "thanos_shipper_dir_syncs_total") >= 1.0,
-        &[&log3],
-    )
-    .await;
+    wait_metric(http3, "thanos_shipper_dir_syncs_total", 1.0, Duration::from_secs(60), &log3).await;
     assert_eq!(metric(http3, "thanos_shipper_uploads_total"), 0.0);
     assert_eq!(read_state(), want_state);
     s3.terminate(Duration::from_secs(30)).await.unwrap();
@@ -566,22 +549,10 @@ async fn sidecar_retries_uploads_while_the_bucket_is_down() {
     )
     .unwrap();
     let slog = tmp.path().join("sidecar.log");
-    let args = [
-        "--prometheus.url",
-        &prom.url(),
-        "--tsdb.path",
-        tsdb.to_str().unwrap(),
-        "--objstore.config-file",
-        cfg.to_str().unwrap(),
-    ];
+    let prom_url = prom.url();
+    let args = shipper_args(&prom_url, &tsdb, &cfg);
     let (mut sidecar, shttp, _) = spawn_sidecar(&args, &[], &slog);
-    wait_for(
-        "a failed sync",
-        Duration::from_secs(240),
-        async || metric(shttp, "thanos_shipper_dir_sync_failures_total") >= 1.0,
-        &[&slog],
-    )
-    .await;
+    wait_metric(shttp, "thanos_shipper_dir_sync_failures_total", 1.0, Duration::from_secs(240), &slog).await;
     assert_eq!(metric(shttp, "thanos_shipper_uploads_total"), 0.0);
     // The S3 server comes up: every block is uploaded, once, whole.
     let _moto = Daemon(

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 pub use ingest::testkit::{Daemon, peer, read_log, urlencode};
 
+mod blocks;
+pub use blocks::*;
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     ingest::testkit::free_port().unwrap()
@@ -373,6 +376,30 @@ pub fn matrix(v: &serde_json::Value) -> Vec<(serde_json::Value, Vec<(i64, f64)>)
                 .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, parse_go_float(p[1].as_str().unwrap())))
                 .collect();
             (r["metric"].clone(), pts)
+        })
+        .collect()
+}
+
+/// The series of a matrix answer with their values as sent (text): labels without `drop` (as JSON
+/// text) and points (ms, value).
+pub fn raw_series(v: &serde_json::Value, drop: &[&str]) -> Vec<(String, Vec<(i64, String)>)> {
+    assert_eq!(v["status"], "success", "{v}");
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut m = s["metric"].as_object().unwrap().clone();
+            for d in drop {
+                m.remove(*d);
+            }
+            let pts = s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, p[1].as_str().unwrap().to_string()))
+                .collect();
+            (serde_json::Value::Object(m).to_string(), pts)
         })
         .collect()
 }

@@ -211,17 +211,20 @@ impl HeadReader {
                 let batch = batch.map_err(|e| datafusion::error::DataFusionError::External(e.into()))?;
                 for i in 0..batch.num_series() {
                     let (labels, t, v) = batch.series(i);
-                    let rows = t.iter().filter(|t| !in_block(**t)).count();
-                    if rows == 0 {
-                        continue;
-                    }
-                    reservation.try_grow(rows.saturating_mul(row_bytes(labels)))?;
+                    // One pass: the samples outside the blocks go to the batch, their count is
+                    // the series' rows (the reservation grows by them before the labels are copied).
+                    let before = ts.len();
                     for (t, v) in t.iter().zip(v) {
                         if !in_block(*t) {
                             ts.push(*t);
                             value.append_value(*v);
                         }
                     }
+                    let rows = ts.len() - before;
+                    if rows == 0 {
+                        continue;
+                    }
+                    reservation.try_grow(rows.saturating_mul(row_bytes(labels)))?;
                     let h = labels.stable_hash();
                     let mut own: Vec<Option<&str>> = vec![None; self.labels.len()];
                     let mut extra: Vec<(&str, &str)> = Vec::new();

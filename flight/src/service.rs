@@ -47,7 +47,7 @@ use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
     Ticket,
 };
-use datafusion::catalog::TableProvider;
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -96,6 +96,12 @@ impl std::fmt::Debug for StrataFlightSql {
 }
 
 impl StrataFlightSql {
+    /// The schemas of Strata's catalog (what GetDbSchemas and GetTables list), by name.
+    fn schemas(&self) -> Vec<(String, Arc<dyn SchemaProvider>)> {
+        let Some(cat) = self.catalog.context().catalog(CATALOG) else { return Vec::new() };
+        cat.schema_names().into_iter().filter_map(|n| cat.schema(&n).map(|s| (n, s))).collect()
+    }
+
     /// A service answering from `catalog`, counting into `metrics`.
     pub fn new(catalog: SqlCatalog, metrics: FlightSqlMetrics) -> Result<Self> {
         Ok(StrataFlightSql {
@@ -544,12 +550,9 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetDbSchemas,
         _request: Request<Ticket>,
     ) -> std::result::Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let ctx = self.catalog.context();
         let mut b = query.into_builder();
-        if let Some(cat) = ctx.catalog(CATALOG) {
-            for s in cat.schema_names() {
-                b.append(CATALOG, s);
-            }
+        for (name, _) in self.schemas() {
+            b.append(CATALOG, name);
         }
         Ok(Response::new(batch_stream(b.build())?))
     }
@@ -567,23 +570,17 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetTables,
         _request: Request<Ticket>,
     ) -> std::result::Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let ctx = self.catalog.context();
         let mut b = query.into_builder();
-        if let Some(cat) = ctx.catalog(CATALOG) {
-            for schema_name in cat.schema_names() {
-                let Some(schema) = cat.schema(&schema_name) else { continue };
-                let mut names = schema.table_names();
-                names.sort();
-                for t in names {
-                    let provider = schema
-                        .table(&t)
-                        .await
-                        .map_err(|e| Status::internal(format!("table {schema_name}.{t}: {e}")))?;
-                    let Some(p) = provider else { continue };
-                    let s = wire_schema(&p.schema());
-                    b.append(CATALOG, &schema_name, &t, table_type(&schema_name, p.as_ref()), &s)
-                        .map_err(|e| Status::internal(format!("listing table {t}: {e}")))?;
-                }
+        for (schema_name, schema) in self.schemas() {
+            let mut names = schema.table_names();
+            names.sort();
+            for t in names {
+                let provider =
+                    schema.table(&t).await.map_err(|e| Status::internal(format!("table {schema_name}.{t}: {e}")))?;
+                let Some(p) = provider else { continue };
+                let s = wire_schema(&p.schema());
+                b.append(CATALOG, &schema_name, &t, table_type(&schema_name, p.as_ref()), &s)
+                    .map_err(|e| Status::internal(format!("listing table {t}: {e}")))?;
             }
         }
         Ok(Response::new(batch_stream(b.build())?))

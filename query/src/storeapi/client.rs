@@ -139,27 +139,24 @@ impl Remote {
         tenant: Option<&str>,
     ) -> engine::Result<(Vec<String>, Vec<String>)> {
         let mut c = self.store.clone();
-        let (start, end, matchers) = (q.min_t, q.max_t, matchers_to_proto(q.matchers));
-        let partial_response_strategy = strategy(q.abort);
-        let without_replica_labels = q.without_replica_labels.to_vec();
-        match name {
-            None => {
-                let req = LabelNamesRequest {
-                    partial_response_strategy,
-                    start,
-                    end,
-                    matchers,
-                    without_replica_labels,
-                    ..Default::default()
-                };
-                let r = c
-                    .label_names(self.request(req, tenant)?)
-                    .await
-                    .map_err(|s| rpc_error(&self.name, "fetch label names", &s))?
-                    .into_inner();
-                Ok((r.names, r.warnings))
-            }
+        // LabelValues asks what LabelNames asks, plus the label.
+        let names = LabelNamesRequest {
+            partial_response_strategy: strategy(q.abort),
+            start: q.min_t,
+            end: q.max_t,
+            matchers: matchers_to_proto(q.matchers),
+            without_replica_labels: q.without_replica_labels.to_vec(),
+            ..Default::default()
+        };
+        let answer = match name {
+            None => c.label_names(self.request(names, tenant)?).await.map(|r| {
+                let r = r.into_inner();
+                (r.names, r.warnings)
+            }),
             Some(label) => {
+                let LabelNamesRequest {
+                    partial_response_strategy, start, end, matchers, without_replica_labels, ..
+                } = names;
                 let req = LabelValuesRequest {
                     label: label.to_string(),
                     partial_response_strategy,
@@ -169,14 +166,14 @@ impl Remote {
                     without_replica_labels,
                     ..Default::default()
                 };
-                let r = c
-                    .label_values(self.request(req, tenant)?)
-                    .await
-                    .map_err(|s| rpc_error(&self.name, "fetch label values", &s))?
-                    .into_inner();
-                Ok((r.values, r.warnings))
+                c.label_values(self.request(req, tenant)?).await.map(|r| {
+                    let r = r.into_inner();
+                    (r.values, r.warnings)
+                })
             }
-        }
+        };
+        let what = if name.is_some() { "fetch label values" } else { "fetch label names" };
+        answer.map_err(|s| rpc_error(&self.name, what, &s))
     }
 
     /// Opens `thanos.Store/Series` and returns its frames one by one, each within `frame_timeout`.

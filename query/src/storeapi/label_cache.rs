@@ -69,6 +69,11 @@ impl LabelKey {
     }
 }
 
+/// The bytes an answer holds in the cache (what counts toward [`MAX_CACHED_BYTES`]).
+fn answer_bytes(answer: &[String]) -> usize {
+    answer.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum()
+}
+
 #[derive(Debug, Default)]
 struct State {
     generation: u64,
@@ -99,7 +104,7 @@ impl LabelCache {
 
     /// Keeps `answer` for `key` if `generation` is still the current one.
     pub(crate) fn put(&self, generation: u64, key: LabelKey, answer: &[String]) {
-        let bytes: usize = answer.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum();
+        let bytes = answer_bytes(answer);
         let mut st = self.lock();
         if st.generation != generation || bytes > MAX_CACHED_BYTES {
             return;
@@ -110,7 +115,7 @@ impl LabelCache {
         }
         st.bytes += bytes;
         if let Some(old) = st.entries.insert(key, answer.to_vec()) {
-            st.bytes -= old.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum::<usize>();
+            st.bytes -= answer_bytes(&old);
         }
     }
 }

@@ -98,8 +98,35 @@ pub(crate) struct FlightParts {
     pub(crate) routes: tonic::service::Routes,
     pub(crate) refresh: tokio::task::JoinHandle<()>,
     pub(crate) catalog: SqlCatalog,
-    /// The bucket as the table functions read it (re-synced with the tables).
-    pub(crate) source: Arc<BucketSource>,
+    /// The bucket as the table functions read it: re-synced with the tables when this server owns
+    /// it, by its owner (the query API beside) when shared.
+    pub(crate) source: BlocksRead,
+}
+
+/// The bucket reader of the `promql(...)` table function and who syncs it.
+#[derive(Debug, Clone)]
+pub(crate) enum BlocksRead {
+    /// Flight SQL's own reader: it re-syncs it with its tables.
+    Own(Arc<BucketSource>),
+    /// The reader of a query API served beside (`strata up`), which syncs it (also right after a
+    /// cut, before the Flight SQL tables are refreshed).
+    Shared(Arc<BucketSource>),
+}
+
+impl BlocksRead {
+    fn source(&self) -> &Arc<BucketSource> {
+        match self {
+            BlocksRead::Own(s) | BlocksRead::Shared(s) => s,
+        }
+    }
+
+    /// Re-reads the block list if this server owns the reader.
+    async fn sync_own(&self) -> engine::Result<()> {
+        match self {
+            BlocksRead::Own(s) => s.sync().await,
+            BlocksRead::Shared(_) => Ok(()),
+        }
+    }
 }
 
 /// What a component with heads adds to its Flight SQL tables: the heads' recent samples, which
@@ -138,14 +165,14 @@ impl RecentHeads for ReceiveHeads {
 }
 
 /// A hook re-reading the bucket (the tables of `catalog`, the block list of the table functions'
-/// `source`) after a head cut a block (before the head drops the block's samples), so that SQL
-/// never misses them.
-pub(crate) fn refresh_after_cut(catalog: SqlCatalog, source: Arc<BucketSource>) -> crate::query_cmd::AfterUpload {
+/// `source` when it is Flight SQL's own) after a head cut a block (before the head drops the
+/// block's samples), so that SQL never misses them.
+pub(crate) fn refresh_after_cut(catalog: SqlCatalog, source: BlocksRead) -> crate::query_cmd::AfterUpload {
     crate::query_cmd::AfterUpload(Arc::new(move || -> futures::future::BoxFuture<'static, ()> {
         let catalog = catalog.clone();
         let source = source.clone();
         Box::pin(async move {
-            if let Err(e) = source.sync().await {
+            if let Err(e) = source.sync_own().await {
                 tracing::warn!(error = %e, "re-reading the bucket for promql() after a cut failed (next sync shows the block)");
             }
             if let Err(e) = catalog.refresh().await {
@@ -190,7 +217,7 @@ pub(crate) fn build(
 /// tables and the block list of the table functions' source.
 async fn refresh_loop(
     catalog: SqlCatalog,
-    source: Arc<BucketSource>,
+    source: BlocksRead,
     interval: Duration,
     metrics: SyncMetrics,
     ready: Readiness,
@@ -198,7 +225,7 @@ async fn refresh_loop(
     loop {
         let started = Instant::now();
         let synced = async {
-            source.sync().await.map_err(flight::Error::from)?;
+            source.sync_own().await.map_err(flight::Error::from)?;
             catalog.refresh().await
         };
         match synced.await {
@@ -222,16 +249,16 @@ async fn refresh_loop(
 /// The table functions Strata's SQL has beside DataFusion's, and the bucket source they read.
 pub(crate) struct SqlFunctions {
     functions: Vec<TableFunction>,
-    source: Arc<BucketSource>,
+    source: BlocksRead,
 }
 
-/// `promql(expr, start, end, step)` over the blocks of `bucket`, merged with `heads` when the
+/// `promql(expr, start, end, step)` over the blocks `source` reads, merged with `heads` when the
 /// server has heads (the bucket wins on equal timestamps, as in the PromQL HTTP API).
-pub(crate) fn table_functions(bucket: &Bucket, heads: Option<Arc<dyn SeriesSource>>) -> SqlFunctions {
-    let source = Arc::new(BucketSource::new(bucket.clone()));
+pub(crate) fn table_functions(source: BlocksRead, heads: Option<Arc<dyn SeriesSource>>) -> SqlFunctions {
+    let blocks: Arc<dyn SeriesSource> = source.source().clone();
     let read: Arc<dyn SeriesSource> = match heads {
-        Some(h) => Arc::new(MergedSource::new(vec![source.clone(), h])),
-        None => source.clone(),
+        Some(h) => Arc::new(MergedSource::new(vec![blocks, h])),
+        None => blocks,
     };
     let promql = query::sql::promql_table_function(read);
     SqlFunctions { functions: vec![("promql".to_string(), promql)], source }
@@ -247,11 +274,14 @@ type Beside<F> = (F, Option<Registry>, Option<crate::query_cmd::AfterUpload>);
 
 /// Flight SQL over `bucket` (and `local`'s heads) on `address` beside another component
 /// (`strata up`, `strata receive`) until SIGINT/SIGTERM; an empty address serves nothing.
+/// `promql(...)` reads the blocks through `shared`, the reader of a query API served beside
+/// (which syncs it), or through a reader of its own.
 pub(crate) fn serve_beside(
     bucket: Bucket,
     address: &str,
     sql: &SqlArgs,
     local: Option<LocalData>,
+    shared: Option<Arc<BucketSource>>,
 ) -> Result<Beside<impl std::future::Future<Output = Result<(), CliError>>>, CliError> {
     let (parts, registry) = if address.is_empty() {
         if !sql.is_default() {
@@ -264,7 +294,11 @@ pub(crate) fn serve_beside(
         (None, None)
     } else {
         let mut registry = server::new_registry("flight");
-        let functions = table_functions(&bucket, local.as_ref().map(|l| Arc::clone(&l.source)));
+        let blocks = match shared {
+            Some(s) => BlocksRead::Shared(s),
+            None => BlocksRead::Own(Arc::new(BucketSource::new(bucket.clone()))),
+        };
+        let functions = table_functions(blocks, local.as_ref().map(|l| Arc::clone(&l.source)));
         let parts = build(bucket, sql, functions, UP_REFRESH, &mut registry, Readiness::default(), local)?;
         (Some(parts), Some(registry))
     };
@@ -287,7 +321,7 @@ pub(crate) async fn run(args: FlightArgs) -> Result<(), CliError> {
     tracing::info!(bucket = %bucket.describe(), grpc = %args.grpc_address, "Flight SQL server starting");
     let mut registry = server::new_registry("flight");
     let ready = Readiness::default();
-    let functions = table_functions(&bucket, None);
+    let functions = table_functions(BlocksRead::Own(Arc::new(BucketSource::new(bucket.clone()))), None);
     let parts = build(bucket, &args.sql, functions, interval, &mut registry, ready.clone(), None)?;
     let shutdown = Shutdown::on_signal();
     let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry], shutdown.clone());

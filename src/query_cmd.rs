@@ -179,6 +179,12 @@ impl EngineArgs {
         }
     }
 
+    /// The query API's reader of `bucket`'s blocks, with the `--store.page-cache-size` cache
+    /// (not synced yet: the server that serves it syncs it).
+    pub(crate) fn bucket_source(&self, bucket: Bucket) -> Result<Arc<BucketSource>, CliError> {
+        Ok(Arc::new(BucketSource::with_page_cache_bytes(bucket, self.page_cache_bytes()?)))
+    }
+
     pub(crate) fn config(&self, mut flags: BTreeMap<String, String>) -> Result<(ApiConfig, Duration), CliError> {
         let timeout = duration_flag("query.timeout", &self.timeout)?;
         let lookback = duration_flag("query.lookback-delta", &self.lookback_delta)?;
@@ -237,7 +243,9 @@ pub(crate) async fn run(args: QueryArgs) -> Result<(), CliError> {
     let bucket = match &args.objstore_config_file {
         Some(cfg) => {
             flags.insert("objstore.config-file".into(), cfg.display().to_string());
-            Some(Bucket::from_config_file(cfg)?)
+            let bucket = Bucket::from_config_file(cfg)?;
+            tracing::info!(bucket = %bucket.describe(), "reading the bucket");
+            Some(args.engine.bucket_source(bucket)?)
         }
         None => None,
     };
@@ -281,8 +289,8 @@ struct Querier {
 /// What a server runs besides the query API.
 #[derive(Debug, Default)]
 struct Parts<'a> {
-    /// A bucket read directly.
-    bucket: Option<Bucket>,
+    /// A bucket read directly (the server syncs it).
+    bucket: Option<Arc<BucketSource>>,
     /// Remote write into heads cut into the bucket (needs `bucket`).
     receive: Option<EmbeddedReceive>,
     /// The StoreAPI served over the local data (bucket, heads).
@@ -290,15 +298,15 @@ struct Parts<'a> {
     querier: Querier,
 }
 
-/// Serves the query API over the raw blocks of `bucket` on `http_address` until SIGINT/SIGTERM,
-/// re-syncing the block list in the background. With `receive`, remote write is served on the same
+/// Serves the query API over the raw blocks of `bucket` (made by [`EngineArgs::bucket_source`]; others
+/// may read it too) on `http_address` until SIGINT/SIGTERM, re-syncing its block list in the background. With `receive`, remote write is served on the same
 /// address, PromQL sees the heads and the bucket merged, heads are cut into the bucket every
 /// `cut_every` (the bucket is re-synced right after a cut, so no sample is ever invisible) and
 /// everything left in the heads is cut on shutdown. With `grpc_address`, the same data is served
 /// over the StoreAPI there (Info fails until the first sync), shutting down with the HTTP server.
 pub(crate) async fn serve_bucket(
     component: &'static str,
-    bucket: Bucket,
+    bucket: Arc<BucketSource>,
     http_address: &str,
     engine: &EngineArgs,
     flags: BTreeMap<String, String>,
@@ -329,10 +337,9 @@ async fn serve(
     let mut locals: Vec<Arc<dyn SeriesSource>> = Vec::new();
     let mut tasks = Vec::new();
     let bucket_source = match bucket {
-        Some(bucket) => {
-            tracing::info!(bucket = %bucket.describe(), component, "serving PromQL over the bucket");
+        Some(src) => {
+            tracing::info!(component, "serving PromQL over the bucket");
             let sync_metrics = SyncMetrics::register(&mut registry);
-            let src = Arc::new(BucketSource::with_page_cache_bytes(bucket, engine.page_cache_bytes()?));
             registry.register_collector(Box::new(server::PageCacheCollector(src.clone())));
             thanos.register_collector(Box::new(server::BucketStoreCollector(src.clone())));
             let synced = Readiness::default();

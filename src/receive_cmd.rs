@@ -254,7 +254,7 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
     let own = state.clone();
     let local = crate::flight_cmd::LocalData::receive(&state, Some(Arc::new(move |meta| own.is_own_block(meta))));
     let (flight, flight_registry, after_cut) =
-        crate::flight_cmd::serve_beside(bucket, &args.flight_grpc_address, &args.sql, Some(local))?;
+        crate::flight_cmd::serve_beside(bucket, &args.flight_grpc_address, &args.sql, Some(local), None)?;
     let (stop_cutter, stopped) = tokio::sync::oneshot::channel::<()>();
     let cutter = tokio::spawn(cut_loop_then(state.clone(), blocks, cut_every, stopped, after_cut));
 

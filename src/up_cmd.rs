@@ -73,9 +73,18 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     };
     let (state, cut_every) =
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
+    // One reader of the blocks for the query API and Flight SQL's promql(): one page cache, one
+    // sync per cut (the query API's, before the Flight SQL tables are refreshed).
+    tracing::info!(bucket = %bucket.describe(), "reading the bucket");
+    let blocks = args.engine.bucket_source(bucket.clone())?;
     let heads = crate::flight_cmd::LocalData::receive(&state, None);
-    let (flight, flight_registry, after_cut) =
-        crate::flight_cmd::serve_beside(bucket.clone(), &args.flight_grpc_address, &args.sql, Some(heads))?;
+    let (flight, flight_registry, after_cut) = crate::flight_cmd::serve_beside(
+        bucket.clone(),
+        &args.flight_grpc_address,
+        &args.sql,
+        Some(heads),
+        Some(blocks.clone()),
+    )?;
     let (extra_routes, registries, manager) = if args.rules.rule_files.is_empty() {
         (axum::Router::new(), vec![], None)
     } else {
@@ -101,7 +110,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
     flags.insert("compact.disable".into(), args.compact_disable.to_string());
     let receive = EmbeddedReceive { state, cut_every, extra_routes, registries, after_cut };
     let api =
-        serve_bucket("up", bucket, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address));
+        serve_bucket("up", blocks, &args.http_address, &args.engine, flags, Some(receive), Some(&args.grpc_address));
     let served = tokio::try_join!(api, flight).map(|_| ());
     if let Some(m) = manager {
         m.stop();

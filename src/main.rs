@@ -35,7 +35,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Makes mimalloc give freed memory back to the system at once instead of after its default delay
 /// of one second, unless `MIMALLOC_PURGE_DELAY` is set. `strata compact` frees hundreds of MiB of
 /// decoded pages per second: with the delay, a 2-day compaction of 10k series peaked at
-/// 1.1-1.4 GiB RSS, without it at about 0.5-0.7 GiB, at the price of about a quarter of its speed
+/// 0.8-1.4 GiB RSS, without it at about 0.5-0.7 GiB, at the price of 25-45% of its speed
 /// (docs/benchmarks.md, Compactor).
 fn purge_freed_memory_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {

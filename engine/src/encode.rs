@@ -12,8 +12,9 @@
 //! The file is the one `parquet::arrow::ArrowWriter` writes with the same properties (same row
 //! groups, pages, statistics, Arrow schema metadata): only the threads differ. With
 //! [`ColumnParallelWriter::with_alternative`], one column is also encoded with other properties
-//! (in a task of its own) and each row group keeps the smaller of the two column chunks; readers
-//! see an ordinary file whose column chunks declare their encodings.
+//! (in a task of its own) and each row group keeps the other chunk when it is smaller by more than
+//! a given share of the row group's bytes; readers see an ordinary file whose column chunks
+//! declare their encodings.
 
 use std::sync::Arc;
 
@@ -57,6 +58,9 @@ pub(crate) struct ColumnParallelWriter {
 struct Alternative {
     /// Index of the column (a primitive column: its leaf index too).
     column: usize,
+    /// The other chunk is kept only when it saves more than this share of the row group's
+    /// compressed bytes (0: whenever it is smaller).
+    min_saving: f64,
     /// Makes the column writers of the other properties (only `column`'s is used).
     factory: ArrowRowGroupWriterFactory,
     /// The current row group's writer (None when no row group is open or a batch is in flight).
@@ -104,16 +108,18 @@ impl ColumnParallelWriter {
     }
 
     /// Also encodes column `name` with `props` (which must differ from the file's only in that
-    /// column's encoding settings); each row group keeps whichever of the two column chunks is
-    /// smaller (the file's own encoding on a tie). Costs one more encoding of that column.
-    pub(crate) fn with_alternative(mut self, name: &str, props: WriterProperties) -> Result<Self> {
+    /// column's encoding settings); a row group keeps the second column chunk only when it is
+    /// smaller than the first by more than `min_saving` (a share, 0 to 1) of the row group's
+    /// compressed bytes (with the first chunk), else the file's own encoding. Costs one more
+    /// encoding of that column.
+    pub(crate) fn with_alternative(mut self, name: &str, props: WriterProperties, min_saving: f64) -> Result<Self> {
         let Some(column) = self.schema.fields().iter().position(|f| f.name() == name) else {
             return Err(self.err(ParquetError::General(format!("no column {name} for an alternative encoding"))));
         };
         let (_, factory) = ArrowWriter::try_new(Vec::new(), Arc::clone(&self.schema), Some(props))
             .and_then(|w| w.into_serialized_writer())
             .map_err(|e| self.err(e))?;
-        self.alt = Some(Alternative { column, factory, writer: None, in_flight: None });
+        self.alt = Some(Alternative { column, min_saving, factory, writer: None, in_flight: None });
         Ok(self)
     }
 
@@ -219,17 +225,18 @@ impl ColumnParallelWriter {
             .into_iter()
             .map(|w| tokio::task::spawn_blocking(move || w.close()))
             .collect();
-        let alt = self.alt.as_mut().and_then(|a| Some((a.column, a.writer.take()?)));
-        let alt = alt.map(|(column, w)| (column, tokio::task::spawn_blocking(move || w.close())));
+        let alt = self.alt.as_mut().and_then(|a| Some((a.column, a.min_saving, a.writer.take()?)));
+        let alt = alt.map(|(column, share, w)| (column, share, tokio::task::spawn_blocking(move || w.close())));
         let mut chunks = Vec::with_capacity(tasks.len());
         for t in tasks {
             chunks.push(join(t).await.map_err(|e| self.err(e))?);
         }
-        if let Some((column, t)) = alt {
+        if let Some((column, share, t)) = alt {
             let other = join(t).await.map_err(|e| self.err(e))?;
             let size = |c: &ArrowColumnChunk| c.close().metadata.compressed_size();
+            let group: i64 = chunks.iter().map(size).sum();
             if let Some(mine) = chunks.get_mut(column)
-                && size(&other) < size(mine)
+                && keep_other(size(mine), size(&other), group, share)
             {
                 *mine = other;
             }
@@ -272,6 +279,12 @@ impl ColumnParallelWriter {
         }
         let _ = self.sink.abort().await;
     }
+}
+
+/// Whether a row group of `group` compressed bytes, whose column chunk takes `mine` bytes, keeps
+/// the other encoding's chunk of `other` bytes: when it saves more than `share` of the group.
+fn keep_other(mine: i64, other: i64, group: i64, share: f64) -> bool {
+    other < mine && (mine - other) as f64 > share * group as f64
 }
 
 async fn join<T>(t: Task<T>) -> std::result::Result<T, ParquetError> {
@@ -360,7 +373,8 @@ mod tests {
         let batch = RecordBatch::try_new(format::samples_schema(2), cols).unwrap();
         let kv = format::key_value_metadata(2, "01TEST", &Default::default());
         let props = format::samples_writer_properties(enc, kv.clone());
-        let (name, alt_props) = format::samples_alternative_properties(enc, kv).unwrap();
+        let (name, alt_props, want_share) = format::samples_alternative_properties(enc, kv).unwrap();
+        assert_eq!(want_share, format::TIMESTAMP_SPLIT_MIN_SAVING);
         assert_eq!(name, format::COL_TIMESTAMP);
 
         // Each encoding alone, by ArrowWriter, written in the same slices (pages end alike).
@@ -373,40 +387,64 @@ mod tests {
             w.close().unwrap();
             Bytes::from(out)
         };
-        let delta = chunks_of(plain_file(props.clone()), 1);
+        let delta_file = plain_file(props.clone());
+        let delta = chunks_of(delta_file.clone(), 1);
         let split = chunks_of(plain_file(alt_props.clone()), 1);
+        // Bytes of each row group with delta timestamps (all columns).
+        let groups: Vec<i64> = {
+            use parquet::file::reader::FileReader;
+            let r = parquet::file::reader::SerializedFileReader::new(delta_file).unwrap();
+            r.metadata().row_groups().iter().map(|rg| rg.compressed_size()).collect()
+        };
 
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let path = ObjPath::from("alt/samples.parquet");
-        let sink = BufWriter::new(Arc::clone(&store), path.clone());
-        let mut w = ColumnParallelWriter::try_new(sink, format::samples_schema(2), props, "alt")
-            .unwrap()
-            .with_alternative(name, alt_props)
-            .unwrap();
-        for at in (0..n).step_by(7_000) {
-            w.write(&batch.slice(at, 7_000.min(n - at))).await.unwrap();
+        let write = async |share: f64| {
+            let path = ObjPath::from(format!("alt/{share}/samples.parquet"));
+            let sink = BufWriter::new(Arc::clone(&store), path.clone());
+            let mut w = ColumnParallelWriter::try_new(sink, format::samples_schema(2), props.clone(), "alt")
+                .unwrap()
+                .with_alternative(name, alt_props.clone(), share)
+                .unwrap();
+            for at in (0..n).step_by(7_000) {
+                w.write(&batch.slice(at, 7_000.min(n - at))).await.unwrap();
+            }
+            w.finish().await.unwrap();
+            store.get(&path).await.unwrap().bytes().await.unwrap()
+        };
+        // Share 0: the smaller chunk; a share above what split bytes save: deltas everywhere; the
+        // share the format uses: whatever the rule says per row group.
+        let saved: Vec<f64> =
+            delta.iter().zip(&split).zip(&groups).map(|((d, s), g)| (d.0 - s.0) as f64 / *g as f64).collect();
+        let most = saved.iter().copied().fold(0.0, f64::max);
+        assert!(most > 0.0, "split bytes save nothing here: {saved:?}");
+        for (share, want) in
+            [(0.0, Some([false, true, true])), (most * 1.01, Some([false, false, false])), (want_share, None)]
+        {
+            let got = write(share).await;
+            let chosen = chunks_of(got.clone(), 1);
+            assert_eq!(chosen.len(), 3);
+            let mut kinds = Vec::new();
+            for (((c, d), s), g) in chosen.iter().zip(&delta).zip(&split).zip(&groups) {
+                let keep = keep_other(d.0, s.0, *g, share);
+                assert_eq!(c.0, if keep { s.0 } else { d.0 }, "share {share}: chosen {c:?}, deltas {d:?}, split {s:?}");
+                assert_eq!(c.1.contains(&Encoding::BYTE_STREAM_SPLIT), keep, "share {share}: {c:?}");
+                kinds.push(keep);
+            }
+            if let Some(want) = want {
+                assert_eq!(kinds, want, "share {share}: {chosen:?} (savings {saved:?})");
+            }
+            // The file reads back as written.
+            let back: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(got, 1 << 20)
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+            assert_eq!(arrow::compute::concat_batches(&format::samples_schema(2), &back).unwrap(), batch);
         }
-        w.finish().await.unwrap();
-        let got = store.get(&path).await.unwrap().bytes().await.unwrap();
-        let chosen = chunks_of(got.clone(), 1);
-        assert_eq!(chosen.len(), 3);
-        let mut kinds = Vec::new();
-        for ((c, d), s) in chosen.iter().zip(&delta).zip(&split) {
-            assert_eq!(c.0, d.0.min(s.0), "chosen {c:?}, deltas {d:?}, split {s:?}");
-            kinds.push(c.1.contains(&Encoding::BYTE_STREAM_SPLIT));
-        }
-        assert_eq!(kinds, [false, true, true], "{chosen:?}");
-        // The file reads back as written.
-        let back: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(got, 1 << 20)
-            .unwrap()
-            .collect::<std::result::Result<_, _>>()
-            .unwrap();
-        assert_eq!(arrow::compute::concat_batches(&format::samples_schema(2), &back).unwrap(), batch);
         // An unknown column is refused.
         let sink = BufWriter::new(Arc::clone(&store), ObjPath::from("x"));
         let w =
             ColumnParallelWriter::try_new(sink, format::samples_schema(2), WriterProperties::default(), "x").unwrap();
-        assert!(w.with_alternative("nope", WriterProperties::default()).unwrap_err().to_string().contains("nope"));
+        assert!(w.with_alternative("nope", WriterProperties::default(), 0.0).unwrap_err().to_string().contains("nope"));
     }
 
     #[tokio::test]

@@ -238,9 +238,10 @@ pub enum TimestampEncoding {
     Plain,
     /// BYTE_STREAM_SPLIT, then the codec (measured for comparison only).
     ByteStreamSplit,
-    /// Format v2: per row group the smaller of DELTA_BINARY_PACKED and BYTE_STREAM_SPLIT (both
-    /// encoded, then compressed). Deltas win on regular scrapes; split bytes win where scrape
-    /// times jitter by a few ms and many series share them (docs/format.md §3).
+    /// Format v2: per row group DELTA_BINARY_PACKED unless BYTE_STREAM_SPLIT (both encoded, then
+    /// compressed) saves more than [`TIMESTAMP_SPLIT_MIN_SAVING`] of the row group's bytes.
+    /// Deltas win on regular scrapes; split bytes can win where scrape times jitter by a few ms
+    /// and many series share them (docs/format.md §3).
     Smaller,
 }
 
@@ -263,8 +264,11 @@ pub struct SamplesEncoding {
     pub series_id: SeriesIdEncoding,
     /// Encoding of `timestamp`.
     pub timestamp: TimestampEncoding,
-    /// zstd level for all columns.
+    /// zstd level of every column but `value`.
     pub zstd_level: i32,
+    /// zstd level of the `value` column. In format v2 it holds the floats that are not decimal
+    /// (near-random doubles), where a lower level costs little size and much less CPU.
+    pub value_zstd_level: i32,
     /// Upper bound of rows per data page (smaller pages make RowSelection reads more precise).
     pub page_rows: usize,
     /// Rows per row group.
@@ -278,13 +282,18 @@ impl SamplesEncoding {
         series_id: SeriesIdEncoding::Delta,
         timestamp: TimestampEncoding::Delta,
         zstd_level: 3,
+        value_zstd_level: 3,
         page_rows: SAMPLES_PAGE_ROWS,
         row_group_rows: SAMPLES_ROW_GROUP_ROWS,
     };
 
     /// The measured choice of format v2 (see docs/format.md, "Format v2 values, measured").
-    pub const V2: SamplesEncoding =
-        SamplesEncoding { value: ValueEncoding::Decimal, timestamp: TimestampEncoding::Smaller, ..SamplesEncoding::V1 };
+    pub const V2: SamplesEncoding = SamplesEncoding {
+        value: ValueEncoding::Decimal,
+        timestamp: TimestampEncoding::Smaller,
+        value_zstd_level: 2,
+        ..SamplesEncoding::V1
+    };
 
     /// Format version of blocks written with this encoding: 2 for [`ValueEncoding::Decimal`], else 1.
     pub fn format_version(&self) -> u32 {
@@ -305,6 +314,7 @@ pub fn samples_writer_properties(enc: SamplesEncoding, kv: Vec<KeyValue>) -> Wri
     let mut b = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_compression(zstd(enc.zstd_level))
+        .set_column_compression(val.clone(), zstd(enc.value_zstd_level))
         .set_max_row_group_row_count(Some(enc.row_group_rows.max(1)))
         .set_data_page_row_count_limit(enc.page_rows.max(1))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -337,27 +347,39 @@ pub fn samples_writer_properties(enc: SamplesEncoding, kv: Vec<KeyValue>) -> Wri
         }
         ValueEncoding::Dictionary => b.set_column_dictionary_enabled(val, true),
         ValueEncoding::Decimal => {
-            let int = ColumnPath::from(COL_VALUE_INT);
+            // No statistics for the three value columns: the value is `coalesce(value, value_int
+            // / value_scale)`, which no reader prunes by per-column min/max, and computing them
+            // costs the writer CPU per row. Offset indexes are still written for every column.
+            let (int, scale) = (ColumnPath::from(COL_VALUE_INT), ColumnPath::from(COL_VALUE_SCALE));
             b.set_column_dictionary_enabled(val.clone(), false)
-                .set_column_encoding(val, Encoding::PLAIN)
+                .set_column_encoding(val.clone(), Encoding::PLAIN)
+                .set_column_statistics_enabled(val, EnabledStatistics::None)
                 .set_column_dictionary_enabled(int.clone(), false)
-                .set_column_encoding(int, Encoding::DELTA_BINARY_PACKED)
-                .set_column_dictionary_enabled(ColumnPath::from(COL_VALUE_SCALE), true)
+                .set_column_encoding(int.clone(), Encoding::DELTA_BINARY_PACKED)
+                .set_column_statistics_enabled(int, EnabledStatistics::None)
+                .set_column_dictionary_enabled(scale.clone(), true)
+                .set_column_statistics_enabled(scale, EnabledStatistics::None)
         }
     };
     b.build()
 }
 
-/// The column of `samples.parquet` that `enc` encodes a second way and the writer properties of
-/// that second way ([`TimestampEncoding::Smaller`]: `timestamp` as BYTE_STREAM_SPLIT); the writer
-/// keeps the smaller column chunk per row group.
+/// Share of a row group's compressed bytes that BYTE_STREAM_SPLIT timestamps must save over
+/// DELTA_BINARY_PACKED to be kept ([`TimestampEncoding::Smaller`]): split bytes decode slower
+/// (about eight bytes per row through zstd instead of a few bits), so they are worth it only
+/// where the timestamps are a large part of the row group (measured in docs/format.md §7a).
+pub const TIMESTAMP_SPLIT_MIN_SAVING: f64 = 0.0625;
+
+/// The column of `samples.parquet` that `enc` encodes a second way, the writer properties of
+/// that second way ([`TimestampEncoding::Smaller`]: `timestamp` as BYTE_STREAM_SPLIT) and the
+/// share of a row group's bytes it must save to be kept ([`TIMESTAMP_SPLIT_MIN_SAVING`]).
 pub fn samples_alternative_properties(
     enc: SamplesEncoding,
     kv: Vec<KeyValue>,
-) -> Option<(&'static str, WriterProperties)> {
+) -> Option<(&'static str, WriterProperties, f64)> {
     (enc.timestamp == TimestampEncoding::Smaller).then(|| {
         let alt = SamplesEncoding { timestamp: TimestampEncoding::ByteStreamSplit, ..enc };
-        (COL_TIMESTAMP, samples_writer_properties(alt, kv))
+        (COL_TIMESTAMP, samples_writer_properties(alt, kv), TIMESTAMP_SPLIT_MIN_SAVING)
     })
 }
 
@@ -581,7 +603,7 @@ mod tests {
         let base = SamplesEncoding::V1;
         for value in [ValueEncoding::Plain, ValueEncoding::ByteStreamSplit, ValueEncoding::Dictionary] {
             for zstd_level in [1, 3, 6, 9] {
-                run(SamplesEncoding { value, zstd_level, ..base }).await;
+                run(SamplesEncoding { value, zstd_level, value_zstd_level: zstd_level, ..base }).await;
             }
         }
         run(SamplesEncoding { series_id: SeriesIdEncoding::Dictionary, ..base }).await;

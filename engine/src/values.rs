@@ -102,19 +102,26 @@ pub fn min_exponent_upto(v: f64, cap: u8) -> Option<u8> {
     if top == 0 {
         return None;
     }
-    let mut m = encode(v, POW10[usize::from(top)])?;
+    let m = encode(v, POW10[usize::from(top)])?;
+    Some(min_exponent_from(v, top, m))
+}
+
+/// The rest of [`min_exponent_upto`]'s search for a `v` that is not an integer and is exact at
+/// `top` (its largest usable exponent) with mantissa `m`.
+fn min_exponent_from(v: f64, top: u8, mut m: i64) -> u8 {
     let mut e = top;
     while e > 1 && m % 10 == 0 {
         m /= 10;
         e -= 1;
     }
     if encode(v, POW10[usize::from(e)]).is_none() {
-        return (1..=top).find(|&e| encode(v, POW10[usize::from(e)]).is_some());
+        // `top` itself is exact, so the search ends there at the latest.
+        return (1..=top).find(|&e| encode(v, POW10[usize::from(e)]).is_some()).unwrap_or(top);
     }
     while e > 1 && encode(v, POW10[usize::from(e - 1)]).is_some() {
         e -= 1;
     }
-    Some(e)
+    e
 }
 
 /// Per exponent `e`, how many of `values` have `e` as their smallest exact exponent.
@@ -127,27 +134,28 @@ pub fn exponent_histogram(values: &[f64]) -> [u64; MAX_EXPONENT as usize + 1] {
 ///
 /// Two passes per 64 values: a branch-free one tests every value at scale 1 and at the largest
 /// usable exponent (the first two tests of [`min_exponent_upto`]), counting the integers; only the
-/// values exact at that exponent then take [`min_exponent_upto`]'s search. The others (most
-/// irregular floats) are exact at no exponent up to `cap`, and mixed series cost no mispredicted
-/// branch per value. The counts are those of [`min_exponent_upto`] per value.
+/// values exact at that exponent then take the rest of [`min_exponent_upto`]'s search, from the
+/// mantissa found there. The others (most irregular floats) are exact at no exponent up to `cap`,
+/// and mixed series cost no mispredicted branch per value. The counts are those of
+/// [`min_exponent_upto`] per value.
 pub fn exponent_histogram_upto(values: &[f64], cap: u8) -> [u64; MAX_EXPONENT as usize + 1] {
     let cap = cap.min(MAX_EXPONENT);
     let mut h = [0u64; MAX_EXPONENT as usize + 1];
-    let mut queue = [0f64; 64];
+    // The queued values with their largest usable exponent and their mantissa there: the
+    // search goes on from where the first pass stopped (min_exponent_upto's first two tests).
+    let mut queue = [(0f64, 0u8, 0i64); 64];
     for block in values.chunks(64) {
         let mut n = 0;
         for &v in block {
             let int = exact_at(v, 1.0);
             let top = top_exponent(v, cap);
-            let at_top = top > 0 && exact_at(v, POW10[top]);
+            let (at_top, m) = mantissa_at(v, POW10[top]);
             h[0] += u64::from(int);
-            queue[n] = v;
-            n += usize::from(at_top && !int);
+            queue[n] = (v, top as u8, m);
+            n += usize::from(top > 0 && at_top && !int);
         }
-        for &v in &queue[..n] {
-            if let Some(e) = min_exponent_upto(v, cap) {
-                h[usize::from(e)] += 1;
-            }
+        for &(v, top, m) in &queue[..n] {
+            h[usize::from(min_exponent_from(v, top, m))] += 1;
         }
     }
     h
@@ -156,12 +164,18 @@ pub fn exponent_histogram_upto(values: &[f64], cap: u8) -> [u64; MAX_EXPONENT as
 /// True when `v` is exact at `scale` ([`encode`] is `Some`), without a data-dependent branch.
 #[inline(always)]
 fn exact_at(v: f64, scale: f64) -> bool {
+    mantissa_at(v, scale).0
+}
+
+/// [`exact_at`] and the rounded mantissa (the one [`encode`] returns when exact).
+#[inline(always)]
+fn mantissa_at(v: f64, scale: f64) -> (bool, i64) {
     let x = v * scale;
     let in_range = x.abs() <= MAX_MANTISSA as f64;
     let t = if in_range { x as i64 } else { 0 };
     let frac = x - t as f64;
     let r = t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5);
-    in_range && decode(r, scale).to_bits() == v.to_bits()
+    (in_range && decode(r, scale).to_bits() == v.to_bits(), r)
 }
 
 /// The largest exponent `e <= cap` keeping `|v| · 10^e < 2^53` ([`min_exponent_upto`]'s first
@@ -279,12 +293,17 @@ pub fn decode_columns(
                 out.extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
             }
         } else {
-            // Both candidates per row, then a select: no data-dependent branch (null slots hold
-            // arbitrary finite integers, so dividing them is harmless).
-            out.extend((0..len).map(|k| {
-                let d = decode(m[k], s[k]);
-                if (word >> k) & 1 == 1 { f[k] } else { d }
-            }));
+            // The floats copied, then the integer rows (clear bits) divided over them: a mixed
+            // word divides only its integer rows.
+            let at = out.len();
+            out.extend_from_slice(f);
+            let dst = &mut out[at..];
+            let mut ints = !word & all;
+            while ints != 0 {
+                let k = ints.trailing_zeros() as usize;
+                dst[k] = decode(m[k], s[k]);
+                ints &= ints - 1;
+            }
         }
     };
     let bits = floats.inner();

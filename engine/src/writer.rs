@@ -172,8 +172,8 @@ impl BlockWriter {
         };
         let w = BufWriter::new(Arc::clone(bucket.store()), path.clone());
         let mut samples = ColumnParallelWriter::try_new(w, schema, props, path.as_ref())?;
-        if let Some((column, props)) = alt {
-            samples = samples.with_alternative(column, props)?;
+        if let Some((column, props, min_saving)) = alt {
+            samples = samples.with_alternative(column, props, min_saving)?;
         }
         Ok(BlockWriter {
             bucket,

@@ -8,7 +8,8 @@
 //!      opened blocks fit the index budget, least recently used ones closed beyond it
 //!   select(): per block: other matchers resolve on series.parquet; external labels added to every
 //!                 series; re-sorted; samples read in chunks
-//!      ──► merge_series_streams (same series across blocks = one series, duplicate timestamps dropped)
+//!      ──► merge_series_streams (same series across blocks = one series, duplicate timestamps dropped;
+//!          each block read ahead on a task of its own unless the answer is one read's worth)
 //!   select_relabelled(): the same per block with the labels changed before sorting; blocks joined per
 //!      external label set, the sets interleaved (replicas stay apart)
 //! ```
@@ -781,19 +782,24 @@ impl SeriesSource for BucketSource {
             return Ok(s);
         }
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
-        let streams: Vec<SeriesStream> = self
-            .overlapping(min_t, max_t, &req.matchers)
-            .await?
-            .into_iter()
-            .filter_map(|b| {
-                let series = block_series(&b, &req.matchers, min_t, max_t, &Relabel::default());
-                (!series.is_empty()).then(|| block_stream(b, series, min_t, max_t))
-            })
-            .collect();
-        if streams.len() == 1 {
-            return Ok(merge_series_streams(streams));
+        let mut samples = 0u64;
+        let mut parts = Vec::new();
+        for b in self.overlapping(min_t, max_t, &req.matchers).await? {
+            let series = block_series(&b, &req.matchers, min_t, max_t, &Relabel::default());
+            if !series.is_empty() {
+                let n = &b.index().num_samples;
+                samples += series.iter().flat_map(|s| &s.1).map(|&id| n[id as usize]).sum::<u64>();
+                parts.push((b, series));
+            }
         }
-        Ok(merge_series_streams(streams.into_iter().map(read_ahead).collect()))
+        let streams = parts.into_iter().map(|(b, series)| block_stream(b, series, min_t, max_t));
+        // A small answer (the matching series hold one block read's worth of samples in all, in
+        // every block together) is read block after block in the consumer's task: a task per
+        // block would cost more than the reads.
+        if samples <= BLOCK_CHUNK_SAMPLES {
+            return Ok(merge_series_streams(streams.collect()));
+        }
+        Ok(merge_series_streams(streams.map(read_ahead).collect()))
     }
 
     /// Streams without collecting: every block is relabelled and sorted on its own (labels only),

@@ -8,7 +8,7 @@
 //!        │  split into tracks of non-overlapping chunks (Thanos's overlap split); XOR decoded
 //!        ▼  straight into the batch's sample vectors, trimmed to [min_t, max_t]
 //!   SeriesBatch entries, one per track (a label set repeats when its chunks overlap)
-//!        │  one receiving task per call, a few batches ahead of the consumer
+//!        │  received in the consumer's task, or (fan-out, large answers) a task a few batches ahead
 //!        ▼
 //!   merge::group_merge: tracks of a label set joined (union, or replica dedup in the proxy)
 //! ```
@@ -223,13 +223,14 @@ impl Remote {
         Ok(out)
     }
 
-    /// `thanos.Store/Series`, decoded into replica tracks (see the module docs) by a task of its
-    /// own that stays a few batches ahead. A failure follows `opts.partial`: under WARN it ends
-    /// the stream with a warning, under ABORT it is the stream's last item.
-    pub(crate) fn series(&self, req: SeriesRequest, opts: CallOptions) -> SeriesStream {
+    /// `thanos.Store/Series`, decoded into replica tracks (see the module docs), received as
+    /// `receive` says, a few batches ahead of the consumer at most. A failure follows
+    /// `opts.partial`: under WARN it ends the stream with a warning, under ABORT it is the
+    /// stream's last item.
+    pub(crate) fn series(&self, req: SeriesRequest, opts: CallOptions, receive: Receive) -> SeriesStream {
         let (tx, rx) = tokio::sync::mpsc::channel::<engine::Result<SeriesBatch>>(CHANNEL_BATCHES);
         let this = self.clone();
-        tokio::spawn(async move {
+        let producer = async move {
             match this.stream_series(req, &opts, &tx).await {
                 Ok(()) | Err(Stop::Closed) => {}
                 Err(Stop::Failed(e)) => {
@@ -238,8 +239,14 @@ impl Remote {
                     }
                 }
             }
-        });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }))
+        };
+        match receive {
+            Receive::Task => {
+                tokio::spawn(producer);
+                Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }))
+            }
+            Receive::Inline => Box::pin(super::ahead::drive(producer, rx)),
+        }
     }
 
     async fn stream_series(
@@ -279,6 +286,17 @@ impl Remote {
         }
         Ok(())
     }
+}
+
+/// Where a Series call is received and decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Receive {
+    /// On a task of its own from the start, so that calls fanned out to several endpoints are
+    /// all under way at once.
+    Task,
+    /// In the consumer's task while the answer is small, on a task of its own once it proves
+    /// large (`super::ahead`): a call to a single endpoint.
+    Inline,
 }
 
 /// Why a receiving task stopped early.
@@ -693,7 +711,7 @@ impl RemoteSource {
 impl SeriesSource for RemoteSource {
     async fn select(&self, req: &SelectRequest) -> engine::Result<SeriesStream> {
         let sr = series_request(req, vec![], self.opts.partial.abort);
-        Ok(group_merge(vec![self.remote.series(sr, self.opts.clone())], Combine::Union))
+        Ok(group_merge(vec![self.remote.series(sr, self.opts.clone(), Receive::Inline)], Combine::Union))
     }
 
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> engine::Result<Vec<Labels>> {

@@ -2,13 +2,15 @@
 //! labels and matchers ([`convert`]), the StoreAPI client ([`client`]: one remote endpoint as a
 //! [`engine::SeriesSource`]), and the querier built on it: the endpoint set with Info discovery
 //! ([`endpoints`]), the fan-out with partial response ([`proxy`]) and replica deduplication
-//! (with [`engine::dedup`], the algorithms the compactor uses too).
+//! (with [`engine::dedup`], the algorithms the compactor uses too). Both sides read ahead only
+//! for large answers (`ahead`).
 //!
 //! ```text
 //!   SeriesSource ──► server ──gRPC (thanos.Store/Series, XOR chunks)──► client ──► SeriesSource
 //!                                                                          (querier fan-out, dedup)
 //! ```
 
+mod ahead;
 pub mod client;
 pub mod convert;
 pub mod endpoints;

@@ -7,8 +7,10 @@
 //!   select(matchers, [min_t, max_t]):
 //!     local sources ───────────────────────────────┐ (dedup: replica labels removed, re-sorted)
 //!     endpoints picked by time range and external ─┤ one task per endpoint: Series stream decoded
-//!     labels (down ones: a warning, or the error)  │ (dedup: without_replica_labels, or removed
-//!                                                  │  and re-sorted here when not supported)
+//!     labels (down ones: a warning, or the error)  │ (a lone endpoint: in the consumer's task until
+//!                                                  │  its answer proves large; dedup:
+//!                                                  │  without_replica_labels, or removed and
+//!                                                  │  re-sorted here when not supported)
 //!                                                  ▼
 //!                        merge::group_merge (k-way over the sorted streams) ──► series
 //!                        equal label sets: union, or with dedup penalty / chain (engine::dedup)
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use engine::{Labels, Matcher, SelectRequest, SeriesSource, SeriesStream};
 
-use super::client::{CallOptions, LabelQuery, Partial, series_request};
+use super::client::{CallOptions, LabelQuery, Partial, Receive, series_request};
 use super::endpoints::{Endpoint, EndpointSet};
 use super::merge::{Combine, group_merge, strip_and_sort};
 use engine::dedup::{DedupFunc, is_counter_func, without_labels};
@@ -273,10 +275,12 @@ impl SeriesSource for ProxyRead {
                 .pop()
                 .ok_or_else(|| engine::Error::Remote { endpoint: "local".into(), reason: "no stream".into() });
         }
+        // One endpoint alone is received in the consumer's task; several at once, each on its own.
+        let receive = if streams.is_empty() && endpoints.len() == 1 { Receive::Inline } else { Receive::Task };
         for e in endpoints {
             let native = dedup && e.supports_without_replica_labels();
             let without = if native { self.replica_labels.clone() } else { vec![] };
-            let s = e.remote.series(series_request(req, without, self.call.partial.abort), self.call.clone());
+            let s = e.remote.series(series_request(req, without, self.call.partial.abort), self.call.clone(), receive);
             streams.push(if dedup && !native { strip_and_sort(s, self.replica_labels.clone()) } else { s });
         }
         let combine = if dedup {

@@ -18,7 +18,8 @@
 //! away) go out as ONE series holding the chunks of all of them sorted by min time, possibly
 //! overlapping, as Thanos's store gateway sends them: a Thanos querier splits overlapping chunks back
 //! into replicas and deduplicates them. Memory stays bounded by a source batch and one series:
-//! frames are produced by a task one step ahead of the client (a channel of [`FRAMES_AHEAD`]).
+//! frames go through a channel of [`FRAMES_AHEAD`], produced in the response's own task until it
+//! fills, then by a task of their own running ahead of the client (`super::ahead`).
 //!
 //! Request hints (`hintspb.*RequestHints`) are checked (a wrong type or a bad block matcher is
 //! `InvalidArgument`, as in Thanos) but their block matchers are not applied: the source has no
@@ -376,7 +377,7 @@ impl StoreApi {
         };
         let api = self.clone();
         let started = Instant::now();
-        tokio::spawn(async move {
+        let producer = async move {
             let res = match plan.possible && req.min_time <= req.max_time {
                 false => Ok(()),
                 true if req.skip_chunks => api.labels_only(&req, &plan, &shard, &mut out).await,
@@ -410,8 +411,9 @@ impl StoreApi {
                 ?code,
                 "StoreAPI Series"
             );
-        });
-        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })))
+        };
+        // Small answers are produced in the response's own task; large ones on a task ahead of it.
+        Ok(Box::pin(super::ahead::drive(producer, rx)))
     }
 
     /// `skip_chunks`: the label sets only, from the source's label index.

@@ -377,7 +377,11 @@ impl StoreApi {
         };
         let api = self.clone();
         let started = Instant::now();
+        // Made here, not in the producer: a producer dropped before its first poll drops it too.
+        let unfinished = Unfinished { api: api.clone(), started, finished: false };
         let producer = async move {
+            // The whole guard moves in (a use of its field alone would capture a copy of the bool).
+            let mut unfinished = unfinished;
             let res = match plan.possible && req.min_time <= req.max_time {
                 false => Ok(()),
                 true if req.skip_chunks => api.labels_only(&req, &plan, &shard, &mut out).await,
@@ -398,6 +402,7 @@ impl StoreApi {
                     code
                 }
             };
+            unfinished.finished = true;
             let m = &api.inner.metrics;
             m.series.inc_by(out.series);
             m.chunks.inc_by(out.chunks);
@@ -774,6 +779,23 @@ impl Info for StoreApi {
         };
         self.inner.metrics.observe(INFO, "Info", res.as_ref().map_or_else(Status::code, |_| Code::Ok), started);
         res.map(Response::new)
+    }
+}
+
+/// A Series producer dropped before it finished (the client went away while the answer was still
+/// produced in the response's own task): the call counts as `Cancelled` in the gRPC metrics, as a
+/// finished producer that saw the client gone does.
+struct Unfinished {
+    api: StoreApi,
+    started: Instant,
+    finished: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.api.inner.metrics.observe(STORE, "Series", Code::Cancelled, self.started);
+        }
     }
 }
 

@@ -572,3 +572,32 @@ fn errors_map_to_grpc_codes() {
         assert_eq!(status_of(&e).code(), code, "{e:?}");
     }
 }
+
+/// A Series call whose client goes away before or during the answer is counted as `Cancelled`
+/// (also while the answer is still produced in the response's own task); a finished one as `OK`.
+#[tokio::test]
+async fn a_dropped_series_call_counts_as_cancelled() {
+    let mut registry = Registry::default();
+    let metrics = StoreApiMetrics::register(&mut registry);
+    let opts = StoreApiOptions { component_type: "store".into(), ..Default::default() };
+    let api = StoreApi::new(fleet(), opts, Arc::new(AtomicBool::new(true)), metrics);
+    // One series per frame: the answer does not fit the first poll.
+    let one_per_frame =
+        SeriesRequest { response_batch_size: 1, ..req(vec![m(PbType::Re, "__name__", ".+")], i64::MIN, i64::MAX) };
+    // Gone before the answer was produced (never polled), and after its first frame.
+    drop(Store::series(&api, Request::new(one_per_frame.clone())).await.unwrap());
+    let mut stream = Store::series(&api, Request::new(one_per_frame.clone())).await.unwrap().into_inner();
+    assert!(stream.next().await.unwrap().is_ok());
+    drop(stream);
+    assert_eq!(series(&api, one_per_frame).await.len(), 10);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let count = |code: &str| {
+        let key = format!(
+            r#"grpc_server_handled_total{{grpc_service="thanos.Store",grpc_method="Series",grpc_code="{code}"}} "#
+        );
+        text.lines().find_map(|l| l.strip_prefix(key.as_str())).map(|v| v.trim().to_string())
+    };
+    assert_eq!(count("Cancelled").as_deref(), Some("2"), "{text}");
+    assert_eq!(count("OK").as_deref(), Some("1"), "{text}");
+}

@@ -130,13 +130,19 @@ impl TableProvider for BlockFilesTable {
             let phys = state.create_physical_expr(pred, &df_schema)?;
             source = source.with_predicate(phys);
         }
+        // The block filters as one predicate over the partition columns, built once for all blocks.
+        let block_pred = match conjunction(block_filters) {
+            Some(pred) => {
+                let part_schema = Arc::new(Schema::new(partition_fields()));
+                let df_schema = DFSchema::try_from(Arc::clone(&part_schema))?;
+                Some((state.create_physical_expr(pred, &df_schema)?, part_schema))
+            }
+            None => None,
+        };
         let keep_block = |ulid: &str, index: u32| -> datafusion::error::Result<bool> {
-            let Some(pred) = conjunction(block_filters.clone()) else { return Ok(true) };
-            let part_schema = Arc::new(Schema::new(partition_fields()));
-            let df_schema = DFSchema::try_from(Arc::clone(&part_schema))?;
-            let phys = state.create_physical_expr(pred, &df_schema)?;
+            let Some((phys, part_schema)) = &block_pred else { return Ok(true) };
             let batch = arrow::array::RecordBatch::try_new(
-                part_schema,
+                Arc::clone(part_schema),
                 vec![
                     Arc::new(arrow::array::StringArray::from(vec![ulid])),
                     Arc::new(arrow::array::UInt32Array::from(vec![index])),

@@ -339,14 +339,24 @@ impl HeadScanExec {
 
     /// Reads the heads into memory reserved from `pool`.
     async fn load(&self, pool: &Arc<dyn MemoryPool>) -> datafusion::error::Result<(RecordBatch, MemoryReservation)> {
-        let mut reservation = MemoryConsumer::new("StrataHeadScan").register(pool);
-        let batch = self.reader.read(&self.req, &mut reservation).await?;
-        let batch = match &self.projection {
-            Some(p) => batch.project(p)?,
-            None => batch,
-        };
-        Ok((batch, reservation))
+        load(&self.reader, &self.req, self.projection.as_deref(), pool).await
     }
+}
+
+/// The samples `req` selects from the heads of `reader`, projected, in memory reserved from `pool`.
+async fn load(
+    reader: &HeadReader,
+    req: &SelectRequest,
+    projection: Option<&[usize]>,
+    pool: &Arc<dyn MemoryPool>,
+) -> datafusion::error::Result<(RecordBatch, MemoryReservation)> {
+    let mut reservation = MemoryConsumer::new("StrataHeadScan").register(pool);
+    let batch = reader.read(req, &mut reservation).await?;
+    let batch = match projection {
+        Some(p) => batch.project(p)?,
+        None => batch,
+    };
+    Ok((batch, reservation))
 }
 
 impl DisplayAs for HeadScanExec {
@@ -400,8 +410,8 @@ impl ExecutionPlan for HeadScanExec {
         let load: BoxFuture<'static, datafusion::error::Result<(RecordBatch, MemoryReservation)>> = match ahead {
             Some(loaded) => Box::pin(futures::future::ready(Ok(loaded))),
             None => {
-                let exec = HeadScanExec::new(Arc::clone(&self.reader), self.req.clone(), self.projection.clone())?;
-                Box::pin(async move { exec.load(context.memory_pool()).await })
+                let (reader, req, projection) = (Arc::clone(&self.reader), self.req.clone(), self.projection.clone());
+                Box::pin(async move { load(&reader, &req, projection.as_deref(), context.memory_pool()).await })
             }
         };
         // One batch; its reservation is held until the stream ends.

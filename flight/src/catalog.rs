@@ -286,13 +286,13 @@ impl SqlCatalog {
         let first = self.statement_once(sql, &base).await;
         match first {
             Err(Error::DataFusion { .. }) if self.heads.is_some() => match self.rebuild_if_changed().await {
-                Ok((_, true)) => self.statement_once(sql, &self.snapshot()).await,
-                // Another rebuild (after a cut, or the refresh loop's) swapped in newer tables
-                // after the first attempt chose its own: plan once more on those.
-                Ok((_, false)) if self.generation() != base.generation => {
+                // Newer tables than the first attempt's, from this refresh or from another one
+                // (after a cut, or the refresh loop's) since the first attempt chose its own:
+                // plan once more on those.
+                Ok((_, rebuilt)) if rebuilt || self.generation() != base.generation => {
                     self.statement_once(sql, &self.snapshot()).await
                 }
-                Ok((_, false)) => first,
+                Ok(_) => first,
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing the SQL tables for a statement that failed to plan");
                     first

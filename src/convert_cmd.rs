@@ -62,7 +62,7 @@ impl Reporter {
                     tracing::info!(block = %ulid, series, samples, "converting block");
                 }
             }
-            Progress::Advanced { series, samples, .. } => {
+            Progress::Advanced { series, samples } => {
                 st.1 += series;
                 if let Some(b) = &self.bar {
                     b.inc(samples);

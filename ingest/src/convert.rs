@@ -57,8 +57,6 @@ pub enum Progress {
     },
     /// More series of a block being converted were written.
     Advanced {
-        /// Block ULID.
-        ulid: String,
         /// Series written since the last notification.
         series: u64,
         /// Samples written since the last notification.
@@ -244,7 +242,7 @@ pub async fn convert_block(
         if failure.is_some() {
             break;
         }
-        progress(Progress::Advanced { ulid: src.ulid.clone(), series: ns, samples: nsamp });
+        progress(Progress::Advanced { series: ns, samples: nsamp });
     }
     drop(rx);
     let _ = decoder.await;

@@ -21,7 +21,7 @@ use ingest::testkit::{Daemon, free_port};
 use crate::series_bench::{prometheus_read, strata_series};
 use ingest::datagen::GenSpec;
 
-use crate::util::{converted_bucket, prometheus_over, spec};
+use crate::util::{converted_bucket, prometheus_over, promtool_blocks, spec};
 
 /// 2 h, promtool's block range.
 const BLOCK_MS: i64 = 2 * 3_600_000;
@@ -79,8 +79,7 @@ fn segmented_blocks(
     blocks: usize,
     work: &std::path::Path,
 ) -> Result<(std::path::PathBuf, GenSpec), String> {
-    let start =
-        spec.start_ms.div_euclid(BLOCK_MS) * BLOCK_MS + if spec.start_ms % BLOCK_MS == 0 { 0 } else { BLOCK_MS };
+    let start = (spec.start_ms + BLOCK_MS - 1).div_euclid(BLOCK_MS) * BLOCK_MS;
     let whole = GenSpec { start_ms: start, duration_ms: blocks as i64 * BLOCK_MS, ..spec.clone() };
     let out = work.join("blocks");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -96,16 +95,7 @@ fn segmented_blocks(
             seed: spec.seed.wrapping_add(i as u64),
             ..spec.clone()
         };
-        let om = work.join("segment.om");
-        let dir = work.join("segment");
-        {
-            let f = std::fs::File::create(&om).map_err(|e| format!("{}: {e}", om.display()))?;
-            let mut w = std::io::BufWriter::new(f);
-            ingest::datagen::write_openmetrics(&seg, &mut w).map_err(|e| format!("{}: {e}", om.display()))?;
-            std::io::Write::flush(&mut w).map_err(|e| format!("{}: {e}", om.display()))?;
-        }
-        ingest::testkit::promtool_blocks(std::path::Path::new("promtool"), &om, &dir)
-            .map_err(|e| format!("{e} (promtool is in the Debian package `prometheus`)"))?;
+        let dir = promtool_blocks("store", &seg, work, "segment")?;
         for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
             if e.path().join("meta.json").is_file() {
                 let to = out.join(e.file_name());

@@ -182,6 +182,7 @@ impl EngineArgs {
     /// The query API's reader of `bucket`'s blocks, with the `--store.page-cache-size` cache
     /// (not synced yet: the server that serves it syncs it).
     pub(crate) fn bucket_source(&self, bucket: Bucket) -> Result<Arc<BucketSource>, CliError> {
+        tracing::info!(bucket = %bucket.describe(), "reading the bucket");
         Ok(Arc::new(BucketSource::with_page_cache_bytes(bucket, self.page_cache_bytes()?)))
     }
 
@@ -244,7 +245,6 @@ pub(crate) async fn run(args: QueryArgs) -> Result<(), CliError> {
         Some(cfg) => {
             flags.insert("objstore.config-file".into(), cfg.display().to_string());
             let bucket = Bucket::from_config_file(cfg)?;
-            tracing::info!(bucket = %bucket.describe(), "reading the bucket");
             Some(args.engine.bucket_source(bucket)?)
         }
         None => None,

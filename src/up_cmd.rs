@@ -75,7 +75,6 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), CliError> {
         args.receive.open(&args.data.join("receive"), bucket.clone(), RingOptions::default()).await?;
     // One reader of the blocks for the query API and Flight SQL's promql(): one page cache, one
     // sync per cut (the query API's, before the Flight SQL tables are refreshed).
-    tracing::info!(bucket = %bucket.describe(), "reading the bucket");
     let blocks = args.engine.bucket_source(bucket.clone())?;
     let heads = crate::flight_cmd::LocalData::receive(&state, None);
     let (flight, flight_registry, after_cut) = crate::flight_cmd::serve_beside(

@@ -65,6 +65,25 @@ impl Labels {
         Labels(out)
     }
 
+    /// Builds a label set from labels that are already one: in name order, names unique, no
+    /// empty values (as [`Labels::into_vec`] gives them, or a decoder of a stored set reads
+    /// them) without sorting them again; labels that are not are put in order as
+    /// [`Labels::from_pairs`] does.
+    ///
+    /// ```
+    /// use engine::labels::Label;
+    /// let l = |n: &str, v: &str| Label { name: n.into(), value: v.into() };
+    /// let sorted = engine::Labels::from_sorted(vec![l("a", "1"), l("b", "2")]);
+    /// assert_eq!(sorted, engine::Labels::from_pairs([("b", "2"), ("a", "1")]));
+    /// assert_eq!(engine::Labels::from_sorted(vec![l("b", "2"), l("a", "1"), l("c", "")]), sorted);
+    /// ```
+    pub fn from_sorted(v: Vec<Label>) -> Self {
+        if v.windows(2).all(|w| w[0].name < w[1].name) && v.iter().all(|l| !l.value.is_empty()) {
+            return Labels(v);
+        }
+        Self::from_pairs(v.into_iter().map(|l| (l.name, l.value)))
+    }
+
     /// Builds a label set from pairs and rejects duplicate or empty names instead of fixing them.
     pub fn try_from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self> {
         let mut v: Vec<Label> = pairs.into_iter().map(|(n, v)| Label { name: n.into(), value: v.into() }).collect();

@@ -30,7 +30,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::common::{DFSchema, DFSchemaRef};
 use engine::Labels;
 
-use super::{Grid, decode_labels, encode_labels};
+use super::{Grid, LabelSetIndex, decode_labels, encode_labels};
 use crate::error::{Error, Result};
 
 /// Bit pattern of Prometheus's stale marker NaN.
@@ -269,7 +269,7 @@ pub(crate) type KeyedPoints = (Vec<u8>, Vec<(i64, f64)>);
 /// of one label set at the same time.
 #[derive(Debug, Default)]
 pub(crate) struct SameLabelsMerge {
-    at: std::collections::HashMap<Vec<u8>, usize>,
+    at: LabelSetIndex,
     out: Vec<KeyedPoints>,
     merged: bool,
 }
@@ -277,15 +277,13 @@ pub(crate) struct SameLabelsMerge {
 impl SameLabelsMerge {
     /// Appends `points` to the label set `key` (encoded), or starts it.
     pub(crate) fn insert(&mut self, key: &[u8], points: impl Iterator<Item = (i64, f64)>) {
-        match self.at.get(key) {
-            Some(&n) => {
+        let out = &self.out;
+        match self.at.find_or_insert(key, out.len(), |i| out[i].0.as_slice()) {
+            Some(n) => {
                 self.out[n].1.extend(points);
                 self.merged = true;
             }
-            None => {
-                self.at.insert(key.to_vec(), self.out.len());
-                self.out.push((key.to_vec(), points.collect()));
-            }
+            None => self.out.push((key.to_vec(), points.collect())),
         }
     }
 
@@ -297,7 +295,7 @@ impl SameLabelsMerge {
     /// Takes the entries out (to insert them again under rewritten keys); what was merged stays
     /// merged.
     pub(crate) fn take(&mut self) -> Vec<KeyedPoints> {
-        self.at.clear();
+        self.at = LabelSetIndex::default();
         std::mem::take(&mut self.out)
     }
 

@@ -22,11 +22,16 @@ mod join;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use arrow::array::RecordBatch;
 use engine::Labels;
 
+use self::join::Input;
 use super::functions::{go_max, go_min};
 use super::label_fn::go_quote;
-use super::{EvalCtx, F64, Grid, NodeSpec, SeriesData, scalar_per_step};
+use super::{
+    BatchView, EvalCtx, F64, Grid, NodeSpec, SeriesData, batch_to_series, decode_labels, encode_labels, encode_pair,
+    encoded_pairs, is_name_label_bytes, mark_drop_name_encoded, scalar_per_step, series_to_batch,
+};
 use crate::error::{Error, Result};
 
 /// A binary operator.
@@ -210,22 +215,59 @@ impl NodeSpec for BinarySpec {
         !self.lhs_scalar && self.rhs_scalar
     }
 
+    /// Between two vectors the kernel reads the label sets as the input batches hold them
+    /// (see [`join`]).
+    fn takes_batches(&self) -> bool {
+        !self.lhs_scalar && !self.rhs_scalar
+    }
+
     fn eval(&self, main: Vec<SeriesData>, params: &[Vec<SeriesData>], ctx: &EvalCtx) -> Result<Vec<SeriesData>> {
         let rhs = params.first().map_or(&[][..], Vec::as_slice);
         let out = match (self.lhs_scalar, self.rhs_scalar) {
             (true, true) => self.scalar_scalar(&main, rhs),
             (false, true) => self.vector_scalar(&main, rhs, false, ctx),
             (true, false) => self.vector_scalar(rhs, &main, true, ctx),
-            (false, false) if self.op.is_set() => self.set_join(&main, rhs),
-            // The join answers unless series of one signature (or results of one label set)
-            // meet at a step; then the per-step evaluation finds Prometheus's error, if any.
-            (false, false) => match self.vector_join(&main, rhs, ctx) {
-                Some(out) => out,
-                None => self.vector_vector_per_step(&main, rhs, ctx)?,
-            },
+            (false, false) => {
+                let (le, re) = (join::encoded_labels(&main), join::encoded_labels(rhs));
+                let (l, r) = (join::inputs(&main, &le), join::inputs(rhs, &re));
+                let rb = self.vector_vector(&l, &r, ctx, || Ok((main.clone(), rhs.to_vec())))?;
+                batch_to_series(&rb)?
+            }
         };
         ctx.check_samples(out.iter().map(|s| s.ts.len()).sum())?;
         in_time_order(out)
+    }
+
+    fn eval_batches(&self, inputs: &[Vec<RecordBatch>], ctx: &EvalCtx) -> Result<RecordBatch> {
+        let side = |i: usize| inputs.get(i).map_or(&[][..], Vec::as_slice);
+        if !self.takes_batches() {
+            let decoded = |i: usize| -> Result<Vec<SeriesData>> {
+                let mut out = Vec::new();
+                for b in side(i) {
+                    out.extend(batch_to_series(b)?);
+                }
+                Ok(out)
+            };
+            let rhs = decoded(1)?;
+            return series_to_batch(&self.eval(decoded(0)?, &[rhs], ctx)?);
+        }
+        let views = |i: usize| side(i).iter().map(BatchView::new).collect::<Result<Vec<_>>>();
+        let (lv, rv) = (views(0)?, views(1)?);
+        let lhs: Vec<Input> = lv.iter().flat_map(|v| v.series().map(Input::from)).collect();
+        let rhs: Vec<Input> = rv.iter().flat_map(|v| v.series().map(Input::from)).collect();
+        let decode = || {
+            let decoded = |views: &[BatchView]| -> Result<Vec<SeriesData>> {
+                views
+                    .iter()
+                    .flat_map(|v| v.series())
+                    .map(|s| Ok(SeriesData { labels: decode_labels(s.labels)?, ts: s.ts.to_vec(), vs: s.vs.to_vec() }))
+                    .collect()
+            };
+            Ok((decoded(&lv)?, decoded(&rv)?))
+        };
+        let rb = self.vector_vector(&lhs, &rhs, ctx, decode)?;
+        ctx.check_samples(rb.num_rows())?;
+        Ok(rb)
     }
 }
 
@@ -282,36 +324,47 @@ fn by_step(side: &[SeriesData], grid: &Grid) -> Vec<Vec<(usize, f64)>> {
 }
 
 impl BinarySpec {
-    /// The match-group signature; set operators also ignore the type-and-unit labels, as
-    /// Prometheus does with them enabled.
-    /// True when label `name` is part of the matching signature.
-    fn in_signature(&self, name: &str) -> bool {
+    /// True when label `name` is part of the match-group signature; set operators also ignore
+    /// the type-and-unit labels, as Prometheus does with them enabled.
+    fn in_signature(&self, name: &[u8]) -> bool {
+        let listed = self.matching.iter().any(|n| n.as_bytes() == name);
         if self.on {
-            self.matching.iter().any(|n| n == name)
+            listed
         } else {
-            let ignored = if self.op.is_set() {
-                super::is_name_label(name)
-            } else {
-                name == "__name__" || name == super::DROP_NAME_MARK
-            };
-            !ignored && !self.matching.iter().any(|n| n == name)
+            let ignored =
+                if self.op.is_set() { is_name_label_bytes(name) } else { name == b"__name__" || name == b"\0" };
+            !ignored && !listed
         }
     }
 
+    /// The match-group signature of a label set.
     fn signature(&self, l: &Labels) -> Labels {
-        Labels::from_pairs(l.iter().filter(|x| self.in_signature(&x.name)).map(|x| (x.name.clone(), x.value.clone())))
+        Labels::from_pairs(
+            l.iter().filter(|x| self.in_signature(x.name.as_bytes())).map(|x| (x.name.clone(), x.value.clone())),
+        )
     }
 
-    /// [`Self::signature`] as a 64-bit hash of its names and values (each followed by a 0xff
-    /// separator, which no UTF-8 text holds), computed without building the label set.
-    /// Prometheus matches series on such hashes too (`signatureFunc`).
-    fn signature_hash(&self, l: &Labels) -> u64 {
+    /// [`Self::signature`] of an encoded label set, appended encoded to `out`.
+    fn signature_into(&self, labels: &[u8], out: &mut Vec<u8>) {
+        for (n, v) in encoded_pairs(labels) {
+            if !v.is_empty() && self.in_signature(n) {
+                encode_pair(n, v, out);
+            }
+        }
+    }
+
+    /// [`Self::signature`] of an encoded label set as a 64-bit hash of its names and values
+    /// (each followed by a 0xff separator, which no UTF-8 text holds), computed without building
+    /// the label set. Prometheus matches series on such hashes too (`signatureFunc`).
+    fn signature_hash(&self, labels: &[u8]) -> u64 {
         let mut h = xxhash_rust::xxh64::Xxh64::new(0);
-        for x in l.iter().filter(|x| !x.value.is_empty() && self.in_signature(&x.name)) {
-            h.update(x.name.as_bytes());
-            h.update(&[0xff]);
-            h.update(x.value.as_bytes());
-            h.update(&[0xff]);
+        for (n, v) in encoded_pairs(labels) {
+            if !v.is_empty() && self.in_signature(n) {
+                h.update(n);
+                h.update(&[0xff]);
+                h.update(v);
+                h.update(&[0xff]);
+            }
         }
         h.digest()
     }
@@ -353,6 +406,27 @@ impl BinarySpec {
             }
         }
         out.series
+    }
+
+    /// Two vectors: the join ([`join`]), or, when it gives up, the per-step evaluation over the
+    /// series `decode` gives (the same inputs, decoded).
+    fn vector_vector(
+        &self,
+        lhs: &[Input],
+        rhs: &[Input],
+        ctx: &EvalCtx,
+        decode: impl FnOnce() -> Result<(Vec<SeriesData>, Vec<SeriesData>)>,
+    ) -> Result<RecordBatch> {
+        if self.op.is_set() {
+            return self.set_join(lhs, rhs);
+        }
+        // The join answers unless series of one signature (or results of one label set) meet at
+        // a step; then the per-step evaluation finds Prometheus's error, if any.
+        if let Some(out) = self.vector_join(lhs, rhs, ctx.delayed_name_removal) {
+            return out.finish();
+        }
+        let (l, r) = decode()?;
+        series_to_batch(&in_time_order(self.vector_vector_per_step(&l, &r, ctx)?)?)
     }
 
     /// The set operators evaluated step by step, as Prometheus does: the reference the join
@@ -433,7 +507,7 @@ impl BinarySpec {
                     if let Some(f) = fill_one {
                         let (l, r) = if swapped { (f, v) } else { (v, f) };
                         if let Some(value) = self.compute(l, r) {
-                            out.push(self.result_labels(&many[s].labels, &empty, ctx), t, value);
+                            out.push(self.result_labels(&many[s].labels, &empty, ctx)?, t, value);
                         }
                     }
                     continue;
@@ -451,7 +525,7 @@ impl BinarySpec {
                     keep = true;
                 }
                 // Prometheus checks the result labels before a comparison filters the sample.
-                let labels = self.result_labels(&many[s].labels, &one[o].labels, ctx);
+                let labels = self.result_labels(&many[s].labels, &one[o].labels, ctx)?;
                 if self.card != Card::OneToOne && !inserted.insert(labels.clone()) {
                     return Err(Error::Execution(
                         "multiple matches for labels: grouping labels must ensure unique matches".into(),
@@ -487,38 +561,55 @@ impl BinarySpec {
         keep.then_some(value)
     }
 
-    /// The labels of a result sample. Arithmetic drops the metric name (also with delayed name
-    /// removal, as Prometheus does); `bool` drops it or, delayed, marks it; a comparison filter
-    /// keeps the name and, as in Prometheus, clears an earlier mark.
-    fn result_labels(&self, many: &Labels, one: &Labels, ctx: &EvalCtx) -> Labels {
-        let mut l = many.clone();
-        if self.op.drops_name() || (self.return_bool && !ctx.delayed_name_removal) {
-            super::drop_name(&mut l);
+    /// The labels of a result sample (see [`Self::result_labels_into`]).
+    fn result_labels(&self, many: &Labels, one: &Labels, ctx: &EvalCtx) -> Result<Labels> {
+        let (mut m, mut o, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        encode_labels(many, &mut m);
+        encode_labels(one, &mut o);
+        self.result_labels_into(&m, &o, ctx.delayed_name_removal, &mut out);
+        decode_labels(&out)
+    }
+
+    /// Appends the encoded labels of a result sample to `out`, written once from the encoded
+    /// label sets of its "many"- and "one"-side series. Arithmetic drops the metric name (also
+    /// with delayed name removal, as Prometheus does); `bool` drops it or, delayed, marks it; a
+    /// comparison filter keeps the name and, as in Prometheus, clears an earlier mark.
+    /// One-to-one matching keeps only the `on` labels or drops the `ignoring` ones; the
+    /// `group_left`/`group_right` labels come from the "one" side (absent there: absent).
+    fn result_labels_into(&self, many: &[u8], one: &[u8], delayed_name_removal: bool, out: &mut Vec<u8>) {
+        let drop_name = self.op.drops_name() || (self.return_bool && !delayed_name_removal);
+        let included = |n: &[u8]| self.include.iter().any(|i| i.as_bytes() == n);
+        let keep = |n: &[u8]| {
+            if n == b"\0" || (drop_name && is_name_label_bytes(n)) || included(n) {
+                return false;
+            }
+            if self.card != Card::OneToOne {
+                return true;
+            }
+            let listed = self.matching.iter().any(|m| m.as_bytes() == n);
+            if self.on { listed } else { !listed }
+        };
+        // The copied labels, merged in name order into the kept ones.
+        let mut copied: Vec<(&[u8], &[u8])> = Vec::new();
+        if !self.include.is_empty() {
+            copied.extend(encoded_pairs(one).filter(|(n, v)| !v.is_empty() && included(n)));
         }
-        l.remove(super::DROP_NAME_MARK);
-        if self.card == Card::OneToOne {
-            if self.on {
-                l = Labels::from_pairs(
-                    l.iter()
-                        .filter(|x| self.matching.iter().any(|n| n == &x.name))
-                        .map(|x| (x.name.clone(), x.value.clone())),
-                );
-            } else {
-                for n in &self.matching {
-                    l.remove(n);
-                }
+        let mut copied = copied.into_iter().peekable();
+        let start = out.len();
+        for (n, v) in encoded_pairs(many) {
+            while let Some((cn, cv)) = copied.next_if(|(cn, _)| *cn < n) {
+                encode_pair(cn, cv, out);
+            }
+            if keep(n) {
+                encode_pair(n, v, out);
             }
         }
-        for n in &self.include {
-            match one.get(n) {
-                Some(v) => l.set(n, v),
-                None => l.remove(n),
-            }
+        for (cn, cv) in copied {
+            encode_pair(cn, cv, out);
         }
-        if self.return_bool && ctx.delayed_name_removal {
-            super::mark_drop_name(&mut l);
+        if self.return_bool && delayed_name_removal {
+            mark_drop_name_encoded(out, start);
         }
-        l
     }
 }
 
@@ -640,6 +731,41 @@ mod tests {
         let ctx = EvalCtx::new(10);
         let e = spec(BinOp::Gt, Card::ManyToOne, true, &["i"], &["x"]).eval(l, &[r], &ctx).unwrap_err();
         assert_eq!(e.to_string(), "multiple matches for labels: grouping labels must ensure unique matches");
+    }
+
+    #[test]
+    fn result_labels_follow_prometheus() {
+        let l = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied());
+        let many = l(&[("__name__", "a"), ("__type__", "gauge"), ("i", "1"), ("x", "m"), ("z", "9")]);
+        let one = l(&[("__name__", "b"), ("i", "1"), ("team", "t"), ("x", "o")]);
+        let (plain, mut delayed) = (EvalCtx::new(10), EvalCtx::new(10));
+        delayed.delayed_name_removal = true;
+        let got = |sp: &BinarySpec, ctx: &EvalCtx| sp.result_labels(&many, &one, ctx).unwrap();
+        // Arithmetic drops the name (and the type label with it), delayed or not.
+        let div = spec(BinOp::Div, Card::OneToOne, false, &[], &[]);
+        assert_eq!(got(&div, &plain), l(&[("i", "1"), ("x", "m"), ("z", "9")]));
+        assert_eq!(got(&div, &delayed), l(&[("i", "1"), ("x", "m"), ("z", "9")]));
+        // ignoring(...) drops the listed labels, on(...) keeps only them.
+        assert_eq!(got(&spec(BinOp::Sub, Card::OneToOne, false, &["x"], &[]), &plain), l(&[("i", "1"), ("z", "9")]));
+        assert_eq!(got(&spec(BinOp::Sub, Card::OneToOne, true, &["i", "q"], &[]), &plain), l(&[("i", "1")]));
+        // A comparison filter keeps the name; `bool` drops it, or marks it when delayed.
+        let gt = spec(BinOp::Gt, Card::OneToOne, true, &["i", "__name__"], &[]);
+        assert_eq!(got(&gt, &plain), l(&[("__name__", "a"), ("i", "1")]));
+        let mut gt_bool = gt.clone();
+        gt_bool.return_bool = true;
+        assert_eq!(got(&gt_bool, &plain), l(&[("i", "1")]));
+        assert_eq!(got(&gt_bool, &delayed), l(&[("\0", "1"), ("__name__", "a"), ("i", "1")]));
+        // group_left copies the listed labels from the one side, removes those it lacks, and
+        // keeps the rest of the many side (no on/ignoring filter).
+        let gl = spec(BinOp::Mul, Card::ManyToOne, true, &["i"], &["team", "x", "nope", "team"]);
+        assert_eq!(got(&gl, &plain), l(&[("i", "1"), ("team", "t"), ("x", "o"), ("z", "9")]));
+        let gl_z = spec(BinOp::Mul, Card::ManyToOne, true, &["i"], &["z", "__name__"]);
+        assert_eq!(got(&gl_z, &plain), l(&[("__name__", "b"), ("i", "1"), ("x", "m")]));
+        // A marked input loses its mark, whatever the operator.
+        let mut marked = many.clone();
+        crate::plan::mark_drop_name(&mut marked);
+        let eq = spec(BinOp::Eq, Card::OneToOne, false, &[], &[]);
+        assert_eq!(eq.result_labels(&marked, &one, &delayed).unwrap(), many);
     }
 
     #[test]

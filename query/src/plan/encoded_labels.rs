@@ -1,10 +1,15 @@
 //! Label sets as the batch dictionary holds them: length-prefixed (name, value) pairs, encoded,
 //! decoded and read pair by pair without building strings.
+//!
+//! An encoded set is what [`encode_labels`] writes for a [`Labels`]: pairs in name order (byte
+//! order), names unique, no empty values. Kernels that filter or merge encoded pairs keep that
+//! order, so equal label sets are equal bytes.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BinaryArray};
-use engine::Labels;
+use engine::{Label, Labels};
 
 use crate::error::{Error, Result};
 
@@ -18,28 +23,21 @@ pub(crate) fn encode_labels(l: &Labels, out: &mut Vec<u8>) {
     }
 }
 
-/// Decodes [`encode_labels`]' output.
-pub(crate) fn decode_labels(mut b: &[u8]) -> Result<Labels> {
+/// Decodes [`encode_labels`]' output (two strings per label, nothing else allocated or sorted).
+pub(crate) fn decode_labels(b: &[u8]) -> Result<Labels> {
     let bad = || Error::Internal("corrupt label dictionary in a PromQL batch".into());
-    let take = |b: &mut &[u8]| -> Result<String> {
-        if b.len() < 4 {
-            return Err(bad());
-        }
-        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if b.len() < 4 + n {
-            return Err(bad());
-        }
-        let s = String::from_utf8(b[4..4 + n].to_vec()).map_err(|_| bad())?;
-        *b = &b[4 + n..];
-        Ok(s)
-    };
-    let mut pairs = Vec::new();
-    while !b.is_empty() {
-        let n = take(&mut b)?;
-        let v = take(&mut b)?;
-        pairs.push((n, v));
+    let string = |f: &[u8]| String::from_utf8(f.to_vec()).map_err(|_| bad());
+    let mut labels = Vec::with_capacity(encoded_pairs(b).count());
+    let mut len = 0;
+    for (n, v) in encoded_pairs(b) {
+        labels.push(Label { name: string(n)?, value: string(v)? });
+        len += 8 + n.len() + v.len();
     }
-    Ok(Labels::from_pairs(pairs))
+    // The pairs end where the encoding does; anything after them is a truncated pair.
+    if len != b.len() {
+        return Err(bad());
+    }
+    Ok(Labels::from_sorted(labels))
 }
 
 /// The (name, value) pairs of an encoded label set, without decoding them into strings (a
@@ -85,4 +83,26 @@ pub(crate) fn dictionary_of<'a>(sets: impl IntoIterator<Item = &'a [u8]>) -> Res
     let values = BinaryArray::try_new(arrow::buffer::OffsetBuffer::new(offs.into()), dict.into(), None)
         .map_err(|e| Error::Internal(format!("building label dictionary: {e}")))?;
     Ok(Arc::new(values))
+}
+
+/// Finds encoded label sets by content. The sets live in the caller's storage (read through
+/// a `get(index)` function): the index holds only their positions, so each set is stored once.
+#[derive(Debug, Default)]
+pub(crate) struct LabelSetIndex {
+    table: hashbrown::HashTable<usize>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl LabelSetIndex {
+    /// The position of `set` when it is indexed; otherwise indexes it at position `next`
+    /// (which `get` must return once the caller has stored it) and returns `None`.
+    pub(crate) fn find_or_insert<'s>(&mut self, set: &[u8], next: usize, get: impl Fn(usize) -> &'s [u8]) -> Option<usize> {
+        let h = self.hasher.hash_one(set);
+        if let Some(&i) = self.table.find(h, |&i| get(i) == set) {
+            return Some(i);
+        }
+        let hasher = &self.hasher;
+        self.table.insert_unique(h, next, |&i| hasher.hash_one(get(i)));
+        None
+    }
 }

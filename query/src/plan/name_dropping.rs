@@ -57,6 +57,15 @@ pub(crate) fn mark_drop_name(l: &mut Labels) {
     }
 }
 
+/// [`mark_drop_name`] on the encoded label set `out[start..]` (the last one written to `out`):
+/// the marker goes first, when the set has a name label and no marker yet.
+pub(crate) fn mark_drop_name_encoded(out: &mut Vec<u8>, start: usize) {
+    let set = &out[start..];
+    if !has_drop_mark_bytes(set) && encoded_pairs(set).any(|(n, _)| is_name_label_bytes(n)) {
+        out.splice(start..start, DROP_NAME_MARK_ENCODED);
+    }
+}
+
 /// Removes the metric name now, or (with delayed name removal) marks it for removal.
 pub(crate) fn drop_name_or_mark(l: &mut Labels, ctx: &EvalCtx) {
     if ctx.delayed_name_removal { mark_drop_name(l) } else { drop_name(l) }

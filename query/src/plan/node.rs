@@ -12,10 +12,14 @@
 //!   labels are never decoded;
 //! - partial aggregation ([`NodeSpec::folds`]): each batch is folded into an
 //!   [`Accumulator`] that keeps only what the output needs; the output is emitted at the end;
+//! - collecting batches ([`NodeSpec::takes_batches`]): every input is collected whole, as the
+//!   record batches that arrived, and handed to [`NodeSpec::eval_batches`] once, which reads
+//!   them in place (a binary operator between vectors: labels are never decoded);
 //! - collecting (the default): the whole first input is decoded into [`SeriesData`] and handed to
 //!   [`NodeSpec::eval`] once.
 //!
-//! The other inputs (scalar parameters) are always collected first.
+//! The other inputs (scalar parameters) are collected first, except by a node that collects
+//! batches, which collects all its inputs at the same time.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -148,6 +152,17 @@ pub(crate) trait NodeSpec: fmt::Debug + Clone + Hash + Eq + PartialOrd + Send + 
     /// not [`NodeSpec::streaming`] collect its whole first input and call [`NodeSpec::eval`] once.
     fn folds(&self) -> bool {
         false
+    }
+    /// True when the node, which needs its whole input, reads it as record batches through
+    /// [`NodeSpec::eval_batches`] instead of decoded series through [`NodeSpec::eval`].
+    fn takes_batches(&self) -> bool {
+        false
+    }
+    /// For nodes that [`NodeSpec::takes_batches`]: runs the kernel once over every input
+    /// collected whole (`inputs[0]` the first input's batches, then the others'), giving one
+    /// batch.
+    fn eval_batches(&self, _inputs: &[Vec<RecordBatch>], _ctx: &EvalCtx) -> Result<RecordBatch> {
+        Err(Error::Internal("this plan node does not read record batches".into()))
     }
     /// For nodes that [`NodeSpec::folds`]: a fresh accumulator, given the other inputs.
     fn accumulator(&self, _params: &[Vec<SeriesData>], _ctx: &EvalCtx) -> Result<Box<dyn Accumulator>> {
@@ -300,7 +315,14 @@ async fn collect_series(s: SendableRecordBatchStream) -> datafusion::error::Resu
 /// Collects streams into series, each on its own task, so the inputs of a node are computed
 /// at the same time (a binary operator's two sides use two cores).
 async fn collect_all(streams: Vec<SendableRecordBatchStream>) -> datafusion::error::Result<Vec<Vec<SeriesData>>> {
-    let tasks: Vec<_> = streams.into_iter().map(|s| tokio::spawn(collect_series(s))).collect();
+    on_tasks(streams.into_iter().map(collect_series)).await
+}
+
+/// Runs each future on its own task and gathers their outputs in order.
+async fn on_tasks<T: Send + 'static>(
+    futures: impl Iterator<Item = impl Future<Output = datafusion::error::Result<T>> + Send + 'static>,
+) -> datafusion::error::Result<Vec<T>> {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
         out.push(t.await.map_err(|e| DataFusionError::External(Box::new(e)))??);
@@ -397,6 +419,19 @@ impl<S: NodeSpec> ExecutionPlan for PromExec<S> {
                     let timer = baseline.elapsed_compute().timer();
                     let out = acc.finish().map_err(to_df)?;
                     let rb = series_to_batch(&out).map_err(to_df)?;
+                    timer.done();
+                    baseline.record_output(rb.num_rows());
+                    futures::stream::once(async move { Ok(rb) }).boxed()
+                }
+                main if spec.takes_batches() => {
+                    // Every input collected at the same time, each on its own task.
+                    let mut streams: Vec<SendableRecordBatchStream> = main.into_iter().collect();
+                    for c in &rest {
+                        streams.push(c.execute(0, param_ctx.clone())?);
+                    }
+                    let inputs = on_tasks(streams.into_iter().map(|s| s.try_collect::<Vec<RecordBatch>>())).await?;
+                    let timer = baseline.elapsed_compute().timer();
+                    let rb = spec.eval_batches(&inputs, &ctx).map_err(to_df)?;
                     timer.done();
                     baseline.record_output(rb.num_rows());
                     futures::stream::once(async move { Ok(rb) }).boxed()

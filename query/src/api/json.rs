@@ -85,7 +85,8 @@ pub fn write_result_open(out: &mut String, v: &Value) {
         }
         Value::Vector(samples) => {
             // About 48 bytes per sample beside its labels: one allocation for the whole body.
-            let labels: usize = samples.iter().flat_map(|s| s.labels.iter()).map(|l| l.name.len() + l.value.len() + 6).sum();
+            let labels: usize =
+                samples.iter().flat_map(|s| s.labels.iter()).map(|l| l.name.len() + l.value.len() + 6).sum();
             out.reserve(labels + samples.len() * 48);
             out.push_str("{\"resultType\":\"vector\",\"result\":[");
             for (i, s) in samples.iter().enumerate() {

@@ -96,7 +96,12 @@ pub(crate) struct LabelSetIndex {
 impl LabelSetIndex {
     /// The position of `set` when it is indexed; otherwise indexes it at position `next`
     /// (which `get` must return once the caller has stored it) and returns `None`.
-    pub(crate) fn find_or_insert<'s>(&mut self, set: &[u8], next: usize, get: impl Fn(usize) -> &'s [u8]) -> Option<usize> {
+    pub(crate) fn find_or_insert<'s>(
+        &mut self,
+        set: &[u8],
+        next: usize,
+        get: impl Fn(usize) -> &'s [u8],
+    ) -> Option<usize> {
         let h = self.hasher.hash_one(set);
         if let Some(&i) = self.table.find(h, |&i| get(i) == set) {
             return Some(i);

@@ -277,8 +277,8 @@ impl Output {
             (out_ts, out_vs)
         };
         let bad = |e: arrow::error::ArrowError| Error::Internal(format!("building a binary operator's output: {e}"));
-        let values = BinaryArray::try_new(arrow::buffer::OffsetBuffer::new(offsets.into()), dict.into(), None)
-            .map_err(bad)?;
+        let values =
+            BinaryArray::try_new(arrow::buffer::OffsetBuffer::new(offsets.into()), dict.into(), None).map_err(bad)?;
         let labels = DictionaryArray::<UInt32Type>::try_new(UInt32Array::from(keys), Arc::new(values)).map_err(bad)?;
         let cols: Vec<ArrayRef> =
             vec![Arc::new(labels), Arc::new(Int64Array::from(ts)), Arc::new(Float64Array::from(vs))];
@@ -458,7 +458,9 @@ impl BinarySpec {
                 let id = many_sig[m] as usize;
                 for &o in &one_by_sig[one_starts[id]..one_starts[id + 1]] {
                     let ol = one.series[o].labels;
-                    add(Contribution::Pair(m, o), &mut |out| self.result_labels_into(ml, ol, delayed_name_removal, out));
+                    add(Contribution::Pair(m, o), &mut |out| {
+                        self.result_labels_into(ml, ol, delayed_name_removal, out)
+                    });
                 }
             }
             if fill_one.is_some() {

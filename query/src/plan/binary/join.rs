@@ -452,10 +452,10 @@ impl BinarySpec {
             write(&mut labels);
             parts.push((c, start..labels.len()));
         };
-        for m in 0..many.series.len() {
+        for (m, &sig) in many_sig.iter().enumerate() {
             let ml = many.series[m].labels;
-            if many_sig[m] != NONE {
-                let id = many_sig[m] as usize;
+            if sig != NONE {
+                let id = sig as usize;
                 for &o in &one_by_sig[one_starts[id]..one_starts[id + 1]] {
                     let ol = one.series[o].labels;
                     add(Contribution::Pair(m, o), &mut |out| {

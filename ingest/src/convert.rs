@@ -237,10 +237,10 @@ pub async fn convert_block(
                 Ok((labels, n)) => {
                     batch.labels.push(labels);
                     batch.lens.push(n);
-                    if batch.timestamps.len() >= BATCH_SAMPLES {
-                        if tx.blocking_send(Ok(std::mem::replace(&mut batch, next()))).is_err() {
-                            return;
-                        }
+                    if batch.timestamps.len() >= BATCH_SAMPLES
+                        && tx.blocking_send(Ok(std::mem::replace(&mut batch, next()))).is_err()
+                    {
+                        return;
                     }
                 }
                 Err(e) => {

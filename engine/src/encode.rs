@@ -370,6 +370,40 @@ mod tests {
             .collect()
     }
 
+    /// `batch` written by ArrowWriter with `props` in slices of 7,000 rows.
+    fn arrow_file(batch: &RecordBatch, props: WriterProperties) -> Bytes {
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+        for at in (0..batch.num_rows()).step_by(7_000) {
+            w.write(&batch.slice(at, 7_000.min(batch.num_rows() - at))).unwrap();
+        }
+        w.close().unwrap();
+        Bytes::from(out)
+    }
+
+    /// `batch` written by a [`ColumnParallelWriter`] with `props` and the alternative `alt` (column,
+    /// properties, share) in slices of 7,000 rows (as [`arrow_file`]): the file and the number of
+    /// row groups whose alternative was given up.
+    async fn parallel_file(
+        batch: &RecordBatch,
+        props: WriterProperties,
+        alt: (&str, WriterProperties, f64),
+    ) -> (Bytes, usize) {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = ObjPath::from("samples.parquet");
+        let sink = BufWriter::new(Arc::clone(&store), path.clone());
+        let mut w = ColumnParallelWriter::try_new(sink, batch.schema(), props, "alt")
+            .unwrap()
+            .with_alternative(alt.0, alt.1, alt.2)
+            .unwrap();
+        for at in (0..batch.num_rows()).step_by(7_000) {
+            w.write(&batch.slice(at, 7_000.min(batch.num_rows() - at))).await.unwrap();
+        }
+        let dropped = w.alternatives_dropped;
+        w.finish().await.unwrap();
+        (store.get(&path).await.unwrap().bytes().await.unwrap(), dropped)
+    }
+
     #[tokio::test]
     async fn alternative_encoding_keeps_the_smaller_chunk() {
         use parquet::basic::Encoding;
@@ -411,18 +445,9 @@ mod tests {
         assert_eq!(name, format::COL_TIMESTAMP);
 
         // Each encoding alone, by ArrowWriter, written in the same slices (pages end alike).
-        let plain_file = |p: WriterProperties| {
-            let mut out = Vec::new();
-            let mut w = ArrowWriter::try_new(&mut out, format::samples_schema(2), Some(p)).unwrap();
-            for at in (0..n).step_by(7_000) {
-                w.write(&batch.slice(at, 7_000.min(n - at))).unwrap();
-            }
-            w.close().unwrap();
-            Bytes::from(out)
-        };
-        let delta_file = plain_file(props.clone());
+        let delta_file = arrow_file(&batch, props.clone());
         let delta = chunks_of(delta_file.clone(), 1);
-        let split = chunks_of(plain_file(alt_props.clone()), 1);
+        let split = chunks_of(arrow_file(&batch, alt_props.clone()), 1);
         // Bytes of each row group with delta timestamps (all columns).
         let groups: Vec<i64> = {
             use parquet::file::reader::FileReader;
@@ -430,20 +455,6 @@ mod tests {
             r.metadata().row_groups().iter().map(|rg| rg.compressed_size()).collect()
         };
 
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let write = async |share: f64| {
-            let path = ObjPath::from(format!("alt/{share}/samples.parquet"));
-            let sink = BufWriter::new(Arc::clone(&store), path.clone());
-            let mut w = ColumnParallelWriter::try_new(sink, format::samples_schema(2), props.clone(), "alt")
-                .unwrap()
-                .with_alternative(name, alt_props.clone(), share)
-                .unwrap();
-            for at in (0..n).step_by(7_000) {
-                w.write(&batch.slice(at, 7_000.min(n - at))).await.unwrap();
-            }
-            w.finish().await.unwrap();
-            store.get(&path).await.unwrap().bytes().await.unwrap()
-        };
         // Share 0: the smaller chunk; a share above what split bytes save: deltas everywhere; the
         // share the format uses: whatever the rule says per row group.
         let saved: Vec<f64> =
@@ -453,7 +464,7 @@ mod tests {
         for (share, want) in
             [(0.0, Some([false, true, true])), (most * 1.01, Some([false, false, false])), (want_share, None)]
         {
-            let got = write(share).await;
+            let (got, _) = parallel_file(&batch, props.clone(), (name, alt_props.clone(), share)).await;
             let chosen = chunks_of(got.clone(), 1);
             assert_eq!(chosen.len(), 3);
             let mut kinds = Vec::new();
@@ -474,7 +485,8 @@ mod tests {
             assert_eq!(arrow::compute::concat_batches(&format::samples_schema(2), &back).unwrap(), batch);
         }
         // An unknown column is refused.
-        let sink = BufWriter::new(Arc::clone(&store), ObjPath::from("x"));
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let sink = BufWriter::new(store, ObjPath::from("x"));
         let w =
             ColumnParallelWriter::try_new(sink, format::samples_schema(2), WriterProperties::default(), "x").unwrap();
         assert!(w.with_alternative("nope", WriterProperties::default(), 0.0).unwrap_err().to_string().contains("nope"));
@@ -512,21 +524,7 @@ mod tests {
         let kv = format::key_value_metadata(2, "01TEST", &Default::default());
         let props = format::samples_writer_properties(enc, kv.clone());
         let (name, alt_props, share) = format::samples_alternative_properties(enc, kv).unwrap();
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let write = async |share: f64| {
-            let path = ObjPath::from(format!("drop/{share}"));
-            let sink = BufWriter::new(Arc::clone(&store), path.clone());
-            let mut w = ColumnParallelWriter::try_new(sink, format::samples_schema(2), props.clone(), "drop")
-                .unwrap()
-                .with_alternative(name, alt_props.clone(), share)
-                .unwrap();
-            for at in (0..n).step_by(7_000) {
-                w.write(&batch.slice(at, 7_000.min(n - at))).await.unwrap();
-            }
-            let dropped = w.alternatives_dropped;
-            w.finish().await.unwrap();
-            (store.get(&path).await.unwrap().bytes().await.unwrap(), dropped)
-        };
+        let write = async |share: f64| parallel_file(&batch, props.clone(), (name, alt_props.clone(), share)).await;
         // Share 0 never gives up: the later row groups, of integers, keep split timestamps.
         let (all, dropped) = write(0.0).await;
         assert_eq!(dropped, 0);
@@ -541,13 +539,7 @@ mod tests {
         let chosen = chunks_of(got.clone(), 1);
         assert!(!chosen[0].1.contains(&parquet::basic::Encoding::BYTE_STREAM_SPLIT), "{chosen:?}");
         assert!(!chosen[1].1.contains(&parquet::basic::Encoding::BYTE_STREAM_SPLIT), "{chosen:?}");
-        let mut deltas = Vec::new();
-        let mut aw = ArrowWriter::try_new(&mut deltas, format::samples_schema(2), Some(props.clone())).unwrap();
-        for at in (0..n).step_by(7_000) {
-            aw.write(&batch.slice(at, 7_000.min(n - at))).unwrap();
-        }
-        aw.close().unwrap();
-        let want = chunks_of(Bytes::from(deltas), 1);
+        let want = chunks_of(arrow_file(&batch, props), 1);
         assert_eq!(&chosen[..2], &want[..2]);
     }
 

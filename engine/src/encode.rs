@@ -14,7 +14,9 @@
 //! [`ColumnParallelWriter::with_alternative`], one column is also encoded with other properties
 //! (in a task of its own) and each row group keeps the other chunk when it is smaller by more than
 //! a given share of the row group's bytes; readers see an ordinary file whose column chunks
-//! declare their encodings.
+//! declare their encodings. The second encoding stops for the rest of a row group once the
+//! group's first page of rows shows that column too small a part of the group for any saving
+//! to reach that share.
 
 use std::sync::Arc;
 
@@ -44,8 +46,12 @@ pub(crate) struct ColumnParallelWriter {
     sink: BufWriter,
     /// Rows per row group (the last one may have fewer).
     row_group_rows: usize,
+    /// Rows per data page (upper bound): the alternative is judged once a row group has as many.
+    page_rows: usize,
     /// Rows handed to the current row group's column writers.
     rows_in_group: usize,
+    /// Row groups whose alternative encoding was given up before the group closed.
+    alternatives_dropped: usize,
     /// The current row group's column writers (empty when none is open or a batch is in flight).
     writers: Vec<ArrowColumnWriter>,
     /// The batch being encoded: one task per column, in column order.
@@ -74,6 +80,7 @@ impl std::fmt::Debug for ColumnParallelWriter {
             .field("path", &self.path)
             .field("row_groups", &self.file.flushed_row_groups().len())
             .field("rows_in_group", &self.rows_in_group)
+            .field("alternatives_dropped", &self.alternatives_dropped)
             .finish()
     }
 }
@@ -89,6 +96,7 @@ impl ColumnParallelWriter {
             ));
         }
         let row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+        let page_rows = props.data_page_row_count_limit().max(1);
         // ArrowWriter adds the Arrow schema to the key-value metadata, as every Strata file has it.
         let (file, factory) = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props))
             .and_then(|w| w.into_serialized_writer())
@@ -100,7 +108,9 @@ impl ColumnParallelWriter {
             factory,
             sink,
             row_group_rows,
+            page_rows,
             rows_in_group: 0,
+            alternatives_dropped: 0,
             writers: Vec::new(),
             in_flight: Vec::new(),
             alt: None,
@@ -111,7 +121,9 @@ impl ColumnParallelWriter {
     /// column's encoding settings); a row group keeps the second column chunk only when it is
     /// smaller than the first by more than `min_saving` (a share, 0 to 1) of the row group's
     /// compressed bytes (with the first chunk), else the file's own encoding. Costs one more
-    /// encoding of that column.
+    /// encoding of that column, given up for the rest of a row group when, after at least a
+    /// page's worth of its rows, the column's first chunk is no more than `min_saving` of the
+    /// group's bytes so far (no alternative could then save that much on those rows).
     pub(crate) fn with_alternative(mut self, name: &str, props: WriterProperties, min_saving: f64) -> Result<Self> {
         let Some(column) = self.schema.fields().iter().position(|f| f.name() == name) else {
             return Err(self.err(ParquetError::General(format!("no column {name} for an alternative encoding"))));
@@ -137,6 +149,7 @@ impl ColumnParallelWriter {
         while at < batch.num_rows() {
             let take = (self.row_group_rows - self.rows_in_group).min(batch.num_rows() - at);
             self.settle().await?;
+            self.check_alternative();
             if self.writers.is_empty() {
                 let index = self.file.flushed_row_groups().len();
                 self.writers = self.factory.create_column_writers(index).map_err(|e| self.err(e))?;
@@ -178,6 +191,26 @@ impl ColumnParallelWriter {
             }
         }
         Ok(())
+    }
+
+    /// Stops encoding the alternative for the rest of the open row group when it can no longer
+    /// be kept: once the row group holds a page's worth of rows, an alternative can only save
+    /// what the first chunk of its column takes, so when that column is no more than
+    /// `min_saving` of the row group's bytes so far (for `timestamp` in a row group of
+    /// irregular floats: 3% of it, where the share is 6.25%), the rest of the group keeps the
+    /// file's own encoding and the second encoding's CPU is saved. Requires the batch in flight
+    /// to be settled.
+    fn check_alternative(&mut self) {
+        let Some(a) = self.alt.as_mut() else { return };
+        if a.writer.is_none() || self.rows_in_group < self.page_rows || a.min_saving <= 0.0 {
+            return;
+        }
+        let Some(mine) = self.writers.get(a.column) else { return };
+        let group: usize = self.writers.iter().map(ArrowColumnWriter::get_estimated_total_bytes).sum();
+        if mine.get_estimated_total_bytes() as f64 <= a.min_saving * group as f64 {
+            a.writer = None;
+            self.alternatives_dropped += 1;
+        }
     }
 
     /// Waits for the batch in flight and takes its column writers back.
@@ -337,6 +370,40 @@ mod tests {
             .collect()
     }
 
+    /// `batch` written by ArrowWriter with `props` in slices of 7,000 rows.
+    fn arrow_file(batch: &RecordBatch, props: WriterProperties) -> Bytes {
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+        for at in (0..batch.num_rows()).step_by(7_000) {
+            w.write(&batch.slice(at, 7_000.min(batch.num_rows() - at))).unwrap();
+        }
+        w.close().unwrap();
+        Bytes::from(out)
+    }
+
+    /// `batch` written by a [`ColumnParallelWriter`] with `props` and the alternative `alt` (column,
+    /// properties, share) in slices of 7,000 rows (as [`arrow_file`]): the file and the number of
+    /// row groups whose alternative was given up.
+    async fn parallel_file(
+        batch: &RecordBatch,
+        props: WriterProperties,
+        alt: (&str, WriterProperties, f64),
+    ) -> (Bytes, usize) {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = ObjPath::from("samples.parquet");
+        let sink = BufWriter::new(Arc::clone(&store), path.clone());
+        let mut w = ColumnParallelWriter::try_new(sink, batch.schema(), props, "alt")
+            .unwrap()
+            .with_alternative(alt.0, alt.1, alt.2)
+            .unwrap();
+        for at in (0..batch.num_rows()).step_by(7_000) {
+            w.write(&batch.slice(at, 7_000.min(batch.num_rows() - at))).await.unwrap();
+        }
+        let dropped = w.alternatives_dropped;
+        w.finish().await.unwrap();
+        (store.get(&path).await.unwrap().bytes().await.unwrap(), dropped)
+    }
+
     #[tokio::test]
     async fn alternative_encoding_keeps_the_smaller_chunk() {
         use parquet::basic::Encoding;
@@ -378,18 +445,9 @@ mod tests {
         assert_eq!(name, format::COL_TIMESTAMP);
 
         // Each encoding alone, by ArrowWriter, written in the same slices (pages end alike).
-        let plain_file = |p: WriterProperties| {
-            let mut out = Vec::new();
-            let mut w = ArrowWriter::try_new(&mut out, format::samples_schema(2), Some(p)).unwrap();
-            for at in (0..n).step_by(7_000) {
-                w.write(&batch.slice(at, 7_000.min(n - at))).unwrap();
-            }
-            w.close().unwrap();
-            Bytes::from(out)
-        };
-        let delta_file = plain_file(props.clone());
+        let delta_file = arrow_file(&batch, props.clone());
         let delta = chunks_of(delta_file.clone(), 1);
-        let split = chunks_of(plain_file(alt_props.clone()), 1);
+        let split = chunks_of(arrow_file(&batch, alt_props.clone()), 1);
         // Bytes of each row group with delta timestamps (all columns).
         let groups: Vec<i64> = {
             use parquet::file::reader::FileReader;
@@ -397,20 +455,6 @@ mod tests {
             r.metadata().row_groups().iter().map(|rg| rg.compressed_size()).collect()
         };
 
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let write = async |share: f64| {
-            let path = ObjPath::from(format!("alt/{share}/samples.parquet"));
-            let sink = BufWriter::new(Arc::clone(&store), path.clone());
-            let mut w = ColumnParallelWriter::try_new(sink, format::samples_schema(2), props.clone(), "alt")
-                .unwrap()
-                .with_alternative(name, alt_props.clone(), share)
-                .unwrap();
-            for at in (0..n).step_by(7_000) {
-                w.write(&batch.slice(at, 7_000.min(n - at))).await.unwrap();
-            }
-            w.finish().await.unwrap();
-            store.get(&path).await.unwrap().bytes().await.unwrap()
-        };
         // Share 0: the smaller chunk; a share above what split bytes save: deltas everywhere; the
         // share the format uses: whatever the rule says per row group.
         let saved: Vec<f64> =
@@ -420,7 +464,7 @@ mod tests {
         for (share, want) in
             [(0.0, Some([false, true, true])), (most * 1.01, Some([false, false, false])), (want_share, None)]
         {
-            let got = write(share).await;
+            let (got, _) = parallel_file(&batch, props.clone(), (name, alt_props.clone(), share)).await;
             let chosen = chunks_of(got.clone(), 1);
             assert_eq!(chosen.len(), 3);
             let mut kinds = Vec::new();
@@ -441,10 +485,62 @@ mod tests {
             assert_eq!(arrow::compute::concat_batches(&format::samples_schema(2), &back).unwrap(), batch);
         }
         // An unknown column is refused.
-        let sink = BufWriter::new(Arc::clone(&store), ObjPath::from("x"));
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let sink = BufWriter::new(store, ObjPath::from("x"));
         let w =
             ColumnParallelWriter::try_new(sink, format::samples_schema(2), WriterProperties::default(), "x").unwrap();
         assert!(w.with_alternative("nope", WriterProperties::default(), 0.0).unwrap_err().to_string().contains("nope"));
+    }
+
+    #[tokio::test]
+    async fn alternative_given_up_where_its_column_is_too_small_a_part() {
+        // Two row groups of noisy floats scraped on time (timestamps a tiny part of the group),
+        // then two of integer series sharing jittered scrape times (split bytes win there).
+        let mut enc = SamplesEncoding::V2;
+        enc.row_group_rows = 30_000;
+        enc.page_rows = 5_000;
+        let mut x = 11u64;
+        let mut rnd = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x
+        };
+        let jittered: Vec<i64> = (0..500i64).map(|k| k * 15_000 + (rnd() >> 61) as i64).collect();
+        let regular: Vec<i64> = (0..500i64).map(|k| k * 15_000).collect();
+        let (mut ids, mut ts, mut floats) = (Vec::new(), Vec::new(), Vec::new());
+        for s in 0..240u32 {
+            ids.extend(std::iter::repeat_n(s, 500));
+            ts.extend_from_slice(if s < 120 { &regular } else { &jittered });
+            floats.extend((0..500).map(|_| (s < 120).then(|| f64::from_bits(rnd() >> 2))));
+        }
+        let n = ts.len();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(ids)),
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(Float64Array::from(floats.clone())),
+            Arc::new(Int64Array::from_iter(floats.iter().map(|f| f.is_none().then_some(7)))),
+            Arc::new(Float64Array::from(vec![1.0; n])),
+        ];
+        let batch = RecordBatch::try_new(format::samples_schema(2), cols).unwrap();
+        let kv = format::key_value_metadata(2, "01TEST", &Default::default());
+        let props = format::samples_writer_properties(enc, kv.clone());
+        let (name, alt_props, share) = format::samples_alternative_properties(enc, kv).unwrap();
+        let write = async |share: f64| parallel_file(&batch, props.clone(), (name, alt_props.clone(), share)).await;
+        // Share 0 never gives up: the later row groups, of integers, keep split timestamps.
+        let (all, dropped) = write(0.0).await;
+        assert_eq!(dropped, 0);
+        let kinds: Vec<bool> =
+            chunks_of(all, 1).iter().map(|c| c.1.contains(&parquet::basic::Encoding::BYTE_STREAM_SPLIT)).collect();
+        assert_eq!(kinds.len(), 4);
+        assert!(kinds[2..].contains(&true), "{kinds:?}");
+        // The format's share: the float row groups give up after their first page and are the
+        // file ArrowWriter writes with deltas; the integer row groups still weigh both (2 dropped).
+        let (got, dropped) = write(share).await;
+        assert_eq!(dropped, 2);
+        let chosen = chunks_of(got.clone(), 1);
+        assert!(!chosen[0].1.contains(&parquet::basic::Encoding::BYTE_STREAM_SPLIT), "{chosen:?}");
+        assert!(!chosen[1].1.contains(&parquet::basic::Encoding::BYTE_STREAM_SPLIT), "{chosen:?}");
+        let want = chunks_of(arrow_file(&batch, props), 1);
+        assert_eq!(&chosen[..2], &want[..2]);
     }
 
     #[tokio::test]

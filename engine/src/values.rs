@@ -225,7 +225,19 @@ pub fn choose_exponent(values: &[f64]) -> u8 {
 /// the float itself (`floats[i]`). The slot not used holds 0 (it is null in the file). Appends.
 ///
 /// Branch-free per value ([`encode`]'s test with selects), so a series of any mix costs the same.
+/// Scale 1 (integer-valued series, and float series exact at no exponent) takes the same test
+/// without its multiplication and division by 1, which change no bit.
 pub fn split(values: &[f64], scale: f64, ints: &mut Vec<i64>, floats: &mut Vec<f64>, is_int: &mut Vec<bool>) {
+    if scale == 1.0 {
+        split_at(values, 1.0, ints, floats, is_int);
+    } else {
+        split_at(values, scale, ints, floats, is_int);
+    }
+}
+
+/// [`split`]'s loop; inlined, so that a constant `scale` of 1 folds its arithmetic away.
+#[inline(always)]
+fn split_at(values: &[f64], scale: f64, ints: &mut Vec<i64>, floats: &mut Vec<f64>, is_int: &mut Vec<bool>) {
     let at = ints.len();
     ints.resize(at + values.len(), 0);
     let fat = floats.len();
@@ -234,12 +246,7 @@ pub fn split(values: &[f64], scale: f64, ints: &mut Vec<i64>, floats: &mut Vec<f
     is_int.resize(bat + values.len(), false);
     let out = ints[at..].iter_mut().zip(&mut floats[fat..]).zip(&mut is_int[bat..]);
     for (&v, ((m, f), b)) in values.iter().zip(out) {
-        let x = v * scale;
-        let in_range = x.abs() <= MAX_MANTISSA as f64;
-        let t = if in_range { x as i64 } else { 0 };
-        let frac = x - t as f64;
-        let r = t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5);
-        let ok = in_range && decode(r, scale).to_bits() == v.to_bits();
+        let (ok, r) = mantissa_at(v, scale);
         *m = if ok { r } else { 0 };
         *f = if ok { 0.0 } else { v };
         *b = ok;

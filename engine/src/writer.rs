@@ -118,7 +118,7 @@ pub struct BlockWriter {
     pending_lens: Vec<usize>,
     /// The previous pending rows being made into a record batch (the v2 split) in a blocking
     /// task, while the caller appends the next ones; written at the next flush.
-    in_split: Option<JoinHandle<Result<RecordBatch>>>,
+    in_split: Option<JoinHandle<Result<Split>>>,
     series: Vec<SeriesRow>,
     rows: u64,
 }
@@ -328,27 +328,43 @@ impl BlockWriter {
         if self.pending_ts.is_empty() {
             return Ok(());
         }
+        // The previous rows' batch first: the buffers its split no longer needs take the next rows.
+        let mut prev = match self.in_split.take() {
+            Some(t) => Some(self.join_split(t).await?),
+            None => None,
+        };
         // The next rows go into buffers big enough for a whole write chunk (no regrowing copies).
         let cap = if last { 0 } else { WRITE_CHUNK_ROWS + WRITE_CHUNK_ROWS / 2 };
+        let (spare_vs, spare_lens, is_int) = match prev {
+            Some(Split { ref mut values, ref mut lens, ref mut is_int, .. }) if !last => {
+                (std::mem::take(values), std::mem::take(lens), std::mem::take(is_int))
+            }
+            _ => (Vec::with_capacity(cap), Vec::new(), Vec::new()),
+        };
         let ids = std::mem::replace(&mut self.pending_ids, Vec::with_capacity(cap));
         let ts = std::mem::replace(&mut self.pending_ts, Vec::with_capacity(cap));
-        let vs = std::mem::replace(&mut self.pending_vs, Vec::with_capacity(cap));
-        let lens = std::mem::take(&mut self.pending_lens);
+        let vs = std::mem::replace(&mut self.pending_vs, spare_vs);
+        let lens = std::mem::replace(&mut self.pending_lens, spare_lens);
         let (version, ulid) = (self.version, self.ulid.clone());
-        let task = tokio::task::spawn_blocking(move || samples_batch(version, &ulid, ids, ts, vs, &lens));
-        match self.in_split.replace(task) {
-            Some(prev) => self.write_split(prev).await,
+        self.in_split =
+            Some(tokio::task::spawn_blocking(move || samples_batch(version, &ulid, ids, ts, vs, lens, is_int)));
+        match prev {
+            Some(p) => self.write_batch(&p.batch).await,
             None => Ok(()),
         }
     }
 
-    /// Waits for a record batch of [`samples_batch`] and hands it to the Parquet writer.
-    async fn write_split(&mut self, task: JoinHandle<Result<RecordBatch>>) -> Result<()> {
-        let batch = task.await.map_err(|e| {
+    /// Waits for a [`samples_batch`] task.
+    async fn join_split(&mut self, task: JoinHandle<Result<Split>>) -> Result<Split> {
+        task.await.map_err(|e| {
             Error::parquet(Bucket::block_path(&self.ulid, self.data_file), ParquetError::External(Box::new(e)))
-        })??;
+        })?
+    }
+
+    /// Hands a record batch to the Parquet writer.
+    async fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         match self.samples.as_mut() {
-            Some(w) => w.write(&batch).await,
+            Some(w) => w.write(batch).await,
             None => Err(self.bad("writer already finished".into())),
         }
     }
@@ -374,7 +390,8 @@ impl BlockWriter {
     async fn finish_inner(&mut self, before_meta: impl std::future::Future<Output = ()>) -> Result<BlockMeta> {
         self.flush_samples(true).await?;
         if let Some(t) = self.in_split.take() {
-            self.write_split(t).await?;
+            let last = self.join_split(t).await?;
+            self.write_batch(&last.batch).await?;
         }
         let samples_path = Bucket::block_path(&self.ulid, self.data_file);
         let series_path = Bucket::block_path(&self.ulid, format::SERIES_FILE);
@@ -521,41 +538,56 @@ impl BlockWriter {
     }
 }
 
+/// A record batch of [`samples_batch`] and the buffers it no longer needs, emptied for the next
+/// rows (the values as appended, the rows per series, the split's integer flags).
+struct Split {
+    batch: RecordBatch,
+    values: Vec<f64>,
+    lens: Vec<usize>,
+    is_int: Vec<bool>,
+}
+
 /// The record batch of `samples.parquet` in format `version` for rows of consecutive series
 /// (`lens`: rows per series): v1 keeps the values, v2 splits each series at its own scale
-/// ([`values::choose_exponent`], [`values::split`]).
+/// ([`values::choose_exponent`], [`values::split`]). `is_int` is scratch space.
 fn samples_batch(
     version: u32,
     ulid: &str,
     ids: Vec<u32>,
     ts: Vec<i64>,
-    vs: Vec<f64>,
-    lens: &[usize],
-) -> Result<RecordBatch> {
+    mut vs: Vec<f64>,
+    mut lens: Vec<usize>,
+    mut is_int: Vec<bool>,
+) -> Result<Split> {
     let n = vs.len();
     let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(ids)), Arc::new(Int64Array::from(ts))];
     if version == 1 {
-        columns.push(Arc::new(Float64Array::from(vs)));
+        columns.push(Arc::new(Float64Array::from(std::mem::take(&mut vs))));
     } else {
-        let (mut ints, mut floats, mut is_int) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ints, mut floats) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let mut scales = Vec::with_capacity(n);
+        is_int.clear();
         let mut at = 0;
-        for &len in lens {
+        for &len in &lens {
             let series = vs.get(at..at + len).unwrap_or_default();
             let scale = values::scale_of(values::choose_exponent(series));
             values::split(series, scale, &mut ints, &mut floats, &mut is_int);
             scales.resize(scales.len() + series.len(), scale);
             at += len;
         }
-        let int_bits = BooleanBuffer::from(is_int);
+        let int_bits = BooleanBuffer::from(is_int.as_slice());
         let float_rows = NullBuffer::new(!&int_bits);
         let int_rows = NullBuffer::new(int_bits);
         columns.push(Arc::new(Float64Array::new(floats.into(), Some(float_rows))));
         columns.push(Arc::new(Int64Array::new(ints.into(), Some(int_rows))));
         columns.push(Arc::new(Float64Array::from(scales)));
     }
-    RecordBatch::try_new(format::samples_schema(version), columns)
-        .map_err(|e| Error::arrow(format!("samples batch of block {ulid}"), e))
+    let batch = RecordBatch::try_new(format::samples_schema(version), columns)
+        .map_err(|e| Error::arrow(format!("samples batch of block {ulid}"), e))?;
+    vs.clear();
+    lens.clear();
+    is_int.clear();
+    Ok(Split { batch, values: vs, lens, is_int })
 }
 
 #[cfg(test)]

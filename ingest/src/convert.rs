@@ -25,7 +25,7 @@ use engine::bucket::Bucket;
 use engine::writer::{BlockWriter, BlockWriterOptions};
 
 use crate::error::{Error, Result};
-use crate::tsdb::{self, Block, TsdbSeries};
+use crate::tsdb::{self, Block};
 
 /// How to convert.
 #[derive(Debug, Clone)]
@@ -104,6 +104,32 @@ pub struct Report {
 
 /// Series handed from the decoder thread to the writer in one message (about this many samples).
 const BATCH_SAMPLES: usize = 256 * 1024;
+
+/// Series decoded from a TSDB block, handed to the writer in one message: their samples one
+/// series after another in two buffers that are sent back and filled again.
+#[derive(Debug, Default)]
+struct Batch {
+    labels: Vec<engine::Labels>,
+    /// Samples per series, in order.
+    lens: Vec<usize>,
+    timestamps: Vec<i64>,
+    values: Vec<f64>,
+}
+
+impl Batch {
+    fn with_capacity(samples: usize) -> Self {
+        // A batch ends after the series that reaches `samples`: room for one series more.
+        let cap = samples + samples / 4;
+        Batch { timestamps: Vec::with_capacity(cap), values: Vec::with_capacity(cap), ..Batch::default() }
+    }
+
+    fn clear(&mut self) {
+        self.labels.clear();
+        self.lens.clear();
+        self.timestamps.clear();
+        self.values.clear();
+    }
+}
 
 /// Blocks [`convert_path`] converts at the same time. Each block's conversion is a pipeline
 /// (decoding thread, v2 split, column encoders) that leaves cores idle while it fills and drains
@@ -193,21 +219,28 @@ pub async fn convert_block(
     };
     let mut writer = BlockWriter::new(bucket.clone(), wopts)?;
 
-    // Decode on a blocking thread; batches flow through a small bounded channel.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<TsdbSeries>>>(4);
+    // Decode on a blocking thread; batches flow through a small bounded channel and come back
+    // emptied, so the decoder fills the same buffers again instead of fresh ones.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch>>(4);
+    let (back, recycled) = std::sync::mpsc::channel::<Batch>();
     let decoder = tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::new();
-        let mut n = 0usize;
-        for s in block.series() {
-            match s {
-                Ok(s) => {
-                    n += s.timestamps.len();
-                    batch.push(s);
-                    if n >= BATCH_SAMPLES {
-                        if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
-                            return;
-                        }
-                        n = 0;
+        let next = || recycled.try_recv().unwrap_or_else(|_| Batch::with_capacity(BATCH_SAMPLES));
+        let mut batch = next();
+        for entry in block.index().series() {
+            let decoded = entry.and_then(|e| {
+                let at = batch.timestamps.len();
+                block.append_samples(&e, &mut batch.timestamps, &mut batch.values)?;
+                Ok((e.labels, batch.timestamps.len() - at))
+            });
+            match decoded {
+                Ok((_, 0)) => {}
+                Ok((labels, n)) => {
+                    batch.labels.push(labels);
+                    batch.lens.push(n);
+                    if batch.timestamps.len() >= BATCH_SAMPLES
+                        && tx.blocking_send(Ok(std::mem::replace(&mut batch, next()))).is_err()
+                    {
+                        return;
                     }
                 }
                 Err(e) => {
@@ -216,33 +249,36 @@ pub async fn convert_block(
                 }
             }
         }
-        if !batch.is_empty() {
+        if !batch.lens.is_empty() {
             let _ = tx.blocking_send(Ok(batch));
         }
     });
 
     let mut failure: Option<Error> = None;
     while let Some(msg) = rx.recv().await {
-        let batch = match msg {
+        let mut batch = match msg {
             Ok(b) => b,
             Err(e) => {
                 failure = Some(e);
                 break;
             }
         };
-        let (mut ns, mut nsamp) = (0u64, 0u64);
-        for s in &batch {
-            if let Err(e) = writer.append_series(&s.labels, &s.timestamps, &s.values).await {
+        let mut at = 0;
+        for (labels, &n) in batch.labels.iter().zip(&batch.lens) {
+            let (ts, vs) = (&batch.timestamps[at..at + n], &batch.values[at..at + n]);
+            if let Err(e) = writer.append_series(labels, ts, vs).await {
                 failure = Some(Error::from(e));
                 break;
             }
-            ns += 1;
-            nsamp += s.timestamps.len() as u64;
+            at += n;
         }
         if failure.is_some() {
             break;
         }
-        progress(Progress::Advanced { series: ns, samples: nsamp });
+        progress(Progress::Advanced { series: batch.lens.len() as u64, samples: at as u64 });
+        batch.clear();
+        // The decoder may have finished: then the batch is simply dropped.
+        let _ = back.send(batch);
     }
     drop(rx);
     let _ = decoder.await;

@@ -121,6 +121,14 @@ impl Block {
     pub fn read_samples(&self, entry: &SeriesEntry, ts: &mut Vec<i64>, vs: &mut Vec<f64>) -> Result<()> {
         ts.clear();
         vs.clear();
+        self.append_samples(entry, ts, vs)
+    }
+
+    /// [`Block::read_samples`] appending to `ts` and `vs` (of equal length) instead of replacing
+    /// their contents, so that many series decode into one pair of buffers (the converter's
+    /// batches). On error the buffers hold a partial series.
+    pub fn append_samples(&self, entry: &SeriesEntry, ts: &mut Vec<i64>, vs: &mut Vec<f64>) -> Result<()> {
+        let start = ts.len();
         let in_series = |e: Error| Error::InSeries {
             series: entry.labels.to_string(),
             series_ref: entry.series_ref,
@@ -141,10 +149,16 @@ impl Block {
             engine::chunkenc::decode_into(raw.data, ts, vs)
                 .map_err(|e| in_series(Error::corrupt(raw.path, raw.offset, e.to_string())))?;
         }
-        if !ts.windows(2).all(|w| w[0] < w[1]) {
-            merge_by_time(ts, vs);
+        let sorted = ts.get(start..).unwrap_or_default().windows(2).all(|w| w[0] < w[1]);
+        if !sorted || !self.tombstones.intervals(entry.series_ref).is_empty() {
+            let (mut t, mut v) = (ts.split_off(start), vs.split_off(start));
+            if !sorted {
+                merge_by_time(&mut t, &mut v);
+            }
+            self.tombstones.apply(entry.series_ref, &mut t, &mut v);
+            ts.extend_from_slice(&t);
+            vs.extend_from_slice(&v);
         }
-        self.tombstones.apply(entry.series_ref, ts, vs);
         Ok(())
     }
 

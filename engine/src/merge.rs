@@ -461,6 +461,17 @@ mod tests {
         Box::pin(futures::stream::iter(bs))
     }
 
+    /// The merge of the inputs of `merges_series_and_samples` (and of its list form).
+    fn merged_abcde() -> Vec<(String, Vec<i64>, Vec<f64>)> {
+        vec![
+            ("a".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
+            ("b".to_string(), vec![7], vec![7.0]),
+            ("c".to_string(), vec![4, 5], vec![40.0, 5.0]),
+            ("d".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
+            ("e".to_string(), vec![1, 2, 5], vec![1.0, 2.0, 5.0]),
+        ]
+    }
+
     #[tokio::test]
     async fn merges_series_and_samples() {
         let s0 = stream(vec![
@@ -487,16 +498,7 @@ mod tests {
                 got.push((lab.metric_name().unwrap().to_string(), t.to_vec(), v.to_vec()));
             }
         }
-        assert_eq!(
-            got,
-            vec![
-                ("a".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
-                ("b".to_string(), vec![7], vec![7.0]),
-                ("c".to_string(), vec![4, 5], vec![40.0, 5.0]),
-                ("d".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
-                ("e".to_string(), vec![1, 2, 5], vec![1.0, 2.0, 5.0]),
-            ]
-        );
+        assert_eq!(got, merged_abcde());
     }
 
     #[test]
@@ -526,16 +528,7 @@ mod tests {
             .collect();
         // As `merges_series_and_samples`: the first list wins equal timestamps; series left
         // without samples are dropped.
-        assert_eq!(
-            got,
-            vec![
-                ("a".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
-                ("b".to_string(), vec![7], vec![7.0]),
-                ("c".to_string(), vec![4, 5], vec![40.0, 5.0]),
-                ("d".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
-                ("e".to_string(), vec![1, 2, 5], vec![1.0, 2.0, 5.0]),
-            ]
-        );
+        assert_eq!(got, merged_abcde());
         assert_eq!(merge_series_lists(vec![]).unwrap().num_series(), 0);
     }
 

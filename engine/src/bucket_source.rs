@@ -31,7 +31,7 @@ use crate::bucket::Bucket;
 use crate::chunkenc::SAMPLES_PER_CHUNK;
 use crate::error::Result;
 use crate::labels::{Labels, Matcher};
-use crate::merge::{interleave_series_streams, merge_series_streams};
+use crate::merge::{OwnedSeries, interleave_series_streams, merge_series_lists, merge_series_streams};
 use crate::meta::BlockMeta;
 use crate::reader::{BlockReader, PageCache, PageCacheStats};
 use crate::source::{ChunkSeriesStream, DataRange, Relabel, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
@@ -403,6 +403,45 @@ impl BucketSource {
 }
 
 impl BucketSource {
+    /// [`SeriesSource::select_dealt`] with the chunk limits of [`label_range_chunks`].
+    async fn dealt(
+        &self,
+        req: &SelectRequest,
+        parts: usize,
+        block_limit: u64,
+        total_limit: u64,
+    ) -> Result<Option<Vec<SeriesStream>>> {
+        if parts < 2 || req.hints.max_resolution_ms > 0 {
+            return Ok(None);
+        }
+        let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
+        let mut blocks = Vec::new();
+        for b in self.overlapping(min_t, max_t, &req.matchers).await? {
+            let series = block_series(&b, &req.matchers, min_t, max_t, &Relabel::default());
+            if !series.is_empty() {
+                blocks.push((b, series));
+            }
+        }
+        let mut dealt: Vec<Vec<_>> = (0..parts).map(|_| Vec::new()).collect();
+        let chunks = label_range_chunks(blocks, block_limit, total_limit);
+        for (k, chunk) in chunks.into_iter().enumerate() {
+            dealt[k % parts].push(chunk);
+        }
+        let streams = dealt
+            .into_iter()
+            .map(|chunks| -> SeriesStream {
+                Box::pin(futures::stream::iter(chunks).then(move |chunk| async move {
+                    let mut lists = Vec::with_capacity(chunk.len());
+                    for (block, series) in chunk {
+                        lists.push(read_series(&block, series, min_t, max_t).await?);
+                    }
+                    merge_series_lists(lists)
+                }))
+            })
+            .collect();
+        Ok(Some(streams))
+    }
+
     /// The blocks a downsampled read of `[min_t, max_t]` uses, opened: per external label set,
     /// Thanos's `getFor` (the coarsest resolution <= `max_res` first, its gaps filled from finer
     /// resolutions), in time order.
@@ -733,28 +772,156 @@ fn block_stream(block: Arc<BlockReader>, series: Vec<(Labels, Vec<u32>)>, min_t:
         let block = Arc::clone(&block);
         async move {
             let chunk = it.next()?;
-            let ids: Vec<u32> = chunk.iter().flat_map(|s| s.1.iter().copied()).collect();
-            let res = block.read_samples(&ids, min_t, max_t).await.and_then(|read| {
-                let mut by_id: BTreeMap<u32, (Vec<i64>, Vec<f64>)> =
-                    read.into_iter().map(|s| (s.series_id, (s.timestamps, s.values))).collect();
-                let mut series = Vec::with_capacity(chunk.len());
-                for (l, ids) in chunk {
-                    let mut parts = ids.iter().filter_map(|id| by_id.remove(id));
-                    let Some(mut acc) = parts.next() else { continue };
-                    for (t, v) in parts {
-                        let mut pairs: Vec<(i64, f64)> = acc.0.into_iter().zip(acc.1).collect();
-                        pairs.extend(t.into_iter().zip(v));
-                        pairs.sort_by_key(|p| p.0);
-                        pairs.dedup_by_key(|p| p.0);
-                        acc = pairs.into_iter().unzip();
-                    }
-                    series.push((l, acc.0, acc.1));
-                }
-                SeriesBatch::from_series(series)
-            });
+            let res = match read_series(&block, chunk, min_t, max_t).await {
+                Ok(series) => SeriesBatch::from_series(series),
+                Err(e) => Err(e),
+            };
             Some((res, it))
         }
     }))
+}
+
+/// Reads the samples of `series` (entries of [`block_series`]) from `block`: one entry per
+/// series with samples in `[min_t, max_t]`, the samples of its ids merged (on equal timestamps
+/// the lower id's kept).
+async fn read_series(
+    block: &BlockReader,
+    series: Vec<(Labels, Vec<u32>)>,
+    min_t: i64,
+    max_t: i64,
+) -> Result<Vec<OwnedSeries>> {
+    let ids: Vec<u32> = series.iter().flat_map(|s| s.1.iter().copied()).collect();
+    let read = block.read_samples(&ids, min_t, max_t).await?;
+    let mut by_id: BTreeMap<u32, (Vec<i64>, Vec<f64>)> =
+        read.into_iter().map(|s| (s.series_id, (s.timestamps, s.values))).collect();
+    let mut out = Vec::with_capacity(series.len());
+    for (l, ids) in series {
+        let mut parts = ids.iter().filter_map(|id| by_id.remove(id));
+        let Some(mut acc) = parts.next() else { continue };
+        for (t, v) in parts {
+            let mut pairs: Vec<(i64, f64)> = acc.0.into_iter().zip(acc.1).collect();
+            pairs.extend(t.into_iter().zip(v));
+            pairs.sort_by_key(|p| p.0);
+            pairs.dedup_by_key(|p| p.0);
+            acc = pairs.into_iter().unzip();
+        }
+        out.push((l, acc.0, acc.1));
+    }
+    Ok(out)
+}
+
+/// A block and some of its series (entries of [`block_series`]).
+type BlockPart = (Arc<BlockReader>, Vec<(Labels, Vec<u32>)>);
+
+/// The series of a select per block (entries of [`block_series`]), cut into chunks of
+/// consecutive label ranges ([`cut_points`]): chunk `k` holds, of every block, the series whose
+/// labels lie between the chunk's bounds, so merging each chunk on its own and putting the
+/// chunks one after the other gives the same series in the same order as merging the blocks
+/// whole. Blocks keep their order inside every chunk (the earlier block wins ties in the merge).
+fn label_range_chunks(parts: Vec<BlockPart>, block_limit: u64, total_limit: u64) -> Vec<Vec<BlockPart>> {
+    let sizes: Vec<Vec<u64>> = parts
+        .iter()
+        .map(|(b, series)| {
+            let n = &b.index().num_samples;
+            series.iter().map(|(_, ids)| ids.iter().map(|&id| n[id as usize]).sum()).collect()
+        })
+        .collect();
+    let bounds = {
+        let lists: Vec<&Vec<(Labels, Vec<u32>)>> = parts.iter().map(|p| &p.1).collect();
+        cut_points(&lists, &sizes, block_limit, total_limit)
+    };
+    let mut its: Vec<_> = parts.into_iter().map(|(b, series)| (b, series.into_iter())).collect();
+    let mut pos = vec![0usize; its.len()];
+    let mut chunks = Vec::with_capacity(bounds.len());
+    for end in bounds {
+        let mut chunk = Vec::new();
+        for ((b, it), (p, &e)) in its.iter_mut().zip(pos.iter_mut().zip(&end)) {
+            if e > *p {
+                chunk.push((Arc::clone(b), it.by_ref().take(e - *p).collect()));
+                *p = e;
+            }
+        }
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// Where consecutive label-range chunks of `lists` (each sorted by labels; `sizes[b][i]` samples
+/// in entry `i` of list `b`) end: per chunk, the end index in every list. A chunk takes at most
+/// `block_limit` samples of any list and `total_limit` in all, as far as its labels reach; when
+/// the smallest label's series alone is over a limit it forms a chunk of its own.
+fn cut_points<T>(
+    lists: &[&Vec<(Labels, T)>],
+    sizes: &[Vec<u64>],
+    block_limit: u64,
+    total_limit: u64,
+) -> Vec<Vec<usize>> {
+    // Samples before each entry of each list.
+    let prefix: Vec<Vec<u64>> = sizes
+        .iter()
+        .map(|s| {
+            let mut p = Vec::with_capacity(s.len() + 1);
+            p.push(0);
+            let mut acc = 0u64;
+            for &n in s {
+                acc += n;
+                p.push(acc);
+            }
+            p
+        })
+        .collect();
+    // Where every list's part ends when the chunk ends before label `e` (None: at the end).
+    let ends = |pos: &[usize], e: Option<&Labels>| -> Vec<usize> {
+        lists
+            .iter()
+            .zip(pos)
+            .map(|(l, &p)| match e {
+                None => l.len(),
+                Some(e) => p + l[p..].partition_point(|s| s.0 < *e),
+            })
+            .collect()
+    };
+    let samples = |pos: &[usize], end: &[usize]| -> u64 {
+        prefix.iter().zip(pos.iter().zip(end)).map(|(p, (&a, &b))| p[b] - p[a]).sum()
+    };
+    let mut pos = vec![0usize; lists.len()];
+    let mut bounds: Vec<Vec<usize>> = Vec::new();
+    while lists.iter().zip(&pos).any(|(l, &p)| p < l.len()) {
+        // The furthest each list may go alone; the chunk ends at the smallest label beyond.
+        let mut e: Option<&Labels> = None;
+        for ((l, &p), pre) in lists.iter().zip(&pos).zip(&prefix) {
+            let f = pre.partition_point(|&x| x <= pre[p] + block_limit).saturating_sub(1).max(p);
+            if let Some(s) = l.get(f)
+                && e.is_none_or(|e| s.0 < *e)
+            {
+                e = Some(&s.0);
+            }
+        }
+        let mut end = ends(&pos, e);
+        if samples(&pos, &end) > total_limit {
+            // Too many in all: end at the largest label of the longest part that keeps the
+            // chunk within the total (by bisection).
+            let r = (0..lists.len()).max_by_key(|&b| end[b] - pos[b]).unwrap_or(0);
+            let (mut lo, mut hi) = (pos[r], end[r]);
+            while lo + 1 < hi {
+                let mid = lo + (hi - lo) / 2;
+                if samples(&pos, &ends(&pos, Some(&lists[r][mid].0))) <= total_limit {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            end = ends(&pos, lists[r].get(lo).map(|s| &s.0));
+        }
+        if end == pos {
+            // The smallest series alone is over a limit: it goes alone.
+            let min = lists.iter().zip(&pos).filter_map(|(l, &p)| l.get(p)).map(|s| &s.0).min();
+            end = lists.iter().zip(&pos).map(|(l, &p)| p + usize::from(l.get(p).map(|s| &s.0) == min)).collect();
+        }
+        bounds.push(end.clone());
+        pos = end;
+    }
+    bounds
 }
 
 /// Drives `s` on its own task, one batch ahead of the consumer, so that the blocks of a query are
@@ -800,6 +967,15 @@ impl SeriesSource for BucketSource {
             return Ok(merge_series_streams(streams.collect()));
         }
         Ok(merge_series_streams(streams.map(read_ahead).collect()))
+    }
+
+    /// The series cut into label ranges of at most [`BLOCK_CHUNK_SAMPLES`] samples per block and
+    /// [`crate::merge::MERGE_BATCH_SAMPLES`] in all ([`label_range_chunks`]); range `k` goes to
+    /// stream `k mod parts`, which reads its part of every block in turn and merges them into
+    /// one batch, so each stream does its share of the reading and merging where it is polled.
+    /// Downsampled reads are not dealt.
+    async fn select_dealt(&self, req: &SelectRequest, parts: usize) -> Result<Option<Vec<SeriesStream>>> {
+        self.dealt(req, parts, BLOCK_CHUNK_SAMPLES, crate::merge::MERGE_BATCH_SAMPLES as u64).await
     }
 
     /// Streams without collecting: every block is relabelled and sorted on its own (labels only),
@@ -1307,6 +1483,145 @@ mod tests {
                 assert_eq!(g, w, "{relabel:?} {:?}", req.matchers);
             }
         }
+    }
+
+    /// The series of `streams` taken one batch from each in turn, checking the deal's contract:
+    /// once the stream whose turn it is has ended, every other has ended too.
+    async fn interleaved(streams: Vec<SeriesStream>) -> Flat {
+        let mut all: Vec<Vec<SeriesBatch>> = Vec::new();
+        for s in streams {
+            all.push(s.try_collect().await.unwrap());
+        }
+        let lens: Vec<usize> = all.iter().map(Vec::len).collect();
+        assert!(lens.windows(2).all(|w| w[0] >= w[1]) && lens[0] <= lens[lens.len() - 1] + 1, "{lens:?}");
+        let mut out = Vec::new();
+        for k in 0..lens[0] {
+            for b in all.iter().filter_map(|s| s.get(k)) {
+                assert_eq!(b.offsets.len(), b.num_series() + 1);
+                assert_eq!(b.offsets.last().copied(), Some(b.samples.num_rows()));
+                for i in 0..b.num_series() {
+                    let (l, t, v) = b.series(i);
+                    assert!(!t.is_empty(), "{l}");
+                    out.push((l.clone(), t.to_vec(), v.iter().map(|x| x.to_bits()).collect()));
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn dealt_select_taken_in_turn_is_the_select() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        // Blocks overlapping in time and series: a copy of part of the first (equal timestamps:
+        // the earlier block wins), one shifted by an hour, one whose external label makes two
+        // of its series one, and one with series of its own.
+        let data = synthetic(300, 0);
+        write_block(&bucket, ulid::Ulid::from_parts(1, 1), &[], &data).await;
+        let copy: Vec<_> =
+            data[40..160].iter().map(|(l, t, v)| (l.clone(), t.clone(), v.iter().map(|x| x + 0.5).collect())).collect();
+        write_block(&bucket, ulid::Ulid::from_parts(1, 2), &[], &copy).await;
+        let shifted: Vec<_> = synthetic(200, 0)
+            .into_iter()
+            .filter_map(|(l, t, v)| {
+                let (t, v): (Vec<i64>, Vec<f64>) =
+                    t.iter().map(|x| x + 1_800_003).zip(v.iter().map(|x| x * 3.0)).filter(|p| p.0 < 7_200_000).unzip();
+                (!t.is_empty()).then_some((l, t, v))
+            })
+            .collect();
+        write_block(&bucket, ulid::Ulid::from_parts(2, 1), &[], &shifted).await;
+        let pair = vec![
+            (Labels::from_pairs([("__name__", "metric_3"), ("b", "1")]), vec![1, 3], vec![1.0, 3.0]),
+            (Labels::from_pairs([("__name__", "metric_3"), ("b", "2")]), vec![2, 3], vec![2.0, 30.0]),
+        ];
+        write_block(&bucket, ulid::Ulid::from_parts(3, 1), &[("b", "7")], &pair).await;
+        let own: Vec<_> = synthetic(50, 0)
+            .into_iter()
+            .map(|(mut l, t, v)| {
+                l.set("job", "zzz");
+                (l, t, v)
+            })
+            .collect();
+        let mut own = own;
+        own.sort_by(|a, b| a.0.cmp(&b.0));
+        write_block(&bucket, ulid::Ulid::from_parts(4, 1), &[], &own).await;
+        let src = BucketSource::new(bucket);
+        src.sync().await.unwrap();
+        let mut reqs = requests();
+        reqs.push(SelectRequest { min_t: 0, max_t: i64::MAX, ..Default::default() });
+        reqs.push(SelectRequest { min_t: 3_000_000, max_t: 4_000_000, ..Default::default() });
+        let mut chunked = 0;
+        for req in &reqs {
+            let want = flat(&src, req).await;
+            for parts in [2, 3] {
+                // Small limits (many chunks, series alone over them) and the real ones.
+                for (block_limit, total_limit) in [(1, 1), (300, 700), (2_000, 3_000), (BLOCK_CHUNK_SAMPLES, 1 << 20)] {
+                    let streams = src.dealt(req, parts, block_limit, total_limit).await.unwrap().unwrap();
+                    assert_eq!(streams.len(), parts);
+                    let got = interleaved(streams).await;
+                    assert_eq!(got, want, "{:?} parts {parts} limits {block_limit}/{total_limit}", req.matchers);
+                }
+            }
+            let n = src
+                .dealt(req, 2, 2_000, 3_000)
+                .await
+                .unwrap()
+                .unwrap()
+                .remove(1)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .len();
+            chunked += usize::from(n > 1);
+        }
+        assert!(chunked >= 3, "{chunked}");
+        // One partition, or a downsampled read: not dealt.
+        assert!(src.select_dealt(&reqs[0], 1).await.unwrap().is_none());
+        let mut down = reqs[0].clone();
+        down.hints.max_resolution_ms = 300_000;
+        assert!(src.select_dealt(&down, 2).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn label_range_chunks_cut_every_block_at_the_same_labels_within_the_limits() {
+        let idx = |n: &str| Labels::from_pairs([("__name__", n)]);
+        let entries = |names: &[&str]| -> Vec<(Labels, Vec<u32>)> {
+            names.iter().enumerate().map(|(i, n)| (idx(n), vec![i as u32])).collect()
+        };
+        // Chunks only use labels and sample counts: check them on the chunking of plain lists
+        // through `cut_points`, which `label_range_chunks` applies to blocks.
+        let a = entries(&["a", "b", "c", "d", "e", "f"]);
+        let b = entries(&["b", "d", "f", "g"]);
+        let sizes = [vec![3u64, 3, 3, 3, 3, 3], vec![4u64, 4, 4, 4]];
+        let lists = [&a, &b];
+        let bounds = cut_points(&lists, &sizes, 7, 12);
+        // Every chunk: at most 7 of a block, 12 in all, one series alone when it is over.
+        let mut pos = [0usize, 0];
+        let mut seen: Vec<Vec<String>> = Vec::new();
+        for end in &bounds {
+            let mut total = 0;
+            let mut names = Vec::new();
+            for k in 0..2 {
+                let n: u64 = sizes[k][pos[k]..end[k]].iter().sum();
+                assert!(n <= 7 || end[k] - pos[k] == 1, "{bounds:?}");
+                total += n;
+                names.extend(lists[k][pos[k]..end[k]].iter().map(|s| s.0.metric_name().unwrap_or("").to_string()));
+            }
+            assert!(total <= 12, "{bounds:?}");
+            names.sort();
+            seen.push(names);
+            pos = [end[0], end[1]];
+        }
+        assert_eq!(pos, [6, 4]);
+        // The chunks follow each other in label order with no label in two chunks.
+        let flat: Vec<&String> = seen.iter().flatten().collect();
+        assert!(flat.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert_eq!(seen.concat().len(), 10);
+        assert!(seen.len() >= 3, "{seen:?}");
+        // A series over both limits goes alone.
+        let big = [vec![100u64, 1, 1, 1, 1, 1], vec![1u64, 1, 1, 1]];
+        let bounds = cut_points(&lists, &big, 7, 12);
+        assert_eq!(bounds[0], vec![1, 0]);
     }
 
     #[test]

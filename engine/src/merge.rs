@@ -113,6 +113,70 @@ fn merge_samples(a: (&[i64], &[f64]), b: (&[i64], &[f64]), out_t: &mut Vec<i64>,
     }
 }
 
+/// Adds the samples `t`, `v` of a later stream to the series whose samples start at row `start`
+/// of `ts`/`vs` (the rows before belong to earlier series): appended when they begin after its
+/// last sample (blocks of one series usually follow each other in time), otherwise merged by
+/// timestamp, the samples already there winning ties.
+fn join_samples(ts: &mut Vec<i64>, vs: &mut Vec<f64>, start: usize, t: &[i64], v: &[f64]) {
+    if ts.len() == start || t.first().is_none_or(|&first| ts.last().is_some_and(|&last| first > last)) {
+        ts.extend_from_slice(t);
+        vs.extend_from_slice(v);
+        return;
+    }
+    let n = ts.len() - start + t.len();
+    let (mut mt, mut mv) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    merge_samples((&ts[start..], &vs[start..]), (t, v), &mut mt, &mut mv);
+    ts.truncate(start);
+    vs.truncate(start);
+    ts.extend_from_slice(&mt);
+    vs.extend_from_slice(&mv);
+}
+
+/// One series as a list of [`merge_series_lists`] holds it: labels, timestamps, values.
+pub type OwnedSeries = (Labels, Vec<i64>, Vec<f64>);
+
+/// Merges lists of series, each in label order with samples sorted by timestamp, into one batch
+/// as [`merge_series_streams`] merges streams: series with equal labels are joined, on equal
+/// timestamps the sample of the list given first is kept, and series left without samples are
+/// dropped. Unlike the streaming merge, the answer is one batch however large.
+pub fn merge_series_lists(lists: Vec<Vec<OwnedSeries>>) -> Result<SeriesBatch> {
+    let total: usize = lists.iter().flatten().map(|s| s.1.len()).sum();
+    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<OwnedSeries>>> =
+        lists.into_iter().map(|l| l.into_iter().peekable()).collect();
+    let (mut labels, mut offsets) = (Vec::new(), vec![0]);
+    let (mut ts, mut vs) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    loop {
+        // The first list holding the smallest head.
+        let mut first: Option<(usize, &Labels)> = None;
+        for (i, h) in heads.iter_mut().enumerate() {
+            if let Some((l, ..)) = h.peek()
+                && first.is_none_or(|(_, m)| l < m)
+            {
+                first = Some((i, l));
+            }
+        }
+        let Some((i, _)) = first else { break };
+        let Some((l, t, v)) = heads[i].next() else { break };
+        let start = ts.len();
+        join_samples(&mut ts, &mut vs, start, &t, &v);
+        for h in &mut heads[i + 1..] {
+            if let Some((_, t, v)) = h.next_if(|s| s.0 == l) {
+                join_samples(&mut ts, &mut vs, start, &t, &v);
+            }
+        }
+        if ts.len() > start {
+            labels.push(l);
+            offsets.push(ts.len());
+        }
+    }
+    let samples = arrow::array::RecordBatch::try_new(
+        crate::source::sample_schema(),
+        vec![Arc::new(arrow::array::Int64Array::from(ts)), Arc::new(arrow::array::Float64Array::from(vs))],
+    )
+    .map_err(|e| crate::Error::arrow("building series batch", e))?;
+    Ok(SeriesBatch { labels, offsets, samples })
+}
+
 struct State {
     cursors: Vec<SeriesCursor>,
 }
@@ -135,18 +199,7 @@ impl BatchProducer for State {
                 }
                 if let Some((b, i)) = c.current() {
                     let (_, t, v) = b.series(i);
-                    // Blocks of one series usually follow each other in time: then appending is
-                    // the merge.
-                    if ts.last().is_none_or(|&last| t.first().is_none_or(|&first| first > last)) {
-                        ts.extend_from_slice(t);
-                        vs.extend_from_slice(v);
-                    } else {
-                        let (mut mt, mut mv) =
-                            (Vec::with_capacity(ts.len() + t.len()), Vec::with_capacity(ts.len() + t.len()));
-                        merge_samples((&ts, &vs), (t, v), &mut mt, &mut mv);
-                        ts = mt;
-                        vs = mv;
-                    }
+                    join_samples(&mut ts, &mut vs, 0, t, v);
                 }
                 c.advance();
             }
@@ -408,6 +461,17 @@ mod tests {
         Box::pin(futures::stream::iter(bs))
     }
 
+    /// The merge of the inputs of `merges_series_and_samples` (and of its list form).
+    fn merged_abcde() -> Vec<(String, Vec<i64>, Vec<f64>)> {
+        vec![
+            ("a".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
+            ("b".to_string(), vec![7], vec![7.0]),
+            ("c".to_string(), vec![4, 5], vec![40.0, 5.0]),
+            ("d".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
+            ("e".to_string(), vec![1, 2, 5], vec![1.0, 2.0, 5.0]),
+        ]
+    }
+
     #[tokio::test]
     async fn merges_series_and_samples() {
         let s0 = stream(vec![
@@ -434,16 +498,38 @@ mod tests {
                 got.push((lab.metric_name().unwrap().to_string(), t.to_vec(), v.to_vec()));
             }
         }
-        assert_eq!(
-            got,
+        assert_eq!(got, merged_abcde());
+    }
+
+    #[test]
+    fn merged_lists_are_the_merged_streams_in_one_batch() {
+        let lists = vec![
             vec![
-                ("a".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
-                ("b".to_string(), vec![7], vec![7.0]),
-                ("c".to_string(), vec![4, 5], vec![40.0, 5.0]),
-                ("d".to_string(), vec![1, 2, 3, 4], vec![1.0, 2.0, 3.0, 4.0]),
-                ("e".to_string(), vec![1, 2, 5], vec![1.0, 2.0, 5.0]),
-            ]
-        );
+                (l("a"), vec![1, 3], vec![1.0, 3.0]),
+                (l("c"), vec![5], vec![5.0]),
+                (l("d"), vec![1, 2], vec![1.0, 2.0]),
+                (l("e"), vec![1, 2], vec![1.0, 2.0]),
+                (l("g"), vec![], vec![]),
+            ],
+            vec![
+                (l("a"), vec![2, 3, 4], vec![2.0, 30.0, 4.0]),
+                (l("b"), vec![7], vec![7.0]),
+                (l("d"), vec![3, 4], vec![3.0, 4.0]),
+                (l("e"), vec![2, 5], vec![20.0, 5.0]),
+            ],
+            vec![(l("c"), vec![4, 5], vec![40.0, 50.0]), (l("f"), vec![], vec![])],
+        ];
+        let b = merge_series_lists(lists).unwrap();
+        let got: Vec<(String, Vec<i64>, Vec<f64>)> = (0..b.num_series())
+            .map(|i| {
+                let (lab, t, v) = b.series(i);
+                (lab.metric_name().unwrap().to_string(), t.to_vec(), v.to_vec())
+            })
+            .collect();
+        // As `merges_series_and_samples`: the first list wins equal timestamps; series left
+        // without samples are dropped.
+        assert_eq!(got, merged_abcde());
+        assert_eq!(merge_series_lists(vec![]).unwrap().num_series(), 0);
     }
 
     #[tokio::test]

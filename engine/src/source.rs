@@ -250,6 +250,16 @@ pub trait SeriesSource: Send + Sync + fmt::Debug {
     /// range are left out. Series in label order, each whole in one batch.
     async fn select(&self, req: &SelectRequest) -> Result<SeriesStream>;
 
+    /// [`SeriesSource::select`] dealt out to `parts` streams that can be read on as many tasks:
+    /// `Some` holds exactly `parts` streams, and taking one batch from each in turn (stream 0,
+    /// 1, ..., `parts - 1`, 0, ...) until the stream whose turn it is has ended gives `select`'s
+    /// series in `select`'s order, each whole in one batch (the streams after it have ended
+    /// too). The work of reading and merging is in the streams, so each runs where it is polled.
+    /// `None` (the default): the source does not deal; read [`SeriesSource::select`].
+    async fn select_dealt(&self, _req: &SelectRequest, _parts: usize) -> Result<Option<Vec<SeriesStream>>> {
+        Ok(None)
+    }
+
     /// [`SeriesSource::select`] with every series' labels changed by `relabel` (matchers apply to
     /// the labels before the change), in the order of the changed labels. Series that become
     /// equal are not joined: they follow each other as separate entries, each whole, so a

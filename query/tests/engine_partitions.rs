@@ -4,14 +4,16 @@
 
 use std::sync::Arc;
 
-use engine::{Labels, MemSource};
+use engine::{Labels, MemSource, SeriesSource};
 use query::{Engine, EngineOptions, QueryResult, Value};
+
+type Series = (Labels, Vec<i64>, Vec<f64>);
 
 /// 600 series of 300 points (180k samples: several batches of 65,536 samples, so every
 /// partition gets some), with fractional values whose sums depend on the order they are added
-/// in, a few gaps and stale markers.
-fn source() -> Arc<MemSource> {
-    let src = MemSource::new();
+/// in, a few gaps and stale markers; in label order.
+fn series() -> Vec<Series> {
+    let mut out = Vec::new();
     let ts: Vec<i64> = (0..300).map(|i| i * 15_000).collect();
     for s in 0..600u64 {
         let labels = Labels::from_pairs([
@@ -38,7 +40,16 @@ fn source() -> Arc<MemSource> {
                 counter * 1e10_f64.powi((s % 3) as i32)
             });
         }
-        src.add(labels, &t, &v);
+        out.push((labels, t, v));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn source() -> Arc<MemSource> {
+    let src = MemSource::new();
+    for (l, t, v) in series() {
+        src.add(l, &t, &v);
     }
     Arc::new(src)
 }
@@ -56,7 +67,44 @@ fn bits(r: &QueryResult) -> Vec<(String, Vec<(i64, u64)>)> {
 
 #[tokio::test]
 async fn partitions_answer_like_one() {
-    let src = source();
+    answers_like_one_partition(source()).await;
+}
+
+/// The bucket deals its select out to the partitions itself, by label ranges of every block
+/// (`SeriesSource::select_dealt`): two overlapping blocks, the second holding a later copy of
+/// part of the first (with other values on the same timestamps, which the first block wins) and
+/// samples of its own.
+#[tokio::test]
+async fn partitions_answer_like_one_over_a_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = engine::Bucket::local(dir.path()).unwrap();
+    let all = series();
+    for (k, part) in [&all[..], &all[100..450]].into_iter().enumerate() {
+        let o = engine::BlockWriterOptions::new(ulid::Ulid::from_parts(1, k as u128 + 1), 0, 7_200_000);
+        let mut w = engine::BlockWriter::new(bucket.clone(), o).unwrap();
+        for (l, t, v) in part {
+            let (t, v): (Vec<i64>, Vec<f64>) = if k == 0 {
+                (t.clone(), v.clone())
+            } else {
+                t.iter().zip(v).skip(t.len() / 3).map(|(&t, &v)| (t + 7_500 * ((t / 15_000) % 2), -v)).unzip()
+            };
+            w.append_series(l, &t, &v).await.unwrap();
+        }
+        w.finish().await.unwrap();
+    }
+    let src = engine::BucketSource::new(bucket);
+    src.sync().await.unwrap();
+    let req = engine::SelectRequest { min_t: 0, max_t: i64::MAX, ..Default::default() };
+    let dealt = src.select_dealt(&req, 2).await.unwrap().expect("a bucket deals its select");
+    let mut batches = 0;
+    for s in dealt {
+        batches += futures::TryStreamExt::try_collect::<Vec<_>>(s).await.unwrap().len();
+    }
+    assert!(batches >= 3, "{batches} batches: both partitions should get some");
+    answers_like_one_partition(Arc::new(src)).await;
+}
+
+async fn answers_like_one_partition(src: Arc<dyn SeriesSource>) {
     let opts = |p| EngineOptions { partitions: p, enable_experimental_functions: true, ..Default::default() };
     let one = Engine::new(src.clone(), opts(1));
     let many = [Engine::new(src.clone(), opts(2)), Engine::new(src, opts(3))];

@@ -16,6 +16,11 @@
 //!                PromAggregate, vector op vector, ... and the result
 //! ```
 //!
+//! A source that deals its select itself ([`engine::SeriesSource::select_dealt`]: the bucket, by
+//! label ranges read and merged per partition) hands partition `p` the batches `p`, `p + n`, ...
+//! directly, so the reading and merging run on the partitions' tasks as well; the scan then maps
+//! each source batch to one batch and the picture above holds with the dealing done by the source.
+//!
 //! Series are independent in the streaming nodes, and each of them maps one input batch to
 //! exactly one output batch, so taking the batches back in turn restores the order a
 //! single-partition plan has. Everything above the merge sees exactly the input it would see

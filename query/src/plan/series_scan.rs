@@ -14,11 +14,12 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, BinaryArray, DictionaryArray, RecordBatch, UInt32Array};
 use arrow::datatypes::UInt32Type;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -132,17 +133,39 @@ impl ScanSpec {
 #[derive(Debug)]
 pub(crate) struct ScanSource(pub(crate) Arc<dyn SeriesSource>);
 
-/// The physical scan over a [`SeriesSource`]. With several partitions it deals batches of
-/// whole series out to them in turn (see [`super::partitions`]).
+/// The physical scan over a [`SeriesSource`]. With several partitions, a source that deals its
+/// select itself ([`SeriesSource::select_dealt`]: the bucket, by label ranges) gives each
+/// partition its own stream, read and merged on that partition's task; from any other source the
+/// scan's batches of whole series are dealt out to the partitions in turn. Either way taking the
+/// partitions' batches in turn gives the scan's order (see [`super::partitions`]).
 #[derive(Debug)]
 pub(crate) struct SeriesScanExec {
     spec: ScanSpec,
     source: Arc<dyn SeriesSource>,
     partitions: usize,
-    /// The dealer of the partitions, made when the first partition is executed.
-    dealer: OnceLock<Arc<RoundRobin>>,
+    /// How the partitions get their batches, decided when the first partition is polled.
+    deal: Arc<tokio::sync::OnceCell<Deal>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+type BatchStream = futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>>;
+
+/// How the partitions of a scan get their batches.
+enum Deal {
+    /// The source dealt its select: partition `p` takes stream `p` (each taken once).
+    Source(Vec<Mutex<Option<BatchStream>>>),
+    /// The scan's batches dealt out in turn.
+    RoundRobin(Arc<RoundRobin>),
+}
+
+impl fmt::Debug for Deal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Deal::Source(s) => write!(f, "Deal::Source({} streams)", s.len()),
+            Deal::RoundRobin(r) => write!(f, "Deal::RoundRobin({r:?})"),
+        }
+    }
 }
 
 impl SeriesScanExec {
@@ -163,7 +186,7 @@ impl SeriesScanExec {
             spec,
             source,
             partitions,
-            dealer: OnceLock::new(),
+            deal: Arc::default(),
             props,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -266,106 +289,153 @@ impl ExecutionPlan for SeriesScanExec {
         context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
         let out_schema = scan_schema(&self.spec);
-        if self.partitions > 1 {
-            let dealer = self
-                .dealer
-                .get_or_init(|| Arc::new(RoundRobin::new(self.batches(partition, &context), self.partitions)))
-                .clone();
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, dealer.partition(partition)?)));
-        }
-        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, self.batches(partition, &context))))
-    }
-}
-
-impl SeriesScanExec {
-    /// The scan's batches; cut into batches of about [`PARTITION_BATCH_SAMPLES`] samples when
-    /// they are dealt out to several partitions.
-    fn batches(
-        &self,
-        partition: usize,
-        context: &TaskContext,
-    ) -> futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> {
-        let spec = self.spec.clone();
         let source = match context.session_config().get_extension::<ScanSource>() {
             Some(s) => Arc::clone(&s.0),
             None => self.source.clone(),
         };
-        let cut = self.partitions > 1;
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let fut = async move {
-            let hints = SelectHints {
-                step_ms: spec.step_ms,
-                range_ms: spec.range_ms,
-                func: spec.func.clone(),
-                max_resolution_ms: spec.max_resolution_ms,
-                aggregates: if spec.max_resolution_ms > 0 {
-                    engine::aggr::aggregates_for_func(spec.func.as_deref())
-                } else {
-                    Vec::new()
-                },
-            };
-            let mut reqs = Vec::new();
-            for set in &spec.matcher_sets {
-                let matchers = set.iter().map(MatcherSpec::to_matcher).collect::<Result<Vec<_>>>().map_err(to_df)?;
-                reqs.push(SelectRequest { matchers, min_t: spec.min_t, max_t: spec.max_t, hints: hints.clone() });
+        let (spec, baseline) = (self.spec.clone(), BaselineMetrics::new(&self.metrics, partition));
+        if self.partitions == 1 {
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, batches(spec, source, false, baseline))));
+        }
+        let (deal, parts) = (Arc::clone(&self.deal), self.partitions);
+        let stream = async move {
+            let deal = deal.get_or_init(|| dealt(spec, source, parts, baseline)).await;
+            match deal {
+                Deal::Source(streams) => {
+                    let taken = streams.get(partition).and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
+                    taken.ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "partition {partition} of a scan executed twice or out of range"
+                        ))
+                    })
+                }
+                Deal::RoundRobin(r) => r.partition(partition),
             }
-            let out: futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> = if reqs.len() == 1 {
-                let s = source.select(&reqs[0]).await.map_err(|e| to_df(Error::Storage(e)))?;
-                s.flat_map(move |b| {
-                    let batches: Vec<datafusion::error::Result<RecordBatch>> = match b {
-                        Err(e) => vec![Err(to_df(Error::Storage(e)))],
-                        Ok(b) => cuts(&b, cut)
-                            .into_iter()
-                            .map(|r| {
-                                let rb = convert(&b, r, spec.start_timestamps).map_err(to_df)?;
-                                baseline.record_output(rb.num_rows());
-                                Ok(rb)
-                            })
-                            .collect(),
-                    };
-                    futures::stream::iter(batches)
-                })
-                .boxed()
-            } else {
-                // `or` matcher sets: union of the selections, each series once, in label order.
-                type Samples = (Vec<i64>, Vec<f64>, Vec<i64>);
-                let mut all: std::collections::BTreeMap<engine::Labels, Samples> = Default::default();
-                for r in &reqs {
-                    let s = source.select(r).await.map_err(|e| to_df(Error::Storage(e)))?;
-                    let batches: Vec<SeriesBatch> = s.try_collect().await.map_err(|e| to_df(Error::Storage(e)))?;
-                    for b in &batches {
-                        for i in 0..b.num_series() {
-                            let (l, t, v) = b.series(i);
-                            let st = match (spec.start_timestamps, b.start_timestamps()) {
-                                (true, Some(st)) => st.values()[b.offsets[i]..b.offsets[i + 1]].to_vec(),
-                                _ => vec![0; t.len()],
-                            };
-                            all.entry(l.clone()).or_insert_with(|| (t.to_vec(), v.to_vec(), st));
-                        }
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, futures::stream::once(stream).try_flatten())))
+    }
+}
+
+/// The select requests of `spec`: one per matcher set.
+fn requests(spec: &ScanSpec) -> datafusion::error::Result<Vec<SelectRequest>> {
+    let hints = SelectHints {
+        step_ms: spec.step_ms,
+        range_ms: spec.range_ms,
+        func: spec.func.clone(),
+        max_resolution_ms: spec.max_resolution_ms,
+        aggregates: if spec.max_resolution_ms > 0 {
+            engine::aggr::aggregates_for_func(spec.func.as_deref())
+        } else {
+            Vec::new()
+        },
+    };
+    let mut reqs = Vec::new();
+    for set in &spec.matcher_sets {
+        let matchers = set.iter().map(MatcherSpec::to_matcher).collect::<Result<Vec<_>>>().map_err(to_df)?;
+        reqs.push(SelectRequest { matchers, min_t: spec.min_t, max_t: spec.max_t, hints: hints.clone() });
+    }
+    Ok(reqs)
+}
+
+/// How `parts` partitions read a scan of `spec`: the source's own deal when it has one (each
+/// source batch becomes one batch of the plan, so the partitions' turns stay the source's),
+/// otherwise the scan's batches, cut into batches of about [`PARTITION_BATCH_SAMPLES`] samples,
+/// dealt out in turn. An error of the source's deal goes to partition 0, whose turn is first.
+async fn dealt(spec: ScanSpec, source: Arc<dyn SeriesSource>, parts: usize, baseline: BaselineMetrics) -> Deal {
+    let reqs = match requests(&spec) {
+        Ok(r) => r,
+        Err(e) => return failed(e, parts),
+    };
+    if let [req] = &reqs[..] {
+        match source.select_dealt(req, parts).await {
+            Ok(Some(streams)) if streams.len() == parts => {
+                let convert_all = |s: engine::SeriesStream| -> Mutex<Option<BatchStream>> {
+                    let (baseline, start_timestamps) = (baseline.clone(), spec.start_timestamps);
+                    let s = s.map(move |b| {
+                        let b = b.map_err(|e| to_df(Error::Storage(e)))?;
+                        let rb = convert(&b, 0..b.num_series(), start_timestamps).map_err(to_df)?;
+                        baseline.record_output(rb.num_rows());
+                        Ok(rb)
+                    });
+                    Mutex::new(Some(s.boxed()))
+                };
+                return Deal::Source(streams.into_iter().map(convert_all).collect());
+            }
+            Ok(_) => {}
+            Err(e) => return failed(to_df(Error::Storage(e)), parts),
+        }
+    }
+    Deal::RoundRobin(Arc::new(RoundRobin::new(batches(spec, source, true, baseline), parts)))
+}
+
+/// A deal whose partition 0 fails with `e` and whose other partitions are empty.
+fn failed(e: DataFusionError, parts: usize) -> Deal {
+    let mut streams = vec![Mutex::new(Some(futures::stream::once(async move { Err(e) }).boxed()))];
+    streams.extend((1..parts).map(|_| Mutex::new(Some(futures::stream::empty().boxed()))));
+    Deal::Source(streams)
+}
+
+/// The scan's batches; cut into batches of about [`PARTITION_BATCH_SAMPLES`] samples when `cut`
+/// (they are dealt out to several partitions).
+fn batches(spec: ScanSpec, source: Arc<dyn SeriesSource>, cut: bool, baseline: BaselineMetrics) -> BatchStream {
+    let fut = async move {
+        let reqs = requests(&spec)?;
+        let out: futures::stream::BoxStream<'static, datafusion::error::Result<RecordBatch>> = if reqs.len() == 1 {
+            let s = source.select(&reqs[0]).await.map_err(|e| to_df(Error::Storage(e)))?;
+            s.flat_map(move |b| {
+                let batches: Vec<datafusion::error::Result<RecordBatch>> = match b {
+                    Err(e) => vec![Err(to_df(Error::Storage(e)))],
+                    Ok(b) => cuts(&b, cut)
+                        .into_iter()
+                        .map(|r| {
+                            let rb = convert(&b, r, spec.start_timestamps).map_err(to_df)?;
+                            baseline.record_output(rb.num_rows());
+                            Ok(rb)
+                        })
+                        .collect(),
+                };
+                futures::stream::iter(batches)
+            })
+            .boxed()
+        } else {
+            // `or` matcher sets: union of the selections, each series once, in label order.
+            type Samples = (Vec<i64>, Vec<f64>, Vec<i64>);
+            let mut all: std::collections::BTreeMap<engine::Labels, Samples> = Default::default();
+            for r in &reqs {
+                let s = source.select(r).await.map_err(|e| to_df(Error::Storage(e)))?;
+                let batches: Vec<SeriesBatch> = s.try_collect().await.map_err(|e| to_df(Error::Storage(e)))?;
+                for b in &batches {
+                    for i in 0..b.num_series() {
+                        let (l, t, v) = b.series(i);
+                        let st = match (spec.start_timestamps, b.start_timestamps()) {
+                            (true, Some(st)) => st.values()[b.offsets[i]..b.offsets[i + 1]].to_vec(),
+                            _ => vec![0; t.len()],
+                        };
+                        all.entry(l.clone()).or_insert_with(|| (t.to_vec(), v.to_vec(), st));
                     }
                 }
-                // Series without samples are left out, as a batch of the plan never holds one.
-                let series: Vec<engine::source::SeriesWithStartTimestamps> = all
-                    .into_iter()
-                    .filter(|(_, (ts, ..))| !ts.is_empty())
-                    .map(|(labels, (ts, vs, st))| (labels, ts, vs, st))
-                    .collect();
-                let b = if spec.start_timestamps {
-                    SeriesBatch::from_series_with_start_timestamps(series)
-                } else {
-                    SeriesBatch::from_series(series.into_iter().map(|(l, t, v, _)| (l, t, v)).collect())
-                }
-                .map_err(|e| to_df(Error::Storage(e)))?;
-                let mut out = Vec::new();
-                for r in cuts(&b, cut) {
-                    let rb = convert(&b, r, spec.start_timestamps).map_err(to_df)?;
-                    baseline.record_output(rb.num_rows());
-                    out.push(Ok(rb));
-                }
-                futures::stream::iter(out).boxed()
-            };
-            Ok::<_, datafusion::error::DataFusionError>(out)
+            }
+            // Series without samples are left out, as a batch of the plan never holds one.
+            let series: Vec<engine::source::SeriesWithStartTimestamps> = all
+                .into_iter()
+                .filter(|(_, (ts, ..))| !ts.is_empty())
+                .map(|(labels, (ts, vs, st))| (labels, ts, vs, st))
+                .collect();
+            let b = if spec.start_timestamps {
+                SeriesBatch::from_series_with_start_timestamps(series)
+            } else {
+                SeriesBatch::from_series(series.into_iter().map(|(l, t, v, _)| (l, t, v)).collect())
+            }
+            .map_err(|e| to_df(Error::Storage(e)))?;
+            let mut out = Vec::new();
+            for r in cuts(&b, cut) {
+                let rb = convert(&b, r, spec.start_timestamps).map_err(to_df)?;
+                baseline.record_output(rb.num_rows());
+                out.push(Ok(rb));
+            }
+            futures::stream::iter(out).boxed()
         };
-        futures::stream::once(fut).try_flatten().boxed()
-    }
+        Ok::<_, datafusion::error::DataFusionError>(out)
+    };
+    futures::stream::once(fut).try_flatten().boxed()
 }

@@ -291,6 +291,18 @@ impl SeriesSource for ProxyRead {
         Ok(group_merge(streams, combine))
     }
 
+    /// A lone local source read without dedup (what `select` passes through untouched) deals
+    /// its select itself; anything else is merged here and not dealt.
+    async fn select_dealt(&self, req: &SelectRequest, parts: usize) -> engine::Result<Option<Vec<SeriesStream>>> {
+        if self.dedup() || !self.endpoints(req.min_t, req.max_t, &req.matchers)?.is_empty() {
+            return Ok(None);
+        }
+        match self.locals() {
+            [local] => local.select_dealt(req, parts).await,
+            _ => Ok(None),
+        }
+    }
+
     async fn series(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> engine::Result<Vec<Labels>> {
         let endpoints = self.endpoints(min_t, max_t, matchers)?;
         let mut all = Vec::new();

@@ -124,7 +124,7 @@ impl Shared {
         let send = dial(&self.addr).await?;
         *dials += 1;
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((*dials, send.clone()));
-        Ok(send.ready().await.map_err(|e| connect_error(format!("HTTP/2 handshake: {e}")))?)
+        send.ready().await.map_err(|e| connect_error(format!("HTTP/2 handshake: {e}")))
     }
 }
 
@@ -135,7 +135,8 @@ fn connect_error(msg: String) -> BoxError {
 
 /// Dials `addr` and starts the connection's task.
 async fn dial(addr: &str) -> Result<SendRequest<Bytes>, BoxError> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| connect_error(format!("tcp connect error: {e}")))?;
+    let tcp =
+        tokio::net::TcpStream::connect(addr).await.map_err(|e| connect_error(format!("tcp connect error: {e}")))?;
     // Requests and small answers are single short writes: no Nagle delay on them.
     tcp.set_nodelay(true).map_err(|e| connect_error(format!("tcp connect error: {e}")))?;
     let (send, conn) = h2::client::Builder::new()
@@ -310,7 +311,12 @@ mod tests {
     }
 
     fn select_all() -> SelectRequest {
-        SelectRequest { matchers: vec![Matcher::equal("__name__", "up")], min_t: 0, max_t: i64::MAX, ..Default::default() }
+        SelectRequest {
+            matchers: vec![Matcher::equal("__name__", "up")],
+            min_t: 0,
+            max_t: i64::MAX,
+            ..Default::default()
+        }
     }
 
     /// (labels, samples) of every series of `src`'s answer to [`select_all`] (a call that stalls,
@@ -387,7 +393,6 @@ mod tests {
         drop(stream);
         check(&read(&src).await.unwrap(), n, samples);
         assert_eq!(seen.connections(), 1, "one connection for all calls");
-
     }
 
     /// A server that went away and came back on the same port is dialled again; a status from the

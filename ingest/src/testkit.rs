@@ -30,12 +30,44 @@ pub fn peer(name: &str) -> Option<PathBuf> {
     found
 }
 
-/// A free loopback TCP port (bound and released: another process may take it in between).
+/// A free loopback TCP port, found by binding it and releasing it at once.
+///
+/// Ports come from below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), walked
+/// from a start that depends on the process id, and no port is handed out twice in one process.
+/// So the port a stopped test server leaves behind is not given to another test of the same
+/// binary, nor to a client connection's or a `bind(:0)`'s ephemeral port, before that server is
+/// started again on it. Falls back to a kernel-chosen port when the range below is too small.
 pub fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::io("127.0.0.1:0", e))
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    /// The lowest port handed out (well above the privileged and common service ports).
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or(32_768);
+    let bind = |port: u32| std::net::TcpListener::bind(("127.0.0.1", port as u16)).and_then(|l| l.local_addr());
+    if high > LOW + 1_000 {
+        let span = high - LOW;
+        if NEXT.load(Ordering::Relaxed) == 0 {
+            let start = 1 + std::process::id().wrapping_mul(2_654_435_761) % span;
+            let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        for _ in 0..span {
+            let port = LOW + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+            let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+            if given.contains(&(port as u16)) {
+                continue;
+            }
+            if bind(port).is_ok() {
+                given.push(port as u16);
+                return Ok(port as u16);
+            }
+        }
+    }
+    bind(0).map(|a| a.port()).map_err(|e| Error::io("127.0.0.1:0", e))
 }
 
 /// Copies directory `from` into `to` recursively (creating `to`).
@@ -180,6 +212,21 @@ impl Daemon {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice: {ports:?}");
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let low: u16 = low.split_whitespace().next().unwrap().parse().unwrap();
+        for p in &ports {
+            assert!((10_000..low).contains(p), "port {p} is not in 10000..{low}");
+        }
+        // released: each can be bound again right away
+        let held: Vec<_> = ports.iter().map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap()).collect();
+        assert_eq!(held.len(), 200);
+    }
 
     #[test]
     fn copy_and_measure_a_tree() {

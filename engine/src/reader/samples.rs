@@ -10,7 +10,7 @@ use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
 use futures::TryStreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::RowSelection;
-use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
 use parquet::file::metadata::ParquetMetaData;
 
 use super::BlockReader;
@@ -276,9 +276,6 @@ impl BlockReader {
     ) -> Result<Vec<AggrSeries>> {
         let path = &self.samples_path;
         let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
-        let md = self.samples_meta.metadata();
-        let (groups, selection) = row_group_selection(md, ranges);
-        let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
         let want = |a: Aggregate| aggregates.contains(&a);
         let mut columns = vec![format::COL_TIMESTAMP, format::COL_COUNTER_START_TS, format::COL_COUNTER_START];
         columns.push(format::COL_COUNTER_END);
@@ -293,14 +290,7 @@ impl BlockReader {
                 columns.push(c);
             }
         }
-        let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns.iter().copied());
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
-            .with_row_groups(groups)
-            .with_row_selection(selection)
-            .with_projection(mask)
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| Error::parquet(path, e))?;
+        let mut stream = self.row_stream(ranges, &columns)?;
         let mut out: Vec<AggrSeries> = Vec::with_capacity(sizes.len());
         // The series being filled (index into `sizes`) and the rows it still lacks.
         let mut cur = AggrSeries::default();
@@ -541,27 +531,34 @@ impl BlockReader {
         Ok(got)
     }
 
+    /// A stream of the rows of `ranges` (ascending, non-adjacent global row ranges) of the samples
+    /// file, decoding `columns` only, in batches of 64 Ki rows.
+    fn row_stream(&self, ranges: &[Range<usize>], columns: &[&str]) -> Result<ParquetRecordBatchStream<ObjectReader>> {
+        let path = &self.samples_path;
+        let md = self.samples_meta.metadata();
+        let (groups, selection) = row_group_selection(md, ranges);
+        let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
+        let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns.iter().copied());
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_projection(mask)
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| Error::parquet(path, e))
+    }
+
     /// Timestamps and values of the given ascending, non-adjacent global row ranges, in order.
     async fn read_rows(&self, ranges: &[Range<usize>]) -> Result<(Vec<i64>, Vec<f64>)> {
         let path = &self.samples_path;
         let bad = |reason: String| Error::BadBlockFile { path: path.to_string(), reason };
-        let md = self.samples_meta.metadata();
-        let (groups, selection) = row_group_selection(md, ranges);
-        let reader = ObjectReader::new(self.bucket.store(), path, self.samples_size);
         let v2 = self.format_version >= 2;
         let columns: &[&str] = if v2 {
             &[format::COL_TIMESTAMP, format::COL_VALUE, format::COL_VALUE_INT, format::COL_VALUE_SCALE]
         } else {
             &[format::COL_TIMESTAMP, format::COL_VALUE]
         };
-        let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns.iter().copied());
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.samples_meta.clone())
-            .with_row_groups(groups)
-            .with_row_selection(selection)
-            .with_projection(mask)
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| Error::parquet(path, e))?;
+        let mut stream = self.row_stream(ranges, columns)?;
         let want: usize = ranges.iter().map(|r| r.len()).sum();
         let (mut ts, mut vs): (Vec<i64>, Vec<f64>) = (Vec::with_capacity(want), Vec::with_capacity(want));
         // Batches converted as they are decoded: one held at a time.

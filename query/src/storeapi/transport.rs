@@ -17,7 +17,7 @@
 //! What tonic's `Channel` costs per call and this does not: a hop through `tower::buffer`'s worker
 //! task and back; in hyper's HTTP/2 client, a task spawned per request to await the answer and
 //! hand it over a oneshot; and with the adaptive window the client had, a BDP PING after received
-//! data (one write and one read more per call, and the server's PONG). The flow-control windows
+//! data (one more write per call; the server's PONG arrives with the answer). The flow-control windows
 //! are fixed instead ([`STREAM_WINDOW`], [`CONNECTION_WINDOW`]), large enough that a store streaming
 //! a large answer seldom waits on a window update.
 //!
@@ -28,8 +28,8 @@
 //!
 //! The connection is dialled on the first call (as tonic's `connect_lazy`) and shared by all calls
 //! (one HTTP/2 stream each). A call that finds it closed or failed dials a new one; calls that
-//! find no connection at the same time wait for one dial. The connection task ends when every
-//! handle and stream of the connection is gone.
+//! find no connection at the same time wait for one dial. The connection task ends when `h2`
+//! closes the connection: on a failure, or once no handle or stream refers to it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,9 +45,9 @@ use tonic::codegen::{Service, http};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Flow-control window of one call's answer: what a store may send ahead of the querier's reading.
-pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
+const STREAM_WINDOW: u32 = 4 << 20;
 /// Flow-control window of the connection (all calls to the endpoint together).
-pub(crate) const CONNECTION_WINDOW: u32 = 8 << 20;
+const CONNECTION_WINDOW: u32 = 8 << 20;
 /// Largest header list accepted from a store (hyper's client default).
 const MAX_HEADER_LIST: u32 = 16 << 10;
 /// Most bytes buffered for sending per stream (hyper's client default; requests are small).

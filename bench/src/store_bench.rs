@@ -12,11 +12,18 @@
 //! one directory: the same blocks in linear time (counters start over at each segment, which a store
 //! gateway benchmark does not care about). Issue 11's targets: ready in under 5 s with 1,000 blocks,
 //! idle RSS under 200 MiB.
+//!
+//! The preparation (promtool above all: ~30 minutes of CPU for 1,000 blocks) need not run with the
+//! measurement: `--data DIR --prepare-only` makes the blocks and the bucket in DIR and stops (run it
+//! at low priority, with any build of the bench), and `--data DIR` later measures over them (the
+//! release build, on a quiet machine). Prometheus always opens a copy of the kept blocks, since it
+//! compacts the blocks it is given.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ingest::testkit::{Daemon, free_port};
+use ingest::testkit::{Daemon, copy_dir, free_port};
 
 use crate::series_bench::{prometheus_read, strata_series};
 use ingest::datagen::GenSpec;
@@ -44,6 +51,83 @@ pub(crate) struct Args {
     /// `--index-cache-size` of strata store.
     #[arg(long, default_value = "250MB")]
     index_cache_size: String,
+    /// Keep the prepared data (TSDB blocks and the converted bucket) in this directory, and measure
+    /// over what an earlier run prepared there with the same --blocks, --targets and --interval
+    /// (an empty or new directory is prepared first).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Prepare the data in --data and stop without measuring.
+    #[arg(long, requires = "data")]
+    prepare_only: bool,
+}
+
+/// The file in a `--data` directory that says what was prepared there, written last.
+const PREPARED: &str = "prepared.txt";
+
+/// What a preparation made: the TSDB blocks (for Prometheus), the bucket's objstore config (for
+/// Strata), and their counts.
+#[derive(Debug)]
+struct Prepared {
+    blocks: PathBuf,
+    bucket_cfg: PathBuf,
+    n_tsdb: usize,
+    converted: usize,
+}
+
+impl Prepared {
+    /// The parameters a preparation depends on, as the first line of [`PREPARED`].
+    fn key(a: &Args) -> String {
+        format!("blocks={} targets={} interval={}", a.blocks, a.targets, a.interval)
+    }
+
+    /// The preparation kept in `dir` for `a`, if one was finished there.
+    fn kept(dir: &Path, a: &Args) -> Result<Option<Prepared>, String> {
+        let Ok(text) = std::fs::read_to_string(dir.join(PREPARED)) else { return Ok(None) };
+        let mut lines = text.lines();
+        if lines.next() != Some(Prepared::key(a).as_str()) {
+            return Err(format!(
+                "{} holds data prepared with other parameters ({}): give another --data directory",
+                dir.display(),
+                text.lines().next().unwrap_or_default()
+            ));
+        }
+        let count = |name: &str| -> Result<usize, String> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{}: no {name}= line", dir.join(PREPARED).display()))
+        };
+        Ok(Some(Prepared {
+            blocks: dir.join("blocks"),
+            bucket_cfg: dir.join("bucket.yml"),
+            n_tsdb: count("tsdb")?,
+            converted: count("converted")?,
+        }))
+    }
+
+    /// Makes the blocks and the bucket of `spec` in `dir` (empty or new) and records them there.
+    fn make(dir: &Path, a: &Args, spec: &GenSpec, rt: &tokio::runtime::Runtime) -> Result<Prepared, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_some() {
+            return Err(format!(
+                "{} is neither empty nor a finished preparation ({PREPARED} missing): remove it or give another --data directory",
+                dir.display()
+            ));
+        }
+        let started = Instant::now();
+        let blocks = segmented_blocks(spec, a.blocks, dir)?;
+        let n_tsdb = std::fs::read_dir(&blocks)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .filter(|e| e.path().join("meta.json").is_file())
+            .count();
+        eprintln!("bench store: {n_tsdb} TSDB blocks made in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!("bench store: converting {n_tsdb} TSDB blocks ...");
+        let (bucket_cfg, converted) = converted_bucket(rt, &blocks, dir)?;
+        let record = format!("{}\ntsdb={n_tsdb}\nconverted={converted}\n", Prepared::key(a));
+        std::fs::write(dir.join(PREPARED), record).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(Prepared { blocks, bucket_cfg, n_tsdb, converted })
+    }
 }
 
 /// `VmRSS` and `VmHWM` of a process, in bytes.
@@ -71,16 +155,17 @@ struct Measured {
     samples: u64,
 }
 
-/// TSDB blocks of `spec`'s series over `blocks` x 2 h starting at the first 2 h boundary at or after
-/// `spec.start_ms`, made by promtool in segments of [`BLOCKS_PER_SEGMENT`] blocks (see the module
-/// docs) and gathered in `work/blocks`. Returns that directory and the spec of the whole range.
-fn segmented_blocks(
-    spec: &GenSpec,
-    blocks: usize,
-    work: &std::path::Path,
-) -> Result<(std::path::PathBuf, GenSpec), String> {
+/// `spec` over `blocks` x 2 h starting at the first 2 h boundary at or after `spec.start_ms`.
+fn whole_range(spec: &GenSpec, blocks: usize) -> GenSpec {
     let start = (spec.start_ms + BLOCK_MS - 1).div_euclid(BLOCK_MS) * BLOCK_MS;
-    let whole = GenSpec { start_ms: start, duration_ms: blocks as i64 * BLOCK_MS, ..spec.clone() };
+    GenSpec { start_ms: start, duration_ms: blocks as i64 * BLOCK_MS, ..spec.clone() }
+}
+
+/// TSDB blocks of `spec` (the range of [`whole_range`], `blocks` x 2 h) made by promtool in
+/// segments of [`BLOCKS_PER_SEGMENT`] blocks (see the module docs) and gathered in `work/blocks`.
+/// Returns that directory.
+fn segmented_blocks(spec: &GenSpec, blocks: usize, work: &Path) -> Result<PathBuf, String> {
+    let start = spec.start_ms;
     let out = work.join("blocks");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let segments = blocks.div_ceil(BLOCKS_PER_SEGMENT);
@@ -105,7 +190,9 @@ fn segmented_blocks(
         }
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    Ok((out, whole))
+    let om = work.join("segment.om");
+    std::fs::remove_file(&om).map_err(|e| format!("{}: {e}", om.display()))?;
+    Ok(out)
 }
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -115,18 +202,24 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         return Err("--blocks must be at least 1".into());
     }
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let spec = spec(a.targets, a.blocks as f64 * 2.0, a.interval)?;
-    let started = Instant::now();
-    let (blocks, spec) = segmented_blocks(&spec, a.blocks, work.path())?;
-    let n_tsdb = std::fs::read_dir(&blocks)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .filter(|e| e.path().join("meta.json").is_file())
-        .count();
-    eprintln!("bench store: {n_tsdb} TSDB blocks made in {:.1} s", started.elapsed().as_secs_f64());
+    let spec = whole_range(&spec(a.targets, a.blocks as f64 * 2.0, a.interval)?, a.blocks);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    eprintln!("bench store: converting {n_tsdb} TSDB blocks ...");
-    let (bcfg, converted) = converted_bucket(&rt, &blocks, work.path())?;
+    let data = a.data.clone().unwrap_or_else(|| work.path().join("data"));
+    let prepared = match Prepared::kept(&data, &a)? {
+        Some(p) => {
+            eprintln!("bench store: measuring over the data prepared in {}", data.display());
+            p
+        }
+        None => Prepared::make(&data, &a, &spec, &rt)?,
+    };
+    if a.prepare_only {
+        eprintln!("bench store: data prepared in {}", data.display());
+        return Ok(());
+    }
+    let Prepared { blocks: kept_blocks, bucket_cfg: bcfg, n_tsdb, converted } = prepared;
+    // Prometheus compacts the blocks it opens: it gets a copy.
+    let blocks = work.path().join("prometheus-blocks");
+    copy_dir(&kept_blocks, &blocks).map_err(|e| e.to_string())?;
     let (min_t, max_t) = (spec.start_ms, spec.start_ms + spec.duration_ms);
     let port = || free_port().map_err(|e| e.to_string());
     let client = reqwest::Client::new();

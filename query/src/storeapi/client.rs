@@ -1,5 +1,5 @@
 //! The StoreAPI client: one remote endpoint ([`Remote`]: `thanos.Store` and `thanos.info.Info`
-//! over a tonic `Channel`), its `Series` stream decoded from XOR chunks into [`SeriesBatch`]es,
+//! over one HTTP/2 connection, [`super::transport`]), its `Series` stream decoded from XOR chunks into [`SeriesBatch`]es,
 //! and [`RemoteSource`], the [`SeriesSource`] over one endpoint.
 //!
 //! ```text
@@ -33,11 +33,11 @@ use proto::thanos::{
     AggrChunk, Func, LabelNamesRequest, LabelValuesRequest, PartialResponseStrategy, QueryHints, Range, SeriesRequest,
     SeriesResponse,
 };
-use tonic::transport::Channel;
 
 use super::convert::{labels_from_proto, matchers_to_proto};
 use super::merge::{BatchBuilder, Combine, group_merge};
 use super::proxy::Warnings;
+use super::transport::H2Channel;
 
 /// The gRPC metadata key carrying the tenant, as Thanos sends it.
 pub const TENANT_METADATA: &str = "thanos-tenant";
@@ -60,8 +60,8 @@ const CHANNEL_BATCHES: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Remote {
     name: String,
-    store: StoreClient<Channel>,
-    info: InfoClient<Channel>,
+    store: StoreClient<H2Channel>,
+    info: InfoClient<H2Channel>,
 }
 
 /// A StoreAPI failure as an engine error naming the endpoint, in gRPC's wording.
@@ -74,8 +74,7 @@ fn rpc_error(endpoint: &str, what: &str, s: &tonic::Status) -> engine::Error {
 
 impl Remote {
     /// A client of the endpoint at `addr` (`host:port`, as Thanos's `--endpoint`). Nothing is
-    /// dialled until the first call; connections are re-established as needed. Must be called
-    /// within a Tokio runtime.
+    /// dialled until the first call; connections are re-established as needed.
     pub fn connect_lazy(addr: &str) -> engine::Result<Self> {
         let bad = |reason: String| engine::Error::Remote { endpoint: addr.to_string(), reason };
         if addr.starts_with("dns+") || addr.starts_with("dnssrv+") {
@@ -84,17 +83,15 @@ impl Remote {
         if addr.contains("://") || !addr.contains(':') {
             return Err(bad("expected host:port".into()));
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| bad(format!("invalid address: {e}")))?
-            .tcp_nodelay(true)
-            .http2_adaptive_window(true)
-            .connect_lazy();
+        let origin: tonic::codegen::http::Uri =
+            format!("http://{addr}").parse().map_err(|e| bad(format!("invalid address: {e}")))?;
+        let channel = H2Channel::new(addr);
         Ok(Remote {
             name: addr.to_string(),
-            store: StoreClient::new(channel.clone())
+            store: StoreClient::with_origin(channel.clone(), origin.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            info: InfoClient::new(channel)
+            info: InfoClient::with_origin(channel, origin)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         })

@@ -1,9 +1,9 @@
 //! The Thanos StoreAPI in Strata: conversions between the wire types of `proto` and the engine's
 //! labels and matchers ([`convert`]), the StoreAPI client ([`client`]: one remote endpoint as a
-//! [`engine::SeriesSource`]), and the querier built on it: the endpoint set with Info discovery
-//! ([`endpoints`]), the fan-out with partial response ([`proxy`]) and replica deduplication
-//! (with [`engine::dedup`], the algorithms the compactor uses too). Both sides read ahead only
-//! for large answers (`ahead`).
+//! [`engine::SeriesSource`], its calls over an HTTP/2 connection driven directly, `transport`),
+//! and the querier built on it: the endpoint set with Info discovery ([`endpoints`]), the fan-out
+//! with partial response ([`proxy`]) and replica deduplication (with [`engine::dedup`], the
+//! algorithms the compactor uses too). Both sides read ahead only for large answers (`ahead`).
 //!
 //! ```text
 //!   SeriesSource ──► server ──gRPC (thanos.Store/Series, XOR chunks)──► client ──► SeriesSource
@@ -18,6 +18,7 @@ mod label_cache;
 mod merge;
 pub mod proxy;
 pub mod server;
+mod transport;
 
 pub use client::{Remote, RemoteSource};
 pub use endpoints::{EndpointSet, EndpointStatus};

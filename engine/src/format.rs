@@ -225,8 +225,7 @@ pub enum ValueEncoding {
     /// Dictionary (RLE_DICTIONARY) with Parquet's fallback to PLAIN when the dictionary grows big.
     Dictionary,
     /// Format v2: decimal-scaled integers where exact (`value_int` DELTA_BINARY_PACKED with a
-    /// PLAIN `value_scale`, whose per-series runs zstd folds), the other samples in `value` as PLAIN
-    /// floats.
+    /// dictionary-encoded `value_scale`), the other samples in `value` as PLAIN floats.
     Decimal,
 }
 
@@ -351,8 +350,8 @@ pub fn samples_writer_properties(enc: SamplesEncoding, kv: Vec<KeyValue>) -> Wri
             // No statistics for the three value columns: the value is `coalesce(value, value_int
             // / value_scale)`, which no reader prunes by per-column min/max, and computing them
             // costs the writer CPU per row. Offset indexes are still written for every column.
-            // `value_scale` is PLAIN: its runs (one per series) compress to a few bytes each, and
-            // a dictionary would hash every row (docs/format.md §3).
+            // `value_scale` stays dictionary-encoded: PLAIN (no per-row hashing in the writer)
+            // made v2 reads slower than v1 (docs/format.md §3).
             let (int, scale) = (ColumnPath::from(COL_VALUE_INT), ColumnPath::from(COL_VALUE_SCALE));
             b.set_column_dictionary_enabled(val.clone(), false)
                 .set_column_encoding(val.clone(), Encoding::PLAIN)
@@ -360,8 +359,7 @@ pub fn samples_writer_properties(enc: SamplesEncoding, kv: Vec<KeyValue>) -> Wri
                 .set_column_dictionary_enabled(int.clone(), false)
                 .set_column_encoding(int.clone(), Encoding::DELTA_BINARY_PACKED)
                 .set_column_statistics_enabled(int, EnabledStatistics::None)
-                .set_column_dictionary_enabled(scale.clone(), false)
-                .set_column_encoding(scale.clone(), Encoding::PLAIN)
+                .set_column_dictionary_enabled(scale.clone(), true)
                 .set_column_statistics_enabled(scale, EnabledStatistics::None)
         }
     };

@@ -314,14 +314,7 @@ async fn downsampled_answers_match_the_raw_data_as_thanos_s_do() {
     let (tmp, cfg_s, bucket) = (&lb.tmp, lb.cfg_str(), &lb.bucket);
     let data = data();
     write_2h_blocks(bucket, &data).await;
-    strata_ok(&[
-        "compact",
-        "--objstore.config-file",
-        cfg_s,
-        "--consistency-delay=0s",
-        "--delete-delay=0s",
-        "--http-address=127.0.0.1:0",
-    ]);
+    compact_now(cfg_s);
     // The 2d raw block [T0, T0 + 48h) got its 5m block; the compacted sources are gone.
     assert_eq!(
         block_hours(bucket, T0).await,
@@ -594,20 +587,12 @@ async fn one_hour_blocks_from_ten_days_of_5m_data_answer_at_1h() {
     let (tmp, dir, cfg_s, bucket) = (&lb.tmp, &lb.dir, lb.cfg_str(), &lb.bucket);
     let data = data_over(W, 16 * D, 60_000);
     write_blocks(bucket, &data, W, (8, 2 * D), 3, &REGION).await;
-    let args = [
-        "compact",
-        "--objstore.config-file",
-        cfg_s,
-        "--consistency-delay=0s",
-        "--delete-delay=0s",
-        "--http-address=127.0.0.1:0",
-    ];
-    strata_ok(&args);
+    compact_now(cfg_s);
     let (first, partial) = visible(bucket, dir).await;
     assert!(partial.is_empty());
     let want = vec![(0, 0, 14), (0, 14, 16), (300_000, 0, 14), (300_000, 14, 16), (R, 0, 14)];
     assert_eq!(days(&first), want, "blocks after the first run");
-    strata_ok(&args);
+    compact_now(cfg_s);
     let (second, _) = visible(bucket, dir).await;
     assert_eq!(
         second.iter().map(|m| &m.ulid).collect::<Vec<_>>(),

@@ -11,7 +11,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{H, LocalBucket, STEP, Series, Strata, T0, block_hours, free_port, strata_ok, venv_python, write_blocks};
+use common::{
+    H, LocalBucket, STEP, Series, Strata, T0, block_hours, compact_now, free_port, venv_python, write_blocks,
+};
 use engine::Labels;
 
 const R: i64 = 300_000;
@@ -35,14 +37,7 @@ async fn downsampled_blocks_are_sql_tables() {
     let data = data();
     // 25 level-1 2h blocks.
     write_blocks(bucket, &data, T0, (25, 2 * H), 1, &[]).await;
-    strata_ok(&[
-        "compact",
-        "--objstore.config-file",
-        cfg_s,
-        "--consistency-delay=0s",
-        "--delete-delay=0s",
-        "--http-address=127.0.0.1:0",
-    ]);
+    compact_now(cfg_s);
     assert_eq!(
         block_hours(bucket, T0).await,
         vec![(0, 0, 48), (0, 48, 50), (300_000, 0, 48)],
@@ -140,15 +135,7 @@ async fn one_hour_blocks_are_a_sql_table() {
         })
         .collect();
     write_blocks(bucket, &data, W, (8, 2 * D), 3, &[]).await;
-    let args = [
-        "compact",
-        "--objstore.config-file",
-        cfg_s,
-        "--consistency-delay=0s",
-        "--delete-delay=0s",
-        "--http-address=127.0.0.1:0",
-    ];
-    strata_ok(&args);
+    compact_now(cfg_s);
     let d = |h: i64| h / 24;
     let blocks: Vec<(i64, i64, i64)> =
         block_hours(bucket, W).await.into_iter().map(|(res, from, to)| (res, d(from), d(to))).collect();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use engine::{BlockWriter, BlockWriterOptions, Bucket, Labels};
 
-use super::fs_bucket_config;
+use super::{fs_bucket_config, strata_ok};
 
 /// One hour in ms.
 pub const H: i64 = 3_600_000;
@@ -77,4 +77,17 @@ pub async fn block_hours(bucket: &Bucket, t0: i64) -> Vec<(i64, i64, i64)> {
     }
     res.sort();
     res
+}
+
+/// Runs `strata compact` once over the bucket of objstore config `cfg`: no consistency or deletion
+/// delay, its HTTP server on a free port (tests run side by side).
+pub fn compact_now(cfg: &str) {
+    strata_ok(&[
+        "compact",
+        "--objstore.config-file",
+        cfg,
+        "--consistency-delay=0s",
+        "--delete-delay=0s",
+        "--http-address=127.0.0.1:0",
+    ]);
 }

@@ -13,6 +13,7 @@ pub mod disk_cache;
 pub mod duration;
 mod encode;
 pub mod error;
+pub mod exec;
 pub mod format;
 pub mod gofloat;
 pub mod head;

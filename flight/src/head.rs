@@ -34,15 +34,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::TableType;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use engine::exec::{incremental_properties, record_stream};
 use engine::format;
 use engine::source::{SelectRequest, SeriesSource};
 use engine::{MatchOp, Matcher};
@@ -281,16 +277,7 @@ impl TableProvider for HeadTable {
         Arc::clone(&self.reader.schema)
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
-    }
+    engine::inexact_base_table!();
 
     async fn scan(
         &self,
@@ -328,12 +315,7 @@ impl HeadScanExec {
             Some(p) => Arc::new(reader.schema.project(p)?),
             None => Arc::clone(&reader.schema),
         };
-        let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let props = incremental_properties(schema, 1);
         Ok(HeadScanExec { reader, req, projection, props, ahead: Mutex::new(None) })
     }
 
@@ -375,27 +357,7 @@ impl ExecutionPlan for HeadScanExec {
         "StrataHeadScanExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.props
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
-    ) -> datafusion::error::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
+    engine::leaf_plan!(props);
 
     fn execute(
         &self,
@@ -431,7 +393,7 @@ impl ExecutionPlan for HeadScanExec {
                 }
             }
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        Ok(record_stream(schema, batches))
     }
 }
 

@@ -28,17 +28,16 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::common::DFSchemaRef;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
 };
+use engine::exec::{incremental_properties, record_stream};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{Annotations, PromNode, SeriesData, batch_to_series, prom_df_schema, prom_schema, series_to_batch};
@@ -274,16 +273,7 @@ impl<S: NodeSpec> PromExec<S> {
             Some(c) if spec.streaming() => super::partitions::partition_count(c),
             _ => 1,
         };
-        let props = if partitions > 1 {
-            Arc::new(PlanProperties::new(
-                EquivalenceProperties::new(prom_schema()),
-                Partitioning::UnknownPartitioning(partitions),
-                EmissionType::Incremental,
-                Boundedness::Bounded,
-            ))
-        } else {
-            prom_properties()
-        };
+        let props = if partitions > 1 { incremental_properties(prom_schema(), partitions) } else { prom_properties() };
         PromExec {
             spec,
             children,
@@ -354,21 +344,14 @@ impl<S: NodeSpec> ExecutionPlan for PromExec<S> {
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         self.children.iter().collect()
     }
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
-    ) -> datafusion::error::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    engine::plan_without_expressions!();
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(PromExec::new(self.spec.clone(), children, self.ctx.clone())))
     }
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
+    engine::plan_metrics!(metrics);
     fn execute(
         &self,
         partition: usize,
@@ -458,6 +441,6 @@ impl<S: NodeSpec> ExecutionPlan for PromExec<S> {
             Ok::<_, DataFusionError>(out)
         };
         let stream = futures::stream::once(fut).try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok(record_stream(schema, stream))
     }
 }

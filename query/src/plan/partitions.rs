@@ -32,17 +32,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties};
+use engine::exec::{incremental_properties, record_stream};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -156,12 +150,7 @@ pub(crate) struct PromMergeExec {
 impl PromMergeExec {
     /// The in-order merge of `input`'s partitions.
     pub(crate) fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(input.schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let props = incremental_properties(input.schema(), 1);
         PromMergeExec { input, props, metrics: ExecutionPlanMetricsSet::new() }
     }
 }
@@ -206,12 +195,7 @@ impl ExecutionPlan for PromMergeExec {
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
     }
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
-    ) -> datafusion::error::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    engine::plan_without_expressions!();
     fn with_new_children(
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
@@ -221,9 +205,7 @@ impl ExecutionPlan for PromMergeExec {
             _ => Err(DataFusionError::Internal("PromMergeExec takes one input".into())),
         }
     }
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
+    engine::plan_metrics!(metrics);
     fn execute(
         &self,
         partition: usize,
@@ -264,6 +246,6 @@ impl ExecutionPlan for PromMergeExec {
                 }
             }
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.input.schema(), merged)))
+        Ok(record_stream(self.input.schema(), merged))
     }
 }

@@ -18,13 +18,11 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, BinaryArray, DictionaryArray, RecordBatch, UInt32Array};
 use arrow::datatypes::UInt32Type;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use engine::exec::{incremental_properties, record_stream};
 use engine::{MatchOp, Matcher, SelectHints, SelectRequest, SeriesBatch, SeriesSource};
 use futures::{StreamExt, TryStreamExt};
 
@@ -173,12 +171,7 @@ impl SeriesScanExec {
     pub(crate) fn new(spec: ScanSpec, source: Arc<dyn SeriesSource>, partitions: usize) -> Self {
         let partitions = partitions.max(1);
         let props = if spec.start_timestamps || partitions > 1 {
-            Arc::new(PlanProperties::new(
-                datafusion::physical_expr::EquivalenceProperties::new(scan_schema(&spec)),
-                datafusion::physical_plan::Partitioning::UnknownPartitioning(partitions),
-                datafusion::physical_plan::execution_plan::EmissionType::Incremental,
-                datafusion::physical_plan::execution_plan::Boundedness::Bounded,
-            ))
+            incremental_properties(scan_schema(&spec), partitions)
         } else {
             prom_properties()
         };
@@ -262,27 +255,8 @@ impl ExecutionPlan for SeriesScanExec {
     fn name(&self) -> &str {
         "PromSeriesScanExec"
     }
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.props
-    }
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
-    ) -> datafusion::error::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
+    engine::leaf_plan!(props);
+    engine::plan_metrics!(metrics);
     fn execute(
         &self,
         partition: usize,
@@ -295,7 +269,7 @@ impl ExecutionPlan for SeriesScanExec {
         };
         let (spec, baseline) = (self.spec.clone(), BaselineMetrics::new(&self.metrics, partition));
         if self.partitions == 1 {
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, batches(spec, source, false, baseline))));
+            return Ok(record_stream(out_schema, batches(spec, source, false, baseline)));
         }
         let (deal, parts) = (Arc::clone(&self.deal), self.partitions);
         let stream = async move {
@@ -312,7 +286,7 @@ impl ExecutionPlan for SeriesScanExec {
                 Deal::RoundRobin(r) => r.partition(partition),
             }
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, futures::stream::once(stream).try_flatten())))
+        Ok(record_stream(out_schema, futures::stream::once(stream).try_flatten()))
     }
 }
 

@@ -533,6 +533,23 @@ mod tests {
         assert!(p[0].file == META_FILE && p[0].what.starts_with("cannot be read"), "{p:?}");
     }
 
+    /// The columns of a v2 samples file (see [`format::samples_schema`]).
+    fn v2_columns(
+        ids: Vec<u32>,
+        ts: Vec<i64>,
+        value: Vec<Option<f64>>,
+        int: Vec<Option<i64>>,
+        scale: Vec<f64>,
+    ) -> Vec<arrow::array::ArrayRef> {
+        vec![
+            Arc::new(UInt32Array::from(ids)),
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(Float64Array::from(value)),
+            Arc::new(Int64Array::from(int)),
+            Arc::new(Float64Array::from(scale)),
+        ]
+    }
+
     /// Replaces the block's samples.parquet with `columns` (in the v2 schema) and fixes the size in
     /// meta.json.
     async fn replace_samples(b: &Bucket, u: &str, meta: &mut BlockMeta, columns: Vec<arrow::array::ArrayRef>) {
@@ -578,19 +595,7 @@ mod tests {
         ts.swap(r0 + 3, r0 + 4); // out of order
         ts[r0 + 10] = ts[r0 + 9]; // a duplicate timestamp
         let n = ids.len();
-        replace_samples(
-            &b,
-            &u,
-            &mut meta,
-            vec![
-                Arc::new(UInt32Array::from(ids)),
-                Arc::new(Int64Array::from(ts)),
-                Arc::new(Float64Array::from(vec![None; n])),
-                Arc::new(Int64Array::from(vec![1; n])),
-                Arc::new(Float64Array::from(vec![1.0; n])),
-            ],
-        )
-        .await;
+        replace_samples(&b, &u, &mut meta, v2_columns(ids, ts, vec![None; n], vec![Some(1); n], vec![1.0; n])).await;
         let p = verify_block(&b, &u).await.unwrap();
         let t = |k: usize| ix.min_time[s] + k as i64 * 10;
         assert_eq!(
@@ -638,19 +643,7 @@ mod tests {
         let f = ix.first_row[ix.len() - 1] as usize;
         (f..n).for_each(|i| scale[i] = 10.0);
         scale[f] = 7.0; // not a power of ten
-        replace_samples(
-            &b,
-            &u,
-            &mut meta,
-            vec![
-                Arc::new(UInt32Array::from(ids)),
-                Arc::new(Int64Array::from(ts)),
-                Arc::new(Float64Array::from(value)),
-                Arc::new(Int64Array::from(int)),
-                Arc::new(Float64Array::from(scale)),
-            ],
-        )
-        .await;
+        replace_samples(&b, &u, &mut meta, v2_columns(ids, ts, value, int, scale)).await;
         let p = whats(&verify_block(&b, &u).await.unwrap());
         let has = |s: &str| p.iter().any(|x| x.contains(s));
         assert!(

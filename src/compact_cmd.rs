@@ -248,18 +248,10 @@ pub(crate) async fn run(args: CompactArgs) -> Result<(), CliError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        core: CompactCoreArgs,
-    }
+    use crate::test_flags::parse;
 
     fn opts(args: &[&str]) -> Result<CompactorOptions, CliError> {
-        let mut all = vec!["x"];
-        all.extend_from_slice(args);
-        Cli::parse_from(all).core.options()
+        parse::<CompactCoreArgs>(args).options()
     }
 
     #[test]
@@ -269,7 +261,7 @@ mod tests {
         assert_eq!((o.concurrency, o.vertical, o.dedup_func), (1, false, DedupFunc::Chain));
         assert_eq!(o.retention, Retention::default());
         assert_eq!(o.max_level, 4);
-        assert_eq!(Cli::parse_from(["x"]).core.wait_interval().unwrap(), Duration::from_secs(300));
+        assert_eq!(parse::<CompactCoreArgs>(&[]).wait_interval().unwrap(), Duration::from_secs(300));
     }
 
     #[test]
@@ -301,6 +293,6 @@ mod tests {
         assert_eq!((o.downsampling, o.downsample_concurrency), (false, 3));
         assert!(opts(&[]).unwrap().downsampling);
         assert!(opts(&["--debug.max-compaction-level=5"]).is_err());
-        assert!(Cli::parse_from(["x", "--wait-interval=0s"]).core.wait_interval().is_err());
+        assert!(parse::<CompactCoreArgs>(&["--wait-interval=0s"]).wait_interval().is_err());
     }
 }

@@ -16,6 +16,8 @@ mod rule_cmd;
 mod server;
 mod sidecar_cmd;
 mod store_cmd;
+#[cfg(test)]
+mod test_flags;
 mod up_cmd;
 
 use std::process::ExitCode;

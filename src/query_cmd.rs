@@ -552,18 +552,12 @@ pub(crate) async fn sync_loop(source: Arc<BucketSource>, interval: Duration, met
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        engine: EngineArgs,
-    }
+    use crate::test_flags::{parse, try_parse};
 
     #[test]
     fn engine_flags() {
-        let cli = Cli::parse_from(["x"]);
-        let (cfg, sync) = cli.engine.config(BTreeMap::new()).unwrap();
+        let cli = parse::<EngineArgs>(&[]);
+        let (cfg, sync) = cli.config(BTreeMap::new()).unwrap();
         assert_eq!(cfg.engine.lookback_delta_ms, 300_000);
         assert_eq!(cfg.engine.max_samples, 50_000_000);
         assert_eq!(cfg.engine.timeout, Duration::from_secs(120));
@@ -573,43 +567,36 @@ mod tests {
         assert_eq!(sync, Duration::from_secs(180));
         assert_eq!(cfg.flags["query.lookback-delta"], "5m");
 
-        let cli = Cli::parse_from([
-            "x",
+        let cli = parse::<EngineArgs>(&[
             "--query.lookback-delta=1m30s",
             "--query.timeout=10",
             "--enable-feature=promql-experimental-functions,promql-delayed-name-removal",
             "--sync-interval=15s",
         ]);
-        let (cfg, sync) = cli.engine.config(BTreeMap::new()).unwrap();
+        let (cfg, sync) = cli.config(BTreeMap::new()).unwrap();
         assert_eq!(cfg.engine.lookback_delta_ms, 90_000);
         assert_eq!(cfg.engine.timeout, Duration::from_secs(10));
         assert!(cfg.engine.enable_experimental_functions);
         assert!(cfg.engine.enable_delayed_name_removal);
         assert_eq!(sync, Duration::from_secs(15));
 
-        for bad in [["x", "--query.timeout=soon"], ["x", "--enable-feature=nope"], ["x", "--query.max-concurrent=0"]] {
-            assert!(Cli::parse_from(bad).engine.config(BTreeMap::new()).is_err(), "{bad:?}");
+        for bad in [["--query.timeout=soon"], ["--enable-feature=nope"], ["--query.max-concurrent=0"]] {
+            assert!(parse::<EngineArgs>(&bad).config(BTreeMap::new()).is_err(), "{bad:?}");
         }
 
         // Start timestamps are refused with a reason, also next to a feature Strata has.
-        let cli = Cli::parse_from(["x", "--enable-feature=promql-experimental-functions,use-start-timestamps"]);
-        let err = cli.engine.config(BTreeMap::new()).unwrap_err().to_string();
+        let cli = parse::<EngineArgs>(&["--enable-feature=promql-experimental-functions,use-start-timestamps"]);
+        let err = cli.config(BTreeMap::new()).unwrap_err().to_string();
         assert!(
             err.contains("use-start-timestamps: not supported") && err.contains("store no start timestamps"),
             "{err}"
         );
     }
 
-    #[derive(Debug, Parser)]
-    struct QCli {
-        #[command(flatten)]
-        querier: QuerierArgs,
-    }
-
     #[tokio::test]
     async fn querier_flags() {
         let mut flags = BTreeMap::new();
-        let (opts, eps) = QCli::parse_from(["x"]).querier.build(&mut flags).unwrap();
+        let (opts, eps) = parse::<QuerierArgs>(&[]).build(&mut flags).unwrap();
         assert!(eps.is_none());
         assert!(opts.replica_labels.is_empty());
         assert_eq!(opts.dedup_func, DedupFunc::Penalty);
@@ -618,8 +605,7 @@ mod tests {
         assert_eq!((opts.tenant_header.as_str(), opts.default_tenant.as_str()), ("THANOS-TENANT", "default-tenant"));
         assert_eq!(flags["query.partial-response"], "true");
 
-        let cli = QCli::parse_from([
-            "x",
+        let cli = parse::<QuerierArgs>(&[
             "--endpoint=127.0.0.1:1",
             "--endpoint",
             "127.0.0.1:2",
@@ -630,34 +616,29 @@ mod tests {
             "--no-query.partial-response",
             "--store.response-timeout=30s",
         ]);
-        let (opts, eps) = cli.querier.build(&mut flags).unwrap();
+        let (opts, eps) = cli.build(&mut flags).unwrap();
         assert_eq!(eps.unwrap().len(), 2);
         assert_eq!(opts.replica_labels, ["replica", "rule_replica", "prom"]);
         assert_eq!(opts.dedup_func, DedupFunc::Chain);
         assert!(!opts.partial_response);
         assert_eq!(opts.response_timeout, Some(Duration::from_secs(30)));
         assert_eq!(flags["endpoint"], "127.0.0.1:1,127.0.0.1:2");
-        let (opts, _) = QCli::parse_from(["x", "--no-query.partial-response", "--query.partial-response"])
-            .querier
+        let (opts, _) = parse::<QuerierArgs>(&["--no-query.partial-response", "--query.partial-response"])
             .build(&mut flags)
             .unwrap();
         assert!(opts.partial_response);
 
-        assert!(QCli::try_parse_from(["x", "--deduplication.func=quorum"]).is_err());
-        for bad in [
-            ["x", "--endpoint=dns+store:1"],
-            ["x", "--store.response-timeout=-1s"],
-            ["x", "--endpoint.info-timeout=0s"],
-        ] {
-            assert!(QCli::parse_from(bad).querier.build(&mut flags).is_err(), "{bad:?}");
+        assert!(try_parse::<QuerierArgs>(&["--deduplication.func=quorum"]).is_err());
+        for bad in [["--endpoint=dns+store:1"], ["--store.response-timeout=-1s"], ["--endpoint.info-timeout=0s"]] {
+            assert!(parse::<QuerierArgs>(&bad).build(&mut flags).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn page_cache_size_flag() {
-        assert_eq!(Cli::parse_from(["x"]).engine.page_cache_bytes().unwrap(), 512 << 20);
-        assert_eq!(Cli::parse_from(["x", "--store.page-cache-size=2GiB"]).engine.page_cache_bytes().unwrap(), 2 << 30);
-        assert_eq!(Cli::parse_from(["x", "--store.page-cache-size=0"]).engine.page_cache_bytes().unwrap(), 0);
-        assert!(Cli::parse_from(["x", "--store.page-cache-size=lots"]).engine.page_cache_bytes().is_err());
+        assert_eq!(parse::<EngineArgs>(&[]).page_cache_bytes().unwrap(), 512 << 20);
+        assert_eq!(parse::<EngineArgs>(&["--store.page-cache-size=2GiB"]).page_cache_bytes().unwrap(), 2 << 30);
+        assert_eq!(parse::<EngineArgs>(&["--store.page-cache-size=0"]).page_cache_bytes().unwrap(), 0);
+        assert!(parse::<EngineArgs>(&["--store.page-cache-size=lots"]).page_cache_bytes().is_err());
     }
 }

@@ -13,7 +13,7 @@ use ingest::convert::{ConvertOptions, convert_path};
 
 use ingest::testkit::dir_bytes;
 
-use crate::util::{format_copy, is_parquet, promtool_blocks, promtool_blocks_from, spec, tsdb_bytes};
+use crate::util::{format_copy, irregular_blocks, is_parquet, promtool_blocks, spec, tsdb_bytes};
 
 /// Arguments of `bench convert`.
 #[derive(Debug, clap::Args)]
@@ -52,19 +52,13 @@ async fn read_rate(dir: &std::path::Path) -> Result<f64, String> {
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
     let fleet = spec(a.targets, a.hours, a.interval)?;
     let prom = promtool_blocks("convert", &fleet, work.path(), "prom")?;
     measure(&rt, work.path(), "fleet", &prom, 0.35)?;
     if a.irregular_targets > 0 {
         let irregular = spec(a.irregular_targets, a.hours, a.interval)?;
-        let dir = promtool_blocks_from(
-            "convert",
-            &irregular,
-            work.path(),
-            "irregular",
-            ingest::datagen::write_irregular_openmetrics,
-        )?;
+        let dir = irregular_blocks("convert", &irregular, work.path())?;
         measure(&rt, work.path(), "irregular", &dir, 0.6)?;
     }
     if a.keep {

@@ -28,7 +28,7 @@ use parquet::schema::types::ColumnPath;
 
 use ingest::testkit::{Daemon, free_port};
 
-use crate::util::{promtool_blocks_from, spec, tsdb_bytes};
+use crate::util::{irregular_blocks, promtool_blocks, spec, tsdb_bytes};
 
 /// Arguments of `bench format`.
 #[derive(Debug, clap::Args)]
@@ -402,19 +402,13 @@ fn scrape_real(work: &Path, minutes: f64, interval: f64) -> Result<PathBuf, Stri
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
     let only = a.only.as_deref();
     let fleet = spec(a.targets, a.hours, a.interval)?;
-    let dir = promtool_blocks_from("format", &fleet, work.path(), "fleet", ingest::datagen::write_openmetrics)?;
+    let dir = promtool_blocks("format", &fleet, work.path(), "fleet")?;
     measure("fleet (ingest::datagen, promtool)", &dir, only, &rt)?;
     let irregular = spec(a.irregular_targets, a.hours, a.interval)?;
-    let dir = promtool_blocks_from(
-        "format",
-        &irregular,
-        work.path(),
-        "irregular",
-        ingest::datagen::write_irregular_openmetrics,
-    )?;
+    let dir = irregular_blocks("format", &irregular, work.path())?;
     measure("irregular values (ingest::datagen, promtool)", &dir, only, &rt)?;
     if let Some(m) = a.scrape_minutes {
         let dir = scrape_real(work.path(), m, a.scrape_interval)?;

@@ -104,7 +104,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let spec = a.fleet.spec()?;
     let prom_blocks = promtool_blocks("http", &spec, work.path(), "blocks")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
 
     // Prometheus on a copy of the blocks
     let prom_data = work.path().join("prom");

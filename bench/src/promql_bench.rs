@@ -92,7 +92,7 @@ async fn build_bucket(bucket: &Bucket, a: &Args, format: u32) -> Result<u64, Str
 }
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
     let mut sources: Vec<(u32, Arc<dyn engine::SeriesSource>)> = Vec::new();
     let mut dirs = Vec::new();
     for &format in &a.formats {

@@ -310,7 +310,7 @@ async fn run_one(name: &'static str, a: &Args) -> Result<Outcome, String> {
 }
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
     let mut results = Vec::new();
     for name in ["strata", "prometheus", "victoria-metrics"] {
         eprintln!("bench receive: {name} ...");

@@ -244,7 +244,7 @@ async fn run_async(a: &Args, work: &Path) -> Result<(), String> {
 
 /// Runs `bench rule`.
 pub(crate) fn run(a: Args) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     rt.block_on(run_async(&a, work.path()))
 }

@@ -154,7 +154,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let spec = a.fleet.spec()?;
     let blocks = promtool_blocks("series", &spec, work.path(), "blocks")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
 
     // Strata: the blocks converted into a bucket, served by strata store.
     let (bcfg, _) = converted_bucket(&rt, &blocks, work.path())?;

@@ -92,7 +92,7 @@ async fn wait_ok(url: &str, within: Duration) -> Result<(), String> {
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let w = work.path();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
     let prom_blocks = promtool_blocks("sidecar", &spec(a.targets, a.hours, a.interval)?, w, "prom")?;
     let blocks = blocks(&prom_blocks)?;
     let samples: u64 = blocks.iter().map(|b| b.1).sum();

@@ -74,7 +74,7 @@ async fn write_bucket(bucket: &Bucket, args: &Args) -> Result<u64, String> {
 
 /// Runs `bench sql`.
 pub(crate) fn run(args: Args) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
     rt.block_on(run_async(args))
 }
 

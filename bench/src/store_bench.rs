@@ -203,7 +203,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     }
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let spec = whole_range(&spec(a.targets, a.blocks as f64 * 2.0, a.interval)?, a.blocks);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = crate::util::runtime()?;
     let data = a.data.clone().unwrap_or_else(|| work.path().join("data"));
     let prepared = match Prepared::kept(&data, &a)? {
         Some(p) => {

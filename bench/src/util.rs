@@ -24,6 +24,17 @@ pub(crate) fn promtool_blocks(bench_name: &str, spec: &GenSpec, work: &Path, dir
     promtool_blocks_from(bench_name, spec, work, dir, datagen::write_openmetrics)
 }
 
+/// [`promtool_blocks`] of `spec`'s targets with irregular values
+/// (`ingest::datagen::write_irregular_openmetrics`), into `work/irregular`.
+pub(crate) fn irregular_blocks(bench_name: &str, spec: &GenSpec, work: &Path) -> Result<PathBuf, String> {
+    promtool_blocks_from(bench_name, spec, work, "irregular", datagen::write_irregular_openmetrics)
+}
+
+/// The multi-threaded tokio runtime a benchmark drives its async work on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())
+}
+
 /// Like [`promtool_blocks`] with another generator (`ingest::datagen::write_*_openmetrics`).
 pub(crate) fn promtool_blocks_from(
     bench_name: &str,

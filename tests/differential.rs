@@ -655,14 +655,7 @@ async fn promql_answers_are_the_same_after_compaction() {
     let compacted = fs_bucket_config(&compacted_dir, &compacted_dir.join("bucket"));
     let count = |dir: &Path| std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
     let before = count(&compacted_dir.join("bucket"));
-    strata_ok(&[
-        "compact",
-        "--objstore.config-file",
-        compacted.to_str().unwrap(),
-        "--http-address=127.0.0.1:0",
-        "--consistency-delay=0s",
-        "--delete-delay=0s",
-    ]);
+    compact_now(compacted.to_str().unwrap());
     let after = count(&compacted_dir.join("bucket"));
     assert_eq!((before, after), (10, 7), "the [0h, 8h) window was not compacted");
 

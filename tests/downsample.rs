@@ -404,11 +404,9 @@ async fn aggregates(bucket: &Bucket, ulid: &str) -> Vec<(Labels, engine::AggrSer
 const QUICK: [&str; 4] =
     ["--consistency-delay=0s", "--delete-delay=0s", "--log.level=info", "--http-address=127.0.0.1:0"];
 
-/// Runs `strata compact` with [`QUICK`] over `b` to the end.
+/// Runs `strata compact` with [`QUICK`]'s flags over `b` to the end.
 fn compact(b: &LocalBucket) {
-    let mut args = vec!["compact", "--objstore.config-file", b.cfg_str()];
-    args.extend(QUICK);
-    strata_ok(&args);
+    compact_now_with(b.cfg_str(), &["--log.level=info"]);
 }
 
 /// Runs `strata compact` with [`QUICK`] over `b` and SIGKILLs it at the test hook's `point`.

@@ -286,16 +286,7 @@ async fn compactor_penalty_dedup_keeps_the_querier_s_samples() {
     .await;
 
     let cfg = fs_bucket_config(dir.path(), &both);
-    strata_ok(&[
-        "compact",
-        "--objstore.config-file",
-        cfg.to_str().unwrap(),
-        "--http-address=127.0.0.1:0",
-        "--consistency-delay=0s",
-        "--delete-delay=0s",
-        "--deduplication.replica-label=replica",
-        "--deduplication.func=penalty",
-    ]);
+    compact_now_with(cfg.to_str().unwrap(), &["--deduplication.replica-label=replica", "--deduplication.func=penalty"]);
     let blocks: Vec<PathBuf> = std::fs::read_dir(&both).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(blocks[0].join("meta.json")).unwrap()).unwrap();

@@ -82,12 +82,19 @@ pub async fn block_hours(bucket: &Bucket, t0: i64) -> Vec<(i64, i64, i64)> {
 /// Runs `strata compact` once over the bucket of objstore config `cfg`: no consistency or deletion
 /// delay, its HTTP server on a free port (tests run side by side).
 pub fn compact_now(cfg: &str) {
-    strata_ok(&[
+    compact_now_with(cfg, &[]);
+}
+
+/// [`compact_now`] with more flags of `strata compact`.
+pub fn compact_now_with(cfg: &str, extra: &[&str]) {
+    let mut args = vec![
         "compact",
         "--objstore.config-file",
         cfg,
         "--consistency-delay=0s",
         "--delete-delay=0s",
         "--http-address=127.0.0.1:0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    strata_ok(&args);
 }

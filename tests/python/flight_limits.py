@@ -17,32 +17,34 @@ def check(cond, what):
         print("FAIL:", what)
 
 
+def failure(cur, sql, limit):
+    """The error message of `sql`, which must fail by `limit` (empty when it succeeded)."""
+    try:
+        cur.execute(sql)
+        cur.fetchall()
+    except Exception as e:
+        msg = str(e)
+        print(f"{limit}:", msg.splitlines()[0][:200])
+        return msg
+    check(False, f"statement over the {limit} succeeded")
+    return ""
+
+
 conn = flightsql.connect(uri)
 cur = conn.cursor()
 
 # Memory: sorting 5M generated rows needs far more than 4 MiB (no spilling): RESOURCE_EXHAUSTED.
-try:
-    cur.execute("SELECT value FROM generate_series(1, 5000000) AS t(value) ORDER BY value DESC")
-    cur.fetchall()
-    check(False, "statement over the memory limit succeeded")
-except Exception as e:
-    msg = str(e)
-    print("memory:", msg.splitlines()[0][:200])
-    check("RESOURCE_EXHAUSTED" in msg or "ResourceExhausted" in msg or "Resources exhausted" in msg, f"memory error: {msg}")
-    check("--sql.memory-limit" in msg, f"memory error names the flag: {msg}")
+msg = failure(cur, "SELECT value FROM generate_series(1, 5000000) AS t(value) ORDER BY value DESC", "memory limit")
+check("RESOURCE_EXHAUSTED" in msg or "ResourceExhausted" in msg or "Resources exhausted" in msg, f"memory error: {msg}")
+check("--sql.memory-limit" in msg, f"memory error names the flag: {msg}")
 
 # Time: a long scan ends after about 2 s with DEADLINE_EXCEEDED.
 started = time.monotonic()
-try:
-    cur.execute("SELECT count(*) FROM generate_series(1, 100000000000) AS t(v) WHERE v % 7 = 3")
-    cur.fetchall()
-    check(False, "statement over the timeout succeeded")
-except Exception as e:
-    msg = str(e)
-    took = time.monotonic() - started
-    print(f"timeout after {took:.1f}s:", msg.splitlines()[0][:200])
-    check("--sql.timeout" in msg, f"timeout error names the flag: {msg}")
-    check(took < 30, f"timeout took {took:.1f}s")
+msg = failure(cur, "SELECT count(*) FROM generate_series(1, 100000000000) AS t(v) WHERE v % 7 = 3", "timeout")
+took = time.monotonic() - started
+print(f"timeout after {took:.1f}s")
+check("--sql.timeout" in msg, f"timeout error names the flag: {msg}")
+check(took < 30, f"timeout took {took:.1f}s")
 
 # Still serving, and a normal query fits in the limit.
 cur.execute("SELECT count(*) FROM samples")

@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use clap::Args;
@@ -222,28 +222,19 @@ async fn refresh_loop(
     metrics: SyncMetrics,
     ready: Readiness,
 ) {
-    loop {
-        let started = Instant::now();
-        let synced = async {
+    let log = server::SyncLog {
+        first: "SQL tables loaded",
+        again: None,
+        failed: "reading the bucket for the SQL tables failed; will retry",
+    };
+    server::sync_every(interval, metrics, ready, log, || {
+        let (catalog, source) = (catalog.clone(), source.clone());
+        async move {
             source.sync_own().await.map_err(flight::Error::from)?;
             catalog.refresh().await
-        };
-        match synced.await {
-            Ok(blocks) => {
-                metrics.observe(true, started.elapsed().as_secs_f64(), blocks);
-                if !ready.is_ready() {
-                    tracing::info!(blocks, ms = started.elapsed().as_millis() as u64, "SQL tables loaded");
-                    ready.set_ready();
-                }
-            }
-            Err(e) => {
-                metrics.observe(false, started.elapsed().as_secs_f64(), 0);
-                tracing::warn!(error = %e, "reading the bucket for the SQL tables failed; will retry");
-            }
         }
-        let wait = if ready.is_ready() { interval } else { interval.min(Duration::from_secs(5)) };
-        tokio::time::sleep(wait).await;
-    }
+    })
+    .await;
 }
 
 /// The table functions Strata's SQL has beside DataFusion's, and the bucket source they read.

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use engine::bucket::Bucket;
@@ -525,27 +525,16 @@ pub(crate) async fn cut_loop_then(
 /// Re-reads the block list every `interval` (every 5 s at most until the first sync succeeded)
 /// and marks the server ready after the first successful sync.
 pub(crate) async fn sync_loop(source: Arc<BucketSource>, interval: Duration, metrics: SyncMetrics, ready: Readiness) {
-    loop {
-        let started = Instant::now();
-        match source.sync().await {
-            Ok(()) => {
-                let blocks = source.stats().blocks;
-                metrics.observe(true, started.elapsed().as_secs_f64(), blocks);
-                if ready.is_ready() {
-                    tracing::debug!(blocks, "bucket synced");
-                } else {
-                    tracing::info!(blocks, ms = started.elapsed().as_millis() as u64, "first bucket sync done");
-                    ready.set_ready();
-                }
-            }
-            Err(e) => {
-                metrics.observe(false, started.elapsed().as_secs_f64(), 0);
-                tracing::warn!(error = %e, "bucket sync failed; will retry");
-            }
-        }
-        let wait = if ready.is_ready() { interval } else { interval.min(Duration::from_secs(5)) };
-        tokio::time::sleep(wait).await;
-    }
+    let log = server::SyncLog {
+        first: "first bucket sync done",
+        again: Some("bucket synced"),
+        failed: "bucket sync failed; will retry",
+    };
+    server::sync_every(interval, metrics, ready, log, || {
+        let source = Arc::clone(&source);
+        async move { source.sync().await.map(|()| source.stats().blocks) }
+    })
+    .await;
 }
 
 #[cfg(test)]

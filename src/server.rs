@@ -128,6 +128,50 @@ impl SyncMetrics {
     }
 }
 
+/// What [`sync_every`] logs: after the first successful sync (info), after each later one
+/// (debug; None logs nothing), after a failure (warn, with the error).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncLog {
+    pub(crate) first: &'static str,
+    pub(crate) again: Option<&'static str>,
+    pub(crate) failed: &'static str,
+}
+
+/// Runs `sync` (which answers the blocks loaded) every `interval`, every 5 s at most until it first
+/// succeeded; records each run in `metrics` and marks `ready` after the first success.
+pub(crate) async fn sync_every<F, Fut, E>(
+    interval: std::time::Duration,
+    metrics: SyncMetrics,
+    ready: Readiness,
+    log: SyncLog,
+    mut sync: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, E>>,
+    E: std::fmt::Display,
+{
+    loop {
+        let started = Instant::now();
+        match sync().await {
+            Ok(blocks) => {
+                metrics.observe(true, started.elapsed().as_secs_f64(), blocks);
+                if !ready.is_ready() {
+                    tracing::info!(blocks, ms = started.elapsed().as_millis() as u64, "{}", log.first);
+                    ready.set_ready();
+                } else if let Some(again) = log.again {
+                    tracing::debug!(blocks, "{again}");
+                }
+            }
+            Err(e) => {
+                metrics.observe(false, started.elapsed().as_secs_f64(), 0);
+                tracing::warn!(error = %e, "{}", log.failed);
+            }
+        }
+        let wait = if ready.is_ready() { interval } else { interval.min(std::time::Duration::from_secs(5)) };
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// The bucket source's caches on `/metrics`, read at each scrape: the decoded-page cache's
 /// `page_cache_hits_total`, `page_cache_misses_total` (page lookups), `page_cache_bytes`,
 /// `page_cache_pages` (held now) and `page_cache_capacity_bytes` (`--store.page-cache-size`), and

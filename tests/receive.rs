@@ -223,7 +223,8 @@ async fn prometheus_remote_writes_into_strata_receive_sample_for_sample() {
     assert!(prom.len() > 100, "{} series", prom.len());
     let up_self = format!("up{{instance=\"127.0.0.1:{prom_port}\", job=\"prometheus\"}}");
     let up = &prom[&up_self];
-    assert!(up.len() >= 5 && up.iter().all(|s| s.1 == 1f64.to_bits()), "{up:?}");
+    // Successful self-scrapes (a loaded machine may time one out: up 0, compared like the rest).
+    assert!(up.iter().filter(|s| s.1 == 1f64.to_bits()).count() >= 5, "{up:?}");
     let flap = |phase: &str| {
         prom[&format!("fixture_flap{{instance=\"127.0.0.1:{fixture_port}\", job=\"fixture\", phase=\"{phase}\"}}")]
             .clone()

@@ -931,7 +931,7 @@ fn cut_points<T>(
 /// other ([`label_range_chunks`] with [`crate::merge::MERGE_BATCH_SAMPLES`] samples in all, the
 /// blocks of a range read concurrently with `ahead`), so the samples held stay within a few
 /// ranges' worth however many blocks a request spans (a read of 200 series over 1,000 blocks held
-/// every block's decoded samples at once: about 200 MiB of a 600 MiB peak).
+/// every block's decoded samples at once: 105 of the 395 MB heap peak under heaptrack).
 fn joined(parts: Vec<BlockPart>, min_t: i64, max_t: i64, ahead: bool) -> SeriesStream {
     if parts.len() > READ_AHEAD_BLOCKS {
         let ranges = label_range_chunks(parts, BLOCK_CHUNK_SAMPLES, crate::merge::MERGE_BATCH_SAMPLES as u64);

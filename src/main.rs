@@ -38,7 +38,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// of one second, unless `MIMALLOC_PURGE_DELAY` is set. `strata compact` frees hundreds of MiB of
 /// decoded pages per second: with the delay, a 2-day compaction of 10k series peaked at
 /// 0.8-1.4 GiB RSS, without it at about 0.5-0.7 GiB, at the price of 25-45% of its speed
-/// (docs/benchmarks.md, Compactor).
+/// (docs/benchmarks.md, Compactor). `strata store` likewise: mimalloc purges on later allocations
+/// of the same thread, so the memory freed after a large Series call stayed resident while the
+/// gateway was idle (docs/benchmarks.md, Store gateway).
 fn purge_freed_memory_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option of the allocator; called before any other thread exists
@@ -138,7 +140,7 @@ fn init_logging(level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Compact(_)) {
+    if matches!(cli.command, Command::Compact(_) | Command::Store(_)) {
         purge_freed_memory_at_once();
     }
     init_logging(&cli.log_level);

@@ -45,6 +45,9 @@ pub const DEFAULT_PAGE_CACHE_BYTES: usize = 512 << 20;
 /// Blocks opened at the same time by one request, and meta.json files read at once by a sync.
 const OPEN_CONCURRENCY: usize = 16;
 
+/// Most blocks a select streams each on its own (see [`joined`]); more are read by label ranges.
+const READ_AHEAD_BLOCKS: usize = 16;
+
 /// The inclusive `[min_t, max_t]` a source serves, asked at each use (a bound relative to the
 /// current time moves with the clock).
 pub type TimeWindow = Arc<dyn Fn() -> (i64, i64) + Send + Sync>;
@@ -430,13 +433,7 @@ impl BucketSource {
         let streams = dealt
             .into_iter()
             .map(|chunks| -> SeriesStream {
-                Box::pin(futures::stream::iter(chunks).then(move |chunk| async move {
-                    let mut lists = Vec::with_capacity(chunk.len());
-                    for (block, series) in chunk {
-                        lists.push(read_series(&block, series, min_t, max_t).await?);
-                    }
-                    merge_series_lists(lists)
-                }))
+                Box::pin(futures::stream::iter(chunks).then(move |chunk| read_label_range(chunk, min_t, max_t, false)))
             })
             .collect();
         Ok(Some(streams))
@@ -924,6 +921,53 @@ fn cut_points<T>(
     bounds
 }
 
+/// The series of `parts` (blocks in the order in which ties between them resolve, entries of
+/// [`block_series`]) joined into one stream, as [`merge_series_streams`] joins the blocks' streams.
+/// With `ahead`, the reading runs on tasks ahead of the consumer.
+///
+/// Up to [`READ_AHEAD_BLOCKS`] blocks are streamed each on its own ([`block_stream`], read ahead
+/// on a task per block with `ahead`); the merge then holds a chunk of up to [`BLOCK_CHUNK_SAMPLES`]
+/// samples of every block. Beyond that, the blocks are read together one label range after the
+/// other ([`label_range_chunks`] with [`crate::merge::MERGE_BATCH_SAMPLES`] samples in all, the
+/// blocks of a range read concurrently with `ahead`), so the samples held stay within a few
+/// ranges' worth however many blocks a request spans (a read of 200 series over 1,000 blocks held
+/// every block's decoded samples at once: 105 of the 395 MB heap peak under heaptrack).
+fn joined(parts: Vec<BlockPart>, min_t: i64, max_t: i64, ahead: bool) -> SeriesStream {
+    if parts.len() > READ_AHEAD_BLOCKS {
+        let ranges = label_range_chunks(parts, BLOCK_CHUNK_SAMPLES, crate::merge::MERGE_BATCH_SAMPLES as u64);
+        let s: SeriesStream =
+            Box::pin(futures::stream::iter(ranges).then(move |range| read_label_range(range, min_t, max_t, ahead)));
+        return if ahead { read_ahead(s) } else { s };
+    }
+    let streams = parts.into_iter().map(|(b, series)| block_stream(b, series, min_t, max_t));
+    merge_series_streams(if ahead { streams.map(read_ahead).collect() } else { streams.collect() })
+}
+
+/// Reads the blocks' parts of one label range ([`label_range_chunks`]) and merges them into one
+/// batch; `concurrent`: up to [`READ_AHEAD_BLOCKS`] blocks at a time, each on a task of its own
+/// (decoding is CPU work), otherwise one after the other in the caller's task.
+async fn read_label_range(range: Vec<BlockPart>, min_t: i64, max_t: i64, concurrent: bool) -> Result<SeriesBatch> {
+    let mut lists = Vec::with_capacity(range.len());
+    if concurrent {
+        let mut reads = futures::stream::iter(range)
+            .map(|(block, series)| async move {
+                let ulid = block.ulid().to_string();
+                tokio::spawn(async move { read_series(&block, series, min_t, max_t).await })
+                    .await
+                    .map_err(|e| crate::Error::BadInput { block: ulid, reason: format!("read task failed: {e}") })?
+            })
+            .buffered(READ_AHEAD_BLOCKS);
+        while let Some(list) = reads.next().await {
+            lists.push(list?);
+        }
+    } else {
+        for (block, series) in range {
+            lists.push(read_series(&block, series, min_t, max_t).await?);
+        }
+    }
+    merge_series_lists(lists)
+}
+
 /// Drives `s` on its own task, one batch ahead of the consumer, so that the blocks of a query are
 /// read and decoded concurrently rather than one after another as the merge reaches them. The
 /// task ends when the stream ends, fails, or the consumer goes away.
@@ -959,14 +1003,10 @@ impl SeriesSource for BucketSource {
                 parts.push((b, series));
             }
         }
-        let streams = parts.into_iter().map(|(b, series)| block_stream(b, series, min_t, max_t));
         // A small answer (the matching series hold one block read's worth of samples in all, in
         // every block together) is read block after block in the consumer's task: a task per
         // block would cost more than the reads.
-        if samples <= BLOCK_CHUNK_SAMPLES {
-            return Ok(merge_series_streams(streams.collect()));
-        }
-        Ok(merge_series_streams(streams.map(read_ahead).collect()))
+        Ok(joined(parts, min_t, max_t, samples > BLOCK_CHUNK_SAMPLES))
     }
 
     /// The series cut into label ranges of at most [`BLOCK_CHUNK_SAMPLES`] samples per block and
@@ -992,21 +1032,16 @@ impl SeriesSource for BucketSource {
             return Ok(s);
         }
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
-        let mut sets: BTreeMap<BTreeMap<String, String>, Vec<SeriesStream>> = BTreeMap::new();
+        let mut sets: BTreeMap<BTreeMap<String, String>, Vec<BlockPart>> = BTreeMap::new();
         for b in self.overlapping(min_t, max_t, &req.matchers).await? {
             let series = block_series(&b, &req.matchers, min_t, max_t, relabel);
             if !series.is_empty() {
                 let ext = b.meta().thanos.labels.clone();
-                sets.entry(ext).or_default().push(block_stream(b, series, min_t, max_t));
+                sets.entry(ext).or_default().push((b, series));
             }
         }
         let many = sets.values().map(Vec::len).sum::<usize>() > 1;
-        let streams = sets
-            .into_values()
-            .map(|blocks| {
-                merge_series_streams(if many { blocks.into_iter().map(read_ahead).collect() } else { blocks })
-            })
-            .collect();
+        let streams = sets.into_values().map(|parts| joined(parts, min_t, max_t, many)).collect();
         Ok(interleave_series_streams(streams))
     }
 
@@ -1507,6 +1542,76 @@ mod tests {
             }
         }
         out
+    }
+
+    #[tokio::test]
+    async fn many_blocks_are_read_by_label_ranges_as_the_reference_has_them() {
+        const H2: i64 = 7_200_000;
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let mem = MemSource::new();
+        // More 2h blocks than are streamed one by one, each missing some series, one with an
+        // external label overriding a series label, and a copy of the first block with other
+        // values (equal timestamps: the first block wins; MemSource keeps the last added).
+        let blocks = READ_AHEAD_BLOCKS as i64 + 4;
+        let first = synthetic(480, 0);
+        let copy: Vec<(Labels, Vec<i64>, Vec<f64>)> =
+            first.iter().map(|(l, t, v)| (l.clone(), t.clone(), v.iter().map(|x| x + 0.5).collect())).collect();
+        for (l, t, v) in &copy {
+            mem.add(l.clone(), t, v);
+        }
+        for k in 0..=blocks {
+            let (t0, ulid) = match k {
+                k if k == blocks => (0, ulid::Ulid::from_parts(1, 2)),
+                k => (k * H2, ulid::Ulid::from_parts(k as u64 + 1, 1)),
+            };
+            let data: Vec<_> = match k {
+                k if k == blocks => copy.clone(),
+                _ => synthetic(480, t0)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| (*i as i64 + k) % 5 != 0)
+                    .map(|p| p.1)
+                    .collect(),
+            };
+            let ext: &[(&str, &str)] = if k == 3 { &[("zone", "z9")] } else { &[] };
+            let mut o = crate::BlockWriterOptions::new(ulid, t0, t0 + H2);
+            o.external_labels = ext.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let mut w = crate::BlockWriter::new(bucket.clone(), o).unwrap();
+            for (l, t, v) in &data {
+                w.append_series(l, t, v).await.unwrap();
+            }
+            w.finish().await.unwrap();
+            if k < blocks {
+                for (l, t, v) in with_ext(&data, ext) {
+                    mem.add(l, &t, &v);
+                }
+            }
+        }
+        let src = BucketSource::new(bucket);
+        src.sync().await.unwrap();
+        assert_eq!(src.block_metas().len(), blocks as usize + 1);
+        let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+        let req = |ms: Vec<Matcher>, a, b| SelectRequest { matchers: ms, min_t: a, max_t: b, ..Default::default() };
+        let reqs = [
+            // Over 1M samples: two label ranges, read ahead; then smaller answers.
+            req(vec![], 0, i64::MAX),
+            req(vec![m(MatchOp::RegexMatch, "job", "job[12]")], H2 / 2, 9 * H2),
+            req(vec![m(MatchOp::Equal, "zone", "z9")], 0, i64::MAX),
+            req(vec![m(MatchOp::Equal, "instance", "host-0007")], 0, i64::MAX),
+        ];
+        let mut total = 0;
+        for req in &reqs {
+            let got = flat(&src, req).await;
+            let want = flat(&mem, req).await;
+            assert!(!got.is_empty(), "{:?}", req.matchers);
+            assert_eq!(got.len(), want.len(), "{:?}", req.matchers);
+            // (Not assert_eq: the answers are megabytes.)
+            let first_difference = got.iter().zip(&want).position(|(g, w)| g != w);
+            assert_eq!(first_difference, None, "{:?}", req.matchers);
+            total = total.max(got.iter().map(|s| s.1.len()).sum::<usize>());
+        }
+        assert!(total > crate::merge::MERGE_BATCH_SAMPLES, "{total} samples");
     }
 
     #[tokio::test]

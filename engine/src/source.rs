@@ -75,7 +75,9 @@ impl SeriesBatch {
         let mut labels = Vec::with_capacity(series.len());
         let mut offsets = Vec::with_capacity(series.len() + 1);
         offsets.push(0);
-        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        // Sized once: grown by doubling, the columns held up to twice their samples' bytes.
+        let n = series.iter().map(|s| s.1.len()).sum();
+        let (mut ts, mut vs) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (l, t, v) in series {
             if t.len() != v.len() {
                 return Err(Error::BadLabels {

@@ -15,7 +15,9 @@
 //! `coalesce(value, CAST(value_int AS DOUBLE) / value_scale)`, the documented decoding.
 //!
 //! Scans are DataFusion's own Parquet scan (row-group/page pruning, filter pushdown); the block
-//! ULID is a per-file partition value. The tables are a snapshot of the block list at registration;
+//! ULID is a per-file partition value. At planning, a filter on `timestamp` skips the files whose
+//! timestamps (footer statistics, read at registration) cannot match, and files fewer than the
+//! partitions are split into byte ranges so that every partition decodes a share of them. The tables are a snapshot of the block list at registration;
 //! register again to see new blocks. A label column absent from a block reads as NULL there; a
 //! label named `block` is exposed as `label_block` (the name `block` is the ULID column).
 

@@ -15,9 +15,12 @@
 //! `coalesce(value, CAST(value_int AS DOUBLE) / value_scale)`, the documented decoding.
 //!
 //! Scans are DataFusion's own Parquet scan (row-group/page pruning, filter pushdown); the block
-//! ULID is a per-file partition value. The tables are a snapshot of the block list at registration;
-//! register again to see new blocks. A label column absent from a block reads as NULL there; a
-//! label named `block` is exposed as `label_block` (the name `block` is the ULID column).
+//! ULID is a per-file partition value. At planning, a filter on `timestamp` skips the files whose
+//! timestamps (footer statistics, read at registration) cannot match, and files fewer than the
+//! partitions are split into byte ranges so that every partition decodes a share of them. The
+//! tables are a snapshot of the block list at registration; register again to see new blocks. A
+//! label column absent from a block reads as NULL there; a label named `block` is exposed as
+//! `label_block` (the name `block` is the ULID column).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -26,19 +29,25 @@ use arrow::array::Array;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::pruning::PrunableStatistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileGroupPartitioner, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, cast, col};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::SessionContext;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::statistics::Statistics as ParquetStatistics;
 
 use crate::bucket::Bucket;
 use crate::error::{Error, Result};
@@ -60,12 +69,24 @@ pub struct BlockFilesTable {
     url: ObjectStoreUrl,
     file_schema: SchemaRef,
     schema: SchemaRef,
-    /// (block ULID, object path, size, block index)
-    files: Vec<(String, String, u64, u32)>,
+    files: Vec<BlockFile>,
+}
+
+/// One block's file of a [`BlockFilesTable`].
+#[derive(Debug, Clone)]
+struct BlockFile {
+    ulid: String,
+    path: String,
+    size: u64,
+    /// Position of the block in the snapshot's block list ([`BLOCK_INDEX_COLUMN`]).
+    index: u32,
+    /// Least and greatest `timestamp` in the file (exact, from its footer's row-group
+    /// statistics); `None` when unknown.
+    time_range: Option<(i64, i64)>,
 }
 
 impl BlockFilesTable {
-    fn new(url: ObjectStoreUrl, file_schema: SchemaRef, files: Vec<(String, String, u64, u32)>) -> Self {
+    fn new(url: ObjectStoreUrl, file_schema: SchemaRef, files: Vec<BlockFile>) -> Self {
         let mut fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
         fields.extend(partition_fields());
         let schema = Arc::new(Schema::new(fields));
@@ -115,11 +136,15 @@ impl TableProvider for BlockFilesTable {
         let table_schema =
             TableSchema::builder(Arc::clone(&self.file_schema)).with_table_partition_cols(partition_fields()).build();
         let mut source = ParquetSource::new(table_schema).with_enable_page_index(true);
-        if let Some(pred) = conjunction(file_filters) {
-            let df_schema = DFSchema::try_from(Arc::clone(&self.file_schema))?;
-            let phys = state.create_physical_expr(pred, &df_schema)?;
-            source = source.with_predicate(phys);
-        }
+        let file_predicate = match conjunction(file_filters) {
+            Some(pred) => {
+                let df_schema = DFSchema::try_from(Arc::clone(&self.file_schema))?;
+                let phys = state.create_physical_expr(pred, &df_schema)?;
+                source = source.with_predicate(Arc::clone(&phys));
+                Some(phys)
+            }
+            None => None,
+        };
         // The block filters as one predicate over the partition columns, built once for all blocks.
         let block_pred = match conjunction(block_filters) {
             Some(pred) => {
@@ -142,19 +167,25 @@ impl TableProvider for BlockFilesTable {
             let b = v.as_any().downcast_ref::<arrow::array::BooleanArray>();
             Ok(b.is_some_and(|b| b.is_valid(0) && b.value(0)))
         };
-        let n_groups = state.config().target_partitions().max(1);
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n_groups];
-        let mut i = 0usize;
-        for (ulid, path, size, index) in &self.files {
-            if !keep_block(ulid, *index)? {
-                continue;
+        let mut kept = Vec::new();
+        for f in &self.files {
+            if keep_block(&f.ulid, f.index)? {
+                kept.push(f);
             }
-            let f = PartitionedFile::new(path.clone(), *size)
-                .with_partition_values(vec![ScalarValue::Utf8(Some(ulid.clone())), ScalarValue::UInt32(Some(*index))]);
-            groups[i % n_groups].push(f);
-            i += 1;
         }
-        let groups: Vec<FileGroup> = groups.into_iter().filter(|g| !g.is_empty()).map(FileGroup::new).collect();
+        if let Some(pred) = &file_predicate {
+            kept = self.prune_by_time(pred, kept);
+        }
+        let files: Vec<PartitionedFile> = kept
+            .into_iter()
+            .map(|f| {
+                PartitionedFile::new(f.path.clone(), f.size).with_partition_values(vec![
+                    ScalarValue::Utf8(Some(f.ulid.clone())),
+                    ScalarValue::UInt32(Some(f.index)),
+                ])
+            })
+            .collect();
+        let groups = file_groups(files, state.config().target_partitions().max(1));
         if groups.is_empty() {
             // No file: one empty partition (a scan of no file group has none, which a join that
             // collects this side cannot plan on).
@@ -173,14 +204,86 @@ impl TableProvider for BlockFilesTable {
     }
 }
 
-async fn footer_schema(bucket: &Bucket, ulid: &str, name: &str) -> Result<(SchemaRef, u64)> {
+impl BlockFilesTable {
+    /// The files of `files` whose `timestamp` range can hold rows `predicate` accepts (all when
+    /// the predicate says nothing about `timestamp` or the ranges are unknown): a time filter
+    /// skips whole blocks at planning, so that the partitions share the blocks that are left.
+    fn prune_by_time<'a>(&self, predicate: &Arc<dyn PhysicalExpr>, files: Vec<&'a BlockFile>) -> Vec<&'a BlockFile> {
+        let Ok(ts) = self.file_schema.index_of(format::COL_TIMESTAMP) else { return files };
+        if files.iter().all(|f| f.time_range.is_none()) {
+            return files;
+        }
+        let Ok(pruning) = PruningPredicateBuilder::new()
+            .with_file_schema(Arc::clone(&self.file_schema))
+            .try_build(Arc::clone(predicate))
+        else {
+            return files;
+        };
+        let stats: Vec<Arc<Statistics>> = files
+            .iter()
+            .map(|f| {
+                let mut s = Statistics::new_unknown(&self.file_schema);
+                if let (Some((lo, hi)), Some(c)) = (f.time_range, s.column_statistics.get_mut(ts)) {
+                    c.min_value = Precision::Exact(ScalarValue::Int64(Some(lo)));
+                    c.max_value = Precision::Exact(ScalarValue::Int64(Some(hi)));
+                }
+                Arc::new(s)
+            })
+            .collect();
+        match pruning.prune(&PrunableStatistics::new(stats, Arc::clone(&self.file_schema))) {
+            Ok(keep) => files.into_iter().zip(keep).filter_map(|(f, k)| k.then_some(f)).collect(),
+            Err(_) => files,
+        }
+    }
+}
+
+/// `files` in `partitions` groups: round robin when there are at least as many files as
+/// partitions, else byte ranges of the files (each partition decodes a share of their row groups:
+/// a statement over the last hour reads one block, and would otherwise decode it on one core).
+fn file_groups(files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> {
+    if files.len() < partitions && !files.is_empty() {
+        let one = [FileGroup::new(files.clone())];
+        let split = FileGroupPartitioner::new()
+            .with_target_partitions(partitions)
+            .with_repartition_file_min_size(0)
+            .repartition_file_groups(&one);
+        if let Some(groups) = split {
+            return groups.into_iter().filter(|g| !g.is_empty()).collect();
+        }
+    }
+    let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
+    for (i, f) in files.into_iter().enumerate() {
+        groups[i % partitions].push(f);
+    }
+    groups.into_iter().filter(|g| !g.is_empty()).map(FileGroup::new).collect()
+}
+
+/// The least and greatest `timestamp` of a Parquet file from its row-group statistics; `None`
+/// when it has no such column or a row group lacks them.
+fn time_range(md: &ParquetMetaData) -> Option<(i64, i64)> {
+    let columns = md.file_metadata().schema_descr().columns();
+    let at = columns.iter().position(|c| c.path().parts() == [format::COL_TIMESTAMP])?;
+    let mut range: Option<(i64, i64)> = None;
+    for rg in md.row_groups() {
+        if rg.num_rows() == 0 {
+            continue;
+        }
+        let ParquetStatistics::Int64(s) = rg.column(at).statistics()? else { return None };
+        let (lo, hi) = (*s.min_opt()?, *s.max_opt()?);
+        range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+    range
+}
+
+/// The Arrow schema, size and `timestamp` range ([`time_range`]) of a block's Parquet file.
+async fn footer(bucket: &Bucket, ulid: &str, name: &str) -> Result<(SchemaRef, u64, Option<(i64, i64)>)> {
     let path = Bucket::block_path(ulid, name);
     let size = bucket.head(&path).await?.size;
     let mut r = ObjectReader::new(bucket.store(), &path, size);
     let md = ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new())
         .await
         .map_err(|e| Error::parquet(&path, e))?;
-    Ok((Arc::clone(md.schema()), size))
+    Ok((Arc::clone(md.schema()), size, time_range(md.metadata())))
 }
 
 /// The per-file tables of a bucket's complete Strata blocks, before any view: what
@@ -264,16 +367,18 @@ pub async fn files_by_resolution(
                     datafusion::error::DataFusionError::Internal("more than 2^32 blocks".into()),
                 )
             })?;
-            let (_, size) = footer_schema(bucket, &u, data_file).await?;
-            samples_files.push((u.clone(), Bucket::block_path(&u, data_file).to_string(), size, index));
-            let (schema, size) = footer_schema(bucket, &u, format::SERIES_FILE).await?;
+            let (_, size, time_range) = footer(bucket, &u, data_file).await?;
+            let path = Bucket::block_path(&u, data_file).to_string();
+            samples_files.push(BlockFile { ulid: u.clone(), path, size, index, time_range });
+            let (schema, size, time_range) = footer(bucket, &u, format::SERIES_FILE).await?;
             for f in schema.fields() {
                 if !format::RESERVED_SERIES_COLUMNS.contains(&f.name().as_str()) && f.name() != format::COL_METRIC_NAME
                 {
                     label_names.insert(f.name().clone());
                 }
             }
-            series_files.push((u.clone(), Bucket::block_path(&u, format::SERIES_FILE).to_string(), size, index));
+            let path = Bucket::block_path(&u, format::SERIES_FILE).to_string();
+            series_files.push(BlockFile { ulid: u.clone(), path, size, index, time_range });
             blocks.push(u);
             metas.push(meta);
         }
@@ -437,6 +542,59 @@ mod tests {
         let b = query(&ctx, "SELECT block FROM series LIMIT 1").await;
         assert_eq!(b[0].column(0).data_type(), &DataType::Utf8);
         assert!(b[0].column(0).is_valid(0));
+    }
+
+    /// A filter on `timestamp` skips the blocks whose files' timestamps (their footers' statistics)
+    /// cannot match, at planning; the blocks left are split into byte ranges when there are fewer
+    /// of them than partitions.
+    #[tokio::test]
+    async fn time_filters_skip_blocks_and_split_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let (early, late) = (synthetic(300, 0), synthetic(300, 10_000_000));
+        let (u1, u2) = (ulid::Ulid::from_parts(1, 1), ulid::Ulid::from_parts(2, 2));
+        write_block(&bucket, u1, &[], &early).await;
+        let mut w = crate::BlockWriter::new(bucket.clone(), crate::BlockWriterOptions::new(u2, 10_000_000, 17_200_000))
+            .unwrap();
+        for (l, t, v) in &late {
+            w.append_series(l, t, v).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        let ctx = SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().with_target_partitions(2));
+        register_bucket_tables(&ctx, &bucket).await.unwrap();
+        let count = |pred: &dyn Fn(i64) -> bool| -> i64 {
+            early.iter().chain(&late).flat_map(|s| s.1.iter()).filter(|t| pred(**t)).count() as i64
+        };
+        let late_min = *late.iter().flat_map(|s| s.1.iter()).min().unwrap();
+        let early_max = *early.iter().flat_map(|s| s.1.iter()).max().unwrap();
+        let cases: Vec<(String, i64, [bool; 2])> = vec![
+            ("timestamp > 9000000".into(), count(&|t| t > 9_000_000), [false, true]),
+            (format!("timestamp >= {late_min}"), count(&|t| t >= late_min), [false, true]),
+            (format!("timestamp > {early_max}"), count(&|t| t > early_max), [false, true]),
+            (format!("timestamp >= {early_max}"), count(&|t| t >= early_max), [true, true]),
+            ("timestamp < 5000000".into(), count(&|t| t < 5_000_000), [true, false]),
+            ("timestamp BETWEEN 7200000 AND 9000000".into(), 0, [false, false]),
+            ("timestamp > 1000 AND timestamp < 12000000".into(), count(&|t| t > 1000 && t < 12_000_000), [true, true]),
+        ];
+        for (pred, want, read) in cases {
+            let q = format!("SELECT count(*) FROM samples WHERE {pred}");
+            assert_eq!(one_i64(&query(&ctx, &q).await), want, "{pred}");
+            let plan = query(&ctx, &format!("EXPLAIN {q}")).await;
+            let text: String = plan
+                .iter()
+                .flat_map(|b| {
+                    let c = b.column(1).as_string::<i32>();
+                    (0..b.num_rows()).map(|i| c.value(i).to_string()).collect::<Vec<_>>()
+                })
+                .collect();
+            for (u, read) in [(u1, read[0]), (u2, read[1])] {
+                assert_eq!(text.contains(&format!("{u}/samples.parquet")), read, "{pred}: {u} in\n{text}");
+            }
+            if read == [false, true] {
+                // One block left for two partitions: two byte ranges of its file.
+                assert!(text.contains("2 groups") && text.contains("samples.parquet:0.."), "{pred}:\n{text}");
+            }
+        }
     }
 
     /// `samples.value` is the sample's Float64, bit for bit, in v1 and v2 blocks of one bucket

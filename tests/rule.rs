@@ -410,8 +410,12 @@ async fn first_alert(ruler: &Strata) -> Option<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn for_state_is_restored_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let up =
-        Strata::start(&["up", "--data", tmp.path().join("up").to_str().unwrap()], &tmp.path().join("up.log")).await;
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let up = Strata::start(
+        &["up", "--data", tmp.path().join("up").to_str().unwrap(), "--grpc-address", &grpc],
+        &tmp.path().join("up.log"),
+    )
+    .await;
     let s: Vec<(Labels, Vec<(i64, f64)>)> = vec![(
         Labels::from_pairs([("__name__", "temperature"), ("job", "oven"), ("instance", "o-1")]),
         vec![(now_ms(), 90.0)],

@@ -31,7 +31,7 @@ use crate::bucket::Bucket;
 use crate::chunkenc::SAMPLES_PER_CHUNK;
 use crate::error::Result;
 use crate::labels::{Labels, Matcher};
-use crate::merge::{OwnedSeries, interleave_series_streams, merge_series_lists, merge_series_streams};
+use crate::merge::{OwnedSeries, interleave_series_streams, join_samples, merge_series_lists, merge_series_streams};
 use crate::meta::BlockMeta;
 use crate::reader::{BlockReader, PageCache, PageCacheStats};
 use crate::source::{ChunkSeriesStream, DataRange, Relabel, SelectRequest, SeriesBatch, SeriesSource, SeriesStream};
@@ -406,6 +406,19 @@ impl BucketSource {
 }
 
 impl BucketSource {
+    /// The raw blocks overlapping `[min_t, max_t]` that hold series matching `matchers`, each
+    /// with those series ([`block_series`]), by min time ([`BucketSource::overlapping`]).
+    async fn matching_parts(&self, min_t: i64, max_t: i64, matchers: &[Matcher]) -> Result<Vec<BlockPart>> {
+        let mut parts = Vec::new();
+        for b in self.overlapping(min_t, max_t, matchers).await? {
+            let series = block_series(&b, matchers, min_t, max_t, &Relabel::default());
+            if !series.is_empty() {
+                parts.push((b, series));
+            }
+        }
+        Ok(parts)
+    }
+
     /// [`SeriesSource::select_dealt`] with the chunk limits of [`label_range_chunks`].
     async fn dealt(
         &self,
@@ -418,13 +431,7 @@ impl BucketSource {
             return Ok(None);
         }
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
-        let mut blocks = Vec::new();
-        for b in self.overlapping(min_t, max_t, &req.matchers).await? {
-            let series = block_series(&b, &req.matchers, min_t, max_t, &Relabel::default());
-            if !series.is_empty() {
-                blocks.push((b, series));
-            }
-        }
+        let blocks = self.matching_parts(min_t, max_t, &req.matchers).await?;
         let mut dealt: Vec<Vec<_>> = (0..parts).map(|_| Vec::new()).collect();
         let chunks = label_range_chunks(blocks, block_limit, total_limit);
         for (k, chunk) in chunks.into_iter().enumerate() {
@@ -794,15 +801,11 @@ async fn read_series(
     let mut out = Vec::with_capacity(series.len());
     for (l, ids) in series {
         let mut parts = ids.iter().filter_map(|id| by_id.remove(id));
-        let Some(mut acc) = parts.next() else { continue };
+        let Some((mut ts, mut vs)) = parts.next() else { continue };
         for (t, v) in parts {
-            let mut pairs: Vec<(i64, f64)> = acc.0.into_iter().zip(acc.1).collect();
-            pairs.extend(t.into_iter().zip(v));
-            pairs.sort_by_key(|p| p.0);
-            pairs.dedup_by_key(|p| p.0);
-            acc = pairs.into_iter().unzip();
+            join_samples(&mut ts, &mut vs, 0, &t, &v);
         }
-        out.push((l, acc.0, acc.1));
+        out.push((l, ts, vs));
     }
     Ok(out)
 }
@@ -993,16 +996,14 @@ impl SeriesSource for BucketSource {
             return Ok(s);
         }
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
-        let mut samples = 0u64;
-        let mut parts = Vec::new();
-        for b in self.overlapping(min_t, max_t, &req.matchers).await? {
-            let series = block_series(&b, &req.matchers, min_t, max_t, &Relabel::default());
-            if !series.is_empty() {
+        let parts = self.matching_parts(min_t, max_t, &req.matchers).await?;
+        let samples: u64 = parts
+            .iter()
+            .map(|(b, series)| {
                 let n = &b.index().num_samples;
-                samples += series.iter().flat_map(|s| &s.1).map(|&id| n[id as usize]).sum::<u64>();
-                parts.push((b, series));
-            }
-        }
+                series.iter().flat_map(|s| &s.1).map(|&id| n[id as usize]).sum::<u64>()
+            })
+            .sum();
         // A small answer (the matching series hold one block read's worth of samples in all, in
         // every block together) is read block after block in the consumer's task: a task per
         // block would cost more than the reads.

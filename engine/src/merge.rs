@@ -117,7 +117,7 @@ fn merge_samples(a: (&[i64], &[f64]), b: (&[i64], &[f64]), out_t: &mut Vec<i64>,
 /// of `ts`/`vs` (the rows before belong to earlier series): appended when they begin after its
 /// last sample (blocks of one series usually follow each other in time), otherwise merged by
 /// timestamp, the samples already there winning ties.
-fn join_samples(ts: &mut Vec<i64>, vs: &mut Vec<f64>, start: usize, t: &[i64], v: &[f64]) {
+pub(crate) fn join_samples(ts: &mut Vec<i64>, vs: &mut Vec<f64>, start: usize, t: &[i64], v: &[f64]) {
     if ts.len() == start || t.first().is_none_or(|&first| ts.last().is_some_and(|&last| first > last)) {
         ts.extend_from_slice(t);
         vs.extend_from_slice(v);

@@ -10,7 +10,6 @@
 use clap::Args;
 use query::storeapi::server::{RequestLimits, StoreApi};
 use tonic::service::Routes;
-use tonic::transport::Server;
 
 use crate::CliError;
 use crate::server::Shutdown;
@@ -39,22 +38,15 @@ pub(crate) fn storeapi_routes(api: &StoreApi) -> Routes {
 }
 
 /// Binds `address` (`--grpc-address`), serves `routes` until `shutdown`, then lets the calls in
-/// flight finish.
+/// flight finish. The connections are served by [`query::storeapi::serve`] (HTTP/2 driven with
+/// `h2` directly; TCP_NODELAY, a tracing span per call).
 pub(crate) async fn serve(address: &str, routes: Routes, shutdown: Shutdown) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| CliError::Failed(format!("--grpc-address {address}: cannot listen: {e}")))?;
     let local = listener.local_addr().map_err(|e| CliError::Failed(format!("--grpc-address {address}: {e}")))?;
     tracing::info!(address = %local, "gRPC server listening");
-    // Small answers (a LabelValues, one series) are single short writes: without TCP_NODELAY
-    // Nagle holds them until the client's delayed ACK, ~40 ms per call.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
-        .trace_fn(|req| tracing::debug_span!("grpc", path = %req.uri().path()))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown.wait())
-        .await
-        .map_err(|e| CliError::Failed(format!("gRPC server on {local}: {e}")))?;
+    query::storeapi::serve::serve(listener, routes, shutdown.wait()).await;
     tracing::info!("gRPC server stopped");
     Ok(())
 }

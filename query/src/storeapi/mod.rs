@@ -4,6 +4,8 @@
 //! and the querier built on it: the endpoint set with Info discovery ([`endpoints`]), the fan-out
 //! with partial response ([`proxy`]) and replica deduplication (with [`engine::dedup`], the
 //! algorithms the compactor uses too). Both sides read ahead only for large answers (`ahead`).
+//! [`serve`] hosts a port's gRPC services (the StoreAPI [`server`] and whatever shares the port)
+//! over HTTP/2 driven with `h2` directly, as `transport` does for the client.
 //!
 //! ```text
 //!   SeriesSource ──► server ──gRPC (thanos.Store/Series, XOR chunks)──► client ──► SeriesSource
@@ -17,6 +19,7 @@ pub mod endpoints;
 mod label_cache;
 mod merge;
 pub mod proxy;
+pub mod serve;
 pub mod server;
 mod transport;
 

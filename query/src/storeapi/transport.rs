@@ -181,16 +181,23 @@ impl Service<http::Request<tonic::body::Body>> for H2Channel {
                 stream.send_data(body, true)?;
             }
             let answer = answer.await?;
-            Ok(answer.map(|recv| RecvBody { recv, data_done: false }))
+            Ok(answer.map(RecvBody::new))
         })
     }
 }
 
-/// An answer's body: the stream's data, then its trailers (where gRPC puts `grpc-status`).
+/// A received body: the stream's data, then its trailers (where gRPC puts `grpc-status`). The
+/// client reads answers with it, the server (`serve`) requests.
 #[derive(Debug)]
 pub(crate) struct RecvBody {
     recv: h2::RecvStream,
     data_done: bool,
+}
+
+impl RecvBody {
+    pub(crate) fn new(recv: h2::RecvStream) -> Self {
+        RecvBody { recv, data_done: false }
+    }
 }
 
 impl Body for RecvBody {
@@ -202,7 +209,7 @@ impl Body for RecvBody {
         if !this.data_done {
             match std::task::ready!(this.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
-                    // The bytes are the reader's now: let the store send as much more.
+                    // The bytes are the reader's now: let the peer send as much more.
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }

@@ -537,10 +537,7 @@ impl BucketSource {
         let mut groups: Vec<Vec<DownsampledSeries>> = Vec::new();
         let mut acc = 0u64;
         for (k, parts) in series {
-            let n: u64 = parts
-                .iter()
-                .flat_map(|(b, ids)| ids.iter().map(|&id| blocks[*b].index().num_samples[id as usize]))
-                .sum();
+            let n: u64 = parts.iter().map(|(b, ids)| blocks[*b].index().samples_of(ids)).sum();
             match groups.last_mut() {
                 Some(g) if acc + n <= BLOCK_CHUNK_SAMPLES => {
                     g.push((k, parts));
@@ -760,7 +757,7 @@ fn block_stream(block: Arc<BlockReader>, series: Vec<(Labels, Vec<u32>)>, min_t:
     let mut chunks: Vec<Vec<(Labels, Vec<u32>)>> = Vec::new();
     let mut acc = 0u64;
     for s in series {
-        let n: u64 = s.1.iter().map(|&id| block.index().num_samples[id as usize]).sum();
+        let n = block.index().samples_of(&s.1);
         match chunks.last_mut() {
             Some(c) if acc + n <= BLOCK_CHUNK_SAMPLES => {
                 c.push(s);
@@ -819,13 +816,8 @@ type BlockPart = (Arc<BlockReader>, Vec<(Labels, Vec<u32>)>);
 /// chunks one after the other gives the same series in the same order as merging the blocks
 /// whole. Blocks keep their order inside every chunk (the earlier block wins ties in the merge).
 fn label_range_chunks(parts: Vec<BlockPart>, block_limit: u64, total_limit: u64) -> Vec<Vec<BlockPart>> {
-    let sizes: Vec<Vec<u64>> = parts
-        .iter()
-        .map(|(b, series)| {
-            let n = &b.index().num_samples;
-            series.iter().map(|(_, ids)| ids.iter().map(|&id| n[id as usize]).sum()).collect()
-        })
-        .collect();
+    let sizes: Vec<Vec<u64>> =
+        parts.iter().map(|(b, series)| series.iter().map(|(_, ids)| b.index().samples_of(ids)).collect()).collect();
     let bounds = {
         let lists: Vec<&Vec<(Labels, Vec<u32>)>> = parts.iter().map(|p| &p.1).collect();
         cut_points(&lists, &sizes, block_limit, total_limit)
@@ -997,13 +989,8 @@ impl SeriesSource for BucketSource {
         }
         let (min_t, max_t) = self.clamp(req.min_t, req.max_t);
         let parts = self.matching_parts(min_t, max_t, &req.matchers).await?;
-        let samples: u64 = parts
-            .iter()
-            .map(|(b, series)| {
-                let n = &b.index().num_samples;
-                series.iter().flat_map(|s| &s.1).map(|&id| n[id as usize]).sum::<u64>()
-            })
-            .sum();
+        let samples: u64 =
+            parts.iter().map(|(b, series)| series.iter().map(|(_, ids)| b.index().samples_of(ids)).sum::<u64>()).sum();
         // A small answer (the matching series hold one block read's worth of samples in all, in
         // every block together) is read block after block in the consumer's task: a task per
         // block would cost more than the reads.

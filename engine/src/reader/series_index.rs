@@ -50,6 +50,11 @@ impl SeriesIndex {
         self.labels.is_empty()
     }
 
+    /// Samples of the series `ids` together.
+    pub fn samples_of(&self, ids: &[u32]) -> u64 {
+        ids.iter().map(|&id| self.num_samples[id as usize]).sum()
+    }
+
     /// The block's label index (names and sorted values of the series with samples).
     pub fn label_index(&self) -> &LabelIndex {
         &self.label_index

@@ -1,6 +1,7 @@
 //! Strata's PromQL engine: promql-parser AST planned into DataFusion logical plans with Strata's
 //! extension nodes, executed as DataFusion physical plans over an engine `SeriesSource`.
 
+mod ahead;
 pub mod api;
 mod engine;
 pub mod error;

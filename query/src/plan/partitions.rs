@@ -1,5 +1,5 @@
 //! How a query uses several cores: a scan deals its batches out to partitions, the streaming
-//! nodes above it run once per partition, each on its own task, and [`PromMergeExec`] puts the
+//! nodes above it run once per partition, each on a task of its own, and [`PromMergeExec`] puts the
 //! partitions' batches back into the scan's order where a node needs its input whole.
 //!
 //! ```text
@@ -21,6 +21,10 @@
 //! directly, so the reading and merging run on the partitions' tasks as well; the scan then maps
 //! each source batch to one batch and the picture above holds with the dealing done by the source.
 //!
+//! Nothing of this spawns a task before it pays: the scan's stream is pulled by whichever partition
+//! needs the next batch, and a partition moves to a task of its own only once it has a batch ready
+//! that the merge has not taken yet, so a query over a few series runs in its request's task.
+//!
 //! Series are independent in the streaming nodes, and each of them maps one input batch to
 //! exactly one output batch, so taking the batches back in turn restores the order a
 //! single-partition plan has. Everything above the merge sees exactly the input it would see
@@ -29,7 +33,10 @@
 //! instant results keep their order.
 
 use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -62,19 +69,62 @@ pub(crate) fn merged(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 
 type Item = datafusion::error::Result<RecordBatch>;
 
-/// Deals the items of one stream out to `n` partitions in turn (item k to partition k mod n).
-/// The stream is started by the first partition polled, on its own task; it runs one item ahead
-/// per partition and stops when a partition's consumer goes away or after an error (which goes
-/// to the partition whose turn it was).
+/// Deals the items of one stream out to `n` partitions in turn (item k to partition k mod n),
+/// without a task of its own: whichever partition is polled pulls the stream, one item ahead per
+/// partition. A query over a few series then runs wholly in its consumer's task (no spawn, no
+/// cross-task wake-up); partitions running on tasks of their own share the pulling. The stream
+/// stops when a partition's consumer goes away or after an error (which goes to the partition
+/// whose turn it was).
 pub(crate) struct RoundRobin {
     state: Mutex<DealState>,
+    /// Partitions waiting for the stream or for a full slot to drain.
+    waiters: Arc<Waiters>,
 }
 
 struct DealState {
-    /// The stream, until a partition starts it.
+    /// The stream, until it ends, fails or a partition's consumer goes away.
     source: Option<BoxStream<'static, Item>>,
-    senders: Vec<mpsc::Sender<Item>>,
-    receivers: Vec<Option<mpsc::Receiver<Item>>>,
+    /// Items pulled so far (the next one goes to partition `pulled % n`).
+    pulled: usize,
+    /// The item pulled for each partition and not yet taken.
+    slots: Vec<Option<Item>>,
+    /// Partitions handed out.
+    taken: Vec<bool>,
+    /// A partition waits for a full slot to drain.
+    blocked: bool,
+}
+
+/// Wakers of the partitions waiting on a [`RoundRobin`]; as a waker itself (the one the stream is
+/// polled with) it wakes them all. `wakes` counts its wake-ups, so a poller that registers after
+/// the stream was polled sees a wake-up it would otherwise miss.
+#[derive(Default)]
+struct Waiters {
+    wakers: Mutex<Vec<Waker>>,
+    wakes: AtomicUsize,
+}
+
+impl Waiters {
+    fn register(&self, w: &Waker) {
+        let mut ws = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if !ws.iter().any(|x| x.will_wake(w)) {
+            ws.push(w.clone());
+        }
+    }
+
+    fn wake_all(&self) {
+        self.wakes.fetch_add(1, Ordering::AcqRel);
+        let ws = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        ws.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_all();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all();
+    }
 }
 
 impl fmt::Debug for RoundRobin {
@@ -86,56 +136,119 @@ impl fmt::Debug for RoundRobin {
 impl RoundRobin {
     /// Deals `source` out to `n` partitions.
     pub(crate) fn new(source: BoxStream<'static, Item>, n: usize) -> Self {
-        let (senders, receivers) = (0..n.max(1)).map(|_| mpsc::channel(1)).map(|(s, r)| (s, Some(r))).unzip();
-        RoundRobin { state: Mutex::new(DealState { source: Some(source), senders, receivers }) }
+        let n = n.max(1);
+        let state = DealState {
+            source: Some(source),
+            pulled: 0,
+            slots: (0..n).map(|_| None).collect(),
+            taken: vec![false; n],
+            blocked: false,
+        };
+        RoundRobin { state: Mutex::new(state), waiters: Arc::default() }
     }
 
     /// The items of partition `p`; each partition can be taken once.
     pub(crate) fn partition(self: &Arc<Self>, p: usize) -> datafusion::error::Result<BoxStream<'static, Item>> {
-        let rx = {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.receivers.get_mut(p).and_then(Option::take)
-        };
-        let Some(mut rx) = rx else {
-            return Err(DataFusionError::Internal(format!("partition {p} of a scan executed twice or out of range")));
-        };
-        let me = Arc::clone(self);
-        let start = futures::stream::once(async move {
-            me.start();
-            futures::stream::empty::<Item>()
-        })
-        .flatten();
-        let items = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        Ok(start.chain(items).boxed())
+        let mut st = self.lock();
+        match st.taken.get_mut(p) {
+            Some(t) if !*t => *t = true,
+            _ => {
+                return Err(DataFusionError::Internal(format!(
+                    "partition {p} of a scan executed twice or out of range"
+                )));
+            }
+        }
+        Ok(Partition { deal: Arc::clone(self), p }.boxed())
     }
 
-    /// Spawns the dealing task unless a partition did already.
-    fn start(&self) {
-        let (source, senders) = {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            match st.source.take() {
-                Some(s) => (s, std::mem::take(&mut st.senders)),
-                None => return,
-            }
-        };
-        tokio::spawn(async move {
-            let mut source = source;
-            let n = senders.len();
-            let mut k = 0usize;
-            while let Some(item) = source.next().await {
-                let failed = item.is_err();
-                if senders[k % n].send(item).await.is_err() || failed {
-                    break;
+    fn lock(&self) -> std::sync::MutexGuard<'_, DealState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next item of partition `p`, pulling the stream while the items it yields go to
+    /// partitions whose slot is free.
+    fn poll_partition(&self, p: usize, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let mut st = self.lock();
+        loop {
+            if let Some(item) = st.slots[p].take() {
+                if std::mem::take(&mut st.blocked) {
+                    drop(st);
+                    self.waiters.wake_all();
                 }
-                k += 1;
+                return Poll::Ready(Some(item));
             }
-        });
+            let n = st.slots.len();
+            let to = st.pulled % n;
+            if st.slots[to].is_some() {
+                // The next item's partition has not taken its last one yet.
+                st.blocked = true;
+                self.waiters.register(cx.waker());
+                return Poll::Pending;
+            }
+            let st = &mut *st;
+            let Some(source) = st.source.as_mut() else { return Poll::Ready(None) };
+            let wakes = self.waiters.wakes.load(Ordering::Acquire);
+            let waker = Waker::from(Arc::clone(&self.waiters));
+            match source.poll_next_unpin(&mut Context::from_waker(&waker)) {
+                Poll::Pending => {
+                    self.waiters.register(cx.waker());
+                    if self.waiters.wakes.load(Ordering::Acquire) == wakes {
+                        return Poll::Pending;
+                    }
+                    // Woken while registering: poll again.
+                }
+                Poll::Ready(None) => {
+                    st.source = None;
+                    self.waiters.wake_all();
+                }
+                Poll::Ready(Some(item)) => {
+                    if item.is_err() {
+                        st.source = None;
+                    }
+                    st.slots[to] = Some(item);
+                    st.pulled += 1;
+                    if to != p || st.source.is_none() {
+                        self.waiters.wake_all();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Partition `p`'s consumer went away: the stream stops (the other partitions still get
+    /// the items pulled for them, then their end).
+    fn leave(&self, p: usize) {
+        let mut st = self.lock();
+        st.slots[p] = None;
+        if st.source.take().is_some() {
+            drop(st);
+            self.waiters.wake_all();
+        }
+    }
+}
+
+/// One partition of a [`RoundRobin`].
+struct Partition {
+    deal: Arc<RoundRobin>,
+    p: usize,
+}
+
+impl Stream for Partition {
+    type Item = Item;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        self.deal.poll_partition(self.p, cx)
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.deal.leave(self.p);
     }
 }
 
 /// Merges the partitions of its input into one stream in the order the input's scan dealt
-/// them: batch 0 from partition 0, batch 1 from partition 1, and so on. Each partition runs on
-/// its own task, one batch ahead.
+/// them: batch 0 from partition 0, batch 1 from partition 1, and so on. Each partition runs one
+/// batch ahead, on a task of its own once a batch of it waits for the merge.
 ///
 /// The order is right because every node between the scan and the merge maps one input batch
 /// to one output batch; a partition that ends while another still has batches breaks that, and
@@ -161,22 +274,20 @@ impl DisplayAs for PromMergeExec {
     }
 }
 
-/// Drives `s` on its own task, one batch ahead of the consumer.
+/// Drives `s` one batch ahead of the consumer: in the consumer's task while that is enough (a
+/// query over a few series), on a task of its own once a batch waits for the consumer
+/// (`crate::ahead`).
 fn on_task(mut s: SendableRecordBatchStream) -> impl Stream<Item = Item> + Send + 'static {
-    let (tx, mut rx) = mpsc::channel::<Item>(1);
-    let task = futures::stream::once(async move {
-        tokio::spawn(async move {
-            while let Some(item) = s.next().await {
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break;
-                }
+    let (tx, rx) = mpsc::channel::<Item>(1);
+    let producer = async move {
+        while let Some(item) = s.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
             }
-        });
-        futures::stream::empty::<Item>()
-    })
-    .flatten();
-    task.chain(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+        }
+    };
+    crate::ahead::drive(producer, rx)
 }
 
 impl ExecutionPlan for PromMergeExec {
@@ -247,5 +358,150 @@ impl ExecutionPlan for PromMergeExec {
             }
         });
         Ok(record_stream(self.input.schema(), merged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::Int64Type;
+
+    use super::*;
+
+    fn batch(k: i64) -> Item {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "k",
+            arrow::datatypes::DataType::Int64,
+            false,
+        )]));
+        Ok(RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![k]))]).unwrap())
+    }
+
+    fn key(item: Item) -> i64 {
+        item.unwrap().column(0).as_primitive::<Int64Type>().value(0)
+    }
+
+    /// A source of `items` batches that waits on another task now and then (so pulling it
+    /// returns Pending and the partitions must be woken).
+    fn slow_source(items: i64) -> BoxStream<'static, Item> {
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            for k in 0..items {
+                if k % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                if tx.send(batch(k)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    }
+
+    /// Consumed in turn from one task, as the merge does, partition `p` gets items p, p + n, ...
+    #[tokio::test]
+    async fn partitions_taken_in_turn_from_one_task_get_every_nth_item() {
+        for n in 1..=4usize {
+            for items in [0i64, 1, 2, 5, 9] {
+                let deal = Arc::new(RoundRobin::new(futures::stream::iter((0..items).map(batch)).boxed(), n));
+                let mut parts: Vec<_> = (0..n).map(|p| deal.partition(p).unwrap()).collect();
+                for k in 0..items {
+                    assert_eq!(key(parts[k as usize % n].next().await.unwrap()), k, "n={n} items={items}");
+                }
+                for p in &mut parts {
+                    assert!(p.next().await.is_none());
+                }
+            }
+        }
+    }
+
+    /// Each partition on a task of its own, over a source that keeps waiting: every item arrives
+    /// once, at its partition, in order (no wake-up lost while partitions wait on each other).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partitions_on_their_own_tasks_share_the_pulling() {
+        for n in [2usize, 3] {
+            let items = 50i64;
+            let deal = Arc::new(RoundRobin::new(slow_source(items), n));
+            let tasks: Vec<_> = (0..n)
+                .map(|p| {
+                    let mut s = deal.partition(p).unwrap();
+                    tokio::spawn(async move {
+                        let mut got = Vec::new();
+                        while let Some(item) = s.next().await {
+                            got.push(key(item));
+                            if got.len() % 4 == 0 {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            for (p, t) in tasks.into_iter().enumerate() {
+                let got = tokio::time::timeout(Duration::from_secs(10), t).await.unwrap().unwrap();
+                let want: Vec<i64> = (0..items).filter(|k| *k as usize % n == p).collect();
+                assert_eq!(got, want, "partition {p} of {n}");
+            }
+        }
+    }
+
+    /// An error goes to the partition whose turn it was and ends the dealing; a partition is
+    /// handed out once.
+    #[tokio::test]
+    async fn an_error_ends_the_dealing_and_a_partition_is_taken_once() {
+        let items = vec![batch(0), batch(1), Err(DataFusionError::Internal("broken".into())), batch(3)];
+        let deal = Arc::new(RoundRobin::new(futures::stream::iter(items).boxed(), 2));
+        let mut p0 = deal.partition(0).unwrap();
+        let mut p1 = deal.partition(1).unwrap();
+        assert!(deal.partition(1).is_err());
+        assert!(deal.partition(2).is_err());
+        assert_eq!(key(p0.next().await.unwrap()), 0);
+        assert_eq!(key(p1.next().await.unwrap()), 1);
+        assert!(p0.next().await.unwrap().is_err());
+        assert!(p1.next().await.is_none());
+        assert!(p0.next().await.is_none());
+    }
+
+    /// A partition whose consumer goes away stops the source; the others end.
+    #[tokio::test]
+    async fn a_dropped_partition_stops_the_source() {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let source =
+            futures::stream::unfold((0i64, done_tx), |(k, done)| async move { Some((batch(k), (k + 1, done))) });
+        let deal = Arc::new(RoundRobin::new(source.boxed(), 2));
+        let mut p0 = deal.partition(0).unwrap();
+        let mut p1 = deal.partition(1).unwrap();
+        assert_eq!(key(p0.next().await.unwrap()), 0);
+        assert_eq!(key(p1.next().await.unwrap()), 1);
+        drop(p0);
+        assert!(done_rx.await.is_err(), "the source was dropped");
+        assert!(p1.next().await.is_none());
+    }
+
+    /// The merge of partitions driven one batch ahead gives the dealt order back, for answers
+    /// that stay in the merge's task and for ones that move to tasks of their own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_task_keeps_order_small_and_large() {
+        for items in [1i64, 2, 40] {
+            let deal = Arc::new(RoundRobin::new(slow_source(items), 2));
+            let schema = batch(0).unwrap().schema();
+            let mut parts: Vec<_> = (0..2)
+                .map(|p| {
+                    let s = deal.partition(p).unwrap();
+                    on_task(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        Arc::clone(&schema),
+                        s,
+                    )))
+                    .boxed()
+                })
+                .collect();
+            for k in 0..items {
+                assert_eq!(key(parts[k as usize % 2].next().await.unwrap()), k);
+            }
+            assert!(parts[0].next().await.is_none() && parts[1].next().await.is_none());
+        }
     }
 }

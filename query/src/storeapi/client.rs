@@ -242,7 +242,7 @@ impl Remote {
                 tokio::spawn(producer);
                 Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }))
             }
-            Receive::Inline => Box::pin(super::ahead::drive(producer, rx)),
+            Receive::Inline => Box::pin(crate::ahead::drive(producer, rx)),
         }
     }
 
@@ -292,7 +292,7 @@ pub(crate) enum Receive {
     /// all under way at once.
     Task,
     /// In the consumer's task while the answer is small, on a task of its own once it proves
-    /// large (`super::ahead`): a call to a single endpoint.
+    /// large (`crate::ahead`): a call to a single endpoint.
     Inline,
 }
 

@@ -3,7 +3,7 @@
 //! [`engine::SeriesSource`], its calls over an HTTP/2 connection driven directly, `transport`),
 //! and the querier built on it: the endpoint set with Info discovery ([`endpoints`]), the fan-out
 //! with partial response ([`proxy`]) and replica deduplication (with [`engine::dedup`], the
-//! algorithms the compactor uses too). Both sides read ahead only for large answers (`ahead`).
+//! algorithms the compactor uses too). Both sides read ahead only for large answers (`crate::ahead`).
 //! [`serve`] hosts a port's gRPC services (the StoreAPI [`server`] and whatever shares the port)
 //! over HTTP/2 driven with `h2` directly, as `transport` does for the client.
 //!
@@ -12,7 +12,6 @@
 //!                                                                          (querier fan-out, dedup)
 //! ```
 
-mod ahead;
 pub mod client;
 pub mod convert;
 pub mod endpoints;

@@ -19,7 +19,7 @@
 //! overlapping, as Thanos's store gateway sends them: a Thanos querier splits overlapping chunks back
 //! into replicas and deduplicates them. Memory stays bounded by a source batch and one series:
 //! frames go through a channel of [`FRAMES_AHEAD`], produced in the response's own task until it
-//! fills, then by a task of their own running ahead of the client (`super::ahead`).
+//! fills, then by a task of their own running ahead of the client (`crate::ahead`).
 //!
 //! Request hints (`hintspb.*RequestHints`) are checked (a wrong type or a bad block matcher is
 //! `InvalidArgument`, as in Thanos) but their block matchers are not applied: the source has no
@@ -418,7 +418,7 @@ impl StoreApi {
             );
         };
         // Small answers are produced in the response's own task; large ones on a task ahead of it.
-        Ok(Box::pin(super::ahead::drive(producer, rx)))
+        Ok(Box::pin(crate::ahead::drive(producer, rx)))
     }
 
     /// `skip_chunks`: the label sets only, from the source's label index.

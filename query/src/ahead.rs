@@ -26,8 +26,9 @@ use tokio::sync::mpsc::Receiver;
 type Producer = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// The items `producer` sends on the channel whose receiver is `rx` (see the module docs). The
-/// producer ends by dropping its sender; dropping the stream drops the producer (or, once it runs
-/// on its own task, closes the channel, which the producer sees on its next send).
+/// producer holds every sender of the channel and ends by dropping them; dropping the stream drops
+/// the producer (or, once it runs on its own task, closes the channel, which the producer sees on
+/// its next send).
 pub(crate) fn drive<T: Send + 'static>(
     producer: impl Future<Output = ()> + Send + 'static,
     rx: Receiver<T>,
@@ -54,6 +55,16 @@ impl<T: Send + 'static> Stream for Drive<T> {
             {
                 tokio::spawn(p);
             }
+        }
+        if this.producer.is_some() {
+            // Only this poll puts items in the channel while the producer runs here, so waiting
+            // on the channel would only wake this task from inside its own poll (a self-wake that
+            // costs a trip through the scheduler and an idle worker woken); the producer has
+            // registered for whatever it waits on.
+            return match this.rx.try_recv() {
+                Ok(item) => Poll::Ready(Some(item)),
+                Err(_) => Poll::Pending,
+            };
         }
         this.rx.poll_recv(cx)
     }

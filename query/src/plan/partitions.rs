@@ -34,7 +34,6 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -95,25 +94,30 @@ struct DealState {
 }
 
 /// Wakers of the partitions waiting on a [`RoundRobin`]; as a waker itself (the one the stream is
-/// polled with) it wakes them all. `wakes` counts its wake-ups, so a poller that registers after
-/// the stream was polled sees a wake-up it would otherwise miss.
+/// polled with) it wakes them all.
 #[derive(Default)]
 struct Waiters {
     wakers: Mutex<Vec<Waker>>,
-    wakes: AtomicUsize,
 }
 
 impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn register(&self, w: &Waker) {
-        let mut ws = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ws = self.lock();
         if !ws.iter().any(|x| x.will_wake(w)) {
             ws.push(w.clone());
         }
     }
 
+    fn unregister(&self, w: &Waker) {
+        self.lock().retain(|x| !x.will_wake(w));
+    }
+
     fn wake_all(&self) {
-        self.wakes.fetch_add(1, Ordering::AcqRel);
-        let ws = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        let ws = std::mem::take(&mut *self.lock());
         ws.into_iter().for_each(Waker::wake);
     }
 }
@@ -187,21 +191,21 @@ impl RoundRobin {
             }
             let st = &mut *st;
             let Some(source) = st.source.as_mut() else { return Poll::Ready(None) };
-            let wakes = self.waiters.wakes.load(Ordering::Acquire);
+            // Registered before the poll, so a wake-up during it is not lost (a stream that
+            // yields wakes at once); taken back when an item came, so that handing it out does
+            // not wake this very task.
+            self.waiters.register(cx.waker());
             let waker = Waker::from(Arc::clone(&self.waiters));
-            match source.poll_next_unpin(&mut Context::from_waker(&waker)) {
-                Poll::Pending => {
-                    self.waiters.register(cx.waker());
-                    if self.waiters.wakes.load(Ordering::Acquire) == wakes {
-                        return Poll::Pending;
-                    }
-                    // Woken while registering: poll again.
-                }
-                Poll::Ready(None) => {
+            let Poll::Ready(next) = source.poll_next_unpin(&mut Context::from_waker(&waker)) else {
+                return Poll::Pending;
+            };
+            self.waiters.unregister(cx.waker());
+            match next {
+                None => {
                     st.source = None;
                     self.waiters.wake_all();
                 }
-                Poll::Ready(Some(item)) => {
+                Some(item) => {
                     if item.is_err() {
                         st.source = None;
                     }
@@ -432,7 +436,7 @@ mod tests {
                         let mut got = Vec::new();
                         while let Some(item) = s.next().await {
                             got.push(key(item));
-                            if got.len() % 4 == 0 {
+                            if got.len().is_multiple_of(4) {
                                 tokio::time::sleep(Duration::from_millis(1)).await;
                             }
                         }
@@ -446,6 +450,31 @@ mod tests {
                 assert_eq!(got, want, "partition {p} of {n}");
             }
         }
+    }
+
+    /// A source that wakes its task from inside its poll before it says Pending (as a stream that
+    /// yields does) is polled again on the next turn, not in a loop, and gives every item.
+    #[tokio::test]
+    async fn a_source_that_yields_from_inside_its_poll_is_not_polled_in_a_loop() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&polls);
+        let mut k = 0i64;
+        let source = futures::stream::poll_fn(move |cx| {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_multiple_of(2) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            k += 1;
+            Poll::Ready((k <= 6).then(|| batch(k - 1)))
+        });
+        let deal = Arc::new(RoundRobin::new(source.boxed(), 2));
+        let mut parts: Vec<_> = (0..2).map(|p| deal.partition(p).unwrap()).collect();
+        for k in 0..6 {
+            assert_eq!(key(parts[k as usize % 2].next().await.unwrap()), k);
+        }
+        assert!(parts[0].next().await.is_none() && parts[1].next().await.is_none());
+        assert!(polls.load(std::sync::atomic::Ordering::Relaxed) <= 20, "polled {polls:?} times");
     }
 
     /// An error goes to the partition whose turn it was and ends the dealing; a partition is

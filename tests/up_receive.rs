@@ -60,7 +60,13 @@ async fn up_receives_remote_write_and_keeps_it_across_restarts() {
     let up = start_up(&data).await;
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let t0 = now - 120_000;
+    // The five samples (a minute) inside one 2-hour block range, so that the shutdown cut writes
+    // one block whatever the time of day.
+    let block_ms = 2 * 3_600_000;
+    let mut t0 = now - 120_000;
+    if t0 / block_ms != (t0 + 60_000) / block_ms {
+        t0 = (t0 + 60_000) / block_ms * block_ms - 90_000;
+    }
     let l = Labels::from_pairs([("__name__", "rw_test"), ("job", "a")]);
     let samples: Vec<(i64, f64)> = (0..5).map(|i| (t0 + i * 15_000, (i + 1) as f64)).collect();
     let (code, body) = up.write(&[(l.clone(), samples.clone())]).await;

@@ -281,7 +281,7 @@ impl DisplayAs for PromMergeExec {
 /// Drives `s` one batch ahead of the consumer: in the consumer's task while that is enough (a
 /// query over a few series), on a task of its own once a batch waits for the consumer
 /// (`crate::ahead`).
-fn on_task(mut s: SendableRecordBatchStream) -> impl Stream<Item = Item> + Send + 'static {
+fn one_ahead(mut s: SendableRecordBatchStream) -> impl Stream<Item = Item> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Item>(1);
     let producer = async move {
         while let Some(item) = s.next().await {
@@ -329,7 +329,7 @@ impl ExecutionPlan for PromMergeExec {
         let n = partition_count(&self.input);
         let mut parts = Vec::with_capacity(n);
         for p in 0..n {
-            parts.push(on_task(self.input.execute(p, Arc::clone(&context))?).boxed());
+            parts.push(one_ahead(self.input.execute(p, Arc::clone(&context))?).boxed());
         }
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let merged = futures::stream::unfold((parts, 0usize, false), move |(mut parts, turn, done)| {
@@ -513,14 +513,14 @@ mod tests {
     /// The merge of partitions driven one batch ahead gives the dealt order back, for answers
     /// that stay in the merge's task and for ones that move to tasks of their own.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn on_task_keeps_order_small_and_large() {
+    async fn one_ahead_keeps_order_small_and_large() {
         for items in [1i64, 2, 40] {
             let deal = Arc::new(RoundRobin::new(slow_source(items), 2));
             let schema = batch(0).unwrap().schema();
             let mut parts: Vec<_> = (0..2)
                 .map(|p| {
                     let s = deal.partition(p).unwrap();
-                    on_task(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    one_ahead(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
                         Arc::clone(&schema),
                         s,
                     )))

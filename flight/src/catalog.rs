@@ -32,6 +32,7 @@ use engine::bucket::Bucket;
 
 use crate::error::{Error, Result};
 use crate::head::RecentHeads;
+use crate::series_join::sql_session;
 use crate::tables::{BlockFilter, HeadInput, TableSet, register_tables};
 
 /// Catalog name Flight SQL clients see.
@@ -173,7 +174,7 @@ impl SqlCatalog {
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
             .build_arc()
             .map_err(df("creating the SQL runtime"))?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let ctx = sql_session(config, runtime);
         for (name, f) in self.functions.iter() {
             ctx.register_udtf(name, Arc::clone(f));
         }

@@ -471,7 +471,7 @@ mod tests {
             HeadPart { source: Arc::new(head), block_labels: BTreeMap::new() },
             HeadPart { source: Arc::new(other), block_labels: BTreeMap::from([("tenant".into(), "b".into())]) },
         ]));
-        let ctx = SessionContext::new();
+        let ctx = crate::series_join::tests::session();
         let input = HeadInput::read(heads).await.unwrap();
         let set = register_tables(&ctx, &bucket, Some(&input), None).await.unwrap();
         assert_eq!(set.metrics["fresh"], ["instance", "pod"]);

@@ -16,6 +16,7 @@ pub mod error;
 pub mod head;
 mod labels_map;
 pub mod metrics;
+mod series_join;
 pub mod server;
 pub mod service;
 pub mod tables;

@@ -6,8 +6,8 @@
 //!   <metric>(<its label names>..., timestamp, value)                one table per metric name
 //!
 //!   series.parquet (every block) ──filter: metric, labels──► build side ─┐
-//!                                                                      HashJoin on (block, series_id)
-//!   samples.parquet (every block) ─filter: timestamp (pages)─► probe ────┘
+//!                                                            join on (block, series_id): an array
+//!   samples.parquet (every block) ─filter: timestamp (pages)─► probe ────┘  lookup (series_join.rs)
 //!                  ▲ dynamic filter: the series ids the build side found (row-group/page pruning)
 //! ```
 //!
@@ -39,6 +39,7 @@ use engine::sql::{BLOCK_INDEX_COLUMN, BucketFiles};
 use crate::error::{Error, Result};
 use crate::head::{HeadTable, RecentHeads, head_label_names};
 use crate::labels_map::labels_expr;
+use crate::series_join::{SAMPLE_KEYS, SERIES_KEYS};
 
 /// Names of the fixed tables.
 pub const FIXED_TABLES: [&str; 4] = ["samples", "series", "samples_5m", "samples_1h"];
@@ -77,8 +78,8 @@ fn downsampled_view(ctx: &SessionContext, files: BucketFiles) -> Result<DataFram
     let BucketFiles { label_columns, samples, series, .. } = files;
     let labels: Vec<String> = label_columns.iter().filter(|c| *c != format::COL_METRIC_NAME).cloned().collect();
     let mut series_exprs = vec![
-        col(BLOCK_INDEX_COLUMN).alias("__block"),
-        col(format::COL_SERIES_ID).alias("__series_id"),
+        col(BLOCK_INDEX_COLUMN).alias(SERIES_KEYS[0]),
+        col(format::COL_SERIES_ID).alias(SERIES_KEYS[1]),
         cast(ident(format::COL_METRIC_NAME), DataType::Utf8).alias("metric"),
     ];
     for n in &labels {
@@ -94,8 +95,8 @@ fn downsampled_view(ctx: &SessionContext, files: BucketFiles) -> Result<DataFram
         .read_table(samples)
         .map_err(df_err("reading aggregates files"))?
         .select(vec![
-            col(BLOCK_INDEX_COLUMN).alias("__sblock"),
-            col(format::COL_SERIES_ID).alias("__sid"),
+            col(BLOCK_INDEX_COLUMN).alias(SAMPLE_KEYS[0]),
+            col(format::COL_SERIES_ID).alias(SAMPLE_KEYS[1]),
             cast(col(format::COL_TIMESTAMP), timestamp_type()).alias("timestamp"),
             cast(col(format::COL_COUNT), DataType::Int64).alias("count"),
             col(format::COL_SUM).alias("sum"),
@@ -106,7 +107,7 @@ fn downsampled_view(ctx: &SessionContext, files: BucketFiles) -> Result<DataFram
         .map_err(df_err("projecting aggregates"))?;
     let l_cols: Vec<Expr> = labels.iter().map(|n| ident(format!("__l_{n}"))).collect();
     series
-        .join(aggregates, JoinType::Inner, &["__block", "__series_id"], &["__sblock", "__sid"], None)
+        .join(aggregates, JoinType::Inner, &SERIES_KEYS, &SAMPLE_KEYS, None)
         .map_err(df_err("joining aggregates to series"))?
         .select(vec![
             col("metric"),
@@ -173,8 +174,8 @@ pub async fn register_tables(
 
     // series rows with the block, the metric, the label columns as Utf8 and the labels map.
     let mut series_exprs = vec![
-        col(BLOCK_INDEX_COLUMN).alias("__block"),
-        col(format::COL_SERIES_ID).alias("__series_id"),
+        col(BLOCK_INDEX_COLUMN).alias(SERIES_KEYS[0]),
+        col(format::COL_SERIES_ID).alias(SERIES_KEYS[1]),
         col(format::COL_SERIES_HASH).alias("__series_hash"),
         cast(ident(format::COL_METRIC_NAME), DataType::Utf8).alias("metric"),
     ];
@@ -194,8 +195,8 @@ pub async fn register_tables(
         .read_table(samples)
         .map_err(df_err("reading samples files"))?
         .select(vec![
-            col(BLOCK_INDEX_COLUMN).alias("__sblock"),
-            col(format::COL_SERIES_ID).alias("__sid"),
+            col(BLOCK_INDEX_COLUMN).alias(SAMPLE_KEYS[0]),
+            col(format::COL_SERIES_ID).alias(SAMPLE_KEYS[1]),
             cast(col(format::COL_TIMESTAMP), timestamp_type()).alias("timestamp"),
             coalesce(vec![
                 col(format::COL_VALUE),
@@ -206,7 +207,7 @@ pub async fn register_tables(
         .map_err(df_err("projecting samples"))?;
     let join = |series: DataFrame| -> Result<DataFrame> {
         series
-            .join(samples_base.clone(), JoinType::Inner, &["__block", "__series_id"], &["__sblock", "__sid"], None)
+            .join(samples_base.clone(), JoinType::Inner, &SERIES_KEYS, &SAMPLE_KEYS, None)
             .map_err(df_err("joining samples to series"))
     };
     // The heads' rows (same columns as a series row joined to its samples, without the block).
@@ -404,7 +405,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn tables_answer_from_the_source_data() {
         let (_dir, bucket, a, b) = two_blocks().await;
-        let ctx = SessionContext::new();
+        let ctx = crate::series_join::tests::session();
         let set = register_tables(&ctx, &bucket, None, None).await.unwrap();
         assert_eq!(set.blocks.len(), 2);
         assert_eq!(set.metrics["node_load1"], ["instance", "job"]);
@@ -480,7 +481,7 @@ pub(crate) mod tests {
         let bucket = Bucket::local(dir.path()).unwrap();
         // 40 series x 5000 samples: about 3 pages of samples.parquet per block, so pruning shows.
         write(&bucket, ulid::Ulid::from_parts(1, 1), &fleet(5000)).await;
-        let ctx = SessionContext::new();
+        let ctx = crate::series_join::tests::session();
         register_tables(&ctx, &bucket, None, None).await.unwrap();
         let q = "SELECT instance, avg(value) FROM node_load1 WHERE instance = 'host-03:9100' \
                  AND timestamp >= to_timestamp_millis(60000000) GROUP BY instance";
@@ -513,5 +514,19 @@ pub(crate) mod tests {
         let avg = got[0].column(1).as_primitive::<Float64Type>().value(0);
         let vs: Vec<f64> = (4000..5000).map(|k| 1.5 + ((k % 60) as f64) / 100.0).collect();
         assert!((avg - vs.iter().sum::<f64>() / 1000.0).abs() < 1e-9);
+
+        // A label filter alone: the series it selects bound the samples scan's series ids (the
+        // join's dynamic filter), so the scan skips the pages of the other series.
+        let q = "SELECT count(*) FROM node_load1 WHERE instance = 'host-03:9100'";
+        let analyzed = text(&sql(&ctx, &format!("EXPLAIN ANALYZE {q}")).await);
+        assert!(analyzed.contains("StrataSeriesJoinExec"), "{analyzed}");
+        let samples_scan = analyzed.lines().find(|l| l.contains("samples.parquet")).unwrap();
+        assert!(samples_scan.contains("series_id@0 >= 3 AND series_id@0 <= 3"), "{samples_scan}");
+        let at = samples_scan.find("page_index_pages_pruned=").unwrap();
+        let words: Vec<&str> = samples_scan[at + 24..].split_whitespace().take(4).collect();
+        let (total, matched): (u64, u64) = (words[0].parse().unwrap(), words[3].parse().unwrap());
+        assert!(total >= 3 && matched < total, "{samples_scan}");
+        let got = sql(&ctx, q).await;
+        assert_eq!(got[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), 5000);
     }
 }

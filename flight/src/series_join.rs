@@ -336,9 +336,9 @@ async fn read_series(
     let mut cells = 0usize;
     for (&b, &(lo, hi, count)) in &span {
         let width = (hi - lo) as usize + 1;
-        // An array while it is at most 256 KiB or 8 slots per row (a label filter leaves a few
+        // An array while it is at most 64 KiB or 8 slots per row (a label filter leaves a few
         // series spread over a block's ids: an array still answers each sample without hashing).
-        let ids = if width <= (8 * count).max(1 << 16) {
+        let ids = if width <= (8 * count).max(1 << 14) {
             cells += width;
             Ids::Dense { first: lo, rows: vec![0; width] }
         } else {

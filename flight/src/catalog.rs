@@ -162,11 +162,7 @@ impl SqlCatalog {
     }
 
     fn new_context(&self) -> Result<SessionContext> {
-        // Joins collect their build side once instead of hash-repartitioning both sides: the
-        // tables' joins build on series rows (small) and probe with every sample, which a
-        // repartition would hash a second time (`bench sql`: 2-3x the scan's cost).
         let config = SessionConfig::new()
-            .with_repartition_joins(false)
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(true);

@@ -13,8 +13,9 @@
 //! A one-series Series call then costs no spawn, no cross-task wake-up and no idle worker thread
 //! woken to steal it, on either side of the gRPC hop; a large one still overlaps producing with
 //! consuming. The partitions of a query plan use it the same way (`plan::partitions`): a query
-//! over a few series runs in its request's task, a large one on one task per partition. Moving a half-polled producer to a task is sound: the spawned task polls it at once,
-//! and every future it waits on registers the new task's waker on that poll.
+//! over a few series runs in its request's task, a large one on one task per partition. Moving a
+//! half-polled producer to a task is sound: the spawned task polls it at once, and every future it
+//! waits on registers the new task's waker on that poll.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -78,6 +78,8 @@ pub(crate) struct RoundRobin {
     state: Mutex<DealState>,
     /// Partitions waiting for the stream or for a full slot to drain.
     waiters: Arc<Waiters>,
+    /// The waker the stream is polled with: wakes every waiting partition.
+    waker: Waker,
 }
 
 struct DealState {
@@ -148,7 +150,8 @@ impl RoundRobin {
             taken: vec![false; n],
             blocked: false,
         };
-        RoundRobin { state: Mutex::new(state), waiters: Arc::default() }
+        let waiters: Arc<Waiters> = Arc::default();
+        RoundRobin { state: Mutex::new(state), waker: Waker::from(Arc::clone(&waiters)), waiters }
     }
 
     /// The items of partition `p`; each partition can be taken once.
@@ -195,8 +198,7 @@ impl RoundRobin {
             // yields wakes at once); taken back when an item came, so that handing it out does
             // not wake this very task.
             self.waiters.register(cx.waker());
-            let waker = Waker::from(Arc::clone(&self.waiters));
-            let Poll::Ready(next) = source.poll_next_unpin(&mut Context::from_waker(&waker)) else {
+            let Poll::Ready(next) = source.poll_next_unpin(&mut Context::from_waker(&self.waker)) else {
                 return Poll::Pending;
             };
             self.waiters.unregister(cx.waker());

@@ -9,6 +9,12 @@
 //! targets: every ratio <= 1.0, heavy aggregations <= 0.5). Strata's warm-up time is printed too:
 //! it is the cold one, before Strata's decoded-page cache holds the pages the request touches. The
 //! `gzip` rows send `Accept-Encoding: gzip` to both.
+//!
+//! With `--via-store` a last table times the hop alone, for the `selector 1 series, 1h` row: rounds
+//! of Prometheus answering the row's query, a second `strata query` reading the bucket itself
+//! answering it, then gRPC calls from tonic's own client to the `strata store`: `Info` (a round trip
+//! with no data) and the `Series` call the querier makes for the row. The querier through the
+//! store costs about the direct answer plus that `Series` call, the last column's ratio.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,6 +23,11 @@ use engine::bucket::Bucket;
 use ingest::convert::{ConvertOptions, convert_path};
 
 use ingest::testkit::{Daemon, copy_dir, free_port, urlencode};
+use proto::prometheus::{LabelMatcher, label_matcher};
+use proto::thanos::info::InfoRequest;
+use proto::thanos::info::info_client::InfoClient;
+use proto::thanos::store_client::StoreClient;
+use proto::thanos::{SeriesRequest, series_response};
 
 use crate::util::{FleetArgs, format_copy, prometheus_over, promtool_blocks, write_fs_bucket_config};
 
@@ -100,6 +111,74 @@ async fn compare(
     Ok((cold, median(&mut s), median(&mut p), n))
 }
 
+/// With `--via-store`: the store gateway behind a querier, and a second querier on the bucket.
+struct Hop {
+    _store: Daemon,
+    /// The store's gRPC address.
+    grpc: String,
+    _direct: Daemon,
+    /// Base URL of the querier on the bucket.
+    direct_base: String,
+}
+
+/// The medians of [`hop`], in seconds.
+struct HopTimes {
+    direct: f64,
+    info: f64,
+    series: f64,
+    prom: f64,
+}
+
+/// The hop of `--via-store` alone (see the module docs): one warm-up and `runs` timed rounds of
+/// Prometheus answering `path`, the querier on the bucket answering it, then `Info` and `series`
+/// of the store at `hop.grpc`.
+async fn hop(
+    client: &reqwest::Client,
+    hop: &Hop,
+    prom: &str,
+    path: &str,
+    series: SeriesRequest,
+    runs: usize,
+) -> Result<HopTimes, String> {
+    let grpc = &hop.grpc;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .map_err(|e| format!("{grpc}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("connect {grpc}: {e}"))?;
+    let mut info = InfoClient::new(channel.clone());
+    let mut store = StoreClient::new(channel);
+    let direct_url = format!("{}{path}", hop.direct_base);
+    let prom_url = format!("{prom}{path}");
+    let (mut td, mut ti, mut ts, mut tp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=runs {
+        let p = timed(client, &prom_url, false).await?;
+        let d = timed(client, &direct_url, false).await?;
+        let t = Instant::now();
+        info.info(InfoRequest {}).await.map_err(|e| format!("{grpc} Info: {e}"))?;
+        let i = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut stream = store.series(series.clone()).await.map_err(|e| format!("{grpc} Series: {e}"))?.into_inner();
+        let mut chunks = Vec::new();
+        while let Some(r) = stream.message().await.map_err(|e| format!("{grpc} Series stream: {e}"))? {
+            if let Some(series_response::Result::Series(s)) = r.result {
+                chunks.push(s.chunks.len());
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        if chunks.len() != 1 || chunks[0] == 0 {
+            return Err(format!("{grpc} Series: expected one series with chunks, got chunk counts {chunks:?}"));
+        }
+        if round > 0 {
+            td.push(d);
+            ti.push(i);
+            ts.push(s);
+            tp.push(p);
+        }
+    }
+    Ok(HopTimes { direct: median(&mut td), info: median(&mut ti), series: median(&mut ts), prom: median(&mut tp) })
+}
+
 pub(crate) fn run(a: Args) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let spec = a.fleet.spec()?;
@@ -138,7 +217,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         let bucket_cfg = bcfg.display().to_string();
         let query_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
         let strata_log = work.path().join(format!("strata-v{format}.log"));
-        let (mut strata, store) = if a.via_store {
+        let (mut strata, hop) = if a.via_store {
             let grpc = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
             let http = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
             let store_log = work.path().join(format!("store-v{format}.log"));
@@ -147,7 +226,16 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
             let mut store = spawn(&args, &store_log)?;
             rt.block_on(store.wait_http_ok(&format!("http://{http}/-/ready"), ready, &store_log))
                 .map_err(|e| e.to_string())?;
-            (spawn(&["query", "--endpoint", &grpc, "--http-address", &query_addr], &strata_log)?, Some(store))
+            // For the hop's table: a querier on the bucket itself as well.
+            let direct_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+            let direct_log = work.path().join(format!("strata-direct-v{format}.log"));
+            let args = ["query", "--objstore.config-file", &bucket_cfg, "--http-address", &direct_addr];
+            let mut direct = spawn(&args, &direct_log)?;
+            let direct_base = format!("http://{direct_addr}");
+            rt.block_on(direct.wait_http_ok(&format!("{direct_base}/-/ready"), ready, &direct_log))
+                .map_err(|e| e.to_string())?;
+            let hop = Hop { _store: store, grpc, _direct: direct, direct_base };
+            (spawn(&["query", "--endpoint", &hop.grpc, "--http-address", &query_addr], &strata_log)?, Some(hop))
         } else {
             (
                 spawn(&["query", "--objstore.config-file", &bucket_cfg, "--http-address", &query_addr], &strata_log)?,
@@ -156,7 +244,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         };
         let sbase = format!("http://{query_addr}");
         rt.block_on(strata.wait_http_ok(&format!("{sbase}/-/ready"), ready, &strata_log)).map_err(|e| e.to_string())?;
-        servers.push((format, sbase, strata, store));
+        servers.push((format, sbase, strata, hop));
     }
 
     let start = spec.start_ms / 1000 + 600;
@@ -166,9 +254,10 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         |q: &str, from: i64| format!("/api/v1/query_range?query={}&start={from}&end={end}&step=60", urlencode(q));
     let instant = |q: &str| format!("/api/v1/query?query={}&time={end}", urlencode(q));
     // (name, path, heavy aggregation, ask for gzip)
+    let (one_series_name, one_series) = ("selector 1 series, 1h", "up{instance=\"host-00000:9100\"}");
     let cases: Vec<(&str, String, bool, bool)> = vec![
-        ("selector 1 series, 1h", range("up{instance=\"host-00000:9100\"}", hour), false, false),
-        ("selector 1 series, 1d", range("up{instance=\"host-00000:9100\"}", start), false, false),
+        (one_series_name, range(one_series, hour), false, false),
+        ("selector 1 series, 1d", range(one_series, start), false, false),
         ("selector 100 series, 1h", range("up{instance=~\"host-000[0-9][0-9]:9100\"}", hour), false, false),
         ("selector 100 series, 1d", range("up{instance=~\"host-000[0-9][0-9]:9100\"}", start), false, false),
         ("selector all series, 1h", range("{job=~\".+\"}", hour), false, false),
@@ -256,6 +345,51 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
                 p * 1000.0,
                 s / p.max(1e-9),
                 if heavy { "0.5" } else { "1.0" }
+            );
+        }
+    }
+    if a.via_store && a.only.as_deref().is_none_or(|o| one_series_name.contains(o)) {
+        // The samples `selector 1 series, 1h` reads: its range and the 5-minute lookback before it.
+        let series = SeriesRequest {
+            min_time: hour * 1000 - 300_000 + 1,
+            max_time: end * 1000,
+            matchers: [("__name__", "up"), ("instance", "host-00000:9100")]
+                .map(|(name, value)| LabelMatcher {
+                    r#type: label_matcher::Type::Eq as i32,
+                    name: name.into(),
+                    value: value.into(),
+                })
+                .into(),
+            ..Default::default()
+        };
+        let path = range(one_series, hour);
+        println!(
+            "the hop alone (`{one_series_name}`): rounds of Prometheus, `strata query` on the bucket, then Info and Series \
+             of `strata store` from tonic's client"
+        );
+        println!(
+            "{:<32} {:>6} {:>14} {:>14} {:>14} {:>14} {:>5} {:>20}",
+            "",
+            "format",
+            "direct med ms",
+            "Info med ms",
+            "Series med ms",
+            "prom med ms",
+            "runs",
+            "(direct+Series)/prom"
+        );
+        for (format, _, _, hop_servers) in &servers {
+            let Some(h) = hop_servers else { continue };
+            let t = rt.block_on(hop(&client, h, &pbase, &path, series.clone(), a.runs))?;
+            println!(
+                "{:<32} {format:>6} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>5} {:>20.2}",
+                one_series_name,
+                t.direct * 1000.0,
+                t.info * 1000.0,
+                t.series * 1000.0,
+                t.prom * 1000.0,
+                a.runs,
+                (t.direct + t.series) / t.prom.max(1e-9)
             );
         }
     }

@@ -121,7 +121,7 @@ struct Hop {
     direct_base: String,
 }
 
-/// The medians of [`hop`], in seconds.
+/// The medians of [`time_hop`], in seconds.
 struct HopTimes {
     direct: f64,
     info: f64,
@@ -132,7 +132,7 @@ struct HopTimes {
 /// The hop of `--via-store` alone (see the module docs): one warm-up and `runs` timed rounds of
 /// Prometheus answering `path`, the querier on the bucket answering it, then `Info` and `series`
 /// of the store at `hop.grpc`.
-async fn hop(
+async fn time_hop(
     client: &reqwest::Client,
     hop: &Hop,
     prom: &str,
@@ -380,7 +380,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         );
         for (format, _, _, hop_servers) in &servers {
             let Some(h) = hop_servers else { continue };
-            let t = rt.block_on(hop(&client, h, &pbase, &path, series.clone(), a.runs))?;
+            let t = rt.block_on(time_hop(&client, h, &pbase, &path, series.clone(), a.runs))?;
             println!(
                 "{:<32} {format:>6} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>5} {:>20.2}",
                 one_series_name,

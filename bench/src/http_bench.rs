@@ -29,7 +29,7 @@ use proto::thanos::info::info_client::InfoClient;
 use proto::thanos::store_client::StoreClient;
 use proto::thanos::{SeriesRequest, series_response};
 
-use crate::util::{FleetArgs, format_copy, prometheus_over, promtool_blocks, write_fs_bucket_config};
+use crate::util::{FleetArgs, format_copy, grpc_channel, prometheus_over, promtool_blocks, write_fs_bucket_config};
 
 /// Arguments of `bench http`.
 #[derive(Debug, clap::Args)]
@@ -111,14 +111,13 @@ async fn compare(
     Ok((cold, median(&mut s), median(&mut p), n))
 }
 
-/// With `--via-store`: the store gateway behind a querier, and a second querier on the bucket.
+/// With `--via-store`: the store gateway behind a querier.
 struct Hop {
     _store: Daemon,
     /// The store's gRPC address.
     grpc: String,
-    _direct: Daemon,
-    /// Base URL of the querier on the bucket.
-    direct_base: String,
+    /// Objstore configuration file of the bucket the store serves.
+    bucket_cfg: String,
 }
 
 /// The medians of [`time_hop`], in seconds.
@@ -130,25 +129,21 @@ struct HopTimes {
 }
 
 /// The hop of `--via-store` alone (see the module docs): one warm-up and `runs` timed rounds of
-/// Prometheus answering `path`, the querier on the bucket answering it, then `Info` and `series`
-/// of the store at `hop.grpc`.
+/// Prometheus answering `path`, the querier on the bucket at `direct` answering it, then `Info`
+/// and `series` of the store at `grpc`.
 async fn time_hop(
     client: &reqwest::Client,
-    hop: &Hop,
+    grpc: &str,
+    direct: &str,
     prom: &str,
     path: &str,
     series: SeriesRequest,
     runs: usize,
 ) -> Result<HopTimes, String> {
-    let grpc = &hop.grpc;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
-        .map_err(|e| format!("{grpc}: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("connect {grpc}: {e}"))?;
+    let channel = grpc_channel(grpc).await?;
     let mut info = InfoClient::new(channel.clone());
     let mut store = StoreClient::new(channel);
-    let direct_url = format!("{}{path}", hop.direct_base);
+    let direct_url = format!("{direct}{path}");
     let prom_url = format!("{prom}{path}");
     let (mut td, mut ti, mut ts, mut tp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..=runs {
@@ -226,15 +221,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
             let mut store = spawn(&args, &store_log)?;
             rt.block_on(store.wait_http_ok(&format!("http://{http}/-/ready"), ready, &store_log))
                 .map_err(|e| e.to_string())?;
-            // For the hop's table: a querier on the bucket itself as well.
-            let direct_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
-            let direct_log = work.path().join(format!("strata-direct-v{format}.log"));
-            let args = ["query", "--objstore.config-file", &bucket_cfg, "--http-address", &direct_addr];
-            let mut direct = spawn(&args, &direct_log)?;
-            let direct_base = format!("http://{direct_addr}");
-            rt.block_on(direct.wait_http_ok(&format!("{direct_base}/-/ready"), ready, &direct_log))
-                .map_err(|e| e.to_string())?;
-            let hop = Hop { _store: store, grpc, _direct: direct, direct_base };
+            let hop = Hop { _store: store, grpc, bucket_cfg: bucket_cfg.clone() };
             (spawn(&["query", "--endpoint", &hop.grpc, "--http-address", &query_addr], &strata_log)?, Some(hop))
         } else {
             (
@@ -378,9 +365,17 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
             "runs",
             "(direct+Series)/prom"
         );
-        for (format, _, _, hop_servers) in &servers {
-            let Some(h) = hop_servers else { continue };
-            let t = rt.block_on(time_hop(&client, h, &pbase, &path, series.clone(), a.runs))?;
+        for (format, _, _, hop) in &servers {
+            let Some(hop) = hop else { continue };
+            // A querier on the bucket itself, for this table only.
+            let direct_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+            let direct_log = work.path().join(format!("strata-direct-v{format}.log"));
+            let args = ["query", "--objstore.config-file", &hop.bucket_cfg, "--http-address", &direct_addr];
+            let mut direct = spawn(&args, &direct_log)?;
+            let direct_base = format!("http://{direct_addr}");
+            rt.block_on(direct.wait_http_ok(&format!("{direct_base}/-/ready"), ready, &direct_log))
+                .map_err(|e| e.to_string())?;
+            let t = rt.block_on(time_hop(&client, &hop.grpc, &direct_base, &pbase, &path, series.clone(), a.runs))?;
             println!(
                 "{:<32} {format:>6} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>5} {:>20.2}",
                 one_series_name,

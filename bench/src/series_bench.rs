@@ -18,7 +18,7 @@ use proto::thanos::{SeriesRequest, series_response};
 
 use ingest::testkit::{Daemon, free_port};
 
-use crate::util::{FleetArgs, converted_bucket, prometheus_over, promtool_blocks};
+use crate::util::{FleetArgs, converted_bucket, grpc_channel, prometheus_over, promtool_blocks};
 
 /// Arguments of `bench series`.
 #[derive(Debug, clap::Args)]
@@ -45,11 +45,7 @@ fn chunk_samples(data: &[u8]) -> u64 {
 }
 
 pub(crate) async fn strata_series(addr: &str, min_t: i64, max_t: i64) -> Result<Streamed, String> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("{addr}: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let channel = grpc_channel(addr).await?;
     let mut client = StoreClient::new(channel).max_decoding_message_size(usize::MAX);
     let req = SeriesRequest {
         min_time: min_t,

@@ -31,6 +31,16 @@ pub(crate) fn irregular_blocks(bench_name: &str, spec: &GenSpec, work: &Path) ->
 }
 
 /// The multi-threaded tokio runtime a benchmark drives its async work on.
+/// A gRPC channel to `addr` (host:port) over plain HTTP/2, connected now: tonic's own client, no
+/// Strata transport code.
+pub(crate) async fn grpc_channel(addr: &str) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("{addr}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())
 }

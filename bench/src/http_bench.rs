@@ -199,6 +199,14 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         Daemon::spawn(Command::new(&strata_bin).args(args), log)
             .map_err(|e| format!("{e} (cargo build --release --workspace first)"))
     };
+    // `strata query` with `source` (its data's flags) on a free port, once ready; and its base URL.
+    let start_query = |source: &[&str], log: &std::path::Path| -> Result<(Daemon, String), String> {
+        let addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
+        let mut query = spawn(&[&["query"], source, &["--http-address", &addr]].concat(), log)?;
+        let base = format!("http://{addr}");
+        rt.block_on(query.wait_http_ok(&format!("{base}/-/ready"), ready, log)).map_err(|e| e.to_string())?;
+        Ok((query, base))
+    };
     let client = reqwest::Client::new();
     rt.block_on(prom.wait_http_ok(&format!("{pbase}/-/ready"), ready, &prom_log)).map_err(|e| e.to_string())?;
     // One `strata query` per format over a copy of the bucket in that format; with --via-store a
@@ -210,9 +218,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         let bcfg = work.path().join(format!("bucket-v{format}.yml"));
         write_fs_bucket_config(&bcfg, &fdir)?;
         let bucket_cfg = bcfg.display().to_string();
-        let query_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
         let strata_log = work.path().join(format!("strata-v{format}.log"));
-        let (mut strata, hop) = if a.via_store {
+        let ((strata, sbase), hop) = if a.via_store {
             let grpc = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
             let http = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
             let store_log = work.path().join(format!("store-v{format}.log"));
@@ -222,15 +229,10 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
             rt.block_on(store.wait_http_ok(&format!("http://{http}/-/ready"), ready, &store_log))
                 .map_err(|e| e.to_string())?;
             let hop = Hop { _store: store, grpc, bucket_cfg: bucket_cfg.clone() };
-            (spawn(&["query", "--endpoint", &hop.grpc, "--http-address", &query_addr], &strata_log)?, Some(hop))
+            (start_query(&["--endpoint", &hop.grpc], &strata_log)?, Some(hop))
         } else {
-            (
-                spawn(&["query", "--objstore.config-file", &bucket_cfg, "--http-address", &query_addr], &strata_log)?,
-                None,
-            )
+            (start_query(&["--objstore.config-file", &bucket_cfg], &strata_log)?, None)
         };
-        let sbase = format!("http://{query_addr}");
-        rt.block_on(strata.wait_http_ok(&format!("{sbase}/-/ready"), ready, &strata_log)).map_err(|e| e.to_string())?;
         servers.push((format, sbase, strata, hop));
     }
 
@@ -368,13 +370,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         for (format, _, _, hop) in &servers {
             let Some(hop) = hop else { continue };
             // A querier on the bucket itself, for this table only.
-            let direct_addr = format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?);
             let direct_log = work.path().join(format!("strata-direct-v{format}.log"));
-            let args = ["query", "--objstore.config-file", &hop.bucket_cfg, "--http-address", &direct_addr];
-            let mut direct = spawn(&args, &direct_log)?;
-            let direct_base = format!("http://{direct_addr}");
-            rt.block_on(direct.wait_http_ok(&format!("{direct_base}/-/ready"), ready, &direct_log))
-                .map_err(|e| e.to_string())?;
+            let (_direct, direct_base) = start_query(&["--objstore.config-file", &hop.bucket_cfg], &direct_log)?;
             let t = rt.block_on(time_hop(&client, &hop.grpc, &direct_base, &pbase, &path, series.clone(), a.runs))?;
             println!(
                 "{:<32} {format:>6} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>5} {:>20.2}",

@@ -30,7 +30,6 @@ pub(crate) fn irregular_blocks(bench_name: &str, spec: &GenSpec, work: &Path) ->
     promtool_blocks_from(bench_name, spec, work, "irregular", datagen::write_irregular_openmetrics)
 }
 
-/// The multi-threaded tokio runtime a benchmark drives its async work on.
 /// A gRPC channel to `addr` (host:port) over plain HTTP/2, connected now: tonic's own client, no
 /// Strata transport code.
 pub(crate) async fn grpc_channel(addr: &str) -> Result<tonic::transport::Channel, String> {
@@ -41,6 +40,7 @@ pub(crate) async fn grpc_channel(addr: &str) -> Result<tonic::transport::Channel
         .map_err(|e| format!("connect {addr}: {e}"))
 }
 
+/// The multi-threaded tokio runtime a benchmark drives its async work on.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())
 }

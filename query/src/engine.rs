@@ -77,6 +77,38 @@ impl Default for EngineOptions {
 struct Inner {
     opts: EngineOptions,
     state: SessionState,
+    parsed: ParseCache,
+}
+
+/// Query texts up to this long are kept parsed ...
+const PARSE_CACHE_TEXT: usize = 4 << 10;
+/// ... this many of them at most (then the cache starts over).
+const PARSE_CACHE_ENTRIES: usize = 1024;
+
+/// Query texts already parsed (and type-checked), so that a dashboard's expressions, sent again
+/// with every refresh, skip promql-parser: for a small query its lexer and LR parser cost about as
+/// much as planning it. Only texts that parsed are kept; bounded by [`PARSE_CACHE_TEXT`] and
+/// [`PARSE_CACHE_ENTRIES`] (at most ~4 MiB of text).
+#[derive(Default)]
+struct ParseCache {
+    map: std::sync::Mutex<HashMap<String, parser::Expr>>,
+}
+
+impl ParseCache {
+    fn get(&self, text: &str) -> Option<parser::Expr> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(text).cloned()
+    }
+
+    fn put(&self, text: &str, ast: &parser::Expr) {
+        if text.len() > PARSE_CACHE_TEXT {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= PARSE_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(text.to_string(), ast.clone());
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -134,7 +166,7 @@ impl Engine {
             .with_physical_optimizer_rules(physical_rules)
             .with_query_planner(Arc::new(PromQueryPlanner { ext }))
             .build();
-        Engine { inner: Arc::new(Inner { opts, state }), source: None }
+        Engine { inner: Arc::new(Inner { opts, state, parsed: ParseCache::default() }), source: None }
     }
 
     /// This engine reading `source` instead of the source it was built with: same settings and
@@ -217,8 +249,12 @@ impl Engine {
 
     /// Parses and type-checks `expr` (`bad_data` errors).
     fn parse(&self, expr: &str) -> Result<parser::Expr> {
+        if let Some(ast) = self.inner.parsed.get(expr) {
+            return Ok(ast);
+        }
         let ast = crate::planner::parse(expr).map_err(Error::BadData)?;
         crate::planner::check_experimental(&ast, self.inner.opts.enable_experimental_functions)?;
+        self.inner.parsed.put(expr, &ast);
         Ok(ast)
     }
 
@@ -411,5 +447,30 @@ pub(crate) fn type_name(t: ValueType) -> &'static str {
         ValueType::Scalar => "scalar",
         ValueType::Matrix => "range vector",
         ValueType::String => "string",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The cache gives back what was parsed, keeps only texts up to its length bound, and starts
+    /// over once it holds its most entries.
+    #[test]
+    fn parse_cache_is_bounded() {
+        let cache = ParseCache::default();
+        let ast = crate::planner::parse("sum(rate(up[5m]))").unwrap();
+        cache.put("sum(rate(up[5m]))", &ast);
+        assert_eq!(cache.get("sum(rate(up[5m]))").map(|e| e.to_string()), Some(ast.to_string()));
+        assert!(cache.get("sum(rate(up[1m]))").is_none());
+        let long = format!("up{{job=\"{}\"}}", "x".repeat(PARSE_CACHE_TEXT));
+        cache.put(&long, &crate::planner::parse(&long).unwrap());
+        assert!(cache.get(&long).is_none(), "too long to keep");
+        for i in 0..PARSE_CACHE_ENTRIES {
+            cache.put(&format!("up + {i}"), &ast);
+        }
+        let held = cache.map.lock().unwrap().len();
+        assert_eq!(held, 1, "full at {PARSE_CACHE_ENTRIES}: emptied, then the last text added");
     }
 }

@@ -298,7 +298,7 @@ pub(crate) fn serve_beside(
     let fut = async move {
         let Some(parts) = parts else { return Ok(()) };
         tracing::info!(grpc = %address, "Flight SQL server starting");
-        let res = crate::grpc::serve(&address, parts.routes, Shutdown::on_signal()).await;
+        let res = crate::grpc::serve(&address, parts.routes, None, Shutdown::on_signal()).await;
         parts.refresh.abort();
         res
     };
@@ -316,7 +316,7 @@ pub(crate) async fn run(args: FlightArgs) -> Result<(), CliError> {
     let parts = build(bucket, &args.sql, functions, interval, &mut registry, ready.clone(), None)?;
     let shutdown = Shutdown::on_signal();
     let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry], shutdown.clone());
-    let grpc = crate::grpc::serve(&args.grpc_address, parts.routes, shutdown);
+    let grpc = crate::grpc::serve(&args.grpc_address, parts.routes, None, shutdown);
     let res = tokio::try_join!(http, grpc);
     parts.refresh.abort();
     res.map(|_| ())

@@ -8,6 +8,9 @@
 //! ```
 
 use clap::Args;
+use std::sync::Arc;
+
+use query::storeapi::frames::FramedStore;
 use query::storeapi::server::{RequestLimits, StoreApi};
 use tonic::service::Routes;
 
@@ -37,16 +40,29 @@ pub(crate) fn storeapi_routes(api: &StoreApi) -> Routes {
     Routes::new(api.store_server()).add_service(api.info_server())
 }
 
+/// `api`'s Series for Series frames beside its gRPC services.
+pub(crate) fn storeapi_frames(api: &StoreApi) -> Option<FramedStore> {
+    Some(Arc::new(api.clone()))
+}
+
 /// Binds `address` (`--grpc-address`), serves `routes` until `shutdown`, then lets the calls in
 /// flight finish. The connections are served by [`query::storeapi::serve`] (HTTP/2 driven with
 /// `h2` directly; TCP_NODELAY, a tracing span per call).
-pub(crate) async fn serve(address: &str, routes: Routes, shutdown: Shutdown) -> Result<(), CliError> {
+///
+/// With `frames` (a StoreAPI port of Strata's), its Series is served over Series frames as well
+/// ([`query::storeapi::frames`]), which Strata's querier uses when the port's Info advertises them.
+pub(crate) async fn serve(
+    address: &str,
+    routes: Routes,
+    frames: Option<FramedStore>,
+    shutdown: Shutdown,
+) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| CliError::Failed(format!("--grpc-address {address}: cannot listen: {e}")))?;
     let local = listener.local_addr().map_err(|e| CliError::Failed(format!("--grpc-address {address}: {e}")))?;
     tracing::info!(address = %local, "gRPC server listening");
-    query::storeapi::serve::serve(listener, routes, shutdown.wait()).await;
+    query::storeapi::serve::serve(listener, routes, frames, shutdown.wait()).await;
     tracing::info!("gRPC server stopped");
     Ok(())
 }

@@ -296,7 +296,12 @@ pub(crate) async fn run(args: RuleArgs) -> Result<(), CliError> {
     let shutdown = Shutdown::on_signal();
     let routes = query::rules::router(manager.clone());
     let http = serve_until(&args.http_address, routes, ready, vec![registry, prom], shutdown.clone());
-    let grpc = crate::grpc::serve(&args.grpc_address, crate::grpc::storeapi_routes(&api), shutdown);
+    let grpc = crate::grpc::serve(
+        &args.grpc_address,
+        crate::grpc::storeapi_routes(&api),
+        crate::grpc::storeapi_frames(&api),
+        shutdown,
+    );
     let served = tokio::try_join!(http, grpc);
 
     manager.stop();

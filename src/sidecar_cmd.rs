@@ -119,7 +119,9 @@ pub(crate) async fn run(args: SidecarArgs) -> Result<(), CliError> {
     let source = Arc::new(RemoteReadSource::new(prom, state.clone()));
     let api = StoreApi::new(source.clone(), opts, ready.flag(), api_metrics);
     let passthrough = args.limits.limits() == Default::default();
-    let store = StoreServer::new(SidecarStore { api: api.clone(), state: state.clone(), source, passthrough })
+    let sidecar_store = SidecarStore { api: api.clone(), state: state.clone(), source, passthrough };
+    let frames: query::storeapi::frames::FramedStore = Arc::new(sidecar_store.clone());
+    let store = StoreServer::new(sidecar_store)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let routes = Routes::new(store).add_service(api.info_server());
@@ -142,7 +144,7 @@ pub(crate) async fn run(args: SidecarArgs) -> Result<(), CliError> {
         }
     };
     let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry, thanos], shutdown.clone());
-    let grpc = crate::grpc::serve(&args.grpc_address, routes, shutdown.clone());
+    let grpc = crate::grpc::serve(&args.grpc_address, routes, Some(frames), shutdown.clone());
     let servers = async { tokio::try_join!(http, grpc).map(|_| ()) };
     // The background loops end only with an error (they are dropped at shutdown).
     let background = async { tokio::try_join!(watch, ship).map(|_| ()) };

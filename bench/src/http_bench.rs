@@ -1,7 +1,9 @@
 //! `bench http`: query-API latency, Strata (`strata query` over converted blocks) vs Prometheus 2.42
 //! serving the same promtool-made TSDB blocks, measured in the same run over loopback HTTP. With
 //! `--via-store` Strata answers as Thanos is deployed: `strata query --endpoint` in front of a
-//! `strata store` gateway over the blocks, every sample crossing the StoreAPI (gRPC, XOR chunks).
+//! `strata store` gateway over the blocks, every sample crossing the StoreAPI (XOR chunks; the Series
+//! call over Series frames, the StoreAPI's messages without HTTP/2, which Strata's querier uses with a
+//! Strata store).
 //!
 //! Each request is sent once to each system as a warm-up, then `--runs` more times to each,
 //! alternating Strata and Prometheus so that a busy moment of the machine hits both alike. The
@@ -13,8 +15,10 @@
 //! With `--via-store` a last table times the hop alone, for the `selector 1 series, 1h` row: rounds
 //! of Prometheus answering the row's query, a second `strata query` reading the bucket itself
 //! answering it, then gRPC calls from tonic's own client to the `strata store`: `Info` (a round trip
-//! with no data) and the `Series` call the querier makes for the row. The querier through the
-//! store costs about the direct answer plus that `Series` call, the last column's ratio.
+//! with no data) and the `Series` call the querier makes for the row, and that `Series` call once
+//! more over Series frames, as Strata's querier sends it to a Strata store
+//! (`query::storeapi::frames`). The querier through the store costs about the direct answer plus
+//! the `Series` call over frames, the last column's ratio.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,6 +32,7 @@ use proto::thanos::info::InfoRequest;
 use proto::thanos::info::info_client::InfoClient;
 use proto::thanos::store_client::StoreClient;
 use proto::thanos::{SeriesRequest, series_response};
+use query::storeapi::frames::FramesClient;
 
 use crate::util::{FleetArgs, format_copy, grpc_channel, prometheus_over, promtool_blocks, write_fs_bucket_config};
 
@@ -125,12 +130,13 @@ struct HopTimes {
     direct: f64,
     info: f64,
     series: f64,
+    frames: f64,
     prom: f64,
 }
 
 /// The hop of `--via-store` alone (see the module docs): one warm-up and `runs` timed rounds of
 /// Prometheus answering `path`, the querier on the bucket at `direct` answering it, then `Info`
-/// and `series` of the store at `grpc`.
+/// and `series` of the store at `grpc`, then `series` over Series frames.
 async fn time_hop(
     client: &reqwest::Client,
     grpc: &str,
@@ -143,15 +149,17 @@ async fn time_hop(
     let channel = grpc_channel(grpc).await?;
     let mut info = InfoClient::new(channel.clone());
     let mut store = StoreClient::new(channel);
+    let frames = FramesClient::new(grpc);
     let direct_url = format!("{direct}{path}");
     let prom_url = format!("{prom}{path}");
-    let (mut td, mut ti, mut ts, mut tp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut td, mut ti, mut ts, mut tf, mut tp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..=runs {
         let p = timed(client, &prom_url, false).await?;
         let d = timed(client, &direct_url, false).await?;
         let t = Instant::now();
-        info.info(InfoRequest {}).await.map_err(|e| format!("{grpc} Info: {e}"))?;
+        let answer = info.info(InfoRequest {}).await.map_err(|e| format!("{grpc} Info: {e}"))?;
         let i = t.elapsed().as_secs_f64();
+        frames.advertised(answer.metadata());
         let t = Instant::now();
         let mut stream = store.series(series.clone()).await.map_err(|e| format!("{grpc} Series: {e}"))?.into_inner();
         let mut chunks = Vec::new();
@@ -161,17 +169,40 @@ async fn time_hop(
             }
         }
         let s = t.elapsed().as_secs_f64();
-        if chunks.len() != 1 || chunks[0] == 0 {
-            return Err(format!("{grpc} Series: expected one series with chunks, got chunk counts {chunks:?}"));
+        let t = Instant::now();
+        let mut call = frames
+            .call(&series, None)
+            .await
+            .map_err(|e| format!("{grpc} Series over frames: {e}"))?
+            .ok_or_else(|| format!("{grpc}: the store's Info does not advertise Series frames"))?;
+        let mut framed = Vec::new();
+        while let Some(r) = call.message().await.map_err(|e| format!("{grpc} Series over frames: {e}"))? {
+            if let Some(series_response::Result::Series(s)) = r.result {
+                framed.push(s.chunks.len());
+            }
+        }
+        let f = t.elapsed().as_secs_f64();
+        if chunks.len() != 1 || chunks[0] == 0 || framed != chunks {
+            return Err(format!(
+                "{grpc} Series: expected one series with chunks both ways, got chunk counts {chunks:?} (gRPC), \
+                 {framed:?} (frames)"
+            ));
         }
         if round > 0 {
             td.push(d);
             ti.push(i);
             ts.push(s);
+            tf.push(f);
             tp.push(p);
         }
     }
-    Ok(HopTimes { direct: median(&mut td), info: median(&mut ti), series: median(&mut ts), prom: median(&mut tp) })
+    Ok(HopTimes {
+        direct: median(&mut td),
+        info: median(&mut ti),
+        series: median(&mut ts),
+        frames: median(&mut tf),
+        prom: median(&mut tp),
+    })
 }
 
 pub(crate) fn run(a: Args) -> Result<(), String> {
@@ -210,7 +241,8 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     let client = reqwest::Client::new();
     rt.block_on(prom.wait_http_ok(&format!("{pbase}/-/ready"), ready, &prom_log)).map_err(|e| e.to_string())?;
     // One `strata query` per format over a copy of the bucket in that format; with --via-store a
-    // store gateway over the bucket and the querier in front of it over gRPC.
+    // store gateway over the bucket and the querier in front of it (StoreAPI: Info over gRPC,
+    // Series over frames).
     let mut servers = Vec::new();
     for &format in &a.formats {
         let fdir = work.path().join(format!("bucket-v{format}"));
@@ -302,7 +334,7 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
     ];
     println!(
         "bench http{}: {} series, {} samples, {} h at {} s; median of up to {} runs ({} s budget) after 1 warm-up, systems alternating",
-        if a.via_store { " (strata query -> strata store over gRPC)" } else { "" },
+        if a.via_store { " (strata query -> strata store: Info over gRPC, Series over frames)" } else { "" },
         a.fleet.targets * ingest::datagen::SERIES_PER_TARGET,
         report.samples,
         a.fleet.hours,
@@ -354,18 +386,19 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
         let path = range(one_series, hour);
         println!(
             "the hop alone (`{one_series_name}`): rounds of Prometheus, `strata query` on the bucket, then Info and Series \
-             of `strata store` from tonic's client"
+             of `strata store` from tonic's client, then Series over frames (as Strata's querier calls it)"
         );
         println!(
-            "{:<32} {:>6} {:>14} {:>14} {:>14} {:>14} {:>5} {:>20}",
+            "{:<32} {:>6} {:>14} {:>14} {:>14} {:>14} {:>14} {:>5} {:>20}",
             "",
             "format",
             "direct med ms",
             "Info med ms",
             "Series med ms",
+            "frames med ms",
             "prom med ms",
             "runs",
-            "(direct+Series)/prom"
+            "(direct+frames)/prom"
         );
         for (format, _, _, hop) in &servers {
             let Some(hop) = hop else { continue };
@@ -374,14 +407,15 @@ pub(crate) fn run(a: Args) -> Result<(), String> {
             let (_direct, direct_base) = start_query(&["--objstore.config-file", &hop.bucket_cfg], &direct_log)?;
             let t = rt.block_on(time_hop(&client, &hop.grpc, &direct_base, &pbase, &path, series.clone(), a.runs))?;
             println!(
-                "{:<32} {format:>6} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>5} {:>20.2}",
+                "{:<32} {format:>6} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>5} {:>20.2}",
                 one_series_name,
                 t.direct * 1000.0,
                 t.info * 1000.0,
                 t.series * 1000.0,
+                t.frames * 1000.0,
                 t.prom * 1000.0,
                 a.runs,
-                (t.direct + t.series) / t.prom.max(1e-9)
+                (t.direct + t.frames) / t.prom.max(1e-9)
             );
         }
     }

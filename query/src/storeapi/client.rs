@@ -19,6 +19,7 @@
 //! holding only downsampled aggregates are an error: Strata always asks for raw data
 //! (`max_resolution_window` 0), so a store sending them is not following the request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine::chunkenc;
@@ -35,6 +36,7 @@ use proto::thanos::{
 };
 
 use super::convert::{labels_from_proto, matchers_to_proto};
+use super::frames::{FramesCall, FramesClient};
 use super::merge::{BatchBuilder, Combine, group_merge};
 use super::proxy::Warnings;
 use super::transport::H2Channel;
@@ -62,6 +64,8 @@ pub struct Remote {
     name: String,
     store: StoreClient<H2Channel>,
     info: InfoClient<H2Channel>,
+    /// Series over frames when the endpoint's Info advertises them (a Strata component).
+    frames: Arc<FramesClient>,
 }
 
 /// A StoreAPI failure as an engine error naming the endpoint, in gRPC's wording.
@@ -94,6 +98,7 @@ impl Remote {
             info: InfoClient::with_origin(channel, origin)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            frames: FramesClient::new(addr),
         })
     }
 
@@ -114,11 +119,15 @@ impl Remote {
         Ok(req)
     }
 
-    /// `thanos.info.Info/Info`, failing after `timeout`.
+    /// `thanos.info.Info/Info`, failing after `timeout`. Its answer also says whether later
+    /// Series calls go over frames ([`super::frames`]).
     pub async fn info(&self, timeout: Duration) -> engine::Result<InfoResponse> {
         let mut c = self.info.clone();
         match tokio::time::timeout(timeout, c.info(InfoRequest {})).await {
-            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Ok(r)) => {
+                self.frames.advertised(r.metadata());
+                Ok(r.into_inner())
+            }
             Ok(Err(s)) => Err(rpc_error(&self.name, "info", &s)),
             Err(_) => Err(engine::Error::Remote {
                 endpoint: self.name.clone(),
@@ -173,17 +182,25 @@ impl Remote {
         answer.map_err(|s| rpc_error(&self.name, what, &s))
     }
 
-    /// Opens `thanos.Store/Series` and returns its frames one by one, each within `frame_timeout`.
+    /// Opens `thanos.Store/Series` (over frames where the endpoint serves them, gRPC otherwise)
+    /// and returns its frames one by one, each within `frame_timeout`.
     async fn open_series(&self, req: SeriesRequest, opts: &CallOptions) -> engine::Result<FrameReader> {
-        let mut c = self.store.clone();
-        let call = c.series(self.request(req, opts.tenant.as_deref())?);
-        let stream = match opts.frame_timeout {
-            Some(d) => tokio::time::timeout(d, call).await.map_err(|_| self.frame_timeout(d))?,
-            None => call.await,
+        let open = async {
+            if let Some(call) = self.frames.call(&req, opts.tenant.as_deref()).await? {
+                return Ok(Answer::Frames(call));
+            }
+            let mut c = self.store.clone();
+            let req = self
+                .request(req, opts.tenant.as_deref())
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            c.series(req).await.map(|r| Answer::Grpc(r.into_inner()))
+        };
+        let answer = match opts.frame_timeout {
+            Some(d) => tokio::time::timeout(d, open).await.map_err(|_| self.frame_timeout(d))?,
+            None => open.await,
         }
-        .map_err(|s| rpc_error(&self.name, "fetch series", &s))?
-        .into_inner();
-        Ok(FrameReader { stream, timeout: opts.frame_timeout })
+        .map_err(|s| rpc_error(&self.name, "fetch series", &s))?;
+        Ok(FrameReader { answer, timeout: opts.frame_timeout })
     }
 
     fn frame_timeout(&self, d: Duration) -> engine::Error {
@@ -313,16 +330,31 @@ impl From<engine::Error> for Stop {
 /// The frames of one Series call, each awaited at most `timeout` (Thanos's
 /// `--store.response-timeout`).
 struct FrameReader {
-    stream: tonic::Streaming<SeriesResponse>,
+    answer: Answer,
     timeout: Option<Duration>,
+}
+
+/// A Series answer on its way in.
+enum Answer {
+    Grpc(tonic::Streaming<SeriesResponse>),
+    Frames(FramesCall),
+}
+
+impl Answer {
+    async fn message(&mut self) -> Result<Option<SeriesResponse>, tonic::Status> {
+        match self {
+            Answer::Grpc(s) => s.message().await,
+            Answer::Frames(f) => f.message().await,
+        }
+    }
 }
 
 impl FrameReader {
     async fn next(&mut self, remote: &Remote) -> engine::Result<Option<Frame>> {
         loop {
             let msg = match self.timeout {
-                Some(d) => tokio::time::timeout(d, self.stream.message()).await.map_err(|_| remote.frame_timeout(d))?,
-                None => self.stream.message().await,
+                Some(d) => tokio::time::timeout(d, self.answer.message()).await.map_err(|_| remote.frame_timeout(d))?,
+                None => self.answer.message().await,
             };
             match msg.map_err(|s| rpc_error(&remote.name, "receive series", &s))? {
                 None => return Ok(None),
@@ -931,6 +963,55 @@ mod tests {
         assert!(e.contains("not supported"), "{e}");
         assert!(Remote::connect_lazy("http://a:1").is_err());
         assert!(Remote::connect_lazy("nohost").is_err());
+    }
+
+    /// A Strata store: the remote asks over gRPC until Info says the port serves frames, then
+    /// over frames (a connection kept for the next call), and reads the same samples both ways.
+    #[tokio::test]
+    async fn series_over_frames_once_info_advertises_them() {
+        use std::sync::atomic::AtomicBool;
+
+        use crate::storeapi::server::{StoreApi, StoreApiMetrics, StoreApiOptions};
+        let m = engine::MemSource::new();
+        for k in 0..3 {
+            let ts: Vec<i64> = (0..500).map(|i| i * 15_000).collect();
+            let vs: Vec<f64> = (0..500).map(|i| f64::from(i * 3 + k)).collect();
+            m.add(Labels::from_pairs([("__name__", "up"), ("i", &k.to_string())]), &ts, &vs);
+        }
+        let opts = StoreApiOptions { component_type: "store".into(), ..Default::default() };
+        let reg = &mut prometheus_client::registry::Registry::default();
+        let api = StoreApi::new(Arc::new(m), opts, Arc::new(AtomicBool::new(true)), StoreApiMetrics::register(reg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let routes = tonic::service::Routes::new(api.store_server()).add_service(api.info_server());
+        let frames: super::super::frames::FramedStore = Arc::new(api);
+        tokio::spawn(super::super::serve::serve(listener, routes, Some(frames), std::future::pending()));
+
+        let remote = Remote::connect_lazy(&addr.to_string()).unwrap();
+        let src = RemoteSource::new(remote.clone(), None);
+        let req = SelectRequest {
+            matchers: vec![Matcher::equal("__name__", "up")],
+            min_t: 100_000,
+            max_t: 5_000_000,
+            ..Default::default()
+        };
+        let read = || async {
+            let b: Vec<SeriesBatch> =
+                futures::TryStreamExt::try_collect(src.select(&req).await.unwrap()).await.unwrap();
+            b.iter().flat_map(entries).collect::<Vec<_>>()
+        };
+        let over_grpc = read().await;
+        assert_eq!(remote.frames.idle_connections(), 0, "no Info yet: gRPC");
+        assert_eq!(over_grpc.len(), 3);
+        let want: Vec<i64> = (7..=333).map(|i| i * 15_000).collect();
+        let got: Vec<(i64, f64)> = over_grpc[1].1.clone();
+        let want: Vec<(i64, f64)> = want.into_iter().map(|t| (t, f64::from((t / 15_000) as i32 * 3 + 1))).collect();
+        assert_eq!(got, want, "samples trimmed to the range");
+        remote.info(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(read().await, over_grpc);
+        assert_eq!(remote.frames.idle_connections(), 1, "the call went over frames");
+        assert_eq!(read().await, over_grpc);
+        assert_eq!(remote.frames.idle_connections(), 1, "and its connection served the next one");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod convert;
 pub mod endpoints;
+pub mod frames;
 mod label_cache;
 mod merge;
 pub mod proxy;

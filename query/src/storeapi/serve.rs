@@ -46,7 +46,11 @@ use tonic::codegen::{Service, http};
 use tonic::service::Routes;
 use tracing::Instrument;
 
+use super::frames::FramedStore;
 use super::transport::RecvBody;
+
+/// The method whose answers advertise Series frames.
+const INFO_PATH: &str = "/thanos.info.Info/Info";
 
 /// Flow-control window of one call's request (hyper's server default, which tonic's server used).
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -63,7 +67,16 @@ const MAX_POLL_ROUNDS: usize = 8;
 /// Serves `routes` on the connections `listener` accepts until `shutdown` resolves; then closes
 /// the listener, asks every connection to finish (HTTP/2 GOAWAY: no new calls, the calls in flight
 /// complete) and returns once all of them have closed.
-pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future<Output = ()>) {
+///
+/// With `frames`, the port serves that service's `Series` over Series frames as well
+/// ([`super::frames`]: a connection whose first byte is not an HTTP/2 preface's) and says so in
+/// every Info answer's headers.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    frames: Option<FramedStore>,
+    shutdown: impl Future<Output = ()>,
+) {
     let routes = routes.prepare();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -76,7 +89,7 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future<
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::debug!(%peer, error = %e, "gRPC connection: cannot set TCP_NODELAY");
                     }
-                    tokio::spawn(connection(tcp, routes.clone(), stop_rx.clone()));
+                    tokio::spawn(connection(tcp, routes.clone(), frames.clone(), stop_rx.clone()));
                 }
                 Err(e) => {
                     // e.g. out of file descriptors: try again shortly rather than spin.
@@ -95,7 +108,20 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future<
 
 /// One connection: the HTTP/2 handshake, then its calls until it closes (the client's GOAWAY or
 /// going away, an HTTP/2 error, or a finished shutdown).
-async fn connection(tcp: TcpStream, routes: Routes, stop: watch::Receiver<bool>) {
+async fn connection(tcp: TcpStream, routes: Routes, frames: Option<FramedStore>, stop: watch::Receiver<bool>) {
+    let advertise = frames.is_some();
+    if let Some(store) = frames {
+        let mut first = [0u8; 1];
+        let mut stopped = stop.clone();
+        let peeked = tokio::select! {
+            r = tcp.peek(&mut first) => r,
+            _ = stopped.wait_for(|&s| s) => return,
+        };
+        if matches!(peeked, Ok(1)) && first[0] == super::frames::MAGIC[0] {
+            super::frames::serve_connection(tcp, store, stop).await;
+            return;
+        }
+    }
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -117,7 +143,8 @@ async fn connection(tcp: TcpStream, routes: Routes, stop: watch::Receiver<bool>)
         // An error: the server is gone without asking, nothing to wait for.
         let _ = stopped.wait_for(|&s| s).await;
     });
-    let serving = Serving { h2, routes, stopping: Some(stopping), wake: Arc::new(ConnWake::default()), _alive: stop };
+    let serving =
+        Serving { h2, routes, advertise, stopping: Some(stopping), wake: Arc::new(ConnWake::default()), _alive: stop };
     if let Err(e) = serving.await {
         tracing::debug!(error = %e, "gRPC connection ended");
     }
@@ -127,6 +154,8 @@ async fn connection(tcp: TcpStream, routes: Routes, stop: watch::Receiver<bool>)
 struct Serving {
     h2: h2::server::Connection<TcpStream, Bytes>,
     routes: Routes,
+    /// Info answers say the port serves Series frames.
+    advertise: bool,
     /// Resolves when the server shuts down; `None` once GOAWAY was sent.
     stopping: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     wake: Arc<ConnWake>,
@@ -211,7 +240,7 @@ impl Serving {
     /// registers that task's waker with whatever it waits on).
     fn start(&self, req: http::Request<h2::RecvStream>, respond: SendResponse<Bytes>, cx: &mut Context<'_>) {
         let span = tracing::debug_span!("grpc", path = %req.uri().path());
-        let mut call = Box::pin(answer(self.routes.clone(), req, respond).instrument(span));
+        let mut call = Box::pin(answer(self.routes.clone(), self.advertise, req, respond).instrument(span));
         if call.as_mut().poll(cx).is_pending() {
             tokio::spawn(call);
         }
@@ -219,8 +248,14 @@ impl Serving {
 }
 
 /// One call: the request handed to `routes`, the answer's headers, data and trailers handed to h2.
-async fn answer(mut routes: Routes, req: http::Request<h2::RecvStream>, mut respond: SendResponse<Bytes>) {
+async fn answer(
+    mut routes: Routes,
+    advertise: bool,
+    req: http::Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
     let timeout = grpc_timeout(req.headers());
+    let advertise = advertise && req.uri().path() == INFO_PATH;
     // The router is always ready (it holds no queue or limit); the call is made as tower asks.
     if let Err(never) = std::future::poll_fn(|cx| Service::<http::Request<RecvBody>>::poll_ready(&mut routes, cx)).await
     {
@@ -256,7 +291,10 @@ async fn answer(mut routes: Routes, req: http::Request<h2::RecvStream>, mut resp
         Some(Err(never)) => match never {},
         None => return,
     };
-    let (head, body) = response.into_parts();
+    let (mut head, body) = response.into_parts();
+    if advertise {
+        head.headers.insert(super::frames::ADVERTISE_HEADER, http::HeaderValue::from_static("1"));
+    }
     let end = body.is_end_stream();
     let send = match respond.send_response(http::Response::from_parts(head, ()), end) {
         Ok(send) => send,
@@ -374,6 +412,7 @@ mod tests {
     use proto::thanos::store_client::StoreClient;
 
     use super::*;
+    use crate::storeapi::frames::{FramesCall, FramesClient};
     use crate::storeapi::server::{RequestLimits, StoreApi, StoreApiMetrics, StoreApiOptions};
 
     /// `n` series `up{i="k"}` of `samples` samples each.
@@ -439,7 +478,7 @@ mod tests {
         let api = api(20, 40_000, RequestLimits { series: 0, samples: 0 });
         let routes = Routes::new(api.store_server()).add_service(api.info_server());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, routes, async {
+        let server = tokio::spawn(serve(listener, routes, None, async {
             let _ = stopped.await;
         }));
         let channel =
@@ -471,7 +510,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let api = api(3, 10, RequestLimits { series: 2, samples: 0 });
         let routes = Routes::new(api.store_server());
-        tokio::spawn(serve(listener, routes, std::future::pending()));
+        tokio::spawn(serve(listener, routes, None, std::future::pending()));
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         let mut store = StoreClient::new(channel.clone());
@@ -479,6 +518,125 @@ mod tests {
         assert_eq!(code, tonic::Code::ResourceExhausted, "after {n} series");
         let e = InfoClient::new(channel).info(InfoRequest {}).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented);
+    }
+
+    /// Starts `api` on a free port, with Series frames or without.
+    async fn start(api: &StoreApi, frames: bool) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let routes = Routes::new(api.store_server()).add_service(api.info_server());
+        let frames: Option<FramedStore> = if frames { Some(Arc::new(api.clone())) } else { None };
+        tokio::spawn(serve(listener, routes, frames, std::future::pending()));
+        addr
+    }
+
+    /// The messages of a Series answer over frames and its ending status.
+    async fn framed_messages(call: &mut FramesCall) -> (Vec<proto::thanos::SeriesResponse>, tonic::Code) {
+        let mut out = Vec::new();
+        loop {
+            match call.message().await {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => return (out, tonic::Code::Ok),
+                Err(s) => return (out, s.code()),
+            }
+        }
+    }
+
+    /// Info over gRPC, then the client told what its headers said.
+    async fn discover(addr: std::net::SocketAddr, client: &FramesClient) {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let info = InfoClient::new(channel).info(InfoRequest {}).await.unwrap();
+        client.advertised(info.metadata());
+    }
+
+    /// Over frames a Series call gets exactly the messages gRPC gets (several MB of chunks), the
+    /// connection carries the next call, and a status ends an answer with its code.
+    #[tokio::test]
+    async fn frames_carry_what_grpc_carries() {
+        let big = api(20, 40_000, RequestLimits { series: 0, samples: 0 });
+        let addr = start(&big, true).await;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let mut store = StoreClient::new(channel).max_decoding_message_size(usize::MAX);
+        let grpc: Vec<_> =
+            store.series(series_request()).await.unwrap().into_inner().map(|m| m.unwrap()).collect().await;
+        assert!(grpc.len() >= 20, "{} messages", grpc.len());
+
+        let client = FramesClient::new(&addr.to_string());
+        discover(addr, &client).await;
+        for _ in 0..2 {
+            let mut call = client.call(&series_request(), Some("team-a")).await.unwrap().unwrap();
+            assert_eq!(framed_messages(&mut call).await, (grpc.clone(), tonic::Code::Ok));
+        }
+        assert_eq!(client.idle_connections(), 1, "one connection served both calls");
+
+        let limited = api(3, 10, RequestLimits { series: 2, samples: 0 });
+        let addr = start(&limited, true).await;
+        let client = FramesClient::new(&addr.to_string());
+        discover(addr, &client).await;
+        for _ in 0..2 {
+            let mut call = client.call(&series_request(), None).await.unwrap().unwrap();
+            let (_, code) = framed_messages(&mut call).await;
+            assert_eq!(code, tonic::Code::ResourceExhausted);
+        }
+        assert_eq!(client.idle_connections(), 1);
+    }
+
+    /// A port without frames does not advertise them; a client told otherwise finds out on its
+    /// first call, which then goes over gRPC (`None`), and stays off.
+    #[tokio::test]
+    async fn a_port_without_frames_is_asked_over_grpc() {
+        let small = api(2, 10, RequestLimits { series: 0, samples: 0 });
+        let addr = start(&small, false).await;
+        let client = FramesClient::new(&addr.to_string());
+        discover(addr, &client).await;
+        assert!(client.call(&series_request(), None).await.unwrap().is_none(), "not advertised");
+        let mut told = tonic::metadata::MetadataMap::new();
+        told.insert(super::super::frames::ADVERTISE_HEADER, "1".parse().unwrap());
+        client.advertised(&told);
+        assert!(client.call(&series_request(), None).await.unwrap().is_none(), "HTTP/2 server refused");
+        assert!(client.call(&series_request(), None).await.unwrap().is_none(), "off since");
+        // The HTTP/2 server still serves gRPC after the stray connection.
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        assert_eq!(series(&mut StoreClient::new(channel)).await, (2, tonic::Code::Ok));
+    }
+
+    /// A client that abandons an answer closes its connection; the store stops the call (counted
+    /// as cancelled) and the next call dials a new connection.
+    #[tokio::test]
+    async fn an_abandoned_answer_is_cancelled() {
+        let mut registry = Registry::default();
+        let m = MemSource::new();
+        for k in 0..200 {
+            let ts: Vec<i64> = (0..20_000).map(|i| i * 1000).collect();
+            let vs: Vec<f64> = (0..20_000).map(|i| f64::from(i + k)).collect();
+            m.add(Labels::from_pairs([("__name__", "up"), ("i", &format!("{k:03}"))]), &ts, &vs);
+        }
+        let opts = StoreApiOptions { component_type: "store".into(), ..Default::default() };
+        let api =
+            StoreApi::new(Arc::new(m), opts, Arc::new(AtomicBool::new(true)), StoreApiMetrics::register(&mut registry));
+        let addr = start(&api, true).await;
+        let client = FramesClient::new(&addr.to_string());
+        discover(addr, &client).await;
+        let mut call = client.call(&series_request(), None).await.unwrap().unwrap();
+        assert!(call.message().await.unwrap().is_some());
+        drop(call);
+        let cancelled = "grpc_method=\"Series\",grpc_code=\"Cancelled\"} 1";
+        let mut text = String::new();
+        for _ in 0..100 {
+            text.clear();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            if text.contains(cancelled) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(text.contains(cancelled), "{text}");
+        assert_eq!(client.idle_connections(), 0);
+        let mut call = client.call(&series_request(), None).await.unwrap().unwrap();
+        assert_eq!(framed_messages(&mut call).await.1, tonic::Code::Ok);
     }
 
     #[test]

@@ -39,7 +39,6 @@
 //! send empty chunks).
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -47,7 +46,7 @@ use std::time::Instant;
 use engine::aggr::AggrChunkData;
 use engine::chunkenc::{SAMPLES_PER_CHUNK, XorEncoder};
 use engine::{DataRange, Labels, Matcher, Relabel, SelectHints, SelectRequest, SeriesSource};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -567,7 +566,7 @@ impl From<Error> for Sent {
     }
 }
 
-type SeriesFrames = Pin<Box<dyn Stream<Item = Result<SeriesResponse, Status>> + Send>>;
+use super::frames::SeriesFrames;
 
 /// The frames of one Series call, with the counts the request limits check.
 struct Frames {

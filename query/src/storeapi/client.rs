@@ -1,6 +1,7 @@
 //! The StoreAPI client: one remote endpoint ([`Remote`]: `thanos.Store` and `thanos.info.Info`
-//! over one HTTP/2 connection, [`super::transport`]), its `Series` stream decoded from XOR chunks into [`SeriesBatch`]es,
-//! and [`RemoteSource`], the [`SeriesSource`] over one endpoint.
+//! over one HTTP/2 connection, [`super::transport`]; `Series` over [`super::frames`] instead when
+//! the endpoint's Info advertises them), its `Series` stream decoded from XOR chunks into
+//! [`SeriesBatch`]es, and [`RemoteSource`], the [`SeriesSource`] over one endpoint.
 //!
 //! ```text
 //!   Series frames: series | batch{series..} | warning | hints      (a series may span frames)

@@ -5,7 +5,8 @@
 //! with partial response ([`proxy`]) and replica deduplication (with [`engine::dedup`], the
 //! algorithms the compactor uses too). Both sides read ahead only for large answers (`crate::ahead`).
 //! [`serve`] hosts a port's gRPC services (the StoreAPI [`server`] and whatever shares the port)
-//! over HTTP/2 driven with `h2` directly, as `transport` does for the client.
+//! over HTTP/2 driven with `h2` directly, as `transport` does for the client. Between two Strata
+//! components `Series` goes over [`frames`] instead (the same messages without HTTP/2).
 //!
 //! ```text
 //!   SeriesSource ──► server ──gRPC (thanos.Store/Series, XOR chunks)──► client ──► SeriesSource

@@ -232,8 +232,13 @@ async fn read_frame(rd: &mut BufReader<OwnedReadHalf>) -> std::io::Result<Option
     if len == 0 || len > MAX_FRAME {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame length {len}")));
     }
-    let mut body = vec![0u8; len as usize - 1];
-    rd.read_exact(&mut body).await?;
+    // Grown as the bytes arrive: a length alone does not make either side allocate it.
+    let want = u64::from(len - 1);
+    let mut body = Vec::with_capacity(usize::try_from(want.min(1 << 20)).unwrap_or(0));
+    (&mut *rd).take(want).read_to_end(&mut body).await?;
+    if body.len() as u64 != want {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "frame cut short"));
+    }
     Ok(Some((head[4], body)))
 }
 

@@ -15,6 +15,10 @@
 //!   shutdown: the listener closed, GOAWAY on every connection, the calls in flight finish
 //! ```
 //!
+//! A port given a `thanos.Store` service for Series frames ([`super::frames`]) looks at each new
+//! connection's first byte: 0 starts a frames connection, anything else HTTP/2 as above; its Info
+//! answers carry the header that advertises the frames.
+//!
 //! What tonic's `Server` (hyper's HTTP/2 server) costs per call and this does not: a task spawned
 //! per stream and a wake-up of the connection's task by it; hyper's body and header wrappers
 //! around every frame. A wake-up of the connection task by its own work while it is being polled
@@ -601,6 +605,34 @@ mod tests {
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         assert_eq!(series(&mut StoreClient::new(channel)).await, (2, tonic::Code::Ok));
+    }
+
+    /// Frames connections that break the protocol (a wrong greeting, a length the bytes never
+    /// fill, an unknown kind) are closed without an answer, and the port serves on.
+    #[tokio::test]
+    async fn broken_frames_connections_are_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let small = api(2, 10, RequestLimits { series: 0, samples: 0 });
+        let addr = start(&small, true).await;
+        let mut bad_greeting = b"\0strata-series/9".to_vec();
+        bad_greeting.extend_from_slice(&[0, 0, 0, 1, 1]);
+        let mut lying_length = super::super::frames::MAGIC.to_vec();
+        lying_length.extend_from_slice(&[0x40, 0, 0, 0, 1, 0, 0]);
+        let mut unknown_kind = super::super::frames::MAGIC.to_vec();
+        unknown_kind.extend_from_slice(&[0, 0, 0, 1, 9]);
+        for sent in [bad_greeting, lying_length, unknown_kind] {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(&sent).await.unwrap();
+            tcp.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut back)).await.unwrap().unwrap();
+            assert!(back.is_empty(), "{sent:?}: {back:?}");
+        }
+        let client = FramesClient::new(&addr.to_string());
+        discover(addr, &client).await;
+        let mut call = client.call(&series_request(), None).await.unwrap().unwrap();
+        let (messages, code) = framed_messages(&mut call).await;
+        assert_eq!((messages.len(), code), (2, tonic::Code::Ok));
     }
 
     /// A client that abandons an answer closes its connection; the store stops the call (counted

@@ -67,7 +67,7 @@ const MAX_FRAME: u32 = i32::MAX as u32;
 /// Answer bytes gathered before they are written while the answer is still coming at once.
 const WRITE_CHUNK: usize = 64 << 10;
 /// Idle connections kept per endpoint.
-const MAX_IDLE: usize = 16;
+pub(crate) const MAX_IDLE: usize = 16;
 
 /// An answer's message stream, as the StoreAPI server produces it.
 pub type SeriesFrames = Pin<Box<dyn Stream<Item = Result<SeriesResponse, Status>> + Send>>;

@@ -587,6 +587,35 @@ mod tests {
         assert_eq!(client.idle_connections(), 1);
     }
 
+    /// Calls made at once each get a connection of their own and their whole answer; the pool
+    /// keeps its bound of them afterwards, and they serve the next calls.
+    #[tokio::test]
+    async fn concurrent_frames_calls_get_whole_answers() {
+        let big = api(20, 4_000, RequestLimits { series: 0, samples: 0 });
+        let addr = start(&big, true).await;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let mut store = StoreClient::new(channel).max_decoding_message_size(usize::MAX);
+        let grpc: Vec<_> =
+            store.series(series_request()).await.unwrap().into_inner().map(|m| m.unwrap()).collect().await;
+        let client = FramesClient::new(&addr.to_string());
+        discover(addr, &client).await;
+        for round in 0..2 {
+            let calls = (0..24).map(|_| {
+                let client = Arc::clone(&client);
+                tokio::spawn(async move {
+                    let mut call = client.call(&series_request(), None).await.unwrap().unwrap();
+                    framed_messages(&mut call).await
+                })
+            });
+            for answer in futures::future::join_all(calls).await {
+                assert_eq!(answer.unwrap(), (grpc.clone(), tonic::Code::Ok), "round {round}");
+            }
+            // 24 calls at once took 24 connections; the pool keeps its bound of them.
+            assert_eq!(client.idle_connections(), super::super::frames::MAX_IDLE, "round {round}");
+        }
+    }
+
     /// A port without frames does not advertise them; a client told otherwise finds out on its
     /// first call, which then goes over gRPC (`None`), and stays off.
     #[tokio::test]

@@ -809,6 +809,11 @@ mod tests {
             .collect()
     }
 
+    /// A select of `up` over `[min_t, max_t]`.
+    fn select_up(min_t: i64, max_t: i64) -> SelectRequest {
+        SelectRequest { matchers: vec![Matcher::equal("__name__", "up")], min_t, max_t, ..Default::default() }
+    }
+
     fn decode(min_t: i64, max_t: i64, frames: Vec<Frame>) -> (Vec<Entry>, Vec<String>) {
         let mut d = SeriesDecoder::new("store:1", min_t, max_t);
         let mut notes = Vec::new();
@@ -990,12 +995,7 @@ mod tests {
 
         let remote = Remote::connect_lazy(&addr.to_string()).unwrap();
         let src = RemoteSource::new(remote.clone(), None);
-        let req = SelectRequest {
-            matchers: vec![Matcher::equal("__name__", "up")],
-            min_t: 100_000,
-            max_t: 5_000_000,
-            ..Default::default()
-        };
+        let req = select_up(100_000, 5_000_000);
         let read = || async {
             let b: Vec<SeriesBatch> =
                 futures::TryStreamExt::try_collect(src.select(&req).await.unwrap()).await.unwrap();
@@ -1023,12 +1023,7 @@ mod tests {
         let e = remote.info(Duration::from_secs(5)).await.unwrap_err().to_string();
         assert!(e.starts_with(&format!("127.0.0.1:{port}: info: rpc error: code = Unavailable")), "{e}");
         let src = RemoteSource::new(remote.clone(), None);
-        let req = SelectRequest {
-            matchers: vec![Matcher::equal("__name__", "up")],
-            min_t: 0,
-            max_t: 1,
-            ..Default::default()
-        };
+        let req = select_up(0, 1);
         let r: engine::Result<Vec<SeriesBatch>> =
             futures::TryStreamExt::try_collect(src.select(&req).await.unwrap()).await;
         assert!(r.unwrap_err().to_string().contains("fetch series: rpc error: code = Unavailable"));

@@ -554,17 +554,21 @@ mod tests {
         client.advertised(info.metadata());
     }
 
+    /// The messages of [`series_request`] over gRPC, from tonic's own client.
+    async fn grpc_series(addr: std::net::SocketAddr) -> Vec<proto::thanos::SeriesResponse> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let mut store = StoreClient::new(channel).max_decoding_message_size(usize::MAX);
+        store.series(series_request()).await.unwrap().into_inner().map(|m| m.unwrap()).collect().await
+    }
+
     /// Over frames a Series call gets exactly the messages gRPC gets (several MB of chunks), the
     /// connection carries the next call, and a status ends an answer with its code.
     #[tokio::test]
     async fn frames_carry_what_grpc_carries() {
         let big = api(20, 40_000, RequestLimits { series: 0, samples: 0 });
         let addr = start(&big, true).await;
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        let mut store = StoreClient::new(channel).max_decoding_message_size(usize::MAX);
-        let grpc: Vec<_> =
-            store.series(series_request()).await.unwrap().into_inner().map(|m| m.unwrap()).collect().await;
+        let grpc = grpc_series(addr).await;
         assert!(grpc.len() >= 20, "{} messages", grpc.len());
 
         let client = FramesClient::new(&addr.to_string());
@@ -593,11 +597,7 @@ mod tests {
     async fn concurrent_frames_calls_get_whole_answers() {
         let big = api(20, 4_000, RequestLimits { series: 0, samples: 0 });
         let addr = start(&big, true).await;
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        let mut store = StoreClient::new(channel).max_decoding_message_size(usize::MAX);
-        let grpc: Vec<_> =
-            store.series(series_request()).await.unwrap().into_inner().map(|m| m.unwrap()).collect().await;
+        let grpc = grpc_series(addr).await;
         let client = FramesClient::new(&addr.to_string());
         discover(addr, &client).await;
         for round in 0..2 {

@@ -41,8 +41,13 @@ pub(crate) fn storeapi_routes(api: &StoreApi) -> Routes {
 }
 
 /// `api`'s Series for Series frames beside its gRPC services.
-pub(crate) fn storeapi_frames(api: &StoreApi) -> Option<FramedStore> {
-    Some(Arc::new(api.clone()))
+pub(crate) fn storeapi_frames(api: &StoreApi) -> FramedStore {
+    Arc::new(api.clone())
+}
+
+/// [`serve`] of `api`'s StoreAPI services alone, its Series over frames as well.
+pub(crate) async fn serve_storeapi(address: &str, api: &StoreApi, shutdown: Shutdown) -> Result<(), CliError> {
+    serve(address, storeapi_routes(api), Some(storeapi_frames(api)), shutdown).await
 }
 
 /// Binds `address` (`--grpc-address`), serves `routes` until `shutdown`, then lets the calls in

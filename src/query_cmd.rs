@@ -398,16 +398,9 @@ async fn serve(
     registries.extend(extra_registries);
     let http = server::serve_until(http_address, api, ready, registries, shutdown.clone());
     let res = match &storeapi {
-        Some((address, storeapi)) => tokio::try_join!(
-            http,
-            crate::grpc::serve(
-                address,
-                crate::grpc::storeapi_routes(storeapi),
-                crate::grpc::storeapi_frames(storeapi),
-                shutdown
-            )
-        )
-        .map(|_| ()),
+        Some((address, storeapi)) => {
+            tokio::try_join!(http, crate::grpc::serve_storeapi(address, storeapi, shutdown)).map(|_| ())
+        }
         None => http.await,
     };
     for t in tasks {

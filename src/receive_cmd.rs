@@ -262,7 +262,7 @@ pub(crate) async fn run(args: ReceiveArgs) -> Result<(), CliError> {
     let mut registries = vec![registry, thanos];
     registries.extend(flight_registry);
     let http = serve_until(&args.http_address, Router::new(), ready, registries, shutdown.clone());
-    let grpc = crate::grpc::serve(&args.grpc_address, routes, crate::grpc::storeapi_frames(&api), shutdown);
+    let grpc = crate::grpc::serve(&args.grpc_address, routes, Some(crate::grpc::storeapi_frames(&api)), shutdown);
     let served = tokio::try_join!(http, grpc, flight);
 
     // shutdown: stop taking writes, stop the periodic cutter, then cut everything

@@ -296,12 +296,7 @@ pub(crate) async fn run(args: RuleArgs) -> Result<(), CliError> {
     let shutdown = Shutdown::on_signal();
     let routes = query::rules::router(manager.clone());
     let http = serve_until(&args.http_address, routes, ready, vec![registry, prom], shutdown.clone());
-    let grpc = crate::grpc::serve(
-        &args.grpc_address,
-        crate::grpc::storeapi_routes(&api),
-        crate::grpc::storeapi_frames(&api),
-        shutdown,
-    );
+    let grpc = crate::grpc::serve_storeapi(&args.grpc_address, &api, shutdown);
     let served = tokio::try_join!(http, grpc);
 
     manager.stop();

@@ -203,12 +203,7 @@ pub(crate) async fn run(args: StoreArgs) -> Result<(), CliError> {
 
     let shutdown = Shutdown::on_signal();
     let http = server::serve_until(&args.http_address, Router::new(), ready, vec![registry, thanos], shutdown.clone());
-    let grpc = crate::grpc::serve(
-        &args.grpc_address,
-        crate::grpc::storeapi_routes(&api),
-        crate::grpc::storeapi_frames(&api),
-        shutdown,
-    );
+    let grpc = crate::grpc::serve_storeapi(&args.grpc_address, &api, shutdown);
     let res = tokio::try_join!(http, grpc);
     sync.abort();
     if let Some(p) = prune {

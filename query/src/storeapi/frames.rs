@@ -301,7 +301,8 @@ impl FramesClient {
         let tenant = tenant.unwrap_or("").as_bytes();
         let tenant_len = u16::try_from(tenant.len())
             .map_err(|_| Status::invalid_argument(format!("tenant of {} bytes is too long", tenant.len())))?;
-        let mut request = Vec::with_capacity(MAGIC.len() + 7 + tenant.len() + req.encoded_len());
+        // length (4), kind (1), tenant length (2), tenant, message
+        let mut request = Vec::with_capacity(7 + tenant.len() + req.encoded_len());
         let mut prefix = tenant_len.to_be_bytes().to_vec();
         prefix.extend_from_slice(tenant);
         push_frame(&mut request, KIND_REQUEST, &prefix, req);

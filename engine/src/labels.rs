@@ -6,6 +6,7 @@
 //! newlines, as in Prometheus 3. A missing label matches like an empty value.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -209,6 +210,9 @@ pub struct Matcher {
     /// The literal value or the (unanchored) regex source.
     pub value: String,
     re: Option<regex::Regex>,
+    /// A regex's whole language when it is a small set of strings (`a|b`, `api-(eu|us)`), sorted
+    /// (shared: matchers are cloned per block).
+    set: Option<Arc<[String]>>,
 }
 
 impl PartialEq for Matcher {
@@ -228,19 +232,30 @@ impl Matcher {
     pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self> {
         let name = name.into();
         let value = value.into();
-        let re = match op {
-            MatchOp::RegexMatch | MatchOp::RegexNoMatch => Some(
-                regex::Regex::new(&format!("^(?s:{value})$"))
-                    .map_err(|e| Error::BadRegex { label: name.clone(), source: Box::new(e) })?,
+        let (re, set) = match op {
+            MatchOp::RegexMatch | MatchOp::RegexNoMatch => (
+                Some(
+                    regex::Regex::new(&format!("^(?s:{value})$"))
+                        .map_err(|e| Error::BadRegex { label: name.clone(), source: Box::new(e) })?,
+                ),
+                literal_set(&value).map(Arc::from),
             ),
-            _ => None,
+            _ => (None, None),
         };
-        Ok(Matcher { name, op, value, re })
+        Ok(Matcher { name, op, value, re, set })
     }
 
     /// Shorthand for an equality matcher (cannot fail).
     pub fn equal(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Matcher { name: name.into(), op: MatchOp::Equal, value: value.into(), re: None }
+        Matcher { name: name.into(), op: MatchOp::Equal, value: value.into(), re: None, set: None }
+    }
+
+    /// For a regex matcher whose regex matches a small set of strings and nothing else (an
+    /// alternation of literals, as Grafana's multi-value variables write, possibly inside a
+    /// literal prefix or suffix), those strings, sorted: an index can look them up instead of
+    /// running the regex on every value. `None` for any other matcher.
+    pub fn literal_set(&self) -> Option<&[String]> {
+        self.set.as_deref()
     }
 
     /// Tests one label value (use `""` for an absent label).
@@ -268,6 +283,72 @@ impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}{:?}", self.name, self.op, self.value)
     }
+}
+
+/// Most strings [`literal_set`] enumerates: beyond it the regex runs per value.
+const MAX_LITERAL_SET: usize = 256;
+
+/// The strings `regex` (anchored at both ends, `s` flag on, as [`Matcher::new`] compiles it)
+/// matches, sorted and distinct, when they are at most [`MAX_LITERAL_SET`] and the regex is built
+/// from literals, small character classes (`(a|b)` and `(?i)` letters become classes),
+/// alternations, concatenations and groups only (no repetitions or look-around, whose languages
+/// this does not enumerate).
+fn literal_set(regex: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::{Class, Hir, HirKind};
+    fn strings(h: &Hir) -> Option<Vec<Vec<u8>>> {
+        match h.kind() {
+            HirKind::Empty => Some(vec![Vec::new()]),
+            HirKind::Literal(l) => Some(vec![l.0.to_vec()]),
+            HirKind::Capture(c) => strings(&c.sub),
+            HirKind::Alternation(subs) => {
+                let mut out = Vec::new();
+                for s in subs {
+                    out.extend(strings(s)?);
+                    if out.len() > MAX_LITERAL_SET {
+                        return None;
+                    }
+                }
+                Some(out)
+            }
+            HirKind::Concat(subs) => {
+                let mut out = vec![Vec::new()];
+                for s in subs {
+                    let tails = strings(s)?;
+                    if out.len() * tails.len() > MAX_LITERAL_SET {
+                        return None;
+                    }
+                    out = out
+                        .iter()
+                        .flat_map(|head| {
+                            tails.iter().map(move |t| {
+                                let mut v = head.clone();
+                                v.extend_from_slice(t);
+                                v
+                            })
+                        })
+                        .collect();
+                }
+                Some(out)
+            }
+            HirKind::Class(Class::Unicode(c)) => {
+                let mut out = Vec::new();
+                for r in c.ranges() {
+                    if out.len() + (r.end() as usize - r.start() as usize + 1) > MAX_LITERAL_SET {
+                        return None;
+                    }
+                    out.extend((r.start()..=r.end()).map(|ch| ch.to_string().into_bytes()));
+                }
+                Some(out)
+            }
+            HirKind::Class(Class::Bytes(_)) | HirKind::Look(_) | HirKind::Repetition(_) => None,
+        }
+    }
+    let hir = regex_syntax::Parser::new().parse(&format!("(?s:{regex})")).ok()?;
+    let mut set: Vec<String> =
+        strings(&hir)?.into_iter().map(String::from_utf8).collect::<std::result::Result<_, _>>().ok()?;
+    set.sort_unstable();
+    set.dedup();
+    Some(set)
 }
 
 /// The matchers that external labels do not decide: those on a label `external` has no value for.
@@ -301,6 +382,52 @@ pub fn matches_all(ms: &[Matcher], l: &Labels) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_sets_are_exactly_what_the_regex_matches() {
+        let set = |re: &str| Matcher::new(MatchOp::RegexMatch, "l", re).unwrap().literal_set().map(<[String]>::to_vec);
+        let s = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(set("api"), s(&["api"]));
+        assert_eq!(set("web|api|web"), s(&["api", "web"]));
+        assert_eq!(set("foo|foobar"), s(&["foo", "foobar"]));
+        assert_eq!(set("(eu|us)-(a|b)"), s(&["eu-a", "eu-b", "us-a", "us-b"]));
+        assert_eq!(set("a|"), s(&["", "a"]));
+        assert_eq!(set(""), s(&[""]));
+        assert_eq!(set(r"10\.0\.0\.1:9100|h\|x"), s(&["10.0.0.1:9100", "h|x"]));
+        assert_eq!(set("(?:x)(y)"), s(&["xy"]));
+        assert_eq!(set("é|ü"), s(&["é", "ü"]));
+        assert_eq!(set("[ab]c"), s(&["ac", "bc"]));
+        assert_eq!(set("(?i)ab"), s(&["AB", "Ab", "aB", "ab"]));
+        for re in ["a.", ".*", "a+", "a?", "[a-z][a-z]x", r"\bapi", "^api$", "a{2}b", r"\d", "[^a]"] {
+            assert_eq!(set(re), None, "{re}");
+        }
+        let many = (0..300).map(|i| format!("h{i}")).collect::<Vec<_>>().join("|");
+        assert_eq!(set(&many), None);
+        assert_eq!(set("(a|b|c|d)(a|b|c|d)(a|b|c|d)(a|b|c|d)(a|b|c|d)"), None);
+        assert!(Matcher::new(MatchOp::Equal, "l", "a|b").unwrap().literal_set().is_none());
+        // Whatever the set, it is the regex's language: every probe agrees with the regex crate.
+        let probes =
+            ",a,api,web,foo,foob,foobar,eu-a,us-b,eu-c,h|x,hx,10.0.0.1:9100,10a0.0.1:9100,xy,é,ü,u,x,API,aPi,epi,Epi";
+        for re in [
+            "api",
+            "web|api|web",
+            "foo|foobar",
+            "(eu|us)-(a|b)",
+            "a|",
+            "",
+            r"10\.0\.0\.1:9100|h\|x",
+            "(?:x)(y)",
+            "é|ü",
+            "(?i)API",
+            "[ae]pi",
+        ] {
+            let m = Matcher::new(MatchOp::RegexMatch, "l", re).unwrap();
+            let set = m.literal_set().unwrap();
+            for p in probes.split(',') {
+                assert_eq!(set.iter().any(|v| v == p), m.matches(p), "{re} on {p:?}");
+            }
+        }
+    }
 
     #[test]
     fn order_and_hash_like_prometheus() {

@@ -1,6 +1,7 @@
 //! [`LabelColumn`]: one dictionary label column of the series table with its postings (per value,
 //! the ascending ids of the series holding it), and the sorted-list intersection matchers use.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use arrow::array::{Array, AsArray, DictionaryArray};
@@ -59,20 +60,35 @@ impl LabelColumn {
         4 * (self.offsets.len() + self.ids.len()) + map
     }
 
-    /// Per dictionary key: does `m` accept its value? An equality matcher looks its value up;
-    /// the others run once per distinct value.
-    pub(super) fn accepted_keys(&self, m: &Matcher) -> Vec<bool> {
+    /// The dictionary keys whose value `m` accepts. An equality matcher looks its value up, a
+    /// regex matcher with a [`Matcher::literal_set`] its strings; the others run once per
+    /// distinct value.
+    pub(super) fn accepted(&self, m: &Matcher) -> Accepted<'_> {
+        let keys = |v: &str| self.keys_of.get(v).map_or(&[][..], Vec::as_slice);
         let values = self.dict.values().as_string::<i32>();
-        if m.op == MatchOp::Equal {
-            let mut hits = vec![false; values.len()];
-            for &k in self.keys_of.get(&m.value).map_or(&[][..], Vec::as_slice) {
-                if let Some(h) = hits.get_mut(k as usize) {
-                    *h = true;
-                }
+        match (m.op, m.literal_set()) {
+            (MatchOp::Equal, _) => Accepted::Keys(Cow::Borrowed(keys(&m.value))),
+            (MatchOp::RegexMatch, Some(set)) => {
+                let mut ks: Vec<u32> = set.iter().flat_map(|v| keys(v)).copied().collect();
+                ks.sort_unstable();
+                Accepted::Keys(Cow::Owned(ks))
             }
-            return hits;
+            (MatchOp::RegexNoMatch, Some(set)) => {
+                let mut mask: Vec<bool> = (0..values.len()).map(|i| values.is_valid(i)).collect();
+                for &k in set.iter().flat_map(|v| keys(v)) {
+                    if let Some(h) = mask.get_mut(k as usize) {
+                        *h = false;
+                    }
+                }
+                Accepted::Mask(mask)
+            }
+            _ => Accepted::Mask((0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect()),
         }
-        (0..values.len()).map(|i| values.is_valid(i) && m.matches(values.value(i))).collect()
+    }
+
+    /// How many series hold `value` (the length of its postings).
+    pub(super) fn count_of(&self, value: &str) -> usize {
+        self.keys_of.get(value).map_or(0, |ks| ks.iter().map(|&k| self.postings(k as usize).len()).sum())
     }
 
     /// Ascending ids of the series whose key is `k`.
@@ -80,6 +96,33 @@ impl LabelColumn {
         match (self.offsets.get(k), self.offsets.get(k + 1)) {
             (Some(&a), Some(&b)) => self.ids.get(a as usize..b as usize).unwrap_or(&[]),
             _ => &[],
+        }
+    }
+}
+
+/// The dictionary keys a matcher accepts ([`LabelColumn::accepted`]).
+pub(super) enum Accepted<'a> {
+    /// An equality matcher's or a literal set's: the keys of its values (ascending; one per value
+    /// unless the dictionary repeats it), found without visiting the dictionary.
+    Keys(Cow<'a, [u32]>),
+    /// Any other matcher's: per key, whether it accepts the key's value.
+    Mask(Vec<bool>),
+}
+
+impl Accepted<'_> {
+    /// Does the matcher accept key `k`?
+    pub(super) fn contains(&self, k: u32) -> bool {
+        match self {
+            Accepted::Keys(keys) => keys.binary_search(&k).is_ok(),
+            Accepted::Mask(mask) => mask.get(k as usize).copied().unwrap_or(false),
+        }
+    }
+
+    /// The accepted keys, ascending for a mask.
+    pub(super) fn keys(&self) -> Vec<usize> {
+        match self {
+            Accepted::Keys(keys) => keys.iter().map(|&k| k as usize).collect(),
+            Accepted::Mask(mask) => mask.iter().enumerate().filter(|(_, h)| **h).map(|(k, _)| k).collect(),
         }
     }
 }
@@ -124,10 +167,37 @@ mod tests {
         let keys = arrow::array::Int32Array::from(vec![0, 1, 2, 0]);
         let values = arrow::array::StringArray::from(vec!["a", "b", "a"]);
         let col = LabelColumn::new(DictionaryArray::try_new(keys, Arc::new(values)).unwrap());
+        let accepts = |m: &Matcher| -> Vec<bool> {
+            let a = col.accepted(m);
+            assert_eq!(a.keys(), (0..3).filter(|&k| a.contains(k as u32)).collect::<Vec<_>>(), "{m:?}");
+            (0..3).map(|k| a.contains(k)).collect()
+        };
         let eq = Matcher::new(MatchOp::Equal, "x", "a").unwrap();
-        assert_eq!(col.accepted_keys(&eq), vec![true, false, true]);
+        assert_eq!(accepts(&eq), vec![true, false, true]);
+        assert_eq!(col.count_of("a"), 3);
+        assert_eq!((col.count_of("b"), col.count_of("z")), (1, 0));
         let re = Matcher::new(MatchOp::RegexMatch, "x", "b|c").unwrap();
-        assert_eq!(col.accepted_keys(&re), vec![false, true, false]);
-        assert_eq!(col.accepted_keys(&Matcher::new(MatchOp::Equal, "x", "z").unwrap()), vec![false; 3]);
+        assert_eq!(accepts(&re), vec![false, true, false]);
+        assert_eq!(accepts(&Matcher::new(MatchOp::Equal, "x", "z").unwrap()), vec![false; 3]);
+    }
+
+    #[test]
+    fn literal_sets_accept_what_the_regex_accepts() {
+        let values = ["api", "web", "", "db", "api-eu", "api-us", "web", "x|y", "ap"];
+        let keys = arrow::array::Int32Array::from((0..values.len() as i32).chain([0, 4, 4]).collect::<Vec<_>>());
+        let col = LabelColumn::new(
+            DictionaryArray::try_new(keys, Arc::new(arrow::array::StringArray::from(values.to_vec()))).unwrap(),
+        );
+        for re in ["api|web", "api-(eu|us)", "nope|db", "|api", r"x\|y", "ap|api", "a.*", "(?i)API"] {
+            for op in [MatchOp::RegexMatch, MatchOp::RegexNoMatch] {
+                let m = Matcher::new(op, "x", re).unwrap();
+                let a = col.accepted(&m);
+                for (k, v) in values.iter().enumerate() {
+                    assert_eq!(a.contains(k as u32), m.matches(v), "{m} on key {k} ({v:?})");
+                }
+                assert_eq!(a.keys(), (0..values.len()).filter(|&k| m.matches(values[k])).collect::<Vec<_>>(), "{m}");
+            }
+        }
+        assert_eq!(col.count_of("api-eu"), 3);
     }
 }

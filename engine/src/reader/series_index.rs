@@ -101,17 +101,16 @@ impl SeriesIndex {
                 None => (0..self.len() as u32).filter(|&i| ok(i)).collect(),
             };
         };
-        let hits = col.accepted_keys(m);
+        let accepted = col.accepted(m);
         let empty = m.matches("");
         let keys = col.dict.keys();
         let (kv, nulls) = (keys.values(), keys.nulls());
         let ok = |i: usize| match nulls {
             Some(n) if n.is_null(i) => empty,
-            _ => kv.get(i).and_then(|&k| hits.get(k as usize)).copied().unwrap_or(false),
+            _ => kv.get(i).is_some_and(|&k| u32::try_from(k).is_ok_and(|k| accepted.contains(k))),
         };
         if !empty {
-            let lists: Vec<&[u32]> =
-                hits.iter().enumerate().filter(|(_, h)| **h).map(|(k, _)| col.postings(k)).collect();
+            let lists: Vec<&[u32]> = accepted.keys().into_iter().map(|k| col.postings(k)).collect();
             let total: usize = lists.iter().map(|l| l.len()).sum();
             if let Some(c) = &cand
                 && c.len() < total
@@ -139,14 +138,20 @@ impl SeriesIndex {
     }
 
     /// Ids of the series accepted by every matcher, ascending. Matchers that select few series
-    /// (equality on a non-empty value, then regex matches) run first, so the others only test the
-    /// survivors.
+    /// run first, so the others only test the survivors: equalities on a non-empty value and
+    /// regex matches of a literal set without `""`, the one with the shortest postings first (on a
+    /// label without a column, a scan: last of them), then other regex matches, then the rest.
     pub fn resolve(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let count = |m: &Matcher, values: &[String]| match self.columns.get(&m.name) {
+            Some(c) => values.iter().map(|v| c.count_of(v)).sum(),
+            None => self.len(),
+        };
         let mut order: Vec<&Matcher> = matchers.iter().collect();
-        order.sort_by_key(|m| match m.op {
-            MatchOp::Equal if !m.value.is_empty() => 0,
-            MatchOp::RegexMatch => 1,
-            _ => 2,
+        order.sort_by_cached_key(|m| match (m.op, m.literal_set()) {
+            (MatchOp::Equal, _) if !m.value.is_empty() => (0, count(m, std::slice::from_ref(&m.value))),
+            (MatchOp::RegexMatch, Some(set)) if !m.matches("") => (0, count(m, set)),
+            (MatchOp::RegexMatch, _) => (1, 0),
+            _ => (2, 0),
         });
         let mut cand: Option<Vec<u32>> = None;
         for m in order {
@@ -328,5 +333,22 @@ mod tests {
         assert!(n > 0 && n < 30, "{n}");
         let n = check(vec![m(MatchOp::RegexMatch, "zone", "z1"), m(MatchOp::RegexMatch, "__name__", "metric_.*")]);
         assert!(n > 0 && n < 100, "{n}");
+        // Literal sets (values looked up, not matched one by one), alone, against each other by
+        // postings length, with a value the block lacks, with "" among them, and negated.
+        let hosts = check(vec![m(MatchOp::RegexMatch, "instance", "host-00(07|12|99)|host-0404")]);
+        assert_eq!(hosts, 3);
+        let n = check(vec![
+            m(MatchOp::RegexMatch, "job", "job(0|1)"),
+            m(MatchOp::RegexMatch, "instance", "host-00(07|12|13|99)"),
+            m(MatchOp::Equal, "__name__", "metric_0"),
+        ]);
+        assert!(n < 3, "{n}");
+        assert_eq!(check(vec![m(MatchOp::RegexMatch, "zone", "z1|")]), 90);
+        assert_eq!(
+            check(vec![m(MatchOp::RegexNoMatch, "job", "job0|job2"), m(MatchOp::RegexMatch, "zone", "z0|z1")]),
+            6
+        );
+        assert_eq!(check(vec![m(MatchOp::RegexNoMatch, "zone", "z0|")]), 10);
+        assert_eq!(check(vec![m(MatchOp::RegexMatch, "min_time", "odd|even")]), 10);
     }
 }

@@ -39,6 +39,7 @@
 //! those samples again (the next cut uploads an overlapping block with the same samples, which
 //! queriers deduplicate); no acknowledged sample is lost.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
@@ -574,17 +575,26 @@ impl State {
     }
 
     /// The series that may match `matchers`, in label order, when an `=` matcher with a
-    /// non-empty value narrows them through the postings (every matcher is still to be tested);
-    /// None when no matcher does (then every series is a candidate).
+    /// non-empty value, or a `=~` matcher whose regex is a set of non-empty strings
+    /// ([`Matcher::literal_set`]), narrows them through the postings (every matcher is still to be
+    /// tested); None when no matcher does (then every series is a candidate).
     fn candidates(&self, matchers: &[Matcher]) -> Option<Vec<&Arc<Labels>>> {
-        let mut lists: Vec<&[u64]> = Vec::new();
+        let mut lists: Vec<Cow<'_, [u64]>> = Vec::new();
         for m in matchers {
-            if m.op == MatchOp::Equal && !m.value.is_empty() {
-                let list = self.postings.get(m.name.as_str()).and_then(|v| v.get(m.value.as_str()));
-                match list {
-                    Some(l) => lists.push(l),
-                    None => return Some(Vec::new()),
+            let values = self.postings.get(m.name.as_str());
+            let list = |v: &str| values.and_then(|vs| vs.get(v)).map_or(&[][..], Vec::as_slice);
+            match (m.op, m.literal_set()) {
+                (MatchOp::Equal, _) if !m.value.is_empty() => lists.push(Cow::Borrowed(list(&m.value))),
+                (MatchOp::RegexMatch, Some(set)) if !m.matches("") => {
+                    let mut refs: Vec<u64> = set.iter().flat_map(|v| list(v)).copied().collect();
+                    refs.sort_unstable();
+                    refs.dedup();
+                    lists.push(Cow::Owned(refs));
                 }
+                _ => continue,
+            }
+            if lists.last().is_some_and(|l| l.is_empty()) {
+                return Some(Vec::new());
             }
         }
         lists.sort_by_key(|l| l.len());
@@ -1233,6 +1243,11 @@ mod tests {
             vec![m(MatchOp::Equal, "job", "nope")],
             vec![m(MatchOp::Equal, "nope", "x")],
             vec![m(MatchOp::RegexMatch, "job", "j1|j2")],
+            vec![m(MatchOp::RegexMatch, "zone", "z1|")],
+            vec![m(MatchOp::RegexMatch, "job", "j1.*")],
+            vec![m(MatchOp::RegexMatch, "i", "1[67]|300"), m(MatchOp::RegexMatch, "job", "j(0|1)")],
+            vec![m(MatchOp::RegexMatch, "i", "300|301")],
+            vec![m(MatchOp::RegexMatch, "nope", "x|y"), m(MatchOp::Equal, "job", "j1")],
         ];
         let check = |st: &State| {
             for ms in &sets {
@@ -1246,7 +1261,10 @@ mod tests {
         };
         check(&st);
         assert!(st.candidates(&sets[1]).unwrap().len() < 20, "narrowed by both = matchers");
-        assert!(st.candidates(&sets[7]).is_none(), "no = matcher: every series is a candidate");
+        assert_eq!(st.candidates(&sets[7]).unwrap().len(), 100, "a literal set narrows too");
+        assert!(st.candidates(&sets[8]).is_none(), "a set with \"\" in it does not narrow");
+        assert!(st.candidates(&sets[9]).is_none(), "nor does a regex that is not a set");
+        assert_eq!(st.candidates(&sets[10]).unwrap().len(), 2);
         for l in series.iter().step_by(3) {
             st.remove(l);
         }
